@@ -1,0 +1,41 @@
+"""syncd: audit one Sales Book standard across client CRMs.
+
+A plugin needs only this import surface::
+
+    from syncd import hookimpl, Connector, ConnectionSettings, Page
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from syncd.connector import (
+    ConnectionSettings,
+    Connector,
+    FieldSpec,
+    FieldWrite,
+    Inspection,
+    PullContext,
+    TaskCreate,
+    WriteResult,
+)
+from syncd.records import Page
+
+__version__ = "0.1.0"
+PROJECT_NAME = "syncd"
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+__all__ = [
+    "PROJECT_NAME",
+    "ConnectionSettings",
+    "Connector",
+    "FieldSpec",
+    "FieldWrite",
+    "Inspection",
+    "Page",
+    "PullContext",
+    "TaskCreate",
+    "WriteResult",
+    "__version__",
+    "hookimpl",
+]

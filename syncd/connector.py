@@ -1,0 +1,163 @@
+"""The connector contract: what a CRM plugin implements.
+
+A plugin registers a ``Connector`` subclass through the ``syncd_register_connectors`` hook.
+The core creates one instance per tenant pass with the tenant's validated connection
+settings (secrets already resolved) and drives it:
+
+1. ``pull(stream, cursor, ...)`` for every name in ``streams``, in order. Each yielded
+   ``Page`` is committed to the store together with its cursor.
+2. ``ensure_fields`` once before writing, so the custom fields we write exist.
+3. ``write_fields`` / ``find_task`` / ``create_task`` for the write-back.
+
+A connector never sleeps ad hoc and never retries by itself: it makes its HTTP calls through
+``syncd.http.ApiClient``, which applies the one retry and rate-limit policy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from syncd.records import Page, Record
+
+#: The streams, in the order the core pulls them. A connector may declare fewer.
+STANDARD_STREAMS = (
+    "users",
+    "pipelines",
+    "stages",
+    "fields",
+    "activity_types",
+    "companies",
+    "contacts",
+    "deals",
+    "activities",
+    "stage_history",
+)
+
+
+class ConnectionSettings(BaseModel):
+    """Base of every connector's connection settings (the tenant file's ``connection:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    #: Which keys hold secrets (redacted everywhere, must come from $env/$file).
+    secret_keys: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass
+class PullContext:
+    """What the core tells a connector about the current pass."""
+
+    full: bool = False  # ignore cursors, pull everything
+    overlap: timedelta = timedelta(minutes=10)  # re-read this much before each cursor
+    #: Deals stored by this pass whose stage may have changed (for ``stage_history``).
+    changed_deal_ids: set[str] = field(default_factory=set)
+    #: True once the daemon was asked to stop: finish the current page and return.
+    stop_requested: Callable[[], bool] = lambda: False
+    #: Called with the number of HTTP requests as they happen (progress display).
+    on_request: Callable[[int], None] = lambda n: None
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A custom field syncd writes to, created by name if missing."""
+
+    entity: Literal["deal", "company"]
+    name: str
+    type: Literal["text", "number"] = "text"
+
+
+@dataclass(frozen=True)
+class FieldWrite:
+    """Set one custom field of one record to an absolute value (idempotent in effect)."""
+
+    entity: Literal["deal", "company"]
+    external_id: str
+    field_name: str
+    value: str | float | None
+
+
+@dataclass(frozen=True)
+class TaskCreate:
+    """Create one task for a deal owner. ``marker`` is unique and must be findable later
+    (it goes into the task's note), so a crash between create and commit is recoverable."""
+
+    deal_id: str
+    owner_id: str | None
+    subject: str
+    note: str
+    marker: str
+    due: date
+
+
+@dataclass
+class WriteResult:
+    ok: bool
+    error: str | None = None
+    crm_id: str | None = None  # the id of a created task
+    record: Record | None = None  # the record as the CRM returned it after the write
+
+
+@dataclass
+class Inspection:
+    """What an account has, for writing a tenant's mapping (``syncd inspect``)."""
+
+    pipelines: list[dict[str, Any]] = field(default_factory=list)  # {id, name, stages: [...]}
+    loss_reasons: list[str] = field(default_factory=list)
+    fields: dict[str, list[str]] = field(default_factory=dict)  # entity -> field names
+    activity_types: list[str] = field(default_factory=list)
+    users: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Connector(ABC):
+    """One CRM. Subclasses set ``name`` and ``settings_model`` and implement the methods."""
+
+    name: ClassVar[str]
+    settings_model: ClassVar[type[ConnectionSettings]] = ConnectionSettings
+    streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
+
+    def __init__(self, settings: ConnectionSettings, *, tenant: str) -> None:
+        self.settings = settings
+        self.tenant = tenant
+
+    @abstractmethod
+    def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
+        """Yield pages of normalized records of ``stream`` changed since ``cursor``."""
+
+    @abstractmethod
+    def inspect(self) -> Inspection:
+        """Describe the account: pipelines and stages, loss reasons, fields, users."""
+
+    def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
+        """Create the custom fields in ``specs`` that do not exist yet (by name)."""
+        raise NotImplementedError(f"{self.name} does not support write-back")
+
+    def write_fields(self, changes: Sequence[FieldWrite]) -> list[WriteResult]:
+        """Apply field writes; one result per change, in order. Batch where the API can."""
+        return [self.write_field(change) for change in changes]
+
+    def write_field(self, change: FieldWrite) -> WriteResult:
+        raise NotImplementedError(f"{self.name} does not support write-back")
+
+    def find_task(self, task: TaskCreate) -> str | None:
+        """Return the CRM id of a task already created with ``task.marker``, if any."""
+        raise NotImplementedError(f"{self.name} does not support tasks")
+
+    def create_task(self, task: TaskCreate) -> WriteResult:
+        raise NotImplementedError(f"{self.name} does not support tasks")
+
+    def close(self) -> None:
+        """Release sessions and other resources."""
+
+    # Optional: a local fake account for `syncd demo` and tests.
+    @classmethod
+    def demo(cls) -> Any:
+        """A context manager yielding ``(connection_dict, tenant_extra_dict)`` for a demo
+        tenant served locally, or ``None`` when the connector ships no demo."""
+        return None

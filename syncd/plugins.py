@@ -1,0 +1,122 @@
+"""Building the plugin manager and the connector registry.
+
+Plugins, built-in and third-party alike, are discovered through the ``syncd`` entry-point
+group. Nothing is loaded at import time: ``make_plugin_manager`` does the work, and
+``SYNCD_DISABLE_PLUGINS=a,b`` blocks plugins by name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from types import ModuleType
+
+import pluggy
+
+from syncd import PROJECT_NAME, hookspecs
+from syncd.connector import Connector
+from syncd.errors import PluginError
+
+
+class ConnectorRegistry:
+    """Connector classes by name; registering a name twice is an error naming both."""
+
+    def __init__(self) -> None:
+        self._connectors: dict[str, type[Connector]] = {}
+
+    def add(self, connector: type[Connector]) -> None:
+        name = getattr(connector, "name", None)
+        if not isinstance(name, str) or not name:
+            message = f"{connector!r} has no connector name"
+            raise PluginError(message)
+        existing = self._connectors.get(name)
+        if existing is not None and existing is not connector:
+            message = (
+                f"connector name {name!r} registered twice: by {existing.__module__} "
+                f"and by {connector.__module__}"
+            )
+            raise PluginError(message)
+        self._connectors[name] = connector
+
+    def get(self, name: str) -> type[Connector]:
+        try:
+            return self._connectors[name]
+        except KeyError:
+            known = ", ".join(sorted(self._connectors)) or "none"
+            message = f"no connector named {name!r} (installed: {known})"
+            raise PluginError(message) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._connectors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._connectors
+
+
+@dataclass
+class Plugins:
+    """The plugin manager plus what it registered."""
+
+    manager: pluggy.PluginManager
+    connectors: ConnectorRegistry
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        return self.manager.hook
+
+    def describe(self) -> list[dict[str, object]]:
+        """Name, distribution, version and implemented hooks of every plugin."""
+        dists = {id(plugin): dist for plugin, dist in self.manager.list_plugin_distinfo()}
+        rows = []
+        for name, plugin in sorted(self.manager.list_name_plugin(), key=lambda x: x[0]):
+            dist = dists.get(id(plugin))
+            hooks = sorted(h.name for h in self.manager.get_hookcallers(plugin) or [])
+            connectors = [
+                c for c in self.connectors.names()
+                if self.connectors.get(c).__module__.startswith(_module_root(plugin))
+            ]
+            rows.append({
+                "name": name,
+                "distribution": dist.project_name if dist else None,
+                "version": dist.version if dist else None,
+                "hooks": hooks,
+                "connectors": connectors,
+            })
+        return rows
+
+
+def _module_root(plugin: object) -> str:
+    name = getattr(plugin, "__name__", type(plugin).__module__)
+    return name.split(".")[0]
+
+
+def make_plugin_manager(
+    *,
+    load_entrypoints: bool = True,
+    extra: tuple[ModuleType | object, ...] = (),
+    blocked: tuple[str, ...] = (),
+) -> Plugins:
+    """Build a fresh plugin manager: specs, blocked names, entry points, extras; validate."""
+    manager = pluggy.PluginManager(PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    env_blocked = os.environ.get("SYNCD_DISABLE_PLUGINS", "")
+    for name in (*blocked, *filter(None, (n.strip() for n in env_blocked.split(",")))):
+        manager.set_blocked(name)
+    if load_entrypoints:
+        try:
+            manager.load_setuptools_entrypoints(PROJECT_NAME)
+        except Exception as exc:  # a broken third-party plugin must say which one
+            message = f"a syncd plugin failed to load: {exc}"
+            raise PluginError(message) from exc
+    for plugin in extra:
+        manager.register(plugin)
+    manager.check_pending()
+    registry = ConnectorRegistry()
+    manager.hook.syncd_register_connectors(registry=registry)
+    return Plugins(manager=manager, connectors=registry)
+
+
+def entry_point_names() -> list[str]:
+    """Names declared in the ``syncd`` entry-point group of installed distributions."""
+    return sorted(ep.name for ep in metadata.entry_points(group=PROJECT_NAME))

@@ -1,0 +1,205 @@
+"""The Sales Book as data: stages, actions, passive statuses, loss reasons, karma weights.
+
+A Sales Book is a YAML file (see ``config/salesbooks/`` and ``docs/salesbook.md``). It is
+CRM-agnostic: activity types are *canonical kinds* (``call``, ``meeting``, ``email``,
+``task``...) and fields are *canonical field keys* (``lead_source``, ``contract_number``...);
+each tenant maps its CRM's types and fields onto them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from syncd.errors import ConfigError, ConfigProblem
+
+PASSIVE_STATUSES = ("won", "lost", "deferred")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Evidence(_Strict):
+    """What proves an action was done: a done activity of one of ``activity_types`` linked
+    to the deal, or a non-empty deal ``field`` (a canonical field key). Either suffices."""
+
+    activity_types: tuple[str, ...] = ()
+    field: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.activity_types and not self.field
+
+
+class Action(_Strict):
+    title: str
+    evidence: Evidence
+
+
+class ActiveStage(_Strict):
+    key: str
+    title: str
+    max_days: int | None = Field(default=None, ge=1)
+    optional: bool = False
+    goal: str = ""
+    actions: tuple[str, ...] = ()
+
+
+class LossReason(_Strict):
+    title: str
+    stages: tuple[str, ...] | None = None  # None: allowed at every active stage
+
+
+class DeferredRules(_Strict):
+    remind_every_days: int = Field(default=30, ge=1)
+    reminder_activity_types: tuple[str, ...] = ("call", "email", "meeting", "task")
+
+
+class WonRules(_Strict):
+    followup_within_days: int = Field(default=14, ge=0)
+    followup_activity_types: tuple[str, ...] = ("call", "email", "meeting", "task")
+
+
+class LostRules(_Strict):
+    reasons: dict[str, LossReason]
+
+
+class Passive(_Strict):
+    deferred: DeferredRules = DeferredRules()
+    won: WonRules = WonRules()
+    lost: LostRules
+
+
+class ClientKarmaWeights(_Strict):
+    revenue_weight: float = 0.001
+    profit_weight: float = 0.01
+    lost_tender_penalty: float = 50.0
+    loss_tender_penalty: float = 100.0
+    incident_penalty: float = 200.0
+    window_days: int | None = Field(default=None, ge=1)  # None: all time
+
+
+class EmployeeKarmaWeights(_Strict):
+    won_deal: float = 10.0
+    won_value: float = 0.0001
+    upsale: float = 5.0
+    loyal_client: float = 5.0
+    forward_move: float = 1.0
+    violation_penalty: float = 2.0
+
+
+class KarmaWeights(_Strict):
+    client: ClientKarmaWeights = ClientKarmaWeights()
+    employee: EmployeeKarmaWeights = EmployeeKarmaWeights()
+    bonus_rate: float = 0.0
+
+
+class SalesBook(_Strict):
+    key: str
+    title: str
+    language: str = "en"
+    description: str = ""
+    inactive_days: int = Field(default=14, ge=1)
+    actions: dict[str, Action]
+    stages: tuple[ActiveStage, ...] = Field(min_length=1)
+    passive: Passive
+    karma: KarmaWeights = KarmaWeights()
+    _stage_index: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> SalesBook:
+        problems = self.reference_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def reference_problems(self) -> list[str]:
+        """Cross-references that pydantic cannot check field by field."""
+        problems: list[str] = []
+        keys = [s.key for s in self.stages]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            problems.append(f"stage keys must be unique, repeated: {', '.join(dupes)}")
+        for reserved in PASSIVE_STATUSES:
+            if reserved in keys:
+                problems.append(f"stage key {reserved!r} is reserved for a passive status")
+        for index, stage in enumerate(self.stages):
+            for action in stage.actions:
+                if action not in self.actions:
+                    problems.append(
+                        f"stages[{index}] ({stage.key}).actions: unknown action {action!r}"
+                    )
+        for key, action in self.actions.items():
+            if action.evidence.is_empty:
+                problems.append(
+                    f"actions.{key}.evidence: no evidence (give activity_types or field)"
+                )
+        for key, reason in self.passive.lost.reasons.items():
+            for stage in reason.stages or ():
+                if stage not in keys:
+                    problems.append(
+                        f"passive.lost.reasons.{key}.stages: unknown stage {stage!r}"
+                    )
+        return problems
+
+    # -- lookups used by the audit engine -------------------------------------------------
+    def stage_index(self, key: str) -> int:
+        return self._index()[key]
+
+    def has_stage(self, key: str) -> bool:
+        return key in self._index()
+
+    def _index(self) -> dict[str, int]:
+        if not self._stage_index:
+            self._stage_index.update({s.key: i for i, s in enumerate(self.stages)})
+        return self._stage_index
+
+    def stage(self, key: str) -> ActiveStage:
+        return self.stages[self.stage_index(key)]
+
+    def canonical_fields(self) -> set[str]:
+        """Canonical deal field keys the book's evidence refers to."""
+        return {a.evidence.field for a in self.actions.values() if a.evidence.field}
+
+
+def problems_from_validation(error: ValidationError, file: str, prefix: str = "") -> list[
+    ConfigProblem
+]:
+    """Turn a pydantic error into problems naming file and dotted key."""
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if prefix:
+            key = f"{prefix}.{key}" if key else prefix
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(ConfigProblem(file=file, key=key, problem=message))
+    return problems
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping, turning every failure into a ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(ConfigProblem(str(path), "", "file not found")) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = f"not valid YAML ({where}): {getattr(exc, 'problem', exc)}"
+        raise ConfigError(ConfigProblem(str(path), "", problem)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(ConfigProblem(str(path), "", "expected a mapping at the top level"))
+    return data
+
+
+def load_salesbook(path: Path) -> SalesBook:
+    """Load and validate one Sales Book file; raises ConfigError naming file and key."""
+    data = read_yaml(path)
+    try:
+        return SalesBook.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation(exc, str(path))) from None
