@@ -1,0 +1,290 @@
+"""The `syncd` command. Exit codes: see syncd/exitcodes.py and docs/cli.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import click
+from rich.console import Console
+
+from syncd import __version__, exitcodes, store
+from syncd.config import Settings, Tenant, check_all, load_settings, load_tenant
+from syncd.daemon import Daemon, Runner, TenantOutcome
+from syncd.display import print_report, print_summary, pull_progress
+from syncd.errors import ConfigError, PluginError, SyncdError
+from syncd.logs import setup_logging
+from syncd.plugins import Plugins, make_plugin_manager
+from syncd.report import build_report, write_report
+from syncd.secrets import redact
+from syncd.sync import PassOptions
+
+log = logging.getLogger("syncd")
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console()
+err = Console(stderr=True)
+
+
+def handle_errors(func: F) -> F:
+    """Map our errors onto the documented exit codes with a clean one-line message."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                err.print(f"[red]error:[/] {redact(str(problem))}", highlight=False)
+            sys.exit(exitcodes.CONFIG_ERROR)
+        except PluginError as exc:
+            err.print(f"[red]plugin error:[/] {redact(str(exc))}", highlight=False)
+            sys.exit(exitcodes.CONFIG_ERROR)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(exitcodes.INTERRUPTED)
+        except SyncdError as exc:
+            err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
+            sys.exit(exitcodes.TENANT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Context:
+    def __init__(self, config: str | None) -> None:
+        self.config_path = Path(config) if config else None
+        self._settings: Settings | None = None
+        self._plugins: Plugins | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+            setup_logging(self._settings.daemon.log_level)
+        return self._settings
+
+    @property
+    def plugins(self) -> Plugins:
+        if self._plugins is None:
+            self._plugins = make_plugin_manager()
+        return self._plugins
+
+    def database(self) -> store.Database:
+        db = store.Database(self.settings.database_url)
+        db.upgrade()
+        return db
+
+    def tenants(self, keys: tuple[str, ...] | list[str]) -> list[Tenant]:
+        keys = list(keys) or list(self.settings.tenant_files())
+        if not keys:
+            message = f"no tenants configured in {self.settings.tenants_dir}"
+            raise ConfigError(message)
+        return [load_tenant(self.settings, key, self.plugins.connectors) for key in keys]
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.option("--config", "-c", envvar="SYNCD_CONFIG", type=click.Path(dir_okay=False),
+              help="Daemon config file [default: config/syncd.yaml; env SYNCD_CONFIG].")
+@click.version_option(__version__, prog_name="syncd")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """syncd: audit one Sales Book standard across your clients' CRMs."""
+    ctx.obj = Context(config)
+    setup_logging("WARNING")
+
+
+def parse_as_of(text: str | None, tz: ZoneInfo) -> datetime | None:
+    """ISO date (= the end of that day in the tenant's timezone) or datetime."""
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=tz).date()
+            return datetime.combine(day + timedelta(days=1), time(0), tz) - timedelta(
+                microseconds=1)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        message = f"--as-of: {text!r} is not an ISO date (2026-10-31) or datetime"
+        raise ConfigError(message) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+@handle_errors
+def plugins(obj: Context, fmt: str) -> None:
+    """List the plugins found through the `syncd` entry points and their connectors."""
+    rows = obj.plugins.describe()
+    if fmt == "json":
+        out.print_json(json.dumps(rows))
+        return
+    for row in rows:
+        if not row["hooks"]:
+            continue
+        version = f" {row['version']}" if row["version"] else ""
+        out.print(f"[bold]{row['name']}[/]{version} ({row['distribution'] or 'local'}): "
+                  f"connectors {', '.join(row['connectors']) or '-'}; "
+                  f"hooks {', '.join(row['hooks'])}", highlight=False)
+
+
+@main.command()
+@pass_context
+@handle_errors
+def check(obj: Context) -> None:
+    """Validate the daemon config, every tenant and Sales Book (exit 2 on errors)."""
+    problems = check_all(obj.settings, obj.plugins.connectors)
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in problems:
+        colour = "red" if problem.severity == "error" else "yellow"
+        err.print(f"[{colour}]{problem.severity}:[/] {redact(str(problem))}", highlight=False)
+    tenants = len(obj.settings.tenant_files())
+    out.print(f"{tenants} tenant(s) checked: {len(errors)} error(s), "
+              f"{len(problems) - len(errors)} warning(s)")
+    if errors:
+        sys.exit(exitcodes.CONFIG_ERROR)
+
+
+def _exit_for(outcomes: list[TenantOutcome]) -> int:
+    if any(o.interrupted for o in outcomes):
+        return exitcodes.INTERRUPTED
+    return exitcodes.OK if all(o.ok for o in outcomes) else exitcodes.TENANT_FAILED
+
+
+@main.command()
+@click.argument("tenants", nargs=-1)
+@click.option("--full", is_flag=True, help="Ignore cursors and pull everything.")
+@click.option("--as-of", "as_of", help="Audit as of this date/datetime (tenant timezone).")
+@click.option("--no-write", is_flag=True, help="Do not write anything back to the CRM.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+@handle_errors
+def sync(obj: Context, tenants: tuple[str, ...], full: bool, as_of: str | None,
+         no_write: bool, fmt: str) -> None:
+    """One pass for the named tenants (default: all): pull, audit, score, write back."""
+    loaded = obj.tenants(tenants)
+    runner = Runner(obj.settings, obj.plugins, obj.database())
+    overlap = timedelta(minutes=obj.settings.daemon.overlap_minutes)
+    outcomes = []
+    for tenant in loaded:
+        options = PassOptions(full=full, as_of=parse_as_of(as_of, tenant.tz),
+                              write=not no_write, overlap=overlap)
+        with pull_progress(tenant.key, options, err):
+            outcome = runner.run_tenant(tenant, options)
+        outcomes.append(outcome)
+        if fmt == "table":
+            _print_outcome(outcome)
+    if fmt == "json":
+        out.print_json(json.dumps([_outcome_dict(o) for o in outcomes]))
+    sys.exit(_exit_for(outcomes))
+
+
+def _outcome_dict(outcome: TenantOutcome) -> dict[str, Any]:
+    return {"tenant": outcome.tenant, "ok": outcome.ok, "error": outcome.error,
+            "report": outcome.report,
+            "summary": outcome.summary.as_dict() if outcome.summary else None}
+
+
+def _print_outcome(outcome: TenantOutcome) -> None:
+    if not outcome.ok:
+        err.print(f"[red]{outcome.tenant}: failed:[/] {outcome.error}", highlight=False)
+        return
+    assert outcome.summary is not None
+    print_summary(out, outcome.summary.as_dict())
+    if outcome.report:
+        out.print(f"report: {outcome.report}")
+
+
+@main.command()
+@click.argument("tenants", nargs=-1)
+@click.option("--max-passes", type=int, default=None, hidden=True,
+              help="Stop after this many tenant passes (tests).")
+@pass_context
+@handle_errors
+def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None) -> None:
+    """The daemon: every tenant on its interval until SIGTERM/SIGINT."""
+    loaded = [t for t in obj.tenants(tenants) if t.config.enabled]
+    overlap = timedelta(minutes=obj.settings.daemon.overlap_minutes)
+    runner = Runner(obj.settings, obj.plugins, obj.database(),
+                    options_factory=lambda: PassOptions(overlap=overlap))
+    daemon = Daemon(runner, loaded, max_passes=max_passes)
+    daemon.install_signal_handlers()
+    log.warning("syncd %s running %d tenant(s); database %s", __version__, len(loaded),
+                store.redacted_url(obj.settings.database_url))
+    daemon.run()
+    sys.exit(exitcodes.INTERRUPTED if daemon.signals else exitcodes.OK)
+
+
+@main.command()
+@click.argument("tenant")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--as-of", "as_of", help="Audit stored data as of this date/datetime.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write JSON here too.")
+@pass_context
+@handle_errors
+def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str | None) -> None:
+    """Violations, client karma and counts of one tenant (from the store)."""
+    loaded = obj.tenants([tenant])[0]
+    data = build_report(obj.database(), loaded, as_of=parse_as_of(as_of, loaded.tz))
+    if output:
+        Path(output).write_text(json.dumps(data, ensure_ascii=False, indent=2), "utf-8")
+    if fmt == "json":
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    else:
+        print_report(out, data)
+
+
+@main.command()
+@click.argument("tenant")
+@pass_context
+@handle_errors
+def inspect(obj: Context, tenant: str) -> None:
+    """Show the CRM account's pipelines, stages, loss reasons and fields (for mapping)."""
+    loaded = obj.tenants([tenant])[0]
+    connector = loaded.make_connector()
+    try:
+        found = connector.inspect()
+    finally:
+        connector.close()
+    out.print_json(json.dumps(found.__dict__, ensure_ascii=False, default=str))
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@pass_context
+@handle_errors
+def db_upgrade(obj: Context) -> None:
+    """Apply schema migrations (also done automatically by every command)."""
+    database = obj.database()
+    out.print(f"database {store.redacted_url(obj.settings.database_url)} at revision "
+              f"{database.current_revision()}")
+
+
+@main.command()
+@click.option("--config-dir", type=click.Path(file_okay=False), default="config/demo",
+              show_default=True, help="The demo's config folder.")
+@click.option("--keep", is_flag=True, help="Keep the demo database from the last run.")
+@click.pass_context
+@handle_errors
+def demo(ctx: click.Context, config_dir: str, keep: bool) -> None:
+    """Run the main job on SQLite against a local fake CRM with a sample client."""
+    from syncd.demo import run_demo
+
+    sys.exit(run_demo(Path(config_dir), keep=keep, console=out))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,339 @@
+"""Daemon and tenant configuration: YAML files validated with pydantic.
+
+Layout (paths in the daemon config are relative to the daemon config file)::
+
+    config/syncd.yaml            database_url, interval, tenants_dir, salesbooks_dir, ...
+    config/tenants/<key>.yaml    one tenant: plugin, connection, salesbook, mapping, write-back
+    config/salesbooks/<key>.yaml one Sales Book (see syncd.salesbook)
+
+Secrets are never needed in a file: any connection value may be ``{$env: NAME}`` or
+``{$file: path}``; keys a connector declares secret *must* be given that way (an inline
+secret is a warning). Every problem names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from syncd import secrets
+from syncd.audit.facts import DEFERRED
+from syncd.connector import ConnectionSettings, Connector
+from syncd.errors import ConfigError, ConfigProblem, PluginError
+from syncd.plugins import ConnectorRegistry
+from syncd.salesbook import SalesBook, load_salesbook, problems_from_validation, read_yaml
+
+DEFAULT_CONFIG = Path("config/syncd.yaml")
+CANONICAL_DEAL_FIELDS = ("lead_source", "profit", "is_tender", "public_incident",
+                         "snooze_until", "snooze_reason")
+CANONICAL_COMPANY_FIELDS = ("segment", "nps", "public_incidents", "channel", "sub_channel",
+                            "region")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DaemonConfig(_Model):
+    database_url: str = "sqlite:///../var/syncd.db"
+    interval_minutes: int = Field(default=15, ge=1)
+    overlap_minutes: int = Field(default=10, ge=0)
+    tenants_dir: str = "tenants"
+    salesbooks_dir: str = "salesbooks"
+    reports_dir: str = "../var/reports"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class FieldMapping(_Model):
+    deal: dict[str, str] = Field(default_factory=dict)  # canonical key -> CRM field name
+    company: dict[str, str] = Field(default_factory=dict)
+    contact: dict[str, str] = Field(default_factory=dict)
+
+
+class Team(_Model):
+    manager: str  # a CRM user id, e-mail or name
+    members: list[str]
+
+
+class Mapping(_Model):
+    #: CRM pipeline name -> CRM stage name -> canonical stage key (or "deferred").
+    stages: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: CRM loss reason text -> catalogue key.
+    loss_reasons: dict[str, str] = Field(default_factory=dict)
+    #: CRM activity type key -> canonical kind (unlisted types keep their own key).
+    activity_types: dict[str, str] = Field(default_factory=dict)
+    fields: FieldMapping = Field(default_factory=FieldMapping)
+    teams: list[Team] = Field(default_factory=list)
+
+
+class WritebackConfig(_Model):
+    enabled: bool = True
+    company_karma_field: str = "syncd karma"
+    deal_violations_field: str = "syncd violations"
+    create_tasks: bool = False
+    task_rules: list[str] = Field(default_factory=lambda: [
+        "missing_action", "stalled", "inactive", "no_next_step", "deferred_no_reminder",
+        "won_no_followup", "bad_loss_reason",
+    ])
+    task_due_days: int = Field(default=1, ge=0)
+    max_writes_per_run: int = Field(default=1000, ge=1)
+
+
+class TenantConfig(_Model):
+    plugin: str
+    salesbook: str
+    connection: dict[str, Any]
+    timezone: str = "UTC"
+    currency: str = "EUR"
+    language: Literal["en", "ru"] = "en"
+    enabled: bool = True
+    interval_minutes: int | None = Field(default=None, ge=1)
+    mapping: Mapping = Field(default_factory=Mapping)
+    writeback: WritebackConfig = Field(default_factory=WritebackConfig)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            message = f"unknown timezone {value!r} (use an IANA name like Europe/Moscow)"
+            raise ValueError(message) from None
+        return value
+
+
+@dataclass
+class Tenant:
+    """A loaded tenant: its validated config, its Sales Book, its connector settings."""
+
+    key: str
+    file: Path
+    config: TenantConfig
+    book: SalesBook
+    connector_class: type[Connector]
+    settings: ConnectionSettings
+    interval_minutes: int
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.config.timezone)
+
+    def make_connector(self) -> Connector:
+        return self.connector_class(self.settings, tenant=self.key)
+
+
+@dataclass
+class Settings:
+    """The daemon config file, resolved: absolute paths and the effective database URL."""
+
+    file: Path
+    daemon: DaemonConfig
+    database_url: str
+    tenants_dir: Path
+    salesbooks_dir: Path
+    reports_dir: Path
+    warnings: list[ConfigProblem] = field(default_factory=list)
+
+    def tenant_files(self) -> dict[str, Path]:
+        if not self.tenants_dir.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(self.tenants_dir.glob("*.yaml"))}
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load the daemon config (``SYNCD_CONFIG`` or config/syncd.yaml); env overrides."""
+    file = Path(path or os.environ.get("SYNCD_CONFIG") or DEFAULT_CONFIG).resolve()
+    data = read_yaml(file)
+    try:
+        daemon = DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation(exc, str(file))) from None
+    base = file.parent
+    url = os.environ.get("SYNCD_DATABASE_URL") or daemon.database_url
+    return Settings(
+        file=file,
+        daemon=daemon,
+        database_url=resolve_sqlite_path(url, base),
+        tenants_dir=(base / daemon.tenants_dir).resolve(),
+        salesbooks_dir=(base / daemon.salesbooks_dir).resolve(),
+        reports_dir=(base / daemon.reports_dir).resolve(),
+    )
+
+
+def resolve_sqlite_path(url: str, base: Path) -> str:
+    """Make a relative SQLite path relative to the config file, not the working dir."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base / url[len(prefix):]).resolve())
+    return url
+
+
+def load_tenant(
+    settings: Settings, key: str, registry: ConnectorRegistry,
+    *, connection_overrides: dict[str, Any] | None = None,
+) -> Tenant:
+    """Load, validate and resolve one tenant. Raises ConfigError listing every problem."""
+    files = settings.tenant_files()
+    if key not in files:
+        known = ", ".join(files) or "none"
+        message = f"no tenant {key!r} in {settings.tenants_dir} (known: {known})"
+        raise ConfigError(ConfigProblem(str(settings.tenants_dir), "", message))
+    tenant, problems = _load_tenant(settings, files[key], registry, connection_overrides)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or tenant is None:
+        raise ConfigError(errors)
+    return tenant
+
+
+def check_all(settings: Settings, registry: ConnectorRegistry) -> list[ConfigProblem]:
+    """Validate every tenant and Sales Book; return all problems (errors and warnings)."""
+    problems: list[ConfigProblem] = list(settings.warnings)
+    files = settings.tenant_files()
+    if not files:
+        problems.append(ConfigProblem(str(settings.tenants_dir), "", "no tenant files (*.yaml)",
+                                      severity="warning"))
+    for path in sorted(settings.salesbooks_dir.glob("*.yaml")):
+        try:
+            load_salesbook(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    for path in files.values():
+        problems.extend(_load_tenant(settings, path, registry, None)[1])
+    return _dedupe(problems)
+
+
+def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    seen: set[str] = set()
+    unique = []
+    for problem in problems:
+        if str(problem) not in seen:
+            seen.add(str(problem))
+            unique.append(problem)
+    return unique
+
+
+def _load_tenant(
+    settings: Settings, path: Path, registry: ConnectorRegistry,
+    overrides: dict[str, Any] | None,
+) -> tuple[Tenant | None, list[ConfigProblem]]:
+    file = str(path)
+    try:
+        config = TenantConfig.model_validate(read_yaml(path))
+    except ConfigError as exc:
+        return None, exc.problems
+    except ValidationError as exc:
+        return None, problems_from_validation(exc, file)
+    problems: list[ConfigProblem] = []
+    book = _load_book(settings, config, file, problems)
+    connector_class = _connector_class(config, registry, file, problems)
+    settings_obj = None
+    if connector_class is not None:
+        connection = {**config.connection, **(overrides or {})}
+        settings_obj = _connection_settings(connector_class, connection, path, problems)
+    if book is not None:
+        problems.extend(mapping_problems(config, book, file))
+    if book is None or connector_class is None or settings_obj is None:
+        return None, problems
+    tenant = Tenant(
+        key=path.stem, file=path, config=config, book=book, connector_class=connector_class,
+        settings=settings_obj,
+        interval_minutes=config.interval_minutes or settings.daemon.interval_minutes,
+    )
+    return tenant, problems
+
+
+def _load_book(
+    settings: Settings, config: TenantConfig, file: str, problems: list[ConfigProblem],
+) -> SalesBook | None:
+    path = settings.salesbooks_dir / f"{config.salesbook}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in sorted(settings.salesbooks_dir.glob("*.yaml")))
+        problems.append(ConfigProblem(
+            file, "salesbook", f"no Sales Book {config.salesbook!r} (known: {known or 'none'})"))
+        return None
+    try:
+        return load_salesbook(path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def _connector_class(
+    config: TenantConfig, registry: ConnectorRegistry, file: str, problems: list[ConfigProblem],
+) -> type[Connector] | None:
+    try:
+        return registry.get(config.plugin)
+    except PluginError as exc:
+        problems.append(ConfigProblem(file, "plugin", str(exc)))
+        return None
+
+
+def _connection_settings(
+    connector_class: type[Connector], connection: dict[str, Any], path: Path,
+    problems: list[ConfigProblem],
+) -> ConnectionSettings | None:
+    file = str(path)
+    model = connector_class.settings_model
+    resolved: dict[str, Any] = {}
+    for key, value in connection.items():
+        if secrets.is_reference(value):
+            try:
+                resolved[key] = secrets.resolve(value, base_dir=path.parent)
+            except secrets.SecretError as exc:
+                problems.append(ConfigProblem(file, f"connection.{key}", f"missing secret: {exc}"))
+            continue
+        if key in model.secret_keys and isinstance(value, str):
+            secrets.register(value)
+            problems.append(ConfigProblem(
+                file, f"connection.{key}",
+                "secret written inline; use {$env: NAME} or {$file: path}", severity="warning"))
+        resolved[key] = value
+    if any(p.severity == "error" and p.key.startswith("connection.") for p in problems):
+        return None
+    try:
+        return model.model_validate(resolved)
+    except ValidationError as exc:
+        problems.extend(problems_from_validation(exc, file, prefix="connection"))
+        return None
+
+
+def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[ConfigProblem]:
+    """Mapping targets must exist in the Sales Book; the book's evidence fields be mapped."""
+    problems = []
+    stage_keys = {s.key for s in book.stages} | {DEFERRED}
+    mapped: set[str] = set()
+    for pipeline, stages in config.mapping.stages.items():
+        for crm_stage, target in stages.items():
+            mapped.add(target)
+            if target not in stage_keys:
+                problems.append(ConfigProblem(
+                    file, f"mapping.stages.{pipeline}.{crm_stage}",
+                    f"unknown stage key {target!r} (Sales Book {book.key} has: "
+                    f"{', '.join(sorted(stage_keys))})"))
+    for stage in book.stages:
+        if stage.key not in mapped and config.mapping.stages:
+            problems.append(ConfigProblem(
+                file, "mapping.stages", f"Sales Book stage {stage.key!r} has no CRM stage mapped "
+                "onto it", severity="warning"))
+    for crm_reason, target in config.mapping.loss_reasons.items():
+        if target not in book.passive.lost.reasons:
+            problems.append(ConfigProblem(
+                file, f"mapping.loss_reasons.{crm_reason}",
+                f"unknown loss reason {target!r} (catalogue: "
+                f"{', '.join(sorted(book.passive.lost.reasons))})"))
+    for action_key, action in book.actions.items():
+        needed = action.evidence.field
+        if needed and needed not in config.mapping.fields.deal:
+            severity = "warning" if action.evidence.activity_types else "error"
+            problems.append(ConfigProblem(
+                file, f"mapping.fields.deal.{needed}",
+                f"Sales Book action {action_key!r} needs deal field {needed!r} as evidence; "
+                "map it to a CRM field name", severity=severity))
+    if config.writeback.enabled and not config.writeback.company_karma_field:
+        problems.append(ConfigProblem(file, "writeback.company_karma_field", "empty field name"))
+    return problems

@@ -1,0 +1,174 @@
+"""Apply a tenant's mapping: CRM vocabulary -> Sales Book vocabulary.
+
+``TenantMapper`` turns stored deal, activity and stage-change rows into the audit engine's
+``DealFacts`` and the karma calculator's inputs. It is the only place that knows both the
+CRM's names (pipelines, stages, loss-reason texts, field names, activity type keys) and the
+Sales Book's keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from syncd.audit.facts import ActivityFact, DealFacts, Transition
+from syncd.config import TenantConfig
+from syncd.salesbook import SalesBook
+from syncd.scoring.karma import KarmaCompany, KarmaDeal
+
+TRUTHY = {"yes", "y", "true", "1", "да", "on", "x"}
+NOTE_TYPES = {"note"}
+
+
+def is_truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    return str(value or "").strip().lower() in TRUTHY
+
+
+def to_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):  # monetary {value, currency}
+        value = value.get("value")
+    try:
+        return float(str(value).replace(",", ".").replace(" ", ""))
+    except ValueError:
+        return None
+
+
+def to_date(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+class TenantMapper:
+    """Maps one tenant's stored CRM rows onto its Sales Book."""
+
+    def __init__(
+        self, config: TenantConfig, book: SalesBook, stage_names: Mapping[str, tuple[str, str]],
+    ) -> None:
+        self.config = config
+        self.book = book
+        self.tz = ZoneInfo(config.timezone)
+        self.stage_names = stage_names  # CRM stage id -> (pipeline name, stage name)
+        mapping = config.mapping
+        self._stage_keys = {
+            (pipeline, stage): key
+            for pipeline, stages in mapping.stages.items() for stage, key in stages.items()
+        }
+        self._reasons = self._reason_lookup(book, mapping.loss_reasons)
+        self._kinds = mapping.activity_types
+        self._deal_fields = mapping.fields.deal
+        self._company_fields = mapping.fields.company
+
+    @staticmethod
+    def _reason_lookup(book: SalesBook, mapped: Mapping[str, str]) -> dict[str, str]:
+        lookup = {}
+        for key, reason in book.passive.lost.reasons.items():
+            lookup[key.casefold()] = key
+            lookup[reason.title.casefold()] = key
+        for text, key in mapped.items():
+            lookup[text.strip().casefold()] = key
+        return lookup
+
+    # -- vocabulary ------------------------------------------------------------------------
+    def crm_stage(self, stage_id: str | None) -> str:
+        if stage_id is None:
+            return "(no stage)"
+        pipeline, stage = self.stage_names.get(stage_id, ("?", f"stage {stage_id}"))
+        return f"{pipeline} / {stage}"
+
+    def stage_key(self, stage_id: str | None) -> str | None:
+        if stage_id is None or stage_id not in self.stage_names:
+            return None
+        return self._stage_keys.get(self.stage_names[stage_id])
+
+    def loss_reason_key(self, text: str | None) -> str | None:
+        if not text or not text.strip():
+            return None
+        return self._reasons.get(text.strip().casefold())
+
+    def kind(self, crm_type: str) -> str:
+        return self._kinds.get(crm_type, crm_type)
+
+    def deal_field(self, fields: Mapping[str, Any] | None, canonical: str) -> Any:
+        name = self._deal_fields.get(canonical)
+        return (fields or {}).get(name) if name else None
+
+    def company_field(self, fields: Mapping[str, Any] | None, canonical: str) -> Any:
+        name = self._company_fields.get(canonical)
+        return (fields or {}).get(name) if name else None
+
+    # -- audit facts -----------------------------------------------------------------------
+    def activity_fact(self, row: Any) -> ActivityFact:
+        due_at = row.due_at
+        if due_at is None and row.due_date is not None:
+            due_at = datetime.combine(row.due_date, time(0), self.tz)
+        kind = self.kind(row.type)
+        return ActivityFact(
+            id=row.external_id, kind=kind, done=bool(row.done), done_at=row.done_at,
+            due_at=due_at, created_at=row.created_at, is_note=kind in NOTE_TYPES,
+        )
+
+    def deal_facts(
+        self, deal: Any, activities: Iterable[Any], changes: Iterable[Any],
+        company_activities: Iterable[Any] = (),
+    ) -> DealFacts:
+        stage_key = self.stage_key(deal.stage_id)
+        canonical = {key: self.deal_field(deal.fields, key) for key in self._deal_fields}
+        history = [
+            Transition(self.stage_key(c.from_stage_id) if c.from_stage_id else None,
+                       self.stage_key(c.to_stage_id), c.at, c.external_id)
+            for c in changes
+        ]
+        derived = not history
+        if derived:
+            since = deal.stage_changed_at or deal.created_at
+            history = [Transition(None, stage_key, since, "")]
+        return DealFacts(
+            deal_id=deal.external_id, title=deal.title or "", status=deal.status,
+            stage_key=stage_key, crm_stage=self.crm_stage(deal.stage_id),
+            created_at=deal.created_at, owner_id=deal.owner_id, company_id=deal.company_id,
+            value=float(deal.value or 0), won_at=deal.won_at, lost_at=deal.lost_at,
+            lost_reason_raw=deal.lost_reason,
+            lost_reason_key=self.loss_reason_key(deal.lost_reason),
+            contact_count=len(deal.contact_ids or ()), fields=canonical,
+            history=history, history_derived=derived,
+            activities=[self.activity_fact(a) for a in activities if not a.deleted],
+            company_activities=[self.activity_fact(a) for a in company_activities
+                                if not a.deleted],
+            snooze_until=to_date(canonical.get("snooze_until")),
+            snooze_reason=canonical.get("snooze_reason") or None,
+        )
+
+    # -- karma inputs ----------------------------------------------------------------------
+    def karma_deal(self, deal: Any) -> KarmaDeal:
+        return KarmaDeal(
+            deal_id=deal.external_id, company_id=deal.company_id, owner_id=deal.owner_id,
+            status=deal.status, value=float(deal.value or 0), won_at=deal.won_at,
+            lost_at=deal.lost_at, profit=to_float(self.deal_field(deal.fields, "profit")),
+            is_tender=is_truthy(self.deal_field(deal.fields, "is_tender")),
+            public_incident=is_truthy(self.deal_field(deal.fields, "public_incident")),
+        )
+
+    def karma_company(self, company: Any) -> KarmaCompany:
+        segment = self.company_field(company.fields, "segment")
+        incidents = to_float(self.company_field(company.fields, "public_incidents")) or 0.0
+        return KarmaCompany(
+            company_id=company.external_id, name=company.name or "",
+            segment=str(segment) if segment not in (None, "") else None,
+            public_incidents=incidents,
+        )

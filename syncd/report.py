@@ -1,0 +1,164 @@
+"""The tenant report: violations, client karma with its ledger, segments, counts.
+
+``build_report`` returns a JSON-able dict whose schema is documented in
+docs/report-schema.md (``"schema": "syncd.report/1"``). Live reports read the stored
+violation lifecycle; an ``as_of`` report audits the stored data as of that moment without
+persisting anything (its violations have no lifecycle dates).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from syncd import store
+from syncd.config import Tenant
+from syncd.mapping import TenantMapper
+from syncd.scoring.karma import KarmaLine, client_totals, line_amount, segment_karma
+from syncd.sync import audit_now
+
+SCHEMA = "syncd.report/1"
+
+
+def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None = None,
+                 clock: datetime | None = None) -> dict[str, Any]:
+    generated = clock or datetime.now(UTC)
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        deals = {d.external_id: d for chunk in store.iter_deal_chunks(session, tenant_id)
+                 for d in chunk}
+        companies = list(store.companies(session, tenant_id))
+        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+        last_run = store.last_runs(session, tenant_id, limit=1)
+        counts = store.counts(session, tenant_id)
+        stored = None if as_of else list(store.open_violations(session, tenant_id))
+        lines = store.karma_line_rows(session, tenant_id, "client")
+    violations = (_live_violations(stored, deals) if stored is not None
+                  else _what_if_violations(db, tenant, as_of, deals))
+    karma = _client_karma(lines, companies, mapper, tenant)
+    return {
+        "schema": SCHEMA,
+        "tenant": tenant.key,
+        "plugin": tenant.config.plugin,
+        "salesbook": tenant.book.key,
+        "timezone": tenant.config.timezone,
+        "currency": tenant.config.currency,
+        "as_of": (as_of or generated).isoformat(),
+        "live": as_of is None,
+        "generated_at": generated.isoformat(),
+        "last_sync": _run_dict(last_run[0]) if last_run else None,
+        "counts": {**counts, "open_deals": sum(d.status == "open" for d in deals.values())},
+        "violations_by_rule": dict(sorted(Counter(v["rule"] for v in violations).items())),
+        "violations": violations,
+        "client_karma": karma,
+        "segments": _segments(karma, companies, mapper),
+        "notes": _notes(violations),
+    }
+
+
+def _violation_dict(rule: str, deal_id: str | None, deals: dict[str, Any], **extra: Any,
+                    ) -> dict[str, Any]:
+    deal = deals.get(deal_id) if deal_id else None
+    return {
+        "deal_id": deal_id,
+        "deal_title": deal.title if deal else None,
+        "owner_id": deal.owner_id if deal else None,
+        "rule": rule,
+        **extra,
+    }
+
+
+def _live_violations(rows: list[Any], deals: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _violation_dict(
+            v.rule, v.deal_external_id, deals, severity=v.severity, stage_key=v.stage_key,
+            action_key=v.action_key, crm_stage=v.crm_stage, explanation=v.explanation,
+            details=v.details or {}, opened_at=_iso(v.opened_at),
+            last_seen_at=_iso(v.last_seen_at),
+        )
+        for v in sorted(rows, key=lambda r: (r.rule, r.deal_external_id or "", r.stage_key or "",
+                                              r.action_key or ""))
+    ]
+
+
+def _what_if_violations(db: store.Database, tenant: Tenant, as_of: datetime | None,
+                        deals: dict[str, Any]) -> list[dict[str, Any]]:
+    assert as_of is not None
+    findings = audit_now(db, tenant, as_of)
+    return [
+        _violation_dict(
+            f.rule, f.deal_id, deals, severity=f.severity, stage_key=f.stage_key,
+            action_key=f.action_key, crm_stage=f.crm_stage, explanation=f.explanation,
+            details=f.details, opened_at=None, last_seen_at=None,
+        )
+        for f in sorted(findings, key=lambda f: (f.rule, f.deal_id or "", f.stage_key or "",
+                                                  f.action_key or ""))
+    ]
+
+
+def _client_karma(lines: list[Any], companies: list[Any], mapper: TenantMapper,
+                  tenant: Tenant) -> list[dict[str, Any]]:
+    weights = tenant.book.karma.client
+    karma_lines = [KarmaLine(subject_type=r.subject_type, subject_id=r.subject_id,
+                             criterion=r.criterion, quantity=r.quantity,
+                             source_type=r.source_type, source_id=r.source_id,
+                             period=r.period or "") for r in lines]
+    totals = client_totals(karma_lines, weights)
+    by_company: dict[str, list[dict[str, Any]]] = {}
+    for line in karma_lines:
+        by_company.setdefault(line.subject_id, []).append({
+            "criterion": line.criterion, "quantity": line.quantity,
+            "amount": round(line_amount(line, weights), 4),
+            "source_type": line.source_type, "source_id": line.source_id,
+        })
+    names = {c.external_id: mapper.karma_company(c) for c in companies}
+    rows = []
+    for company_id, total in sorted(totals.items(), key=lambda x: (-x[1], x[0])):
+        company = names.get(company_id)
+        rows.append({
+            "company_id": company_id,
+            "company_name": company.name if company else None,
+            "segment": company.segment if company else None,
+            "karma": round(total, 2),
+            "lines": by_company.get(company_id, []),
+        })
+    return rows
+
+
+def _segments(karma: list[dict[str, Any]], companies: list[Any],
+              mapper: TenantMapper) -> list[dict[str, Any]]:
+    totals = {row["company_id"]: row["karma"] for row in karma}
+    result = segment_karma(totals, [mapper.karma_company(c) for c in companies])
+    return [{"segment": s.segment, "mean_karma": round(s.mean, 2), "companies": s.count}
+            for s in result]
+
+
+def _notes(violations: list[dict[str, Any]]) -> list[str]:
+    derived = {v["deal_id"] for v in violations
+               if (v.get("details") or {}).get("history") == "derived"}
+    if not derived:
+        return []
+    return [f"{len(derived)} deal(s) had no stage history in the CRM: their history is just the "
+            "current stage since its last change, so stage-order findings may be incomplete."]
+
+
+def _run_dict(run: Any) -> dict[str, Any]:
+    return {"started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+            "status": run.status, "full": run.full, "error": run.error}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def write_report(report: dict[str, Any], directory: Path) -> Path:
+    """Write the JSON report atomically to ``directory/<tenant>.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{report['tenant']}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    temporary.replace(path)
+    return path

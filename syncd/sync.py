@@ -1,0 +1,209 @@
+"""One tenant pass: pull -> store -> audit -> karma -> write-back.
+
+Every page is committed together with the cursor it reaches, so a pass killed at any point
+resumes from committed data only. The audit runs with an explicit ``now`` (the clock, or
+``--as-of``); a pass with an ``as_of`` in the past is a *what-if*: it pulls and reports, but
+does not touch the live violation lifecycle, the karma ledger or the CRM.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from syncd import store
+from syncd.audit.engine import audit_deals
+from syncd.audit.facts import DealFacts, Finding
+from syncd.config import Tenant
+from syncd.connector import Connector, PullContext
+from syncd.errors import SyncdError
+from syncd.mapping import TenantMapper
+from syncd.plugins import Plugins
+from syncd.scoring.karma import client_karma_lines
+from syncd.secrets import redact
+from syncd.writeback import WritebackResult, queue_tasks, run_writeback
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(SyncdError):  # noqa: N818 - it is a state, not a failure
+    """The pass stopped early on request, after committing its last page."""
+
+
+@dataclass
+class PassOptions:
+    full: bool = False
+    as_of: datetime | None = None
+    write: bool = True
+    overlap: timedelta = timedelta(minutes=10)
+    stop_requested: Callable[[], bool] = lambda: False
+    on_request: Callable[[int], None] = lambda n: None
+    on_stream: Callable[[str], None] = lambda name: None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
+@dataclass
+class PassSummary:
+    tenant: str
+    plugin: str
+    as_of: str
+    live: bool
+    pulled: dict[str, int] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    violations_open: int = 0
+    violations_opened: int = 0
+    violations_resolved: int = 0
+    violations_by_rule: dict[str, int] = field(default_factory=dict)
+    companies_with_karma: int = 0
+    writes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
+             options: PassOptions) -> PassSummary:
+    """Run one pass for one tenant; raises on failure after recording it."""
+    started = time.monotonic()
+    now = options.as_of or options.clock()
+    summary = PassSummary(tenant=tenant.key, plugin=tenant.config.plugin,
+                          as_of=now.isoformat(), live=options.as_of is None)
+    plugins.hook.syncd_before_sync(tenant=tenant.key, plugin=tenant.config.plugin,
+                                   full=options.full)
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        run_id = store.start_run(session, tenant_id, full=options.full, as_of=now)
+    connector = tenant.make_connector()
+    status, error = "failed", None
+    try:
+        _pull(db, connector, tenant_id, options, summary)
+        _audit_and_score(db, tenant, tenant_id, run_id, now, summary)
+        if summary.live and options.write and tenant.config.writeback.enabled:
+            result = run_writeback(db, connector, tenant, tenant_id, now,
+                                   stop_requested=options.stop_requested)
+            summary.writes = result.as_counts()
+        status = "ok"
+    except Interrupted:
+        status = "interrupted"
+        raise
+    except Exception as exc:
+        error = redact(str(exc))
+        raise
+    finally:
+        connector.close()
+        summary.seconds = round(time.monotonic() - started, 3)
+        with db.session() as session:
+            store.finish_run(session, run_id, status=status, counts=summary.as_dict(),
+                             error=error)
+    _after_sync(plugins, tenant.key, summary)
+    return summary
+
+
+def _after_sync(plugins: Plugins, tenant: str, summary: PassSummary) -> None:
+    try:
+        plugins.hook.syncd_after_sync(tenant=tenant, summary=summary.as_dict())
+    except Exception:
+        log.exception("a syncd_after_sync hook failed for tenant %s", tenant)
+
+
+# -- pull ------------------------------------------------------------------------------------
+def _pull(db: store.Database, connector: Connector, tenant_id: int, options: PassOptions,
+          summary: PassSummary) -> None:
+    context = PullContext(full=options.full, overlap=options.overlap,
+                          stop_requested=options.stop_requested, on_request=options.on_request)
+    changed_deals: set[str] = set()
+    for stream in connector.streams:
+        options.on_stream(stream)
+        if stream == "stage_history":
+            context.changed_deal_ids = set(changed_deals)
+        with db.session() as session:
+            cursor = None if options.full else store.get_cursor(session, tenant_id, stream)
+        for page in connector.pull(stream, cursor, context):
+            with db.session() as session:
+                stats = store.upsert_page(session, tenant_id, page)
+                if page.cursor is not None:
+                    store.set_cursor(session, tenant_id, stream, page.cursor)
+            summary.pulled[stream] = summary.pulled.get(stream, 0) + len(page.records)
+            summary.changed[stream] = (summary.changed.get(stream, 0)
+                                       + stats.inserted + stats.updated)
+            summary.requests += page.requests
+            changed_deals |= stats.changed_ids.get("deal", set())
+            if options.stop_requested():
+                message = f"stopped during stream {stream} after a committed page"
+                raise Interrupted(message)
+
+
+# -- audit and karma ---------------------------------------------------------------------------
+def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int,
+                     now: datetime, summary: PassSummary) -> None:
+    with db.session() as session:
+        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+        findings = list(audit_deals(iter_facts(session, tenant_id, mapper), tenant.book, now,
+                                    mapper.tz))
+    for finding in findings:
+        summary.violations_by_rule[finding.rule] = summary.violations_by_rule.get(
+            finding.rule, 0) + 1
+    summary.violations_open = len(findings)
+    if not summary.live:
+        return
+    with db.session() as session:
+        first_audit = not store.has_violation_history(session, tenant_id)
+        result = store.apply_findings(session, tenant_id, findings, now, run_id)
+        summary.violations_opened = len(result.opened)
+        summary.violations_resolved = result.resolved
+        if not first_audit:  # the first audit is the baseline: no flood of tasks
+            queue_tasks(session, tenant, tenant_id, result.opened, now)
+        lines = client_karma_lines(iter_karma_deals(session, tenant_id, mapper),
+                                   [mapper.karma_company(c) for c in
+                                    store.companies(session, tenant_id)],
+                                   tenant.book.karma.client, now)
+        store.replace_karma_lines(session, tenant_id, "client", lines,
+                                  karma_weights_fn(tenant))
+        summary.companies_with_karma = len({line.subject_id for line in lines})
+
+
+def karma_weights_fn(tenant: Tenant) -> Callable[[Any], tuple[float, float]]:
+    from syncd.scoring.karma import line_amount, line_weight
+
+    weights = tenant.book.karma.client
+    return lambda line: (line_weight(line, weights), line_amount(line, weights))
+
+
+def iter_facts(session: Any, tenant_id: int, mapper: TenantMapper) -> Iterator[DealFacts]:
+    """Stream every stored deal as audit facts, chunk by chunk."""
+    for chunk in store.iter_deal_chunks(session, tenant_id):
+        ids = [d.external_id for d in chunk]
+        activities = store.activities_for_deals(session, tenant_id, ids)
+        changes = store.stage_changes_for_deals(session, tenant_id, ids)
+        won_companies = {d.company_id for d in chunk if d.status == "won" and d.company_id}
+        company_acts = store.activities_for_companies(session, tenant_id, won_companies)
+        for deal in chunk:
+            yield mapper.deal_facts(
+                deal, activities.get(deal.external_id, ()), changes.get(deal.external_id, ()),
+                company_acts.get(deal.company_id, ()) if deal.status == "won" else (),
+            )
+
+
+def iter_karma_deals(session: Any, tenant_id: int, mapper: TenantMapper) -> Iterator[Any]:
+    for chunk in store.iter_deal_chunks(session, tenant_id):
+        for deal in chunk:
+            yield mapper.karma_deal(deal)
+
+
+def audit_now(db: store.Database, tenant: Tenant, now: datetime) -> list[Finding]:
+    """Audit stored data as of ``now`` without persisting anything (reports, --as-of)."""
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+        return list(audit_deals(iter_facts(session, tenant_id, mapper), tenant.book, now,
+                                mapper.tz))
+
+
+__all__ = ["Interrupted", "PassOptions", "PassSummary", "WritebackResult", "audit_now",
+           "run_pass"]

@@ -1,0 +1,212 @@
+"""Write-back: make the CRM show what the audit found, writing only the difference.
+
+Desired state: each company's client karma in a number field, each deal's open violations
+as one text field, and (optionally) one task per newly opened violation.
+
+Safety, after reliability.md §3:
+- compare-then-write: a value already right in the CRM (as last pulled) is never written;
+- intent before side effect: the ledger row is committed ``pending`` before the HTTP call
+  and ``done`` after the CRM confirmed it, with the CRM's post-write record stored, so our
+  own write does not look like a change on the next pull (echo suppression);
+- tasks are created exactly once: the intent is queued in the same transaction that opens
+  the violation; a task whose creation may have happened (the row is pending after an
+  earlier attempt) is looked up by its marker before anything is created again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from syncd import store
+from syncd.config import Tenant
+from syncd.connector import Connector, FieldSpec, FieldWrite, TaskCreate
+from syncd.mapping import to_float
+from syncd.render import deal_summary, task_subject
+from syncd.secrets import redact
+
+log = logging.getLogger(__name__)
+BATCH = 50
+
+
+@dataclass
+class WritebackResult:
+    fields_written: int = 0
+    fields_already_right: int = 0
+    fields_failed: int = 0
+    fields_deferred: int = 0  # over max_writes_per_run, left for the next pass
+    tasks_created: int = 0
+    tasks_recovered: int = 0  # found already created after an interrupted attempt
+    tasks_failed: int = 0
+
+    def as_counts(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def marker_for(violation_id: int) -> str:
+    return f"syncd:v{violation_id}"
+
+
+def queue_tasks(session: Any, tenant: Tenant, tenant_id: int, opened: Iterable[Any],
+                now: datetime) -> int:
+    """Queue one task intent per newly opened violation (same transaction as the opening)."""
+    config = tenant.config.writeback
+    if not (config.enabled and config.create_tasks):
+        return 0
+    queued = 0
+    for violation in opened:
+        if violation.rule not in config.task_rules or not violation.deal_external_id:
+            continue
+        subject = task_subject(violation.rule, violation.stage_key, violation.action_key,
+                               violation.details or {}, tenant.book, tenant.config.language)
+        store.mark_pending(session, tenant_id, "task", "deal", violation.deal_external_id,
+                           marker_for(violation.id), subject)
+        queued += 1
+    return queued
+
+
+def run_writeback(db: store.Database, connector: Connector, tenant: Tenant, tenant_id: int,
+                  now: datetime, *, stop_requested: Callable[[], bool] = lambda: False,
+                  ) -> WritebackResult:
+    result = WritebackResult()
+    writes = plan_field_writes(db, tenant, tenant_id, result)
+    config = tenant.config.writeback
+    if len(writes) > config.max_writes_per_run:
+        result.fields_deferred = len(writes) - config.max_writes_per_run
+        writes = writes[: config.max_writes_per_run]
+    if writes:
+        connector.ensure_fields([
+            FieldSpec("company", config.company_karma_field, "number"),
+            FieldSpec("deal", config.deal_violations_field, "text"),
+        ])
+        _apply_field_writes(db, connector, tenant_id, writes, result, stop_requested)
+    if config.create_tasks:
+        _create_tasks(db, connector, tenant, tenant_id, now, result, stop_requested)
+    return result
+
+
+# -- fields ------------------------------------------------------------------------------------
+def plan_field_writes(db: store.Database, tenant: Tenant, tenant_id: int,
+                      result: WritebackResult) -> list[FieldWrite]:
+    """The writes that make the CRM right; values already right are counted, not written."""
+    config = tenant.config.writeback
+    writes: list[FieldWrite] = []
+    with db.session() as session:
+        pending = store.get_ledger(session, tenant_id, "field")
+        totals = store.karma_totals(session, tenant_id, "client")
+        for company in store.companies(session, tenant_id):
+            if company.external_id not in totals:
+                continue
+            desired = round(totals[company.external_id], 2)
+            current = to_float((company.fields or {}).get(config.company_karma_field))
+            if current is not None and abs(current - desired) < 0.005:
+                result.fields_already_right += 1
+                _settle(session, tenant_id, pending, "company", company.external_id,
+                        config.company_karma_field, str(desired))
+                continue
+            writes.append(FieldWrite("company", company.external_id,
+                                     config.company_karma_field, desired))
+        by_deal = defaultdict(list)
+        for violation in store.open_violations(session, tenant_id):
+            if violation.deal_external_id:
+                by_deal[violation.deal_external_id].append(violation)
+        for chunk in store.iter_deal_chunks(session, tenant_id):
+            for deal in chunk:
+                desired_text = deal_summary(by_deal.get(deal.external_id, ()), tenant.book,
+                                            tenant.config.language)
+                current_text = (deal.fields or {}).get(config.deal_violations_field) or ""
+                if desired_text == current_text:
+                    if desired_text:
+                        result.fields_already_right += 1
+                    _settle(session, tenant_id, pending, "deal", deal.external_id,
+                            config.deal_violations_field, desired_text)
+                    continue
+                writes.append(FieldWrite("deal", deal.external_id,
+                                         config.deal_violations_field, desired_text))
+    return writes
+
+
+def _settle(session: Any, tenant_id: int, ledger: dict[Any, Any], entity: str,
+            external_id: str, field: str, value: str) -> None:
+    """A pending write whose value is now right in the CRM (crashed after the write): done."""
+    row = ledger.get((entity, external_id, field))
+    if row is not None and row.status != "done":
+        store.mark_done(session, tenant_id, "field", entity, external_id, field, value)
+
+
+def _apply_field_writes(db: store.Database, connector: Connector, tenant_id: int,
+                        writes: Sequence[FieldWrite], result: WritebackResult,
+                        stop_requested: Callable[[], bool]) -> None:
+    for start in range(0, len(writes), BATCH):
+        batch = writes[start: start + BATCH]
+        with db.session() as session:
+            for write in batch:
+                store.mark_pending(session, tenant_id, "field", write.entity, write.external_id,
+                                   write.field_name, _text(write.value))
+        outcomes = connector.write_fields(batch)
+        with db.session() as session:
+            for write, outcome in zip(batch, outcomes, strict=True):
+                if outcome.ok:
+                    result.fields_written += 1
+                    store.mark_done(session, tenant_id, "field", write.entity,
+                                    write.external_id, write.field_name, _text(write.value))
+                    if outcome.record is not None:
+                        store.upsert_records(session, tenant_id, [outcome.record])
+                else:
+                    result.fields_failed += 1
+                    store.mark_failed(session, tenant_id, "field", write.entity,
+                                      write.external_id, write.field_name,
+                                      redact(outcome.error or "failed"))
+        if stop_requested():
+            return
+
+
+def _text(value: str | float | None) -> str:
+    return "" if value is None else str(value)
+
+
+# -- tasks -------------------------------------------------------------------------------------
+def _create_tasks(db: store.Database, connector: Connector, tenant: Tenant, tenant_id: int,
+                  now: datetime, result: WritebackResult,
+                  stop_requested: Callable[[], bool]) -> None:
+    with db.session() as session:
+        rows = store.pending_rows(session, tenant_id, "task")
+        owners = store.deal_owners(session, tenant_id, [r.external_id for r in rows])
+    due = (now.astimezone(tenant.tz) + timedelta(days=tenant.config.writeback.task_due_days))
+    for row in rows:
+        if stop_requested():
+            return
+        task = TaskCreate(
+            deal_id=row.external_id, owner_id=owners.get(row.external_id),
+            subject=row.desired_value, note=f"{row.desired_value}\n\n[{row.field}]",
+            marker=row.field, due=due.date(),
+        )
+        _create_one_task(db, connector, tenant_id, row, task, result)
+
+
+def _create_one_task(db: store.Database, connector: Connector, tenant_id: int, row: Any,
+                     task: TaskCreate, result: WritebackResult) -> None:
+    if row.attempts > 0:  # an earlier attempt may have created it: look before creating
+        existing = connector.find_task(task)
+        if existing:
+            with db.session() as session:
+                store.mark_done(session, tenant_id, "task", "deal", row.external_id, row.field,
+                                row.desired_value, crm_id=existing)
+            result.tasks_recovered += 1
+            return
+    with db.session() as session:
+        store.mark_attempt(session, tenant_id, "task", "deal", row.external_id, row.field)
+    outcome = connector.create_task(task)
+    with db.session() as session:
+        if outcome.ok:
+            store.mark_done(session, tenant_id, "task", "deal", row.external_id, row.field,
+                            row.desired_value, crm_id=outcome.crm_id)
+            result.tasks_created += 1
+        else:
+            store.mark_failed(session, tenant_id, "task", "deal", row.external_id, row.field,
+                              redact(outcome.error or "failed"))
+            result.tasks_failed += 1
