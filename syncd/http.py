@@ -1,0 +1,336 @@
+"""The one HTTP policy every connector uses: classification, retries, rate limit, redaction.
+
+Why one place: retrying at several layers multiplies attempts, and every CRM answers
+trouble differently (HTML block pages, 204 with no body, truncated JSON). A connector
+builds one ``ApiClient`` and never sleeps or retries by itself.
+
+* ``classify(response)`` is the single, table-driven decision "is this response usable,
+  and if not, what kind of failure is it". Connectors extend it by passing their own
+  ``classify`` callable (which usually handles its vendor cases, then defers to this one).
+* Retries (tenacity, bounded): ``RateLimitedError`` for every method (a 429 is rejected
+  before processing); other ``RetriableAPIError`` (502/503/504, HTML 5xx) and transport
+  errors only for idempotent requests, because a POST that reached the server may have
+  been applied. The wait is the server's ``Retry-After`` (capped at ``max_wait``) when it
+  gives one, else full-jitter exponential backoff (base 1 s, cap 30 s).
+* Every message goes through ``syncd.secrets.redact``; credentials travel in headers only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from syncd import __version__
+from syncd.errors import (
+    APIError,
+    AuthError,
+    BadPayloadError,
+    BlockedError,
+    FatalAPIError,
+    RateLimitedError,
+    RetriableAPIError,
+)
+from syncd.ratelimit import RateLimiter
+from syncd.secrets import redact
+
+log = logging.getLogger(__name__)
+
+Classifier = Callable[[requests.Response], APIError | None]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: How much of an unexpected body is quoted in an error message.
+SNIPPET_CHARS = 100
+#: Backoff when the server gives no Retry-After: full jitter, base 1 s, cap 30 s.
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 30.0
+
+_UNSET: Any = object()
+#: Failures of the transport itself (nothing usable came back).
+_TRANSPORT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+class TransportError(RetriableAPIError):
+    """The request did not complete (connection refused/reset, timeout)."""
+
+
+# --- classification ----------------------------------------------------------------------
+#: Statuses decided by status alone, whatever the body says.
+_BY_STATUS: dict[int, type[APIError]] = {
+    401: AuthError,
+    429: RateLimitedError,
+}
+#: Statuses worth another attempt when the body is JSON (or empty).
+_RETRIABLE_STATUS = frozenset({502, 503, 504})
+#: An HTML page instead of JSON: a block page, a proxy error page, or a broken endpoint.
+_HTML_BY_STATUS: dict[int, type[APIError]] = {403: BlockedError}
+
+
+def json_body(response: requests.Response) -> Any:
+    """The parsed JSON body (None when empty), decoded once and memoized on the response.
+
+    Raises ``ValueError`` when the body is not JSON.
+    """
+    cached = response.__dict__.get("_syncd_json", _UNSET)
+    if cached is _UNSET:
+        content = response.content or b""
+        cached = json.loads(content) if content.strip() else None
+        response.__dict__["_syncd_json"] = cached
+    return cached
+
+
+def body_snippet(response: requests.Response, limit: int = SNIPPET_CHARS) -> str:
+    """The start of the body, on one line and redacted, for error messages."""
+    text = (response.content or b"")[: limit * 4].decode("utf-8", errors="replace")
+    text = " ".join(text.split())[:limit]
+    return redact(text)
+
+
+def is_html(response: requests.Response) -> bool:
+    content_type = response.headers.get("Content-Type", "").lower()
+    if "html" in content_type:
+        return True
+    return (response.content or b"").lstrip()[:1] == b"<"
+
+
+def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the server asks us to wait: ``Retry-After`` (seconds or HTTP date), else
+    ``x-ratelimit-reset`` (seconds); None when neither is usable."""
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(value).timestamp()
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                return max(when - (time.time() if now is None else now), 0.0)
+    value = headers.get("x-ratelimit-reset")
+    if value:
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            return None
+    return None
+
+
+def _describe(response: requests.Response) -> str:
+    """``METHOD url: HTTP nnn``, redacted."""
+    method = response.request.method if response.request is not None else "?"
+    return redact(f"{method} {response.url}: HTTP {response.status_code}")
+
+
+def _error_text(response: requests.Response) -> str:
+    """The API's own error message when the body is JSON, else the body's start."""
+    try:
+        payload = json_body(response)
+    except ValueError:
+        return body_snippet(response)
+    if isinstance(payload, dict):
+        for key in ("error", "message", "detail", "error_description"):
+            if payload.get(key):
+                return redact(" ".join(str(payload[key]).split())[: SNIPPET_CHARS * 2])
+    return body_snippet(response)
+
+
+def classify(response: requests.Response) -> APIError | None:
+    """None when the response carries usable JSON (or nothing: 204/empty 2xx); otherwise
+    the exception describing the failure. Never raises."""
+    status = response.status_code
+    where = _describe(response)
+    kind = _BY_STATUS.get(status)
+    if kind is RateLimitedError:
+        return RateLimitedError(
+            f"{where}: rate limited: {_error_text(response)}", status=status,
+            url=redact(response.url), retry_after=retry_after(response.headers),
+        )
+    if kind is not None:
+        return kind(f"{where}: {_error_text(response)}", status=status, url=redact(response.url))
+    empty = not (response.content or b"").strip()
+    if 200 <= status < 300 and (status == 204 or empty):
+        return None
+    if not empty and is_html(response):
+        html_kind = _HTML_BY_STATUS.get(status)
+        if html_kind is None:
+            html_kind = RetriableAPIError if status >= 500 else BadPayloadError
+        return html_kind(
+            f"{where}: HTML instead of JSON: {body_snippet(response)}",
+            status=status, url=redact(response.url),
+        )
+    if status in _RETRIABLE_STATUS:
+        return RetriableAPIError(
+            f"{where}: {_error_text(response)}", status=status, url=redact(response.url),
+        )
+    if status >= 400:
+        return FatalAPIError(
+            f"{where}: {_error_text(response)}", status=status, url=redact(response.url),
+        )
+    if status >= 300:
+        return BadPayloadError(f"{where}: unexpected redirect", status=status,
+                               url=redact(response.url))
+    try:
+        json_body(response)
+    except ValueError:
+        return BadPayloadError(
+            f"{where}: not valid JSON (truncated?): {body_snippet(response)}",
+            status=status, url=redact(response.url),
+        )
+    return None
+
+
+#: The classifier connectors wrap when they extend classification.
+default_classify = classify
+
+
+# --- retry policy ------------------------------------------------------------------------
+def should_retry(error: BaseException, *, idempotent: bool) -> bool:
+    """429 always (it was not processed); other retriable failures only when repeating
+    the request cannot apply it twice."""
+    if isinstance(error, RateLimitedError):
+        return True
+    return isinstance(error, RetriableAPIError) and idempotent
+
+
+class _Wait:
+    """Server-given delay when present (capped), else full-jitter exponential backoff."""
+
+    def __init__(self, max_wait: float) -> None:
+        self.max_wait = max_wait
+        self._backoff = wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_CAP)
+
+    def __call__(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        given = getattr(error, "retry_after", None)
+        if given is not None:
+            return min(float(given), self.max_wait)
+        return min(self._backoff(state), self.max_wait)
+
+
+# --- the client ----------------------------------------------------------------------------
+class ApiClient:
+    """One ``requests.Session`` with the syncd policy; returns parsed JSON."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth_headers: Mapping[str, str],
+        limiter: RateLimiter | None = None,
+        timeout: tuple[float, float] = (10, 60),
+        max_attempts: int = 5,
+        max_wait: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        on_request: Callable[[int], None] | None = None,
+        user_agent: str = f"syncd/{__version__}",
+        classify: Classifier | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.limiter = limiter
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.max_wait = max_wait
+        self.on_request = on_request
+        self._sleep = sleep
+        self._classify: Classifier = classify or default_classify
+        self.session = session or requests.Session()
+        self.session.headers.update({
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+            **auth_headers,
+        })
+        self.requests_made = 0
+        self.rate_limited = 0
+
+    def url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Send with retries; return the parsed JSON body (None for 204/empty).
+
+        ``idempotent`` overrides the method's default (e.g. True for a PATCH setting an
+        absolute value). Raises an ``APIError`` subclass with a redacted message.
+        """
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        url = self.url(path_or_url)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=_Wait(self.max_wait),
+            retry=retry_if_exception(lambda exc: should_retry(exc, idempotent=idempotent)),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=_log_retry,
+        )
+        return retrying(self._attempt, method, url, params, json)
+
+    def get(self, path_or_url: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request("GET", path_or_url, params=params)
+
+    def _attempt(
+        self, method: str, url: str, params: Mapping[str, Any] | None, body: Any,
+    ) -> Any:
+        slot = self.limiter.acquire() if self.limiter is not None else None
+        self.requests_made += 1
+        if self.on_request is not None:
+            self.on_request(1)
+        try:
+            response = self.session.request(
+                method, url, params=params, json=body, timeout=self.timeout,
+            )
+        except _TRANSPORT_ERRORS as exc:
+            kind = type(exc).__name__
+            message = redact(f"{method} {url}: {kind}: {exc}")
+            raise TransportError(message, url=redact(url)) from exc
+        finally:
+            if slot is not None and self.limiter is not None:
+                self.limiter.release(slot)
+        if self.limiter is not None:
+            self.limiter.observe(response.headers)
+        error = self._classify(response)
+        if error is not None:
+            if response.status_code == 429:
+                self.rate_limited += 1
+            raise error
+        return json_body(response)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    log.warning(
+        "attempt %d failed (%s); retrying in %.1f s",
+        state.attempt_number, redact(str(error)), wait,
+    )

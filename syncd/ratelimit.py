@@ -1,0 +1,126 @@
+"""A proactive rolling-window rate limiter shared by every request of one API client.
+
+Why proactive: CRMs punish clients that keep hitting their limits (Pipedrive answers
+api-token clients that hammer on after 429s with a Cloudflare 403 block page), so the
+client must stay under the limit instead of learning it from 429s.
+
+How it stays under a server enforcing the same rolling window: every request takes a
+*slot*. A slot is stamped when it is acquired and re-stamped when the response arrives
+(``release``). The server saw the request somewhere between those two instants, so the
+completion stamp is never earlier than the server's own timestamp; a new request is let
+through only when fewer than ``limit`` slots are younger than ``window + margin``. The
+small ``margin`` absorbs clock granularity and window rounding on the server.
+
+``observe(headers)`` adopts what the server announces: ``x-ratelimit-limit`` replaces the
+configured limit, and ``x-ratelimit-remaining: 0`` blocks new requests for
+``x-ratelimit-reset`` seconds. Clock and sleep are injectable so tests run instantly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: While every counted slot is still in flight we cannot know when one frees up: poll.
+_IN_FLIGHT_POLL = 0.05
+#: Never trust a server-announced reset longer than this (seconds).
+_MAX_RESET = 60.0
+
+
+@dataclass
+class Slot:
+    """One request's place in the window; ``at`` moves to the completion time."""
+
+    at: float
+    done: bool = False
+
+
+class RateLimiter:
+    """At most ``limit`` requests per rolling ``window`` seconds (thread-safe)."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        margin: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if limit < 1 or window <= 0:
+            message = f"rate limit must be positive (got {limit} per {window} s)"
+            raise ValueError(message)
+        self.limit = limit
+        self.window = float(window)
+        self.margin = 0.05 * self.window if margin is None else float(margin)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._slots: list[Slot] = []
+        self._blocked_until = 0.0
+        self.waited = 0.0  # total seconds spent waiting (for metrics and benchmarks)
+
+    # --- the request side ---------------------------------------------------------------
+    def acquire(self) -> Slot:
+        """Wait until one more request fits in the window; return its slot."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                delay = self._delay(now)
+                if delay <= 0:
+                    slot = Slot(at=now)
+                    self._slots.append(slot)
+                    return slot
+            self.waited += delay
+            self._sleep(delay)
+
+    def release(self, slot: Slot) -> None:
+        """Mark the request of ``slot`` as answered (the server has surely counted it)."""
+        with self._lock:
+            slot.at = max(slot.at, self._clock())
+            slot.done = True
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Adopt the server's announced limit; pause when it says nothing is left."""
+        limit = _number(headers.get("x-ratelimit-limit"))
+        remaining = _number(headers.get("x-ratelimit-remaining"))
+        reset = _number(headers.get("x-ratelimit-reset"))
+        with self._lock:
+            if limit is not None and limit >= 1 and int(limit) != self.limit:
+                log.info("rate limit adopted from server: %d per %.1f s", limit, self.window)
+                self.limit = int(limit)
+            if remaining is not None and remaining <= 0:
+                pause = min(reset if reset is not None else self.window, _MAX_RESET)
+                until = self._clock() + max(pause, 0.0) + self.margin
+                self._blocked_until = max(self._blocked_until, until)
+
+    # --- internals ----------------------------------------------------------------------
+    def _delay(self, now: float) -> float:
+        """Seconds to wait before a new slot fits (<= 0: go now). Caller holds the lock."""
+        span = self.window + self.margin
+        # In-flight slots older than the window are dropped too: the request surely
+        # reached the server near its start, and a hung request must not block forever.
+        self._slots = [s for s in self._slots if now - s.at < span]
+        delay = self._blocked_until - now
+        excess = len(self._slots) - self.limit + 1
+        if excess > 0:
+            stamps = sorted(s.at for s in self._slots)
+            free_at = stamps[excess - 1] + span
+            delay = max(delay, free_at - now)
+            if all(not s.done for s in self._slots):
+                delay = max(min(delay, _IN_FLIGHT_POLL), 1e-3)
+        return delay
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
