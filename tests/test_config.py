@@ -1,0 +1,119 @@
+"""`syncd check` and config loading: every problem names file, key and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from support import REPO, demo_tenant, run_syncd, write_config
+
+from syncd.config import check_all, load_settings, load_tenant
+from syncd.errors import ConfigError
+from syncd.plugins import make_plugin_manager
+from syncd.secrets import redact
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return make_plugin_manager().connectors
+
+
+def _problems(tmp_path: Path, tenant: dict, registry) -> list[str]:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"acme": tenant})
+    return [str(p) for p in check_all(load_settings(config), registry)
+            if p.severity == "error"]
+
+
+def test_shipped_demo_tenant_is_valid(tmp_path: Path, registry, monkeypatch) -> None:
+    monkeypatch.setenv("NORTHWIND_PIPEDRIVE_TOKEN", "token-for-check-1234")
+    settings = load_settings(REPO / "config" / "demo" / "syncd.yaml")
+    errors = [p for p in check_all(settings, registry) if p.severity == "error"]
+    assert errors == []
+    tenant = load_tenant(settings, "northwind", registry)
+    assert tenant.book.key == "b2b-services-9"
+    assert tenant.settings.api_token == "token-for-check-1234"
+
+
+def test_unknown_stage_key_in_mapping(tmp_path: Path, registry, monkeypatch) -> None:
+    monkeypatch.setenv("NORTHWIND_PIPEDRIVE_TOKEN", "x" * 10)
+    tenant = demo_tenant("https://acme.pipedrive.com")
+    tenant["mapping"]["stages"]["Projects"]["Estimate"] = "estimation"
+    problems = _problems(tmp_path, tenant, registry)
+    assert any("acme.yaml: mapping.stages.Projects.Estimate: unknown stage key 'estimation'"
+               in p for p in problems), problems
+
+
+def test_missing_secret_is_named_without_leaking(tmp_path: Path, registry, monkeypatch) -> None:
+    monkeypatch.delenv("NORTHWIND_PIPEDRIVE_TOKEN", raising=False)
+    problems = _problems(tmp_path, demo_tenant("https://acme.pipedrive.com"), registry)
+    assert any("connection.api_token: missing secret: environment variable "
+               "NORTHWIND_PIPEDRIVE_TOKEN is not set" in p for p in problems), problems
+
+
+def test_unknown_loss_reason_and_unmapped_evidence_field(tmp_path: Path, registry,
+                                                         monkeypatch) -> None:
+    monkeypatch.setenv("NORTHWIND_PIPEDRIVE_TOKEN", "x" * 10)
+    tenant = demo_tenant("https://acme.pipedrive.com")
+    tenant["mapping"]["loss_reasons"]["Too expensive"] = "pricey"
+    del tenant["mapping"]["fields"]["deal"]["contract_number"]
+    problems = _problems(tmp_path, tenant, registry)
+    assert any("mapping.loss_reasons.Too expensive: unknown loss reason 'pricey'" in p
+               for p in problems), problems
+    assert any("mapping.fields.deal.contract_number: Sales Book action 'contract_signed' needs"
+               in p for p in problems), problems
+
+
+def test_salesbook_stage_action_without_evidence(tmp_path: Path, registry) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    book = yaml.safe_load((REPO / "config/salesbooks/b2b-services-9.yaml").read_text())
+    book["actions"]["estimate_sent"]["evidence"] = {}
+    (books / "broken.yaml").write_text(yaml.safe_dump(book))
+    config = write_config(tmp_path, "sqlite:///x.db", {})
+    text = config.read_text().replace(str(REPO / "config" / "salesbooks"), str(books))
+    config.write_text(text)
+    problems = [str(p) for p in check_all(load_settings(config), registry)]
+    assert any("broken.yaml" in p and "actions.estimate_sent.evidence: no evidence" in p
+               for p in problems), problems
+
+
+def test_bad_timezone_and_unknown_key(tmp_path: Path, registry, monkeypatch) -> None:
+    monkeypatch.setenv("NORTHWIND_PIPEDRIVE_TOKEN", "x" * 10)
+    tenant = demo_tenant("https://acme.pipedrive.com")
+    tenant["timezone"] = "Mars/Olympus"
+    tenant["writeback"]["colour"] = "red"
+    problems = _problems(tmp_path, tenant, registry)
+    assert any("acme.yaml: timezone: unknown timezone 'Mars/Olympus'" in p for p in problems)
+    assert any("acme.yaml: writeback.colour: Extra inputs are not permitted" in p
+               for p in problems), problems
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path, registry) -> None:
+    config = write_config(tmp_path, "sqlite:///x.db", {})
+    (tmp_path / "tenants" / "broken.yaml").write_text("plugin: pipedrive\nmapping: [\n")
+    problems = [str(p) for p in check_all(load_settings(config), registry)]
+    assert any("broken.yaml: not valid YAML (line 3" in p for p in problems), problems
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_tenant(load_settings(config), "broken", registry)
+
+
+def test_inline_secret_is_a_warning_and_redacted(tmp_path: Path, registry) -> None:
+    tenant = demo_tenant("https://acme.pipedrive.com")
+    tenant["connection"]["api_token"] = "inline-secret-token-987"
+    config = write_config(tmp_path, "sqlite:///x.db", {"acme": tenant})
+    problems = check_all(load_settings(config), registry)
+    warning = [p for p in problems if p.key == "connection.api_token"]
+    assert warning and warning[0].severity == "warning"
+    assert "inline-secret-token-987" not in redact("token inline-secret-token-987 leaked")
+
+
+def test_check_command_exit_codes(tmp_path: Path) -> None:
+    good = write_config(tmp_path / "good", "sqlite:///x.db", {
+        "acme": demo_tenant("https://acme.pipedrive.com")})
+    ok = run_syncd(good, "check", env={"NORTHWIND_PIPEDRIVE_TOKEN": "abcdef123456"})
+    assert ok.returncode == 0, ok.stderr
+    assert "1 tenant(s) checked: 0 error(s)" in ok.stdout
+    bad = run_syncd(good, "check", env={"NORTHWIND_PIPEDRIVE_TOKEN": ""})
+    assert bad.returncode == 2
+    assert "connection.api_token" in bad.stderr
