@@ -1,0 +1,127 @@
+"""The audit driver: every rule over deals as they were at "now", snoozes applied in one
+place, and one ``unmapped_stage`` finding per unmapped CRM stage.
+
+Pure: ``now`` (aware) and the tenant's timezone are inputs; nothing reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from syncd.audit.facts import DealFacts, Finding
+from syncd.audit.rules import RULES, SNOOZABLE, UNMAPPED_RULES, BookIndex, Run, unmapped_stage
+from syncd.audit.timeline import Calendar, as_of
+from syncd.salesbook import SalesBook
+
+__all__ = ["AuditStats", "Suppressed", "as_of", "audit_deal", "audit_deals"]
+
+EXAMPLE_DEALS = 5
+_INDEX_CACHE_SIZE = 32
+_indexes: dict[int, BookIndex] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """A finding a snooze hid, so a report can say the deal is paused and what it hides."""
+
+    finding: Finding
+    snooze_until: date
+    snooze_reason: str | None
+
+
+@dataclass(slots=True)
+class AuditStats:
+    """Optional counters filled by a run (pass one to ``audit_deal``/``audit_deals``)."""
+
+    deals: int = 0  # deals read
+    not_created_yet: int = 0  # created after "now": not audited
+    unmapped: int = 0  # deals whose stage at "now" is unmapped
+    findings: Counter[str] = field(default_factory=Counter)  # rule -> findings emitted
+    suppressed: list[Suppressed] = field(default_factory=list)
+
+
+def audit_deal(facts: DealFacts, book: SalesBook, now: datetime, tz: ZoneInfo, *,
+               stats: AuditStats | None = None) -> list[Finding]:
+    """Every finding for one deal as it was at ``now`` (no ``unmapped_stage`` row: that one
+    aggregates deals, see :func:`audit_deals`)."""
+    run = _run(book, now, tz)
+    stats = stats if stats is not None else AuditStats()
+    current = _current(facts, run, stats)
+    return [] if current is None else _audit(current, run, stats)
+
+
+def audit_deals(deals: Iterable[DealFacts], book: SalesBook, now: datetime, tz: ZoneInfo, *,
+                stats: AuditStats | None = None) -> Iterator[Finding]:
+    """Stream the findings of many deals, each as of ``now``, then one ``unmapped_stage``
+    finding per CRM stage whose deals have no canonical stage (sorted by CRM stage)."""
+    run = _run(book, now, tz)  # validates now before the first deal is read
+    return _stream(deals, run, stats if stats is not None else AuditStats())
+
+
+def _stream(deals: Iterable[DealFacts], run: Run, stats: AuditStats) -> Iterator[Finding]:
+    unmapped: dict[str, list[str]] = {}
+    counts: Counter[str] = Counter()
+    for deal in deals:
+        current = _current(deal, run, stats)
+        if current is None:
+            continue
+        if not run.index.is_mapped(current.stage_key):
+            counts[current.crm_stage] += 1
+            examples = unmapped.setdefault(current.crm_stage, [])
+            if len(examples) < EXAMPLE_DEALS:
+                examples.append(current.deal_id)
+        yield from _audit(current, run, stats)
+    for crm_stage in sorted(unmapped):
+        finding = unmapped_stage(crm_stage, unmapped[crm_stage], counts[crm_stage])
+        stats.findings[finding.rule] += 1
+        yield finding
+
+
+def _run(book: SalesBook, now: datetime, tz: ZoneInfo) -> Run:
+    return Run(_book_index(book), Calendar(now, tz))
+
+
+def _book_index(book: SalesBook) -> BookIndex:
+    """The book's lookups, built once per book object and reused across runs."""
+    index = _indexes.get(id(book))
+    if index is None or index.book is not book:
+        if len(_indexes) >= _INDEX_CACHE_SIZE:
+            _indexes.clear()
+        index = _indexes[id(book)] = BookIndex(book)
+    return index
+
+
+def _current(facts: DealFacts, run: Run, stats: AuditStats) -> DealFacts | None:
+    stats.deals += 1
+    current = as_of(facts, run.cal.now)
+    if current is None:
+        stats.not_created_yet += 1
+    elif not run.index.is_mapped(current.stage_key):
+        stats.unmapped += 1
+    return current
+
+
+def _audit(facts: DealFacts, run: Run, stats: AuditStats) -> list[Finding]:
+    subject = run.subject(facts)
+    rules = RULES if subject.walk is not None else UNMAPPED_RULES
+    findings = [finding for rule in rules for finding in rule(subject)]
+    if findings and subject.snoozed:
+        findings = _apply_snooze(findings, facts, stats)
+    for finding in findings:
+        stats.findings[finding.rule] += 1
+    return findings
+
+
+def _apply_snooze(findings: list[Finding], facts: DealFacts,
+                  stats: AuditStats) -> list[Finding]:
+    kept = []
+    for finding in findings:
+        if finding.rule in SNOOZABLE:
+            stats.suppressed.append(Suppressed(finding, facts.snooze_until, facts.snooze_reason))
+        else:
+            kept.append(finding)
+    return kept
