@@ -20,6 +20,7 @@ from syncd.salesbook import SalesBook
 __all__ = ["AuditStats", "Suppressed", "as_of", "audit_deal", "audit_deals"]
 
 EXAMPLE_DEALS = 5
+AUDITED_STATUSES = frozenset({"open", "won", "lost"})
 _INDEX_CACHE_SIZE = 32
 _indexes: dict[int, BookIndex] = {}
 
@@ -39,6 +40,7 @@ class AuditStats:
 
     deals: int = 0  # deals read
     not_created_yet: int = 0  # created after "now": not audited
+    not_audited_status: int = 0  # status other than open/won/lost (e.g. deleted): skipped
     unmapped: int = 0  # deals whose stage at "now" is unmapped
     findings: Counter[str] = field(default_factory=Counter)  # rule -> findings emitted
     suppressed: list[Suppressed] = field(default_factory=list)
@@ -96,7 +98,11 @@ def _book_index(book: SalesBook) -> BookIndex:
 
 
 def _current(facts: DealFacts, run: Run, stats: AuditStats) -> DealFacts | None:
+    """The deal to audit as of "now", or None (not created yet, or deleted)."""
     stats.deals += 1
+    if facts.status not in AUDITED_STATUSES:
+        stats.not_audited_status += 1
+        return None
     current = as_of(facts, run.cal.now)
     if current is None:
         stats.not_created_yet += 1

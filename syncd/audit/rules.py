@@ -396,14 +396,15 @@ def deferred_no_reminder(s: Subject) -> Sequence[Finding]:
 
 def won_no_followup(s: Subject) -> Sequence[Finding]:
     """Won more than ``followup_within_days`` ago, and no follow-up activity was created
-    for the deal or its company after the win."""
+    for the deal or its company after the win (at the win's very moment counts: CRM robots
+    create the follow-up task on the win itself)."""
     f, run = s.facts, s.run
     if f.status != WON or f.won_at is None or f.won_at >= run.followup_before:
         return ()
     kinds = run.index.followup_kinds
     for a in (*f.activities, *f.company_activities):
         created = a.created_at or a.done_at or a.due_at
-        if not a.is_note and a.kind in kinds and created is not None and created > f.won_at:
+        if not a.is_note and a.kind in kinds and created is not None and created >= f.won_at:
             return ()
     days, limit = run.cal.days_since(f.won_at), run.index.book.passive.won.followup_within_days
     explanation = (f"Deal was won on {_day(s, f.won_at)}, {days} days ago, and no follow-up "
