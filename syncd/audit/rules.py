@@ -8,12 +8,19 @@ the engine does that, so suppression is recorded in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from syncd.audit.facts import DEFERRED, ActivityFact, DealFacts, Finding, Severity
+from syncd.audit.facts import (
+    DEFERRED,
+    ActivityFact,
+    DealFacts,
+    Finding,
+    Severity,
+    Transition,
+)
 from syncd.audit.timeline import LONG_AGO, Calendar, Move, StageWalk, StageWalker
 from syncd.salesbook import SalesBook
 
@@ -43,6 +50,7 @@ class ActionSpec:
     title: str
     kinds: tuple[str, ...]
     field: str | None
+    gap: str  # what is missing when there is no evidence, for explanations
 
 
 class BookIndex:
@@ -76,7 +84,13 @@ class BookIndex:
 
 def _action_spec(book: SalesBook, key: str) -> ActionSpec:
     action = book.actions[key]
-    return ActionSpec(key, action.title, action.evidence.activity_types, action.evidence.field)
+    kinds, field = action.evidence.activity_types, action.evidence.field
+    gap = []
+    if kinds:
+        gap.append(f"no done {_or_list(kinds)} by then")
+    if field:
+        gap.append(f"the {field} field is empty")
+    return ActionSpec(key, action.title, kinds, field, " and ".join(gap))
 
 
 class Run:
@@ -132,9 +146,8 @@ def is_present(value: object) -> bool:
 
 def _finding(rule: str, s: Subject, explanation: str, details: dict[str, Any], *,
              stage_key: str | None = None, action_key: str | None = None) -> Finding:
-    return Finding(rule=rule, deal_id=s.facts.deal_id, severity=SEVERITY[rule],
-                   explanation=explanation, stage_key=stage_key, action_key=action_key,
-                   details=details)
+    return Finding(rule, s.facts.deal_id, SEVERITY[rule], explanation, stage_key, action_key,
+                   None, details)
 
 
 def _history(s: Subject) -> dict[str, str]:
@@ -168,22 +181,23 @@ def missing_action(s: Subject) -> Sequence[Finding]:
     if not passed:
         return ()
     first_done = _first_done_by_kind(s.facts.activities)
-    return [
-        _missing_action_finding(s, stage_key, action, exit_)
-        for stage_key, exit_ in passed.items()
-        for action in s.run.index.actions[stage_key]
-        if not _has_evidence(action, exit_.at, first_done, s.facts.fields)
-    ]
+    findings: list[Finding] = []
+    for stage_key, exit_ in passed.items():
+        missing = [action for action in s.run.index.actions[stage_key]
+                   if not _has_evidence(action, exit_.at, first_done, s.facts.fields)]
+        if missing:
+            findings.extend(_missing_action_findings(s, stage_key, exit_, missing))
+    return findings
 
 
-def _passed_stages(s: Subject) -> dict[str, Move]:
-    """Stage -> how the deal left it: its last forward move, or the win."""
+def _passed_stages(s: Subject) -> dict[str, Transition]:
+    """Stage -> how the deal left it: its last forward transition, or the win."""
     walk, order = s.walk, s.run.index.order
     here = order.get(walk.position) if walk.position else None
     passed = {k: m for k, m in walk.left_forward.items() if here is None or order[k] < here}
     if s.facts.status == WON and walk.position is not None:
         won_at = s.facts.won_at or s.run.cal.now
-        passed[walk.position] = Move(walk.position, WON, won_at, "")
+        passed[walk.position] = Transition(walk.position, WON, won_at)
     return passed
 
 
@@ -207,25 +221,22 @@ def _has_evidence(action: ActionSpec, deadline: datetime, first_done: dict[str, 
     return action.field is not None and is_present(fields.get(action.field))
 
 
-def _missing_action_finding(s: Subject, stage_key: str, action: ActionSpec,
-                            exit_: Move) -> Finding:
-    title = s.run.index.title
+def _missing_action_findings(s: Subject, stage_key: str, exit_: Transition,
+                             missing: list[ActionSpec]) -> Iterator[Finding]:
+    title, day = s.run.index.title, _day(s, exit_.at)
     if exit_.to_key == WON:
-        how = f"was won at stage '{title(stage_key)}' on {_day(s, exit_.at)}"
+        how = f"Deal was won at stage '{title(stage_key)}' on {day}"
     else:
-        how = f"left stage '{title(stage_key)}' for '{title(exit_.to_key)}' on {_day(s, exit_.at)}"
-    gap = []
-    if action.kinds:
-        gap.append(f"no done {_or_list(action.kinds)} by then")
-    if action.field:
-        gap.append(f"the {action.field} field is empty")
-    details = {"stage": stage_key, "action": action.key, "left_at": exit_.at.isoformat(),
-               "left_to": exit_.to_key, "transition_id": exit_.source_id or None,
-               "evidence": {"activity_types": list(action.kinds), "field": action.field},
-               **_history(s)}
-    explanation = f"Deal {how} without the required action '{action.title}' ({' and '.join(gap)})."
-    return _finding("missing_action", s, explanation, details, stage_key=stage_key,
-                    action_key=action.key)
+        how = f"Deal left stage '{title(stage_key)}' for '{title(exit_.to_key)}' on {day}"
+    left_at, history = exit_.at.isoformat(), _history(s)
+    for action in missing:
+        details = {"stage": stage_key, "action": action.key, "left_at": left_at,
+                   "left_to": exit_.to_key, "transition_id": exit_.source_id or None,
+                   "evidence": {"activity_types": list(action.kinds), "field": action.field},
+                   **history}
+        explanation = f"{how} without the required action '{action.title}' ({action.gap})."
+        yield _finding("missing_action", s, explanation, details, stage_key=stage_key,
+                       action_key=action.key)
 
 
 # -- history rules -----------------------------------------------------------------------

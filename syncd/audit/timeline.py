@@ -159,14 +159,15 @@ class StageWalk:
 
     ``position``: the active stage the deal is at, or was at before it was deferred (None:
     unknown). ``entered_at``: when it entered its current stage (creation if never moved).
-    ``left_forward``: active stage -> the last transition that left it for a later stage.
+    ``left_forward``: active stage -> the last transition that left it for a later stage
+    (from the stage itself, or from ``deferred`` when it was deferred from that stage).
     ``skips``: (skipped stage, the move that jumped over it), each stage once.
     """
 
     entered_at: datetime
     position: str | None = None
     last_move_at: datetime | None = None
-    left_forward: dict[str, Move] = field(default_factory=dict)
+    left_forward: dict[str, Transition] = field(default_factory=dict)
     skips: list[tuple[str, Move]] = field(default_factory=list)
     backward: list[Move] = field(default_factory=list)
     visited: set[str] = field(default_factory=set)
@@ -199,7 +200,11 @@ class StageWalker:
             walk.entered_at = t.at
         if walk.last_move_at is None or t.at > walk.last_move_at:
             walk.last_move_at = t.at
-        source = self._source(walk, t.from_key)
+        if t.from_key in self._order:
+            source = t.from_key
+            walk.visited.add(source)
+        else:
+            source = walk.position if t.from_key == DEFERRED else None
         if t.to_key in self._order:
             if source is not None:
                 self._judge(walk, source, t)
@@ -208,18 +213,12 @@ class StageWalker:
         else:
             walk.position = source if t.to_key == DEFERRED else None
 
-    def _source(self, walk: StageWalk, from_key: str | None) -> str | None:
-        if from_key in self._order:
-            walk.visited.add(from_key)
-            return from_key
-        return walk.position if from_key == DEFERRED else None
-
     def _judge(self, walk: StageWalk, source: str, t: Transition) -> None:
         start, end = self._order[source], self._order[t.to_key]
         if end > start:
-            move = Move.of(source, t)
-            walk.left_forward[source] = move
-            self._note_skips(walk, self._keys[start + 1 : end], move)
+            walk.left_forward[source] = t
+            if end > start + 1:
+                self._note_skips(walk, self._keys[start + 1 : end], Move.of(source, t))
         elif end < start:
             walk.backward.append(Move.of(source, t))
 
