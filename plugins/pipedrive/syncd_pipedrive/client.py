@@ -1,0 +1,201 @@
+"""Pipedrive over HTTP: auth header, the two pagination styles, Pipedrive's error signals.
+
+All policy (retries, waits, rate limit, redaction) lives in ``syncd.http``; this module only
+adds what is Pipedrive's own:
+
+* the token travels in the ``x-api-token`` header, never in a URL;
+* a 429 is either the 2-second burst limit (retry after ``x-ratelimit-reset``) or the
+  company's daily token budget (retrying is pointless until the server's midnight): the
+  budget case is told apart by ``x-ratelimit-remaining`` not being 0 while a daily counter
+  header says nothing is left, and becomes ``BudgetExhaustedError``;
+* a 2xx whose JSON says ``success: false`` is not data;
+* v2 lists page with ``cursor``/``additional_data.next_cursor``; v1 lists with
+  ``start``/``additional_data.pagination`` and answer ``data: null`` when empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import requests
+
+from syncd.errors import APIError, BadPayloadError, BudgetExhaustedError
+from syncd.http import ApiClient, default_classify, json_body
+from syncd.ratelimit import RateLimiter
+from syncd.secrets import redact
+from syncd_pipedrive.settings import PipedriveSettings
+
+#: Pipedrive's burst window (seconds), per token.
+BURST_WINDOW = 2.0
+#: Headers that count the daily budget down (undocumented, reported by 3P clients), and the
+#: legacy POST/PUT fair-use counter.
+DAILY_HEADERS = ("x-daily-ratelimit-token-remaining", "x-daily-requests-left")
+V1_MAX_LIMIT = 500
+
+
+def _daily_budget_spent(headers: Mapping[str, str]) -> bool:
+    if headers.get("x-ratelimit-remaining", "").strip() == "0":
+        return False  # a burst 429: wait for the window, not for midnight
+    for name in DAILY_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            if float(value) <= 0:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def classify_pipedrive(response: requests.Response) -> APIError | None:
+    """Pipedrive's cases first (daily budget, ``success: false``), then the default table."""
+    where = _where(response)
+    if response.status_code == 429 and _daily_budget_spent(response.headers):
+        return BudgetExhaustedError(
+            f"{where}: HTTP 429: the company's daily Pipedrive API budget is spent; "
+            "calls fail until the server's midnight",
+            status=429, url=redact(response.url),
+        )
+    error = default_classify(response)
+    if error is not None or not 200 <= response.status_code < 300:
+        return error
+    body = json_body(response)
+    if isinstance(body, dict) and body.get("success") is False:
+        text = " ".join(str(body.get("error") or "no error text").split())[:200]
+        return BadPayloadError(
+            redact(f"{where}: success=false: {text}"),
+            status=response.status_code, url=redact(response.url),
+        )
+    return None
+
+
+_limiters: dict[tuple[Any, ...], RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def shared_limiter(
+    settings: PipedriveSettings, *, clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RateLimiter:
+    """One limiter per token and host for the whole process.
+
+    Pipedrive's burst limit is per token, and a connector lives for one pass only: a fresh
+    limiter per pass would not know the requests the previous pass made in the last two
+    seconds (nor those of ``inspect`` or a concurrent pass of the same account), and would
+    burst straight into a 429.
+    """
+    digest = hashlib.sha256(settings.api_token.encode()).hexdigest()
+    key = (settings.base_url, digest, clock, sleep)
+    with _limiters_lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            limiter = RateLimiter(settings.burst_limit, BURST_WINDOW, clock=clock, sleep=sleep)
+            _limiters[key] = limiter
+        return limiter
+
+
+def _where(response: requests.Response) -> str:
+    method = response.request.method if response.request is not None else "?"
+    return redact(f"{method} {response.url}")
+
+
+class PipedriveClient:
+    """Thin Pipedrive layer over one ``ApiClient`` (one per tenant pass)."""
+
+    def __init__(
+        self,
+        settings: PipedriveSettings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.page_size = settings.page_size
+        self.on_request: Callable[[int], None] = lambda n: None
+        self.limiter = shared_limiter(settings, clock=clock, sleep=sleep)
+        self.api = ApiClient(
+            settings.base_url,
+            auth_headers={"x-api-token": settings.api_token},
+            limiter=self.limiter,
+            timeout=(10, settings.timeout_seconds),
+            sleep=sleep,
+            on_request=self._count,
+            classify=classify_pipedrive,
+            session=session,
+        )
+
+    def _count(self, n: int) -> None:
+        self.on_request(n)  # looked up per call: the connector swaps it per stream
+
+    @property
+    def requests_made(self) -> int:
+        return self.api.requests_made
+
+    # --- single calls -------------------------------------------------------------------
+    def call(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+        json: Any = None, idempotent: bool | None = None,
+    ) -> Any:
+        """One request; returns the envelope's ``data`` (checked to be present)."""
+        body = self.api.request(method, path, params=params, json=json, idempotent=idempotent)
+        return _envelope(body, path)[0]
+
+    def get_list(self, path: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """A small, unpaged list (``/v1/users``, ``/v1/activityTypes``)."""
+        return _as_list(self.call("GET", path, params=params), path)
+
+    # --- paging -------------------------------------------------------------------------
+    def iter_v2(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
+        """Every page of a v2 list, following ``additional_data.next_cursor``."""
+        query = {"limit": self.page_size, **(params or {})}
+        while True:
+            data, extra = _envelope(self.api.get(path, params=query), path)
+            yield _as_list(data, path)
+            next_cursor = extra.get("next_cursor") if isinstance(extra, dict) else None
+            if not next_cursor:
+                return
+            query = {**query, "cursor": next_cursor}
+
+    def iter_v1(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
+        """Every page of a v1 offset-paged list; ``data: null`` is an empty page."""
+        limit = min(self.page_size, V1_MAX_LIMIT)
+        start = 0
+        while True:
+            query = {**(params or {}), "start": start, "limit": limit}
+            data, extra = _envelope(self.api.get(path, params=query), path)
+            yield _as_list(data, path)
+            pagination = extra.get("pagination") if isinstance(extra, dict) else None
+            if not isinstance(pagination, dict) or not pagination.get("more_items_in_collection"):
+                return
+            next_start = pagination.get("next_start")
+            if not isinstance(next_start, int) or next_start <= start:
+                message = f"pipedrive {path}: pagination says more items but next_start is "
+                message += f"{next_start!r}"
+                raise BadPayloadError(message)
+            start = next_start
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def _envelope(body: Any, path: str) -> tuple[Any, Any]:
+    """``(data, additional_data)`` of a Pipedrive response envelope."""
+    if not isinstance(body, dict) or "data" not in body:
+        kind = "an empty body" if body is None else f"a {type(body).__name__}"
+        message = f"pipedrive {path}: expected a JSON envelope with 'data', got {kind}"
+        raise BadPayloadError(message)
+    return body["data"], body.get("additional_data") or {}
+
+
+def _as_list(data: Any, path: str) -> list[Any]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        message = f"pipedrive {path}: expected a list in 'data', got {type(data).__name__}"
+        raise BadPayloadError(message)
+    return data
