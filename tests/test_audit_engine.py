@@ -185,6 +185,7 @@ class TestAuditDeals:
         for f in findings:
             json.dumps(f.details)
             assert f.explanation.endswith(".")
+        assert len({f.key for f in findings}) == len(findings)  # lifecycle keys are unique
 
     def test_deferred_deal_gets_only_its_reminder_rule_among_open_rules(self) -> None:
         facts = deal(stage_key=DEFERRED, created_at=T[39],
