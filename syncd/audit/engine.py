@@ -13,7 +13,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from syncd.audit.facts import DealFacts, Finding
-from syncd.audit.rules import RULES, SNOOZABLE, UNMAPPED_RULES, BookIndex, Run, unmapped_stage
+from syncd.audit.rules import RULES, SNOOZABLE, UNMAPPED_RULES, AuditRun, BookIndex, unmapped_stage
 from syncd.audit.timeline import Calendar, as_of
 from syncd.salesbook import SalesBook
 
@@ -64,7 +64,7 @@ def audit_deals(deals: Iterable[DealFacts], book: SalesBook, now: datetime, tz: 
     return _stream(deals, run, stats if stats is not None else AuditStats())
 
 
-def _stream(deals: Iterable[DealFacts], run: Run, stats: AuditStats) -> Iterator[Finding]:
+def _stream(deals: Iterable[DealFacts], run: AuditRun, stats: AuditStats) -> Iterator[Finding]:
     unmapped: dict[str, list[str]] = {}
     counts: Counter[str] = Counter()
     for deal in deals:
@@ -83,8 +83,8 @@ def _stream(deals: Iterable[DealFacts], run: Run, stats: AuditStats) -> Iterator
         yield finding
 
 
-def _run(book: SalesBook, now: datetime, tz: ZoneInfo) -> Run:
-    return Run(_book_index(book), Calendar(now, tz))
+def _run(book: SalesBook, now: datetime, tz: ZoneInfo) -> AuditRun:
+    return AuditRun(_book_index(book), Calendar(now, tz))
 
 
 def _book_index(book: SalesBook) -> BookIndex:
@@ -97,7 +97,7 @@ def _book_index(book: SalesBook) -> BookIndex:
     return index
 
 
-def _current(facts: DealFacts, run: Run, stats: AuditStats) -> DealFacts | None:
+def _current(facts: DealFacts, run: AuditRun, stats: AuditStats) -> DealFacts | None:
     """The deal to audit as of "now", or None (not created yet, or deleted)."""
     stats.deals += 1
     if facts.status not in AUDITED_STATUSES:
@@ -111,7 +111,7 @@ def _current(facts: DealFacts, run: Run, stats: AuditStats) -> DealFacts | None:
     return current
 
 
-def _audit(facts: DealFacts, run: Run, stats: AuditStats) -> list[Finding]:
+def _audit(facts: DealFacts, run: AuditRun, stats: AuditStats) -> list[Finding]:
     subject = run.subject(facts)
     rules = RULES if subject.walk is not None else UNMAPPED_RULES
     findings = [finding for rule in rules for finding in rule(subject)]

@@ -93,7 +93,7 @@ def _action_spec(book: SalesBook, key: str) -> ActionSpec:
     return ActionSpec(key, action.title, kinds, field, " and ".join(gap))
 
 
-class Run:
+class AuditRun:
     """One audit run: a book index, a calendar, and the day cut-offs the rules compare with
     (a moment before ``X_before`` is more than the limit's days ago)."""
 
@@ -119,7 +119,7 @@ class Subject:
     """One deal under audit. ``walk`` is None when its stage is unmapped."""
 
     facts: DealFacts
-    run: Run
+    run: AuditRun
     walk: StageWalk | None
 
     @property
