@@ -1,0 +1,94 @@
+"""Tenants and sync runs: who we sync and how each pass went.
+
+A run row is written when a pass starts, so a crashed pass leaves a ``running`` row behind;
+``interrupt_stale_runs`` turns those into ``interrupted`` at the next start instead of
+leaving them "running" forever.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from syncd.store._sql import insert_for, utcnow
+from syncd.store.models import SyncRunRow, TenantRow
+
+RunStatus = Literal["running", "ok", "failed", "interrupted"]
+FINAL_STATUSES = frozenset({"ok", "failed", "interrupted"})
+
+
+def ensure_tenant(session: Session, key: str, plugin: str, *,
+                  now: datetime | None = None) -> int:
+    """The id of tenant ``key``, created on first sight (race-safe); updates its plugin."""
+    table = TenantRow.__table__
+    stmt = insert_for(session, table).values(  # type: ignore[arg-type]
+        key=key, plugin=plugin, created_at=now or utcnow())
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+    tenant = session.execute(select(TenantRow.id, TenantRow.plugin).where(
+        TenantRow.key == key)).one()
+    if tenant.plugin != plugin:
+        session.execute(update(TenantRow).where(TenantRow.id == tenant.id).values(plugin=plugin))
+    return int(tenant.id)
+
+
+def get_tenant(session: Session, key: str) -> TenantRow | None:
+    stmt = select(TenantRow).where(TenantRow.key == key)
+    return session.scalar(stmt.execution_options(populate_existing=True))
+
+
+def list_tenants(session: Session) -> list[TenantRow]:
+    stmt = select(TenantRow).order_by(TenantRow.key)
+    return list(session.scalars(stmt.execution_options(populate_existing=True)))
+
+
+def start_run(session: Session, tenant_id: int, *, full: bool = False,
+              as_of: datetime | None = None, now: datetime | None = None) -> int:
+    """Record that a pass started; returns the run id (flushed, not committed)."""
+    run = SyncRunRow(tenant_id=tenant_id, started_at=now or utcnow(), status="running",
+                     full=full, as_of=as_of, counts={})
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def finish_run(session: Session, run_id: int, status: RunStatus, *,
+               counts: dict[str, Any] | None = None, error: str | None = None,
+               now: datetime | None = None) -> None:
+    """Close a run and copy its outcome onto the tenant (``error`` must be redacted)."""
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"a run finishes as one of {sorted(FINAL_STATUSES)}, not {status!r}")
+    run = session.get(SyncRunRow, run_id, populate_existing=True)
+    if run is None:
+        raise LookupError(f"no sync run {run_id}")
+    finished = now or utcnow()
+    run.finished_at = finished
+    run.status = status
+    run.error = error
+    if counts is not None:
+        run.counts = dict(counts)
+    session.execute(update(TenantRow).where(TenantRow.id == run.tenant_id).values(
+        last_sync_at=finished, last_status=status, last_error=error))
+    session.flush()
+
+
+def last_runs(session: Session, tenant_id: int | None = None,
+              limit: int = 10) -> list[SyncRunRow]:
+    """The most recent runs (of one tenant or all), newest first."""
+    stmt = select(SyncRunRow).order_by(SyncRunRow.started_at.desc(), SyncRunRow.id.desc())
+    if tenant_id is not None:
+        stmt = stmt.where(SyncRunRow.tenant_id == tenant_id)
+    stmt = stmt.limit(limit).execution_options(populate_existing=True)
+    return list(session.scalars(stmt))
+
+
+def interrupt_stale_runs(session: Session, tenant_id: int | None = None, *,
+                         now: datetime | None = None) -> int:
+    """Mark runs still ``running`` as ``interrupted`` (call at start, under the lease)."""
+    stmt = update(SyncRunRow).where(SyncRunRow.status == "running").values(
+        status="interrupted", finished_at=now or utcnow())
+    if tenant_id is not None:
+        stmt = stmt.where(SyncRunRow.tenant_id == tenant_id)
+    return session.execute(stmt).rowcount  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,146 @@
+"""The violation lifecycle: open, refresh, resolve, and reopen as a new row.
+
+A run's findings are compared with the tenant's open rows by ``Finding.key`` in Python
+while the open rows stream by (one pass, no per-row round trips), then written back in
+bulk: resolutions and refreshes as chunked ``UPDATE ... WHERE id IN``, changed texts as one
+executemany, new violations as one bulk insert. A key that comes back after being resolved
+gets a new row, so "how long was it open" stays answerable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from syncd.audit.facts import Finding
+from syncd.store._sql import in_chunk_size, sequence_chunks
+from syncd.store.models import ViolationRow
+from syncd.store.types import json_dumps
+
+#: Rows fetched per round trip while streaming a tenant's open violations.
+STREAM_CHUNK = 10_000
+
+
+@dataclass
+class LifecycleResult:
+    opened: list[ViolationRow] = field(default_factory=list)
+    refreshed: int = 0
+    resolved: int = 0
+
+
+def _jsonable(details: dict[str, Any]) -> Any:
+    """``details`` as it reads back from a JSON column (dates -> ISO strings...)."""
+    return json.loads(json_dumps(details))
+
+
+def _same_details(stored: Any, details: dict[str, Any]) -> bool:
+    return bool(stored == details or stored == _jsonable(details))
+
+
+def _new_row(tenant_id: int, finding: Finding, key: str, now: datetime,
+             run_id: int | None) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id, "key": key, "rule": finding.rule,
+        "deal_external_id": finding.deal_id, "stage_key": finding.stage_key,
+        "action_key": finding.action_key, "crm_stage": finding.crm_stage,
+        "severity": finding.severity, "explanation": finding.explanation,
+        "details": _jsonable(finding.details), "opened_at": now, "last_seen_at": now,
+        "resolved_at": None, "opened_run_id": run_id,
+    }
+
+
+def apply_findings(session: Session, tenant_id: int, findings: Iterable[Finding],
+                   now: datetime, run_id: int | None, *,
+                   scope_deal_ids: Collection[str] | None = None) -> LifecycleResult:
+    """Bring the tenant's violations in line with one run's findings.
+
+    A finding with an open row refreshes it (``last_seen_at``; severity, explanation and
+    details when they changed); a new key opens a row (``opened_at = last_seen_at = now``);
+    an open row whose key was not found is resolved at ``now``. Duplicate keys among the
+    findings collapse (the last wins).
+
+    ``scope_deal_ids`` limits resolution to what the run actually audited (a pass that
+    audited only the deals it touched): open rows of other deals, and per-CRM-stage rows
+    without a deal, are then left as they are unless found again.
+    """
+    by_key: dict[str, Finding] = {}
+    for finding in findings:
+        by_key[finding.key] = finding
+    scope = None if scope_deal_ids is None else set(scope_deal_ids)
+    result = LifecycleResult()
+
+    seen: set[str] = set()
+    refresh_ids: list[int] = []
+    resolve_ids: list[int] = []
+    changed: list[dict[str, Any]] = []
+    stmt = (
+        select(ViolationRow.id, ViolationRow.key, ViolationRow.severity,
+               ViolationRow.explanation, ViolationRow.details,
+               ViolationRow.deal_external_id)
+        .where(ViolationRow.tenant_id == tenant_id, ViolationRow.resolved_at.is_(None))
+        .execution_options(yield_per=STREAM_CHUNK)
+    )
+    for row in session.execute(stmt):
+        finding = by_key.get(row.key)
+        if finding is None:
+            if scope is None or (row.deal_external_id is not None
+                                 and row.deal_external_id in scope):
+                resolve_ids.append(row.id)
+            continue
+        seen.add(row.key)
+        if (finding.severity != row.severity or finding.explanation != row.explanation
+                or not _same_details(row.details, finding.details)):
+            changed.append({"_id": row.id, "severity": finding.severity,
+                            "explanation": finding.explanation,
+                            "details": _jsonable(finding.details), "last_seen_at": now})
+        else:
+            refresh_ids.append(row.id)
+
+    table = ViolationRow.__table__
+    size = in_chunk_size(session)
+    for chunk in sequence_chunks(resolve_ids, size):
+        session.execute(update(table).where(table.c.id.in_(chunk)).values(resolved_at=now))
+    for chunk in sequence_chunks(refresh_ids, size):
+        session.execute(update(table).where(table.c.id.in_(chunk)).values(last_seen_at=now))
+    if changed:
+        # executemany: the SET clause comes from the parameter keys.
+        session.execute(update(table).where(table.c.id == bindparam("_id")), changed)
+    new_rows = [_new_row(tenant_id, finding, key, now, run_id)
+                for key, finding in by_key.items() if key not in seen]
+    if new_rows:
+        result.opened = list(session.scalars(
+            insert(ViolationRow).returning(ViolationRow), new_rows))
+    result.refreshed = len(refresh_ids) + len(changed)
+    result.resolved = len(resolve_ids)
+    return result
+
+
+def open_violations(session: Session, tenant_id: int,
+                    deal_id: str | None = None) -> list[ViolationRow]:
+    """The tenant's open violations (of one deal, given its CRM id), oldest first."""
+    stmt = select(ViolationRow).where(ViolationRow.tenant_id == tenant_id,
+                                      ViolationRow.resolved_at.is_(None))
+    if deal_id is not None:
+        stmt = stmt.where(ViolationRow.deal_external_id == deal_id)
+    stmt = stmt.order_by(ViolationRow.id).execution_options(populate_existing=True)
+    return list(session.scalars(stmt))
+
+
+def has_violation_history(session: Session, tenant_id: int) -> bool:
+    """Whether the tenant ever had a violation (the first audit is a baseline)."""
+    stmt = select(ViolationRow.id).where(ViolationRow.tenant_id == tenant_id).limit(1)
+    return session.scalar(stmt) is not None
+
+
+def violation_history(session: Session, tenant_id: int, key: str) -> list[ViolationRow]:
+    """Every row (open or resolved) a violation key has had, oldest first."""
+    stmt = select(ViolationRow).where(ViolationRow.tenant_id == tenant_id,
+                                      ViolationRow.key == key)
+    stmt = stmt.order_by(ViolationRow.id).execution_options(populate_existing=True)
+    return list(session.scalars(stmt))

@@ -1,0 +1,152 @@
+"""The write ledger: intent before side effect.
+
+Before an HTTP write the caller marks the row ``pending`` with the value it is about to
+write and COMMITS; after a confirmed per-item success it marks it ``done`` with the value
+written (and the created task's id). A crash in between leaves ``pending`` rows, which the
+next pass re-checks against the CRM (read before retry) instead of blindly writing again.
+For tasks, ``field`` holds the task's marker so a created task can be found by it, and
+``attempts`` counts the create calls that may have happened (``mark_attempt``, committed
+before each call): a pending task with ``attempts > 0`` is looked up before any new create.
+
+A row is identified by ``(tenant, kind, entity, external_id, field)``; the functions take
+those parts positionally, in that order, like the ledger's key. Rows are written with Core
+statements; the readers here load with ``populate_existing`` so a session that loaded a row
+before it changed never sees a stale status. Values are stored as text through ``to_text``,
+so "desired" and "written" compare equal when they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from syncd.store._sql import insert_for, utcnow
+from syncd.store.models import WritebackRow
+
+WriteKind = Literal["field", "task"]
+LedgerKey = tuple[str, str, str]  # (entity, external_id, field-or-marker)
+Value = str | int | float | None
+_IDENTITY = ["tenant_id", "kind", "entity", "external_id", "field"]
+
+
+def to_text(value: Value) -> str | None:
+    """The stored form of a value: integral floats lose their ``.0`` (72.0 -> "72")."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def get_ledger(session: Session, tenant_id: int,
+               kind: WriteKind) -> dict[LedgerKey, WritebackRow]:
+    """Every ledger row of ``kind``, keyed by ``(entity, external_id, field)``."""
+    stmt = select(WritebackRow).where(WritebackRow.tenant_id == tenant_id,
+                                      WritebackRow.kind == kind)
+    rows = session.scalars(stmt.execution_options(populate_existing=True))
+    return {(row.entity, row.external_id, row.field): row for row in rows}
+
+
+def mark_pending_many(session: Session, tenant_id: int, kind: WriteKind,
+                      items: Iterable[tuple[str, str, str, Value]], *,
+                      now: datetime | None = None) -> int:
+    """Record the intent to write ``(entity, external_id, field, desired_value)`` items.
+
+    One bulk upsert: the row becomes ``pending`` with the new desired value and no error;
+    ``written_value``, ``crm_id`` and ``attempts`` are kept (new rows start at 0 attempts).
+    """
+    now = now or utcnow()
+    rows = {
+        (entity, external_id, field): {
+            "tenant_id": tenant_id, "kind": kind, "entity": entity,
+            "external_id": external_id, "field": field, "desired_value": to_text(desired),
+            "status": "pending", "attempts": 0, "error": None, "updated_at": now,
+        }
+        for entity, external_id, field, desired in items
+    }
+    if not rows:
+        return 0
+    stmt = insert_for(session, WritebackRow.__table__)  # type: ignore[arg-type]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=_IDENTITY,
+        set_={"desired_value": stmt.excluded.desired_value, "status": "pending",
+              "error": None, "updated_at": stmt.excluded.updated_at},
+    )
+    session.execute(stmt, list(rows.values()))
+    return len(rows)
+
+
+def mark_pending(  # noqa: PLR0917 - positional like the ledger key, as the core calls it
+    session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
+    field: str, desired_value: Value, *, now: datetime | None = None,
+) -> None:
+    """Record the intent to write one value; the caller commits before the HTTP call."""
+    mark_pending_many(session, tenant_id, kind, [(entity, external_id, field, desired_value)],
+                      now=now)
+
+
+def _finish(session: Session, tenant_id: int, kind: WriteKind, key: LedgerKey, *,
+            values: dict[str, Any], now: datetime | None) -> None:
+    """Upsert the row's outcome (creating the row if no intent was ever recorded)."""
+    entity, external_id, field = key
+    stmt = insert_for(session, WritebackRow.__table__).values(  # type: ignore[arg-type]
+        tenant_id=tenant_id, kind=kind, entity=entity, external_id=external_id, field=field,
+        attempts=0, updated_at=now or utcnow(), **values)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=_IDENTITY,
+        set_={name: stmt.excluded[name] for name in (*values, "updated_at")},
+    ))
+
+
+def mark_attempt(  # noqa: PLR0917 - positional like the ledger key, as the core calls it
+    session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
+    field: str, *, now: datetime | None = None,
+) -> int:
+    """Count one more call that may create/write it (commit before the call); returns the
+    new count, 0 if there is no such row."""
+    table = WritebackRow.__table__
+    stmt = (update(table)
+            .where(*(table.c[name] == value for name, value in zip(
+                _IDENTITY, (tenant_id, kind, entity, external_id, field), strict=True)))
+            .values(attempts=table.c.attempts + 1, updated_at=now or utcnow())
+            .returning(table.c.attempts))
+    return session.execute(stmt).scalar() or 0
+
+
+def mark_done(  # noqa: PLR0917 - positional like the ledger key, as the core calls it
+    session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
+    field: str, written_value: Value, crm_id: str | None = None, *,
+    now: datetime | None = None,
+) -> None:
+    """Record a confirmed write. ``crm_id`` (a created task's id) is kept when not given."""
+    values: dict[str, Any] = {"status": "done", "written_value": to_text(written_value),
+                              "error": None}
+    if crm_id is not None:
+        values["crm_id"] = crm_id
+    _finish(session, tenant_id, kind, (entity, external_id, field), values=values, now=now)
+
+
+def mark_failed(  # noqa: PLR0917 - positional like the ledger key, as the core calls it
+    session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
+    field: str, error: str, *, now: datetime | None = None,
+) -> None:
+    """Record a failed write; ``error`` must already be redacted."""
+    _finish(session, tenant_id, kind, (entity, external_id, field),
+            values={"status": "failed", "error": error}, now=now)
+
+
+def pending_rows(session: Session, tenant_id: int,
+                 kind: WriteKind | None = None) -> list[WritebackRow]:
+    """Rows left ``pending`` (a write that may or may not have happened), oldest first."""
+    stmt = select(WritebackRow).where(WritebackRow.tenant_id == tenant_id,
+                                      WritebackRow.status == "pending")
+    if kind is not None:
+        stmt = stmt.where(WritebackRow.kind == kind)
+    stmt = stmt.order_by(WritebackRow.updated_at, WritebackRow.id)
+    return list(session.scalars(stmt.execution_options(populate_existing=True)))
