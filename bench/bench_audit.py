@@ -69,8 +69,8 @@ class DealMaker:
             lost_at=closed_at if status == "lost" else None,
             **self.loss(status), contact_count=0 if rand() < 0.05 else 2,
             fields=self.fields(), history=history, history_derived=not history,
-            activities=self.activities(created, min((closed_at or at) + ACTIVE, NOW), 5),
-            company_activities=self.activities(closed_at, closed_at, 1)
+            activities=self.activities(created, closed_at or min(at + ACTIVE, NOW), 5, at),
+            company_activities=self.activities(closed_at, closed_at, 1, closed_at)
             if status == "won" and rand() < 0.6 else [],
             snooze_until=SNOOZE if rand() < 0.02 else None,
         )
@@ -97,10 +97,10 @@ class DealMaker:
             return min(index + 2, self.last)  # a skip
         return min(index + 1, self.last)
 
-    def activities(self, start: datetime | None, last: datetime | None,
-                   count: int) -> list[ActivityFact]:
-        """``count - 1`` done activities between ``start`` and ``last`` (when the deal was
-        worked on), and one planned next step created at ``last``."""
+    def activities(self, start: datetime | None, last: datetime | None, count: int,
+                   planned_at: datetime | None) -> list[ActivityFact]:
+        """``count - 1`` done activities between ``start`` and ``last`` (while the deal was
+        worked on), and one planned step created at ``planned_at``."""
         if start is None or last is None:
             return []
         rand, span = self.rng.random, max((last - start).total_seconds(), 3600.0)
@@ -110,7 +110,7 @@ class DealMaker:
             kind = KINDS[int(rand() * len(KINDS))]
             acts.append(ActivityFact(ACT_IDS[i], kind, True, when, None, when, kind == "note"))
         due = NOW + timedelta(days=int(rand() * 18) - 5)
-        acts.append(ActivityFact("next", KINDS[int(rand() * 6)], False, None, due, last))
+        acts.append(ActivityFact("next", KINDS[int(rand() * 6)], False, None, due, planned_at))
         return acts
 
     def fields(self) -> dict[str, str]:
