@@ -29,8 +29,6 @@ from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact
 from syncd_pipedrive.settings import PipedriveSettings
 
-#: Pipedrive's burst window (seconds), per token.
-BURST_WINDOW = 2.0
 #: Headers that count the daily budget down (undocumented, reported by 3P clients), and the
 #: legacy POST/PUT fair-use counter.
 DAILY_HEADERS = ("x-daily-ratelimit-token-remaining", "x-daily-requests-left")
@@ -74,7 +72,7 @@ def classify_pipedrive(response: requests.Response) -> APIError | None:
     return None
 
 
-_limiters: dict[tuple[str, str], RateLimiter] = {}
+_limiters: dict[tuple[Any, ...], RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
@@ -90,13 +88,14 @@ def shared_limiter(
     burst straight into a 429. Injected clocks (tests) get a private limiter.
     """
     if clock is not time.monotonic or sleep is not time.sleep:
-        return RateLimiter(settings.burst_limit, BURST_WINDOW, clock=clock, sleep=sleep)
+        return RateLimiter(settings.burst_limit, settings.burst_window, clock=clock,
+                           sleep=sleep)
     digest = hashlib.sha256(settings.api_token.encode()).hexdigest()
-    key = (settings.base_url, digest)
+    key = (settings.base_url, digest, settings.burst_limit, settings.burst_window)
     with _limiters_lock:
         limiter = _limiters.get(key)
         if limiter is None:
-            limiter = RateLimiter(settings.burst_limit, BURST_WINDOW, clock=clock, sleep=sleep)
+            limiter = RateLimiter(settings.burst_limit, settings.burst_window)
             _limiters[key] = limiter
         return limiter
 

@@ -25,6 +25,8 @@ class PipedriveSettings(ConnectionSettings):
     api_token: str = Field(min_length=1)
     #: Requests per rolling 2-second window for this token (Lite plan api-token: 20).
     burst_limit: int = Field(default=20, ge=1, le=1000)
+    #: The burst window, seconds: Pipedrive documents 2; configurable for fakes and changes.
+    burst_window: float = Field(default=2.0, gt=0, le=60)
     #: Records per list request (Pipedrive's maximum is 500).
     page_size: int = Field(default=500, ge=1, le=500)
     #: Stage history is read only for changed deals updated within this many days; 0: never.

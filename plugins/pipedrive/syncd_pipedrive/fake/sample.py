@@ -524,6 +524,8 @@ class _SampleBuilder:
         self.next_activity += 1
         when = min(when, self.now) if not planned else when
         when = when.replace(second=0, microsecond=0)
+        if created is None and planned:  # planned some days ago
+            created = self.now - timedelta(days=rng.randint(1, 5), hours=rng.randint(1, 9))
         added = created or (when - timedelta(days=rng.randint(0, 3), hours=rng.randint(1, 5)))
         added = min(added, self.now).replace(microsecond=0)
         done = not planned

@@ -265,7 +265,7 @@ class FakePipedrive:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = ThreadingHTTPServer(self._address, handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="fake-pipedrive", daemon=True)
         self._thread.start()
         return self.base_url
@@ -301,11 +301,12 @@ class FakePipedrive:
             row = self.collection(entity).get(record_id)
             return json.loads(json.dumps(row)) if row is not None else None
 
-    def edit(self, entity: str, record_id: int, **changes: Any) -> dict[str, Any]:
-        """Change a record as a CRM user would (bumps update_time; stage moves get a flow
-        row). ``custom_fields`` merges by field key."""
+    def edit(self, entity: str, record_id: int, *, at: datetime | None = None,
+             **changes: Any) -> dict[str, Any]:
+        """Change a record as a CRM user would (bumps update_time to now, or to ``at`` to
+        simulate a late commit; stage moves get a flow row). ``custom_fields`` merges."""
         with self.lock:
-            return self._apply_edit(entity, record_id, changes, user=1)
+            return self._apply_edit(entity, record_id, changes, user=1, at=at)
 
     def add(self, entity: str, record: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -372,13 +373,14 @@ class FakePipedrive:
         if callable(self.faults):
             decided = self.faults(request)
             return Fault(decided) if isinstance(decided, str) else decided
+        chosen = None
         with self.lock:
-            for fault in self.faults:
+            for fault in self.faults:  # every fault counts every request it matches
                 if fault.matches(request.method, request.path):
                     fault.seen += 1
-                    if fault.nth <= fault.seen < fault.nth + fault.times:
-                        return fault
-        return None
+                    if chosen is None and fault.nth <= fault.seen < fault.nth + fault.times:
+                        chosen = fault
+        return chosen
 
     def _rate(self, token: str) -> tuple[dict[str, str], str | None]:
         now = time.monotonic()
@@ -594,7 +596,8 @@ class FakePipedrive:
                            "custom_fields", "is_deleted", "is_archived"})
 
     def _apply_edit(self, entity: str, record_id: int, changes: dict[str, Any], *,
-                    user: int, strict: bool = False) -> dict[str, Any]:
+                    user: int, strict: bool = False, at: datetime | None = None,
+                    ) -> dict[str, Any]:
         collection = self.collection(entity)
         current = collection.get(record_id)
         if current is None:
@@ -605,7 +608,7 @@ class FakePipedrive:
         unknown = set(changes) - self._EDITABLE
         if strict and unknown:
             raise ApiProblem(400, f"Unknown field(s): {', '.join(sorted(unknown))}")
-        now = self.clock()
+        now = at or self.clock()
         for key, value in changes.items():
             if key == "custom_fields":
                 record["custom_fields"] = {**(record.get("custom_fields") or {}),
@@ -712,6 +715,7 @@ class FakePipedrive:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakePipedrive
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def do_GET(self) -> None:
         self.fake.handle(self, "GET")

@@ -1,0 +1,316 @@
+"""The Pipedrive connector against the fake Pipedrive server, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+from syncd_pipedrive import PipedriveConnector, PipedriveSettings
+from syncd_pipedrive.fake.sample import K, sample_dataset
+from syncd_pipedrive.fake.server import FakePipedrive, Fault
+
+from syncd.connector import FieldSpec, FieldWrite, PullContext, TaskCreate
+from syncd.errors import AuthError, BadPayloadError, BlockedError, BudgetExhaustedError
+from syncd.http import TransportError
+from syncd.records import Company, Deal, Page, StageChange
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+ENTITY_PATHS = {"companies": "/api/v2/organizations", "contacts": "/api/v2/persons",
+                "deals": "/api/v2/deals", "activities": "/api/v2/activities"}
+
+
+def connector(fake: FakePipedrive, **settings: Any) -> PipedriveConnector:
+    options: dict[str, Any] = {"burst_limit": fake.burst_limit, "burst_window": fake.window,
+                               **settings}
+    return PipedriveConnector(
+        PipedriveSettings(base_url=fake.base_url, api_token=fake.token, **options),
+        tenant="northwind",
+    )
+
+
+def run_pass(conn: PipedriveConnector, cursors: dict[str, str], *,
+             streams: tuple[str, ...] | None = None,
+             on_page: Any = None) -> dict[str, list[Page]]:
+    """Pull every stream like the core does: committed cursors in, changed deals carried."""
+    pages: dict[str, list[Page]] = {}
+    changed: set[str] = set()
+    context = PullContext()
+    for stream in streams or conn.streams:
+        if stream == "stage_history":
+            context.changed_deal_ids = set(changed)
+        for page in conn.pull(stream, cursors.get(stream), context):
+            pages.setdefault(stream, []).append(page)
+            if page.cursor is not None:
+                cursors[stream] = page.cursor
+            if stream == "deals":
+                changed |= {r.external_id for r in page.records}
+            if on_page is not None:
+                on_page(stream, page)
+    return pages
+
+
+def records(pages: dict[str, list[Page]], stream: str) -> list[Any]:
+    return [r for page in pages.get(stream, []) for r in page.records]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakePipedrive]:
+    with FakePipedrive(sample_dataset(NOW), burst_limit=200, window=1.0) as server:
+        yield server
+
+
+def test_full_pull_returns_every_record_of_the_sample(fake: FakePipedrive) -> None:
+    data = fake.dataset
+    pages = run_pass(connector(fake, history_days=1000, page_size=25), {})
+
+    assert {r.external_id for r in records(pages, "deals")} == {str(i) for i in data.deals.rows}
+    assert {r.external_id for r in records(pages, "companies")} == {
+        str(i) for i in data.organizations.rows}
+    assert {r.external_id for r in records(pages, "contacts")} == {
+        str(i) for i in data.persons.rows}
+    assert {r.external_id for r in records(pages, "activities")} == {
+        str(i) for i in data.activities.rows}
+    assert len(records(pages, "users")) == 4
+    assert [s.name for s in records(pages, "stages")][:3] == [
+        "Briefing", "Estimate", "Awaiting decision"]
+    assert {a.key for a in records(pages, "activity_types")} == {
+        "call", "meeting", "task", "email", "deadline", "lunch"}
+    field_names = {(f.entity, f.name) for f in records(pages, "fields")}
+    assert ("deal", "Lead source") in field_names
+    assert ("company", "Public incidents") in field_names
+    # stage history: one row per stage move, plus the creation row, for every deal
+    expected = sum(1 for rows in data.flows.values() for row in rows
+                   if row["data"]["field_key"] in {"stage_id", "add_time"})
+    history = records(pages, "stage_history")
+    assert all(isinstance(c, StageChange) for c in history)
+    assert len(history) == expected
+    assert len({c.external_id for c in history}) == expected
+    # deals carry named custom fields the tenant mapping relies on
+    deals = {d.external_id: d for d in records(pages, "deals")}
+    assert all(isinstance(d, Deal) for d in deals.values())
+    snoozed = [d for d in deals.values() if d.fields.get("Snooze until")]
+    assert len(snoozed) == 2
+    lost_reasons = {d.lost_reason for d in deals.values() if d.status == "lost"}
+    assert {"Too expensive", "", None, "dunno"} <= lost_reasons
+    tender_loss = [d for d in deals.values() if d.status == "won" and d.fields["Tender"] == "Yes"
+                   and (d.fields["Profit"] or 0) < 0]
+    assert len(tender_loss) == 1
+
+
+def test_nothing_changed_costs_one_request_per_entity_stream(fake: FakePipedrive) -> None:
+    cursors: dict[str, str] = {}
+    run_pass(connector(fake, page_size=25), cursors)
+    assert set(ENTITY_PATHS) <= set(cursors)
+    before = len(fake.requests)
+
+    pages = run_pass(connector(fake, page_size=25), cursors)
+    paths = Counter(path for _, path, _, _ in fake.requests[before:])
+    for stream, path in ENTITY_PATHS.items():
+        assert paths[path] == 1, stream
+        assert sum(p.requests for p in pages[stream]) == 1, stream
+    # the overlap re-reads only the last ten minutes: a handful of records at most
+    assert len(records(pages, "deals")) < len(fake.dataset.deals.rows)
+
+
+def test_a_change_after_the_pull_is_picked_up_next_run(fake: FakePipedrive) -> None:
+    cursors: dict[str, str] = {}
+    run_pass(connector(fake), cursors, streams=("fields", "deals"))
+    deal_id = min(fake.dataset.deals.rows)
+    fake.edit("deals", deal_id, title="Renamed by a user", stage_id=4)
+
+    pages = run_pass(connector(fake), cursors, streams=("fields", "deals", "stage_history"))
+    deals = {d.external_id: d for d in records(pages, "deals")}
+    assert deals[str(deal_id)].title == "Renamed by a user"
+    assert deals[str(deal_id)].stage_id == "4"
+    moves = [c for c in records(pages, "stage_history") if c.deal_id == str(deal_id)]
+    assert moves[-1].to_stage_id == "4"
+
+
+def test_a_late_write_during_the_pull_is_picked_up_by_the_overlap(fake: FakePipedrive) -> None:
+    """A record re-stamped *behind* the keyset while we page (a late commit: its time is a
+    few minutes old when it becomes visible) is missed by this run and read by the next one
+    through the overlap window."""
+    cursors: dict[str, str] = {}
+    newest = max(fake.dataset.deals.rows.values(), key=lambda d: d["update_time"])
+    late = datetime.fromisoformat(newest["update_time"]) - timedelta(minutes=5)
+    target = min(fake.dataset.deals.rows)
+    edited: list[str] = []
+
+    def commit_late(stream: str, page: Page) -> None:
+        if stream == "deals" and page.cursor and not edited and (
+                datetime.fromisoformat(page.cursor) >= late):
+            fake.edit("deals", target, at=late, title="Edited while we paged")
+            edited.append(page.cursor)
+
+    first = run_pass(connector(fake, page_size=5), cursors, streams=("fields", "deals"),
+                     on_page=commit_late)
+    assert edited, "the pull never got past the late timestamp"
+    seen = [d.title for d in records(first, "deals") if d.external_id == str(target)]
+    assert "Edited while we paged" not in seen
+
+    second = run_pass(connector(fake, page_size=5), cursors, streams=("fields", "deals"))
+    titles = {d.external_id: d.title for d in records(second, "deals")}
+    assert titles[str(target)] == "Edited while we paged"
+
+
+def test_the_connector_never_hits_the_burst_limit() -> None:
+    dataset = sample_dataset(NOW, deals=20)
+    with FakePipedrive(dataset, burst_limit=5, window=0.25) as fake:
+        started = time.monotonic()
+        cursors: dict[str, str] = {}
+        first = connector(fake, page_size=20)
+        run_pass(first, cursors)
+        second = connector(fake, page_size=20)  # the next pass, straight after
+        run_pass(second, cursors)
+        elapsed = time.monotonic() - started
+
+        assert fake.rate_limited_count == 0
+        assert first.client.api.rate_limited == second.client.api.rate_limited == 0
+        made = fake.requests_count
+        assert made > 40
+        # it really was throttled (5 per 0.25 s), not just lucky
+        assert elapsed >= (made / 5 - 1) * 0.25
+        assert first.client.limiter.waited > 0
+
+
+# --- write-back ------------------------------------------------------------------------------
+def test_write_back_round_trip(fake: FakePipedrive) -> None:
+    conn = connector(fake)
+    conn.ensure_fields([FieldSpec("company", "syncd karma", "number"),
+                        FieldSpec("deal", "syncd violations", "text")])
+    conn.ensure_fields([FieldSpec("company", "syncd karma", "number")])  # already there
+    created = [w for w in fake.writes if w[1].endswith("Fields")]
+    assert [(w[1], w[2]["field_type"]) for w in created] == [
+        ("/v1/organizationFields", "double"), ("/v1/dealFields", "text")]
+
+    org_id = min(fake.dataset.organizations.rows)
+    result = conn.write_field(FieldWrite("company", str(org_id), "syncd karma", 87.5))
+    assert result.ok
+    assert isinstance(result.record, Company)
+    assert result.record.fields["syncd karma"] == 87.5
+    key = conn.catalog("company").custom("syncd karma").key
+    assert fake.record("organizations", org_id)["custom_fields"][key] == 87.5
+
+    deal_id = str(min(fake.dataset.deals.rows))
+    task = TaskCreate(deal_id, "2", "Plan the next step", "No planned activity", "syncd:v1",
+                      (NOW + timedelta(days=3)).date())
+    assert conn.find_task(task) is None
+    outcome = conn.create_task(task)
+    assert outcome.ok
+    assert outcome.crm_id is not None
+    assert conn.find_task(task) == outcome.crm_id
+    posted = [w for w in fake.writes if w[1] == "/api/v2/activities"]
+    assert len(posted) == 1
+    assert "syncd:v1" in posted[0][2]["note"]
+
+
+def test_a_blocked_write_waits_for_release(fake: FakePipedrive) -> None:
+    """The crash-test hook: hold the 2nd PATCH until the test says so."""
+    hold = Fault("block", method="PATCH", nth=2)
+    fake.faults = [hold]
+    conn = connector(fake)
+    conn.ensure_fields([FieldSpec("deal", "syncd violations", "text")])
+    ids = sorted(fake.dataset.deals.rows)[:3]
+    results: list[Any] = []
+    writer = threading.Thread(target=lambda: results.extend(conn.write_fields(
+        [FieldWrite("deal", str(i), "syncd violations", "1 open") for i in ids])))
+    writer.start()
+    assert hold.reached.wait(10)
+    assert results == []
+    assert len([w for w in fake.writes if w[0] == "PATCH"]) == 1  # the 2nd is held
+    hold.release.set()
+    writer.join(10)
+    assert [r.ok for r in results] == [True, True, True]
+
+
+# --- faults ------------------------------------------------------------------------------------
+def quick(fake: FakePipedrive) -> PipedriveConnector:
+    """A connector whose waits are instant (the fake's limit is high enough)."""
+    return PipedriveConnector(
+        PipedriveSettings(base_url=fake.base_url, api_token=fake.token, burst_limit=200,
+                          burst_window=1.0),
+        tenant="northwind", sleep=lambda seconds: None,
+    )
+
+
+def test_transient_faults_are_retried(fake: FakePipedrive) -> None:
+    fake.faults = [Fault("503", path="/api/v2/stages"), Fault("429", path="/api/v2/stages",
+                                                               nth=2),
+                   Fault("html502", path="/api/v2/pipelines")]
+    conn = quick(fake)
+    assert len(next(iter(conn.pull("stages", None, PullContext()))).records) == 9
+    assert len(next(iter(conn.pull("pipelines", None, PullContext()))).records) == 2
+    assert fake.paths_requested().count("/api/v2/stages") == 3
+
+
+def test_unreadable_or_blocking_answers_fail_the_stream(fake: FakePipedrive) -> None:
+    fake.faults = [Fault("truncated", path="/api/v2/activities"),
+                   Fault("html403", path="/v1/users"), Fault("reset", path="/v1/activityTypes",
+                                                            times=10)]
+    conn = quick(fake)
+    with pytest.raises(BadPayloadError, match="not valid JSON"):
+        list(conn.pull("activities", None, PullContext()))
+    with pytest.raises(BlockedError):
+        list(conn.pull("users", None, PullContext()))
+    with pytest.raises(TransportError):
+        list(conn.pull("activity_types", None, PullContext()))
+    assert fake.paths_requested().count("/v1/activityTypes") == 5  # GET: retried 5 times
+
+
+def test_daily_budget_and_bad_token() -> None:
+    with FakePipedrive(sample_dataset(NOW), burst_limit=200, window=1.0,
+                       daily_budget=2) as fake:
+        conn = quick(fake)
+        list(conn.pull("users", None, PullContext()))
+        list(conn.pull("pipelines", None, PullContext()))
+        with pytest.raises(BudgetExhaustedError):
+            list(conn.pull("stages", None, PullContext()))
+        assert fake.paths_requested().count("/api/v2/stages") == 1
+        wrong = PipedriveConnector(PipedriveSettings(base_url=fake.base_url,
+                                                     api_token="wrong-token-1234"),
+                                   tenant="northwind")
+        with pytest.raises(AuthError):
+            list(wrong.pull("users", None, PullContext()))
+
+
+def test_demo_serves_the_sample_and_stops() -> None:
+    with PipedriveConnector.demo() as (connection, server):
+        assert connection["api_token"] == "demo-token"
+        assert connection["base_url"].startswith("http://127.0.0.1:")
+        conn = PipedriveConnector(PipedriveSettings(**connection), tenant="demo")
+        users = next(iter(conn.pull("users", None, PullContext()))).records
+        assert [u.name for u in users] == ["Anna Petrova", "Boris Ivanov", "Clara Smirnova",
+                                           "Dmitry Orlov"]
+        assert server.writes == []
+        url = connection["base_url"]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/v1/users", timeout=2)
+
+
+def test_sample_is_deterministic_and_uses_the_vocabulary() -> None:
+    first, second = sample_dataset(NOW), sample_dataset(NOW)
+    assert first.deals.rows == second.deals.rows
+    assert first.flows == second.flows
+    assert sample_dataset(NOW, seed=8).deals.rows != first.deals.rows
+    assert [s["name"] for s in first.stages] == [
+        "Briefing", "Estimate", "Awaiting decision", "Contract signing", "Deferred",
+        "In progress", "Final invoice", "Warranty", "Intro"]
+    names = {f["field_name"] for f in first.deal_fields if f["is_custom_field"]}
+    assert names == {"Lead source", "Profit", "Tender", "Estimate link", "Contract number",
+                     "Snooze until", "Snooze reason"}
+    partners = [d for d in first.deals.rows.values() if d["pipeline_id"] == 2]
+    assert 2 <= len(partners) <= 3
+    assert any(d["custom_fields"][K["Lead source"]] is None for d in first.deals.rows.values())
+    for deal in first.deals.rows.values():  # flows agree with the deal's current stage
+        moves = [r for r in first.flows[deal["id"]] if r["data"]["field_key"] == "stage_id"]
+        if moves:
+            assert moves[-1]["data"]["new_value"] == str(deal["stage_id"])
+            assert moves[-1]["data"]["log_time"].replace(" ", "T") + "Z" == deal[
+                "stage_change_time"]
+    assert len(sample_dataset(NOW, deals=200).deals.rows) == 200
