@@ -28,8 +28,8 @@ from syncd.sync import PassOptions
 
 log = logging.getLogger("syncd")
 F = TypeVar("F", bound=Callable[..., Any])
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def handle_errors(func: F) -> F:
