@@ -59,7 +59,7 @@ def get_cursor(session: Session, tenant_id: int, stream: str) -> str | None:
 def get_cursors(session: Session, tenant_id: int) -> dict[str, str]:
     """All committed cursors of a tenant, by stream (for status displays)."""
     rows = session.execute(select(SyncCursorRow.stream, SyncCursorRow.value).where(
-        SyncCursorRow.tenant_id == tenant_id)).tuples()
+        SyncCursorRow.tenant_id == tenant_id))
     return dict(rows.all())
 
 

@@ -81,7 +81,7 @@ def karma_totals(session: Session, tenant_id: int, kind: str, *,
             .group_by(KarmaLineRow.subject_id))
     if subject_type is not None:
         stmt = stmt.where(KarmaLineRow.subject_type == subject_type)
-    return {subject: float(total or 0.0) for subject, total in session.execute(stmt).tuples()}
+    return {subject: float(total or 0.0) for subject, total in session.execute(stmt)}
 
 
 def karma_line_rows(session: Session, tenant_id: int, kind: str,

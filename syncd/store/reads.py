@@ -128,7 +128,7 @@ def deal_owners(session: Session, tenant_id: int,
     for chunk in sequence_chunks(wanted, in_chunk_size(session)):
         stmt = select(DealRow.external_id, DealRow.owner_external_id).where(
             DealRow.tenant_id == tenant_id, DealRow.external_id.in_(chunk))
-        owners.update(session.execute(stmt).tuples().all())
+        owners.update(session.execute(stmt).all())
     return owners
 
 

@@ -203,7 +203,7 @@ def _upsert_rows(session: Session, tenant_id: int, spec: RecordSpec, rows: dict[
     stored = dict(session.execute(
         select(model.external_id, model.content_hash).where(
             model.tenant_id == tenant_id, model.external_id.in_(list(rows)))
-    ).tuples().all())
+    ).all())
     to_write: list[Row] = []
     changed = stats.changed_ids.setdefault(spec.kind, set())
     for external_id, row in rows.items():

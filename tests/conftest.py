@@ -1,0 +1,104 @@
+"""Shared fixtures: real databases, never mocks.
+
+``db_url`` is parametrized over SQLite and PostgreSQL and gives every test a fresh, empty
+database: a file in ``tmp_path``, or a new PostgreSQL database ``syncd_test_<random>``
+created through an autocommit connection to the admin database and dropped afterwards.
+``database`` is a ``syncd.store.Database`` on it, already upgraded to the newest schema.
+
+PostgreSQL defaults to ``postgresql+psycopg://postgres@127.0.0.1:5432/test``
+(``SYNCD_TEST_PG_URL`` overrides). If it is unreachable the PostgreSQL tests FAIL with the
+reason, so a broken CI database is never mistaken for a green run; ``SYNCD_TEST_SKIP_PG=1``
+turns that into a skip (the reason is printed in the header and in the skip report).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import URL
+
+from syncd.store import Database
+from syncd.store.db import normalize_url, redacted_url
+
+PG_URL = os.environ.get("SYNCD_TEST_PG_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SKIP_PG = os.environ.get("SYNCD_TEST_SKIP_PG") == "1"
+
+
+def _libpq(url: URL) -> str:
+    """A SQLAlchemy URL as a libpq connection string (psycopg does not know "+psycopg")."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@functools.cache
+def _pg_problem() -> str | None:
+    """Why PostgreSQL cannot be used, or ``None`` when it can (checked once per session)."""
+    try:
+        with psycopg.connect(_libpq(normalize_url(PG_URL)), connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any failure means "unusable"; reported verbatim
+        return f"{type(exc).__name__}: {str(exc).strip()}"
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    problem = _pg_problem()
+    where = redacted_url(PG_URL)
+    if problem is None:
+        return f"postgresql: {where} (reachable)"
+    if SKIP_PG:
+        return f"postgresql: {where} UNREACHABLE, tests SKIPPED (SYNCD_TEST_SKIP_PG=1): {problem}"
+    return f"postgresql: {where} UNREACHABLE, its tests will FAIL: {problem}"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> URL:
+    """The admin database URL, after checking PostgreSQL is reachable."""
+    problem = _pg_problem()
+    if problem is not None:
+        where = redacted_url(PG_URL)
+        if SKIP_PG:
+            pytest.skip(f"PostgreSQL at {where} unreachable and SYNCD_TEST_SKIP_PG=1: {problem}")
+        pytest.fail(
+            f"PostgreSQL at {where} is unreachable ({problem}). Start it, point "
+            "SYNCD_TEST_PG_URL at one, or set SYNCD_TEST_SKIP_PG=1 to skip these tests.",
+            pytrace=False,
+        )
+    return normalize_url(PG_URL)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           ) -> Iterator[str]:
+    """A URL of a fresh, empty database (no schema)."""
+    if request.param == "sqlite":
+        # A subdirectory that does not exist yet: Database must create it.
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'var' / 'syncd.db'}"
+        return
+    admin: URL = request.getfixturevalue("pg_admin_url")
+    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    """A ``Database`` on a fresh database, upgraded to the newest schema."""
+    db = Database(db_url)
+    db.upgrade()
+    try:
+        yield db
+    finally:
+        db.dispose()
