@@ -132,6 +132,25 @@ def test_a_change_after_the_pull_is_picked_up_next_run(fake: FakePipedrive) -> N
     assert moves[-1].to_stage_id == "4"
 
 
+def test_deleted_and_archived_deals(fake: FakePipedrive) -> None:
+    cursors: dict[str, str] = {}
+    run_pass(connector(fake), cursors, streams=("fields", "deals"))
+    gone, archived = sorted(fake.dataset.deals.rows)[:2]
+    fake.edit("deals", gone, is_deleted=True)
+    fake.edit("deals", archived, is_archived=True)
+
+    plain = run_pass(connector(fake), dict(cursors), streams=("fields", "deals"))
+    assert [i for p in plain["deals"] for i in p.deleted_ids] == [str(gone)]
+    assert str(archived) not in {d.external_id for d in records(plain, "deals")}
+    before = len(fake.requests)
+    with_archived = run_pass(connector(fake, include_archived=True), dict(cursors),
+                             streams=("fields", "deals"))
+    assert str(archived) in {d.external_id for d in records(with_archived, "deals")}
+    assert fake.paths_requested()[before:].count("/api/v2/deals/archived") == 1
+    assert with_archived["deals"][0].cursor is None  # archived pages never move the cursor
+    assert with_archived["deals"][-1].cursor is not None
+
+
 def test_a_late_write_during_the_pull_is_picked_up_by_the_overlap(fake: FakePipedrive) -> None:
     """A record re-stamped *behind* the keyset while we page (a late commit: its time is a
     few minutes old when it becomes visible) is missed by this run and read by the next one

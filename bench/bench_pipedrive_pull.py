@@ -1,0 +1,111 @@
+"""Benchmark: a full Pipedrive pull at the Lite burst limit, then an incremental no-op pull.
+
+    python bench/bench_pipedrive_pull.py --deals 100000
+
+Serves ``scaled_dataset`` (orgs ~ deals/4, persons ~ deals/2, activities ~ 3 x deals) from
+the fake Pipedrive enforcing 20 requests per rolling 2 s, pulls users..activities through
+the connector (records are counted and dropped, as a store would after committing a page),
+and prints wall time against the rate-limit bound (requests / 10 rps; target <= 1.15 with
+zero 429s). Then a second pass with the committed cursors and nothing changed, printing the
+requests per entity stream (target: 1 each). ``stage_history`` is excluded: it costs one
+request per changed deal and says nothing about paging throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from syncd_pipedrive import PipedriveConnector, PipedriveSettings
+from syncd_pipedrive.fake.sample import scaled_dataset
+from syncd_pipedrive.fake.server import DEMO_TOKEN, FakePipedrive
+
+from syncd.connector import STANDARD_STREAMS, PullContext
+
+STREAMS = tuple(s for s in STANDARD_STREAMS if s != "stage_history")
+ENTITY_PATHS = {"companies": "/api/v2/organizations", "contacts": "/api/v2/persons",
+                "deals": "/api/v2/deals", "activities": "/api/v2/activities"}
+
+
+def pull(connector: PipedriveConnector, cursors: dict[str, str],
+         ) -> dict[str, tuple[int, int, float]]:
+    """Run every stream once; return stream -> (records, requests, seconds)."""
+    stats: dict[str, tuple[int, int, float]] = {}
+    context = PullContext()
+    for stream in STREAMS:
+        started = time.monotonic()
+        count = requests = 0
+        for page in connector.pull(stream, cursors.get(stream), context):
+            count += len(page.records)
+            requests += page.requests
+            if page.cursor is not None:
+                cursors[stream] = page.cursor
+        stats[stream] = (count, requests, time.monotonic() - started)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, default=100_000)
+    parser.add_argument("--burst-limit", type=int, default=20, help="requests per window")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds")
+    parser.add_argument("--page-size", type=int, default=500)
+    args = parser.parse_args(argv)
+    rate = args.burst_limit / args.window
+
+    built = time.monotonic()
+    dataset = scaled_dataset(args.deals, now=datetime.now(UTC))
+    with FakePipedrive(dataset, burst_limit=args.burst_limit, window=args.window) as fake:
+        print(f"fake Pipedrive: {dataset.name}; {len(dataset.organizations)} organizations, "
+              f"{len(dataset.persons)} persons, {len(dataset.activities)} activities "
+              f"(index built in {time.monotonic() - built:.1f} s)")
+        settings = PipedriveSettings(base_url=fake.base_url, api_token=DEMO_TOKEN,
+                                     burst_limit=args.burst_limit, burst_window=args.window,
+                                     page_size=args.page_size)
+        print(f"streams: {', '.join(STREAMS)} (stage_history excluded: one request per "
+              "changed deal, not a paging workload)")
+
+        cursors: dict[str, str] = {}
+        connector = PipedriveConnector(settings, tenant="bench")
+        started = time.monotonic()
+        stats = pull(connector, cursors)
+        wall = time.monotonic() - started
+        made = connector.client.requests_made
+        bound = made / rate
+        print("\nfull pull")
+        for stream, (count, requests, seconds) in stats.items():
+            print(f"  {stream:<15} {count:>9} records {requests:>6} requests {seconds:>8.1f} s")
+        print(f"  wall time        {wall:.1f} s")
+        print(f"  requests made    {made} (server saw {fake.requests_count})")
+        print(f"  429s received    {fake.rate_limited_count}")
+        print(f"  rate-limit bound {bound:.1f} s  (requests / {rate:g} rps)")
+        print(f"  wall / bound     {wall / bound:.3f}  (target <= 1.15)")
+        connector.close()
+
+        seen = len(fake.requests)
+        again = PipedriveConnector(settings, tenant="bench")
+        stats = pull(again, cursors)
+        paths = Counter(path for _, path, _, _ in fake.requests[seen:])
+        print("\nincremental pull, nothing changed")
+        worst = 0
+        for stream, path in ENTITY_PATHS.items():
+            count, requests, _ = stats[stream]
+            worst = max(worst, paths[path])
+            print(f"  {stream:<15} {paths[path]} request(s), {count} record(s) re-read in "
+                  "the overlap window")
+        print(f"  requests per entity stream: max {worst} (target <= 1); 429s so far: "
+              f"{fake.rate_limited_count}")
+        again.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak memory (fake server and client in one process): {peak:.0f} MB")
+    ok = wall / bound <= 1.15 and fake.rate_limited_count == 0 and worst <= 1
+    print("result:", "OK" if ok else "OUTSIDE TARGET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
