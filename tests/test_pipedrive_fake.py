@@ -239,13 +239,18 @@ def test_a_blocked_write_waits_for_release(fake: FakePipedrive) -> None:
     results: list[Any] = []
     writer = threading.Thread(target=lambda: results.extend(conn.write_fields(
         [FieldWrite("deal", str(i), "syncd violations", "1 open") for i in ids])))
+    key = conn.catalog("deal").custom("syncd violations").key
     writer.start()
     assert hold.reached.wait(10)
     assert results == []
-    assert len([w for w in fake.writes if w[0] == "PATCH"]) == 1  # the 2nd is held
+    assert len([w for w in fake.writes if w[0] == "PATCH"]) == 2  # received, held
+    assert fake.record("deals", ids[0])["custom_fields"][key] == "1 open"
+    assert fake.record("deals", ids[1])["custom_fields"].get(key) is None  # not applied yet
     hold.release.set()
     writer.join(10)
+    assert hold.finished.is_set()
     assert [r.ok for r in results] == [True, True, True]
+    assert fake.record("deals", ids[1])["custom_fields"][key] == "1 open"
 
 
 # --- faults ------------------------------------------------------------------------------------

@@ -111,6 +111,9 @@ ORGANIZATIONS = (
     ("HomeStyle Hypermarkets", 32), ("Municipal Energy Company", 33),
     ("Orion Machine Tools", 34),
 )
+#: Organizations of deals that must not share their company with other deals.
+OWN_ORGANIZATIONS = (("Kirov Glassworks", 34), ("Pioneer Savings Bank", 31),
+                     ("Coastal Logistics Hub", 32), ("Federal Survey Office", 33))
 FIRST_NAMES = ("Elena", "Igor", "Maria", "Pavel", "Olga", "Sergey", "Natalia", "Viktor",
                "Irina", "Alexei", "Tatiana", "Mikhail", "Svetlana", "Roman", "Yulia", "Oleg")
 LAST_NAMES = ("Kuznetsova", "Volkov", "Sokolova", "Lebedev", "Morozova", "Novikov",
@@ -244,6 +247,7 @@ class Plan:
     margin: float | None = 0.2  # profit / value for won deals (None: profit not recorded)
     snooze: int | None = None  # "Snooze until" this many days ahead
     stale: bool = False  # nothing done since shortly after entering the current stage
+    own_org: bool = False  # the only deal of its organization (no other deal's activities)
 
 
 #: Per stage: (activity type choices, subject, earliest, latest share of the stay, the
@@ -302,8 +306,10 @@ PLANS: tuple[Plan, ...] = (
     Plan("won", to(8), in_stage=(20, 40), closed=(200, 300)),
     Plan("won", to(8), in_stage=(20, 40), closed=(250, 350), margin=None),
     Plan("won", to(8), in_stage=(20, 40), closed=(300, 400), margin=0.25),
-    Plan("won", to(8), in_stage=(20, 40), closed=(30, 90), missing=_m("followup")),
-    Plan("won", to(8), in_stage=(20, 40), closed=(100, 200), missing=_m("followup")),
+    Plan("won", to(8), in_stage=(20, 40), closed=(30, 90), missing=_m("followup"),
+         own_org=True),
+    Plan("won", to(8), in_stage=(20, 40), closed=(100, 200), missing=_m("followup"),
+         own_org=True),
     Plan("won", to(8), in_stage=(20, 40), closed=(60, 120), tender=True, margin=-0.08),
     Plan("won", to(8), in_stage=(20, 40), closed=(150, 250), tender=True, margin=0.15),
     # lost: good reasons, bad reasons, tenders
@@ -350,32 +356,46 @@ class _SampleBuilder:
 
     # -- companies and people ---------------------------------------------------------------
     def organizations(self, count: int) -> None:
-        rng = self.rng
+        self.shared_orgs = count
         for index in range(count):
             name, segment = ORGANIZATIONS[index % len(ORGANIZATIONS)]
             if index >= len(ORGANIZATIONS):
                 name = f"{name} #{index // len(ORGANIZATIONS) + 1}"
-            org_id = ORG_ID0 + index + 1
-            created = self.now - timedelta(days=rng.randint(HISTORY_DAYS, HISTORY_DAYS + 60))
-            updated = self.now - timedelta(days=rng.randint(1, 200), hours=rng.randint(0, 23))
-            nps = rng.choice((None, 3.0, 6.0, 7.0, 8.0, 9.0, 9.0, 10.0))
-            incidents: float | None = None
-            if index == 1:
-                incidents = 1.0  # Volga Retail Group: a problem that went public
-            elif rng.random() < 0.3:
-                incidents = 0.0
-            self.data.organizations.rows[org_id] = {
-                "id": org_id, "name": name, "owner_id": rng.choice((1, 2, 3, 4)),
-                "add_time": v2_time(created), "update_time": v2_time(updated),
-                "is_deleted": False, "visible_to": 3, "label_ids": [],
-                "address": {"value": f"{rng.randint(1, 99)} Industrial Ave, Berlin",
-                            "country": "Germany", "locality": "Berlin"},
-                "custom_fields": {K["Segment"]: segment, K["NPS"]: nps,
-                                  K["Public incidents"]: incidents},
-            }
-            people = 1 if index % 2 else 2
-            for _ in range(people):
-                self._person(org_id, created)
+            self._organization(index, name, segment)
+
+    def own_organization(self) -> int:
+        """A fresh organization for one deal only."""
+        index = len(self.data.organizations.rows)
+        extra = index - self.shared_orgs
+        name, segment = OWN_ORGANIZATIONS[extra % len(OWN_ORGANIZATIONS)]
+        if extra >= len(OWN_ORGANIZATIONS):
+            name = f"{name} #{extra // len(OWN_ORGANIZATIONS) + 1}"
+        return self._organization(index, name, segment)
+
+    def _organization(self, index: int, name: str, segment: int) -> int:
+        rng = self.rng
+        org_id = ORG_ID0 + index + 1
+        created = self.now - timedelta(days=rng.randint(HISTORY_DAYS, HISTORY_DAYS + 60))
+        updated = self.now - timedelta(days=rng.randint(1, 200), hours=rng.randint(0, 23))
+        nps = rng.choice((None, 3.0, 6.0, 7.0, 8.0, 9.0, 9.0, 10.0))
+        incidents: float | None = None
+        if index == 1:
+            incidents = 1.0  # Volga Retail Group: a problem that went public
+        elif rng.random() < 0.3:
+            incidents = 0.0
+        self.data.organizations.rows[org_id] = {
+            "id": org_id, "name": name, "owner_id": rng.choice((1, 2, 3, 4)),
+            "add_time": v2_time(created), "update_time": v2_time(updated),
+            "is_deleted": False, "visible_to": 3, "label_ids": [],
+            "address": {"value": f"{rng.randint(1, 99)} Industrial Ave, Berlin",
+                        "country": "Germany", "locality": "Berlin"},
+            "custom_fields": {K["Segment"]: segment, K["NPS"]: nps,
+                              K["Public incidents"]: incidents},
+        }
+        people = 1 if index % 2 else 2
+        for _ in range(people):
+            self._person(org_id, created)
+        return org_id
 
     def _person(self, org_id: int | None, created: datetime) -> int:
         rng = self.rng
@@ -401,7 +421,8 @@ class _SampleBuilder:
     def deal(self, index: int, plan: Plan) -> None:
         rng = self.rng
         deal_id = DEAL_ID0 + index + 1
-        org_id = ORG_ID0 + 1 + (index * 7) % len(self.data.organizations.rows)
+        org_id = (self.own_organization() if plan.own_org
+                  else ORG_ID0 + 1 + (index * 7) % self.shared_orgs)
         people = self.org_people.get(org_id, [])
         person = None if "person" in plan.missing or not people else rng.choice(people)
         owner = rng.choice((2, 3, 4, 2, 3, 4, 1))

@@ -165,7 +165,9 @@ class Fault:
 
     ``kind``: "429", "503", "500", "html403", "html502", "truncated", "empty204", "reset"
     (drop the connection), or "block" (hold the request until ``release`` is set, then
-    answer normally; ``reached`` is set when the request arrives).
+    apply and answer it normally; ``reached`` is set when it arrives — a held write is
+    already in ``FakePipedrive.writes`` — and ``finished`` once it has been answered).
+    Requests rejected by the burst limit never reach a fault.
     """
 
     kind: str
@@ -175,6 +177,7 @@ class Fault:
     times: int = 1
     release: threading.Event = field(default_factory=threading.Event)
     reached: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)  # answer sent
     timeout: float = 60.0
     seen: int = 0
 
@@ -340,32 +343,39 @@ class FakePipedrive:
                                 "errorCode": 401,
                                 "error_info": "Please check developers.pipedrive.com"})
             return
-        fault = self._fault_for(request)
-        if fault is not None and fault.kind == "block":
-            fault.reached.set()
-            fault.release.wait(fault.timeout)
-            fault = None
         headers, limited = self._rate(handler.headers.get("x-api-token", ""))
-        if fault is not None:
-            self._misbehave(handler, fault, headers)
-            return
-        if limited is not None:
+        if limited is not None:  # rejected before anything else happens, as a real 429 is
             with self.lock:
                 self.rate_limited_count += 1
             handler.reply(429, {"success": False, "error": limited,
                                 "error_info": "Please check developers.pipedrive.com"},
                           headers)
             return
+        fault = self._fault_for(request)
+        if fault is not None and fault.kind != "block":
+            self._misbehave(handler, fault, headers)
+            fault.finished.set()
+            return
         if body is ...:
             handler.reply(400, {"success": False, "error": "Malformed JSON body"}, headers)
             return
+        if method in {"PATCH", "POST", "PUT", "DELETE"}:
+            with self.lock:  # received: recorded even if held (and never answered) below
+                self.writes.append((method, path, body))
+        if fault is not None:
+            fault.reached.set()
+            fault.release.wait(fault.timeout)
         try:
             with self.lock:
                 status, payload = self._route(request)
         except ApiProblem as problem:
             status, payload = problem.status, {"success": False, "error": str(problem),
                                                "data": None, "additional_data": None}
-        handler.reply(status, payload, headers)
+        try:
+            handler.reply(status, payload, headers)
+        finally:
+            if fault is not None:
+                fault.finished.set()
 
     def _fault_for(self, request: Request) -> Fault | None:
         if self.faults is None:
@@ -587,7 +597,6 @@ class FakePipedrive:
         body = request.body
         if not isinstance(body, dict) or not body:
             raise ApiProblem(400, "Request body must be a non-empty JSON object")
-        self.writes.append(("PATCH", request.path, body))
         record = self._apply_edit(entity, int(record_id), body, user=1, strict=True)
         return 200, {"success": True, "data": record}
 
@@ -656,7 +665,6 @@ class FakePipedrive:
         body = request.body
         if not isinstance(body, dict):
             raise ApiProblem(400, "Request body must be a JSON object")
-        self.writes.append(("POST", request.path, body))
         deal = None
         if body.get("deal_id") is not None:
             if not isinstance(body["deal_id"], int):
@@ -692,7 +700,6 @@ class FakePipedrive:
         field_type = body.get("field_type")
         if field_type not in FIELD_TYPES:
             raise ApiProblem(400, f"Invalid field_type {field_type}")
-        self.writes.append(("POST", request.path, body))
         self._next_field_id += 1
         key = hashlib.sha1(f"{kind}:{body['name']}:{self._next_field_id}".encode()).hexdigest()  # noqa: S324
         self.field_defs[kind].append({
