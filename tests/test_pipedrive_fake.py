@@ -151,6 +151,19 @@ def test_deleted_and_archived_deals(fake: FakePipedrive) -> None:
     assert with_archived["deals"][-1].cursor is not None
 
 
+def test_a_deal_added_in_the_crm_arrives_with_its_creation_in_history(
+        fake: FakePipedrive) -> None:
+    cursors: dict[str, str] = {}
+    run_pass(connector(fake), cursors, streams=("fields", "deals"))
+    added = fake.add("deals", {"title": "New lead", "owner_id": 2, "org_id": 101,
+                               "person_id": 301, "pipeline_id": 1, "stage_id": 1,
+                               "value": 1000, "currency": "EUR", "status": "open"})
+    pages = run_pass(connector(fake), cursors, streams=("fields", "deals", "stage_history"))
+    assert str(added["id"]) in {d.external_id for d in records(pages, "deals")}
+    history = [c for c in records(pages, "stage_history") if c.deal_id == str(added["id"])]
+    assert [(c.from_stage_id, c.to_stage_id) for c in history] == [(None, "1")]
+
+
 def test_a_late_write_during_the_pull_is_picked_up_by_the_overlap(fake: FakePipedrive) -> None:
     """A record re-stamped *behind* the keyset while we page (a late commit: its time is a
     few minutes old when it becomes visible) is missed by this run and read by the next one

@@ -318,6 +318,12 @@ class FakePipedrive:
             record = {"add_time": now, "is_deleted": False, **record, "update_time": now}
             record.setdefault("id", collection.next_id())
             collection.put(record)
+            if entity == "deals":  # its flow starts with the creation row, as in Pipedrive
+                self._next_flow_id += 1
+                created = datetime.fromisoformat(record["add_time"])
+                self.flows.setdefault(int(record["id"]), []).append(flow_row(
+                    self._next_flow_id, int(record["id"]), key="add_time", old=None,
+                    new=v1_time(created), at=created, user=int(record.get("owner_id") or 1)))
             return record
 
     def paths_requested(self) -> list[str]:
