@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,13 +22,13 @@ from syncd.display import print_report, print_summary, pull_progress
 from syncd.errors import ConfigError, PluginError, SyncdError
 from syncd.logs import setup_logging
 from syncd.plugins import Plugins, make_plugin_manager
-from syncd.report import build_report, write_report
+from syncd.report import build_report
 from syncd.secrets import redact
 from syncd.sync import PassOptions
 
 log = logging.getLogger("syncd")
 F = TypeVar("F", bound=Callable[..., Any])
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 

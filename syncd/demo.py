@@ -8,6 +8,7 @@ fake), and prints what was pulled, the violations, the karma and where the repor
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from syncd.logs import setup_logging
 from syncd.plugins import Plugins, make_plugin_manager
 from syncd.report import build_report, write_report
 from syncd.sync import PassOptions
+
+_ID = re.compile(r"/\d+")
 
 
 def run_demo(config_dir: Path, *, keep: bool, console: Console) -> int:
@@ -78,6 +81,6 @@ def _print_received(console: Console, server: object) -> None:
     writes = getattr(server, "writes", None)
     if writes is None:
         return
-    kinds = Counter(f"{w[0]} {w[1].split('?')[0].rsplit('/', 1)[0]}" for w in writes)
+    kinds = Counter(f"{w[0]} {_ID.sub('/{id}', w[1].split('?')[0])}" for w in writes)
     console.print("write-backs received by the fake CRM: "
-                  + (", ".join(f"{n} × {k}" for k, n in sorted(kinds.items())) or "none"))
+                  + (", ".join(f"{n} x {k}" for k, n in sorted(kinds.items())) or "none"))

@@ -30,7 +30,7 @@ from syncd.writeback import WritebackResult, queue_tasks, run_writeback
 log = logging.getLogger(__name__)
 
 
-class Interrupted(SyncdError):  # noqa: N818 - it is a state, not a failure
+class Interrupted(SyncdError):
     """The pass stopped early on request, after committing its last page."""
 
 

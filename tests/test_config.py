@@ -94,7 +94,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path, registry) -> None:
     (tmp_path / "tenants" / "broken.yaml").write_text("plugin: pipedrive\nmapping: [\n")
     problems = [str(p) for p in check_all(load_settings(config), registry)]
     assert any("broken.yaml: not valid YAML (line 3" in p for p in problems), problems
-    with pytest.raises(ConfigError, match="broken.yaml"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml"):
         load_tenant(load_settings(config), "broken", registry)
 
 
