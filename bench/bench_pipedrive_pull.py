@@ -4,9 +4,10 @@
 
 Serves ``scaled_dataset`` (orgs ~ deals/4, persons ~ deals/2, activities ~ 3 x deals) from
 the fake Pipedrive enforcing 20 requests per rolling 2 s, pulls users..activities through
-the connector (records are counted and dropped, as a store would after committing a page),
+the connector (records are dropped, or committed with ``--store``),
 and prints wall time against the rate-limit bound (requests / 10 rps; target <= 1.15 with
-zero 429s). Then a second pass with the committed cursors and nothing changed, printing the
+zero 429s). ``--store URL`` commits every page with its cursor to a real store, as
+`syncd sync` does. Then a second pass with the committed cursors and nothing changed, printing the
 requests per entity stream (target: 1 each). ``stage_history`` is excluded: it costs one
 request per changed deal and says nothing about paging throughput.
 """
@@ -24,14 +25,37 @@ from syncd_pipedrive import PipedriveConnector, PipedriveSettings
 from syncd_pipedrive.fake.sample import scaled_dataset
 from syncd_pipedrive.fake.server import DEMO_TOKEN, FakePipedrive
 
+from syncd import store
 from syncd.connector import STANDARD_STREAMS, PullContext
+from syncd.records import Page
 
 STREAMS = tuple(s for s in STANDARD_STREAMS if s != "stage_history")
 ENTITY_PATHS = {"companies": "/api/v2/organizations", "contacts": "/api/v2/persons",
                 "deals": "/api/v2/deals", "activities": "/api/v2/activities"}
 
 
-def pull(connector: PipedriveConnector, cursors: dict[str, str],
+class Sink:
+    """Where pages go: dropped (connector only) or committed to a real store with their
+    cursor in one transaction, exactly as `syncd sync` does."""
+
+    def __init__(self, url: str | None) -> None:
+        self.database = None
+        if url:
+            self.database = store.Database(url)
+            self.database.upgrade()
+            with self.database.session() as session:
+                self.tenant_id = store.ensure_tenant(session, "bench", "pipedrive")
+
+    def commit(self, page: Page) -> None:
+        if self.database is None:
+            return
+        with self.database.session() as session:
+            store.upsert_page(session, self.tenant_id, page)
+            if page.cursor is not None:
+                store.set_cursor(session, self.tenant_id, page.stream, page.cursor)
+
+
+def pull(connector: PipedriveConnector, cursors: dict[str, str], sink: Sink,
          ) -> dict[str, tuple[int, int, float]]:
     """Run every stream once; return stream -> (records, requests, seconds)."""
     stats: dict[str, tuple[int, int, float]] = {}
@@ -40,6 +64,7 @@ def pull(connector: PipedriveConnector, cursors: dict[str, str],
         started = time.monotonic()
         count = requests = 0
         for page in connector.pull(stream, cursors.get(stream), context):
+            sink.commit(page)
             count += len(page.records)
             requests += page.requests
             if page.cursor is not None:
@@ -54,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-limit", type=int, default=20, help="requests per window")
     parser.add_argument("--window", type=float, default=2.0, help="seconds")
     parser.add_argument("--page-size", type=int, default=500)
+    parser.add_argument("--store", metavar="URL", default=None,
+                        help="commit every page to this database (e.g. sqlite:///var/bench.db "
+                             "or postgresql+psycopg://postgres@127.0.0.1/test); default: drop")
     args = parser.parse_args(argv)
+    sink = Sink(args.store)
     rate = args.burst_limit / args.window
 
     built = time.monotonic()
@@ -66,13 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = PipedriveSettings(base_url=fake.base_url, api_token=DEMO_TOKEN,
                                      burst_limit=args.burst_limit, burst_window=args.window,
                                      page_size=args.page_size)
+        where = store.redacted_url(args.store) if args.store else "dropped (no store)"
+        print(f"pages committed to: {where}")
         print(f"streams: {', '.join(STREAMS)} (stage_history excluded: one request per "
               "changed deal, not a paging workload)")
 
         cursors: dict[str, str] = {}
         connector = PipedriveConnector(settings, tenant="bench")
         started = time.monotonic()
-        stats = pull(connector, cursors)
+        stats = pull(connector, cursors, sink)
         wall = time.monotonic() - started
         made = connector.client.requests_made
         bound = made / rate
@@ -90,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
         seen = len(fake.requests)
         again = PipedriveConnector(settings, tenant="bench")
-        stats = pull(again, cursors)
+        stats = pull(again, cursors, sink)
         paths = Counter(path for _, path, _, _ in fake.requests[seen:])
         print("\nincremental pull, nothing changed")
         worst = 0
