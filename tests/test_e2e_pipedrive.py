@@ -160,3 +160,50 @@ def test_as_of_the_past_is_a_what_if(config: Path, fake: FakePipedrive) -> None:
 
 def _field_key(fake: FakePipedrive, kind: str, name: str) -> str:
     return next(f["field_code"] for f in fake.field_defs[kind] if f["field_name"] == name)
+
+
+def test_a_broken_page_fails_the_pass_and_keeps_stored_data(
+        config: Path, db_url: str, fake: FakePipedrive) -> None:
+    from syncd_pipedrive.fake.server import Fault
+
+    assert run_syncd(config, "sync", env=ENV).returncode == 0
+    database = store.Database(db_url)
+    with database.session() as session:
+        before = session.scalar(select(func.count()).select_from(store.DealRow))
+        cursor = store.get_cursor(session, 1, "deals")
+    victim = fake.deals.ids()[0]
+    fake.edit("deals", victim, title="Renamed in the CRM")
+    fake.faults = [Fault("truncated", method="GET", path="/api/v2/deals", times=10)]
+    broken = run_syncd(config, "sync", "--format", "json", env=ENV)
+    assert broken.returncode == 1
+    outcome = json.loads(broken.stdout)[0]
+    assert "BadPayloadError" in outcome["error"] and "deals" in outcome["error"]
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(store.DealRow)) == before
+        assert store.get_cursor(session, 1, "deals") == cursor, "cursor kept"
+
+    fake.faults = None
+    healed = run_syncd(config, "sync", env=ENV)
+    assert healed.returncode == 0, healed.stderr
+    with database.session() as session:
+        title = session.scalar(select(store.DealRow.title).where(
+            store.DealRow.external_id == str(victim)))
+    assert title == "Renamed in the CRM"
+
+
+def test_rate_limit_errors_are_retried_and_html_block_stops_the_tenant(
+        config: Path, fake: FakePipedrive) -> None:
+    from syncd_pipedrive.fake.server import Fault
+
+    fake.faults = [Fault("429", method="GET", path="/api/v2/organizations", times=2),
+                   Fault("503", method="GET", path="/api/v2/persons", times=1)]
+    retried = run_syncd(config, "sync", "--no-write", env=ENV)
+    assert retried.returncode == 0, retried.stderr
+    fake.faults = [Fault("html403", method="GET", path="/api/v2/deals", times=50)]
+    seen = len(fake.requests)
+    blocked = run_syncd(config, "sync", "--no-write", "--format", "json", env=ENV)
+    assert blocked.returncode == 1
+    error = json.loads(blocked.stdout)[0]["error"]
+    assert "BlockedError" in error
+    hits = [p for _, p, _, _ in fake.requests[seen:] if p == "/api/v2/deals"]
+    assert hits == ["/api/v2/deals"], "a block page is never retried"
