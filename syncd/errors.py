@@ -40,8 +40,8 @@ class ConfigProblem:
     severity: str = "error"  # "error" or "warning"
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.key}" if self.key else self.file
-        return f"{where}: {self.problem}"
+        where = ": ".join(part for part in (self.file, self.key) if part)
+        return f"{where}: {self.problem}" if where else self.problem
 
 
 class ConfigError(SyncdError):
