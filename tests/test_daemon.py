@@ -60,3 +60,38 @@ def test_daemon_isolates_a_failing_tenant_and_stops_on_sigterm(tmp_path: Path,
                 store.SyncRunRow, store.SyncRunRow.tenant_id == store.TenantRow.id))}
     assert ("northwind", "ok") in runs
     assert ("broken", "failed") in runs
+
+
+def test_sigterm_mid_pull_commits_the_current_page_then_exits(tmp_path: Path,
+                                                               db_url: str) -> None:
+    from syncd_pipedrive.fake.server import Fault
+
+    fault = Fault("block", method="GET", path="/api/v2/deals")
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, faults=[fault]) as fake:
+        config = write_config(tmp_path, db_url, {"northwind": demo_tenant(fake.base_url)})
+        env = {**os.environ, "NORTHWIND_PIPEDRIVE_TOKEN": TOKEN}
+        process = subprocess.Popen(syncd_command(config, "run"), env=env, text=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            assert fault.reached.wait(timeout=120), "the pass never asked for deals"
+            process.send_signal(signal.SIGTERM)
+            _read_until(process, "SIGTERM received", [])
+            fault.release.set()  # the page in flight arrives after the stop request
+            _, rest = process.communicate(timeout=60)
+        finally:
+            fault.release.set()
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 130, rest
+        activity_requests = [p for _, p, _, _ in fake.requests if p == "/api/v2/activities"]
+        deals_in_crm = len(fake.deals.ids())
+
+    assert activity_requests == [], "no new page is started after the stop request"
+    database = store.Database(db_url)
+    with database.session() as session:
+        stored = session.scalars(select(store.DealRow.external_id)).all()
+        status = session.scalar(select(store.SyncRunRow.status))
+        cursor = store.get_cursor(session, 1, "deals")
+    assert len(stored) == deals_in_crm, "the page in flight was committed"
+    assert cursor is not None, "with its cursor"
+    assert status == "interrupted"
