@@ -7,8 +7,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Table
+from sqlalchemy import Engine, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,3 +61,50 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
 def sequence_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+#: ANALYZE a table once this process inserted this many rows into it, then each time the
+#: rows it inserted since the last ANALYZE reach the count it had inserted before.
+ANALYZE_MIN_ROWS = 5_000
+_inserted: WeakKeyDictionary[Engine, dict[str, tuple[int, int]]] = WeakKeyDictionary()
+
+
+def note_inserts(session: Session, table: str, count: int) -> None:
+    """Keep PostgreSQL's statistics up with a bulk load (geometric, so O(log n) ANALYZEs).
+
+    Before a fresh table is first analyzed, the planner guesses it is tiny and picks plans
+    that scan a tenant's whole table per look-up; autovacuum lags a bulk load by minutes (or
+    is off). ANALYZE runs in the caller's transaction and sees its own inserts.
+    """
+    if count <= 0 or dialect_name(session) != "postgresql":
+        return
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    counters = _inserted.setdefault(engine, {})
+    since, base = counters.get(table, (0, 0))
+    since += count
+    if since >= max(ANALYZE_MIN_ROWS, base):
+        session.execute(text(f'ANALYZE "{table}"'))
+        base, since = base + since, 0
+    counters[table] = (since, base)
+
+
+#: Tables with fewer live rows than this are never worth an ANALYZE here.
+_STATISTICS_MIN_ROWS = 1_000
+
+
+def ensure_statistics(session: Session, tables: Sequence[str]) -> None:
+    """PostgreSQL: ANALYZE those of ``tables`` that were never analyzed but hold data.
+
+    One catalog query per call: cheap insurance for a reader (the audit) started by a
+    process that did not load the data itself, on a server whose autovacuum has not run.
+    """
+    if dialect_name(session) != "postgresql":
+        return
+    never = session.execute(text(
+        "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(CAST(:t AS text[])) "
+        "AND last_analyze IS NULL AND last_autoanalyze IS NULL "
+        "AND n_live_tup + n_mod_since_analyze >= :min"
+    ), {"t": list(tables), "min": _STATISTICS_MIN_ROWS}).scalars().all()
+    for table in never:
+        session.execute(text(f'ANALYZE "{table}"'))

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from syncd.store._sql import utcnow
+from syncd.store._sql import note_inserts, utcnow
 from syncd.store.models import KarmaLineRow
 
 
@@ -70,6 +70,7 @@ def replace_karma_lines(session: Session, tenant_id: int, kind: str, lines: Iter
                                                KarmaLineRow.kind == kind))
     if rows:
         session.execute(insert(KarmaLineRow.__table__), rows)
+        note_inserts(session, KarmaLineRow.__tablename__, len(rows))
     return len(rows)
 
 

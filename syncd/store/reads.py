@@ -2,20 +2,27 @@
 
 Deals stream in keyset-paginated chunks ordered by id (constant memory, no OFFSET); the
 activities, stage changes and companies of a chunk are fetched by CRM id in bounded
-``IN`` lists. ``raw`` payloads are not loaded unless asked for: the audit works on the
-normalized columns, and a payload can be larger than everything else in the row. Touching
-``raw`` on a row loaded without it raises instead of silently issuing one query per row.
+``IN`` lists.
+
+These readers return immutable SQLAlchemy ``Row`` objects, not ORM instances: loading an
+ORM object costs about three times as much as a row, and the audit of a big tenant reads a
+million deals and several million activities per pass. A row has every column of its table
+as an attribute, plus the record-named aliases of ``models`` (``stage_id``, ``company_id``,
+``deal_id``...); the ``...View`` protocols below spell that out for type checkers. ``raw``
+payloads are left out unless asked for (``with_raw=True``): the audit works on normalized
+columns, and a payload can outweigh the rest of the row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
+from typing import Any, Protocol, cast
 
-from sqlalchemy import false, func, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy import ColumnElement, Row, false, func, inspect, select
+from sqlalchemy.orm import Session
 
-from syncd.store._sql import in_chunk_size, sequence_chunks
+from syncd.store._sql import ensure_statistics, in_chunk_size, sequence_chunks
 from syncd.store.models import (
     RECORD_MODELS,
     ActivityRow,
@@ -31,70 +38,136 @@ from syncd.store.models import (
     WritebackRow,
 )
 
-M = TypeVar("M", DealRow, ActivityRow, CompanyRow, StageChangeRow)
+
+class DealView(Protocol):
+    id: int
+    external_id: str
+    title: str
+    status: str
+    stage_id: str | None
+    pipeline_id: str | None
+    owner_id: str | None
+    company_id: str | None
+    contact_ids: list[str]
+    value: float
+    currency: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    stage_changed_at: datetime | None
+    won_at: datetime | None
+    lost_at: datetime | None
+    lost_reason: str | None
+    fields: dict[str, Any]
+    deleted: bool
 
 
-def _without_raw(stmt: Any, model: type[M], with_raw: bool) -> Any:
-    """Defer ``raw`` unless asked; always refresh rows the session may hold already
-    (upserts are Core statements, so identity-mapped objects can be stale)."""
-    stmt = stmt.execution_options(populate_existing=True)
-    if with_raw:
-        return stmt
-    return stmt.options(defer(model.raw, raiseload=True))
+class ActivityView(Protocol):
+    id: int
+    external_id: str
+    type: str
+    subject: str
+    done: bool
+    due_at: datetime | None
+    due_date: date | None
+    done_at: datetime | None
+    deal_id: str | None
+    company_id: str | None
+    contact_id: str | None
+    owner_id: str | None
+    created_at: datetime | None
+    note: str
+    deleted: bool
+
+
+class StageChangeView(Protocol):
+    id: int
+    external_id: str
+    deal_id: str
+    from_stage_id: str | None
+    to_stage_id: str
+    at: datetime
+
+
+class CompanyView(Protocol):
+    id: int
+    external_id: str
+    name: str
+    owner_id: str | None
+    fields: dict[str, Any]
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+def view_columns(model: type[Any], *, with_raw: bool = False) -> list[ColumnElement[Any]]:
+    """The table's columns (``raw`` only if asked) plus the model's synonyms as labels."""
+    table = model.__table__
+    columns: list[ColumnElement[Any]] = [c for c in table.columns
+                                         if with_raw or c.name != "raw"]
+    columns += [table.c[prop.name].label(prop.key) for prop in inspect(model).synonyms]
+    return columns
 
 
 def iter_deal_chunks(session: Session, tenant_id: int, chunk_size: int = 2000, *,
                      with_raw: bool = False,
-                     include_deleted: bool = False) -> Iterator[list[DealRow]]:
+                     include_deleted: bool = False) -> Iterator[list[DealView]]:
     """The tenant's deals, ``chunk_size`` at a time, in id order (deleted ones skipped)."""
+    ensure_statistics(session, ["deals", "activities", "stage_changes", "companies"])
+    table = DealRow.__table__
+    columns = view_columns(DealRow, with_raw=with_raw)
     last_id = 0
     while True:
-        stmt = (select(DealRow)
-                .where(DealRow.tenant_id == tenant_id, DealRow.id > last_id)
-                .order_by(DealRow.id).limit(chunk_size))
+        stmt = (select(*columns)
+                .where(table.c.tenant_id == tenant_id, table.c.id > last_id)
+                .order_by(table.c.id).limit(chunk_size))
         if not include_deleted:
-            stmt = stmt.where(DealRow.deleted == false())
-        rows = list(session.scalars(_without_raw(stmt, DealRow, with_raw)))
+            stmt = stmt.where(table.c.deleted == false())
+        rows = session.execute(stmt).all()
         if not rows:
             return
-        yield rows
+        yield cast(list[DealView], rows)
         last_id = rows[-1].id
 
 
-def _by_ids(session: Session, tenant_id: int, model: type[M], column: Any, *,
-            ids: Iterable[str], order: tuple[Any, ...], with_raw: bool) -> dict[str, list[M]]:
+def _by_ids(session: Session, tenant_id: int, model: type[Any], column: str, *,
+            ids: Iterable[str | None], order: Sequence[str],
+            with_raw: bool) -> dict[str, list[Row[Any]]]:
+    """Non-deleted rows whose ``column`` is one of ``ids``, grouped by it (every id a key)."""
+    table = model.__table__
     wanted = list(dict.fromkeys(i for i in ids if i is not None))
-    grouped: dict[str, list[M]] = {i: [] for i in wanted}
+    grouped: dict[str, list[Row[Any]]] = {i: [] for i in wanted}
+    columns = view_columns(model, with_raw=with_raw)
     for chunk in sequence_chunks(wanted, in_chunk_size(session)):
-        stmt = (select(model)
-                .where(model.tenant_id == tenant_id, column.in_(chunk),
-                       model.deleted == false())
-                .order_by(*order))
-        for row in session.scalars(_without_raw(stmt, model, with_raw)):
-            grouped[getattr(row, column.key)].append(row)
+        stmt = (select(*columns)
+                .where(table.c.tenant_id == tenant_id, table.c[column].in_(chunk),
+                       table.c.deleted == false())
+                .order_by(*(table.c[name] for name in order)))
+        for row in session.execute(stmt):
+            grouped[row._mapping[column]].append(row)
     return grouped
 
 
 def activities_for_deals(session: Session, tenant_id: int, deal_ids: Iterable[str], *,
-                         with_raw: bool = False) -> dict[str, list[ActivityRow]]:
+                         with_raw: bool = False) -> dict[str, list[ActivityView]]:
     """Non-deleted activities linked to each deal (every asked id is a key), in id order."""
-    return _by_ids(session, tenant_id, ActivityRow, ActivityRow.deal_external_id,
-                   ids=deal_ids, order=(ActivityRow.id,), with_raw=with_raw)
+    found = _by_ids(session, tenant_id, ActivityRow, "deal_external_id", ids=deal_ids,
+                    order=("id",), with_raw=with_raw)
+    return cast(dict[str, list[ActivityView]], found)
 
 
 def activities_for_companies(session: Session, tenant_id: int, company_ids: Iterable[str], *,
-                             with_raw: bool = False) -> dict[str, list[ActivityRow]]:
+                             with_raw: bool = False) -> dict[str, list[ActivityView]]:
     """Non-deleted activities linked to each company (deal-linked ones included)."""
-    return _by_ids(session, tenant_id, ActivityRow, ActivityRow.company_external_id,
-                   ids=company_ids, order=(ActivityRow.id,), with_raw=with_raw)
+    found = _by_ids(session, tenant_id, ActivityRow, "company_external_id", ids=company_ids,
+                    order=("id",), with_raw=with_raw)
+    return cast(dict[str, list[ActivityView]], found)
 
 
 def stage_changes_for_deals(session: Session, tenant_id: int, deal_ids: Iterable[str], *,
-                            with_raw: bool = False) -> dict[str, list[StageChangeRow]]:
+                            with_raw: bool = False) -> dict[str, list[StageChangeView]]:
     """Each deal's stage changes, oldest first (ties by id)."""
-    return _by_ids(session, tenant_id, StageChangeRow, StageChangeRow.deal_external_id,
-                   ids=deal_ids, order=(StageChangeRow.at, StageChangeRow.id),
-                   with_raw=with_raw)
+    found = _by_ids(session, tenant_id, StageChangeRow, "deal_external_id", ids=deal_ids,
+                    order=("at", "id"), with_raw=with_raw)
+    return cast(dict[str, list[StageChangeView]], found)
 
 
 def stages_by_id(session: Session, tenant_id: int) -> dict[str, tuple[str, str]]:
@@ -109,15 +182,18 @@ def stages_by_id(session: Session, tenant_id: int) -> dict[str, tuple[str, str]]
 
 
 def companies(session: Session, tenant_id: int, ids: Iterable[str] | None = None, *,
-              with_raw: bool = False) -> list[CompanyRow]:
+              with_raw: bool = False) -> list[CompanyView]:
     """Non-deleted companies in id order: all of the tenant's, or those in ``ids``."""
     if ids is not None:
-        found = _by_ids(session, tenant_id, CompanyRow, CompanyRow.external_id, ids=ids,
-                        order=(CompanyRow.id,), with_raw=with_raw)
-        return sorted((rows[0] for rows in found.values() if rows), key=lambda c: c.id)
-    stmt = select(CompanyRow).where(CompanyRow.tenant_id == tenant_id,
-                                    CompanyRow.deleted == false()).order_by(CompanyRow.id)
-    return list(session.scalars(_without_raw(stmt, CompanyRow, with_raw)))
+        found = _by_ids(session, tenant_id, CompanyRow, "external_id", ids=ids,
+                        order=("id",), with_raw=with_raw)
+        rows = sorted((group[0] for group in found.values() if group), key=lambda c: c.id)
+        return cast(list[CompanyView], rows)
+    table = CompanyRow.__table__
+    stmt = (select(*view_columns(CompanyRow, with_raw=with_raw))
+            .where(table.c.tenant_id == tenant_id, table.c.deleted == false())
+            .order_by(table.c.id))
+    return cast(list[CompanyView], session.execute(stmt).all())
 
 
 def deal_owners(session: Session, tenant_id: int,

@@ -109,6 +109,24 @@ class UTCDateTime(TypeDecorator[datetime]):
 
         return process
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        """On SQLite, parse the stored UTC text straight into an aware value (one C call;
+        the audit reads millions of timestamps)."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                try:
+                    return datetime.fromisoformat(value + "+00:00")
+                except ValueError:  # written with an offset of its own (not by us)
+                    value = datetime.fromisoformat(value)
+            return to_utc(value)
+
+        return process
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None

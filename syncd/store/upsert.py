@@ -18,12 +18,19 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Table, false, select, update
+from sqlalchemy import JSON, Table, false, select, text, update
 from sqlalchemy.orm import Session
 
 from syncd import records as rec
 from syncd.store import models as m
-from syncd.store._sql import in_chunk_size, insert_for, sequence_chunks, utcnow
+from syncd.store._sql import (
+    dialect_name,
+    in_chunk_size,
+    insert_for,
+    note_inserts,
+    sequence_chunks,
+    utcnow,
+)
 from syncd.store.types import encode_json
 
 Row = dict[str, Any]
@@ -196,14 +203,35 @@ def _upsert_statement(session: Session, table: Table) -> Any:
     )
 
 
+def _stored_hashes(session: Session, tenant_id: int, spec: RecordSpec,
+                   external_ids: list[str]) -> dict[str, str | None]:
+    """``external id -> stored content hash`` for the ids we already hold.
+
+    On PostgreSQL the ids are probed one by one through the unique index (a correlated
+    look-up on the full key is always planned as an index probe). A plain
+    ``tenant_id = ? AND external_id IN (...)`` depends on statistics: before a fresh table's
+    first ANALYZE (autovacuum lags a bulk load, or is off) the planner picks a tenant-prefix
+    index and scans the tenant's whole table for every page.
+    """
+    table = spec.table
+    if dialect_name(session) == "postgresql":
+        query = text(
+            f"SELECT k.id, (SELECT coalesce(t.content_hash, '') FROM {table.name} t "
+            "WHERE t.tenant_id = :tenant AND t.external_id = k.id) "
+            "FROM unnest(CAST(:ids AS varchar[])) AS k(id)"
+        )
+        found = session.execute(query, {"tenant": tenant_id, "ids": external_ids})
+        return {i: (h or None) for i, h in found if h is not None}
+    return dict(session.execute(
+        select(table.c.external_id, table.c.content_hash).where(
+            table.c.tenant_id == tenant_id, table.c.external_id.in_(external_ids))
+    ).all())
+
+
 def _upsert_rows(session: Session, tenant_id: int, spec: RecordSpec, rows: dict[str, Row],
                  stats: UpsertStats) -> None:
     """Upsert one chunk of rows of one type (``rows`` keyed by external id, deduplicated)."""
-    model = spec.model
-    stored = dict(session.execute(
-        select(model.external_id, model.content_hash).where(
-            model.tenant_id == tenant_id, model.external_id.in_(list(rows)))
-    ).all())
+    stored = _stored_hashes(session, tenant_id, spec, list(rows))
     to_write: list[Row] = []
     changed = stats.changed_ids.setdefault(spec.kind, set())
     for external_id, row in rows.items():
@@ -218,6 +246,7 @@ def _upsert_rows(session: Session, tenant_id: int, spec: RecordSpec, rows: dict[
         changed.add(external_id)
     if to_write:
         session.execute(_upsert_statement(session, spec.table), to_write)
+        note_inserts(session, spec.table.name, len(to_write))
 
 
 def upsert_records(session: Session, tenant_id: int, records: Iterable[rec.Record], *,

@@ -5,6 +5,10 @@ while the open rows stream by (one pass, no per-row round trips), then written b
 bulk: resolutions and refreshes as chunked ``UPDATE ... WHERE id IN``, changed texts as one
 executemany, new violations as one bulk insert. A key that comes back after being resolved
 gets a new row, so "how long was it open" stays answerable.
+
+Newly opened violations come back as ``OpenedViolation`` values (the row's columns, id
+included) rather than ORM objects: a first audit of a big tenant opens a million rows at
+once, and ORM instances for all of them cost gigabytes and a minute for nothing.
 """
 
 from __future__ import annotations
@@ -13,23 +17,63 @@ import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from syncd.audit.facts import Finding
-from syncd.store._sql import in_chunk_size, sequence_chunks
+from syncd.store._sql import in_chunk_size, note_inserts, sequence_chunks
 from syncd.store.models import ViolationRow
-from syncd.store.types import json_dumps
+from syncd.store.types import EncodedJSON, json_dumps
 
 #: Rows fetched per round trip while streaming a tenant's open violations.
 STREAM_CHUNK = 10_000
 
 
+class ViolationView(Protocol):
+    """What ``open_violations`` rows and ``OpenedViolation`` values have in common."""
+
+    id: int
+    key: str
+    rule: str
+    deal_external_id: str | None
+    stage_key: str | None
+    action_key: str | None
+    crm_stage: str | None
+    severity: str
+    explanation: str
+    details: dict[str, Any]
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None
+    opened_run_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedViolation:
+    """A violation row just inserted: same attribute names as ``ViolationRow``."""
+
+    id: int
+    tenant_id: int
+    key: str
+    rule: str
+    deal_external_id: str | None
+    stage_key: str | None
+    action_key: str | None
+    crm_stage: str | None
+    severity: str
+    explanation: str
+    details: dict[str, Any]
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None
+    opened_run_id: int | None
+
+
 @dataclass
 class LifecycleResult:
-    opened: list[ViolationRow] = field(default_factory=list)
+    opened: list[OpenedViolation] = field(default_factory=list)  # in findings order
     refreshed: int = 0
     resolved: int = 0
 
@@ -43,6 +87,10 @@ def _same_details(stored: Any, details: dict[str, Any]) -> bool:
     return bool(stored == details or stored == _jsonable(details))
 
 
+#: New rows inserted per statement batch (bounds the driver's parameter buffers).
+INSERT_CHUNK = 10_000
+
+
 def _new_row(tenant_id: int, finding: Finding, key: str, now: datetime,
              run_id: int | None) -> dict[str, Any]:
     return {
@@ -50,9 +98,30 @@ def _new_row(tenant_id: int, finding: Finding, key: str, now: datetime,
         "deal_external_id": finding.deal_id, "stage_key": finding.stage_key,
         "action_key": finding.action_key, "crm_stage": finding.crm_stage,
         "severity": finding.severity, "explanation": finding.explanation,
-        "details": _jsonable(finding.details), "opened_at": now, "last_seen_at": now,
-        "resolved_at": None, "opened_run_id": run_id,
+        # Encoded once: stored as this text, read back into ``details`` below.
+        "details": EncodedJSON(json_dumps(finding.details)), "opened_at": now,
+        "last_seen_at": now, "resolved_at": None, "opened_run_id": run_id,
     }
+
+
+def _insert_opened(session: Session, rows: list[dict[str, Any]]) -> list[OpenedViolation]:
+    """Bulk-insert new open rows of one tenant and return them with their ids.
+
+    A plain executemany (no RETURNING: on SQLite an ordered RETURNING degrades to one
+    statement per row), then one range read of the ids above the previous maximum. The
+    partial unique index makes ``key`` identify the open row, so the mapping is exact.
+    """
+    table = ViolationRow.__table__
+    before = session.scalar(select(func.max(table.c.id))) or 0
+    session.execute(insert(table), rows)
+    note_inserts(session, table.name, len(rows))
+    ids = dict(session.execute(
+        select(table.c.key, table.c.id).where(
+            table.c.tenant_id == rows[0]["tenant_id"], table.c.id > before,
+            table.c.resolved_at.is_(None))
+    ).all())
+    return [OpenedViolation(**{**row, "id": ids[row["key"]],
+                               "details": json.loads(row["details"])}) for row in rows]
 
 
 def apply_findings(session: Session, tenant_id: int, findings: Iterable[Finding],
@@ -111,25 +180,27 @@ def apply_findings(session: Session, tenant_id: int, findings: Iterable[Finding]
     if changed:
         # executemany: the SET clause comes from the parameter keys.
         session.execute(update(table).where(table.c.id == bindparam("_id")), changed)
-    new_rows = [_new_row(tenant_id, finding, key, now, run_id)
-                for key, finding in by_key.items() if key not in seen]
-    if new_rows:
-        result.opened = list(session.scalars(
-            insert(ViolationRow).returning(ViolationRow), new_rows))
+    new_keys = [key for key in by_key if key not in seen]
+    for chunk in sequence_chunks(new_keys, INSERT_CHUNK):
+        rows = [_new_row(tenant_id, by_key[key], key, now, run_id) for key in chunk]
+        result.opened.extend(_insert_opened(session, rows))
     result.refreshed = len(refresh_ids) + len(changed)
     result.resolved = len(resolve_ids)
     return result
 
 
 def open_violations(session: Session, tenant_id: int,
-                    deal_id: str | None = None) -> list[ViolationRow]:
-    """The tenant's open violations (of one deal, given its CRM id), oldest first."""
-    stmt = select(ViolationRow).where(ViolationRow.tenant_id == tenant_id,
-                                      ViolationRow.resolved_at.is_(None))
+                    deal_id: str | None = None) -> list[ViolationView]:
+    """The tenant's open violations (of one deal, given its CRM id), oldest first.
+
+    Immutable rows with ``ViolationRow``'s attributes, not ORM objects: write-back reads
+    all of a tenant's open violations every pass, possibly a million.
+    """
+    table = ViolationRow.__table__
+    stmt = select(table).where(table.c.tenant_id == tenant_id, table.c.resolved_at.is_(None))
     if deal_id is not None:
-        stmt = stmt.where(ViolationRow.deal_external_id == deal_id)
-    stmt = stmt.order_by(ViolationRow.id).execution_options(populate_existing=True)
-    return list(session.scalars(stmt))
+        stmt = stmt.where(table.c.deal_external_id == deal_id)
+    return cast(list[ViolationView], session.execute(stmt.order_by(table.c.id)).all())
 
 
 def has_violation_history(session: Session, tenant_id: int) -> bool:

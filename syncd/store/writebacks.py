@@ -82,7 +82,7 @@ def mark_pending_many(session: Session, tenant_id: int, kind: WriteKind,
     return len(rows)
 
 
-def mark_pending(  # noqa: PLR0917 - positional like the ledger key, as the core calls it
+def mark_pending(
     session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
     field: str, desired_value: Value, *, now: datetime | None = None,
 ) -> None:
@@ -104,7 +104,7 @@ def _finish(session: Session, tenant_id: int, kind: WriteKind, key: LedgerKey, *
     ))
 
 
-def mark_attempt(  # noqa: PLR0917 - positional like the ledger key, as the core calls it
+def mark_attempt(
     session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
     field: str, *, now: datetime | None = None,
 ) -> int:
@@ -119,7 +119,7 @@ def mark_attempt(  # noqa: PLR0917 - positional like the ledger key, as the core
     return session.execute(stmt).scalar() or 0
 
 
-def mark_done(  # noqa: PLR0917 - positional like the ledger key, as the core calls it
+def mark_done(
     session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
     field: str, written_value: Value, crm_id: str | None = None, *,
     now: datetime | None = None,
@@ -132,7 +132,7 @@ def mark_done(  # noqa: PLR0917 - positional like the ledger key, as the core ca
     _finish(session, tenant_id, kind, (entity, external_id, field), values=values, now=now)
 
 
-def mark_failed(  # noqa: PLR0917 - positional like the ledger key, as the core calls it
+def mark_failed(
     session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
     field: str, error: str, *, now: datetime | None = None,
 ) -> None:
