@@ -111,6 +111,8 @@ def test_urls_are_normalized_and_redacted() -> None:
     db.dispose()
     with pytest.raises(ValueError, match="unsupported"):
         normalize_url("mysql://u@h/db")
+    with pytest.raises(ValueError, match="empty"):
+        normalize_url(" ")
 
 
 def test_sqlite_pragmas_and_parent_directory(tmp_path: Path) -> None:
@@ -148,7 +150,7 @@ def test_upsert_counts_inserted_updated_unchanged(database: Database, tenant: in
     with database.session() as session:
         stats = upsert_page(session, tenant, page)
     assert (stats.inserted, stats.updated, stats.unchanged) == (0, 0, 3)
-    assert stats.changed_ids.get("deal", set()) == set()
+    assert stats.changed_ids == {}
 
     changed = Page("deals", [deal(1, title="Renamed"), deal(2, raw={"id": 2, "new": True}),
                              deal(3), deal(4)])

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
@@ -49,13 +48,6 @@ def insert_for(session: Session, table: Table) -> Any:
     if name == "postgresql":
         return postgresql.insert(table)
     raise ValueError(f"unsupported dialect {name}")
-
-
-def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of at most ``size`` items."""
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def sequence_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -37,7 +37,9 @@ _SECRET_QUERY_KEYS = {"password", "sslpassword", "passfile", "sslkey"}
 
 def normalize_url(url: str | Path) -> URL:
     """Parse a database URL; a bare path means a SQLite file, ``postgresql://`` psycopg 3."""
-    raw = str(url)
+    raw = str(url).strip()
+    if not raw:
+        raise ValueError("empty database URL")
     if "://" not in raw:
         raw = f"sqlite:///{Path(raw).expanduser().resolve()}"
     parsed = make_url(raw)

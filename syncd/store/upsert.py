@@ -273,6 +273,7 @@ def upsert_records(session: Session, tenant_id: int, records: Iterable[rec.Recor
         ids = list(rows)
         for chunk in sequence_chunks(ids, size):
             _upsert_rows(session, tenant_id, spec, {i: rows[i] for i in chunk}, stats)
+    stats.changed_ids = {kind: ids for kind, ids in stats.changed_ids.items() if ids}
     return stats
 
 
