@@ -23,7 +23,7 @@ from syncd.connector import Connector, PullContext
 from syncd.errors import SyncdError
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
-from syncd.scoring.karma import client_karma_lines
+from syncd.scoring.karma import client_karma_lines, line_amount, line_weight
 from syncd.secrets import redact
 from syncd.writeback import WritebackResult, queue_tasks, run_writeback
 
@@ -143,9 +143,7 @@ def _pull(db: store.Database, connector: Connector, tenant_id: int, options: Pas
 def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int,
                      now: datetime, summary: PassSummary) -> None:
     with db.session() as session:
-        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
-        findings = list(audit_deals(iter_facts(session, tenant_id, mapper), tenant.book, now,
-                                    mapper.tz))
+        mapper, findings = _audit(session, tenant, tenant_id, now)
     for finding in findings:
         summary.violations_by_rule[finding.rule] = summary.violations_by_rule.get(
             finding.rule, 0) + 1
@@ -168,9 +166,14 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
         summary.companies_with_karma = len({line.subject_id for line in lines})
 
 
-def karma_weights_fn(tenant: Tenant) -> Callable[[Any], tuple[float, float]]:
-    from syncd.scoring.karma import line_amount, line_weight
+def _audit(session: Any, tenant: Tenant, tenant_id: int, now: datetime,
+           ) -> tuple[TenantMapper, list[Finding]]:
+    mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+    facts = iter_facts(session, tenant_id, mapper)
+    return mapper, list(audit_deals(facts, tenant.book, now, mapper.tz))
 
+
+def karma_weights_fn(tenant: Tenant) -> Callable[[Any], tuple[float, float]]:
     weights = tenant.book.karma.client
     return lambda line: (line_weight(line, weights), line_amount(line, weights))
 
@@ -200,9 +203,7 @@ def audit_now(db: store.Database, tenant: Tenant, now: datetime) -> list[Finding
     """Audit stored data as of ``now`` without persisting anything (reports, --as-of)."""
     with db.session() as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
-        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
-        return list(audit_deals(iter_facts(session, tenant_id, mapper), tenant.book, now,
-                                mapper.tz))
+        return _audit(session, tenant, tenant_id, now)[1]
 
 
 __all__ = ["Interrupted", "PassOptions", "PassSummary", "WritebackResult", "audit_now",

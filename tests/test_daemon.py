@@ -43,7 +43,7 @@ def test_daemon_isolates_a_failing_tenant_and_stops_on_sigterm(tmp_path: Path,
             _read_until(process, "tenant broken failed", seen)
             _read_until(process, "tenant northwind: pass ok", seen)
             process.send_signal(signal.SIGTERM)
-            _, rest = process.communicate(timeout=60)
+            _, rest = process.communicate(timeout=180)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -77,7 +77,7 @@ def test_sigterm_mid_pull_commits_the_current_page_then_exits(tmp_path: Path,
             process.send_signal(signal.SIGTERM)
             _read_until(process, "SIGTERM received", [])
             fault.release.set()  # the page in flight arrives after the stop request
-            _, rest = process.communicate(timeout=60)
+            _, rest = process.communicate(timeout=180)
         finally:
             fault.release.set()
             if process.poll() is None:
