@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,18 @@ def report_json(config: Path, tenant: str, env: dict[str, str] | None = None) ->
     result = run_syncd(config, "report", tenant, "--format", "json", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+@dataclass
+class FakeClock:
+    """A monotonic clock that only moves when someone sleeps (or the test advances it)."""
+
+    now: float = 1000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

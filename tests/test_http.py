@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
 
 import pytest
 import requests
 import responses
+from support import FakeClock
 
 from syncd import secrets
 from syncd.errors import (
@@ -27,19 +27,6 @@ URL = f"{BASE}/api/v2/things"
 TOKEN = "tok-SECRET-0123456789abcdef"
 
 
-@dataclass
-class FakeClock:
-    """A monotonic clock that only moves when someone sleeps (or the test advances it)."""
-
-    now: float = 1000.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def make_client(waits: list[float], **kwargs) -> ApiClient:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 import responses
 from pydantic import ValidationError
 from responses import matchers
+from support import FakeClock
 from syncd_pipedrive import PipedriveConnector, PipedriveSettings
 
 from syncd.connector import FieldSpec, FieldWrite, PullContext, TaskCreate
@@ -31,17 +31,6 @@ LEAD, PROFIT, TENDER, LINK, TAGS = "a" * 40, "b" * 40, "c" * 40, "d" * 40, "e" *
 SEGMENT, NPS, VIOLATIONS, KARMA = "1" * 40, "2" * 40, "3" * 40, "4" * 40
 
 
-@dataclass
-class FakeClock:
-    now: float = 0.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def make(**settings: Any) -> PipedriveConnector:

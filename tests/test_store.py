@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from syncd.records import (
     StageChange,
     User,
 )
+from syncd.scoring.karma import KarmaLine
 from syncd.store import (
     ActivityRow,
     ActivityTypeRow,
@@ -458,29 +459,19 @@ def test_many_findings(database: Database, tenant: int) -> None:
 
 
 # -- karma ledger ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Line:
-    subject_type: str
-    subject_id: str
-    criterion: str
-    quantity: float
-    source_type: str
-    source_id: str
-    period: str = ""
-
 
 def test_karma_replace_and_recompute(database: Database, tenant: int) -> None:
-    lines = [Line("company", "c1", "won_deal", 2, "deal", "1"),
-             Line("company", "c1", "incident", 1, "company", "c1", "2025-01"),
-             Line("company", "c2", "won_deal", 1, "deal", "2")]
+    lines = [KarmaLine("company", "c1", "won_deal", 2, "deal", "1"),
+             KarmaLine("company", "c1", "incident", 1, "company", "c1", "2025-01"),
+             KarmaLine("company", "c2", "won_deal", 1, "deal", "2")]
     weights = {"won_deal": 10.0, "incident": -5.0}
 
-    def weights_fn(line: Line) -> tuple[float, float]:
+    def weights_fn(line: KarmaLine) -> tuple[float, float]:
         return weights[line.criterion], weights[line.criterion] * line.quantity
 
     with database.session() as session:
         assert replace_karma_lines(session, tenant, "client", lines, weights_fn) == 3
-        replace_karma_lines(session, tenant, "owner", [Line("user", "u1", "x", 1, "", "")],
+        replace_karma_lines(session, tenant, "owner", [KarmaLine("user", "u1", "x", 1, "", "")],
                             lambda line: (1.0, 1.0))
     with database.session() as session:
         assert karma_totals(session, tenant, "client") == {"c1": 15.0, "c2": 10.0}
