@@ -12,11 +12,13 @@ import pluggy
 from syncd.connector import (
     ConnectionSettings,
     Connector,
+    ConnectorState,
     FieldSpec,
     FieldWrite,
     Inspection,
     PullContext,
     TaskCreate,
+    WebhookHint,
     WriteResult,
 )
 from syncd.records import Page
@@ -29,12 +31,14 @@ __all__ = [
     "PROJECT_NAME",
     "ConnectionSettings",
     "Connector",
+    "ConnectorState",
     "FieldSpec",
     "FieldWrite",
     "Inspection",
     "Page",
     "PullContext",
     "TaskCreate",
+    "WebhookHint",
     "WriteResult",
     "__version__",
     "hookimpl",

@@ -250,12 +250,20 @@ def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str |
 def inspect(obj: Context, tenant: str) -> None:
     """Show the CRM account's pipelines, stages, loss reasons and fields (for mapping)."""
     loaded = obj.tenants([tenant])[0]
-    connector = loaded.make_connector()
+    connector = loaded.make_connector(obj.database())
     try:
         found = connector.inspect()
     finally:
         connector.close()
     out.print_json(json.dumps(found.__dict__, ensure_ascii=False, default=str))
+
+
+@main.command("secret-key")
+def secret_key() -> None:
+    """Print a new key for OAuth tokens at rest (for SYNCD_SECRET_KEY or secret_key_file)."""
+    from syncd.oauth import TokenCipher
+
+    click.echo(TokenCipher.generate_key())
 
 
 @main.group()

@@ -14,6 +14,7 @@ secret is a warning). Every problem names the file and the dotted key.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,10 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from syncd import secrets
 from syncd.audit.facts import DEFERRED
-from syncd.connector import ConnectionSettings, Connector
+from syncd.connector import ConnectionSettings, Connector, ConnectorState
 from syncd.errors import ConfigError, ConfigProblem, PluginError
+from syncd.oauth import TokenCipher, TokenStore, load_cipher
 from syncd.plugins import ConnectorRegistry
 from syncd.salesbook import SalesBook, load_salesbook, problems_from_validation, read_yaml
+from syncd.store.db import Database
 
 DEFAULT_CONFIG = Path("config/syncd.yaml")
 CANONICAL_DEAL_FIELDS = ("lead_source", "profit", "is_tender", "public_incident",
@@ -47,6 +50,8 @@ class DaemonConfig(_Model):
     salesbooks_dir: str = "salesbooks"
     reports_dir: str = "../var/reports"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Fernet key for OAuth tokens at rest (``SYNCD_SECRET_KEY`` wins); created if missing.
+    secret_key_file: str = "../var/secret.key"  # noqa: S105 - a path, not a secret
 
 
 class FieldMapping(_Model):
@@ -118,13 +123,20 @@ class Tenant:
     connector_class: type[Connector]
     settings: ConnectionSettings
     interval_minutes: int
+    #: Where OAuth tokens get their encryption key (called only when tokens are used).
+    token_cipher: Callable[[], TokenCipher] | None = None
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.config.timezone)
 
-    def make_connector(self) -> Connector:
-        return self.connector_class(self.settings, tenant=self.key)
+    def make_connector(self, db: Database | None = None) -> Connector:
+        """A connector for one pass; with ``db`` it gets the tenant's durable state."""
+        connector = self.connector_class(self.settings, tenant=self.key)
+        if db is not None and self.token_cipher is not None:
+            connector.state = ConnectorState(tokens=TokenStore(
+                db, self.key, self.config.plugin, self.token_cipher))
+        return connector
 
 
 @dataclass
@@ -138,6 +150,17 @@ class Settings:
     salesbooks_dir: Path
     reports_dir: Path
     warnings: list[ConfigProblem] = field(default_factory=list)
+    _cipher: TokenCipher | None = field(default=None, repr=False)
+
+    @property
+    def secret_key_file(self) -> Path:
+        return (self.file.parent / self.daemon.secret_key_file).resolve()
+
+    def token_cipher(self) -> TokenCipher:
+        """The OAuth token cipher (``SYNCD_SECRET_KEY`` or the key file), made once."""
+        if self._cipher is None:
+            self._cipher = load_cipher(self.secret_key_file)
+        return self._cipher
 
     def tenant_files(self) -> dict[str, Path]:
         if not self.tenants_dir.is_dir():
@@ -243,6 +266,7 @@ def _load_tenant(
         key=path.stem, file=path, config=config, book=book, connector_class=connector_class,
         settings=settings_obj,
         interval_minutes=config.interval_minutes or settings.daemon.interval_minutes,
+        token_cipher=settings.token_cipher,
     )
     return tenant, problems
 

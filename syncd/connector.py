@@ -16,14 +16,17 @@ A connector never sleeps ad hoc and never retries by itself: it makes its HTTP c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from syncd.records import Page, Record
+
+if TYPE_CHECKING:
+    from syncd.oauth import TokenStore
 
 #: The streams, in the order the core pulls them. A connector may declare fewer.
 STANDARD_STREAMS = (
@@ -115,6 +118,28 @@ class Inspection:
     users: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class ConnectorState:
+    """Durable per-tenant services the core lends a connector for a pass.
+
+    ``tokens`` keeps OAuth tokens in the database, safe under refresh-token rotation across
+    processes (``syncd.oauth``); ``None`` when the connector runs without a database (unit
+    tests, `syncd inspect` without a store)."""
+
+    tokens: TokenStore | None = None
+
+
+@dataclass(frozen=True)
+class WebhookHint:
+    """What a CRM webhook call says changed. Only a hint: the data is re-read from the API.
+
+    ``echo`` is True when the change is our own write-back (nothing to sync)."""
+
+    entity: str | None = None
+    ids: tuple[str, ...] = ()
+    echo: bool = False
+
+
 class Connector(ABC):
     """One CRM. Subclasses set ``name`` and ``settings_model`` and implement the methods."""
 
@@ -122,9 +147,13 @@ class Connector(ABC):
     settings_model: ClassVar[type[ConnectionSettings]] = ConnectionSettings
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
 
+    #: Set by the core right after construction (``Tenant.make_connector``); read it lazily.
+    state: ConnectorState
+
     def __init__(self, settings: ConnectionSettings, *, tenant: str) -> None:
         self.settings = settings
         self.tenant = tenant
+        self.state = ConnectorState()
 
     @abstractmethod
     def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
@@ -151,6 +180,12 @@ class Connector(ABC):
 
     def create_task(self, task: TaskCreate) -> WriteResult:
         raise NotImplementedError(f"{self.name} does not support tasks")
+
+    def webhook_hint(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
+        """Read a webhook call's payload (already authenticated by the core). The default
+        treats every call as "something changed"; override to spot our own echoes. Raise
+        ``BadPayloadError`` for a payload that is not this CRM's."""
+        return WebhookHint()
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release sessions and other resources."""

@@ -79,7 +79,7 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
     with db.session() as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         run_id = store.start_run(session, tenant_id, full=options.full, as_of=now)
-    connector = tenant.make_connector()
+    connector = tenant.make_connector(db)
     status, error = "failed", None
     try:
         _pull(db, connector, tenant_id, options, summary)

@@ -387,6 +387,46 @@ class WritebackRow(Base):
     updated_at: Mapped[datetime]
 
 
+class CredentialRow(Base):
+    """A tenant's OAuth tokens, encrypted (``syncd.oauth``); one row per tenant.
+
+    Keyed by the tenant *key* (not ``tenants.id``): tokens are seeded before a tenant's first
+    pass. ``seed_fingerprint`` is a hash of the credential the tenant file gave (a refresh
+    token or an authorization code): when the file's value changes, the admin reconnected
+    and the stored pair is replaced. ``version`` grows with every stored pair.
+    """
+
+    __tablename__ = "credentials"
+
+    tenant_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100))
+    access_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    refresh_token: Mapped[str | None] = mapped_column(Text)  # encrypted
+    expires_at: Mapped[datetime | None]
+    seed_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="ok")  # ok | disconnected
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class TenantLeaseRow(Base):
+    """Which replica syncs a tenant now (PostgreSQL scale-out); one row per tenant key.
+
+    ``fence`` grows by one with every new claim; every commit of a pass checks that the
+    lease row still carries the fence it was claimed with, so a replica that paused past
+    ``expires_at`` cannot write stale results after another replica took the tenant over.
+    """
+
+    __tablename__ = "tenant_leases"
+
+    tenant_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(255))
+    fence: Mapped[int] = mapped_column(BigInteger, default=0)
+    acquired_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+
 #: Record tables by name, for counts and maintenance.
 RECORD_MODELS: dict[str, type[RecordMixin]] = {
     "users": UserRow,

@@ -1,0 +1,1 @@
+"""The amocrm plugin for syncd (work in progress: registers no connector yet)."""

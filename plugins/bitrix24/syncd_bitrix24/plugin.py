@@ -1,0 +1,11 @@
+"""Hook implementations of the bitrix24 plugin (entry point ``syncd: bitrix24``)."""
+
+from __future__ import annotations
+
+from syncd import hookimpl
+from syncd.plugins import ConnectorRegistry
+
+
+@hookimpl
+def syncd_register_connectors(registry: ConnectorRegistry) -> None:
+    """No connector yet: the plugin is being built."""
