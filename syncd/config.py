@@ -100,6 +100,9 @@ class TenantConfig(_Model):
     interval_minutes: int | None = Field(default=None, ge=1)
     mapping: Mapping = Field(default_factory=Mapping)
     writeback: WritebackConfig = Field(default_factory=WritebackConfig)
+    #: Report sinks: sink name -> its options (``gsheets: {spreadsheet_id: ..., ...}``).
+    #: Values may use $env/$file; each sink plugin validates its own options.
+    reports: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any
 
 import schedule
 
-from syncd import store
+from syncd import secrets, store
 from syncd.config import Settings, Tenant
 from syncd.errors import SyncdError
 from syncd.plugins import Plugins
@@ -69,10 +69,27 @@ class Runner:
     def _write_report(self, tenant: Tenant, options: PassOptions) -> str | None:
         try:
             report = build_report(self.db, tenant, as_of=options.as_of)
-            return str(write_report(report, self.settings.reports_dir))
+            path = str(write_report(report, self.settings.reports_dir))
         except Exception:
             log.exception("tenant %s: the report could not be written", tenant.key)
             return None
+        if options.as_of is None:
+            self._publish_report(tenant, report)
+        return path
+
+    def _publish_report(self, tenant: Tenant, report: dict[str, Any]) -> None:
+        """Hand the report to every sink the tenant file lists (``reports:``)."""
+        for sink, raw_options in tenant.config.reports.items():
+            try:
+                sink_options = {**secrets.resolve_all(raw_options, tenant.file.parent),
+                                "sink": sink}
+                self.plugins.hook.syncd_publish_report(tenant=tenant, report=report,
+                                                       options=sink_options)
+            except (SyncdError, secrets.SecretError) as exc:
+                log.error("tenant %s: report sink %s failed: %s", tenant.key, sink,  # noqa: TRY400
+                          redact(str(exc)))
+            except Exception:
+                log.exception("tenant %s: report sink %s failed", tenant.key, sink)
 
     def _notify_error(self, tenant: str, error: BaseException) -> None:
         try:

@@ -53,6 +53,22 @@ def syncd_after_sync(tenant: str, summary: dict[str, Any]) -> None:
 
 
 @hookspec
+def syncd_publish_report(tenant: Any, report: dict[str, Any], options: dict[str, Any]) -> None:
+    """Publish a tenant's fresh report somewhere people read it (e.g. Google Sheets tabs).
+
+    Called after each successful live pass, once per entry of the tenant file's
+    ``reports:`` section whose key is the plugin's sink name; a plugin ignores calls whose
+    ``options["sink"]`` is not its own.
+
+    :param tenant: the loaded ``syncd.config.Tenant``.
+    :param report: the report dict (schema ``syncd.report/1``, docs/report-schema.md).
+    :param options: that ``reports:`` entry with secrets resolved, plus ``"sink"`` (its key).
+    Return nothing. Raise ``SyncdError`` with a clear message on failure: it is logged for
+    this tenant and does not fail the pass or other tenants.
+    """
+
+
+@hookspec
 def syncd_on_tenant_error(tenant: str, error: BaseException) -> None:
     """Called when a tenant's pass failed (the other tenants go on).
 

@@ -56,6 +56,17 @@ def resolve(value: Any, base_dir: Path | None = None) -> str:
     return secret
 
 
+def resolve_all(value: Any, base_dir: Path | None = None) -> Any:
+    """``value`` with every ``$env``/``$file`` reference inside it resolved (recursively)."""
+    if is_reference(value):
+        return resolve(value, base_dir)
+    if isinstance(value, dict):
+        return {k: resolve_all(v, base_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_all(v, base_dir) for v in value]
+    return value
+
+
 def register(secret: str) -> None:
     """Remember a secret so ``redact`` masks it wherever it appears."""
     if secret and len(secret) >= 4:
