@@ -42,6 +42,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class HttpConfig(_Model):
+    """The daemon's HTTP side: dashboard, /healthz, /readyz, /metrics, CRM webhooks."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    #: Required when ``host`` is not a loopback address: a token for the dashboard and the
+    #: metrics (``{$env: NAME}`` or ``{$file: path}``; sent as a bearer token or password).
+    auth_token: Any = None
+
+
 class DaemonConfig(_Model):
     database_url: str = "sqlite:///../var/syncd.db"
     interval_minutes: int = Field(default=15, ge=1)
@@ -52,6 +63,7 @@ class DaemonConfig(_Model):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: Fernet key for OAuth tokens at rest (``SYNCD_SECRET_KEY`` wins); created if missing.
     secret_key_file: str = "../var/secret.key"  # noqa: S105 - a path, not a secret
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
 
 class FieldMapping(_Model):
