@@ -25,6 +25,9 @@ class User:
     email: str | None = None
     active: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
+    #: The user's manager in the CRM (e.g. their Bitrix24 department head), if the CRM
+    #: knows one; manager karma uses it when the tenant file names no teams.
+    manager_id: str | None = None
 
 
 @dataclass(slots=True)

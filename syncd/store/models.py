@@ -109,6 +109,8 @@ class UserRow(RecordMixin, Base):
     name: Mapped[str] = mapped_column(Text)
     email: Mapped[str | None] = mapped_column(String(320))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    manager_external_id: Mapped[str | None] = mapped_column(String(255))
+    manager_id = synonym("manager_external_id")
 
 
 class PipelineRow(RecordMixin, Base):

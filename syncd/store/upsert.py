@@ -62,7 +62,8 @@ class UpsertStats:
 
 def _user(r: rec.User) -> Row:
     return {"external_id": r.external_id, "name": r.name, "email": r.email,
-            "active": r.active, "raw": r.raw, "deleted": False}
+            "active": r.active, "manager_external_id": r.manager_id, "raw": r.raw,
+            "deleted": False}
 
 
 def _pipeline(r: rec.Pipeline) -> Row:

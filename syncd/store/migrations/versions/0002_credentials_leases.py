@@ -1,4 +1,4 @@
-"""Encrypted OAuth credentials per tenant, and tenant leases for PostgreSQL scale-out.
+"""Encrypted OAuth credentials, tenant leases for PostgreSQL scale-out, users' managers.
 
 Revision ID: 0002
 Revises: 0001
@@ -19,6 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("users", sa.Column("manager_external_id", sa.String(length=255),
+                                     nullable=True))
     op.create_table(
         "credentials",
         sa.Column("tenant_key", sa.String(length=100), nullable=False),
@@ -47,3 +49,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("tenant_leases")
     op.drop_table("credentials")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("manager_external_id")
