@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -224,6 +225,12 @@ class _Wait:
         return min(self._backoff(state), self.max_wait)
 
 
+#: Called with the status code of every response received in the current context (0 for a
+#: transport failure). The daemon sets it per tenant pass to count API calls and 429s.
+response_observer: ContextVar[Callable[[int], None] | None] = ContextVar(
+    "syncd_response_observer", default=None)
+
+
 # --- the client ----------------------------------------------------------------------------
 class ApiClient:
     """One ``requests.Session`` with the syncd policy; returns parsed JSON."""
@@ -308,6 +315,7 @@ class ApiClient:
                 method, url, params=params, json=body, timeout=self.timeout,
             )
         except _TRANSPORT_ERRORS as exc:
+            _observe(0)
             kind = type(exc).__name__
             message = redact(f"{method} {url}: {kind}: {exc}")
             raise TransportError(message, url=redact(url)) from exc
@@ -316,6 +324,7 @@ class ApiClient:
                 self.limiter.release(slot)
         if self.limiter is not None:
             self.limiter.observe(response.headers)
+        _observe(response.status_code)
         error = self._classify(response)
         if error is not None:
             if response.status_code == 429:
@@ -325,6 +334,12 @@ class ApiClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _observe(status: int) -> None:
+    observer = response_observer.get()
+    if observer is not None:
+        observer(status)
 
 
 def _log_retry(state: RetryCallState) -> None:
