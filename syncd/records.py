@@ -166,6 +166,9 @@ class Page:
     cursor: str | None = None
     deleted_ids: Sequence[str] = ()
     requests: int = 0  # HTTP requests this page took (for progress and metrics)
+    #: Source rows that could not be read and were skipped, each naming where (e.g. a
+    #: spreadsheet's tab and row number); surfaced in the pass summary, never fatal.
+    problems: Sequence[str] = ()
 
 
 PageIterator = Iterator[Page]

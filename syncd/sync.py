@@ -62,6 +62,8 @@ class PassSummary:
     companies_with_karma: int = 0
     writes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Source rows skipped because they could not be read (``Page.problems``).
+    problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -133,6 +135,7 @@ def _pull(db: store.Database, connector: Connector, tenant_id: int, options: Pas
             summary.changed[stream] = (summary.changed.get(stream, 0)
                                        + stats.inserted + stats.updated)
             summary.requests += page.requests
+            summary.problems.extend(page.problems)
             changed_deals |= stats.changed_ids.get("deal", set())
             if options.stop_requested():
                 message = f"stopped during stream {stream} after a committed page"
