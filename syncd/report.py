@@ -1,4 +1,5 @@
-"""The tenant report: violations, client karma with its ledger, segments, counts.
+"""The tenant report: violations, client karma with its ledger, segments, counts, people
+karma (employees, managers, bonuses), KPIs and the contact matrix.
 
 ``build_report`` returns a JSON-able dict whose schema is documented in
 docs/report-schema.md (``"schema": "syncd.report/1"``). Live reports read the stored
@@ -16,7 +17,11 @@ from typing import Any
 
 from syncd import store
 from syncd.config import Tenant
+from syncd.kpi import compute_kpis
+from syncd.kpi import load as kpi_load
+from syncd.kpi.model import Clock
 from syncd.mapping import TenantMapper
+from syncd.scoring import people as people_karma
 from syncd.scoring.karma import KarmaLine, client_totals, line_amount, segment_karma
 from syncd.sync import audit_now
 
@@ -36,6 +41,8 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         counts = store.counts(session, tenant_id)
         stored = None if as_of else list(store.open_violations(session, tenant_id))
         lines = store.karma_line_rows(session, tenant_id, "client")
+        people, kpis, matrix = _people_and_kpis(session, tenant, tenant_id, mapper,
+                                                as_of or generated, live=as_of is None)
     violations = (_live_violations(stored, deals) if stored is not None
                   else _what_if_violations(db, tenant, as_of, deals))
     karma = _client_karma(lines, companies, mapper, tenant)
@@ -55,7 +62,80 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "violations": violations,
         "client_karma": karma,
         "segments": _segments(karma, companies, mapper),
+        "people": people,
+        "kpis": kpis,
+        "contact_matrix": matrix,
         "notes": _notes(violations),
+    }
+
+
+# -- people karma and KPIs ---------------------------------------------------------------------
+def _people_and_kpis(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
+                     now: datetime, *, live: bool,
+                     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One pass over deals and activities for the KPIs; people karma from the stored ledger
+    (live) or, for an ``--as-of`` report, from lines computed on the fly up to that month."""
+    companies = kpi_load.company_records(session, tenant_id, mapper)
+    users = kpi_load.people(session, tenant_id)
+    names = {user.user_id: user.name for user in users}
+    collected: list[Any] = []
+    kpis, matrix = compute_kpis(
+        tenant.book, mapper.tz, now, kpi_load.deal_records(session, tenant_id, mapper),
+        kpi_load.activity_records(session, tenant_id, mapper), companies, names,
+        on_deal=None if live else collected.append)
+    current = Clock(mapper.tz).month(now)
+    if live:
+        lines: list[Any] = store.karma_line_rows(session, tenant_id, people_karma.KIND)
+    else:
+        violations = [v for v in kpi_load.violation_records(session, tenant_id)
+                      if v.opened_at <= now]
+        lines = [line for line in people_karma.employee_lines(
+            collected, companies.values(), violations, tenant.book, mapper.tz)
+            if line.period <= current]
+    people = people_section(lines, users, tenant, kpis["period"]["months"], current)
+    return people, kpis, matrix
+
+
+def people_section(lines: list[Any], users: list[people_karma.Person], tenant: Tenant,
+                   months: list[str], current: str) -> dict[str, Any]:
+    """``{employees, managers, ...}`` for the report's months (newest first)."""
+    weights = tenant.book.karma.employee
+    rate = tenant.book.karma.bonus_rate
+    names = {user.user_id: user.name for user in users}
+    wanted = set(months)
+    totals = people_karma.employee_totals(lines, weights)
+    criteria: dict[tuple[str, str], dict[str, float]] = {}
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in lines:
+        key = (line.subject_id, line.period)
+        if line.period in wanted:
+            cell = criteria.setdefault(key, {})
+            cell[line.criterion] = cell.get(line.criterion, 0.0) + people_karma.employee_amount(
+                line, weights)
+            counts[key] += 1
+    employees = [
+        {"user_id": user, "name": names.get(user, user), "period": period,
+         "karma": round(total, 2), "bonus": people_karma.bonus(total, rate),
+         "bonus_final": period < current,
+         "criteria": {k: round(v, 2) for k, v in sorted(criteria.get((user, period), {}).items())},
+         "lines": counts[(user, period)]}
+        for (user, period), total in totals.items() if period in wanted
+    ]
+    employees.sort(key=lambda row: (row["period"], row["karma"]), reverse=True)
+    teams, problems = people_karma.resolve_teams(tenant.config.mapping.teams, users)
+    managers = [
+        {"user_id": m.manager_id, "name": names.get(m.manager_id, m.manager_id),
+         "period": m.period, "members": list(m.members), "team_size": len(m.members),
+         "member_karma": [{"user_id": u, "name": names.get(u, u), "karma": round(k, 2)}
+                          for u, k in m.member_karma],
+         "karma": round(m.karma, 2)}
+        for m in people_karma.manager_karma(totals, teams) if m.period in wanted
+    ]
+    managers.sort(key=lambda row: (row["period"], row["karma"]), reverse=True)
+    return {
+        "period": current, "months": months, "bonus_rate": rate,
+        "teams_from": ("config" if tenant.config.mapping.teams else "crm") if teams else None,
+        "employees": employees, "managers": managers, "problems": problems,
     }
 
 

@@ -98,6 +98,15 @@ class KarmaWeights(_Strict):
     bonus_rate: float = 0.0
 
 
+class KpiPlan(_Strict):
+    """KPI targets and plans (docs/kpis.md): the "5 wins" a week, new clients and revenue
+    a month (revenue drives the plan inversion: revenue -> deals -> leads)."""
+
+    forward_moves_per_week: int = Field(default=5, ge=0)
+    new_clients_per_month: int | None = Field(default=None, ge=0)
+    revenue_per_month: float | None = Field(default=None, gt=0)
+
+
 class SalesBook(_Strict):
     key: str
     title: str
@@ -108,6 +117,7 @@ class SalesBook(_Strict):
     stages: tuple[ActiveStage, ...] = Field(min_length=1)
     passive: Passive
     karma: KarmaWeights = KarmaWeights()
+    kpis: KpiPlan = KpiPlan()
     _stage_index: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")

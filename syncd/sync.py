@@ -21,8 +21,10 @@ from syncd.audit.facts import DealFacts, Finding
 from syncd.config import Tenant
 from syncd.connector import Connector, PullContext
 from syncd.errors import SyncdError
+from syncd.kpi import load as kpi_load
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
+from syncd.scoring import people
 from syncd.scoring.karma import client_karma_lines, line_amount, line_weight
 from syncd.secrets import redact
 from syncd.writeback import WritebackResult, queue_tasks, run_writeback
@@ -167,6 +169,20 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
         store.replace_karma_lines(session, tenant_id, "client", lines,
                                   karma_weights_fn(tenant))
         summary.companies_with_karma = len({line.subject_id for line in lines})
+        _score_people(session, tenant, tenant_id, mapper)
+
+
+def _score_people(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper) -> None:
+    """Replace the employee karma ledger (kind "employee") in the pass's transaction."""
+    lines = people.employee_lines(
+        kpi_load.deal_records(session, tenant_id, mapper),
+        kpi_load.company_records(session, tenant_id, mapper).values(),
+        kpi_load.violation_records(session, tenant_id), tenant.book, mapper.tz)
+    weights = tenant.book.karma.employee
+    store.replace_karma_lines(
+        session, tenant_id, people.KIND, lines,
+        lambda line: (people.employee_weight(line.criterion, weights),
+                      people.employee_amount(line, weights)))
 
 
 def _audit(session: Any, tenant: Tenant, tenant_id: int, now: datetime,
