@@ -17,7 +17,7 @@ from rich.console import Console
 
 from syncd import __version__, exitcodes, store
 from syncd.config import Settings, Tenant, check_all, load_settings, load_tenant
-from syncd.daemon import Daemon, Runner, TenantOutcome
+from syncd.daemon import Runner, TenantOutcome
 from syncd.display import print_report, print_summary, pull_progress
 from syncd.errors import ConfigError, PluginError, SyncdError
 from syncd.logs import setup_logging
@@ -208,20 +208,29 @@ def _print_outcome(outcome: TenantOutcome) -> None:
 @click.argument("tenants", nargs=-1)
 @click.option("--max-passes", type=int, default=None, hidden=True,
               help="Stop after this many tenant passes (tests).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              envvar="SYNCD_LOG_FORMAT", show_default=True,
+              help="json: one object per line for log collectors [env SYNCD_LOG_FORMAT].")
+@click.option("--replica-id", envvar="SYNCD_REPLICA_ID", default=None,
+              help="This replica's name in the lease table [default: host:pid:random].")
 @pass_context
 @handle_errors
-def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None) -> None:
-    """The daemon: every tenant on its interval until SIGTERM/SIGINT."""
+def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None, log_format: str,
+        replica_id: str | None) -> None:
+    """The daemon: every tenant on its interval until SIGTERM/SIGINT; several replicas may
+    share one PostgreSQL (see docs/operations.md)."""
+    from syncd.daemon import serve
+    from syncd.lease import ReplicaRefused
+
+    setup_logging(obj.settings.daemon.log_level, log_format)
     loaded = [t for t in obj.tenants(tenants) if t.config.enabled]
-    overlap = timedelta(minutes=obj.settings.daemon.overlap_minutes)
-    runner = Runner(obj.settings, obj.plugins, obj.database(),
-                    options_factory=lambda: PassOptions(overlap=overlap))
-    daemon = Daemon(runner, loaded, max_passes=max_passes)
-    daemon.install_signal_handlers()
-    log.warning("syncd %s running %d tenant(s); database %s", __version__, len(loaded),
-                store.redacted_url(obj.settings.database_url))
-    daemon.run()
-    sys.exit(exitcodes.INTERRUPTED if daemon.signals else exitcodes.OK)
+    try:
+        code = serve(obj.settings, obj.plugins, store.Database(obj.settings.database_url),
+                     loaded, max_passes=max_passes, holder=replica_id)
+    except ReplicaRefused as exc:
+        err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
+        sys.exit(exitcodes.CONFIG_ERROR)
+    sys.exit(code)
 
 
 @main.command()

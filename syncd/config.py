@@ -53,6 +53,30 @@ class HttpConfig(_Model):
     auth_token: Any = None
 
 
+class ReplicaConfig(_Model):
+    """Scale-out: how this replica claims tenants (leases in the database, see syncd.lease).
+
+    Several replicas need PostgreSQL; on SQLite a second replica is refused."""
+
+    #: A claimed tenant is ours this long without a renewal; a dead replica's tenants are
+    #: taken over after it. Longer than the slowest page plus its commit.
+    lease_seconds: float = Field(default=90, gt=0)
+    #: Renewal period (default: a quarter of the lease).
+    heartbeat_seconds: float | None = Field(default=None, gt=0)
+    #: How often the scheduler looks for due tenants (also bounds takeover latency).
+    poll_seconds: float = Field(default=5, gt=0)
+    #: Tenant passes run at once by this replica.
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Webhook calls for one tenant within this window trigger one pass.
+    webhook_debounce_seconds: float = Field(default=5, ge=0)
+    #: SIGTERM: seconds to finish the pages in flight before exiting anyway.
+    drain_seconds: float = Field(default=20, gt=0)
+
+    @property
+    def heartbeat(self) -> float:
+        return self.heartbeat_seconds or self.lease_seconds / 4
+
+
 class DaemonConfig(_Model):
     database_url: str = "sqlite:///../var/syncd.db"
     interval_minutes: int = Field(default=15, ge=1)
@@ -64,6 +88,7 @@ class DaemonConfig(_Model):
     #: Fernet key for OAuth tokens at rest (``SYNCD_SECRET_KEY`` wins); created if missing.
     secret_key_file: str = "../var/secret.key"  # noqa: S105 - a path, not a secret
     http: HttpConfig = Field(default_factory=HttpConfig)
+    replica: ReplicaConfig = Field(default_factory=ReplicaConfig)
 
 
 class FieldMapping(_Model):
@@ -115,6 +140,9 @@ class TenantConfig(_Model):
     #: Report sinks: sink name -> its options (``gsheets: {spreadsheet_id: ..., ...}``).
     #: Values may use $env/$file; each sink plugin validates its own options.
     reports: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: Shared secret of this tenant's CRM webhooks (``{$env: NAME}`` / ``{$file: path}``);
+    #: without it the tenant's webhook endpoint answers 404. See docs/operations.md.
+    webhook_secret: Any = None
 
     @field_validator("timezone")
     @classmethod

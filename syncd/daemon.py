@@ -1,8 +1,11 @@
 """The daemon: every tenant on its interval, one tenant's failure isolated, clean stop.
 
-Signal handlers only set flags. The first SIGTERM/SIGINT asks for a warm stop: the running
-pass finishes its current page (committed with its cursor) and returns; no new pass starts.
-A second signal exits at once (exit code 130); committed data is consistent either way.
+Tenants are claimed through leases in the database (``syncd.lease``), so several replicas
+on one PostgreSQL share them, each pass in exactly one replica. Signal handlers only set
+flags. The first SIGTERM/SIGINT asks for a warm stop: no new claim, each running pass
+finishes its current page (committed with its cursor), its lease is handed back due, and the
+process exits within the drain budget. A second signal exits at once (exit code 130);
+committed data is consistent either way, and unreleased leases simply expire.
 """
 
 from __future__ import annotations
@@ -10,19 +13,25 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
-import schedule
-
-from syncd import secrets, store
-from syncd.config import Settings, Tenant
-from syncd.errors import SyncdError
+from syncd import __version__, exitcodes, secrets, store
+from syncd.config import ReplicaConfig, Settings, Tenant
+from syncd.errors import ConfigError, SyncdError
+from syncd.http import response_observer
+from syncd.lease import FencedDatabase, Heartbeat, Lease, SqliteGuard, replica_id
+from syncd.metrics import Metrics
 from syncd.plugins import Plugins
 from syncd.report import build_report, write_report
+from syncd.sdnotify import Notifier
 from syncd.secrets import redact
+from syncd.store import leases
 from syncd.sync import Interrupted, PassOptions, PassSummary, run_pass
 
 log = logging.getLogger(__name__)
@@ -48,11 +57,17 @@ class Runner:
     options_factory: Callable[[], PassOptions] = PassOptions
     stop_event: threading.Event = field(default_factory=threading.Event)
 
-    def run_tenant(self, tenant: Tenant, options: PassOptions | None = None) -> TenantOutcome:
+    def run_tenant(self, tenant: Tenant, options: PassOptions | None = None, *,
+                   db: store.Database | None = None,
+                   stop: Callable[[], bool] | None = None) -> TenantOutcome:
+        """One pass; ``db`` may be a fenced view of the database (scale-out), ``stop`` an
+        extra reason to stop at the next page boundary (a lost lease)."""
         options = options or self.options_factory()
-        options.stop_requested = self.stop_event.is_set
+        options.stop_requested = (self.stop_event.is_set if stop is None
+                                  else lambda: self.stop_event.is_set() or stop())
+        db = db or self.db
         try:
-            summary = run_pass(self.db, self.plugins, tenant, options)
+            summary = run_pass(db, self.plugins, tenant, options)
         except Interrupted as exc:
             log.warning("tenant %s: %s", tenant.key, exc)
             return TenantOutcome(tenant.key, ok=False, error=str(exc), interrupted=True)
@@ -63,12 +78,13 @@ class Runner:
                     exc_info=not isinstance(exc, SyncdError))
             self._notify_error(tenant.key, exc)
             return TenantOutcome(tenant.key, ok=False, error=message)
-        path = self._write_report(tenant, options)
+        path = self._write_report(tenant, options, db)
         return TenantOutcome(tenant.key, ok=True, summary=summary, report=path)
 
-    def _write_report(self, tenant: Tenant, options: PassOptions) -> str | None:
+    def _write_report(self, tenant: Tenant, options: PassOptions,
+                      db: store.Database) -> str | None:
         try:
-            report = build_report(self.db, tenant, as_of=options.as_of)
+            report = build_report(db, tenant, as_of=options.as_of)
             path = str(write_report(report, self.settings.reports_dir))
         except Exception:
             log.exception("tenant %s: the report could not be written", tenant.key)
@@ -107,17 +123,38 @@ class Runner:
 
 
 class Daemon:
-    """`syncd run`: a dedicated ``schedule.Scheduler``, waits on an Event, never bare sleeps."""
+    """`syncd run`: claims due tenants through leases in the database and runs their passes.
+
+    The schedule lives in the lease table (``syncd.store.leases``), not in this process, so
+    any number of replicas on one PostgreSQL share the tenants: each pass runs in exactly one
+    replica, under a fenced database view, while a heartbeat thread renews its lease. The
+    main loop only claims, never syncs, so its tick time doubles as the liveness signal.
+    """
 
     def __init__(self, runner: Runner, tenants: Sequence[Tenant], *,
-                 max_passes: int | None = None) -> None:
+                 max_passes: int | None = None, replica: ReplicaConfig | None = None,
+                 metrics: Metrics | None = None, holder: str | None = None) -> None:
         self.runner = runner
-        self.tenants = list(tenants)
-        self.scheduler = schedule.Scheduler()
+        self.tenants = {tenant.key: tenant for tenant in tenants}
+        self.replica = replica or ReplicaConfig()
+        self.metrics = metrics or Metrics()
+        self.holder = holder or replica_id()
         self.max_passes = max_passes
+        self.ttl = timedelta(seconds=self.replica.lease_seconds)
+        self.heartbeat = Heartbeat(runner.db, self.ttl, self.replica.heartbeat)
         self.passes = 0
         self.signals = 0
+        self.last_tick = time.monotonic()
+        self.started = False
+        self.wake = threading.Event()
+        self._running: dict[str, tuple[Lease, threading.Thread]] = {}
+        self._pending: dict[str, float] = {}  # webhook-triggered tenant -> when to mark due
+        self._lock = threading.Lock()
+        self._groups: dict[int, list[str]] = defaultdict(list)
+        for tenant in self.tenants.values():
+            self._groups[tenant.interval_minutes].append(tenant.key)
 
+    # -- signals ---------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -128,32 +165,283 @@ class Daemon:
             raise KeyboardInterrupt  # cold stop: the second signal
         log.warning("%s received: finishing the current page, then stopping",
                     signal.Signals(signum).name)
+        self.stop()
+
+    def stop(self) -> None:
         self.runner.stop_event.set()
+        self.wake.set()
 
-    def _job(self, tenant: Tenant) -> None:
-        if self.runner.stop_event.is_set():
-            return
-        outcome = self.runner.run_tenant(tenant)
-        self.passes += 1
-        if outcome.ok and outcome.summary is not None:
-            log.info("tenant %s: pass ok in %.1fs, %d open violations, writes %s",
-                     tenant.key, outcome.summary.seconds, outcome.summary.violations_open,
-                     outcome.summary.writes)
-        if self.max_passes is not None and self.passes >= self.max_passes:
-            self.runner.stop_event.set()
+    @property
+    def stopping(self) -> bool:
+        return self.runner.stop_event.is_set()
 
-    def run(self) -> None:
-        """Run every tenant now, then each on its interval, until stopped."""
-        for tenant in self.tenants:
-            self.scheduler.every(tenant.interval_minutes).minutes.do(self._job, tenant)
-            log.info("tenant %s scheduled every %d min", tenant.key, tenant.interval_minutes)
-        self.scheduler.run_all()  # first pass for everyone at start
-        while not self.runner.stop_event.is_set():
-            self.scheduler.run_pending()
-            idle = self.scheduler.idle_seconds
-            wait = 60.0 if idle is None else max(0.0, min(idle, 60.0))
-            self.runner.stop_event.wait(wait)
+    # -- the loop --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Make sure every configured tenant has a lease row (new ones are due at once)."""
+        with self.runner.db.session() as session:
+            leases.ensure_leases(session, self.tenants)
+
+    def run(self, on_ready: Callable[[], None] | None = None,
+            on_tick: Callable[[], None] | None = None) -> None:
+        """Claim and run due tenants until stopped; then drain and release."""
+        self.prepare()
+        self.heartbeat.start()
+        self.started = True
+        log.info("replica %s: %d tenant(s), %d worker(s), lease %.0fs", self.holder,
+                 len(self.tenants), self.replica.workers, self.replica.lease_seconds)
+        if on_ready is not None:
+            on_ready()
+        try:
+            while not self.stopping:
+                self.tick()
+                if on_tick is not None:
+                    on_tick()
+                self.wake.wait(self._wait_seconds())
+                self.wake.clear()
+            self._drain()
+        finally:
+            self.heartbeat.stop()
         log.info("stopped after %d passes", self.passes)
 
+    def tick(self) -> list[leases.Claim]:
+        """One scheduler step: flush debounced webhooks, claim what is due, start it."""
+        self.last_tick = time.monotonic()
+        self.metrics.scheduler_tick.set(time.time())
+        self._flush_pending()
+        claims: list[leases.Claim] = []
+        with self._lock:
+            busy = set(self._running)
+        free = self.replica.workers - len(busy)
+        if free <= 0 or self.stopping:
+            return claims
+        try:
+            with self.runner.db.session() as session:
+                for minutes, keys in self._groups.items():
+                    idle = [key for key in keys if key not in busy]
+                    claims += leases.claim_due(session, idle, self.holder,
+                                               interval=timedelta(minutes=minutes),
+                                               ttl=self.ttl, limit=free - len(claims))
+                    if len(claims) >= free:
+                        break
+        except Exception as exc:  # the database is away: try again next tick
+            log.warning("claiming tenants failed: %s", redact(f"{type(exc).__name__}: {exc}"))
+            return []
+        for claim in claims:
+            self._start(claim)
+        return claims
+
+    def _wait_seconds(self) -> float:
+        wait = self.replica.poll_seconds
+        with self._lock:
+            if self._pending:
+                wait = min(wait, max(0.0, min(self._pending.values()) - time.monotonic()))
+        return wait
+
+    def _start(self, claim: leases.Claim) -> None:
+        lease = Lease(claim.tenant_key, claim.fence, self.holder)
+        self.metrics.lease_claims.inc()
+        log.info("tenant %s claimed (fence %d)", claim.tenant_key, claim.fence)
+        thread = threading.Thread(target=self._run_claimed, args=(lease,),
+                                  name=f"syncd-pass-{claim.tenant_key}", daemon=True)
+        with self._lock:
+            self._running[claim.tenant_key] = (lease, thread)
+        self.heartbeat.add(lease)
+        self.metrics.tenants_running.inc()
+        thread.start()
+
+    def _run_claimed(self, lease: Lease) -> None:
+        tenant = self.tenants[lease.tenant_key]
+        observer = response_observer.set(self.metrics.response_observer(tenant.key))
+        started = time.monotonic()
+        outcome: TenantOutcome | None = None
+        try:
+            outcome = self.runner.run_tenant(tenant, db=FencedDatabase(self.runner.db, lease),
+                                             stop=lease.lost.is_set)
+        finally:
+            response_observer.reset(observer)
+            self.heartbeat.remove(lease)
+            self._finish(lease, outcome, time.monotonic() - started)
+
+    def _finish(self, lease: Lease, outcome: TenantOutcome | None, seconds: float) -> None:
+        key = lease.tenant_key
+        if lease.lost.is_set():
+            status = "lease_lost"
+            self.metrics.lease_lost.inc()
+        elif outcome is None or outcome.interrupted:
+            status = "interrupted"
+        else:
+            status = "ok" if outcome.ok else "failed"
+        summary = outcome.summary if outcome else None
+        self.metrics.record_pass(key, status, seconds,
+                                 pulled=sum(summary.pulled.values()) if summary else 0,
+                                 writes=_write_count(summary.writes) if summary else 0)
+        if status == "ok" and summary is not None:
+            log.info("tenant %s: pass ok in %.1fs, %d open violations, writes %s",
+                     key, summary.seconds, summary.violations_open, summary.writes)
+        if status != "lease_lost":
+            try:
+                with self.runner.db.session() as session:
+                    # handed back mid-pass (SIGTERM): another replica may take it at once
+                    leases.release(session, key, lease.holder, lease.fence,
+                                   due_now=status == "interrupted")
+            except Exception as exc:
+                log.warning("tenant %s: releasing the lease failed (it expires): %s", key,
+                            type(exc).__name__)
+        with self._lock:
+            self._running.pop(key, None)
+            self.passes += 1
+            done = self.max_passes is not None and self.passes >= self.max_passes
+        self.metrics.tenants_running.dec()
+        if done:
+            self.stop()
+        self.wake.set()
+
+    def _drain(self) -> None:
+        """Wait for the passes in flight to commit their page and release, within budget."""
+        deadline = time.monotonic() + self.replica.drain_seconds
+        with self._lock:
+            threads = [thread for _, thread in self._running.values()]
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = sorted(self._running)
+        if left:
+            log.error("drain budget of %.0fs spent; leaving %s to lease expiry",
+                      self.replica.drain_seconds, ", ".join(left))
+
+    # -- webhooks ----------------------------------------------------------------------------
+    def trigger(self, key: str) -> bool:
+        """Ask for a pass of ``key`` soon (a webhook). Calls within the debounce window are
+        coalesced into one; False when the call was folded into a pending one."""
+        if key not in self.tenants:
+            raise KeyError(key)
+        with self._lock:
+            if key in self._pending:
+                return False
+            self._pending[key] = time.monotonic() + self.replica.webhook_debounce_seconds
+        self.wake.set()
+        return True
+
+    def _flush_pending(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [key for key, at in self._pending.items() if at <= now]
+        if not due:
+            return
+        try:
+            with self.runner.db.session() as session:
+                for key in due:
+                    leases.request_sync(session, key)
+        except Exception as exc:
+            log.warning("marking webhook tenants due failed: %s", type(exc).__name__)
+            return
+        with self._lock:
+            for key in due:
+                self._pending.pop(key, None)
+
+    # -- status ------------------------------------------------------------------------------
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
+
+    def alive(self, max_age: float | None = None) -> bool:
+        """The scheduler loop ticked recently (liveness; no database involved)."""
+        limit = max_age or max(30.0, 3 * self.replica.poll_seconds)
+        return time.monotonic() - self.last_tick <= limit
+
     def status(self) -> dict[str, Any]:
-        return {"passes": self.passes, "jobs": len(self.scheduler.get_jobs())}
+        return {"replica": self.holder, "passes": self.passes, "running": self.running(),
+                "tenants": len(self.tenants), "stopping": self.stopping}
+
+
+def _write_count(writes: dict[str, int]) -> int:
+    return sum(v for k, v in writes.items() if k in {"fields_written", "tasks_created"})
+
+
+# -- the service: `syncd run` ----------------------------------------------------------------
+def webhook_secrets(tenants: Sequence[Tenant]) -> dict[str, str]:
+    """Each tenant's resolved webhook secret (registered for redaction). A tenant whose
+    secret cannot be resolved gets no webhook endpoint; the others are unaffected."""
+    found = {}
+    for tenant in tenants:
+        raw = tenant.config.webhook_secret
+        if raw is None:
+            continue
+        try:
+            value = (secrets.resolve(raw, tenant.file.parent) if isinstance(raw, dict)
+                     else str(raw))
+        except (secrets.SecretError, SyncdError) as exc:
+            log.error(  # noqa: TRY400 - the message says it all, no traceback
+"tenant %s: webhook_secret: %s; its webhooks are disabled", tenant.key,
+                      redact(str(exc)))
+            continue
+        secrets.register(value)
+        found[tenant.key] = value
+    return found
+
+
+def start_web(settings: Settings, daemon: Daemon, tenants: Sequence[Tenant],
+              plugins: Any) -> Any:
+    """Serve the ops routes (and the dashboard's, when installed); None when disabled."""
+    from syncd.web import WebApp, WebContext, WebServer, ops
+
+    http = settings.daemon.http
+    if not http.enabled:
+        return None
+    auth_token = None
+    if http.auth_token is not None:
+        auth_token = (secrets.resolve(http.auth_token, settings.file.parent)
+                      if isinstance(http.auth_token, dict) else str(http.auth_token))
+        secrets.register(auth_token)
+    if not auth_token and http.host not in {"127.0.0.1", "localhost", "::1"}:
+        message = (f"{settings.file}: http.auth_token is required when http.host is "
+                   f"{http.host!r} (not a loopback address)")
+        raise ConfigError(message)
+    context = WebContext(settings=settings, db=daemon.runner.db, plugins=plugins, extras={
+        "daemon": daemon, "metrics": daemon.metrics,
+        "tenants": {t.key: t for t in tenants}, "webhook_secrets": webhook_secrets(tenants),
+        "auth_token": auth_token,
+    })
+    app = WebApp()
+    ops.register(app, context)
+    try:
+        from syncd.web import dashboard  # written separately; optional until it lands
+    except ImportError:
+        dashboard = None
+    if dashboard is not None:
+        dashboard.register(app, context)
+    try:
+        server = WebServer(app, http.host, http.port)
+    except OSError as exc:
+        message = f"{settings.file}: http: cannot listen on {http.host}:{http.port}: {exc}"
+        raise ConfigError(message) from None
+    return server.start()
+
+
+def serve(settings: Settings, plugins: Any, db: store.Database, tenants: Sequence[Tenant], *,
+          max_passes: int | None = None, holder: str | None = None) -> int:
+    """Run the daemon with its HTTP side until stopped; returns the exit code."""
+    guard = SqliteGuard(db).acquire()  # a second replica on SQLite stops here
+    try:
+        db.upgrade()
+        overlap = timedelta(minutes=settings.daemon.overlap_minutes)
+        runner = Runner(settings, plugins, db,
+                        options_factory=lambda: PassOptions(overlap=overlap))
+        daemon = Daemon(runner, tenants, max_passes=max_passes,
+                        replica=settings.daemon.replica, holder=holder)
+        daemon.install_signal_handlers()
+        server = start_web(settings, daemon, tenants, plugins)
+        notifier = Notifier()
+        log.warning("syncd %s running %d tenant(s) as replica %s; database %s%s", __version__,
+                    len(tenants), daemon.holder, db.redacted_url(),
+                    f"; HTTP on {server.url}" if server is not None else "")
+        try:
+            daemon.run(on_ready=lambda: notifier.ready(f"{len(tenants)} tenant(s)"),
+                       on_tick=notifier.watchdog)
+        finally:
+            notifier.stopping()
+            if server is not None:
+                server.stop()
+        return exitcodes.INTERRUPTED if daemon.signals else exitcodes.OK
+    finally:
+        guard.release()

@@ -1,0 +1,201 @@
+"""Replicas: which tenants this process syncs, fenced so a stalled replica cannot write.
+
+A ``Lease`` is one claimed tenant (its key and fence). ``FencedDatabase`` wraps the store so
+that every commit of a pass first locks the tenant's lease row and checks it still carries
+our holder id and fence; if not, the transaction rolls back and ``LeaseLost`` is raised.
+``sync.run_pass`` commits each page with its cursor and marks every write-back batch in the
+ledger *before* calling the CRM, so one check per commit also guards every CRM write batch.
+
+``Heartbeat`` renews the leases this replica holds from a background thread; a renewal that
+finds the lease gone, or no successful renewal for half the lease time (database
+unreachable), marks the lease lost, and the pass stops at its next page boundary.
+
+``SqliteGuard`` is the single-replica rule for SQLite: an exclusive lock file next to the
+database, taken at start and held for the life of the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy.orm import Session
+
+from syncd.errors import SyncdError
+from syncd.store import leases
+from syncd.store.db import Database, _sqlite_path
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(SyncdError):
+    """Another replica owns this tenant now; nothing more may be written for it."""
+
+
+class ReplicaRefused(SyncdError):
+    """This replica may not start (a second replica on SQLite)."""
+
+
+def replica_id() -> str:
+    """Host, pid and a random suffix: unique even when a pid is reused after a restart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Lease:
+    """One claimed tenant. ``lost`` is set once we know it is no longer ours."""
+
+    def __init__(self, tenant_key: str, fence: int, holder: str) -> None:
+        self.tenant_key = tenant_key
+        self.fence = fence
+        self.holder = holder
+        self.lost = threading.Event()
+        self.renewed_at = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"Lease({self.tenant_key!r}, fence={self.fence})"
+
+
+class FencedDatabase(Database):
+    """The same database, but each commit proves the lease is still ours first."""
+
+    def __init__(self, inner: Database, lease: Lease) -> None:
+        # Share the engine and session factory: no new pool per pass.
+        self.url = inner.url
+        self.engine = inner.engine
+        self._sessions = inner._sessions
+        self.lease = lease
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            self._check(session)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _check(self, session: Session) -> None:
+        lease = self.lease
+        if lease.lost.is_set() or not leases.holds(session, lease.tenant_key, lease.holder,
+                                                    lease.fence):
+            lease.lost.set()
+            message = (f"tenant {lease.tenant_key}: lease lost (fence {lease.fence}); "
+                       "another replica owns it, this commit is rejected")
+            raise LeaseLost(message)
+
+
+class Heartbeat:
+    """Renews every held lease each ``interval`` from one thread."""
+
+    def __init__(self, db: Database, ttl: timedelta, interval: float) -> None:
+        self.db = db
+        self.ttl = ttl
+        self.interval = interval
+        self._held: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="syncd-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def add(self, lease: Lease) -> None:
+        lease.renewed_at = time.monotonic()
+        with self._lock:
+            self._held[lease.tenant_key] = lease
+
+    def remove(self, lease: Lease) -> None:
+        with self._lock:
+            if self._held.get(lease.tenant_key) is lease:
+                del self._held[lease.tenant_key]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        """Renew each held lease once; mark the ones we lost or could not renew in time."""
+        with self._lock:
+            held = list(self._held.values())
+        for lease in held:
+            try:
+                with self.db.session() as session:
+                    ours = leases.renew(session, lease.tenant_key, lease.holder, lease.fence,
+                                        ttl=self.ttl)
+            except Exception as exc:  # database unreachable: give up before the TTL does
+                log.warning("tenant %s: lease renewal failed: %s", lease.tenant_key,
+                            type(exc).__name__)
+                if time.monotonic() - lease.renewed_at > self.ttl.total_seconds() / 2:
+                    self._lose(lease, "no renewal for half the lease time")
+                continue
+            if ours:
+                lease.renewed_at = time.monotonic()
+            else:
+                self._lose(lease, "another replica took it over")
+
+    def _lose(self, lease: Lease, why: str) -> None:
+        if not lease.lost.is_set():
+            log.error("tenant %s: lease lost (%s); stopping its pass", lease.tenant_key, why)
+        lease.lost.set()
+
+
+class SqliteGuard:
+    """An exclusive lock file next to a SQLite database: one replica per database file."""
+
+    def __init__(self, db: Database) -> None:
+        self.path: Path | None = None
+        self._handle: IO[str] | None = None
+        database = _sqlite_path(db.url) if db.dialect == "sqlite" else None
+        if database is not None:
+            self.path = database.with_name(database.name + ".replica-lock")
+
+    def acquire(self) -> SqliteGuard:
+        if self.path is None:
+            return self
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            other = handle.read().strip() or "another process"
+            handle.close()
+            message = (f"another syncd replica ({other}) already runs on the SQLite database "
+                       f"{self.path.with_suffix('')}; SQLite supports one replica only — "
+                       "use PostgreSQL (database_url: postgresql://...) to run several")
+            raise ReplicaRefused(message) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+__all__ = ["FencedDatabase", "Heartbeat", "Lease", "LeaseLost", "ReplicaRefused",
+           "SqliteGuard", "replica_id"]
