@@ -1,0 +1,214 @@
+"""Google Sheets API v4 over ``syncd.http.ApiClient``: batch reads and writes only.
+
+* Quota: 60 requests per minute per user, and a service account is one user for every
+  spreadsheet and tenant it serves. So the limiter is process-wide, keyed by the service
+  account's e-mail (``shared_limiter``): two tenants on the same key share one budget.
+  Every call here is one batch request (a batch counts as one request).
+* 429 ``RESOURCE_EXHAUSTED`` is a ``RateLimitedError``: the ApiClient backs off (full-jitter
+  exponential, Google's prescription) and retries. Writes are idempotent (``values:
+  batchUpdate`` sets absolute values, ``values:batchClear`` clears), so they are retried
+  too; ``addSheet`` is not (a repeat fails with "already exists") and is never retried
+  after it may have been applied. No ``values:append`` is used anywhere.
+* 403 ``PERMISSION_DENIED`` means the spreadsheet is not shared with the service account:
+  the error says so and names the account's e-mail, the one thing the user must do.
+* Sheet titles are always quoted in A1 ranges (``'It''s'!A1``): an unquoted title can
+  resolve to a named range instead of the tab.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import requests
+
+from syncd.errors import APIError, AuthError, BadPayloadError, FatalAPIError, RateLimitedError
+from syncd.http import ApiClient, default_classify, json_body, retry_after
+from syncd.ratelimit import RateLimiter
+from syncd.secrets import redact
+from syncd_gsheets.auth import SCOPES, ServiceAccount
+
+Grid = list[list[Any]]
+QUOTA_WINDOW = 60.0
+
+_limiters: dict[tuple[str, int], RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def shared_limiter(email: str, per_minute: int, *, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
+    """One limiter per service account for the whole process (injected clocks: private)."""
+    if clock is not time.monotonic or sleep is not time.sleep:
+        return RateLimiter(per_minute, QUOTA_WINDOW, margin=1.0, clock=clock, sleep=sleep)
+    key = (email.casefold(), per_minute)
+    with _limiters_lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            limiter = RateLimiter(per_minute, QUOTA_WINDOW, margin=1.0)
+            _limiters[key] = limiter
+        return limiter
+
+
+def quote_sheet(title: str) -> str:
+    """A sheet title as an A1 sheet reference, always quoted, ``'`` doubled."""
+    return "'" + title.replace("'", "''") + "'"
+
+
+def column_letter(index: int) -> str:
+    """1 -> A, 27 -> AA."""
+    letters = ""
+    while index > 0:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def a1(title: str, start: str = "", end: str = "") -> str:
+    ref = quote_sheet(title)
+    if start:
+        ref += f"!{start}" + (f":{end}" if end else "")
+    return ref
+
+
+def google_error(response: requests.Response) -> tuple[str, str]:
+    """``(status, message)`` of a Google error body ``{"error": {code, message, status}}``."""
+    try:
+        body = json_body(response)
+    except ValueError:
+        return "", ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("status") or ""), " ".join(str(error.get("message") or "").split())
+    return "", ""
+
+
+def make_classifier(spreadsheet_id: str, email: str) -> Callable[[requests.Response],
+                                                                 APIError | None]:
+    def classify(response: requests.Response) -> APIError | None:
+        status, text = google_error(response)
+        url = redact(response.url)
+        code = response.status_code
+        if code == 403 and (status == "PERMISSION_DENIED" or not status):
+            message = (f"spreadsheet {spreadsheet_id} is not shared with the service account "
+                       f"{email}: open the spreadsheet, Share, add {email} as Editor "
+                       f"(Google said: {text or 'HTTP 403'})")
+            return AuthError(redact(message), status=403, url=url)
+        if code == 404:
+            message = (f"spreadsheet {spreadsheet_id} not found (check spreadsheet_id; Google "
+                       f"said: {text or 'HTTP 404'})")
+            return FatalAPIError(redact(message), status=404, url=url)
+        if code == 429:
+            message = f"Sheets quota exceeded for {email} ({status or 'HTTP 429'}): {text}"
+            return RateLimitedError(redact(message), status=429, url=url,
+                                    retry_after=retry_after(response.headers))
+        if code == 401:
+            message = f"Sheets refused the token of {email}: {text or 'HTTP 401'}"
+            return AuthError(redact(message), status=401, url=url)
+        if code == 400 and text:
+            message = f"Sheets rejected the request ({status}): {text}"
+            return FatalAPIError(redact(message), status=400, url=url)
+        return default_classify(response)
+    return classify
+
+
+class SheetsClient:
+    """One spreadsheet, one service account (one instance per pass or publish)."""
+
+    def __init__(
+        self, *, base_url: str, spreadsheet_id: str, credentials: str,
+        requests_per_minute: int = 60, timeout: float = 60,
+        scopes: tuple[str, ...] = SCOPES, where: str = "credentials",
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.account = ServiceAccount(credentials, scopes=scopes, where=where)
+        self.spreadsheet_id = spreadsheet_id
+        self.limiter = shared_limiter(self.account.email, requests_per_minute, clock=clock,
+                                      sleep=sleep)
+        self.on_request: Callable[[int], None] = lambda n: None
+        self.api = ApiClient(
+            base_url, auth_headers={}, limiter=self.limiter, timeout=(10, timeout),
+            sleep=sleep, on_request=self._count,
+            classify=make_classifier(spreadsheet_id, self.account.email), session=session,
+        )
+        self._path = f"/v4/spreadsheets/{spreadsheet_id}"
+
+    def _count(self, n: int) -> None:
+        self.on_request(n)  # looked up per call: the connector swaps it per pass
+
+    @property
+    def requests_made(self) -> int:
+        return self.api.requests_made
+
+    def _call(self, method: str, suffix: str, *, params: Any = None, json: Any = None,
+              idempotent: bool | None = None) -> Any:
+        token = self.account.token(self.api.session)
+        self.api.session.headers["Authorization"] = f"Bearer {token}"
+        body = self.api.request(method, self._path + suffix, params=params, json=json,
+                                idempotent=idempotent)
+        if not isinstance(body, dict):
+            message = (f"Sheets {method} {suffix or '/'}: expected a JSON object, got "
+                       f"{type(body).__name__}")
+            raise BadPayloadError(message)
+        return body
+
+    # --- reads --------------------------------------------------------------------------
+    def sheet_titles(self) -> dict[str, int]:
+        """``title -> sheetId`` of every tab (``spreadsheets.get`` with a field mask)."""
+        body = self._call("GET", "", params={"fields": "sheets.properties(sheetId,title)"})
+        titles = {}
+        for sheet in body.get("sheets") or ():
+            props = sheet.get("properties") or {} if isinstance(sheet, dict) else {}
+            if "title" in props:
+                titles[str(props["title"])] = int(props.get("sheetId") or 0)
+        return titles
+
+    def batch_get(self, ranges: Sequence[str]) -> list[Grid]:
+        """Values of ``ranges`` in request order: unformatted, dates as serial numbers.
+        An empty range has no ``values`` key at all: it reads as ``[]``."""
+        if not ranges:
+            return []
+        body = self._call("GET", "/values:batchGet", params={
+            "ranges": list(ranges), "majorDimension": "ROWS",
+            "valueRenderOption": "UNFORMATTED_VALUE", "dateTimeRenderOption": "SERIAL_NUMBER",
+        })
+        value_ranges = body.get("valueRanges")
+        if not isinstance(value_ranges, list) or len(value_ranges) != len(ranges):
+            message = (f"Sheets values:batchGet: expected {len(ranges)} valueRanges, got "
+                       f"{len(value_ranges) if isinstance(value_ranges, list) else 'none'}")
+            raise BadPayloadError(message)
+        grids = []
+        for item in value_ranges:
+            rows = item.get("values", []) if isinstance(item, dict) else None
+            if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+                message = "Sheets values:batchGet: a valueRange's values is not a list of rows"
+                raise BadPayloadError(message)
+            grids.append(rows)
+        return grids
+
+    # --- writes -------------------------------------------------------------------------
+    def add_sheets(self, titles: Iterable[str]) -> None:
+        """Create tabs in one ``spreadsheets.batchUpdate`` (not retried: not idempotent)."""
+        requests_ = [{"addSheet": {"properties": {"title": t}}} for t in titles]
+        if requests_:
+            self._call("POST", ":batchUpdate", json={"requests": requests_}, idempotent=False)
+
+    def write_values(self, data: Sequence[tuple[str, Grid]]) -> None:
+        """Set ``range -> rows`` in one ``values:batchUpdate`` with RAW input (strings stay
+        strings, numbers stay numbers, nothing is parsed as a formula or a date)."""
+        if data:
+            self._call("POST", "/values:batchUpdate", json={
+                "valueInputOption": "RAW",
+                "data": [{"range": r, "majorDimension": "ROWS", "values": v} for r, v in data],
+            }, idempotent=True)
+
+    def clear(self, ranges: Sequence[str]) -> None:
+        if ranges:
+            self._call("POST", "/values:batchClear", json={"ranges": list(ranges)},
+                       idempotent=True)
+
+    def close(self) -> None:
+        self.api.close()

@@ -1,0 +1,162 @@
+"""The two tabular connectors: ``gsheets`` (a live Google spreadsheet) and ``spreadsheet``
+(a local CSV/XLSX export). Both read everything once per pass through ``TabularReader``.
+
+Incremental pulls: a sheet has no change feed and rows carry no reliable "updated" stamp,
+so every pass re-reads the whole spreadsheet (two requests: ``spreadsheets.get`` for the
+tab titles, one ``values:batchGet`` for every tab) and the store's content hashes make
+unchanged rows free. Streams carry no cursor. Rows that cannot be read come back as
+``Page.problems`` (tab and row number) and are logged; the other rows are stored. Rows
+removed from the sheet are not deleted from the store (mark them ``deleted`` instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import requests
+
+from syncd.connector import STANDARD_STREAMS, Connector, FieldSpec, Inspection, PullContext
+from syncd.errors import SyncdError
+from syncd.records import Page
+from syncd_gsheets.client import SheetsClient, a1
+from syncd_gsheets.files import read_path
+from syncd_gsheets.settings import GSheetsSettings, SpreadsheetSettings, TabularSettings
+from syncd_gsheets.tabular import Grid, TabularData, read_tables, tab_titles
+
+log = logging.getLogger(__name__)
+#: Records per Page (one store transaction each).
+PAGE_SIZE = 1000
+
+
+class TabularConnector(Connector):
+    """Reads all tabs once per pass (on the first ``pull``) and serves every stream."""
+
+    streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
+    settings: TabularSettings
+
+    def __init__(self, settings: TabularSettings, *, tenant: str) -> None:
+        super().__init__(settings, tenant=tenant)
+        self._data: TabularData | None = None
+        self._requests = 0
+        self.problems: list[str] = []
+
+    def load_grids(self) -> Mapping[str, Grid]:
+        """``tab title -> rows`` of every tab this tenant maps (and any others)."""
+        raise NotImplementedError
+
+    def data(self) -> TabularData:
+        if self._data is None:
+            self._data = read_tables(self.load_grids(), self.settings)
+            self.problems = [str(p) for p in self._data.problems]
+            for problem in self.problems:
+                log.warning("tenant %s: %s: row skipped", self.tenant, problem)
+        return self._data
+
+    def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
+        if stream not in self.streams:
+            message = f"{self.name} has no stream {stream!r}"
+            raise ValueError(message)
+        first = self._data is None
+        before = self._requests
+        data = self.data()
+        records = data.stream(stream)
+        made = self._requests - before
+        if made:
+            context.on_request(made)
+        problems = [str(p) for p in data.problems if p.tab == self.settings.tab_title(
+            _ENTITY_OF.get(stream, stream))] if stream in _ENTITY_OF else []
+        chunks = [records[i:i + PAGE_SIZE] for i in range(0, len(records), PAGE_SIZE)] or [[]]
+        for index, chunk in enumerate(chunks):
+            yield _page(stream, chunk, made if index == 0 and first else 0,
+                        problems if index == 0 else [])
+
+    def inspect(self) -> Inspection:
+        data = self.data()
+        stages: dict[str, list[str]] = {}
+        for stage in data.stages:
+            stages.setdefault(stage.pipeline_id, []).append(stage.name)
+        return Inspection(
+            pipelines=[{"id": p.external_id, "name": p.name,
+                        "stages": [{"id": f"{p.name} / {s}", "name": s}
+                                   for s in stages.get(p.external_id, [])]}
+                       for p in data.pipelines],
+            loss_reasons=sorted({d.lost_reason for d in data.deals if d.lost_reason}),
+            fields=_field_names(data),
+            activity_types=[t.key for t in data.activity_types],
+            users=[{"id": u.external_id, "name": u.name, "email": u.email}
+                   for u in data.users],
+        )
+
+    def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
+        message = (f"the {self.name} connector is read-only: set writeback.enabled: false in "
+                   f"the tenant file (reports go to Google Sheets through reports: gsheets:)")
+        raise SyncdError(message)
+
+
+#: Which tab a stream's row problems belong to.
+_ENTITY_OF = {"deals": "deals", "companies": "companies", "contacts": "contacts",
+              "activities": "activities", "stage_history": "stage_history", "users": "users"}
+
+
+def _page(stream: str, records: Sequence[Any], requests_made: int,
+          problems: Sequence[str]) -> Page:
+    return Page(stream, records, None, requests=requests_made, problems=list(problems))
+
+
+def _field_names(data: TabularData) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    for definition in data.fields:
+        names.setdefault(definition.entity, []).append(definition.name)
+    return names
+
+
+class GSheetsConnector(TabularConnector):
+    """A Google spreadsheet as a client's CRM (read with a service account)."""
+
+    name: ClassVar[str] = "gsheets"
+    settings_model: ClassVar[type[GSheetsSettings]] = GSheetsSettings
+    settings: GSheetsSettings
+
+    def __init__(self, settings: GSheetsSettings, *, tenant: str,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 session: requests.Session | None = None) -> None:
+        super().__init__(settings, tenant=tenant)
+        self.client = SheetsClient(
+            base_url=settings.base_url, spreadsheet_id=settings.spreadsheet_id,
+            credentials=settings.credentials, requests_per_minute=settings.requests_per_minute,
+            timeout=settings.timeout_seconds, where="connection.credentials",
+            sleep=sleep, clock=clock, session=session)
+
+    def load_grids(self) -> Mapping[str, Grid]:
+        before = self.client.requests_made
+        existing = self.client.sheet_titles()
+        wanted = [t for t in dict.fromkeys(tab_titles(self.settings)) if t in existing]
+        grids = dict(zip(wanted, self.client.batch_get([a1(t) for t in wanted]), strict=True))
+        self._requests += self.client.requests_made - before
+        if not grids:
+            known = ", ".join(repr(t) for t in existing) or "none"
+            message = (f"spreadsheet {self.settings.spreadsheet_id} has none of the mapped tabs "
+                       f"(tabs: {known}); set connection.tabs.<entity>.tab")
+            raise SyncdError(message)
+        return grids
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class SpreadsheetConnector(TabularConnector):
+    """A local CSV/XLSX export of a client's CRM: audited with no credentials at all."""
+
+    name: ClassVar[str] = "spreadsheet"
+    settings_model: ClassVar[type[SpreadsheetSettings]] = SpreadsheetSettings
+    settings: SpreadsheetSettings
+
+    def load_grids(self) -> Mapping[str, Grid]:
+        path = Path(self.settings.path).expanduser()
+        return read_path(path, delimiter=self.settings.delimiter,
+                         encoding=self.settings.encoding)
