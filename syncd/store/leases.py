@@ -72,7 +72,8 @@ def claim_due(session: Any, keys: Sequence[str], holder: str, *, interval: timed
                          expires_at=now + ttl)
                  .returning(L.tenant_key, L.fence)
                  .execution_options(synchronize_session=False))
-    return [Claim(key, fence) for key, fence in session.execute(statement)]
+    return sorted((Claim(key, fence) for key, fence in session.execute(statement)),
+                  key=lambda claim: claim.tenant_key)
 
 
 def claim_one(session: Any, key: str, holder: str, *, ttl: timedelta) -> Claim | None:

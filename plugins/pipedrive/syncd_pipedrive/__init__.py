@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import requests
 
-from syncd.connector import STANDARD_STREAMS, Connector, Inspection, PullContext
+from syncd.connector import STANDARD_STREAMS, Connector, Inspection, PullContext, WebhookHint
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Deal, Page, StageChange
 from syncd.secrets import register
@@ -48,6 +48,7 @@ from syncd_pipedrive.streams import (
     parse_time,
     stage_changes,
 )
+from syncd_pipedrive.webhooks import read_hint
 from syncd_pipedrive.writer import PipedriveWriter
 
 __all__ = ["PipedriveConnector", "PipedriveSettings"]
@@ -269,6 +270,10 @@ class PipedriveConnector(PipedriveWriter, Connector):
             users=[{"id": u.external_id, "name": u.name, "email": getattr(u, "email", None),
                     "active": getattr(u, "active", True)} for u in users],
         )
+
+    def webhook_hint(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
+        """What a Pipedrive webhook says changed; our own custom-field writes are echoes."""
+        return read_hint(headers, body)
 
     def close(self) -> None:
         self.client.close()

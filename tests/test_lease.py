@@ -1,0 +1,210 @@
+"""Tenant leases: claiming, due times, fencing of a pass's commits, the SQLite guard."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from support import demo_tenant, syncd_command, write_config
+from syncd_pipedrive.fake.sample import sample_dataset
+from syncd_pipedrive.fake.server import FakePipedrive, Fault
+
+from syncd import store
+from syncd.config import load_settings, load_tenant
+from syncd.lease import FencedDatabase, Heartbeat, Lease, LeaseLost, ReplicaRefused, SqliteGuard
+from syncd.plugins import make_plugin_manager
+from syncd.store import leases
+from syncd.store.models import TenantLeaseRow
+from syncd.sync import PassOptions, run_pass
+
+TTL = timedelta(seconds=30)
+HOUR = timedelta(hours=1)
+TOKEN = "pd-lease-token-7c1e"
+
+
+def _claim(db: store.Database, keys: list[str], holder: str, limit: int = 10,
+           interval: timedelta = HOUR) -> list[leases.Claim]:
+    with db.session() as session:
+        return leases.claim_due(session, keys, holder, interval=interval, ttl=TTL, limit=limit)
+
+
+def _expire(db: store.Database, key: str) -> None:
+    """What time does to a lease whose holder stopped renewing it."""
+    with db.session() as session:
+        session.execute(update(TenantLeaseRow).where(TenantLeaseRow.tenant_key == key)
+                        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+
+
+def test_a_due_tenant_is_claimed_once_and_is_not_due_again_until_its_interval(
+        database: store.Database) -> None:
+    with database.session() as session:
+        leases.ensure_leases(session, ["a", "b", "c"])
+        leases.ensure_leases(session, ["a"])  # idempotent
+    first = _claim(database, ["a", "b", "c"], "r1", limit=2)
+    assert [c.tenant_key for c in first] == ["a", "b"]
+    assert all(c.fence == 1 for c in first)
+    assert [c.tenant_key for c in _claim(database, ["a", "b", "c"], "r2")] == ["c"]
+    assert _claim(database, ["a", "b", "c"], "r3") == [], "held leases are not claimable"
+
+    with database.session() as session:
+        assert leases.release(session, "a", "r1", 1)
+        assert not leases.release(session, "b", "r2", 1), "only the holder releases"
+    assert _claim(database, ["a"], "r2") == [], "released, but not due before its interval"
+    assert [c.tenant_key for c in _claim(database, ["a"], "r2", interval=timedelta(0))] == ["a"]
+
+    with database.session() as session:
+        leases.request_sync(session, "c")  # a webhook while r2 runs c
+        assert leases.release(session, "c", "r2", 1)
+    again = _claim(database, ["c"], "r3")
+    assert again == [leases.Claim("c", 2)], "a webhook makes a tenant due at once"
+
+
+def test_an_expired_lease_is_taken_over_with_a_higher_fence(database: store.Database) -> None:
+    with database.session() as session:
+        leases.ensure_leases(session, ["a"])
+    (claim,) = _claim(database, ["a"], "dead")
+    _expire(database, "a")
+    (takeover,) = _claim(database, ["a"], "alive")
+    assert takeover.fence == claim.fence + 1
+    with database.session() as session:
+        assert not leases.renew(session, "a", "dead", claim.fence, ttl=TTL)
+        assert leases.renew(session, "a", "alive", takeover.fence, ttl=TTL)
+        assert not leases.holds(session, "a", "dead", claim.fence)
+        assert leases.holds(session, "a", "alive", takeover.fence)
+
+
+def test_concurrent_claimers_never_get_the_same_tenant(database: store.Database) -> None:
+    keys = [f"t{i:03d}" for i in range(60)]
+    with database.session() as session:
+        leases.ensure_leases(session, keys)
+    got: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def claimer(name: str) -> None:
+        try:
+            start.wait()
+            mine: list[str] = []
+            while True:
+                claims = _claim(database, keys, name, limit=5)
+                if not claims:
+                    break
+                mine += [c.tenant_key for c in claims]
+            got[name] = mine
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(f"r{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    claimed = [key for mine in got.values() for key in mine]
+    assert sorted(claimed) == keys, "every tenant claimed exactly once"
+
+
+def _tenant(tmp_path: Path, db_url: str, base_url: str):
+    config = write_config(tmp_path, db_url, {"northwind": demo_tenant(base_url)})
+    settings = load_settings(config)
+    plugins = make_plugin_manager()
+    return load_tenant(settings, "northwind", plugins.connectors), plugins
+
+
+def test_a_pass_whose_lease_was_taken_over_cannot_commit(
+        tmp_path: Path, database: store.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paused-replica case in one process: the deals page arrives after another replica
+    took the tenant over; its commit is rejected and nothing of it is stored."""
+    monkeypatch.setenv("NORTHWIND_PIPEDRIVE_TOKEN", TOKEN)
+    fault = Fault("block", method="GET", path="/api/v2/deals")
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, faults=[fault]) as fake:
+        tenant, plugins = _tenant(tmp_path, str(database.url.render_as_string(False)),
+                                  fake.base_url)
+        with database.session() as session:
+            leases.ensure_leases(session, ["northwind"])
+        (claim,) = _claim(database, ["northwind"], "paused")
+        lease = Lease("northwind", claim.fence, "paused")
+        failure: list[BaseException] = []
+
+        def stale_pass() -> None:
+            try:
+                run_pass(FencedDatabase(database, lease), plugins, tenant, PassOptions())
+            except BaseException as exc:  # the expected LeaseLost, checked below
+                failure.append(exc)
+
+        thread = threading.Thread(target=stale_pass)
+        thread.start()
+        assert fault.reached.wait(60), "the pass never asked for deals"
+        _expire(database, "northwind")
+        (takeover,) = _claim(database, ["northwind"], "other")
+        fault.release.set()
+        thread.join(timeout=120)
+
+    assert len(failure) == 1 and isinstance(failure[0], LeaseLost), failure
+    assert "lease lost" in str(failure[0])
+    assert lease.lost.is_set()
+    with database.session() as session:
+        deals = session.scalars(select(store.DealRow.external_id)).all()
+        tenant_id = session.scalar(select(store.TenantRow.id))
+        cursor = store.get_cursor(session, tenant_id, "deals")
+        companies = session.scalars(select(store.CompanyRow.external_id)).all()
+        holder = session.scalar(select(TenantLeaseRow.holder))
+    assert companies, "pages before the takeover were committed (the lease was ours then)"
+    assert deals == [] and cursor is None, "the page after the takeover was rejected"
+    assert holder == "other" and takeover.fence == claim.fence + 1
+
+
+def test_heartbeat_renews_and_notices_a_lost_lease(database: store.Database) -> None:
+    with database.session() as session:
+        leases.ensure_leases(session, ["a", "b"])
+    claims = {c.tenant_key: c for c in _claim(database, ["a", "b"], "me")}
+    kept, taken = (Lease(k, claims[k].fence, "me") for k in ("a", "b"))
+    with database.session() as session:
+        before = session.scalar(select(TenantLeaseRow.expires_at)
+                                .where(TenantLeaseRow.tenant_key == "a"))
+    _expire(database, "b")
+    _claim(database, ["b"], "thief")
+    heartbeat = Heartbeat(database, timedelta(minutes=10), interval=3600)
+    heartbeat.add(kept)
+    heartbeat.add(taken)
+    heartbeat.beat()
+    with database.session() as session:
+        after = session.scalar(select(TenantLeaseRow.expires_at)
+                               .where(TenantLeaseRow.tenant_key == "a"))
+    assert after > before, "renewed"
+    assert not kept.lost.is_set()
+    assert taken.lost.is_set(), "a renewal that finds another holder marks the lease lost"
+
+
+def test_a_second_replica_on_sqlite_is_refused(tmp_path: Path) -> None:
+    db = store.Database(tmp_path / "syncd.db")
+    first = SqliteGuard(db).acquire()
+    try:
+        with pytest.raises(ReplicaRefused, match="SQLite supports one replica only"):
+            SqliteGuard(store.Database(tmp_path / "syncd.db")).acquire()
+    finally:
+        first.release()
+    SqliteGuard(db).acquire().release()  # free again once the first one stopped
+
+
+def test_syncd_run_refuses_a_second_replica_on_the_same_sqlite_file(tmp_path: Path) -> None:
+    import subprocess
+
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN) as fake:
+        url = f"sqlite:///{tmp_path / 'var' / 'syncd.db'}"
+        config = write_config(tmp_path, url, {"northwind": demo_tenant(fake.base_url)})
+        env = {**os.environ, "NORTHWIND_PIPEDRIVE_TOKEN": TOKEN}
+        db = store.Database(url)
+        guard = SqliteGuard(db).acquire()  # the "first replica"
+        try:
+            second = subprocess.run(syncd_command(config, "run"), env=env, text=True,
+                                    capture_output=True, timeout=120, check=False)
+        finally:
+            guard.release()
+    assert second.returncode == 2, second.stderr
+    assert "SQLite supports one replica only" in second.stderr
+    assert "use PostgreSQL" in second.stderr
