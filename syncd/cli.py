@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
@@ -235,21 +236,147 @@ def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None, log_form
 
 @main.command()
 @click.argument("tenant")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]), default="table",
+              help="html: the dashboard page as one self-contained file.")
 @click.option("--as-of", "as_of", help="Audit stored data as of this date/datetime.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write JSON here too.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write the report here too (JSON; HTML with --format html).")
+@click.option("--benchmark", is_flag=True,
+              help="Add the anonymised funnel benchmark against tenants on the same Sales Book.")
 @pass_context
 @handle_errors
-def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str | None) -> None:
-    """Violations, client karma and counts of one tenant (from the store)."""
+def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str | None,
+           benchmark: bool) -> None:
+    """Violations, karma, people, KPIs and the contact matrix of one tenant (from the store)."""
     loaded = obj.tenants([tenant])[0]
-    data = build_report(obj.database(), loaded, as_of=parse_as_of(as_of, loaded.tz))
+    database = obj.database()
+    data = build_report(database, loaded, as_of=parse_as_of(as_of, loaded.tz))
+    if benchmark:
+        data["benchmark"] = _benchmark(obj, database, loaded)
+    if fmt == "html":
+        from syncd.report_html import render_html
+
+        page = render_html(data)
+        if output:
+            Path(output).write_text(page, "utf-8")
+        else:
+            sys.stdout.write(page)
+        return
     if output:
         Path(output).write_text(json.dumps(data, ensure_ascii=False, indent=2), "utf-8")
     if fmt == "json":
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
     else:
         print_report(out, data)
+
+
+def _benchmark(obj: Context, database: store.Database, tenant: Tenant) -> dict[str, Any]:
+    """Funnels of every tenant on the same Sales Book (tenants that fail to load are left
+    out, with a warning), compared anonymously."""
+    from syncd.kpi.benchmark import benchmark, tenant_funnel
+
+    now = datetime.now(tenant.tz)
+    funnels = {tenant.key: tenant_funnel(database, tenant, now)}
+    for key in obj.settings.tenant_files():
+        if key == tenant.key:
+            continue
+        try:
+            other = load_tenant(obj.settings, key, obj.plugins.connectors)
+        except (ConfigError, PluginError):
+            err.print(f"[yellow]warning:[/] benchmark: tenant {key} does not load; left out")
+            continue
+        if other.book.key == tenant.book.key:
+            funnels[key] = tenant_funnel(database, other, now)
+    return benchmark(tenant.key, funnels)
+
+
+@main.command()
+@click.argument("tenant")
+@click.option("--company", "company_id", help="Explain a company's client karma.")
+@click.option("--user", "user_id", help="Explain a user's (and their team's) karma.")
+@click.option("--period", help="Only this month (YYYY-MM), with --user.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+@handle_errors
+def explain(obj: Context, tenant: str, company_id: str | None, user_id: str | None,
+            period: str | None, fmt: str) -> None:
+    """Why a company or a person has their karma: every ledger line and its source record."""
+    from syncd.report import explain_company, explain_user
+
+    if bool(company_id) == bool(user_id):
+        raise ConfigError("explain: give exactly one of --company ID or --user ID")
+    if period is not None and (len(period) != 7 or period[4] != "-"
+                               or not period.replace("-", "").isdigit()):
+        raise ConfigError(f"--period: {period!r} is not a month like 2026-10")
+    loaded = obj.tenants([tenant])[0]
+    database = obj.database()
+    data = (explain_company(database, loaded, company_id) if company_id
+            else explain_user(database, loaded, user_id or "", period))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+        return
+    _print_explanation(data)
+
+
+def _print_explanation(data: dict[str, Any]) -> None:
+    def line_text(line: dict[str, Any]) -> str:
+        return (f"  {line['criterion']:<14}{line['quantity']:>14,.2f} x {line['weight']:>9g}"
+                f" = {line['amount']:>12,.2f}   {line['source_type']} {line['source_id']}")
+
+    if "company_id" in data:
+        out.print(f"[bold]{data['company'] or data['company_id']}[/] ({data['company_id']}): "
+                  f"client karma {data['karma']:,.2f} = the sum of {len(data['lines'])} "
+                  "line(s)", highlight=False)
+        for line in data["lines"]:
+            out.print(line_text(line), highlight=False)
+        return
+    out.print(f"[bold]{data['name'] or data['user_id']}[/] ({data['user_id']})", highlight=False)
+    if not data["periods"]:
+        out.print("  no employee karma lines")
+    for period in data["periods"]:
+        out.print(f" {period['period']}: karma {period['karma']:,.2f}, bonus "
+                  f"{period['bonus']:,.2f} (rate {data['bonus_rate']:g})", highlight=False)
+        for line in period["lines"]:
+            out.print(line_text(line), highlight=False)
+    for month in data["manager_karma"]:
+        members = ", ".join(f"{m['name']} {m['karma']:,.2f}" for m in month["members"])
+        out.print(f" manager karma {month['period']}: {month['karma']:,.2f} = mean of "
+                  f"{members}", highlight=False)
+
+
+@main.command()
+@click.argument("tenants", nargs=-1)
+@click.option("--host", help="Bind address [default: http.host of the daemon config].")
+@click.option("--port", type=int, help="Port [default: http.port of the daemon config].")
+@pass_context
+@handle_errors
+def dashboard(obj: Context, tenants: tuple[str, ...], host: str | None,
+              port: int | None) -> None:
+    """Serve the read-only dashboard alone (the daemon `syncd run` serves it too)."""
+    from syncd import secrets
+    from syncd.web import WebApp, WebContext, WebServer
+    from syncd.web import dashboard as dashboard_routes
+
+    http = obj.settings.daemon.http
+    host = host or http.host
+    token = None
+    if http.auth_token is not None:
+        token = secrets.resolve(http.auth_token, base_dir=obj.settings.file.parent)
+        secrets.register(token)
+    loaded = {t.key: t for t in obj.tenants(tenants)}
+    context = WebContext(settings=obj.settings, db=obj.database(), plugins=obj.plugins,
+                         extras={"tenants": loaded, "auth_token": token, "http_host": host})
+    app = WebApp()
+    dashboard_routes.register(app, context)
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # the server thread inherits it
+    server = WebServer(app, host=host, port=http.port if port is None else port).start()
+    err.print(f"dashboard on {server.url}/dashboard ({len(loaded)} tenant(s)); Ctrl-C stops",
+              highlight=False)
+    try:
+        signal.sigwait(stop_signals)
+    finally:
+        server.stop()
 
 
 @main.command()

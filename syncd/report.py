@@ -22,7 +22,13 @@ from syncd.kpi import load as kpi_load
 from syncd.kpi.model import Clock
 from syncd.mapping import TenantMapper
 from syncd.scoring import people as people_karma
-from syncd.scoring.karma import KarmaLine, client_totals, line_amount, segment_karma
+from syncd.scoring.karma import (
+    KarmaLine,
+    client_totals,
+    line_amount,
+    line_weight,
+    segment_karma,
+)
 from syncd.sync import audit_now
 
 SCHEMA = "syncd.report/1"
@@ -242,3 +248,62 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
     temporary.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     temporary.replace(path)
     return path
+
+
+# -- explanations (syncd explain) ---------------------------------------------------------------
+def explain_company(db: store.Database, tenant: Tenant, company_id: str) -> dict[str, Any]:
+    """Why a company has its client karma: every ledger line, weighted with today's book."""
+    weights = tenant.book.karma.client
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        rows = store.karma_line_rows(session, tenant_id, "client", company_id)
+        found = store.companies(session, tenant_id, [company_id])
+    lines = [{"criterion": r.criterion, "quantity": r.quantity,
+              "weight": _client_weight(r, weights),
+              "amount": round(_client_weight(r, weights) * r.quantity, 4),
+              "source_type": r.source_type, "source_id": r.source_id} for r in rows]
+    return {"tenant": tenant.key, "company_id": company_id,
+            "company": found[0].name if found else None,
+            "karma": round(sum(line["amount"] for line in lines), 2), "lines": lines}
+
+
+def _client_weight(row: Any, weights: Any) -> float:
+    return line_weight(KarmaLine(row.subject_type, row.subject_id, row.criterion, row.quantity,
+                                 row.source_type, row.source_id), weights)
+
+
+def explain_user(db: store.Database, tenant: Tenant, user_id: str,
+                 period: str | None = None) -> dict[str, Any]:
+    """Why a user has their karma (per month), their bonus, and their team if a manager."""
+    weights = tenant.book.karma.employee
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        users = kpi_load.people(session, tenant_id)
+        rows = [r for r in store.karma_line_rows(session, tenant_id, people_karma.KIND)
+                if period is None or r.period == period]
+    names = {u.user_id: u.name for u in users}
+    totals = people_karma.employee_totals(rows, weights)
+    periods: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r.subject_id != user_id:
+            continue
+        entry = periods.setdefault(r.period, {"period": r.period, "lines": []})
+        weight = people_karma.employee_weight(r.criterion, weights)
+        entry["lines"].append({"criterion": r.criterion, "quantity": r.quantity,
+                               "weight": weight, "amount": round(weight * r.quantity, 4),
+                               "source_type": r.source_type, "source_id": r.source_id})
+    for key, entry in periods.items():
+        entry["karma"] = round(totals.get((user_id, key), 0.0), 2)
+        entry["bonus"] = people_karma.bonus(totals.get((user_id, key), 0.0),
+                                            tenant.book.karma.bonus_rate)
+    teams, _ = people_karma.resolve_teams(tenant.config.mapping.teams, users)
+    managed = [
+        {"period": m.period, "karma": round(m.karma, 2),
+         "members": [{"user_id": u, "name": names.get(u, u), "karma": round(k, 2)}
+                     for u, k in m.member_karma]}
+        for m in people_karma.manager_karma(totals, {user_id: teams[user_id]})
+    ] if user_id in teams else []
+    return {"tenant": tenant.key, "user_id": user_id, "name": names.get(user_id),
+            "bonus_rate": tenant.book.karma.bonus_rate,
+            "periods": [periods[k] for k in sorted(periods, reverse=True)],
+            "team": teams.get(user_id, []), "manager_karma": managed}

@@ -1,0 +1,190 @@
+"""The read-only dashboard: one page per tenant, built from the stored report data.
+
+Routes (all GET):
+
+- ``/dashboard`` the tenants, their last sync and its health, links to their pages
+- ``/dashboard/<tenant>`` the tenant's page (``syncd.report_html``: same as
+  ``syncd report TENANT --format html``), refreshed by the browser every 5 minutes
+- ``/dashboard/<tenant>.json`` the report JSON the page is drawn from
+
+Access: bound to a loopback address, the pages are open to local users; bound anywhere
+else, every request must present ``http.auth_token`` as a bearer token or as the HTTP Basic
+password (a browser asks for it), and ``register`` refuses to mount the routes without a
+token. The pages only read the store; nothing here writes.
+
+Context used: ``db``, ``settings``, ``plugins``; extras ``tenants`` (key -> Tenant, else
+loaded from the settings), ``auth_token``, ``http_host`` (else ``settings.daemon.http``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import ipaddress
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Request, Response
+
+from syncd import store
+from syncd.config import load_tenant
+from syncd.errors import ConfigError, ConfigProblem
+from syncd.report import build_report
+from syncd.report_html import CSS, render_html
+from syncd.secrets import redact
+from syncd.web.app import WebApp, WebContext
+
+REFRESH_SECONDS = 300
+CACHE_SECONDS = 30.0
+REALM = 'Basic realm="syncd dashboard", charset="UTF-8"'
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (IPv4 127/8, IPv6 ::1)."""
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None, where: str = "http") -> None:
+    """Refuse a non-loopback binding without a token (raises ConfigError)."""
+    if not is_loopback(host) and not token:
+        raise ConfigError(ConfigProblem(
+            where, "http.auth_token",
+            f"required when http.host ({host}) is not a loopback address: the dashboard "
+            "shows client and people data"))
+
+
+def health(run: dict[str, Any] | None, interval_minutes: int, now: datetime) -> str:
+    """ok, failed, interrupted, stale (no ok pass within 3 intervals) or none."""
+    if run is None:
+        return "none"
+    if run["status"] != "ok":
+        return str(run["status"])
+    finished = run.get("finished_at")
+    if finished is None or now - finished > timedelta(minutes=3 * interval_minutes):
+        return "stale"
+    return "ok"
+
+
+class Dashboard:
+    def __init__(self, context: WebContext) -> None:
+        self.context = context
+        extras = context.extras
+        self.token: str | None = extras.get("auth_token")
+        self._tenants: dict[str, Any] = dict(extras.get("tenants") or {})
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    # -- access ------------------------------------------------------------------------------
+    def allowed(self, request: Request) -> bool:
+        if not self.token:
+            return True
+        auth = request.authorization
+        presented = None
+        if auth is not None:
+            presented = auth.token if auth.type == "bearer" else auth.password
+        return presented is not None and hmac.compare_digest(presented.encode(),
+                                                             self.token.encode())
+
+    def _denied(self) -> Response:
+        return Response("authentication required\n", status=401, mimetype="text/plain",
+                        headers={"WWW-Authenticate": REALM})
+
+    # -- data ----------------------------------------------------------------------------------
+    def tenant(self, key: str) -> Any:
+        if key not in self._tenants:
+            settings, plugins = self.context.settings, self.context.plugins
+            if settings is None or plugins is None or key not in settings.tenant_files():
+                raise NotFound(f"no tenant {key!r}")
+            self._tenants[key] = load_tenant(settings, key, plugins.connectors)
+        return self._tenants[key]
+
+    def tenant_keys(self) -> list[str]:
+        keys = set(self._tenants)
+        if self.context.settings is not None:
+            keys |= set(self.context.settings.tenant_files())
+        return sorted(keys)
+
+    def report(self, key: str) -> dict[str, Any]:
+        tenant = self.tenant(key)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+                return cached[1]
+        data = build_report(self.context.db, tenant)
+        with self._lock:
+            self._cache[key] = (time.monotonic(), data)
+        return data
+
+    # -- pages ---------------------------------------------------------------------------------
+    def index(self, request: Request) -> Response:
+        if not self.allowed(request):
+            return self._denied()
+        now = datetime.now(UTC)
+        rows = []
+        with self.context.db.session() as session:
+            known = {t.key: t for t in store.list_tenants(session)}
+            for key in self.tenant_keys():
+                row = known.get(key)
+                runs = store.last_runs(session, row.id, limit=1) if row else []
+                run = ({"status": runs[0].status, "finished_at": runs[0].finished_at,
+                        "error": runs[0].error} if runs else None)
+                interval = getattr(self._tenants.get(key), "interval_minutes", 15)
+                rows.append((key, run, health(run, interval, now)))
+        body = "".join(
+            f'<tr data-tenant="{html.escape(key)}"><td><a href="/dashboard/{html.escape(key)}">'
+            f"{html.escape(key)}</a></td><td><span class=\"badge {state}\">{state}</span></td>"
+            f"<td>{html.escape(_when(run))}</td>"
+            f"<td class=\"neg\">{html.escape(redact((run or {}).get('error') or ''))}</td></tr>"
+            for key, run, state in rows)
+        page = (
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">"
+            f"<title>syncd dashboard</title><style>{CSS}</style></head><body>"
+            "<header><h1>syncd</h1><div class=\"meta\">tenants, last sync and health</div>"
+            "</header><main><section class=\"wide\"><table><thead><tr><th>tenant</th>"
+            f"<th>health</th><th>last sync</th><th>error</th></tr></thead><tbody>{body}"
+            "</tbody></table></section></main></body></html>")
+        return Response(page, mimetype="text/html")
+
+    def page(self, request: Request, tenant: str) -> Response:
+        if not self.allowed(request):
+            return self._denied()
+        return Response(render_html(self.report(tenant), refresh_seconds=REFRESH_SECONDS),
+                        mimetype="text/html")
+
+    def data(self, request: Request, tenant: str) -> Response:
+        if not self.allowed(request):
+            return self._denied()
+        return Response(json.dumps(self.report(tenant), ensure_ascii=False),
+                        mimetype="application/json")
+
+
+def _when(run: dict[str, Any] | None) -> str:
+    if not run or run.get("finished_at") is None:
+        return "never" if not run else "running"
+    return str(run["finished_at"].isoformat(timespec="minutes"))
+
+
+def register(app: WebApp, context: WebContext) -> None:
+    """Mount the dashboard routes; refuses a non-loopback host without ``auth_token``."""
+    settings = context.settings
+    host = context.extras.get("http_host") or (
+        settings.daemon.http.host if settings is not None else "127.0.0.1")
+    check_binding(host, context.extras.get("auth_token"),
+                  str(settings.file) if settings is not None else "http")
+    dashboard = Dashboard(context)
+    app.route("/dashboard", endpoint="dashboard.index")(dashboard.index)
+    app.route("/dashboard/<tenant>.json", endpoint="dashboard.data")(dashboard.data)
+    app.route("/dashboard/<tenant>", endpoint="dashboard.page")(dashboard.page)
+
+
+__all__ = ["Dashboard", "check_binding", "health", "is_loopback", "register"]
