@@ -131,6 +131,21 @@ class Account:
     public_pem: bytes
 
 
+def make_key(email: str, token_uri: str) -> tuple[str, bytes]:
+    """``(key file JSON, public key PEM)`` of a new service account (RSA 2048)."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    key = json.dumps({
+        "type": "service_account", "project_id": "demo-project",
+        "private_key_id": secrets.token_hex(20), "private_key": pem, "client_email": email,
+        "client_id": "1234567890", "token_uri": token_uri,
+    })
+    return key, public
+
+
 class FakeSheets:
     """The fake API. ``start()`` returns its base URL; also a context manager."""
 
@@ -189,20 +204,10 @@ class FakeSheets:
     def service_account_key(self, email: str = "syncd@demo-project.iam.gserviceaccount.com",
                             ) -> str:
         """A new service-account key file's JSON whose ``token_uri`` is this fake."""
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = private.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
-        public = private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key, public = make_key(email, self.token_uri)
         with self.lock:
             self.accounts[email] = Account(email, public)
-        return json.dumps({
-            "type": "service_account", "project_id": "demo-project",
-            "private_key_id": secrets.token_hex(20), "private_key": pem,
-            "client_email": email, "client_id": "1234567890",
-            "token_uri": self.token_uri,
-        })
+        return key
 
     def create(self, spreadsheet_id: str, tabs: dict[str, Sequence[Sequence[Any]]] | None = None,
                *, shared_with: Sequence[str] = ()) -> Spreadsheet:
