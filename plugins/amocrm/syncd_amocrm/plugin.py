@@ -1,11 +1,12 @@
-"""Hook implementations of the amocrm plugin (entry point ``syncd: amocrm``)."""
+"""Hook implementations of the amoCRM / Kommo plugin (entry point ``syncd: amocrm``)."""
 
 from __future__ import annotations
 
 from syncd import hookimpl
 from syncd.plugins import ConnectorRegistry
+from syncd_amocrm import AmoCRMConnector
 
 
 @hookimpl
 def syncd_register_connectors(registry: ConnectorRegistry) -> None:
-    """No connector yet: the plugin is being built."""
+    registry.add(AmoCRMConnector)

@@ -1,0 +1,260 @@
+"""amoCRM / Kommo over HTTP: bearer auth with OAuth rotation, HAL paging, amoCRM's signals.
+
+All retry, wait and rate-limit policy lives in ``syncd.http``; this module adds what is
+amoCRM's own:
+
+* the access token travels in the ``Authorization: Bearer`` header. With OAuth it comes
+  from the tenant's ``syncd.oauth.TokenStore``: refreshed *before* a request when it
+  expires within ``refresh_margin_seconds``, and once more when a request still gets a
+  401. The store serialises refreshes across processes (single-use refresh tokens);
+  the exchange call here is never retried after it may have reached amoCRM;
+* an HTML 403 is amoCRM's ban for exceeding the limits: a loud ``BlockedError`` that
+  stops the tenant (retrying would extend the ban);
+* a list with nothing to show answers 204 with an empty body: an empty page, not an error;
+* lists are HAL: items under ``_embedded.<entity>``, more pages while ``_links.next``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from syncd.errors import (
+    APIError,
+    AuthError,
+    BadPayloadError,
+    BlockedError,
+    FatalAPIError,
+)
+from syncd.http import ApiClient, default_classify
+from syncd.oauth import RefreshRejected, TokenSet
+from syncd.ratelimit import RateLimiter
+from syncd.secrets import redact, register
+from syncd_amocrm.settings import AmoCRMSettings
+
+if TYPE_CHECKING:
+    from syncd.oauth import TokenStore
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/oauth2/access_token"  # noqa: S105 - a path
+#: Statuses of the token endpoint that mean "this code / refresh token is refused".
+_REFUSED = frozenset({400, 401, 403})
+
+
+def classify_amocrm(response: requests.Response) -> APIError | None:
+    """amoCRM's cases first (the HTML ban, payment required), then the default table."""
+    error = default_classify(response)
+    if isinstance(error, BlockedError):
+        return BlockedError(
+            f"{redact(response.url)}: amoCRM answered HTTP 403 with an HTML page: the"
+            " account or this IP is banned for exceeding the API limits. syncd stopped"
+            " calling it; the ban is lifted by amoCRM support, not by waiting.",
+            status=403, url=redact(response.url))
+    if error is not None and response.status_code == 402:
+        return FatalAPIError(f"{error}: the account's plan does not allow this API feature",
+                             status=402, url=error.url)
+    return error
+
+
+_limiters: dict[tuple[Any, ...], RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def shared_limiter(settings: AmoCRMSettings, *, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
+    """One limiter per integration and account for the whole process.
+
+    amoCRM counts requests per integration; a connector lives one pass, and a fresh limiter
+    per pass would not know the requests of ``inspect`` or a concurrent pass of the same
+    integration. Injected clocks (tests) get a private limiter.
+    """
+    if clock is not time.monotonic or sleep is not time.sleep:
+        return RateLimiter(settings.rate_limit, settings.rate_window, clock=clock, sleep=sleep)
+    who = settings.client_id or settings.long_lived_token or ""
+    digest = hashlib.sha256(who.encode()).hexdigest()
+    key = (settings.base_url, digest, settings.rate_limit, settings.rate_window)
+    with _limiters_lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            limiter = RateLimiter(settings.rate_limit, settings.rate_window)
+            _limiters[key] = limiter
+        return limiter
+
+
+class AmoCRMClient:
+    """Thin amoCRM layer over one ``ApiClient`` (one per tenant pass)."""
+
+    def __init__(
+        self,
+        settings: AmoCRMSettings,
+        *,
+        tenant: str,
+        token_store: Callable[[], TokenStore | None] = lambda: None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        session: requests.Session | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tenant = tenant
+        self._token_store = token_store
+        self._now = now
+        self.on_request: Callable[[int], None] = lambda n: None
+        self.limiter = shared_limiter(settings, clock=clock, sleep=sleep)
+        self.api = ApiClient(
+            settings.base_url, auth_headers={}, limiter=self.limiter,
+            timeout=(10, settings.timeout_seconds), sleep=sleep, on_request=self._count,
+            classify=classify_amocrm, session=session,
+        )
+        self._tokens: TokenSet | None = None
+        self.refreshes = 0  # token-endpoint exchanges made by this client
+
+    def _count(self, n: int) -> None:
+        self.on_request(n)  # looked up per call: the connector swaps it per stream
+
+    @property
+    def requests_made(self) -> int:
+        return self.api.requests_made
+
+    # --- auth -----------------------------------------------------------------------------
+    def _store(self) -> TokenStore:
+        store = self._token_store()
+        if store is None:
+            message = (f"tenant {self.tenant}: amoCRM OAuth needs the database token store"
+                       " (run through `syncd sync`/`syncd inspect` with a database), or use a"
+                       " long_lived_token")
+            raise AuthError(message)
+        return store
+
+    def _current(self) -> TokenSet:
+        """The access token to use now (refreshed first when it is about to expire)."""
+        if not self.settings.uses_oauth:
+            token = self.settings.long_lived_token or ""
+            return TokenSet(token)
+        if self._tokens is None:
+            seed = self.settings.seed
+            self._tokens = self._store().load(seed, lambda: self._exchange_seed(seed or ""))
+        margin = timedelta(seconds=self.settings.refresh_margin_seconds)
+        if self._tokens.expires_within(margin, self._now()):
+            self._tokens = self._store().refresh(self._tokens, self._exchange_refresh)
+        return self._tokens
+
+    def _authorize(self) -> TokenSet:
+        tokens = self._current()
+        register(tokens.access_token)
+        self.api.session.headers["Authorization"] = f"Bearer {tokens.access_token}"
+        return tokens
+
+    def _exchange_seed(self, seed: str) -> TokenSet:
+        if self.settings.authorization_code:
+            return self._exchange({"grant_type": "authorization_code", "code": seed})
+        return self._exchange({"grant_type": "refresh_token", "refresh_token": seed})
+
+    def _exchange_refresh(self, stored: TokenSet) -> TokenSet:
+        if not stored.refresh_token:
+            message = "no refresh token is stored"
+            raise RefreshRejected(message)
+        return self._exchange({"grant_type": "refresh_token",
+                                "refresh_token": stored.refresh_token})
+
+    def _exchange(self, grant: dict[str, str]) -> TokenSet:
+        """One call to the token endpoint. Not retried once it may have reached amoCRM: a
+        second exchange of a single-use token could only fail, and would hide the first."""
+        body = {"client_id": self.settings.client_id,
+                "client_secret": self.settings.client_secret,
+                "redirect_uri": self.settings.redirect_uri, **grant}
+        self.refreshes += 1
+        self.api.session.headers.pop("Authorization", None)  # not for the token endpoint
+        try:
+            answer = self.api.request("POST", TOKEN_PATH, json=body, idempotent=False)
+        except FatalAPIError as exc:
+            if isinstance(exc, BlockedError) or exc.status not in _REFUSED:
+                raise
+            message = redact(f"amoCRM refused the {grant['grant_type']} grant: {exc}")
+            raise RefreshRejected(message, status=exc.status, url=exc.url) from None
+        return _token_set(answer, self._now())
+
+    # --- single calls -----------------------------------------------------------------------
+    def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+             json: Any = None, idempotent: bool | None = None) -> Any:
+        """One request; the parsed body (``None`` for 204). A 401 refreshes OAuth once."""
+        tokens = self._authorize()
+        try:
+            return self.api.request(method, path, params=params, json=json,
+                                    idempotent=idempotent)
+        except AuthError as exc:
+            if exc.status != 401:
+                raise
+            if not self.settings.uses_oauth:
+                message = (f"{exc}. The long-lived token was rejected (expired or revoked):"
+                           " create a new one in the integration's Keys and scopes tab and"
+                           " put it in the tenant file's connection.long_lived_token")
+                raise AuthError(message, status=401, url=exc.url) from None
+            log.info("amoCRM answered 401 for tenant %s; refreshing the access token once",
+                     self.tenant)
+            self._tokens = self._store().refresh(tokens, self._exchange_refresh)
+        self._authorize()
+        return self.api.request(method, path, params=params, json=json, idempotent=idempotent)
+
+    # --- paging -----------------------------------------------------------------------------
+    def iter_pages(self, path: str, key: str, params: Mapping[str, Any] | None = None, *,
+                   limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Every page of a HAL list (``page`` from 1, ``limit``); 204 is an empty end."""
+        query = {**(params or {}), "limit": limit or self.settings.page_size}
+        page = int(query.pop("page", 1))
+        while True:
+            body = self.call("GET", path, params={**query, "page": page})
+            items, more = embedded(body, key, path)
+            yield items
+            if not more:
+                return
+            page += 1
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def embedded(body: Any, key: str, path: str) -> tuple[list[dict[str, Any]], bool]:
+    """``(items, has next page)`` of a HAL list body; ``None`` (204) is an empty last page."""
+    if body is None:
+        return [], False
+    if not isinstance(body, dict):
+        message = f"amocrm {path}: expected a JSON object, got {type(body).__name__}"
+        raise BadPayloadError(message)
+    inner = body.get("_embedded")
+    items = inner.get(key) if isinstance(inner, dict) else None
+    if items is None:
+        message = f"amocrm {path}: no _embedded.{key} in the response"
+        raise BadPayloadError(message)
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        message = f"amocrm {path}: _embedded.{key} is not a list of objects"
+        raise BadPayloadError(message)
+    links = body.get("_links")
+    more = isinstance(links, dict) and isinstance(links.get("next"), dict)
+    return items, more and bool(items)
+
+
+def _token_set(answer: Any, now: datetime) -> TokenSet:
+    if not isinstance(answer, dict) or not answer.get("access_token"):
+        message = "amoCRM token endpoint: no access_token in the answer"
+        raise BadPayloadError(message)
+    access, refresh = str(answer["access_token"]), answer.get("refresh_token")
+    register(access)
+    if refresh:
+        register(str(refresh))
+    expires_at = None
+    try:
+        expires_at = now + timedelta(seconds=int(answer.get("expires_in") or 0))
+    except (TypeError, ValueError):
+        expires_at = None
+    if expires_at is not None and expires_at <= now:
+        expires_at = None
+    return TokenSet(access, str(refresh) if refresh else None, expires_at)

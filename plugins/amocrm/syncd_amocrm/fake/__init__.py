@@ -1,0 +1,1 @@
+"""A local fake amoCRM account (tests, demo, benchmark)."""

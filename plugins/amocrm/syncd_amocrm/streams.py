@@ -1,0 +1,522 @@
+"""How amoCRM payloads become ``syncd.records``, and the field catalogue by name.
+
+amoCRM specifics handled here:
+
+* statuses 142 (won) and 143 (lost) exist in *every* pipeline, so a stage is always keyed
+  ``"<pipeline id>:<status id>"`` (``stage_key``), in stages, deals and stage history;
+* ``custom_fields_values`` is ``null`` (not ``[]``) on a record without values, and a
+  field's ``values`` can be null or empty: all of that reads as "no value";
+* every timestamp is integer Unix seconds (UTC);
+* tasks and call notes both become ``Activity`` records: tasks as ``task:<id>`` with the
+  type key ``task_<task_type_id>``, call notes as ``note:<entity>:<id>`` with the type key
+  ``call_in`` / ``call_out`` (done at their creation time).
+
+Normalizers are strict where it matters: a record whose id or timestamps cannot be read
+raises ``BadPayloadError`` naming the stream and the record id, so the page fails and the
+cursor stays where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from syncd.errors import BadPayloadError
+from syncd.records import (
+    Activity,
+    ActivityType,
+    Company,
+    Contact,
+    Deal,
+    FieldDef,
+    Pipeline,
+    Record,
+    Stage,
+    StageChange,
+    User,
+)
+from syncd.secrets import redact
+
+log = logging.getLogger(__name__)
+
+Entity = Literal["deal", "company", "contact"]
+WON, LOST = 142, 143
+#: amoCRM's collection per syncd entity.
+ENTITY_PATHS: dict[Entity, str] = {"deal": "leads", "company": "companies",
+                                   "contact": "contacts"}
+#: The standard task types every account has (custom ones come from the account).
+STANDARD_TASK_TYPES = {1: "Follow-up", 2: "Meeting"}
+CALL_NOTE_TYPES = ("call_in", "call_out")
+CALL_NOTE_NAMES = {"call_in": "Incoming call", "call_out": "Outgoing call"}
+#: The lead's loss reason is also described as a (standard) field, so the catalogue is
+#: stored: ``fields`` row ``deal:loss_reason`` with the reasons as options.
+LOSS_REASON_KEY = "loss_reason"
+
+
+# --- small readers -------------------------------------------------------------------------
+def stage_key(pipeline_id: Any, status_id: Any) -> str | None:
+    """The stage id syncd stores: statuses are only unique within their pipeline."""
+    pipeline, status = ident(pipeline_id), ident(status_id)
+    if pipeline is None or status is None:
+        return None
+    return f"{pipeline}:{status}"
+
+
+def from_unix(value: Any) -> datetime | None:
+    """Unix seconds (int, float or numeric string) -> aware UTC; 0/None/"" -> None."""
+    if value is None or value == "" or value is False:
+        return None
+    if isinstance(value, bool):
+        message = f"timestamp must be a number, got {value!r}"
+        raise TypeError(message)
+    if isinstance(value, str):
+        value = float(value.strip())
+    if not isinstance(value, int | float):
+        message = f"timestamp must be a number, got {value!r}"
+        raise TypeError(message)
+    if value <= 0:
+        return None
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+def to_unix(value: datetime) -> int:
+    return int(value.astimezone(UTC).timestamp())
+
+
+def ident(value: Any) -> str | None:
+    """An amoCRM id (int or numeric string) as a string; 0 and empty mean "none"."""
+    if value is None or value == "" or value is False or value == 0:
+        return None
+    if isinstance(value, bool):
+        message = f"id must be a number, got {value!r}"
+        raise TypeError(message)
+    if isinstance(value, float):
+        if not value.is_integer():
+            message = f"id must be an integer, got {value!r}"
+            raise ValueError(message)
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        return str(int(text)) if text.lstrip("-").isdigit() else text
+    message = f"unreadable id {value!r}"
+    raise TypeError(message)
+
+
+def required_id(payload: Mapping[str, Any], key: str = "id") -> str:
+    value = ident(payload.get(key))
+    if value is None:
+        message = f"missing {key}"
+        raise ValueError(message)
+    return value
+
+
+def number(value: Any) -> float | None:
+    """Numbers arrive as numbers or strings (the JSON type is not documented)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return float(value.replace(" ", "").replace(",", "."))
+    message = f"not a number: {value!r}"
+    raise TypeError(message)
+
+
+def _embedded_ids(payload: Mapping[str, Any], key: str) -> list[str]:
+    inner = payload.get("_embedded")
+    items = inner.get(key) if isinstance(inner, dict) else None
+    if not isinstance(items, list):
+        return []
+    items = sorted((i for i in items if isinstance(i, dict)),
+                   key=lambda i: not i.get("is_main", False))
+    return [x for x in (ident(i.get("id")) for i in items) if x is not None]
+
+
+# --- custom fields --------------------------------------------------------------------------
+@dataclass(slots=True)
+class FieldInfo:
+    id: str
+    name: str
+    type: str
+    code: str | None = None
+    options: dict[str, str] = field(default_factory=dict)  # enum id -> value
+    api_only: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def field_info(definition: Mapping[str, Any]) -> FieldInfo:
+    """One ``/api/v4/{entity}/custom_fields`` definition."""
+    field_id, name = ident(definition.get("id")), definition.get("name")
+    if field_id is None or not name:
+        message = f"custom field definition without id or name: {definition.get('id')!r}"
+        raise BadPayloadError(message)
+    options = {}
+    for enum in definition.get("enums") or ():
+        if isinstance(enum, dict) and enum.get("id") is not None:
+            options[str(enum["id"])] = str(enum.get("value", ""))
+    return FieldInfo(id=field_id, name=str(name), type=str(definition.get("type") or "text"),
+                     code=definition.get("code") or None, options=options,
+                     api_only=bool(definition.get("is_api_only")), raw=dict(definition))
+
+
+class FieldCatalog:
+    """The custom field definitions of one entity, read once per pass; values in
+    ``record.fields`` are keyed by the field's *name*, as a tenant's mapping writes it."""
+
+    def __init__(self, entity: Entity, definitions: Iterable[Mapping[str, Any]] = ()) -> None:
+        self.entity = entity
+        self.by_id: dict[str, FieldInfo] = {}
+        self._by_name: dict[str, FieldInfo] = {}
+        for definition in definitions:
+            self.add(field_info(definition))
+
+    def add(self, info: FieldInfo) -> None:
+        self.by_id[info.id] = info
+        existing = self._by_name.setdefault(info.name, info)
+        if existing is not info:
+            log.warning("two amocrm %s fields are named %r; using id %s", self.entity,
+                        info.name, existing.id)
+
+    def named(self, name: str) -> FieldInfo | None:
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def field_defs(self) -> list[FieldDef]:
+        return [FieldDef(entity=self.entity, key=i.id, name=i.name, type=i.type,
+                         options=dict(i.options), custom=True, raw=i.raw)
+                for i in self.by_id.values()]
+
+    def values(self, custom_fields_values: Any) -> dict[str, Any]:
+        """``{field name: readable value}``; ``null`` lists and values are empty."""
+        if custom_fields_values is None:
+            return {}
+        if not isinstance(custom_fields_values, list):
+            message = ("custom_fields_values must be a list, got "
+                       f"{type(custom_fields_values).__name__}")
+            raise TypeError(message)
+        out: dict[str, Any] = {}
+        for item in custom_fields_values:
+            if not isinstance(item, dict):
+                continue
+            info = self.by_id.get(str(item.get("field_id")))
+            name = info.name if info is not None else item.get("field_name")
+            if not name or (name in out and out[name] is not None):
+                continue
+            kind = info.type if info is not None else str(item.get("field_type") or "text")
+            out[str(name)] = resolve_values(kind, item.get("values"))
+        return out
+
+
+_NUMERIC = frozenset({"numeric", "price", "monetary"})
+_DATES = frozenset({"date", "date_time", "birthday"})
+_MULTI = frozenset({"multiselect", "category", "chained_list"})
+
+
+def resolve_values(kind: str, values: Any) -> Any:
+    """A field's ``values`` list in readable form (select text, numbers, ISO dates)."""
+    if not isinstance(values, list) or not values:
+        return None
+    plain = [v.get("value") if isinstance(v, dict) else v for v in values]
+    plain = [v for v in plain if v is not None and v != ""]
+    if not plain:
+        return None
+    if kind in _MULTI:
+        return [str(v) for v in plain]
+    first = plain[0]
+    if kind in _NUMERIC:
+        return number(first)
+    if kind == "checkbox":
+        return first in (True, 1, "1", "true", "Y")
+    if kind in _DATES:
+        moment = from_unix(first) if not isinstance(first, str) or first.isdigit() else None
+        if moment is not None:
+            return moment.date().isoformat() if kind != "date_time" else moment.isoformat()
+        return str(first)
+    return first if isinstance(first, str) else str(first) if not isinstance(
+        first, dict) else first
+
+
+# --- normalizers ---------------------------------------------------------------------------
+Reasons = Mapping[str, str]  # loss reason id -> name
+
+
+def lead_status(payload: Mapping[str, Any]) -> str:
+    if payload.get("is_deleted"):
+        return "deleted"
+    status = ident(payload.get("status_id"))
+    if status == str(WON):
+        return "won"
+    if status == str(LOST):
+        return "lost"
+    return "open"
+
+
+def normalize_lead(payload: Mapping[str, Any], catalog: FieldCatalog | None,
+                   reasons: Reasons | None = None) -> Deal:
+    status = lead_status(payload)
+    closed = from_unix(payload.get("closed_at"))
+    reason = None
+    inner = payload.get("_embedded")
+    embedded = inner.get("loss_reason") if isinstance(inner, dict) else None
+    if isinstance(embedded, list) and embedded and isinstance(embedded[0], dict):
+        reason = embedded[0].get("name")
+    reason_id = ident(payload.get("loss_reason_id"))
+    if reason is None and reason_id is not None:
+        reason = (reasons or {}).get(reason_id, f"loss reason {reason_id}")
+    companies = _embedded_ids(payload, "companies")
+    values = catalog.values(payload.get("custom_fields_values")) if catalog else {}
+    return Deal(
+        external_id=required_id(payload),
+        title=str(payload.get("name") or ""),
+        status=status,  # type: ignore[arg-type]
+        pipeline_id=ident(payload.get("pipeline_id")),
+        stage_id=stage_key(payload.get("pipeline_id"), payload.get("status_id")),
+        owner_id=ident(payload.get("responsible_user_id")),
+        company_id=companies[0] if companies else None,
+        contact_ids=_embedded_ids(payload, "contacts"),
+        value=number(payload.get("price")) or 0.0,
+        created_at=from_unix(payload.get("created_at")),
+        updated_at=from_unix(payload.get("updated_at")),
+        won_at=closed if status == "won" else None,
+        lost_at=closed if status == "lost" else None,
+        lost_reason=reason if status == "lost" else None,
+        fields=values,
+        raw=dict(payload),
+    )
+
+
+def normalize_company(payload: Mapping[str, Any], catalog: FieldCatalog | None,
+                      reasons: Reasons | None = None) -> Company:
+    return Company(
+        external_id=required_id(payload),
+        name=str(payload.get("name") or ""),
+        owner_id=ident(payload.get("responsible_user_id")),
+        created_at=from_unix(payload.get("created_at")),
+        updated_at=from_unix(payload.get("updated_at")),
+        deleted=bool(payload.get("is_deleted")),
+        fields=catalog.values(payload.get("custom_fields_values")) if catalog else {},
+        raw=dict(payload),
+    )
+
+
+def normalize_contact(payload: Mapping[str, Any], catalog: FieldCatalog | None,
+                      reasons: Reasons | None = None) -> Contact:
+    companies = _embedded_ids(payload, "companies")
+    return Contact(
+        external_id=required_id(payload),
+        name=str(payload.get("name") or ""),
+        company_id=companies[0] if companies else None,
+        owner_id=ident(payload.get("responsible_user_id")),
+        created_at=from_unix(payload.get("created_at")),
+        updated_at=from_unix(payload.get("updated_at")),
+        deleted=bool(payload.get("is_deleted")),
+        fields=catalog.values(payload.get("custom_fields_values")) if catalog else {},
+        raw=dict(payload),
+    )
+
+
+_LINKS = {"leads": "deal_id", "companies": "company_id", "contacts": "contact_id"}
+
+
+def _links(entity_type: Any, entity_id: Any) -> dict[str, str | None]:
+    links: dict[str, str | None] = dict.fromkeys(_LINKS.values())
+    key = _LINKS.get(str(entity_type or ""))
+    if key is not None:
+        links[key] = ident(entity_id)
+    return links
+
+
+def task_type_key(task_type_id: Any) -> str:
+    return f"task_{ident(task_type_id) or 1}"
+
+
+def normalize_task(payload: Mapping[str, Any], catalog: FieldCatalog | None = None,
+                   reasons: Reasons | None = None) -> Activity:
+    done = bool(payload.get("is_completed"))
+    due = from_unix(payload.get("complete_till"))
+    updated = from_unix(payload.get("updated_at"))
+    result = payload.get("result")
+    result_text = result.get("text") if isinstance(result, dict) else None
+    text = str(payload.get("text") or "")
+    return Activity(
+        external_id=f"task:{required_id(payload)}",
+        type=task_type_key(payload.get("task_type_id")),
+        subject=text.split("\n", 1)[0][:255],
+        done=done,
+        due_at=due,
+        due_date=due.date() if due else None,
+        done_at=updated if done else None,
+        owner_id=ident(payload.get("responsible_user_id")),
+        created_at=from_unix(payload.get("created_at")),
+        updated_at=updated,
+        note="\n\n".join(t for t in (text, str(result_text or "")) if t),
+        raw=dict(payload),
+        **_links(payload.get("entity_type"), payload.get("entity_id")),
+    )
+
+
+def normalize_call_note(payload: Mapping[str, Any], entity_type: str) -> Activity:
+    kind = payload.get("note_type")
+    if kind not in CALL_NOTE_TYPES:
+        message = f"not a call note: {kind!r}"
+        raise ValueError(message)
+    params = payload.get("params") if isinstance(payload.get("params"), dict) else {}
+    created = from_unix(payload.get("created_at"))
+    phone = params.get("phone") if isinstance(params, dict) else None
+    subject = CALL_NOTE_NAMES[kind] + (f" {phone}" if phone else "")
+    return Activity(
+        external_id=f"note:{entity_type}:{required_id(payload)}",
+        type=str(kind),
+        subject=subject,
+        done=True,
+        due_at=created,
+        due_date=created.date() if created else None,
+        done_at=created,
+        owner_id=ident(payload.get("responsible_user_id") or payload.get("created_by")),
+        created_at=created,
+        updated_at=from_unix(payload.get("updated_at")) or created,
+        note=str(params.get("result") or "") if isinstance(params, dict) else "",
+        raw=dict(payload),
+        **_links(entity_type, payload.get("entity_id")),
+    )
+
+
+def normalize_user(payload: Mapping[str, Any], catalog: FieldCatalog | None = None,
+                   reasons: Reasons | None = None) -> User:
+    rights = payload.get("rights") if isinstance(payload.get("rights"), dict) else {}
+    active = rights.get("is_active", True) if isinstance(rights, dict) else True
+    return User(external_id=required_id(payload), name=str(payload.get("name") or ""),
+                email=payload.get("email") or None, active=bool(active), raw=dict(payload))
+
+
+def pipelines_and_stages(items: Sequence[Any]) -> tuple[list[Pipeline], list[Stage]]:
+    """``/api/v4/leads/pipelines`` items with their embedded statuses."""
+    pipelines, stages = [], []
+    for item in items:
+        pipeline_id = required_id(item)
+        pipelines.append(Pipeline(external_id=pipeline_id, name=str(item.get("name") or ""),
+                                  raw={k: v for k, v in item.items() if k != "_embedded"}))
+        inner = item.get("_embedded")
+        statuses = inner.get("statuses") if isinstance(inner, dict) else None
+        for status in statuses or ():
+            if not isinstance(status, dict):
+                continue
+            key = stage_key(pipeline_id, status.get("id"))
+            if key is None:
+                message = f"pipeline {pipeline_id}: status without id"
+                raise ValueError(message)
+            stages.append(Stage(external_id=key, pipeline_id=pipeline_id,
+                                name=str(status.get("name") or ""),
+                                order=int(number(status.get("sort")) or 0), raw=dict(status)))
+    return pipelines, stages
+
+
+def activity_types(task_types: Iterable[Any]) -> list[ActivityType]:
+    """The account's task types (``task_<id>``) and the two call note types."""
+    found = {task_type_key(i): name for i, name in STANDARD_TASK_TYPES.items()}
+    for item in task_types:
+        if isinstance(item, dict) and ident(item.get("id")) is not None:
+            found[task_type_key(item["id"])] = str(item.get("name") or item["id"])
+    types = [ActivityType(key=k, name=v) for k, v in found.items()]
+    types += [ActivityType(key=k, name=CALL_NOTE_NAMES[k]) for k in CALL_NOTE_TYPES]
+    return types
+
+
+def loss_reason_field(reasons: Mapping[str, str]) -> FieldDef:
+    return FieldDef(entity="deal", key=LOSS_REASON_KEY, name="Loss reason", type="select",
+                    options=dict(reasons), custom=False)
+
+
+def _event_status(values: Any) -> str | None:
+    if not isinstance(values, list):
+        return None
+    for value in values:
+        status = value.get("lead_status") if isinstance(value, dict) else None
+        if isinstance(status, dict):
+            return stage_key(status.get("pipeline_id"), status.get("id"))
+    return None
+
+
+def stage_change(event: Mapping[str, Any]) -> StageChange | None:
+    """A ``lead_status_changed`` (or ``lead_added``) event as a stage transition; other
+    events, and ``lead_added`` without a status, give ``None``."""
+    if event.get("entity_type") not in (None, "lead"):
+        return None
+    to_stage = _event_status(event.get("value_after"))
+    if to_stage is None:
+        if event.get("type") == "lead_status_changed":
+            message = f"status change event {event.get('id')!r} without value_after status"
+            raise ValueError(message)
+        return None
+    at = from_unix(event.get("created_at"))
+    if at is None:
+        message = f"event {event.get('id')!r} without created_at"
+        raise ValueError(message)
+    from_stage = None
+    if event.get("type") == "lead_status_changed":
+        from_stage = _event_status(event.get("value_before"))
+    return StageChange(external_id=str(event.get("id") or ""), deal_id=required_id(
+        event, "entity_id"), from_stage_id=from_stage, to_stage_id=to_stage, at=at,
+        raw=dict(event))
+
+
+# --- page helpers --------------------------------------------------------------------------
+Normalizer = Callable[[Mapping[str, Any], FieldCatalog | None, Reasons | None], Record]
+
+
+def normalize_many(stream: str, items: Sequence[Any], normalize: Callable[..., Any],
+                   *args: Any) -> list[Any]:
+    """Normalize a page; any unreadable record fails the page, naming stream and id.
+    ``None`` results (records that are not for this stream) are left out."""
+    records = []
+    for item in items:
+        if not isinstance(item, dict):
+            message = f"amocrm {stream}: expected an object, got {type(item).__name__}"
+            raise BadPayloadError(message)
+        try:
+            record = normalize(item, *args)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            message = redact(f"amocrm {stream}: record {item.get('id')!r} is malformed: "
+                             f"{type(exc).__name__}: {exc}")
+            raise BadPayloadError(message) from exc
+        if record is not None:
+            records.append(record)
+    return records
+
+
+@dataclass(frozen=True)
+class EntityStream:
+    """An incremental list read in ``updated_at`` order."""
+
+    name: str
+    path: str
+    key: str  # the ``_embedded`` key
+    normalize: Normalizer
+    entity: Entity | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+ENTITY_STREAMS: dict[str, EntityStream] = {
+    "companies": EntityStream("companies", "/api/v4/companies", "companies",
+                              normalize_company, "company"),
+    "contacts": EntityStream("contacts", "/api/v4/contacts", "contacts", normalize_contact,
+                             "contact", {"with": "companies"}),
+    "deals": EntityStream("deals", "/api/v4/leads", "leads", normalize_lead, "deal",
+                          {"with": "contacts,loss_reason"}),
+}
+TASKS = EntityStream("activities", "/api/v4/tasks", "tasks", normalize_task)
+#: Where call notes live (calls are logged on leads, contacts and companies).
+NOTE_PATHS = {"leads": "/api/v4/leads/notes", "contacts": "/api/v4/contacts/notes",
+              "companies": "/api/v4/companies/notes"}
+EVENTS_PATH = "/api/v4/events"
+EVENTS_PAGE = 100  # the Russian docs cap events at 100 per page
+EVENT_TYPES = "lead_added,lead_status_changed"

@@ -1,0 +1,288 @@
+"""Write-back to amoCRM: custom fields by name in batched PATCHes, marker-tagged tasks.
+
+* Fields are created by name when missing (``POST /api/v4/{leads|companies}/custom_fields``,
+  ``is_api_only`` so people cannot overwrite a machine-written value in the UI; needs an
+  account admin). Numbers go to a ``numeric`` field, the violations text to a ``textarea``.
+* Values are written with one ``PATCH /api/v4/{leads|companies}`` per ``batch_size``
+  records (an array of ``{id, custom_fields_values}``). Setting an absolute value is
+  idempotent in effect, so those PATCHes are retried like GETs. If amoCRM rejects a batch
+  (400 with ``validation-errors``), its records are written one by one so one bad record
+  fails alone.
+* Echoes: a PATCH answers only ``{id, updated_at}``; with ``reread_after_write`` (default)
+  the written records are read back (one GET per 250) and returned, so the store holds
+  exactly what amoCRM holds and our own write is not a change on the next pull.
+* Tasks: ``POST /api/v4/tasks`` takes a batch; each task's ``request_id`` is its marker,
+  and the marker is also in the task text, so ``find_tasks`` can find a task whose
+  creation was interrupted (the POST is never retried once it may have reached amoCRM).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, time
+from typing import TYPE_CHECKING, Any
+
+from syncd.connector import FieldSpec, FieldWrite, TaskCreate, WriteResult
+from syncd.errors import APIError, AuthError, BlockedError, FatalAPIError
+from syncd.records import Record
+from syncd.secrets import redact
+from syncd_amocrm.client import embedded
+from syncd_amocrm.streams import (
+    ENTITY_PATHS,
+    FieldCatalog,
+    FieldInfo,
+    field_info,
+    ident,
+    normalize_company,
+    normalize_lead,
+    normalize_many,
+    normalize_task,
+    to_unix,
+)
+
+if TYPE_CHECKING:
+    from syncd_amocrm.client import AmoCRMClient
+    from syncd_amocrm.settings import AmoCRMSettings
+
+log = logging.getLogger(__name__)
+
+#: syncd field kinds -> amoCRM field types ("textarea": a violation summary can be long).
+FIELD_TYPES = {"text": "textarea", "number": "numeric"}
+_NUMERIC_TYPES = frozenset({"numeric", "price", "monetary"})
+#: Failures that concern the items of one request, not the whole tenant.
+_ITEM_STATUSES = frozenset({400, 403, 404, 409, 410, 422})
+REREAD_CHUNK = 250
+FIND_CHUNK = 50  # lead ids per task search
+FOLLOW_UP_TASK_TYPE = 1
+
+
+def is_item_failure(error: APIError) -> bool:
+    if isinstance(error, AuthError | BlockedError):
+        return False
+    return isinstance(error, FatalAPIError) and error.status in _ITEM_STATUSES
+
+
+class AmoCRMWriter:
+    """Mixin of the write-back methods of ``AmoCRMConnector``."""
+
+    client: AmoCRMClient
+    settings: AmoCRMSettings
+    task_batch_size: int
+
+    def catalog(self, entity: str) -> FieldCatalog:  # provided by the connector
+        raise NotImplementedError
+
+    def loss_reasons(self) -> dict[str, str]:  # provided by the connector
+        raise NotImplementedError
+
+    # --- fields ---------------------------------------------------------------------------
+    def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
+        """Create the custom fields in ``specs`` that do not exist yet (matched by name)."""
+        for entity in ("deal", "company"):
+            catalog = self.catalog(entity)
+            missing = []
+            for spec in (s for s in specs if s.entity == entity):
+                existing = catalog.named(spec.name)
+                if existing is None:
+                    missing.append(spec)
+                elif (existing.type in _NUMERIC_TYPES) != (spec.type == "number"):
+                    log.warning("amocrm %s field %r is of type %s, syncd writes %s values",
+                                entity, spec.name, existing.type, spec.type)
+            if not missing:
+                continue
+            path = f"/api/v4/{ENTITY_PATHS[entity]}/custom_fields"  # type: ignore[index]
+            body = [{"name": s.name, "type": FIELD_TYPES[s.type],
+                     "is_api_only": self.settings.api_only_fields, "sort": 1000}
+                    for s in missing]
+            try:
+                answer = self.client.call("POST", path, json=body)
+            except FatalAPIError as exc:
+                if exc.status == 403 and not isinstance(exc, BlockedError):
+                    names = ", ".join(repr(s.name) for s in missing)
+                    message = (f"{exc}: creating custom fields needs an amoCRM account admin;"
+                               f" create {entity} field(s) {names} by hand (numbers: type"
+                               " Numeric, text: type Text area) or reconnect as an admin")
+                    raise FatalAPIError(message, status=403, url=exc.url) from None
+                raise
+            created, _ = embedded(answer, "custom_fields", path)
+            for definition in created:
+                catalog.add(field_info(definition))
+                log.info("created amocrm %s field %r (%s)", entity, definition.get("name"),
+                         definition.get("type"))
+
+    def write_field(self, change: FieldWrite) -> WriteResult:
+        return self.write_fields([change])[0]
+
+    def write_fields(self, changes: Sequence[FieldWrite]) -> list[WriteResult]:
+        """Batched PATCHes per entity; one result per change, in order."""
+        results: list[WriteResult | None] = [None] * len(changes)
+        by_entity: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for index, change in enumerate(changes):
+            item, problem = self._patch_item(change)
+            if problem is not None:
+                results[index] = WriteResult(ok=False, error=problem)
+            else:
+                by_entity.setdefault(change.entity, []).append((index, item))
+        for entity, items in by_entity.items():
+            path = f"/api/v4/{ENTITY_PATHS[entity]}"  # type: ignore[index]
+            size = self.settings.batch_size
+            for first in range(0, len(items), size):
+                for index, outcome in self._patch_batch(path, items[first: first + size]):
+                    results[index] = outcome
+            if self.settings.reread_after_write:
+                self._attach_records(entity, changes, results)
+        return [r or WriteResult(ok=False, error="not written") for r in results]
+
+    def _patch_item(self, change: FieldWrite) -> tuple[dict[str, Any], str | None]:
+        info = self.catalog(change.entity).named(change.field_name)
+        if info is None:
+            return {}, (f"no {change.entity} field named {change.field_name!r}"
+                        " (ensure_fields not called?)")
+        if not change.external_id.isdigit():
+            return {}, f"{change.external_id!r} is not an amoCRM id"
+        try:
+            values = _values(info, change.value)
+        except ValueError:
+            return {}, f"field {change.field_name!r} is numeric; cannot write {change.value!r}"
+        return {"id": int(change.external_id),
+                "custom_fields_values": [{"field_id": int(info.id), "values": values}]}, None
+
+    def _patch_batch(self, path: str, items: list[tuple[int, dict[str, Any]]],
+                     ) -> list[tuple[int, WriteResult]]:
+        try:
+            self.client.call("PATCH", path, json=[item for _, item in items], idempotent=True)
+        except APIError as exc:
+            if not is_item_failure(exc):
+                raise
+            if len(items) == 1:
+                return [(items[0][0], WriteResult(ok=False, error=redact(str(exc))))]
+            log.warning("amocrm rejected a batch of %d writes (%s); writing them one by one",
+                        len(items), redact(str(exc)))
+            return [pair for item in items for pair in self._patch_batch(path, [item])]
+        return [(index, WriteResult(ok=True)) for index, _ in items]
+
+    def _attach_records(self, entity: str, changes: Sequence[FieldWrite],
+                        results: list[WriteResult | None]) -> None:
+        """Read the written records back so the store holds what amoCRM now holds."""
+        wanted = sorted({changes[i].external_id for i, r in enumerate(results)
+                         if r is not None and r.ok and changes[i].entity == entity}, key=int)
+        records: dict[str, Record] = {}
+        for first in range(0, len(wanted), REREAD_CHUNK):
+            for record in self._read_records(entity, wanted[first: first + REREAD_CHUNK]):
+                records[record.external_id] = record  # type: ignore[union-attr]
+        for index, result in enumerate(results):
+            if result is not None and result.ok and changes[index].entity == entity:
+                result.record = records.get(changes[index].external_id)
+
+    def _read_records(self, entity: str, ids: list[str]) -> list[Record]:
+        path = f"/api/v4/{ENTITY_PATHS[entity]}"  # type: ignore[index]
+        params: dict[str, Any] = {"filter[id][]": ids}
+        if entity == "deal":
+            params["with"] = "contacts,loss_reason"
+        catalog = self.catalog(entity)
+        normalize = normalize_lead if entity == "deal" else normalize_company
+        reasons = self.loss_reasons() if entity == "deal" else None
+        stream = "deals" if entity == "deal" else "companies"
+        out: list[Record] = []
+        for items in self.client.iter_pages(path, ENTITY_PATHS[entity], params,  # type: ignore[index]
+                                            limit=REREAD_CHUNK):
+            out.extend(normalize_many(stream, items, normalize, catalog, reasons))
+        return out
+
+    # --- tasks ----------------------------------------------------------------------------
+    def find_task(self, task: TaskCreate) -> str | None:
+        return self.find_tasks([task]).get(task.marker)
+
+    def find_tasks(self, tasks: Sequence[TaskCreate]) -> dict[str, str]:
+        """``{marker: task id}`` of the tasks in ``tasks`` that already exist in amoCRM
+        (their marker is in the task text); tasks of the same leads are read in bulk."""
+        markers = {t.marker for t in tasks}
+        leads = sorted({t.deal_id for t in tasks if t.deal_id.isdigit()}, key=int)
+        found: dict[str, str] = {}
+        for first in range(0, len(leads), FIND_CHUNK):
+            params = {"filter[entity_type]": "leads",
+                      "filter[entity_id][]": leads[first: first + FIND_CHUNK],
+                      "order[id]": "asc"}
+            for items in self.client.iter_pages("/api/v4/tasks", "tasks", params):
+                for item in items:
+                    text = str(item.get("text") or "")
+                    for marker in markers - found.keys():
+                        if marker in text:
+                            found[marker] = str(item.get("id"))
+        return found
+
+    def create_task(self, task: TaskCreate) -> WriteResult:
+        return self.create_tasks([task])[0]
+
+    def create_tasks(self, tasks: Sequence[TaskCreate]) -> list[WriteResult]:
+        """Batched ``POST /api/v4/tasks``; one result per task, in order."""
+        results: list[WriteResult] = []
+        size = self.task_batch_size
+        for first in range(0, len(tasks), size):
+            results.extend(self._post_tasks(list(tasks[first: first + size])))
+        return results
+
+    def _post_tasks(self, tasks: list[TaskCreate]) -> list[WriteResult]:
+        bodies: list[dict[str, Any] | None] = [_task_body(t) for t in tasks]
+        results: list[WriteResult | None] = [
+            None if b is not None else WriteResult(ok=False, error=f"{t.deal_id!r} is not an"
+                                                   " amoCRM lead id")
+            for t, b in zip(tasks, bodies, strict=True)]
+        sendable = [(i, b) for i, b in enumerate(bodies) if b is not None]
+        if not sendable:
+            return [r for r in results if r is not None]
+        try:
+            answer = self.client.call("POST", "/api/v4/tasks", json=[b for _, b in sendable])
+        except APIError as exc:
+            if not is_item_failure(exc):
+                raise
+            if len(sendable) == 1:
+                results[sendable[0][0]] = WriteResult(ok=False, error=redact(str(exc)))
+            else:  # a rejected batch created nothing: isolate the bad task
+                log.warning("amocrm rejected a batch of %d tasks (%s); posting one by one",
+                            len(sendable), redact(str(exc)))
+                for index, _ in sendable:
+                    results[index] = self._post_tasks([tasks[index]])[0]
+            return [r or WriteResult(ok=False, error="not created") for r in results]
+        created, _ = embedded(answer, "tasks", "/api/v4/tasks")
+        by_request = {str(c.get("request_id")): c for c in created}
+        for position, (index, body) in enumerate(sendable):
+            item = by_request.get(body["request_id"])
+            if item is None and position < len(created):
+                item = created[position]  # request_id not echoed: answers keep the order
+            task_id = ident(item.get("id")) if isinstance(item, dict) else None
+            if task_id is None:
+                results[index] = WriteResult(ok=False, error="amoCRM returned no task id")
+                continue
+            now = to_unix(datetime.now(UTC))
+            record = normalize_task({**body, "id": int(task_id), "is_completed": False,
+                                     "created_at": now, "updated_at": now})
+            results[index] = WriteResult(ok=True, crm_id=task_id, record=record)
+        return [r or WriteResult(ok=False, error="not created") for r in results]
+
+
+def _task_body(task: TaskCreate) -> dict[str, Any] | None:
+    if not task.deal_id.isdigit():
+        return None
+    text = task.note if task.marker in task.note else f"{task.note}\n\n[{task.marker}]"
+    if task.subject and not text.startswith(task.subject):
+        text = f"{task.subject}\n{text}"
+    due = datetime.combine(task.due, time(23, 59), tzinfo=UTC)
+    body: dict[str, Any] = {"text": text, "complete_till": to_unix(due),
+                            "entity_id": int(task.deal_id), "entity_type": "leads",
+                            "task_type_id": FOLLOW_UP_TASK_TYPE, "request_id": task.marker}
+    if task.owner_id and task.owner_id.isdigit():
+        body["responsible_user_id"] = int(task.owner_id)
+    return body
+
+
+def _values(info: FieldInfo, value: str | float | None) -> list[dict[str, Any]] | None:
+    """A field's ``values``; ``None`` clears the field (amoCRM's documented way)."""
+    if value is None or value == "":
+        return None
+    if info.type in _NUMERIC_TYPES:
+        number = float(value)
+        return [{"value": int(number) if number.is_integer() else number}]
+    return [{"value": value if isinstance(value, str) else str(value)}]
+
