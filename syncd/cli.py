@@ -130,6 +130,10 @@ def plugins(obj: Context, fmt: str) -> None:
         out.print_json(json.dumps(rows))
         return
     for row in rows:
+        if row.get("error"):
+            out.print(f"[bold red]{row['name']}[/]: failed to load: {row['error']}",
+                      highlight=False)
+            continue
         if not row["hooks"]:
             continue
         version = f" {row['version']}" if row["version"] else ""

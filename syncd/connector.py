@@ -146,6 +146,8 @@ class Connector(ABC):
     name: ClassVar[str]
     settings_model: ClassVar[type[ConnectionSettings]] = ConnectionSettings
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
+    #: How many tasks the core hands to ``create_tasks`` / ``find_tasks`` at once.
+    task_batch_size: ClassVar[int] = 50
 
     #: Set by the core right after construction (``Tenant.make_connector``); read it lazily.
     state: ConnectorState
@@ -180,6 +182,21 @@ class Connector(ABC):
 
     def create_task(self, task: TaskCreate) -> WriteResult:
         raise NotImplementedError(f"{self.name} does not support tasks")
+
+    def find_tasks(self, tasks: Sequence[TaskCreate]) -> dict[str, str]:
+        """``marker -> CRM id`` of the tasks in ``tasks`` that already exist. Override to
+        search in bulk; the default asks ``find_task`` one by one."""
+        found = {}
+        for task in tasks:
+            crm_id = self.find_task(task)
+            if crm_id:
+                found[task.marker] = crm_id
+        return found
+
+    def create_tasks(self, tasks: Sequence[TaskCreate]) -> list[WriteResult]:
+        """Create ``tasks``; one result per task, in order. Override with the CRM's batch
+        call; the default calls ``create_task`` one by one."""
+        return [self.create_task(task) for task in tasks]
 
     def webhook_hint(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
         """Read a webhook call's payload (already authenticated by the core). The default

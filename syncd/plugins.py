@@ -7,8 +7,9 @@ group. Nothing is loaded at import time: ``make_plugin_manager`` does the work, 
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
 
@@ -18,12 +19,16 @@ from syncd import PROJECT_NAME, hookspecs
 from syncd.connector import Connector
 from syncd.errors import PluginError
 
+log = logging.getLogger(__name__)
+
 
 class ConnectorRegistry:
     """Connector classes by name; registering a name twice is an error naming both."""
 
     def __init__(self) -> None:
         self._connectors: dict[str, type[Connector]] = {}
+        #: plugin (entry point) name -> why it failed to load
+        self.broken: dict[str, str] = {}
 
     def add(self, connector: type[Connector]) -> None:
         name = getattr(connector, "name", None)
@@ -45,6 +50,8 @@ class ConnectorRegistry:
         except KeyError:
             known = ", ".join(sorted(self._connectors)) or "none"
             message = f"no connector named {name!r} (installed: {known})"
+            if name in self.broken:
+                message = f"the plugin {name!r} failed to load: {self.broken[name]}"
             raise PluginError(message) from None
 
     def names(self) -> list[str]:
@@ -60,6 +67,8 @@ class Plugins:
 
     manager: pluggy.PluginManager
     connectors: ConnectorRegistry
+    #: plugin name -> (distribution name, version) for plugins found via entry points
+    distributions: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def hook(self) -> pluggy.HookRelay:
@@ -67,10 +76,9 @@ class Plugins:
 
     def describe(self) -> list[dict[str, object]]:
         """Name, distribution, version and implemented hooks of every plugin."""
-        dists = {id(plugin): dist for plugin, dist in self.manager.list_plugin_distinfo()}
         rows = []
         for name, plugin in sorted(self.manager.list_name_plugin(), key=lambda x: x[0]):
-            dist = dists.get(id(plugin))
+            dist = self.distributions.get(name)
             hooks = sorted(h.name for h in self.manager.get_hookcallers(plugin) or [])
             connectors = [
                 c for c in self.connectors.names()
@@ -78,11 +86,14 @@ class Plugins:
             ]
             rows.append({
                 "name": name,
-                "distribution": dist.project_name if dist else None,
-                "version": dist.version if dist else None,
+                "distribution": dist[0] if dist else None,
+                "version": dist[1] if dist else None,
                 "hooks": hooks,
                 "connectors": connectors,
             })
+        for name, error in sorted(self.connectors.broken.items()):
+            rows.append({"name": name, "distribution": None, "version": None, "hooks": [],
+                         "connectors": [], "error": error})
         return rows
 
 
@@ -103,18 +114,38 @@ def make_plugin_manager(
     env_blocked = os.environ.get("SYNCD_DISABLE_PLUGINS", "")
     for name in (*blocked, *filter(None, (n.strip() for n in env_blocked.split(",")))):
         manager.set_blocked(name)
+    registry = ConnectorRegistry()
+    distributions: dict[str, tuple[str, str]] = {}
     if load_entrypoints:
-        try:
-            manager.load_setuptools_entrypoints(PROJECT_NAME)
-        except Exception as exc:  # a broken third-party plugin must say which one
-            message = f"a syncd plugin failed to load: {exc}"
-            raise PluginError(message) from exc
+        registry.broken.update(_load_entrypoints(manager, distributions))
     for plugin in extra:
         manager.register(plugin)
     manager.check_pending()
-    registry = ConnectorRegistry()
     manager.hook.syncd_register_connectors(registry=registry)
-    return Plugins(manager=manager, connectors=registry)
+    return Plugins(manager=manager, connectors=registry, distributions=distributions)
+
+
+def _load_entrypoints(manager: pluggy.PluginManager,
+                      distributions: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Register every ``syncd`` entry point; one that fails to import is logged and left
+    out (only the tenants using it fail, naming it), the others load. Returns the failures."""
+    broken: dict[str, str] = {}
+    for dist in metadata.distributions():
+        for entry_point in dist.entry_points:
+            name = entry_point.name
+            if (entry_point.group != PROJECT_NAME or manager.is_blocked(name)
+                    or manager.has_plugin(name) or name in broken):
+                continue
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:  # a broken plugin says which one and stops nobody else
+                broken[name] = f"{type(exc).__name__}: {exc}"
+                log.error("the syncd plugin %r (%s) failed to load: %s",  # noqa: TRY400
+                          name, entry_point.value, broken[name])
+                continue
+            manager.register(plugin, name=name)
+            distributions[name] = (dist.metadata["Name"], dist.version)
+    return broken
 
 
 def entry_point_names() -> list[str]:

@@ -173,40 +173,53 @@ def _text(value: str | float | None) -> str:
 def _create_tasks(db: store.Database, connector: Connector, tenant: Tenant, tenant_id: int,
                   now: datetime, result: WritebackResult,
                   stop_requested: Callable[[], bool]) -> None:
+    """Create the queued tasks in the connector's batches, each exactly once.
+
+    Per batch: tasks tried before (a crash may have created them) are looked up by marker
+    first; then every remaining intent is marked attempted in one commit *before* the CRM
+    call, and the outcomes are committed after it. A crash between the two leaves attempted
+    intents, which the next pass looks up instead of creating again."""
     with db.session() as session:
         rows = store.pending_rows(session, tenant_id, "task")
         owners = store.deal_owners(session, tenant_id, [r.external_id for r in rows])
     due = (now.astimezone(tenant.tz) + timedelta(days=tenant.config.writeback.task_due_days))
-    for row in rows:
+    size = max(1, connector.task_batch_size)
+    for start in range(0, len(rows), size):
         if stop_requested():
             return
-        task = TaskCreate(
+        batch = [(row, TaskCreate(
             deal_id=row.external_id, owner_id=owners.get(row.external_id),
             subject=row.desired_value, note=f"{row.desired_value}\n\n[{row.field}]",
             marker=row.field, due=due.date(),
-        )
-        _create_one_task(db, connector, tenant_id, row, task, result)
+        )) for row in rows[start: start + size]]
+        _create_task_batch(db, connector, tenant_id, batch, result)
 
 
-def _create_one_task(db: store.Database, connector: Connector, tenant_id: int, row: Any,
-                     task: TaskCreate, result: WritebackResult) -> None:
-    if row.attempts > 0:  # an earlier attempt may have created it: look before creating
-        existing = connector.find_task(task)
-        if existing:
-            with db.session() as session:
-                store.mark_done(session, tenant_id, "task", "deal", row.external_id, row.field,
-                                row.desired_value, crm_id=existing)
-            result.tasks_recovered += 1
-            return
+def _create_task_batch(db: store.Database, connector: Connector, tenant_id: int,
+                       batch: list[tuple[Any, TaskCreate]], result: WritebackResult) -> None:
+    retried = [task for row, task in batch if row.attempts > 0]
+    existing = connector.find_tasks(retried) if retried else {}
+    todo = []
     with db.session() as session:
-        store.mark_attempt(session, tenant_id, "task", "deal", row.external_id, row.field)
-    outcome = connector.create_task(task)
+        for row, task in batch:
+            if task.marker in existing:
+                store.mark_done(session, tenant_id, "task", "deal", row.external_id,
+                                row.field, row.desired_value, crm_id=existing[task.marker])
+                result.tasks_recovered += 1
+            else:
+                store.mark_attempt(session, tenant_id, "task", "deal", row.external_id,
+                                   row.field)
+                todo.append((row, task))
+    if not todo:
+        return
+    outcomes = connector.create_tasks([task for _, task in todo])
     with db.session() as session:
-        if outcome.ok:
-            store.mark_done(session, tenant_id, "task", "deal", row.external_id, row.field,
-                            row.desired_value, crm_id=outcome.crm_id)
-            result.tasks_created += 1
-        else:
-            store.mark_failed(session, tenant_id, "task", "deal", row.external_id, row.field,
-                              redact(outcome.error or "failed"))
-            result.tasks_failed += 1
+        for (row, _), outcome in zip(todo, outcomes, strict=True):
+            if outcome.ok:
+                store.mark_done(session, tenant_id, "task", "deal", row.external_id,
+                                row.field, row.desired_value, crm_id=outcome.crm_id)
+                result.tasks_created += 1
+            else:
+                store.mark_failed(session, tenant_id, "task", "deal", row.external_id,
+                                  row.field, redact(outcome.error or "failed"))
+                result.tasks_failed += 1

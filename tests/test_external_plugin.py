@@ -127,3 +127,27 @@ def test_without_the_plugin_the_tenant_is_a_config_error(tmp_path: Path) -> None
     result = run_syncd(config, "check")
     assert result.returncode == 2
     assert "memco.yaml: plugin: no connector named 'memcrm'" in result.stderr
+
+
+def test_a_plugin_that_fails_to_import_stops_only_its_tenants(tmp_path: Path) -> None:
+    """A broken plugin is named; tenants of the other plugins still sync."""
+    site = install_plugin(tmp_path)
+    (site / "syncd_memcrm.py").write_text("raise RuntimeError('memcrm is broken')\n",
+                                          encoding="utf-8")
+    data_file = tmp_path / "export.json"
+    data_file.write_text(json.dumps(DATA), encoding="utf-8")
+    broken = {"plugin": "memcrm", "salesbook": "b2b-services-9",
+              "connection": {"base_url": "mem://", "data_file": str(data_file)}}
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", {"memco": broken})
+    env = {"PYTHONPATH": str(site)}
+
+    listed = run_syncd(config, "plugins", "--format", "json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert "pipedrive" in rows["pipedrive"]["connectors"]
+    assert "memcrm is broken" in rows["memcrm"]["error"]
+
+    checked = run_syncd(config, "check", env=env)
+    assert checked.returncode == 2
+    assert "the plugin 'memcrm' failed to load: RuntimeError: memcrm is broken" \
+        in checked.stderr
