@@ -263,6 +263,8 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
                 for record in records:
                     if record.updated_at is not None:
                         high = max(high or 0, to_unix(record.updated_at))
+                if not records:
+                    continue  # a 204: nothing from this source
                 pages.append(Page("activities", records))
                 if len(pages) > 1:
                     yield pages.pop(0)
