@@ -1,0 +1,345 @@
+"""Bitrix24 REST over HTTP: the two auth modes, ``batch``, and Bitrix24's error signals.
+
+All policy (retries, waits, redaction) lives in ``syncd.http``; this module adds what is
+Bitrix24's own:
+
+* a webhook URL carries its secret in the path (``/rest/{user}/{code}/``): the URL and the
+  code are registered with ``syncd.secrets`` so no message ever shows them; an OAuth access
+  token travels in the JSON body (``auth``), never in a URL;
+* OAuth tokens come from ``syncd.oauth.TokenStore`` (``connector.state.tokens``): an
+  ``expired_token`` answer renews the pair once through ``TokenStore.refresh`` (single-use
+  refresh tokens, safe across processes) and repeats the call;
+* 503 ``QUERY_LIMIT_EXCEEDED`` (the leaky bucket) and 429 ``OPERATION_TIME_LIMIT`` are rate
+  limits, retried with backoff (they were refused before processing); 503
+  ``OVERLOAD_LIMIT`` is a manual block: stop;
+* ``batch`` runs up to 50 sub-calls in one request and answers HTTP 200 even when some of
+  them failed: the failures come back per command (``result_error``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from syncd.errors import (
+    APIError,
+    AuthError,
+    BadPayloadError,
+    BlockedError,
+    FatalAPIError,
+    RateLimitedError,
+)
+from syncd.http import ApiClient, default_classify, json_body
+from syncd.oauth import RefreshRejected, TokenSet, TokenStore
+from syncd.secrets import redact, register
+from syncd_bitrix24.limiter import LeakyBucket
+from syncd_bitrix24.settings import Bitrix24Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 50
+#: Errors meaning "renew the access token and try again".
+_EXPIRED = frozenset({"expired_token", "invalid_token"})
+#: OAuth server answers meaning "this refresh token (or app) is refused for good".
+_REJECTED = frozenset({"invalid_grant", "invalid_client", "invalid_request",
+                       "invalid_scope", "insufficient_scope", "PAYMENT_REQUIRED"})
+#: Refresh this long before the access token's announced expiry.
+REFRESH_MARGIN = timedelta(minutes=5)
+
+
+class TokenExpired(AuthError):
+    """The portal says the OAuth access token expired (renew it, then repeat the call)."""
+
+
+# --- PHP-style query strings (batch sub-calls are ``method?query``) ------------------------
+def php_query(params: Mapping[str, Any]) -> str:
+    """``params`` as PHP's ``http_build_query`` writes them: ``filter[>ID]=5&select[]=ID``."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        _flatten(str(key), value, pairs)
+    return "&".join(f"{quote(k, safe='[]')}={quote(v, safe='$[]')}" for k, v in pairs)
+
+
+def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _flatten(f"{prefix}[{key}]", inner, out)
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            _flatten(f"{prefix}[]", inner, out)
+    elif value is None:
+        out.append((prefix, ""))
+    elif isinstance(value, bool):
+        out.append((prefix, "Y" if value else "N"))
+    else:
+        out.append((prefix, str(value)))
+
+
+# --- classification ------------------------------------------------------------------------
+def _error_code(response: requests.Response) -> tuple[str, str]:
+    try:
+        body = json_body(response)
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("error") or ""), str(body.get("error_description") or "")
+
+
+def make_classifier(limiter: LeakyBucket | None) -> Callable[[requests.Response], APIError | None]:
+    """Bitrix24's cases first, then the default table of ``syncd.http``."""
+
+    def classify(response: requests.Response) -> APIError | None:
+        status = response.status_code
+        code, text = _error_code(response)
+        where = redact(f"{response.request.method if response.request else '?'} "
+                       f"{response.url}: HTTP {status}")
+        detail = redact(f"{code}: {text}" if text else code)
+        if status == 503 and code == "QUERY_LIMIT_EXCEEDED":
+            if limiter is not None:
+                limiter.saturate()
+            wait = 1.0 / limiter.rate if limiter is not None else 1.0
+            return RateLimitedError(f"{where}: {detail}", status=status,
+                                    url=redact(response.url), retry_after=wait)
+        if status == 503 and code == "OVERLOAD_LIMIT":
+            return BlockedError(f"{where}: {detail} (the portal blocked this client; only"
+                                " Bitrix24 support can lift it)", status=status,
+                                url=redact(response.url))
+        if status == 429:
+            return RateLimitedError(f"{where}: {detail or 'rate limited'}", status=status,
+                                    url=redact(response.url))
+        if status == 401 and code in _EXPIRED:
+            return TokenExpired(f"{where}: {detail}", status=status, url=redact(response.url))
+        if status in {401, 403} and code:
+            return AuthError(f"{where}: {detail}", status=status, url=redact(response.url))
+        error = default_classify(response)
+        if error is not None:
+            return error
+        if 200 <= status < 300:
+            body = json_body(response)
+            if isinstance(body, dict) and body.get("error") and "result" not in body:
+                return FatalAPIError(f"{where}: {detail}", status=status,
+                                     url=redact(response.url))
+            if not isinstance(body, dict) or "result" not in body:
+                return BadPayloadError(f"{where}: expected a JSON object with 'result'",
+                                       status=status, url=redact(response.url))
+        return None
+
+    return classify
+
+
+# --- shared limiters -----------------------------------------------------------------------
+_buckets: dict[tuple[Any, ...], LeakyBucket] = {}
+_buckets_lock = threading.Lock()
+
+
+def shared_bucket(settings: Bitrix24Settings, *, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> LeakyBucket:
+    """One bucket per portal for the whole process: the portal counts every request from
+    this machine, whichever pass or ``inspect`` made it. Injected clocks get their own."""
+    if clock is not time.monotonic or sleep is not time.sleep:
+        return LeakyBucket(settings.bucket_burst, settings.bucket_rate, clock=clock,
+                           sleep=sleep)
+    host = urlsplit(settings.webhook_url or settings.base_url).netloc
+    key = (host, settings.bucket_burst, settings.bucket_rate)
+    with _buckets_lock:
+        bucket = _buckets.get(key)
+        if bucket is None:
+            bucket = _buckets[key] = LeakyBucket(settings.bucket_burst, settings.bucket_rate)
+        return bucket
+
+
+@dataclass
+class BatchResult:
+    """What one ``batch`` request answered, per command name."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # name -> "CODE: description"
+    totals: dict[str, Any] = field(default_factory=dict)
+
+
+class Bitrix24Client:
+    """Thin Bitrix24 layer over one ``ApiClient`` (one per tenant pass)."""
+
+    def __init__(
+        self,
+        settings: Bitrix24Settings,
+        *,
+        tokens: Callable[[], TokenStore | None] = lambda: None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        session: requests.Session | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_request: Callable[[int], None] = lambda n: None
+        self._tokens = tokens
+        self._now = now
+        self._token_set: TokenSet | None = None
+        for secret in (settings.webhook_url, settings.client_secret, settings.refresh_token,
+                       settings.auth_code):
+            if secret:
+                register(secret)
+        if settings.webhook_url:
+            url = settings.webhook_url.rstrip("/")
+            register(url)
+            register(url.rsplit("/", 1)[-1])  # the code alone
+            self.endpoint = url
+        else:
+            self.endpoint = f"{settings.base_url}/rest"
+        self.limiter = shared_bucket(settings, clock=clock, sleep=sleep)
+        self.api = ApiClient(
+            self.endpoint, auth_headers={}, limiter=self.limiter,  # type: ignore[arg-type]
+            timeout=(10, settings.timeout_seconds), sleep=sleep, on_request=self._count,
+            classify=make_classifier(self.limiter), session=session,
+        )
+        self._oauth_api: ApiClient | None = None
+
+    def _count(self, n: int) -> None:
+        self.on_request(n)
+
+    @property
+    def requests_made(self) -> int:
+        return self.api.requests_made
+
+    # --- calls ----------------------------------------------------------------------------
+    def call(self, method: str, params: Mapping[str, Any] | None = None, *,
+             idempotent: bool = True) -> Any:
+        """One REST method; returns the envelope's ``result``."""
+        return self.envelope(method, params, idempotent=idempotent)["result"]
+
+    def envelope(self, method: str, params: Mapping[str, Any] | None = None, *,
+                 idempotent: bool = True) -> dict[str, Any]:
+        body = dict(params or {})
+        path = f"{method}.json"
+        if not self.settings.uses_oauth:
+            return self.api.request("POST", path, json=body, idempotent=idempotent)
+        tokens = self._access()
+        try:
+            return self.api.request("POST", path, json={**body, "auth": tokens.access_token},
+                                    idempotent=idempotent)
+        except TokenExpired:
+            tokens = self._renew(tokens)
+            return self.api.request("POST", path, json={**body, "auth": tokens.access_token},
+                                    idempotent=idempotent)
+
+    def batch(self, commands: Sequence[tuple[str, Mapping[str, Any]]], *,
+              idempotent: bool = True, names: Sequence[str] | None = None) -> BatchResult:
+        """Up to 50 sub-calls in one request; ``names`` default to ``c0``, ``c1``...
+
+        A parameter value may reference an earlier command's result (``$result[c0][49][ID]``).
+        """
+        if len(commands) > MAX_BATCH:
+            message = f"a Bitrix24 batch holds at most {MAX_BATCH} calls, got {len(commands)}"
+            raise ValueError(message)
+        keys = list(names) if names is not None else [f"c{i}" for i in range(len(commands))]
+        cmd = {name: f"{method}?{php_query(params)}"
+               for name, (method, params) in zip(keys, commands, strict=True)}
+        result = self.call("batch", {"halt": 0, "cmd": cmd}, idempotent=idempotent)
+        if not isinstance(result, dict):
+            message = f"bitrix24 batch: expected an object in 'result', got {type(result).__name__}"
+            raise BadPayloadError(message)
+        out = BatchResult()
+        results = result.get("result") or {}
+        errors = result.get("result_error") or {}
+        if isinstance(results, list):  # PHP serialises an empty map as []
+            results = {}
+        if isinstance(errors, list):
+            errors = {}
+        for name in keys:
+            if name in errors:
+                error = errors[name]
+                if isinstance(error, dict):
+                    text = f"{error.get('error', '')}: {error.get('error_description', '')}"
+                else:
+                    text = str(error)
+                out.errors[name] = redact(text.strip(": "))
+            elif name in results:
+                out.results[name] = results[name]
+        out.totals = result.get("result_total") or {}
+        return out
+
+    # --- OAuth --------------------------------------------------------------------------
+    def _store(self) -> TokenStore:
+        store = self._tokens()
+        if store is None:
+            message = ("bitrix24: OAuth needs the syncd database to keep the rotating token"
+                       " pair (run through `syncd sync`/`syncd inspect` with a database)")
+            raise AuthError(message)
+        return store
+
+    def _access(self) -> TokenSet:
+        if self._token_set is None:
+            seed = self.settings.refresh_token or self.settings.auth_code
+            self._token_set = self._store().load(seed, self._seed)
+        if self._token_set.expires_within(REFRESH_MARGIN, self._now()):
+            self._token_set = self._renew(self._token_set)
+        return self._token_set
+
+    def _renew(self, used: TokenSet) -> TokenSet:
+        self._token_set = self._store().refresh(used, self._exchange)
+        return self._token_set
+
+    def _seed(self) -> TokenSet:
+        if self.settings.refresh_token:
+            return self._grant({"grant_type": "refresh_token",
+                                "refresh_token": self.settings.refresh_token})
+        return self._grant({"grant_type": "authorization_code",
+                            "code": self.settings.auth_code})
+
+    def _exchange(self, stored: TokenSet) -> TokenSet:
+        if not stored.refresh_token:
+            message = "no refresh token is stored"
+            raise RefreshRejected(message)
+        return self._grant({"grant_type": "refresh_token",
+                            "refresh_token": stored.refresh_token})
+
+    def _grant(self, params: dict[str, Any]) -> TokenSet:
+        """One call to the OAuth server; never repeated (the refresh token is single-use)."""
+        if self._oauth_api is None:
+            self._oauth_api = ApiClient(self.settings.oauth_url, auth_headers={},
+                                        timeout=(10, 30), max_attempts=1)
+        query = {**params, "client_id": self.settings.client_id,
+                 "client_secret": self.settings.client_secret}
+        try:
+            body = self._oauth_api.request("POST", self.settings.oauth_url, params=query,
+                                           idempotent=False)
+        except FatalAPIError as exc:
+            if exc.status in {400, 401, 403}:
+                raise RefreshRejected(redact(str(exc))) from None
+            raise
+        if not isinstance(body, dict) or body.get("error"):
+            code = body.get("error") if isinstance(body, dict) else None
+            if code in _REJECTED:
+                raise RefreshRejected(redact(f"bitrix24 OAuth: {code}"))
+            message = "bitrix24 OAuth: the token endpoint answered without tokens"
+            raise BadPayloadError(message)
+        try:
+            access = str(body["access_token"])
+            refresh = str(body["refresh_token"])
+            expires_in = float(body.get("expires_in") or 3600)
+        except (KeyError, TypeError, ValueError):
+            message = "bitrix24 OAuth: the token endpoint answered without tokens"
+            raise BadPayloadError(message) from None
+        register(access)
+        register(refresh)
+        return TokenSet(access, refresh, self._now() + timedelta(seconds=expires_in))
+
+    def close(self) -> None:
+        self.api.close()
+        if self._oauth_api is not None:
+            self._oauth_api.close()
+
+
+def fingerprint(values: Iterable[str]) -> str:
+    """A short, stable digest (for logs that must not show what they identify)."""
+    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:12]

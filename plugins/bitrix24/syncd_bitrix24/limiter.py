@@ -1,0 +1,83 @@
+"""A client-side model of Bitrix24's leaky bucket, kept so the portal never says 503.
+
+Why not ``syncd.ratelimit.RateLimiter``: that one caps requests per rolling window. Bitrix24
+counts differently: every request adds 1 to a per-portal counter that drains at ``rate``
+per second, and a request finding the counter at ``burst`` is refused. A rolling window
+of ``burst`` per ``burst / rate`` seconds is stricter than that and wastes throughput after
+the first burst.
+
+The model is an upper bound of the server's counter: a request is counted as arriving at
+the moment its response came back (the latest moment the server can have seen it; later
+arrivals only drain less), and requests still in flight count as a full unit. So the
+client waits exactly as long as the worst case requires, and no longer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+
+class LeakyBucket:
+    """``acquire``/``release``/``observe`` as ``syncd.http.ApiClient`` expects of a limiter."""
+
+    def __init__(self, burst: int, rate: float, *, margin: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if burst < 1 or rate <= 0:
+            message = f"leaky bucket must be positive (got burst {burst}, rate {rate}/s)"
+            raise ValueError(message)
+        self.burst = burst
+        self.rate = float(rate)
+        self.margin = margin
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._level = 0.0
+        self._at = clock()
+        self._in_flight = 0
+        self.waited = 0.0  # seconds spent waiting (for benchmarks)
+
+    def _drain(self, now: float) -> None:
+        self._level = max(0.0, self._level - (now - self._at) * self.rate)
+        self._at = now
+
+    def level(self) -> float:
+        """The modelled counter now (requests in flight included)."""
+        with self._lock:
+            self._drain(self._clock())
+            return self._level + self._in_flight
+
+    def acquire(self) -> object:
+        """Wait until one more request fits under ``burst``; count it as in flight."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._drain(now)
+                excess = self._level + self._in_flight + 1 - (self.burst - self.margin)
+                if excess <= 0:
+                    self._in_flight += 1
+                    return object()
+                if self._in_flight and self._level <= 0:
+                    wait = 0.01  # only in-flight requests fill the bucket: poll
+                else:
+                    wait = excess / self.rate
+            self.waited += wait
+            self._sleep(wait)
+
+    def release(self, slot: object) -> None:
+        """The response is back: the request now sits in the bucket, draining from now."""
+        with self._lock:
+            self._drain(self._clock())
+            self._in_flight = max(0, self._in_flight - 1)
+            self._level += 1.0
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Bitrix24 announces nothing about the bucket in headers."""
+
+    def saturate(self) -> None:
+        """The portal refused a request (503): treat the bucket as full from now on."""
+        with self._lock:
+            self._drain(self._clock())
+            self._level = max(self._level, float(self.burst))
