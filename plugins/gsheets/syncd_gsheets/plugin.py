@@ -52,6 +52,7 @@ def syncd_publish_report(tenant: Any, report: dict[str, Any], options: dict[str,
     settings = sink_options(tenant, options)
     language = getattr(getattr(tenant, "config", None), "language", "en")
     result = SheetsReportSink(settings, language=language).publish(report)
-    log.info("tenant %s: report tabs in spreadsheet %s: %d written, %d unchanged, %d created "
+    log.info("tenant %s: report tabs in spreadsheet %s: written %s, %d unchanged, %d created "
              "(%d requests)", report.get("tenant"), settings.spreadsheet_id,
-             len(result.written), len(result.unchanged), len(result.created), result.requests)
+             ", ".join(result.written) or "none", len(result.unchanged), len(result.created),
+             result.requests)

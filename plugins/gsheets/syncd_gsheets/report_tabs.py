@@ -9,6 +9,7 @@ scalar keys), so the tabs survive the report growing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -26,6 +27,13 @@ LABELS: dict[str, dict[str, str]] = {
 #: Contact-matrix cell marks, as in the Sales Book's table: call, visit, contract.
 MARKS = {"en": {"call": "Call", "visit": "Visit", "contract": "Contract", "planned": "plan"},
          "ru": {"call": "Зв", "visit": "В", "contract": "Дог", "planned": "план"}}  # noqa: RUF001
+#: Counts that grow with every pass (not with the client's data): left out of the Summary
+#: tab, or every pass would rewrite it.
+VOLATILE_COUNTS = frozenset({"sync_runs", "sync_cursors", "writebacks", "field_defs",
+                             "karma_lines"})
+#: A timestamp with a time of day (``2026-11-23T13:36:43.7231+00:00``).
+_TIMESTAMP = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)?$")
 NOT_COMPUTED = {
     "en": "not computed: this report has no {key!r} section (this syncd version or this "
           "tenant does not compute it yet)",
@@ -47,6 +55,19 @@ def cell(value: Any) -> Any:
     if isinstance(value, Sequence):
         return ", ".join(_inline(v) for v in value)
     return str(value)
+
+
+def generic(value: Any) -> Any:
+    """A value of a section this module does not know in detail: like ``cell``, but a
+    timestamp shows as its date. Such sections carry "now"-like stamps (a KPI period ending
+    at the pass), and a tab must not change when only the clock did."""
+    if isinstance(value, str):
+        match = _TIMESTAMP.match(value)
+        if match:
+            return match.group(1)
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    return cell(value)
 
 
 def _inline(value: Any) -> str:
@@ -82,7 +103,7 @@ def _records_table(items: Sequence[Mapping[str, Any]], first: Sequence[str],
     rows: Grid = [list(keys)]
     for item in items:
         rows.append([ident(item.get(k)) if k in id_keys or k.endswith("_id")
-                     else cell(item.get(k)) for k in keys])
+                     else generic(item.get(k)) for k in keys])
     return rows
 
 
@@ -103,7 +124,8 @@ def summary_tab(report: Mapping[str, Any], language: str) -> Grid:
                   ["timezone", report.get("timezone", "")],
                   ["currency", report.get("currency", "")], [], ["counts", ""]]
     for key, value in (report.get("counts") or {}).items():
-        rows.append([key, cell(value)])
+        if key not in VOLATILE_COUNTS:
+            rows.append([key, cell(value)])
     rows += [[], ["violations by rule", ""]]
     for rule, count in (report.get("violations_by_rule") or {}).items():
         rows.append([rule, cell(count)])
@@ -150,10 +172,10 @@ def people_tab(report: Mapping[str, Any], language: str) -> Grid:
     if not isinstance(people, Mapping):
         return _not_computed("people", language)
     rows: Grid = [["employees"]]
-    rows += _records_table(list(people.get("employees") or ()),
+    rows += _records_table(_ranked(people.get("employees")),
                            ("user_id", "name", "karma", "bonus"), frozenset({"user_id"}))
     rows += [[], ["managers"]]
-    rows += _records_table(list(people.get("managers") or ()),
+    rows += _records_table(_ranked(people.get("managers")),
                            ("user_id", "name", "karma", "members"), frozenset({"user_id"}))
     for key, value in people.items():
         if key not in {"employees", "managers"}:
@@ -161,20 +183,32 @@ def people_tab(report: Mapping[str, Any], language: str) -> Grid:
     return rows
 
 
+def _ranked(people: Any) -> list[Mapping[str, Any]]:
+    """Highest karma first, ties by name and id: one order for the same data, every pass."""
+    items = [p for p in people or () if isinstance(p, Mapping)]
+
+    def karma(person: Mapping[str, Any]) -> float:
+        value = person.get("karma")
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    return sorted(items, key=lambda p: (-karma(p), str(p.get("name") or ""),
+                                        ident(p.get("user_id"))))
+
+
 def _value_rows(value: Any) -> Grid:
     if isinstance(value, Sequence) and not isinstance(value, str) and value and all(
             isinstance(v, Mapping) for v in value):
         return _records_table(list(value), ())
     if isinstance(value, Mapping):
-        return [[str(k), cell(v)] for k, v in value.items()]
-    return [[cell(value)]]
+        return [[str(k), generic(v)] for k, v in value.items()]
+    return [[generic(value)]]
 
 
 def kpis_tab(report: Mapping[str, Any], language: str) -> Grid:
     kpis = report.get("kpis")
     if not isinstance(kpis, Mapping):
         return _not_computed("kpis", language)
-    scalars = [[str(k), cell(v)] for k, v in kpis.items()
+    scalars = [[str(k), generic(v)] for k, v in kpis.items()
                if not isinstance(v, Mapping | list | tuple)]
     rows: Grid = [["kpi", "value"], *scalars]
     for key, value in kpis.items():
@@ -221,7 +255,7 @@ def contact_matrix_tab(report: Mapping[str, Any], language: str) -> Grid:
     for row in rows_in:
         cells = row.get("cells") or {}
         rows.append([ident(row.get("company_id")), cell(row.get("company")),
-                     *[cell(row.get(k)) for k in extra],
+                     *[generic(row.get(k)) for k in extra],
                      *[_marks(cells.get(m), language) for m in months]])
     return rows
 
