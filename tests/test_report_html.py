@@ -1,0 +1,84 @@
+"""`syncd report --format html`: one self-contained file; CRM text cannot inject markup."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import demo_tenant, run_syncd, write_config
+
+from syncd.report_html import embed_json, render_html
+
+CHROMIUM = "/usr/bin/chromium"
+EVIL = '</script><img src=x onerror="document.title=1">&amp;'
+
+
+def minimal_report() -> dict:
+    return {
+        "schema": "syncd.report/1", "tenant": "acme", "plugin": "pipedrive",
+        "salesbook": "b2b-services-9", "currency": "EUR", "as_of": "2026-06-15T12:00:00+00:00",
+        "last_sync": None, "counts": {"open_deals": 3}, "violations_by_rule": {},
+        "violations": [], "segments": [],
+        "client_karma": [{"company_id": "7", "company_name": EVIL, "segment": None,
+                          "karma": 12.5, "lines": []}],
+        "people": {"period": "2026-06", "months": ["2026-05", "2026-06"], "employees": [],
+                   "managers": [], "teams_from": None},
+        "kpis": {"funnel": [], "forward_moves": {"weeks": [], "owners": [], "target": 5}},
+        "contact_matrix": {"months": ["2026-06"], "rows": [
+            {"company_id": "7", "company": EVIL, "cells": {"2026-06": {
+                "call": 1, "visit": 0, "contract": 0, "planned": False}}}]},
+    }
+
+
+def test_embedded_json_cannot_close_the_script_element() -> None:
+    text = embed_json({"name": EVIL})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"name": EVIL}
+
+
+def test_the_page_is_self_contained() -> None:
+    page = render_html(minimal_report())
+    assert "<img" not in page and "</script><img" not in page
+    external = re.findall(r'(?:src|href)\s*=\s*["\']?(?:https?:)?//', page)
+    assert external == []
+    urls = set(re.findall(r"https?://[^\s'\"`)]+", page))
+    assert urls <= {"http://www.w3.org/2000/svg"}  # the SVG namespace name, never fetched
+    assert "default-src 'none'" in page
+
+
+def test_chromium_renders_crm_text_as_text(tmp_path: Path) -> None:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)",
+                    pytrace=False)
+    page = tmp_path / "page.html"
+    page.write_text(render_html(minimal_report()), encoding="utf-8")
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         page.as_uri()], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert re.search(r'<body[^>]*data-rendered="1"', dom)
+    assert "<img src=" not in dom  # the name is text, not an element
+    assert "&lt;/script&gt;&lt;img src=x" in dom
+    assert "<title>syncd · acme</title>" in dom  # onerror never ran
+
+
+def test_report_format_html_writes_one_file(tmp_path: Path, db_url: str) -> None:
+    config = write_config(tmp_path, db_url, {"northwind": demo_tenant("http://127.0.0.1:9")})
+    env = {"NORTHWIND_PIPEDRIVE_TOKEN": "unused-token-123"}
+    target = tmp_path / "out" / "northwind.html"
+    target.parent.mkdir()
+    result = run_syncd(config, "report", "northwind", "--format", "html", "--output",
+                       str(target), env=env)
+    assert result.returncode == 0, result.stderr
+    page = target.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', page).group(1))
+    assert data["tenant"] == "northwind" and data["schema"] == "syncd.report/1"
+    assert {"people", "kpis", "contact_matrix"} <= set(data)
