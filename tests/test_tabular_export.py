@@ -98,3 +98,19 @@ def test_a_missing_export_fails_that_tenant_only_with_a_clear_error(tmp_path: Pa
     assert not outcomes["gone"]["ok"]
     assert "nowhere.xlsx" in outcomes["gone"]["error"]
     assert "no such file or directory" in outcomes["gone"]["error"]
+
+
+def test_a_row_deleted_from_the_export_resolves_its_violations(config: Path) -> None:
+    assert run_syncd(config, "sync", "from_csv").returncode == 0
+    before = report_json(config, "from_csv")
+    assert any(v["deal_id"] == "D-001" for v in before["violations"])
+    deals_csv = config.parent / "export_csv" / "Deals.csv"
+    lines = deals_csv.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    deals_csv.write_text("".join(line for line in lines if not line.startswith("D-001;")),
+                         encoding="utf-8-sig")
+    result = run_syncd(config, "sync", "from_csv", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["summary"]["violations_resolved"] >= 1
+    after = report_json(config, "from_csv")
+    assert not any(v["deal_id"] == "D-001" for v in after["violations"])
+    assert after["counts"]["open_deals"] == before["counts"]["open_deals"] - 1

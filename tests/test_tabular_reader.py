@@ -165,3 +165,35 @@ def test_stage_history_tab() -> None:
     again = read_tables({"Deals": DEALS[:2], "Stage history": history}, settings())
     assert [c.external_id for c in again.stage_history] == [c.external_id for c in changes], (
         "history ids are stable across passes")
+
+
+# --- rows removed from the sheet -----------------------------------------------------------
+def _pull(connector: Any, stream: str, cursor: str | None) -> tuple[list[str], str | None]:
+    from syncd.connector import PullContext
+    pages = list(connector.pull(stream, cursor, PullContext()))
+    deleted = [i for p in pages for i in p.deleted_ids]
+    return deleted, pages[-1].cursor
+
+
+def test_rows_removed_from_a_tab_are_reported_deleted_on_the_next_pass(tmp_path: Any) -> None:
+    from syncd_gsheets.connector import SpreadsheetConnector
+    path = tmp_path / "Deals.csv"
+    path.write_text("ID,Title\n1,a\n2,b\n3,c\n", encoding="utf-8")
+    config = settings(path=str(path))
+
+    def pull(cursor: str | None) -> tuple[list[str], str | None]:
+        return _pull(SpreadsheetConnector(config, tenant="t"), "deals", cursor)
+
+    deleted, cursor = pull(None)
+    assert deleted == [] and cursor is not None, "the first pass only remembers the ids"
+    path.write_text("ID,Title\n1,a\n3,c\n", encoding="utf-8")
+    deleted, cursor = pull(cursor)
+    assert deleted == ["2"]
+    path.write_text("ID,Title,Created at\n1,a,never\n3,c\n", encoding="utf-8")
+    deleted, cursor = pull(cursor)
+    assert deleted == [], "an unreadable row is skipped, not deleted"
+    path.write_text("ID,Title\n,nameless\n", encoding="utf-8")
+    deleted, cursor = pull(cursor)
+    assert deleted == [], "a row without a readable id might be any record: delete nothing"
+    deleted, _ = _pull(SpreadsheetConnector(config, tenant="t"), "companies", "ids1:garbage")
+    assert deleted == [], "no companies tab: nothing deleted"

@@ -4,15 +4,19 @@
 Incremental pulls: a sheet has no change feed and rows carry no reliable "updated" stamp,
 so every pass re-reads the whole spreadsheet (two requests: ``spreadsheets.get`` for the
 tab titles, one ``values:batchGet`` for every tab) and the store's content hashes make
-unchanged rows free. Streams carry no cursor. Rows that cannot be read come back as
-``Page.problems`` (tab and row number) and are logged; the other rows are stored. Rows
-removed from the sheet are not deleted from the store (mark them ``deleted`` instead).
+unchanged rows free. Rows that cannot be read come back as ``Page.problems`` (tab and row
+number) and are logged; the other rows are stored. The cursor of an entity stream is the
+set of ids its tab held, so a row removed from the sheet is marked deleted in the store on
+the next pass (and restored if it comes back).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -67,12 +71,19 @@ class TabularConnector(Connector):
         made = self._requests - before
         if made:
             context.on_request(made)
-        problems = [str(p) for p in data.problems if p.tab == self.settings.tab_title(
-            _ENTITY_OF.get(stream, stream))] if stream in _ENTITY_OF else []
+        entity = _ENTITY_OF.get(stream)
+        title = self.settings.tab_title(entity) if entity else None
+        problems = [str(p) for p in data.problems if p.tab == title]
+        deleted, new_cursor = (), None
+        if stream in DELETABLE:
+            deleted, new_cursor = removed_rows(stream, records, data, cursor)
         chunks = [records[i:i + PAGE_SIZE] for i in range(0, len(records), PAGE_SIZE)] or [[]]
         for index, chunk in enumerate(chunks):
-            yield _page(stream, chunk, made if index == 0 and first else 0,
-                        problems if index == 0 else [])
+            last = index == len(chunks) - 1
+            yield Page(stream, chunk, new_cursor if last else None,
+                       deleted_ids=deleted if last else (),
+                       requests=made if index == 0 and first else 0,
+                       problems=problems if index == 0 else [])
 
     def inspect(self) -> Inspection:
         data = self.data()
@@ -102,9 +113,46 @@ _ENTITY_OF = {"deals": "deals", "companies": "companies", "contacts": "contacts"
               "activities": "activities", "stage_history": "stage_history", "users": "users"}
 
 
-def _page(stream: str, records: Sequence[Any], requests_made: int,
-          problems: Sequence[str]) -> Page:
-    return Page(stream, records, None, requests=requests_made, problems=list(problems))
+#: Streams whose rows removed from the sheet are marked deleted in the store.
+DELETABLE = frozenset({"companies", "contacts", "deals", "activities", "stage_history"})
+_CURSOR_PREFIX = "ids1:"
+
+
+def encode_ids(ids: set[str]) -> str:
+    """The ids a tab held, as a compact cursor (sorted, JSON, zlib, base64)."""
+    packed = zlib.compress(json.dumps(sorted(ids), ensure_ascii=False).encode(), 9)
+    return _CURSOR_PREFIX + base64.b64encode(packed).decode()
+
+
+def decode_ids(cursor: str | None) -> set[str] | None:
+    """The ids of a cursor written by ``encode_ids``; None when absent or unreadable."""
+    if not cursor or not cursor.startswith(_CURSOR_PREFIX):
+        return None
+    try:
+        ids = json.loads(zlib.decompress(base64.b64decode(cursor[len(_CURSOR_PREFIX):])))
+    except (ValueError, zlib.error):
+        log.warning("unreadable id cursor ignored (no deletions this pass)")
+        return None
+    return {str(i) for i in ids} if isinstance(ids, list) else None
+
+
+def removed_rows(stream: str, records: Sequence[Any], data: TabularData,
+                 cursor: str | None) -> tuple[tuple[str, ...], str | None]:
+    """``(ids removed from the tab since the last pass, the new cursor)``.
+
+    The cursor holds the ids the tab had. Conservative by design: a tab that is missing
+    deletes nothing (cursor unchanged); a skipped row's id counts as present; a skipped
+    row without a readable id (or a full pass, which has no cursor) deletes nothing."""
+    entity = _ENTITY_OF[stream]
+    if entity not in data.tabs_read:
+        return (), None
+    present = {r.external_id for r in records} | data.skipped_ids.get(entity, set())
+    previous = decode_ids(cursor)
+    if previous is None:
+        return (), encode_ids(present)
+    if entity in data.unknown_skips:
+        return (), encode_ids(present | previous)
+    return tuple(sorted(previous - present)), encode_ids(present)
 
 
 def _field_names(data: TabularData) -> dict[str, list[str]]:

@@ -101,6 +101,12 @@ class TabularData:
     activities: list[Activity] = field(default_factory=list)
     stage_history: list[StageChange] = field(default_factory=list)
     problems: list[RowProblem] = field(default_factory=list)
+    #: Entities whose tab was present and read (a missing tab deletes nothing).
+    tabs_read: set[str] = field(default_factory=set)
+    #: Ids of rows skipped as unreadable, per entity: still present, never "deleted".
+    skipped_ids: dict[str, set[str]] = field(default_factory=dict)
+    #: Entities with a skipped row whose id could not be read either.
+    unknown_skips: set[str] = field(default_factory=set)
 
     def stream(self, name: str) -> list[Any]:
         return list(getattr(self, name))
@@ -207,7 +213,8 @@ class TabularReader:
         for entity in ("users", "companies", "contacts", "deals", "activities",
                        "stage_history"):
             if entity in tabs:
-                self._read_tab(tabs[entity], getattr(self, f"_row_{entity}"))
+                self._read_tab(entity, tabs[entity], getattr(self, f"_row_{entity}"))
+                self.data.tabs_read.add(entity)
         self._derive_companies(tabs)
         self.data.users = list(self._users.values())
         self.data.pipelines = list(self._pipelines.values())
@@ -220,13 +227,14 @@ class TabularReader:
         self.data.activity_types = [ActivityType(key=k, name=k) for k in kinds]
         return self.data
 
-    def _read_tab(self, tab: Tab, read_row: Callable[[Tab, Row], Any]) -> None:
+    def _read_tab(self, entity: str, tab: Tab, read_row: Callable[[Tab, Row], Any]) -> None:
         seen: dict[str, int] = {}
         for row in tab.rows:
             try:
                 record = read_row(tab, row)
             except (ValueError, TypeError) as exc:
                 self.data.problems.append(RowProblem(tab.title, row.number, str(exc)))
+                self._remember_skip(entity, row)
                 continue
             ident = getattr(record, "external_id", None)
             if ident is not None and ident in seen:
@@ -237,6 +245,17 @@ class TabularReader:
             if ident is not None:
                 seen[ident] = row.number
             self._keep(record)
+
+    def _remember_skip(self, entity: str, row: Row) -> None:
+        """A skipped row still exists: its record must not be taken for deleted."""
+        try:
+            ident = cell.ident(row.get("id"))
+        except (ValueError, TypeError):
+            ident = None
+        if ident is None:
+            self.data.unknown_skips.add(entity)
+        else:
+            self.data.skipped_ids.setdefault(entity, set()).add(ident)
 
     def _keep(self, record: Any) -> None:
         target = {User: None, Company: self.data.companies, Contact: self.data.contacts,
