@@ -154,9 +154,20 @@ class AmoCRMClient:
         return tokens
 
     def _exchange_seed(self, seed: str) -> TokenSet:
-        if self.settings.authorization_code:
-            return self._exchange({"grant_type": "authorization_code", "code": seed})
-        return self._exchange({"grant_type": "refresh_token", "refresh_token": seed})
+        """Start the token chain from the tenant file's seed (once per seed)."""
+        code = self.settings.authorization_code is not None
+        grant = ({"grant_type": "authorization_code", "code": seed} if code
+                 else {"grant_type": "refresh_token", "refresh_token": seed})
+        try:
+            return self._exchange(grant)
+        except RefreshRejected as exc:
+            kind = "authorization_code" if code else "refresh_token"
+            message = (f"tenant {self.tenant}: {exc}. The tenant file's {kind} is not (or no"
+                       " longer) valid: authorization codes live about 20 minutes and work"
+                       " once, refresh tokens work once. To reconnect, authorize the"
+                       " integration again and put the new authorization code (or refresh"
+                       " token) in the tenant file's connection (from $env or $file).")
+            raise AuthError(message, status=exc.status, url=exc.url) from None
 
     def _exchange_refresh(self, stored: TokenSet) -> TokenSet:
         if not stored.refresh_token:

@@ -263,6 +263,13 @@ class FakeAmoCRM:
             for token in self.access_tokens:
                 self.access_tokens[token] = 0.0
 
+    def revoke_refresh_tokens(self) -> None:
+        """Kill every refresh token (unused for three months, or the integration was
+        reinstalled elsewhere): only a new authorization brings the tenant back."""
+        with self.lock:
+            for token in self.refresh_tokens:
+                self.refresh_tokens[token] = False
+
     def chain_alive(self) -> bool:
         with self.lock:
             return bool(self.newest_refresh and self.refresh_tokens.get(self.newest_refresh))
