@@ -315,8 +315,10 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
             except ValueError:
                 log.warning("bitrix24 stage_history: unreadable cursor %r; reading all", cursor)
         info = self.stage_info()
+        incremental = after > 0  # a read from the start has no earlier rows to look up
         for rows in iter_by_id(self.client, HISTORY, after, batch_size=self.settings.batch_size):
-            self._previous_stages(rows)
+            if incremental:
+                self._previous_stages(rows)
             records: list[Record] = []
             for row in rows:
                 if not isinstance(row, Mapping):
@@ -340,11 +342,15 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
         """For deals whose first row here is a move, the stage they moved from (one
         command per deal, 50 per request): only deals whose earlier history we never read."""
         first: dict[str, int] = {}
+        seen: set[str] = set()
         for row in rows:
-            if not isinstance(row, Mapping) or str(row.get("TYPE_ID")) == "1":
+            if not isinstance(row, Mapping):
                 continue
             deal = str(row.get("OWNER_ID"))
-            if deal not in self._last_stage and deal not in first:
+            if deal in seen:
+                continue
+            seen.add(deal)
+            if str(row.get("TYPE_ID")) != "1" and deal not in self._last_stage:
                 first[deal] = int(row.get("ID") or 0)
         deals = list(first)
         for start in range(0, len(deals), MAX_BATCH):

@@ -38,6 +38,7 @@ class LeakyBucket:
         self._at = clock()
         self._in_flight = 0
         self.waited = 0.0  # seconds spent waiting (for benchmarks)
+        self.refusals = 0  # 503 QUERY_LIMIT_EXCEEDED answers seen
 
     def _drain(self, now: float) -> None:
         self._level = max(0.0, self._level - (now - self._at) * self.rate)
@@ -79,5 +80,6 @@ class LeakyBucket:
     def saturate(self) -> None:
         """The portal refused a request (503): treat the bucket as full from now on."""
         with self._lock:
+            self.refusals += 1
             self._drain(self._clock())
             self._level = max(self._level, float(self.burst))

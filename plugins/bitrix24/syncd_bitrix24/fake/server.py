@@ -297,6 +297,10 @@ class FakeBitrix24:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         path = unquote(parts.path)
+        if path == "/fake/stats":  # for benchmarks running the fake in another process
+            handler.reply(200, {"requests": len(self.requests), "limit_errors":
+                                self.limit_errors, "writes": len(self.writes)})
+            return
         try:
             if path.rstrip("/") == "/oauth/token":
                 status, payload = self._oauth({**dict(parse_qsl(parts.query)),
@@ -329,8 +333,8 @@ class FakeBitrix24:
                 return
         try:
             self._authorize(path, body)
-            result = self._dispatch(method, body, inner_fail)
-            handler.reply(200, {"result": result, "time": self._time_block()})
+            envelope = self._dispatch(method, body, inner_fail)
+            handler.reply(200, {**envelope, "time": self._time_block()})
         except ApiProblem as problem:
             handler.reply(problem.status, {"error": problem.code,
                                            "error_description": problem.description})
@@ -455,10 +459,12 @@ class FakeBitrix24:
                     self.clock()), "operating": 0}
 
     # --- methods ------------------------------------------------------------------------
-    def _dispatch(self, method: str, params: dict[str, Any], inner_fail: str | None) -> Any:
+    def _dispatch(self, method: str, params: dict[str, Any], inner_fail: str | None,
+                  ) -> dict[str, Any]:
+        """The whole envelope: ``result`` (+ ``total``/``next`` for lists)."""
         if method == "batch":
-            return self._batch(params, inner_fail)
-        return self._call(method, params)
+            return {"result": self._batch(params, inner_fail)}
+        return self._call(method, params, with_envelope=True)
 
     def _batch(self, params: dict[str, Any], inner_fail: str | None) -> dict[str, Any]:
         cmd = params.get("cmd") or {}
