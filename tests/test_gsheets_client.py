@@ -10,7 +10,14 @@ import pytest
 import responses
 from google.auth import jwt
 from support import FakeClock
-from syncd_gsheets.client import SheetsClient, a1, column_letter, quote_sheet, shared_limiter
+from syncd_gsheets.client import (
+    SheetsClient,
+    a1,
+    column_letter,
+    payload_batches,
+    quote_sheet,
+    shared_limiter,
+)
 from syncd_gsheets.fake.server import JWT_AUDIENCE, make_key
 
 from syncd.errors import AuthError, ConfigError, FatalAPIError, RateLimitedError
@@ -141,12 +148,26 @@ def test_add_sheet_is_not_retried_after_it_may_have_been_applied(
     mocked.add(responses.POST, f"{API}:batchUpdate", status=503,
                json=google_error(503, "UNAVAILABLE", "backend error"))
     with pytest.raises(Exception, match="503"):
-        client(clock).add_sheets(["syncd KPIs", "syncd People"])
+        client(clock).add_sheets(["syncd KPIs", "syncd People"],
+                                 sizes={"syncd People": (5000, 30)})
     calls = [c for c in mocked.calls if c.request.url.endswith(":batchUpdate")]
     assert len(calls) == 1
     assert json.loads(calls[0].request.body) == {"requests": [
-        {"addSheet": {"properties": {"title": "syncd KPIs"}}},
-        {"addSheet": {"properties": {"title": "syncd People"}}}]}
+        {"addSheet": {"properties": {"title": "syncd KPIs", "gridProperties": {
+            "rowCount": 1000, "columnCount": 26}}}},
+        {"addSheet": {"properties": {"title": "syncd People", "gridProperties": {
+            "rowCount": 5000, "columnCount": 30}}}}]}
+
+
+def test_big_writes_are_split_under_the_recommended_payload() -> None:
+    rows = [[f"{i:06d}", "x" * 40, i] for i in range(5000)]
+    batches = payload_batches([("'Big'!A1", rows), ("'Small'!A1", [["a"]])], limit=150_000)
+    ranges = [ref for batch in batches for ref, _ in batch]
+    assert ranges == ["'Big'!A1", "'Big'!A2001", "'Big'!A4001", "'Small'!A1"]
+    assert [row for batch in batches for ref, block in batch if ref.startswith("'Big'")
+            for row in block] == rows, "every row once, in order"
+    assert all(len(json.dumps([v for _, v in b])) < 150_000 for b in batches)
+    assert len(payload_batches([("'Big'!A1", rows)])) == 1, "under 2 MB: one request"
 
 
 def test_clear_is_one_batch_request(mocked: responses.RequestsMock, clock: FakeClock) -> None:

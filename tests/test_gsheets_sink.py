@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,3 +185,24 @@ def test_the_hook_validates_options_and_ignores_other_sinks(tmp_path: Path) -> N
     assert "acme.yaml: reports.gsheets.spreadsheet_id" in text
     assert "reports.gsheets.credentials: Field required" in text
     assert "reports.gsheets.credentialz: Extra inputs are not permitted" in text
+
+
+def test_a_table_bigger_than_the_tab_grows_its_grid_first(fake: FakeSheets, key: str) -> None:
+    fake.create(SHEET, shared_with=[EMAIL])
+    publish(fake, key, base_report())
+    many = [dict(base_report()["violations"][0], deal_id=f"{i:05d}") for i in range(1500)]
+    result = publish(fake, key, base_report(violations=many))
+    assert T + "Violations" in result.written
+    rows = fake.tab(SHEET, T + "Violations")
+    assert len(rows) == 1501 and rows[-1][0] == "01499"
+    resizes = [b for m, p, _, b in fake.requests if p.endswith(":batchUpdate")
+               and "updateSheetProperties" in json.dumps(b)]
+    assert len(resizes) == 1, "one resize request, before the write"
+
+
+def test_new_tabs_are_created_big_enough(fake: FakeSheets, key: str) -> None:
+    fake.create(SHEET, shared_with=[EMAIL])
+    many = [dict(base_report()["violations"][0], deal_id=f"{i:05d}") for i in range(1200)]
+    publish(fake, key, base_report(violations=many))
+    assert len(fake.tab(SHEET, T + "Violations")) == 1201
+    assert not [p for _, p, _, b in fake.requests if "updateSheetProperties" in json.dumps(b)]

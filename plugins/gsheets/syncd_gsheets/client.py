@@ -17,9 +17,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -32,6 +35,45 @@ from syncd_gsheets.auth import SCOPES, ServiceAccount
 
 Grid = list[list[Any]]
 QUOTA_WINDOW = 60.0
+#: A new tab's grid (what Sheets gives when no size is asked for).
+DEFAULT_ROWS, DEFAULT_COLUMNS = 1000, 26
+#: Google recommends payloads of at most 2 MB; keep a margin for the JSON envelope.
+MAX_PAYLOAD = 1_800_000
+#: Rows per value range when a big table is split across requests.
+BLOCK_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class SheetInfo:
+    sheet_id: int
+    rows: int
+    columns: int
+
+
+def payload_batches(data: Sequence[tuple[str, Grid]],
+                    limit: int = MAX_PAYLOAD) -> list[list[tuple[str, Grid]]]:
+    """Split value ranges into requests of at most ``limit`` bytes of JSON: a big table is
+    cut into blocks of ``BLOCK_ROWS`` rows (each its own range, ``'T'!A2001`` ...)."""
+    pieces: list[tuple[str, Grid, int]] = []
+    for ref, rows in data:
+        title, _, start = ref.rpartition("!")
+        match = re.fullmatch(r"([A-Z]+)(\d+)", start) if title else None
+        if match is None or len(rows) <= BLOCK_ROWS:
+            pieces.append((ref, rows, len(json.dumps(rows))))
+            continue
+        column, first = match.group(1), int(match.group(2))
+        for offset in range(0, len(rows), BLOCK_ROWS):
+            block = rows[offset:offset + BLOCK_ROWS]
+            pieces.append((f"{title}!{column}{first + offset}", block, len(json.dumps(block))))
+    batches: list[list[tuple[str, Grid]]] = []
+    size = 0
+    for ref, rows, weight in pieces:
+        if not batches or size + weight > limit:
+            batches.append([])
+            size = 0
+        batches[-1].append((ref, rows))
+        size += weight
+    return batches
 
 _limiters: dict[tuple[str, int], RateLimiter] = {}
 _limiters_lock = threading.Lock()
@@ -156,15 +198,25 @@ class SheetsClient:
         return body
 
     # --- reads --------------------------------------------------------------------------
-    def sheet_titles(self) -> dict[str, int]:
-        """``title -> sheetId`` of every tab (``spreadsheets.get`` with a field mask)."""
-        body = self._call("GET", "", params={"fields": "sheets.properties(sheetId,title)"})
-        titles = {}
+    def sheets(self) -> dict[str, SheetInfo]:
+        """Every tab: title -> id and grid size (``spreadsheets.get`` with a field mask)."""
+        body = self._call("GET", "", params={
+            "fields": "sheets.properties(sheetId,title,gridProperties(rowCount,columnCount))"})
+        found = {}
         for sheet in body.get("sheets") or ():
-            props = sheet.get("properties") or {} if isinstance(sheet, dict) else {}
-            if "title" in props:
-                titles[str(props["title"])] = int(props.get("sheetId") or 0)
-        return titles
+            props = (sheet.get("properties") or {}) if isinstance(sheet, dict) else {}
+            if "title" not in props:
+                continue
+            grid = props.get("gridProperties") or {}
+            found[str(props["title"])] = SheetInfo(
+                sheet_id=int(props.get("sheetId") or 0),
+                rows=int(grid.get("rowCount") or DEFAULT_ROWS),
+                columns=int(grid.get("columnCount") or DEFAULT_COLUMNS))
+        return found
+
+    def sheet_titles(self) -> dict[str, int]:
+        """``title -> sheetId`` of every tab."""
+        return {title: info.sheet_id for title, info in self.sheets().items()}
 
     def batch_get(self, ranges: Sequence[str]) -> list[Grid]:
         """Values of ``ranges`` in request order: unformatted, dates as serial numbers.
@@ -190,20 +242,54 @@ class SheetsClient:
         return grids
 
     # --- writes -------------------------------------------------------------------------
-    def add_sheets(self, titles: Iterable[str]) -> None:
-        """Create tabs in one ``spreadsheets.batchUpdate`` (not retried: not idempotent)."""
-        requests_ = [{"addSheet": {"properties": {"title": t}}} for t in titles]
-        if requests_:
-            self._call("POST", ":batchUpdate", json={"requests": requests_}, idempotent=False)
+    def add_sheets(self, titles: Iterable[str], *,
+                   sizes: Mapping[str, tuple[int, int]] | None = None) -> dict[str, SheetInfo]:
+        """Create tabs in one ``spreadsheets.batchUpdate`` (not retried: not idempotent),
+        each with at least ``sizes[title] = (rows, columns)`` cells; returns the new tabs."""
+        requests_ = []
+        for title in titles:
+            rows, columns = (sizes or {}).get(title, (DEFAULT_ROWS, DEFAULT_COLUMNS))
+            requests_.append({"addSheet": {"properties": {"title": title, "gridProperties": {
+                "rowCount": max(rows, DEFAULT_ROWS), "columnCount": max(columns,
+                                                                         DEFAULT_COLUMNS)}}}})
+        if not requests_:
+            return {}
+        body = self._call("POST", ":batchUpdate", json={"requests": requests_},
+                          idempotent=False)
+        created = {}
+        for asked, reply in zip(requests_, body.get("replies") or (), strict=False):
+            props = ((reply or {}).get("addSheet") or {}).get("properties") or {}
+            grid = asked["addSheet"]["properties"]["gridProperties"]
+            if "title" in props:
+                created[str(props["title"])] = SheetInfo(
+                    sheet_id=int(props.get("sheetId") or 0), rows=grid["rowCount"],
+                    columns=grid["columnCount"])
+        return created
 
-    def write_values(self, data: Sequence[tuple[str, Grid]]) -> None:
-        """Set ``range -> rows`` in one ``values:batchUpdate`` with RAW input (strings stay
-        strings, numbers stay numbers, nothing is parsed as a formula or a date)."""
-        if data:
+    def resize_sheets(self, sizes: Mapping[int, tuple[int, int]]) -> None:
+        """Set the grid size of tabs (``sheetId -> (rows, columns)``) in one batchUpdate.
+        Values cannot be written outside a tab's grid ("exceeds grid limits"). Setting an
+        absolute size is idempotent, so this one is retried."""
+        requests_ = [{"updateSheetProperties": {
+            "properties": {"sheetId": sheet_id,
+                           "gridProperties": {"rowCount": rows, "columnCount": columns}},
+            "fields": "gridProperties(rowCount,columnCount)"}}
+            for sheet_id, (rows, columns) in sizes.items()]
+        if requests_:
+            self._call("POST", ":batchUpdate", json={"requests": requests_}, idempotent=True)
+
+    def write_values(self, data: Sequence[tuple[str, Grid]]) -> int:
+        """Set ``range -> rows`` with RAW input (strings stay strings, numbers stay numbers,
+        nothing is parsed as a formula or a date), in as few ``values:batchUpdate`` requests
+        as the recommended 2 MB payload allows; returns the number of requests."""
+        made = 0
+        for batch in payload_batches(data):
             self._call("POST", "/values:batchUpdate", json={
                 "valueInputOption": "RAW",
-                "data": [{"range": r, "majorDimension": "ROWS", "values": v} for r, v in data],
+                "data": [{"range": r, "majorDimension": "ROWS", "values": v} for r, v in batch],
             }, idempotent=True)
+            made += 1
+        return made
 
     def clear(self, ranges: Sequence[str]) -> None:
         if ranges:

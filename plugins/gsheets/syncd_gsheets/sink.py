@@ -4,11 +4,14 @@ One publish, in the fewest requests the quota allows:
 
 1. ``spreadsheets.get`` (tab titles); missing report tabs are created together in one
    ``spreadsheets.batchUpdate`` (``addSheet``).
+   New tabs get a grid big enough for their table.
 2. one ``values:batchGet`` of every report tab: what the sheet holds now.
 3. tabs whose content differs from the new report are rewritten whole in one
-   ``values:batchUpdate`` (RAW input), then the part of the old content outside the new
-   table (rows below, columns to the right) is cleared in one ``values:batchClear``.
-   Both are idempotent, so a retried request cannot duplicate anything.
+   ``values:batchUpdate`` (RAW input; more only beyond Google's recommended 2 MB payload),
+   after growing any grid too small for its new table (one ``updateSheetProperties``
+   batch), then the part of the old content outside the new table (rows below, columns to
+   the right) is cleared in one ``values:batchClear``. All are idempotent, so a retried
+   request cannot duplicate anything.
 
 Nothing is written when nothing changed: the comparison is against what the sheet really
 holds (step 2), so a tab edited by hand is also put right, and no local state can drift
@@ -27,7 +30,7 @@ from typing import Any
 import requests
 
 from syncd.errors import FatalAPIError
-from syncd_gsheets.client import SheetsClient, a1, column_letter
+from syncd_gsheets.client import SheetInfo, SheetsClient, a1, column_letter
 from syncd_gsheets.report_tabs import Grid, render, titles
 from syncd_gsheets.settings import ReportSinkOptions
 
@@ -113,39 +116,46 @@ class SheetsReportSink:
         names = titles(self.options.tab_prefix, self.language)
         grids = {names[key]: normalize(grid) for key, grid in
                  render(report, self.language).items()}
+        grids[names["summary"]] = [*grids[names["summary"]], [], [CHANGED_LABEL, ""]]
         try:
-            existing = self.client.sheet_titles()
+            existing = self.client.sheets()
             missing = [t for t in grids if t not in existing]
             if missing:
-                self._create(missing, result)
+                existing = {**existing, **self._create(missing, grids, result)}
             current = dict(zip(grids, self.client.batch_get([a1(t) for t in grids]),
                                strict=True))
-            self._write_changes(grids, current, names["summary"], result)
+            self._write_changes(grids, current, existing, names["summary"], result)
         finally:
             result.requests = self.client.requests_made
             self.client.close()
         return result
 
-    def _create(self, missing: list[str], result: PublishResult) -> None:
+    def _create(self, missing: list[str], grids: Mapping[str, Grid],
+                result: PublishResult) -> dict[str, SheetInfo]:
+        sizes = {t: (len(grids[t]) + 1, _width(grids[t])) for t in missing}
         try:
-            self.client.add_sheets(missing)
+            created = self.client.add_sheets(missing, sizes=sizes)
         except FatalAPIError as exc:
             # Another process may have created them between our get and our add: re-check.
             if exc.status != 400:
                 raise
-            still = [t for t in missing if t not in self.client.sheet_titles()]
-            if still:
+            created = self.client.sheets()
+            if any(t not in created for t in missing):
                 raise
         result.created = list(missing)
+        return created
 
     def _write_changes(self, grids: dict[str, list[list[Any]]],
-                       current: dict[str, list[list[Any]]], summary_title: str,
-                       result: PublishResult) -> None:
+                       current: dict[str, list[list[Any]]], existing: Mapping[str, SheetInfo],
+                       summary_title: str, result: PublishResult) -> None:
         changed = []
         for title, grid in grids.items():
             old = normalize(current.get(title) or [])
-            compare_old = normalize(_without_stamp(old)) if title == summary_title else old
-            if grid == compare_old:
+            if title == summary_title:
+                same = normalize(_without_stamp(grid)) == normalize(_without_stamp(old))
+            else:
+                same = grid == old
+            if same:
                 result.unchanged.append(title)
             else:
                 changed.append(title)
@@ -155,7 +165,8 @@ class SheetsReportSink:
         if summary_title not in changed:
             changed.append(summary_title)
             result.unchanged.remove(summary_title)
-        grids[summary_title] = [*grids[summary_title], [], stamp]
+        grids[summary_title] = [*normalize(_without_stamp(grids[summary_title])), [], stamp]
+        self._grow(changed, grids, existing)
         data: list[tuple[str, Grid]] = []
         tails: list[str] = []
         for title in changed:
@@ -168,3 +179,15 @@ class SheetsReportSink:
         if tails:
             self.client.clear(tails)
             result.cleared = tails
+
+    def _grow(self, changed: list[str], grids: Mapping[str, Grid],
+              existing: Mapping[str, SheetInfo]) -> None:
+        """Enlarge the grids too small for their new table (values cannot be written
+        outside a tab's grid); never shrinks one."""
+        sizes = {}
+        for title in changed:
+            info = existing.get(title)
+            rows, columns = len(grids[title]), _width(grids[title])
+            if info is not None and (rows > info.rows or columns > info.columns):
+                sizes[info.sheet_id] = (max(rows, info.rows), max(columns, info.columns))
+        self.client.resize_sheets(sizes)

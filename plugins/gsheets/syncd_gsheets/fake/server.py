@@ -10,8 +10,10 @@ depends on, quirks included:
 * every Sheets call needs ``Authorization: Bearer <token>`` (401 ``UNAUTHENTICATED``
   otherwise) and a spreadsheet shared with the token's account (403
   ``PERMISSION_DENIED`` otherwise); an unknown spreadsheet is a 404 ``NOT_FOUND``;
-* ``GET /v4/spreadsheets/{id}`` (tab titles and sheetIds), ``POST ...:batchUpdate`` with
-  ``addSheet`` (atomic: a duplicate title fails the whole batch with 400);
+* ``GET /v4/spreadsheets/{id}`` (tab titles, sheetIds, grid sizes), ``POST ...:batchUpdate``
+  with ``addSheet`` and ``updateSheetProperties`` (atomic: a duplicate title fails the whole
+  batch with 400); a tab has a grid (1000 x 26 by default) and writing or clearing outside
+  it fails with "exceeds grid limits", as in Google;
 * ``GET .../values:batchGet``: quoted/unquoted A1 ranges, rows trimmed of trailing empty
   cells and rows, no ``values`` key for an empty range, ``FORMATTED_VALUE`` by default
   (numbers come back as locale-formatted strings, so a client that forgets
@@ -101,6 +103,8 @@ class Sheet:
     sheet_id: int
     title: str
     cells: dict[tuple[int, int], Any] = field(default_factory=dict)
+    rows: int = 1000  # the grid: values cannot be written outside it
+    columns: int = 26
 
     def extent(self) -> tuple[int, int]:
         if not self.cells:
@@ -225,6 +229,8 @@ class FakeSheets:
             sheet = self.spreadsheets[spreadsheet_id].sheet(title)
             sheet.cells = {(r, c): v for r, row in enumerate(rows) for c, v in enumerate(row)
                            if v not in ("", None)}
+            height, width = sheet.extent()
+            sheet.rows, sheet.columns = max(sheet.rows, height), max(sheet.columns, width)
 
     def tab(self, spreadsheet_id: str, title: str) -> list[list[Any]]:
         """A tab's content as unformatted rows (trailing empties trimmed)."""
@@ -245,9 +251,10 @@ class FakeSheets:
         return [c for c in out if kind is None or c[1] == kind]
 
     # --- internals --------------------------------------------------------------------------
-    def _add_sheet(self, book: Spreadsheet, title: str) -> Sheet:
+    def _add_sheet(self, book: Spreadsheet, title: str, rows: int = 1000,
+                   columns: int = 26) -> Sheet:
         self._next_sheet_id += 1
-        sheet = Sheet(self._next_sheet_id, title)
+        sheet = Sheet(self._next_sheet_id, title, rows=rows, columns=columns)
         book.sheets.append(sheet)
         return sheet
 
@@ -310,7 +317,9 @@ class FakeSheets:
                body: Any) -> Any:
         if method == "GET" and rest == "":
             return {"spreadsheetId": book.spreadsheet_id, "sheets": [
-                {"properties": {"sheetId": s.sheet_id, "title": s.title, "index": i}}
+                {"properties": {"sheetId": s.sheet_id, "title": s.title, "index": i,
+                                "gridProperties": {"rowCount": s.rows,
+                                                   "columnCount": s.columns}}}
                 for i, s in enumerate(book.sheets)]}
         if method == "POST" and rest == ":batchUpdate":
             return self._batch_update(book, body)
@@ -325,20 +334,41 @@ class FakeSheets:
     def _batch_update(self, book: Spreadsheet, body: Any) -> Any:
         requests = (body or {}).get("requests") or []
         titles = [s.title for s in book.sheets]
-        for request in requests:  # validate everything first: the batch is atomic
+        by_id = {s.sheet_id: s for s in book.sheets}
+        for index, request in enumerate(requests):  # validate first: the batch is atomic
+            if "updateSheetProperties" in request:
+                props = request["updateSheetProperties"].get("properties") or {}
+                if props.get("sheetId") not in by_id:
+                    raise ApiFailure(400, "INVALID_ARGUMENT",
+                                     f"Invalid requests[{index}].updateSheetProperties: "
+                                     f"No grid with id: {props.get('sheetId')}")
+                continue
             title = ((request.get("addSheet") or {}).get("properties") or {}).get("title")
             if not title:
-                raise ApiFailure(400, "INVALID_ARGUMENT", "only addSheet is supported")
+                raise ApiFailure(400, "INVALID_ARGUMENT",
+                                 "only addSheet and updateSheetProperties are supported")
             if title in titles:
                 raise ApiFailure(400, "INVALID_ARGUMENT",
-                                 f'Invalid requests[0].addSheet: A sheet with the name '
+                                 f'Invalid requests[{index}].addSheet: A sheet with the name '
                                  f'"{title}" already exists. Please enter another name.')
             titles.append(title)
-        replies = []
+        replies: list[dict[str, Any]] = []
         for request in requests:
-            sheet = self._add_sheet(book, request["addSheet"]["properties"]["title"])
-            replies.append({"addSheet": {"properties": {"sheetId": sheet.sheet_id,
-                                                        "title": sheet.title}}})
+            if "updateSheetProperties" in request:
+                props = request["updateSheetProperties"]["properties"]
+                grid = props.get("gridProperties") or {}
+                sheet = by_id[props["sheetId"]]
+                sheet.rows = int(grid.get("rowCount", sheet.rows))
+                sheet.columns = int(grid.get("columnCount", sheet.columns))
+                replies.append({})
+                continue
+            props = request["addSheet"]["properties"]
+            grid = props.get("gridProperties") or {}
+            sheet = self._add_sheet(book, props["title"], int(grid.get("rowCount", 1000)),
+                                    int(grid.get("columnCount", 26)))
+            replies.append({"addSheet": {"properties": {
+                "sheetId": sheet.sheet_id, "title": sheet.title,
+                "gridProperties": {"rowCount": sheet.rows, "columnCount": sheet.columns}}}})
         return {"spreadsheetId": book.spreadsheet_id, "replies": replies}
 
     def _bounds(self, book: Spreadsheet, text: str) -> tuple[Sheet, int, int, int, int]:
@@ -382,7 +412,10 @@ class FakeSheets:
         planned = []
         for item in (body or {}).get("data") or []:
             sheet, r0, c0, _, _ = self._bounds(book, item["range"])
-            planned.append((sheet, r0, c0, item.get("values") or []))
+            rows = item.get("values") or []
+            width = max((len(r) for r in rows), default=0)
+            _check_grid(sheet, item["range"], r0 + len(rows), c0 + width)
+            planned.append((sheet, r0, c0, rows))
         cells = 0
         for sheet, r0, c0, rows in planned:
             for r, row in enumerate(rows):
@@ -402,10 +435,18 @@ class FakeSheets:
         cleared = []
         for text in (body or {}).get("ranges") or []:
             sheet, r0, c0, r1, c1 = self._bounds(book, text)
+            _check_grid(sheet, text, r1, c1)
             for key in [k for k in sheet.cells if r0 <= k[0] < r1 and c0 <= k[1] < c1]:
                 del sheet.cells[key]
             cleared.append(text)
         return {"spreadsheetId": book.spreadsheet_id, "clearedRanges": cleared}
+
+
+def _check_grid(sheet: Sheet, text: str, rows: int, columns: int) -> None:
+    if rows > sheet.rows or columns > sheet.columns:
+        raise ApiFailure(400, "INVALID_ARGUMENT",
+                         f"Range ({text}) exceeds grid limits. Max rows: {sheet.rows}, max "
+                         f"columns: {sheet.columns}")
 
 
 def _endpoint(path: str) -> str:
