@@ -212,6 +212,7 @@ class FakeAmoCRM:
         self.deleted_leads: dict[int, dict[str, Any]] = {}
         self.custom_fields = {k: list(v) for k, v in dataset.custom_fields.items()}
         self.events = list(dataset.events)
+        self._events_by_id = {e["id"]: e for e in self.events}
         self._event_keys = [(e["created_at"], e["id"]) for e in self.events]
         if dataset.event_factory is not None:
             self._event_keys = list(dataset.event_index)
@@ -318,6 +319,7 @@ class FakeAmoCRM:
                                                            "pipeline_id": pipeline}}]))
                 self._event_keys.append((now, self.events[-1]["id"]))
                 self._event_keys.sort()
+                self._events_by_id[self.events[-1]["id"]] = self.events[-1]
             record.update(changes)
             record["updated_at"] = now
             collection.put(record)
@@ -337,6 +339,7 @@ class FakeAmoCRM:
                                                            "pipeline_id": record["pipeline_id"]}}]))
             self._event_keys.append((now, self.events[-1]["id"]))
             self._event_keys.sort()
+            self._events_by_id[self.events[-1]["id"]] = self.events[-1]
             return record
 
     def delete_lead(self, record_id: int) -> None:
@@ -528,9 +531,13 @@ class FakeAmoCRM:
             raise Problem(400, f"limit must be between 1 and {max_limit}")
         if page < 1:
             raise Problem(400, "page must be positive")
-        chosen: list[dict[str, Any]] = []
-        more = False
         skip = (page - 1) * limit
+        if hasattr(rows, "__getitem__") and hasattr(rows, "__len__"):
+            chosen = list(rows[skip: skip + limit])  # type: ignore[index]
+            more = skip + limit < len(rows)  # type: ignore[arg-type]
+            rows = iter(())
+        else:
+            chosen, more = [], False
         for position, row in enumerate(rows):
             if position < skip:
                 continue
@@ -780,28 +787,46 @@ class FakeAmoCRM:
     def _do_events(self, request: Request) -> tuple[int, Any]:
         types = set(filter(None, (request.one("filter[type]") or "").split(",")))
         entity = request.one("filter[entity]")
+        if entity not in (None, "lead"):
+            return 204, None  # this account's log only has lead events
         since = _opt_int(request.one("filter[created_at][from]"), "filter[created_at][from]")
         until = _opt_int(request.one("filter[created_at][to]"), "filter[created_at][to]")
-        start = bisect.bisect_left(self._event_keys, (since, "")) if since is not None else 0
-        by_id = {e["id"]: e for e in self.events} if self.dataset.event_factory is None \
-            else None
+        keys = self._event_keys
+        start = bisect.bisect_left(keys, (since, "")) if since is not None else 0
+        stop = bisect.bisect_right(keys, (until, "\uffff")) if until is not None else len(keys)
+        window = keys[start:stop]
+        if types:
+            window = [k for k in window if self._event_type(k[1]) in types]
+        return self._page(request, "events", [self._event(k[1]) for k in window]
+                          if len(window) <= EVENTS_MAX_LIMIT else _Lazy(window, self._event),
+                          EVENTS_MAX_LIMIT)
 
-        def rows() -> Iterator[dict[str, Any]]:
-            for created, event_id in self._event_keys[start:]:
-                if until is not None and created > until:
-                    return
-                if by_id is not None:
-                    item = by_id[event_id]
-                else:
-                    item = next((e for e in self.events if e["id"] == event_id), None) \
-                        or self.dataset.event_factory(event_id)  # type: ignore[misc]
-                if types and item["type"] not in types:
-                    continue
-                if entity and item["entity_type"] != entity:
-                    continue
-                yield item
+    def _event(self, event_id: str) -> dict[str, Any]:
+        found = self._events_by_id.get(event_id)
+        if found is None and self.dataset.event_factory is not None:
+            found = self.dataset.event_factory(event_id)
+        if found is None:
+            raise Problem(500, f"event {event_id} lost")
+        return found
 
-        return self._page(request, "events", rows(), EVENTS_MAX_LIMIT)
+    def _event_type(self, event_id: str) -> str:
+        found = self._events_by_id.get(event_id)
+        if found is not None:
+            return str(found["type"])
+        return "lead_added" if event_id.startswith("a") else "lead_status_changed"
+
+
+class _Lazy:
+    """A list of keys that builds its items only when sliced (big event windows)."""
+
+    def __init__(self, keys: list[tuple[int, str]], build: Callable[[str], Any]) -> None:
+        self.keys, self.build = keys, build
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: slice) -> list[Any]:
+        return [self.build(k[1]) for k in self.keys[index]]
 
 
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
