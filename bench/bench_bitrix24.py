@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 def stats(base: str) -> dict[str, int]:
-    with urllib.request.urlopen(f"{base}/fake/stats", timeout=10) as answer:  # noqa: S310
+    with urllib.request.urlopen(f"{base}/fake/stats", timeout=10) as answer:
         return json.loads(answer.read())
 
 

@@ -11,7 +11,7 @@ import requests
 from syncd_bitrix24 import Bitrix24Connector, Bitrix24Settings
 from syncd_bitrix24.client import php_query
 from syncd_bitrix24.fake.sample import sample_dataset
-from syncd_bitrix24.fake.server import Fault, FakeBitrix24
+from syncd_bitrix24.fake.server import FakeBitrix24, Fault
 
 from syncd.connector import PullContext
 
@@ -76,7 +76,8 @@ def test_batch_resolves_references_and_fails_inner_calls_under_http_200(
     assert result["result_error"]["c2"]["error"] == "ERROR_BATCH_REFERENCE", \
         "c1 has no 50th row to chain on"
     fake.faults = [Fault("inner", method="crm.deal.list")]
-    failed = call(fake, "batch", {"cmd": {"c0": first.replace("activity", "deal")}}).json()["result"]
+    deal_list = first.replace("activity", "deal")
+    failed = call(fake, "batch", {"cmd": {"c0": deal_list}}).json()["result"]
     assert failed["result_error"]["c0"]["error"] == "INTERNAL_SERVER_ERROR"
     too_many = call(fake, "batch", {"cmd": {f"c{i}": first for i in range(51)}})
     assert too_many.json()["error"] == "ERROR_BATCH_LENGTH_EXCEEDED"

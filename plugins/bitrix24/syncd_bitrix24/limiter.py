@@ -60,10 +60,8 @@ class LeakyBucket:
                 if excess <= 0:
                     self._in_flight += 1
                     return object()
-                if self._in_flight and self._level <= 0:
-                    wait = 0.01  # only in-flight requests fill the bucket: poll
-                else:
-                    wait = excess / self.rate
+                # Only in-flight requests fill the bucket: poll until one comes back.
+                wait = 0.01 if self._in_flight and self._level <= 0 else excess / self.rate
             self.waited += wait
             self._sleep(wait)
 

@@ -32,7 +32,7 @@ from syncd.records import (
     User,
 )
 from syncd.secrets import redact
-from syncd_bitrix24.client import MAX_BATCH, Bitrix24Client
+from syncd_bitrix24.client import MAX_BATCH, BatchResult, Bitrix24Client
 
 log = logging.getLogger(__name__)
 
@@ -481,6 +481,22 @@ def _rows(result: Any, spec: ListSpec) -> list[Any]:
     return result
 
 
+def _read_chain(answer: BatchResult, spec: ListSpec, batch_size: int,
+                ) -> tuple[list[Any], bool, str | None]:
+    """The rows of one chained batch, whether the list ended, and the failure that cut the
+    chain short (None when every command that mattered answered)."""
+    rows: list[Any] = []
+    for i in range(batch_size):
+        name = f"c{i}"
+        if name in answer.errors or name not in answer.results:
+            return rows, False, answer.errors.get(name, "no result")
+        page = _rows(answer.results[name], spec)
+        rows.extend(page)
+        if len(page) < PAGE:
+            return rows, True, None
+    return rows, False, None
+
+
 def iter_by_id(client: Bitrix24Client, spec: ListSpec, after: int = 0, *,
                batch_size: int = MAX_BATCH) -> Iterator[list[Any]]:
     """Every row with ID > ``after``, ascending: one ``batch`` request per up to 2,500 rows.
@@ -501,20 +517,7 @@ def iter_by_id(client: Bitrix24Client, spec: ListSpec, after: int = 0, *,
             ref = str(after) if i == 0 else f"$result[c{i - 1}]{path}[{PAGE - 1}][{spec.id_key}]"
             commands.append((spec.method, {**spec.params, "filter": {**filters, ">ID": ref},
                                            "order": {"ID": "ASC"}, "start": -1}))
-        answer = client.batch(commands)
-        rows: list[Any] = []
-        finished = False
-        failed: str | None = None
-        for i in range(batch_size):
-            name = f"c{i}"
-            if name in answer.errors or name not in answer.results:
-                failed = answer.errors.get(name, "no result")
-                break
-            page = _rows(answer.results[name], spec)
-            rows.extend(page)
-            if len(page) < PAGE:
-                finished = True
-                break
+        rows, finished, failed = _read_chain(client.batch(commands), spec, batch_size)
         if rows:
             try:
                 last = int(rows[-1][spec.id_key])
@@ -525,7 +528,7 @@ def iter_by_id(client: Bitrix24Client, spec: ListSpec, after: int = 0, *,
                 message = f"bitrix24 {spec.method}: IDs not ascending (got {last} after {after})"
                 raise BadPayloadError(message)
             after = last
-        if failed is not None and not finished:
+        if failed is not None:
             if not any(code in failed for code in TRANSIENT_ERRORS):
                 message = f"bitrix24 {spec.method}: a call inside a batch failed: {failed}"
                 raise FatalAPIError(message)
@@ -539,5 +542,5 @@ def iter_by_id(client: Bitrix24Client, spec: ListSpec, after: int = 0, *,
                 yield rows
             continue
         yield rows
-        if finished or failed is not None:
+        if finished:
             return

@@ -26,7 +26,7 @@ from syncd.connector import FieldSpec, FieldWrite, TaskCreate, WriteResult
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Record
 from syncd.secrets import redact
-from syncd_bitrix24.client import MAX_BATCH
+from syncd_bitrix24.client import MAX_BATCH, BatchResult
 from syncd_bitrix24.streams import (
     FieldCatalog,
     FieldInfo,
@@ -130,55 +130,27 @@ class Bitrix24Writer:
             if info is None:
                 outcomes[position] = WriteResult(ok=False, error=(
                     f"the portal lists no {entity} field {change.field_name!r}"))
-                continue
-            if not change.external_id.isdigit():
+            elif not change.external_id.isdigit():
                 outcomes[position] = WriteResult(ok=False, error=(
                     f"{change.external_id!r} is not a Bitrix24 id"))
-                continue
-            value = _value(info, change.value)
-            commands.append((f"crm.{entity}.update", {
-                "id": change.external_id, "fields": {info.key: value},
-                "params": {"REGISTER_SONET_EVENT": "N"}}))
-            sent.append((position, info, value))
-        if not commands:
-            return [o or WriteResult(ok=False) for o in outcomes]
-        ids = [chunk[p].external_id for p, _, _ in sent]
-        if self.settings.verify_writes:
-            commands.append((f"crm.{entity}.list", {
-                "filter": {"@ID": ids}, "select": SELECT, "start": -1}))
-        answer = self.client.batch(commands, idempotent=True)
-        read_back: dict[str, Mapping[str, Any]] = {}
-        if self.settings.verify_writes:
-            name = f"c{len(commands) - 1}"
-            rows = answer.results.get(name)
-            if not isinstance(rows, list):
-                message = (f"bitrix24 crm.{entity}.list (read-back) failed:"
-                           f" {answer.errors.get(name, 'no rows')}")
-                raise BadPayloadError(message)
-            read_back = {str(r.get("ID")): r for r in rows if isinstance(r, Mapping)}
-        records = self._records(entity, list(read_back.values()), catalog)
-        for i, (position, info, value) in enumerate(sent):
-            name = f"c{i}"
-            change = chunk[position]
-            if name in answer.errors or answer.results.get(name) is not True:
-                error = answer.errors.get(name) or f"unexpected answer {answer.results.get(name)!r}"
-                outcomes[position] = WriteResult(ok=False, error=redact(
-                    f"crm.{entity}.update {change.external_id}: {error}"))
-                continue
-            if not self.settings.verify_writes:
-                outcomes[position] = WriteResult(ok=True)
-                continue
-            row = read_back.get(change.external_id)
-            if row is None:
-                outcomes[position] = WriteResult(ok=False, error=(
-                    f"{entity} {change.external_id} cannot be read back after the update"))
-            elif not _same(info, row.get(info.key), value):
-                outcomes[position] = WriteResult(ok=False, error=(
-                    f"{entity} {change.external_id}: the portal accepted the update but"
-                    f" {info.key} reads back {str(row.get(info.key))[:60]!r}; is the field"
-                    " name right?"))
             else:
-                outcomes[position] = WriteResult(ok=True, record=records.get(change.external_id))
+                value = _value(info, change.value)
+                commands.append((f"crm.{entity}.update", {
+                    "id": change.external_id, "fields": {info.key: value},
+                    "params": {"REGISTER_SONET_EVENT": "N"}}))
+                sent.append((position, info, value))
+        if commands:
+            verify = self.settings.verify_writes
+            if verify:
+                commands.append((f"crm.{entity}.list", {
+                    "filter": {"@ID": [chunk[p].external_id for p, _, _ in sent]},
+                    "select": SELECT, "start": -1}))
+            answer = self.client.batch(commands, idempotent=True)
+            read_back = _read_back(answer, entity, len(commands) - 1) if verify else None
+            records = self._records(entity, list((read_back or {}).values()), catalog)
+            for i, (position, info, value) in enumerate(sent):
+                outcomes[position] = _judge(entity, chunk[position], info, value,
+                                            answer, f"c{i}", read_back, records)
         return [o or WriteResult(ok=False) for o in outcomes]
 
     def _records(self, entity: str, rows: list[Mapping[str, Any]],
@@ -260,6 +232,37 @@ class Bitrix24Writer:
                 else:
                     results.append(WriteResult(ok=True, crm_id=str(crm_id)))
         return results
+
+
+def _read_back(answer: BatchResult, entity: str, index: int) -> dict[str, Mapping[str, Any]]:
+    name = f"c{index}"
+    rows = answer.results.get(name)
+    if not isinstance(rows, list):
+        message = (f"bitrix24 crm.{entity}.list (read-back) failed:"
+                   f" {answer.errors.get(name, 'no rows')}")
+        raise BadPayloadError(message)
+    return {str(r.get("ID")): r for r in rows if isinstance(r, Mapping)}
+
+
+def _judge(entity: str, change: FieldWrite, info: FieldInfo, value: Any, answer: BatchResult,
+           name: str, read_back: dict[str, Mapping[str, Any]] | None,
+           records: dict[str, Record]) -> WriteResult:
+    """One update's outcome: answered ``true``, and (when verifying) the value reads back."""
+    if name in answer.errors or answer.results.get(name) is not True:
+        error = answer.errors.get(name) or f"unexpected answer {answer.results.get(name)!r}"
+        return WriteResult(ok=False, error=redact(
+            f"crm.{entity}.update {change.external_id}: {error}"))
+    if read_back is None:
+        return WriteResult(ok=True)
+    row = read_back.get(change.external_id)
+    if row is None:
+        return WriteResult(ok=False, error=(
+            f"{entity} {change.external_id} cannot be read back after the update"))
+    if not _same(info, row.get(info.key), value):
+        return WriteResult(ok=False, error=(
+            f"{entity} {change.external_id}: the portal accepted the update but {info.key}"
+            f" reads back {str(row.get(info.key))[:60]!r}; is the field name right?"))
+    return WriteResult(ok=True, record=records.get(change.external_id))
 
 
 def _value(info: FieldInfo, value: str | float | None) -> Any:

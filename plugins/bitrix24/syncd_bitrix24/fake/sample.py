@@ -235,6 +235,36 @@ def history_row(row_id: int, deal: int, stage: str, at: datetime, *,
             "STAGE_SEMANTIC_ID": semantic, "STAGE_ID": stage}
 
 
+def _story(deal_id: int, rnd: random.Random) -> list[str]:
+    """The stages a sample deal went through, in order."""
+    story = deal_id % 8
+    if deal_id % 12 == 0:
+        return ["C1:NEW"]
+    if story in (0, 1):  # won
+        return [*PROCESS[: 3 + deal_id % 4], "WON"]
+    if story == 2:  # lost in a reason stage, or the generic one with the UF reason
+        return [*PROCESS[: 2 + deal_id % 2], rnd.choice(
+            ["UC_PRICE", "UC_COMPETITOR", "LOSE", "LOSE", "APOLOGY"])]
+    if story == 3:
+        return ["NEW", "UC_DEFER"]
+    return list(PROCESS[: 1 + deal_id % 5])
+
+
+def _story_fields(deal_id: int, path: list[str], rnd: random.Random) -> dict[str, Any]:
+    uf: dict[str, Any] = {}
+    if deal_id % 3:
+        uf["UF_CRM_LEAD_SRC"] = rnd.choice(list(LEAD_SOURCES))
+    if "PREPAYMENT_INVOICE" in path and deal_id % 5:
+        uf["UF_CRM_ESTIMATE"] = f"https://docs.example/estimate/{deal_id}"
+    if "UC_WORK" in path and deal_id % 7:
+        uf["UF_CRM_CONTRACT"] = f"VP-{deal_id:04d}"
+    if path[-1] == "WON":
+        uf["UF_CRM_PROFIT"] = f"{rnd.randint(10, 90) * 1000}.00"
+    if path[-1] == "LOSE" and deal_id % 2:
+        uf["UF_CRM_LOSS"] = rnd.choice(list(LOSS_REASONS))
+    return uf
+
+
 def sample_dataset(now: datetime, deals: int = 48) -> Dataset:
     """The "Volga Print" portal as of ``now``: a story per deal, deterministic."""
     rnd = random.Random(24)
@@ -255,18 +285,7 @@ def sample_dataset(now: datetime, deals: int = 48) -> Dataset:
     for deal_id in range(1, deals + 1):
         owner = 1 + deal_id % 4
         created = start + timedelta(days=deal_id * 3, hours=deal_id % 7)
-        story = deal_id % 8
-        if deal_id % 12 == 0:
-            path = ["C1:NEW"]
-        elif story in (0, 1):  # won
-            path = list(PROCESS[: 3 + deal_id % 4]) + ["WON"]
-        elif story == 2:  # lost in a reason stage or the generic one with the UF reason
-            path = list(PROCESS[: 2 + deal_id % 2]) + [rnd.choice(
-                ["UC_PRICE", "UC_COMPETITOR", "LOSE", "LOSE", "APOLOGY"])]
-        elif story == 3:
-            path = ["NEW", "UC_DEFER"]
-        else:
-            path = list(PROCESS[: 1 + deal_id % 5])
+        path = _story(deal_id, rnd)
         moved = created
         stamps = []
         for step, stage in enumerate(path):
@@ -276,17 +295,7 @@ def sample_dataset(now: datetime, deals: int = 48) -> Dataset:
             history.put(history_row(next_history, deal_id, stage, at, created=step == 0))
             next_history += 1
             moved = at
-        uf: dict[str, Any] = {}
-        if deal_id % 3:
-            uf["UF_CRM_LEAD_SRC"] = rnd.choice(list(LEAD_SOURCES))
-        if "PREPAYMENT_INVOICE" in path and deal_id % 5:
-            uf["UF_CRM_ESTIMATE"] = f"https://docs.example/estimate/{deal_id}"
-        if "UC_WORK" in path and deal_id % 7:
-            uf["UF_CRM_CONTRACT"] = f"VP-{deal_id:04d}"
-        if path[-1] == "WON":
-            uf["UF_CRM_PROFIT"] = f"{rnd.randint(10, 90) * 1000}.00"
-        if path[-1] == "LOSE" and deal_id % 2:
-            uf["UF_CRM_LOSS"] = rnd.choice(list(LOSS_REASONS))
+        uf = _story_fields(deal_id, path, rnd)
         company = 1 + deal_id % 12 if deal_id % 10 else None
         contact = 1 + deal_id % 24 if deal_id % 9 else None
         deal_table.put(deal_row(deal_id, title=f"Print order #{deal_id}", stage=path[-1],

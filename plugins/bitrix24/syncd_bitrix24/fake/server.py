@@ -481,11 +481,10 @@ class FakeBitrix24:
             method, _, query = str(command).partition("?")
             if method == "batch":
                 raise ApiProblem(405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "no nested batch")
+            inject = inner_fail is not None and not failed_once and method.startswith(inner_fail)
+            failed_once = failed_once or inject
             try:
-                if inner_fail is not None and not failed_once and \
-                        method.startswith(inner_fail):
-                    failed_once = True
-                    raise ApiProblem(500, "INTERNAL_SERVER_ERROR", "injected inner failure")
+                _injected_failure(inject)
                 sub = self._resolve(parse_php_query(query), results)
                 envelope = self._call(method, sub, with_envelope=True)
             except ApiProblem as problem:
@@ -688,6 +687,11 @@ class FakeBitrix24:
 
     def _department_get(self, params: dict[str, Any]) -> dict[str, Any]:
         return self._paged(self.dataset.departments, params)
+
+
+def _injected_failure(inject: bool) -> None:
+    if inject:
+        raise ApiProblem(500, "INTERNAL_SERVER_ERROR", "injected inner failure")
 
 
 _METHODS: dict[str, Callable[[FakeBitrix24, dict[str, Any]], dict[str, Any]]] = {
