@@ -385,3 +385,19 @@ def test_webhook_hint_reads_the_form_payload() -> None:
         make().webhook_hint({"Content-Type": "application/json"}, b'{"event": "x"}')
     with pytest.raises(BadPayloadError):
         make().webhook_hint({}, b"foo=bar")
+
+
+@responses.activate
+def test_a_token_shorter_lived_than_the_margin_is_refreshed_once_not_per_request(
+        database: Database) -> None:
+    connector = oauth(database, refresh_token="ref-0", refresh_margin_seconds=3600)
+    store = connector.state.tokens
+    assert store is not None
+    store.load("ref-0", lambda: TokenSet("acc-0", "ref-0", NOW + timedelta(seconds=60)))
+    responses.post(f"{BASE}/oauth2/access_token", json=token_answer(1, expires_in=600))
+    responses.get(f"{BASE}/api/v4/users", json=hal("users", [{"id": 1, "name": "A"}],
+                                                   more=True))
+    responses.get(f"{BASE}/api/v4/users", json=hal("users", [{"id": 2, "name": "B"}]))
+    list(connector.pull("users", None, PullContext()))
+    grants = [c for c in responses.calls if "oauth2" in c.request.url]
+    assert len(grants) == 1

@@ -115,6 +115,7 @@ class AmoCRMClient:
             classify=classify_amocrm, session=session,
         )
         self._tokens: TokenSet | None = None
+        self._renewed: str | None = None  # the access token this client refreshed to
         self.refreshes = 0  # token-endpoint exchanges made by this client
 
     def _count(self, n: int) -> None:
@@ -143,8 +144,11 @@ class AmoCRMClient:
             seed = self.settings.seed
             self._tokens = self._store().load(seed, lambda: self._exchange_seed(seed or ""))
         margin = timedelta(seconds=self.settings.refresh_margin_seconds)
+        if self._tokens.access_token == self._renewed:
+            margin = timedelta(0)  # a token shorter-lived than the margin: use it till expiry
         if self._tokens.expires_within(margin, self._now()):
             self._tokens = self._store().refresh(self._tokens, self._exchange_refresh)
+            self._renewed = self._tokens.access_token
         return self._tokens
 
     def _authorize(self) -> TokenSet:

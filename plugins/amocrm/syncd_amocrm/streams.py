@@ -509,7 +509,7 @@ ENTITY_STREAMS: dict[str, EntityStream] = {
     "companies": EntityStream("companies", "/api/v4/companies", "companies",
                               normalize_company, "company"),
     "contacts": EntityStream("contacts", "/api/v4/contacts", "contacts", normalize_contact,
-                             "contact", {"with": "companies"}),
+                             "contact"),  # a contact's companies are embedded by default
     "deals": EntityStream("deals", "/api/v4/leads", "leads", normalize_lead, "deal",
                           {"with": "contacts,loss_reason"}),
 }

@@ -630,8 +630,6 @@ class FakeAmoCRM:
                 reason = next((r for r in self.dataset.loss_reasons
                                if r["id"] == out["loss_reason_id"]), None)
                 embedded["loss_reason"] = [reason] if reason else []
-        if entity == "contacts" and "companies" not in with_:
-            embedded.pop("companies", None)
         out["_embedded"] = embedded
         return out
 
