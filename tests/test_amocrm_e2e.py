@@ -104,6 +104,23 @@ def test_sync_audits_and_writes_back_under_the_rate_limit(tmp_path: Path, db_url
     assert quiet["violations_opened"] == 0
     assert len(fake.requests) - requests_before <= 20
 
+    moved = next(i for i, r in fake.leads.rows.items() if r["status_id"] == 40001)
+    gone = next(i for i, r in fake.leads.rows.items() if r["status_id"] == 40002)
+    fake.edit("leads", moved, status_id=40002)
+    fake.delete_lead(gone)
+    third = run_syncd(config, "sync", "--format", "json", env=ENV)
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout)[0]["summary"]["changed"]["deals"] >= 1
+    with database.session() as session:
+        stage = session.scalar(select(store.DealRow.stage_external_id).where(
+            store.DealRow.external_id == str(moved)))
+        deleted = session.scalar(select(store.DealRow.deleted).where(
+            store.DealRow.external_id == str(gone)))
+        moves = session.scalars(select(store.StageChangeRow.to_stage_external_id).where(
+            store.StageChangeRow.deal_external_id == str(moved))).all()
+    assert stage == "3001:40002" and "3001:40002" in moves, "the move and its history"
+    assert deleted is True, "a lead deleted in amoCRM is marked deleted"
+
 
 def _start(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(syncd_command(config, "sync", "--format", "json", "--no-write"),
