@@ -208,6 +208,8 @@ def test_the_quota_limiter_is_shared_per_service_account() -> None:
     assert shared_limiter("A@x.iam.gserviceaccount.com", 60) is first
     assert shared_limiter("b@x.iam.gserviceaccount.com", 60) is not first
     assert first.limit == 60 and first.window == 60
+    assert shared_limiter("a@x.iam.gserviceaccount.com", 30) is first
+    assert first.limit == 30, "the lower configured rate wins for a shared account"
 
 
 def test_the_limiter_keeps_under_60_per_minute(mocked: responses.RequestsMock,
@@ -217,3 +219,12 @@ def test_the_limiter_keeps_under_60_per_minute(mocked: responses.RequestsMock,
     for _ in range(4):
         sheets.clear(["'T'!A1"])
     assert clock.sleeps and sum(clock.sleeps) >= 60, "the 4th request waited for the window"
+
+
+def test_two_tenants_on_one_service_account_share_one_quota() -> None:
+    crm = SheetsClient(base_url=BASE, spreadsheet_id=SHEET, credentials=KEY)
+    report = SheetsClient(base_url=BASE, spreadsheet_id="2OtherSheetId0000", credentials=KEY)
+    other_key, _ = make_key("other@acme-syncd.iam.gserviceaccount.com", TOKEN_URI)
+    other = SheetsClient(base_url=BASE, spreadsheet_id=SHEET, credentials=other_key)
+    assert crm.limiter is report.limiter
+    assert other.limiter is not crm.limiter

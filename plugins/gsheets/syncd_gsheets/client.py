@@ -75,21 +75,27 @@ def payload_batches(data: Sequence[tuple[str, Grid]],
         size += weight
     return batches
 
-_limiters: dict[tuple[str, int], RateLimiter] = {}
+_limiters: dict[str, RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
 def shared_limiter(email: str, per_minute: int, *, clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
-    """One limiter per service account for the whole process (injected clocks: private)."""
+    """One limiter per service account for the whole process (injected clocks: private).
+
+    Google counts the quota per user, and a service account is one user whatever tenant or
+    spreadsheet it serves; when two tenants configure different rates for the same key,
+    the lower one wins."""
     if clock is not time.monotonic or sleep is not time.sleep:
         return RateLimiter(per_minute, QUOTA_WINDOW, margin=1.0, clock=clock, sleep=sleep)
-    key = (email.casefold(), per_minute)
+    key = email.casefold()
     with _limiters_lock:
         limiter = _limiters.get(key)
         if limiter is None:
             limiter = RateLimiter(per_minute, QUOTA_WINDOW, margin=1.0)
             _limiters[key] = limiter
+        elif per_minute < limiter.limit:
+            limiter.limit = per_minute
         return limiter
 
 
