@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 from syncd_gsheets import values
+from syncd_gsheets.connector import MAX_PROBLEMS, SpreadsheetConnector
 from syncd_gsheets.settings import SpreadsheetSettings
 from syncd_gsheets.tabular import read_tables
 
+from syncd.connector import PullContext
 from syncd.errors import BadPayloadError
 
 
@@ -169,14 +171,12 @@ def test_stage_history_tab() -> None:
 
 # --- rows removed from the sheet -----------------------------------------------------------
 def _pull(connector: Any, stream: str, cursor: str | None) -> tuple[list[str], str | None]:
-    from syncd.connector import PullContext
     pages = list(connector.pull(stream, cursor, PullContext()))
     deleted = [i for p in pages for i in p.deleted_ids]
     return deleted, pages[-1].cursor
 
 
 def test_rows_removed_from_a_tab_are_reported_deleted_on_the_next_pass(tmp_path: Any) -> None:
-    from syncd_gsheets.connector import SpreadsheetConnector
     path = tmp_path / "Deals.csv"
     path.write_text("ID,Title\n1,a\n2,b\n3,c\n", encoding="utf-8")
     config = settings(path=str(path))
@@ -197,3 +197,14 @@ def test_rows_removed_from_a_tab_are_reported_deleted_on_the_next_pass(tmp_path:
     assert deleted == [], "a row without a readable id might be any record: delete nothing"
     deleted, _ = _pull(SpreadsheetConnector(config, tenant="t"), "companies", "ids1:garbage")
     assert deleted == [], "no companies tab: nothing deleted"
+
+
+def test_a_broken_column_does_not_flood_the_summary(tmp_path: Any) -> None:
+    path = tmp_path / "Deals.csv"
+    rows = "".join(f"{i},x,not a date\n" for i in range(1, 201))
+    path.write_text("ID,Title,Created at\n" + rows, encoding="utf-8")
+    crm = SpreadsheetConnector(settings(path=str(path)), tenant="t")
+    problems = [p for page in crm.pull("deals", None, PullContext()) for p in page.problems]
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[0].startswith("tab 'Deals' row 2: created_at")
+    assert problems[-1] == f"tab 'Deals': {200 - MAX_PROBLEMS} more unreadable rows skipped"

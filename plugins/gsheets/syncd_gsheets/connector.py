@@ -34,6 +34,17 @@ from syncd_gsheets.tabular import Grid, TabularData, read_tables, tab_titles
 log = logging.getLogger(__name__)
 #: Records per Page (one store transaction each).
 PAGE_SIZE = 1000
+#: Unreadable rows listed per tab (and logged per pass); the rest are counted.
+MAX_PROBLEMS = 50
+
+
+def capped(problems: list[str], tab: str | None) -> list[str]:
+    """At most ``MAX_PROBLEMS`` row problems, then one line counting the others (a broken
+    column must not flood the log and the run record with a line per row)."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], f"tab {tab!r}: {more} more unreadable rows skipped"]
 
 
 class TabularConnector(Connector):
@@ -56,8 +67,11 @@ class TabularConnector(Connector):
         if self._data is None:
             self._data = read_tables(self.load_grids(), self.settings)
             self.problems = [str(p) for p in self._data.problems]
-            for problem in self.problems:
+            for problem in self.problems[:MAX_PROBLEMS]:
                 log.warning("tenant %s: %s: row skipped", self.tenant, problem)
+            if len(self.problems) > MAX_PROBLEMS:
+                log.warning("tenant %s: %d more unreadable rows skipped", self.tenant,
+                            len(self.problems) - MAX_PROBLEMS)
         return self._data
 
     def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
@@ -73,7 +87,7 @@ class TabularConnector(Connector):
             context.on_request(made)
         entity = _ENTITY_OF.get(stream)
         title = self.settings.tab_title(entity) if entity else None
-        problems = [str(p) for p in data.problems if p.tab == title]
+        problems = capped([str(p) for p in data.problems if p.tab == title], title)
         deleted, new_cursor = (), None
         if stream in DELETABLE:
             deleted, new_cursor = removed_rows(stream, records, data, cursor)
