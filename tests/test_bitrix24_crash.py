@@ -49,7 +49,7 @@ def _kill_when_reached(config: Path, fault: Fault, env: dict[str, str]) -> None:
 
 def _updates(fake: FakeBitrix24) -> Counter:
     return Counter((method, params["id"], json.dumps(params["fields"], sort_keys=True))
-                   for method, params in fake.writes if method.endswith(".update"))
+                   for _, method, params in fake.writes if method.endswith(".update"))
 
 
 def test_killed_during_a_field_batch(tmp_path: Path, db_url: str, fake: FakeBitrix24) -> None:
@@ -89,7 +89,7 @@ def test_killed_during_a_todo_batch(tmp_path: Path, db_url: str, fake: FakeBitri
     env = _env(fake)
     baseline = run_syncd(config, "sync", env=env)
     assert baseline.returncode == 0, baseline.stderr
-    assert not any(m == "crm.activity.todo.add" for m, _ in fake.writes), \
+    assert not any(m == "crm.activity.todo.add" for _, m, _ in fake.writes), \
         "the first audit is a baseline: no tasks"
     for number in range(4):  # four new open deals with no next step: new violations
         fake.add_deal(title=f"New lead {number}", owner=2, company=3, contact=4,
@@ -98,7 +98,7 @@ def test_killed_during_a_todo_batch(tmp_path: Path, db_url: str, fake: FakeBitri
     fake.faults = [fault]
     _kill_when_reached(config, fault, env)
     fake.faults = None
-    created_before_rerun = sum(1 for m, _ in fake.writes if m == "crm.activity.todo.add")
+    created_before_rerun = sum(1 for _, m, _ in fake.writes if m == "crm.activity.todo.add")
     assert created_before_rerun >= 4
 
     rerun = run_syncd(config, "sync", "--format", "json", env=env)
@@ -110,7 +110,7 @@ def test_killed_during_a_todo_batch(tmp_path: Path, db_url: str, fake: FakeBitri
             if token.startswith("syncd:v"):
                 markers[token.split("]")[0]] += 1
     assert markers and max(markers.values()) == 1, f"duplicate to-dos: {markers}"
-    adds = sum(1 for m, _ in fake.writes if m == "crm.activity.todo.add")
+    adds = sum(1 for _, m, _ in fake.writes if m == "crm.activity.todo.add")
     assert adds == len(markers), "the to-dos created before the kill were not re-created"
     summary = json.loads(rerun.stdout)[0]["summary"]
     assert summary["writes"]["tasks_recovered"] == created_before_rerun

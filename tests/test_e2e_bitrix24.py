@@ -95,7 +95,7 @@ def test_sync_stores_audits_and_writes_back(config: Path, db_url: str, fake: Fak
     assert flagged
     for deal_id in flagged:
         assert fake.record("deal", int(deal_id))[text_code].startswith("Sales Book:")
-    updates = Counter(m for m, _ in fake.writes if m.endswith(".update"))
+    updates = Counter(m for _, m, _ in fake.writes if m.endswith(".update"))
     batches = [r for r in fake.requests if any(c.endswith(".update") for c in r[1])]
     assert sum(updates.values()) == sum(len(c) - 1 for _, c in batches)
     for _, commands in batches:  # updates travel in batches, each with its read-back

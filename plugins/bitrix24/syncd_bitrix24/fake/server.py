@@ -176,7 +176,8 @@ class FakeBitrix24:
         self.clock = clock
         self.faults: list[Fault] | None = None
         self.requests: list[tuple[str, list[str]]] = []  # (REST method, batch commands)
-        self.writes: list[tuple[str, dict[str, Any]]] = []  # applied writes, in order
+        #: Applied writes, in order: ("POST", REST method, parameters) (as ``syncd demo`` shows).
+        self.writes: list[tuple[str, str, dict[str, Any]]] = []
         self.limit_errors = 0
         self.refreshes = 0
         self.access_tokens: dict[str, float] = {}  # token -> monotonic expiry
@@ -609,7 +610,8 @@ class FakeBitrix24:
             row = {**row, **applied,
                    "DATE_MODIFY": portal_time(self.clock()), "MODIFY_BY_ID": str(self.user_id)}
             self.table(entity).put(row)  # unknown fields: silently ignored, like Bitrix24
-            self.writes.append((f"crm.{entity}.update", {"id": record_id, "fields": fields}))
+            self.writes.append(("POST", f"crm.{entity}.update",
+                                {"id": record_id, "fields": fields}))
         return {"result": True}
 
     def _entity_userfield_add(self, entity: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -627,7 +629,7 @@ class FakeBitrix24:
             known[code] = {"type": kind, "isRequired": False, "isReadOnly": False,
                            "isMultiple": False, "title": code, "formLabel": label,
                            "listLabel": label, "filterLabel": label}
-            self.writes.append((f"crm.{entity}.userfield.add", {"fields": fields}))
+            self.writes.append(("POST", f"crm.{entity}.userfield.add", {"fields": fields}))
             return {"result": len(known) + 1000}
 
     def _todo_add(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -652,7 +654,7 @@ class FakeBitrix24:
                        "CREATED": portal_time(now), "LAST_UPDATED": portal_time(now),
                        "DESCRIPTION": str(params.get("description") or ""),
                        "DESCRIPTION_TYPE": "1"})
-            self.writes.append(("crm.activity.todo.add", dict(params)))
+            self.writes.append(("POST", "crm.activity.todo.add", dict(params)))
         return {"result": {"id": activity_id}}
 
     def _activity_list(self, params: dict[str, Any]) -> dict[str, Any]:
