@@ -148,6 +148,9 @@ class Connector(ABC):
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
     #: How many tasks the core hands to ``create_tasks`` / ``find_tasks`` at once.
     task_batch_size: ClassVar[int] = 50
+    #: How many field writes the core hands to ``write_fields`` at once (a connector whose
+    #: batch request also carries a read-back may want fewer than its batch limit).
+    field_batch_size: int = 50
 
     #: Set by the core right after construction (``Tenant.make_connector``); read it lazily.
     state: ConnectorState

@@ -141,8 +141,9 @@ def _settle(session: Any, tenant_id: int, ledger: dict[Any, Any], entity: str,
 def _apply_field_writes(db: store.Database, connector: Connector, tenant_id: int,
                         writes: Sequence[FieldWrite], result: WritebackResult,
                         stop_requested: Callable[[], bool]) -> None:
-    for start in range(0, len(writes), BATCH):
-        batch = writes[start: start + BATCH]
+    size = max(1, connector.field_batch_size)
+    for start in range(0, len(writes), size):
+        batch = writes[start: start + size]
         with db.session() as session:
             for write in batch:
                 store.mark_pending(session, tenant_id, "field", write.entity, write.external_id,
