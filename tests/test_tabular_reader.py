@@ -44,6 +44,12 @@ def test_ids_are_read_as_text_exactly(cell: Any, expected: str | None) -> None:
     assert values.ident(cell) == expected
 
 
+@pytest.mark.parametrize("cell", ["nan", "inf", float("nan"), "12abc", True])
+def test_unreadable_numbers_raise(cell: Any) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        values.number(cell)
+
+
 @pytest.mark.parametrize("cell", [1.5, True])
 def test_unreadable_ids_raise(cell: Any) -> None:
     with pytest.raises((ValueError, TypeError)):

@@ -11,6 +11,7 @@ March or April), a serial number does not (days since 1899-12-30, fraction = tim
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
@@ -63,17 +64,22 @@ def number(value: Any) -> float | None:
         message = f"expected a number, got a checkbox ({value!r})"
         raise TypeError(message)
     if isinstance(value, int | float):
-        return float(value)
-    cleaned = str(value).strip().replace("\u00a0", "").replace(" ", "")
-    if "," in cleaned and "." in cleaned:
-        cleaned = cleaned.replace(",", "")
+        result = float(value)
     else:
-        cleaned = cleaned.replace(",", ".")
-    try:
-        return float(cleaned)
-    except ValueError:
-        message = f"expected a number, got {value!r}"
-        raise ValueError(message) from None
+        cleaned = str(value).strip().replace("\u00a0", "").replace(" ", "")
+        if "," in cleaned and "." in cleaned:
+            cleaned = cleaned.replace(",", "")
+        else:
+            cleaned = cleaned.replace(",", ".")
+        try:
+            result = float(cleaned)
+        except ValueError:
+            message = f"expected a number, got {value!r}"
+            raise ValueError(message) from None
+    if not math.isfinite(result):
+        message = f"expected a finite number, got {value!r}"
+        raise ValueError(message)
+    return result
 
 
 def flag(value: Any) -> bool:
