@@ -214,3 +214,10 @@ def test_a_broken_column_does_not_flood_the_summary(tmp_path: Any) -> None:
     assert len(problems) == MAX_PROBLEMS + 1
     assert problems[0].startswith("tab 'Deals' row 2: created_at")
     assert problems[-1] == f"tab 'Deals': {200 - MAX_PROBLEMS} more unreadable rows skipped"
+
+
+def test_a_duplicate_header_reads_the_first_column() -> None:
+    grid = [["ID", "Source", "Source", "id"], ["1", "Web", "Fair", "X"]]
+    deal = read_tables({"Deals": grid}, settings()).deals[0]
+    assert deal.external_id == "1"
+    assert deal.fields == {"Source": "Web"}

@@ -19,6 +19,7 @@ Rules of reading:
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -41,6 +42,7 @@ from syncd.records import (
 from syncd_gsheets import values as cell
 from syncd_gsheets.settings import COLUMNS, TabularSettings
 
+log = logging.getLogger(__name__)
 Grid = Sequence[Sequence[Any]]
 #: Columns without which a tab cannot be read at all.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -143,7 +145,17 @@ def split_tab(title: str, grid: Grid, entity: str, settings: TabularSettings) ->
                    f"{', '.join(h for h in header if h)}")
         raise BadPayloadError(message)
     used = set(where.values())
-    extras = [(i, h) for i, h in enumerate(header) if h and i not in used]
+    extras: list[tuple[int, str]] = []
+    seen = {_header_key(header[i]) for i in used}
+    for i, h in enumerate(header):
+        if not h or i in used:
+            continue
+        if _header_key(h) in seen:
+            log.warning("tab %r: a second column headed %r is ignored (the first one is read)",
+                        title, h)
+            continue
+        seen.add(_header_key(h))
+        extras.append((i, h))
     parsed = []
     for offset, values in enumerate(rows[start + 1:], start=start + 2):
         if all(cell.blank(v) for v in values):
