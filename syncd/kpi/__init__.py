@@ -8,7 +8,7 @@ tenants without naming them. Semantics and choices: docs/kpis.md.
 from __future__ import annotations
 
 from syncd.kpi.account import nps, plan_inversion
-from syncd.kpi.compute import Window, compute_kpis, window
+from syncd.kpi.compute import KpiState, Window, compute_kpis, window
 from syncd.kpi.model import ActivityRecord, Clock, CompanyRecord, DealRecord, Stay, stays
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Clock",
     "CompanyRecord",
     "DealRecord",
+    "KpiState",
     "Stay",
     "Window",
     "compute_kpis",

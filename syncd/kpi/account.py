@@ -1,13 +1,15 @@
 """Result and account KPIs: win rate, new clients vs plan, lead sources, churn, CLV, NPS,
 repeat clients, up-sale revenue and plan inversion.
 
-``Accounts`` is fed one deal at a time; it keeps one small tuple per won deal (per
-company, for first wins and up-sales) and counters for the rest. Choices where the spec is
+``Accounts`` is fed one deal at a time (``sign=-1`` takes a deal back out); it keeps one
+small tuple per won deal (per company, sorted, for first wins and up-sales) and counters
+for the rest. Choices where the spec is
 silent are written down in docs/kpis.md.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -62,21 +64,28 @@ class Accounts:
         self.won_in_window = 0
         self.won_value_in_window = 0.0
 
-    def add(self, deal: DealRecord) -> None:
-        closed_at = deal.closed_at
-        if deal.status in ("won", "lost") and closed_at and self._in(closed_at):
-            self.closed[(deal.owner_id or "", deal.status)] += 1
-        if deal.created_at and self._in(deal.created_at):
+    def add(self, deal: DealRecord, sign: int = 1) -> None:
+        start, end = self.start, self.end
+        status = deal.status
+        closed_at = deal.won_at if status == "won" else deal.lost_at if status == "lost" else None
+        if closed_at is not None and start <= closed_at <= end:
+            self.closed[(deal.owner_id or "", status)] += sign
+        if deal.created_at is not None and start <= deal.created_at <= end:
             cell = self.sources[deal.lead_source or NO_SOURCE]
-            cell[0] += 1
-            cell[1] += deal.status == "won"
+            cell[0] += sign
+            cell[1] += sign * (deal.status == "won")
         if deal.status == "won" and deal.won_at is not None and deal.won_at <= self.end:
             if deal.company_id:
-                self.wins[deal.company_id].append((deal.won_at, deal.deal_id, deal.value))
+                wins = self.wins[deal.company_id]
+                entry = (deal.won_at, deal.deal_id, deal.value)
+                if sign > 0:
+                    bisect.insort(wins, entry)
+                elif entry in wins:
+                    wins.remove(entry)
             if self._in(deal.won_at):
-                self.won_in_window += 1
-                self.won_value_in_window += deal.value
-                self.revenue_by_month[self.clock.month(deal.won_at)] += deal.value
+                self.won_in_window += sign
+                self.won_value_in_window += sign * deal.value
+                self.revenue_by_month[self.clock.month(deal.won_at)] += sign * deal.value
 
     def _in(self, moment: datetime) -> bool:
         return self.start <= moment <= self.end
@@ -84,8 +93,6 @@ class Accounts:
     # -- results ---------------------------------------------------------------------------------
     def result(self, companies: dict[str, CompanyRecord], plan: Any,
                names: dict[str, str]) -> dict[str, Any]:
-        for wins in self.wins.values():
-            wins.sort()
         return {
             "win_rate": self._win_rate(names),
             "new_clients": self._new_clients(plan),
@@ -114,8 +121,8 @@ class Accounts:
     def _new_clients(self, plan: Any) -> dict[str, Any]:
         by_month: Counter[str] = Counter()
         for wins in self.wins.values():
-            first = wins[0][0]
-            if self._in(first):
+            if wins and self._in(wins[0][0]):
+                first = wins[0][0]
                 by_month[self.clock.month(first)] += 1
         per_month = getattr(plan, "new_clients_per_month", None)
         months = [{"month": m, "new_clients": by_month.get(m, 0), "plan": per_month}

@@ -50,6 +50,52 @@ def window(now: datetime, tz: ZoneInfo, months: int = DEFAULT_MONTHS) -> Window:
                   months=[shift_month(first, i) for i in range(months)])
 
 
+class KpiState:
+    """Every KPI accumulator of one tenant and window. Feed deals and activities with
+    ``sign=+1``; to re-count a changed deal, add its old version with ``sign=-1`` and its
+    new one with ``+1`` (what ``update_deal`` does): the cost is per changed deal."""
+
+    def __init__(self, book: SalesBook, tz: ZoneInfo, now: datetime, *,
+                 months: int = DEFAULT_MONTHS, weeks: int = DEFAULT_WEEKS) -> None:
+        self.book, self.now = book, now
+        clock = Clock(tz)
+        self.span = window(now, tz, months)
+        self.funnel = Funnel(book, self.span.start, now)
+        self.moves = ForwardMoves(book, tz, iso_weeks_back(now, tz, weeks),
+                                  book.kpis.forward_moves_per_week)
+        self.accounts = Accounts(clock, self.span.start, now, self.span.previous_start,
+                                 self.span.months)
+        self.matrix = ContactMatrix(clock, now)
+
+    def add_deal(self, deal: DealRecord, sign: int = 1) -> None:
+        self.funnel.add(deal, sign)
+        self.moves.add(deal, sign)
+        self.accounts.add(deal, sign)
+        self.matrix.add_deal(deal, sign)
+
+    def update_deal(self, old: DealRecord | None, new: DealRecord | None) -> None:
+        if old is not None:
+            self.add_deal(old, -1)
+        if new is not None:
+            self.add_deal(new, +1)
+
+    def add_activity(self, activity: ActivityRecord, sign: int = 1) -> None:
+        self.matrix.add_activity(activity, sign)
+
+    def kpis(self, companies: dict[str, CompanyRecord], names: dict[str, str],
+             ) -> dict[str, Any]:
+        return {
+            "period": {"from": self.span.start.isoformat(), "to": self.now.isoformat(),
+                       "months": self.span.months},
+            "funnel": self.funnel.result(),
+            "forward_moves": self.moves.result(names),
+            **self.accounts.result(companies, self.book.kpis, names),
+        }
+
+    def contact_matrix(self, companies: dict[str, CompanyRecord]) -> dict[str, Any]:
+        return self.matrix.result(companies)
+
+
 def compute_kpis(book: SalesBook, tz: ZoneInfo, now: datetime, deals: Iterable[DealRecord],
                  activities: Iterable[ActivityRecord], companies: dict[str, CompanyRecord],
                  names: dict[str, str], *, months: int = DEFAULT_MONTHS,
@@ -57,27 +103,11 @@ def compute_kpis(book: SalesBook, tz: ZoneInfo, now: datetime, deals: Iterable[D
                  on_deal: Callable[[DealRecord], None] | None = None,
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(kpis, contact_matrix)`` from one pass over ``deals`` then ``activities``."""
-    clock = Clock(tz)
-    span = window(now, tz, months)
-    funnel = Funnel(book, span.start, now)
-    moves = ForwardMoves(book, tz, iso_weeks_back(now, tz, weeks),
-                         book.kpis.forward_moves_per_week)
-    accounts = Accounts(clock, span.start, now, span.previous_start, span.months)
-    matrix = ContactMatrix(clock, now)
+    state = KpiState(book, tz, now, months=months, weeks=weeks)
     for deal in deals:
-        funnel.add(deal)
-        moves.add(deal)
-        accounts.add(deal)
-        matrix.add_deal(deal)
+        state.add_deal(deal)
         if on_deal is not None:
             on_deal(deal)
     for activity in activities:
-        matrix.add_activity(activity)
-    kpis: dict[str, Any] = {
-        "period": {"from": span.start.isoformat(), "to": now.isoformat(),
-                   "months": span.months},
-        "funnel": funnel.result(),
-        "forward_moves": moves.result(names),
-        **accounts.result(companies, book.kpis, names),
-    }
-    return kpis, matrix.result(companies)
+        state.add_activity(activity)
+    return state.kpis(companies, names), state.contact_matrix(companies)

@@ -8,9 +8,10 @@ ISO weeks ``"YYYY-Www"``, so every figure is reproducible from an explicit "now"
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -64,8 +65,7 @@ class CompanyRecord:
     region: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Stay:
+class Stay(NamedTuple):
     """One stay of a deal in one stage: entered at ``entered``, left at ``left`` (None: still
     there) by ``exit``: forward, backward, deferred, won, lost, other or open."""
 
@@ -75,29 +75,47 @@ class Stay:
     exit: str
 
 
-@dataclass(slots=True)
-class Clock:
-    """Local months and ISO weeks in the tenant's timezone, cached per UTC day boundary."""
+#: Months the fast month lookup covers; moments outside fall back to zoneinfo per call.
+FIRST_YEAR, LAST_YEAR = 1990, 2070
 
-    tz: ZoneInfo
-    _month_cache: dict[tuple[int, int, int, int], str] = field(default_factory=dict)
+
+class Clock:
+    """Local months and ISO weeks in the tenant's timezone.
+
+    Months are found by bisecting a table of local month starts (as epoch seconds) built
+    once: a few hundred nanoseconds per call, where converting each moment with zoneinfo
+    costs microseconds — it matters for millions of activities."""
+
+    __slots__ = ("_labels", "_starts", "tz")
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._starts: list[float] = []
+        self._labels: list[str] = []
+        for year in range(FIRST_YEAR, LAST_YEAR + 1):
+            for month in range(1, 13):
+                self._starts.append(datetime(year, month, 1, tzinfo=tz).timestamp())
+                self._labels.append(f"{year:04d}-{month:02d}")
+        self._starts.append(datetime(LAST_YEAR + 1, 1, 1, tzinfo=tz).timestamp())
 
     def local(self, moment: datetime) -> datetime:
         return moment.astimezone(self.tz)
 
     def month(self, moment: datetime) -> str:
         """``"YYYY-MM"`` of ``moment`` in the tenant's timezone."""
-        utc = moment.astimezone(UTC) if moment.tzinfo is not UTC else moment
-        # offsets change on whole or half UTC hours only
-        key = (utc.year, utc.month, utc.day, utc.hour * 2 + (utc.minute >= 30))
-        cached = self._month_cache.get(key)
-        if cached is None:
-            local = utc.astimezone(self.tz)
-            cached = f"{local.year:04d}-{local.month:02d}"
-            if len(self._month_cache) > 100_000:
-                self._month_cache.clear()
-            self._month_cache[key] = cached
-        return cached
+        stamp = moment.timestamp()
+        starts = self._starts
+        if starts[0] <= stamp < starts[-1]:
+            return self._labels[bisect_right(starts, stamp) - 1]
+        local = moment.astimezone(self.tz)
+        return f"{local.year:04d}-{local.month:02d}"
+
+    def month_start(self, month: str) -> float:
+        """Epoch seconds of the first local instant of ``month``."""
+        year, mon = int(month[:4]), int(month[5:7])
+        if FIRST_YEAR <= year <= LAST_YEAR:
+            return self._starts[(year - FIRST_YEAR) * 12 + mon - 1]
+        return datetime(year, mon, 1, tzinfo=self.tz).timestamp()
 
     def week(self, moment: datetime) -> str:
         year, week, _ = moment.astimezone(self.tz).isocalendar()

@@ -32,12 +32,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from syncd.kpi.model import Clock, CompanyRecord, DealRecord, move_direction
+from syncd.kpi.model import Clock, CompanyRecord, DealRecord
 from syncd.salesbook import EmployeeKarmaWeights, SalesBook
-from syncd.scoring.karma import KarmaLine
 
 USER = "user"
 KIND = "employee"
@@ -87,11 +86,29 @@ def employee_amount(line: Any, weights: EmployeeKarmaWeights) -> float:
 def employee_totals(lines: Iterable[Any], weights: EmployeeKarmaWeights,
                     ) -> dict[tuple[str, str], float]:
     """``(user id, "YYYY-MM") -> karma`` (the sum of the lines' amounts)."""
-    sums: dict[tuple[str, str], list[float]] = defaultdict(list)
+    signed = {criterion: employee_weight(criterion, weights) for criterion in EMPLOYEE_CRITERIA}
+    sums: dict[tuple[str, str], float] = defaultdict(float)
     for line in lines:
         if line.subject_type == USER:
-            sums[(line.subject_id, line.period)].append(employee_amount(line, weights))
-    return {key: math.fsum(values) for key, values in sums.items()}
+            try:
+                weight = signed[line.criterion]
+            except KeyError:
+                weight = employee_weight(line.criterion, weights)  # raises, naming it
+            sums[(line.subject_id, line.period)] += weight * line.quantity
+    return dict(sums)
+
+
+def apply_diff(totals: dict[tuple[str, str], float], old: Iterable[Any], new: Iterable[Any],
+               weights: EmployeeKarmaWeights) -> set[tuple[str, str]]:
+    """Update ``employee_totals`` in place with a ledger diff (``PeopleLedger.update``);
+    returns the (user, month) keys that changed, for an incremental write-back."""
+    touched: set[tuple[str, str]] = set()
+    for sign, lines in ((-1.0, old), (1.0, new)):
+        for line in lines:
+            key = (line.subject_id, line.period)
+            totals[key] = totals.get(key, 0.0) + sign * employee_amount(line, weights)
+            touched.add(key)
+    return touched
 
 
 def bonus(karma: float, rate: float) -> float:
@@ -100,117 +117,174 @@ def bonus(karma: float, rate: float) -> float:
 
 
 # -- the ledger ------------------------------------------------------------------------------
-Unit = tuple[str, str]
+class PeopleLine(NamedTuple):
+    """One employee karma line (the attributes ``store.replace_karma_lines`` reads)."""
+
+    subject_type: str
+    subject_id: str
+    criterion: str
+    quantity: float
+    source_type: str
+    source_id: str
+    period: str
+
+
+class _Deal(NamedTuple):
+    """What the ledger keeps of a deal to recompute its company later (no history)."""
+
+    deal_id: str
+    owner_id: str | None
+    company_id: str | None
+    status: str
+    value: float
+    won_at: datetime | None
 
 
 class PeopleLedger:
-    """Employee karma lines of one tenant, grouped by the unit of records that produced them."""
+    """Employee karma lines of one tenant, grouped by the unit that produced them.
+
+    Two kinds of unit: a *company* (the win lines of all its deals, since up-sales depend
+    on the order of wins, and its loyal-client line) and a *deal* (its forward moves, its
+    violations, and its win lines when it has no company). A changed deal touches its deal
+    unit and its old and new company units, nothing else."""
 
     def __init__(self, book: SalesBook, tz: ZoneInfo) -> None:
         self.order = {stage.key: index for index, stage in enumerate(book.stages)}
         self.clock = Clock(tz)
-        self.deals: dict[str, DealRecord] = {}
+        self.deals: dict[str, _Deal] = {}
         self.companies: dict[str, CompanyRecord] = {}
         self.company_deals: dict[str, set[str]] = defaultdict(set)
         self.violations: dict[str, list[ViolationRecord]] = defaultdict(list)
-        self.units: dict[Unit, list[KarmaLine]] = {}
+        self.company_units: dict[str, list[PeopleLine]] = {}
+        self.deal_units: dict[str, list[PeopleLine]] = {}
 
     # -- building ----------------------------------------------------------------------------
     def load(self, deals: Iterable[DealRecord], companies: Iterable[CompanyRecord],
              violations: Iterable[ViolationRecord] = ()) -> PeopleLedger:
-        """Compute every line from scratch."""
+        """Compute every line from scratch (``start``, ``add`` each deal, ``finish``)."""
+        self.start(companies, violations)
+        for deal in deals:
+            self.add(deal)
+        return self.finish()
+
+    def start(self, companies: Iterable[CompanyRecord],
+              violations: Iterable[ViolationRecord] = ()) -> PeopleLedger:
         for company in companies:
             self.companies[company.company_id] = company
-        for deal in deals:
-            self._index(deal)
         for violation in violations:
             if violation.deal_id is not None:
                 self.violations[violation.deal_id].append(violation)
-        touched: set[Unit] = set()
-        for deal_id, deal in self.deals.items():
-            touched.update(self._units_of(deal, deal_id))
-        touched.update(("company", cid) for cid in self.companies)
-        for unit in touched:
-            self._recompute(unit)
+        return self
+
+    def add(self, deal: DealRecord) -> None:
+        """One deal of a full load: its own lines now, its company's in ``finish``."""
+        self._index(deal)
+        self._set_deal_unit(deal.deal_id, self._deal_unit(deal))
+
+    def finish(self) -> PeopleLedger:
+        for company_id in self.company_deals:
+            self._set_company_unit(company_id, list(self._company_lines(company_id)))
         return self
 
     def update(self, changed: Sequence[DealRecord], *, removed: Iterable[str] = (),
                violations: Mapping[str, Sequence[ViolationRecord]] | None = None,
-               ) -> tuple[list[KarmaLine], list[KarmaLine]]:
-        """Apply changed (or removed) deals and return ``(old lines, new lines)`` of the
-        units they touch: what a store deletes and inserts, nothing else."""
-        touched: set[Unit] = set()
-        for deal_id in removed:
-            old = self.deals.pop(deal_id, None)
-            if old is not None:
-                touched.update(self._units_of(old, deal_id))
-                if old.company_id:
-                    self.company_deals[old.company_id].discard(deal_id)
-        for deal in changed:
-            old = self.deals.get(deal.deal_id)
-            if old is not None:
-                touched.update(self._units_of(old, old.deal_id))
-                if old.company_id and old.company_id != deal.company_id:
-                    self.company_deals[old.company_id].discard(old.deal_id)
-            self._index(deal)
-            touched.update(self._units_of(deal, deal.deal_id))
+               ) -> tuple[list[PeopleLine], list[PeopleLine]]:
+        """Apply changed (or removed) deals and new violation lists per deal; return
+        ``(old lines, new lines)`` of the units they touch: what a store deletes and
+        inserts, nothing else."""
+        old_lines: list[PeopleLine] = []
+        new_lines: list[PeopleLine] = []
+        companies: set[str] = set()
         for deal_id, found in (violations or {}).items():
             self.violations[deal_id] = list(found)
-            touched.add(("violations", deal_id))
-        old_lines = [line for unit in touched for line in self.units.get(unit, ())]
-        new_lines: list[KarmaLine] = []
-        for unit in touched:
-            new_lines.extend(self._recompute(unit))
+        full = {deal.deal_id: deal for deal in changed}
+        for deal_id in removed:
+            old = self.deals.pop(deal_id, None)
+            if old is not None and old.company_id:
+                self.company_deals[old.company_id].discard(deal_id)
+                companies.add(old.company_id)
+            old_lines += self.deal_units.pop(deal_id, ())
+        for deal in changed:
+            old = self.deals.get(deal.deal_id)
+            if old is not None and old.company_id:
+                companies.add(old.company_id)
+                if old.company_id != deal.company_id:
+                    self.company_deals[old.company_id].discard(deal.deal_id)
+            self._index(deal)
+            if deal.company_id:
+                companies.add(deal.company_id)
+        for deal_id in set(full) | (set(violations or ()) - set(removed)):
+            if deal_id not in self.deals:
+                continue
+            old_lines += self.deal_units.get(deal_id, ())
+            if deal_id in full:
+                lines = self._deal_unit(full[deal_id])
+            else:  # only its violations changed: keep its other lines
+                lines = [x for x in self.deal_units.get(deal_id, ()) if x.criterion != "violation"]
+                lines += self._violation_lines(deal_id)
+            self._set_deal_unit(deal_id, lines)
+            new_lines += lines
+        for company_id in companies:
+            old_lines += self.company_units.get(company_id, ())
+            lines = list(self._company_lines(company_id))
+            self._set_company_unit(company_id, lines)
+            new_lines += lines
         return old_lines, new_lines
 
-    def lines(self) -> Iterator[KarmaLine]:
-        for unit_lines in self.units.values():
+    def lines(self) -> Iterator[PeopleLine]:
+        for unit_lines in self.company_units.values():
+            yield from unit_lines
+        for unit_lines in self.deal_units.values():
             yield from unit_lines
 
+    def line_count(self) -> int:
+        return (sum(len(x) for x in self.company_units.values())
+                + sum(len(x) for x in self.deal_units.values()))
+
     def _index(self, deal: DealRecord) -> None:
-        self.deals[deal.deal_id] = deal
+        self.deals[deal.deal_id] = _Deal(deal.deal_id, deal.owner_id, deal.company_id,
+                                         deal.status, deal.value, deal.won_at)
         if deal.company_id:
             self.company_deals[deal.company_id].add(deal.deal_id)
 
-    @staticmethod
-    def _units_of(deal: DealRecord, deal_id: str) -> list[Unit]:
-        first: Unit = ("company", deal.company_id) if deal.company_id else ("deal", deal_id)
-        return [first, ("moves", deal_id), ("violations", deal_id)]
-
-    def _recompute(self, unit: Unit) -> list[KarmaLine]:
-        kind, key = unit
-        if kind == "company":
-            lines = list(self._company_lines(key))
-        elif kind == "deal":
-            deal = self.deals.get(key)
-            lines = list(self._won_lines(deal, upsale=False)) if deal else []
-        elif kind == "moves":
-            lines = list(self._move_lines(self.deals.get(key)))
-        else:
-            lines = list(self._violation_lines(key))
+    def _set_deal_unit(self, deal_id: str, lines: list[PeopleLine]) -> None:
         if lines:
-            self.units[unit] = lines
+            self.deal_units[deal_id] = lines
         else:
-            self.units.pop(unit, None)
+            self.deal_units.pop(deal_id, None)
+
+    def _set_company_unit(self, company_id: str, lines: list[PeopleLine]) -> None:
+        if lines:
+            self.company_units[company_id] = lines
+        else:
+            self.company_units.pop(company_id, None)
+
+    def _deal_unit(self, deal: DealRecord) -> list[PeopleLine]:
+        lines = list(self._move_lines(deal))
+        if deal.deal_id in self.violations:
+            lines += self._violation_lines(deal.deal_id)
+        if not deal.company_id:
+            lines += self._won_lines(self.deals[deal.deal_id], upsale=False)
         return lines
 
     # -- criteria ------------------------------------------------------------------------------
-    def _won_lines(self, deal: DealRecord, *, upsale: bool) -> Iterator[KarmaLine]:
+    def _won_lines(self, deal: _Deal, *, upsale: bool) -> Iterator[PeopleLine]:
         if deal.status != "won" or deal.won_at is None or not deal.owner_id:
             return
         period = self.clock.month(deal.won_at)
         owner = deal.owner_id
-        yield KarmaLine(USER, owner, "won_deal", 1.0, "deal", deal.deal_id, period)
+        yield PeopleLine(USER, owner, "won_deal", 1.0, "deal", deal.deal_id, period)
         if deal.value:
-            yield KarmaLine(USER, owner, "won_value", float(deal.value), "deal", deal.deal_id,
-                            period)
+            yield PeopleLine(USER, owner, "won_value", float(deal.value), "deal", deal.deal_id,
+                             period)
         if upsale:
-            yield KarmaLine(USER, owner, "upsale", 1.0, "deal", deal.deal_id, period)
+            yield PeopleLine(USER, owner, "upsale", 1.0, "deal", deal.deal_id, period)
 
-    def _company_lines(self, company_id: str) -> Iterator[KarmaLine]:
-        won = sorted((d for d in (self.deals.get(i) for i in self.company_deals.get(
-            company_id, ())) if d is not None and d.status == "won" and d.won_at is not None),
-            key=lambda d: (d.won_at, d.deal_id))
+    def _company_lines(self, company_id: str) -> Iterator[PeopleLine]:
+        deals = self.deals
+        won = sorted((d for d in (deals.get(i) for i in self.company_deals.get(company_id, ()))
+                      if d is not None and d.status == "won" and d.won_at is not None),
+                     key=lambda d: (d.won_at, d.deal_id))
         for position, deal in enumerate(won):
             yield from self._won_lines(deal, upsale=position > 0)
         company = self.companies.get(company_id)
@@ -220,30 +294,32 @@ class PeopleLedger:
             owner = (company.owner_id if company and company.owner_id
                      else qualifying.owner_id)
             if owner and qualifying.won_at is not None:
-                yield KarmaLine(USER, owner, "loyal_client", 1.0, "company", company_id,
-                                self.clock.month(qualifying.won_at))
+                yield PeopleLine(USER, owner, "loyal_client", 1.0, "company", company_id,
+                                 self.clock.month(qualifying.won_at))
 
-    def _move_lines(self, deal: DealRecord | None) -> Iterator[KarmaLine]:
-        if deal is None or not deal.owner_id or deal.history_derived:
+    def _move_lines(self, deal: DealRecord) -> Iterator[PeopleLine]:
+        if not deal.owner_id or deal.history_derived:
             return
+        order, month = self.order, self.clock.month
         for index, transition in enumerate(deal.history):
-            if move_direction(transition, self.order) > 0:
+            start, end = order.get(transition.from_key or ""), order.get(transition.to_key or "")
+            if start is not None and end is not None and end > start:
                 source = transition.source_id or f"{deal.deal_id}#{index}"
-                yield KarmaLine(USER, deal.owner_id, "forward_move", 1.0, "stage_change",
-                                source, self.clock.month(transition.at))
+                yield PeopleLine(USER, deal.owner_id, "forward_move", 1.0, "stage_change",
+                                 source, month(transition.at))
 
-    def _violation_lines(self, deal_id: str) -> Iterator[KarmaLine]:
+    def _violation_lines(self, deal_id: str) -> list[PeopleLine]:
         deal = self.deals.get(deal_id)
         if deal is None or not deal.owner_id:
-            return
-        for violation in self.violations.get(deal_id, ()):
-            yield KarmaLine(USER, deal.owner_id, "violation", 1.0, "violation",
-                            violation.violation_id, self.clock.month(violation.opened_at))
+            return []
+        return [PeopleLine(USER, deal.owner_id, "violation", 1.0, "violation",
+                           violation.violation_id, self.clock.month(violation.opened_at))
+                for violation in self.violations.get(deal_id, ())]
 
 
 def employee_lines(deals: Iterable[DealRecord], companies: Iterable[CompanyRecord],
                    violations: Iterable[ViolationRecord], book: SalesBook,
-                   tz: ZoneInfo) -> list[KarmaLine]:
+                   tz: ZoneInfo) -> list[PeopleLine]:
     """Every employee karma line, each pointing at the record that caused it."""
     return list(PeopleLedger(book, tz).load(deals, companies, violations).lines())
 
