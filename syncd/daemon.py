@@ -240,7 +240,9 @@ class Daemon:
     def _start(self, claim: leases.Claim) -> None:
         lease = Lease(claim.tenant_key, claim.fence, self.holder)
         self.metrics.lease_claims.inc()
-        log.info("tenant %s claimed (fence %d)", claim.tenant_key, claim.fence)
+        log.info("tenant %s claimed (fence %d)", claim.tenant_key, claim.fence,
+                 extra={"tenant": claim.tenant_key, "fence": claim.fence,
+                        "replica": self.holder})
         thread = threading.Thread(target=self._run_claimed, args=(lease,),
                                   name=f"syncd-pass-{claim.tenant_key}", daemon=True)
         with self._lock:
@@ -275,9 +277,14 @@ class Daemon:
         self.metrics.record_pass(key, status, seconds,
                                  pulled=sum(summary.pulled.values()) if summary else 0,
                                  writes=_write_count(summary.writes) if summary else 0)
+        context = {"tenant": key, "fence": lease.fence, "replica": self.holder}
         if status == "ok" and summary is not None:
             log.info("tenant %s: pass ok in %.1fs, %d open violations, writes %s",
-                     key, summary.seconds, summary.violations_open, summary.writes)
+                     key, summary.seconds, summary.violations_open, summary.writes,
+                     extra=context)
+        elif status == "lease_lost":
+            log.error("tenant %s: lease lost during the pass; its late commits were rejected",
+                      key, extra=context)
         if status != "lease_lost":
             try:
                 with self.runner.db.session() as session:
