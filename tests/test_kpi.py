@@ -242,3 +242,44 @@ def test_clock_months_are_local() -> None:
     clock = Clock(ZoneInfo("Asia/Kolkata"))  # +05:30: the half-hour matters
     assert clock.month(datetime(2026, 1, 31, 18, 29, tzinfo=UTC)) == "2026-01"
     assert clock.month(datetime(2026, 1, 31, 18, 30, tzinfo=UTC)) == "2026-02"
+
+
+def test_updating_a_deal_equals_counting_from_scratch() -> None:
+    from syncd.kpi import KpiState
+
+    before = [deal("D1", history=hist(("briefing", "estimate", 20)), created=30,
+                   stage="estimate"),
+              deal("D2", "won", company="C2", closed=50, created=60, stage="briefing"),
+              deal("D3", "lost", closed=5, created=40)]
+    after = [before[0], deal("D2", "won", company="C3", closed=12, created=60,
+                             history=hist(("briefing", "estimate", 40)), stage="estimate"),
+             deal("D3", "won", closed=4, created=40, value=7.0)]
+    names, companies = {"U1": "Anna"}, {"C1": CompanyRecord("C1", "A", nps=10)}
+    incremental = KpiState(BOOK, TZ, NOW)
+    for d in before:
+        incremental.add_deal(d)
+    for old, new in zip(before, after, strict=True):
+        if old != new:
+            incremental.update_deal(old, new)
+    full = KpiState(BOOK, TZ, NOW)
+    for d in after:
+        full.add_deal(d)
+    assert incremental.kpis(companies, names) == full.kpis(companies, names)
+    assert incremental.contact_matrix(companies) == full.contact_matrix(companies)
+
+
+def test_days_in_stage_median_and_mean_match_the_exact_values() -> None:
+    import statistics
+
+    stays_days = [0.5, 2.25, 3.0, 10.75, 41.0, 7.5]
+    deals = []
+    for i, days in enumerate(stays_days):
+        entered = 100 + i
+        deals.append(deal(f"D{i}", history=hist(("briefing", "estimate", entered - days)),
+                          created=entered, stage="estimate"))
+    funnel = Funnel(BOOK, t(365), NOW)
+    for d in deals:
+        funnel.add(d)
+    briefing = funnel.result()[0]
+    assert briefing["median_days"] == round(statistics.median(stays_days), 1)
+    assert briefing["mean_days"] == round(statistics.fmean(stays_days), 1)
