@@ -221,3 +221,17 @@ def test_a_duplicate_header_reads_the_first_column() -> None:
     deal = read_tables({"Deals": grid}, settings()).deals[0]
     assert deal.external_id == "1"
     assert deal.fields == {"Source": "Web"}
+
+
+def test_tab_titles_match_file_names_whatever_their_case(tmp_path: Any) -> None:
+    (tmp_path / "deals.csv").write_text("ID;Title;Created at\n1;a\n2;b;never\n",
+                                        encoding="utf-8")
+    (tmp_path / "COMPANIES.csv").write_text("ID;Name\nC-1;Acme\n", encoding="utf-8")
+    crm = SpreadsheetConnector(settings(path=str(tmp_path)), tenant="t")
+    deals = list(crm.pull("deals", None, PullContext()))
+    assert [d.external_id for p in deals for d in p.records] == ["1"]
+    assert [p for page in deals for p in page.problems] == [
+        "tab 'deals' row 3: created_at: expected a date (YYYY-MM-DD, DD.MM.YYYY or a date "
+        "cell), got 'never'"]
+    companies = [c.name for p in crm.pull("companies", None, PullContext()) for c in p.records]
+    assert companies == ["Acme"]

@@ -87,7 +87,9 @@ class TabularConnector(Connector):
             context.on_request(made)
         entity = _ENTITY_OF.get(stream)
         title = self.settings.tab_title(entity) if entity else None
-        problems = capped([str(p) for p in data.problems if p.tab == title], title)
+        key = title.strip().casefold() if title else None
+        problems = capped([str(p) for p in data.problems if p.tab.strip().casefold() == key],
+                          title)
         deleted, new_cursor = (), None
         if stream in DELETABLE:
             deleted, new_cursor = removed_rows(stream, records, data, cursor)
@@ -197,7 +199,10 @@ class GSheetsConnector(TabularConnector):
     def load_grids(self) -> Mapping[str, Grid]:
         before = self.client.requests_made
         existing = self.client.sheet_titles()
-        wanted = [t for t in dict.fromkeys(tab_titles(self.settings)) if t in existing]
+        folded = {t.strip().casefold(): t for t in reversed(list(existing))}
+        wanted = [t if t in existing else folded[t.strip().casefold()]
+                  for t in dict.fromkeys(tab_titles(self.settings))
+                  if t in existing or t.strip().casefold() in folded]
         grids = dict(zip(wanted, self.client.batch_get([a1(t) for t in wanted]), strict=True))
         self._requests += self.client.requests_made - before
         if not grids:

@@ -213,10 +213,12 @@ class TabularReader:
         """``grids``: tab title -> rows. Tabs not present are skipped (only deals is
         required)."""
         tabs: dict[str, Tab] = {}
+        folded = {t.strip().casefold(): t for t in reversed(list(grids))}
         for entity in COLUMNS:
             title = self.settings.tab_title(entity)
-            if title in grids:
-                tabs[entity] = split_tab(title, grids[title], entity, self.settings)
+            found = title if title in grids else folded.get(title.strip().casefold())
+            if found is not None:  # "Deals" also finds deals.csv or a tab named "deals "
+                tabs[entity] = split_tab(found, grids[found], entity, self.settings)
             elif entity == "deals":
                 known = ", ".join(repr(t) for t in grids) or "none"
                 message = (f"no deals tab {title!r} (tabs found: {known}); set "
