@@ -50,6 +50,8 @@ def test_reads_every_tab_with_two_requests_exactly(fake: FakeSheets) -> None:
     pages = pull_all(connector(fake))
     assert pages["_requests"] == [2]
     assert [c[1] for c in fake.calls()] == ["get", "values:batchGet"]
+    assert fake.scopes == ["https://www.googleapis.com/auth/spreadsheets.readonly"], (
+        "a CRM sheet is only read: least privilege")
     query = fake.requests[1][2]
     assert query["ranges"] == ["'Client''s deals'"], "quoted, apostrophe doubled"
     deals = {d.external_id: d for p in pages["deals"] for d in p.records}

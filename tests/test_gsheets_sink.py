@@ -206,3 +206,12 @@ def test_new_tabs_are_created_big_enough(fake: FakeSheets, key: str) -> None:
     publish(fake, key, base_report(violations=many))
     assert len(fake.tab(SHEET, T + "Violations")) == 1201
     assert not [p for _, p, _, b in fake.requests if "updateSheetProperties" in json.dumps(b)]
+
+
+def test_source_row_problems_in_the_report_show_on_the_summary_tab() -> None:
+    report = base_report(last_sync={"status": "ok", "problems": [
+        "tab 'Deals' row 7: created_at: expected a date"]})
+    summary = render(report)["summary"]
+    at = summary.index(["unreadable source rows (skipped)", ""])
+    assert summary[at + 1] == ["tab 'Deals' row 7: created_at: expected a date", ""]
+    assert ["unreadable source rows (skipped)", ""] not in render(base_report())["summary"]

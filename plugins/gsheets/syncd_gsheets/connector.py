@@ -26,6 +26,7 @@ import requests
 from syncd.connector import STANDARD_STREAMS, Connector, FieldSpec, Inspection, PullContext
 from syncd.errors import SyncdError
 from syncd.records import Page
+from syncd_gsheets.auth import READONLY_SCOPES
 from syncd_gsheets.client import SheetsClient, a1
 from syncd_gsheets.files import read_path
 from syncd_gsheets.settings import GSheetsSettings, SpreadsheetSettings, TabularSettings
@@ -194,6 +195,7 @@ class GSheetsConnector(TabularConnector):
             base_url=settings.base_url, spreadsheet_id=settings.spreadsheet_id,
             credentials=settings.credentials, requests_per_minute=settings.requests_per_minute,
             timeout=settings.timeout_seconds, where="connection.credentials",
+            scopes=READONLY_SCOPES,  # a CRM sheet is only read: least privilege
             sleep=sleep, clock=clock, session=session)
 
     def load_grids(self) -> Mapping[str, Grid]:

@@ -129,6 +129,11 @@ def summary_tab(report: Mapping[str, Any], language: str) -> Grid:
     rows += [[], ["violations by rule", ""]]
     for rule, count in (report.get("violations_by_rule") or {}).items():
         rows.append([rule, cell(count)])
+    last_sync = report.get("last_sync") or {}
+    problems = last_sync.get("problems") if isinstance(last_sync, Mapping) else None
+    if problems:
+        rows += [[], ["unreadable source rows (skipped)", ""],
+                 *[[str(p), ""] for p in problems]]
     notes = list(report.get("notes") or ())
     for key in ("people", "kpis", "contact_matrix"):
         if report.get(key) is None:

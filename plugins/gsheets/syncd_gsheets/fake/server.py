@@ -163,6 +163,7 @@ class FakeSheets:
         self.tokens: dict[str, str] = {}  # access token -> account e-mail
         self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
         self.token_requests = 0
+        self.scopes: list[str] = []  # the scope of every token issued
         self.quota_faults = 0  # answer the next N Sheets requests with 429
         self.rate_limited = 0
         self._windows: dict[str, deque[float]] = {}
@@ -277,6 +278,7 @@ class FakeSheets:
         with self.lock:
             self.tokens[token] = account.email
             self.token_requests += 1
+            self.scopes.append(str(claims.get("scope", "")))
         return {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
 
     def _admit(self, email: str) -> None:
