@@ -14,7 +14,7 @@ import math
 from collections import Counter, defaultdict
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from syncd.kpi.model import Clock, CompanyRecord, DealRecord
 
@@ -63,6 +63,10 @@ class Accounts:
         self.revenue_by_month: Counter[str] = Counter()
         self.won_in_window = 0
         self.won_value_in_window = 0.0
+        # per-company contributions to the account KPIs, refreshed only where wins changed
+        self.dirty: set[str] = set()
+        self.contributions: dict[str, _Contribution] = {}
+        self.totals = _Totals()
 
     def add(self, deal: DealRecord, sign: int = 1) -> None:
         start, end = self.start, self.end
@@ -82,6 +86,7 @@ class Accounts:
                     bisect.insort(wins, entry)
                 elif entry in wins:
                     wins.remove(entry)
+                self.dirty.add(deal.company_id)
             if self._in(deal.won_at):
                 self.won_in_window += sign
                 self.won_value_in_window += sign * deal.value
@@ -91,8 +96,38 @@ class Accounts:
         return self.start <= moment <= self.end
 
     # -- results ---------------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Swap the contributions of the companies whose wins changed (all, the first time)."""
+        totals = self.totals
+        for company_id in self.dirty:
+            old = self.contributions.pop(company_id, None)
+            if old is not None:
+                totals.add(old, -1)
+            wins = self.wins.get(company_id)
+            if wins:
+                new = self._contribution(wins)
+                self.contributions[company_id] = new
+                totals.add(new, +1)
+            elif company_id in self.wins:
+                del self.wins[company_id]
+        self.dirty.clear()
+
+    def _contribution(self, wins: list[tuple[datetime, str, float]]) -> _Contribution:
+        start, end = self.start, self.end
+        first = wins[0][0]
+        before = any(self.previous_start <= at < start for at, _, _ in wins)
+        inside = any(start <= at <= end for at, _, _ in wins)
+        years = max((end - first).total_seconds() / YEAR_SECONDS, 1.0)
+        upsales = [amount for at, _, amount in wins[1:] if start <= at <= end]
+        return _Contribution(
+            new_month=self.clock.month(first) if start <= first <= end else None,
+            active_at_start=before, lost=before and not inside, wins=len(wins),
+            value=math.fsum(v for _, _, v in wins), years=years,
+            per_year=len(wins) / years, upsales=len(upsales), upsale_value=math.fsum(upsales))
+
     def result(self, companies: dict[str, CompanyRecord], plan: Any,
                names: dict[str, str]) -> dict[str, Any]:
+        self._refresh()
         return {
             "win_rate": self._win_rate(names),
             "new_clients": self._new_clients(plan),
@@ -116,18 +151,14 @@ class Accounts:
              "won": self.closed[(owner, "won")], "lost": self.closed[(owner, "lost")],
              "rate": _ratio(self.closed[(owner, "won")],
                             self.closed[(owner, "won")] + self.closed[(owner, "lost")])}
-            for owner in owners]}
+            for owner in owners if self.closed[(owner, "won")] or self.closed[(owner, "lost")]]}
 
     def _new_clients(self, plan: Any) -> dict[str, Any]:
-        by_month: Counter[str] = Counter()
-        for wins in self.wins.values():
-            if wins and self._in(wins[0][0]):
-                first = wins[0][0]
-                by_month[self.clock.month(first)] += 1
+        by_month = self.totals.new_by_month
         per_month = getattr(plan, "new_clients_per_month", None)
         months = [{"month": m, "new_clients": by_month.get(m, 0), "plan": per_month}
                   for m in self.months]
-        total = sum(by_month.values())
+        total = sum(by_month.get(m, 0) for m in self.months)
         total_plan = per_month * len(self.months) if per_month is not None else None
         return {"total": total, "plan": total_plan,
                 "attainment": _ratio(total, total_plan) if total_plan else None,
@@ -136,48 +167,33 @@ class Accounts:
     def _lead_sources(self) -> list[dict[str, Any]]:
         return [{"source": source, "deals": deals, "won": won, "conversion": _ratio(won, deals)}
                 for source, (deals, won) in sorted(self.sources.items(),
-                                                    key=lambda x: (-x[1][0], x[0]))]
+                                                    key=lambda x: (-x[1][0], x[0])) if deals]
 
     def _churn(self) -> dict[str, Any]:
-        active_at_start = lost = 0
-        for wins in self.wins.values():
-            before = any(self.previous_start <= at < self.start for at, _, _ in wins)
-            if before:
-                active_at_start += 1
-                lost += not any(self._in(at) for at, _, _ in wins)
-        return {"clients_at_start": active_at_start, "lost": lost,
-                "rate": _ratio(lost, active_at_start)}
+        totals = self.totals
+        return {"clients_at_start": totals.active_at_start, "lost": totals.lost,
+                "rate": _ratio(totals.lost, totals.active_at_start)}
 
     def _clv(self) -> dict[str, Any]:
-        clients = [w for w in self.wins.values() if w]
-        if not clients:
+        totals = self.totals
+        if not totals.clients or not totals.purchases:
             return {"clv": None, "average_purchase": None, "purchases_per_year": None,
                     "years": None, "clients": 0}
-        purchases = sum(len(w) for w in clients)
-        average = math.fsum(v for w in clients for _, _, v in w) / purchases
-        years = [max((self.end - w[0][0]).total_seconds() / YEAR_SECONDS, 1.0)
-                 for w in clients]
-        per_year = math.fsum(len(w) / y for w, y in zip(clients, years, strict=True)) / len(
-            clients)
-        mean_years = math.fsum(years) / len(years)
+        average = totals.value / totals.purchases
+        per_year = totals.per_year / totals.clients
+        mean_years = totals.years / totals.clients
         return {"clv": round(average * per_year * mean_years, 2),
                 "average_purchase": round(average, 2),
                 "purchases_per_year": round(per_year, 3), "years": round(mean_years, 2),
-                "clients": len(clients)}
+                "clients": totals.clients}
 
     def _repeat(self) -> dict[str, Any]:
-        clients = sum(1 for w in self.wins.values() if w)
-        repeat = sum(1 for w in self.wins.values() if len(w) >= 2)
-        return {"clients": clients, "repeat": repeat, "share": _ratio(repeat, clients)}
+        totals = self.totals
+        return {"clients": totals.clients, "repeat": totals.repeat,
+                "share": _ratio(totals.repeat, totals.clients)}
 
     def _upsales(self) -> dict[str, Any]:
-        count, value = 0, 0.0
-        for wins in self.wins.values():
-            for at, _, amount in wins[1:]:
-                if self._in(at):
-                    count += 1
-                    value += amount
-        return {"deals": count, "revenue": round(value, 2)}
+        return {"deals": self.totals.upsales, "revenue": round(self.totals.upsale_value, 2)}
 
     def _plan_inversion(self, plan: Any) -> dict[str, Any] | None:
         revenue = getattr(plan, "revenue_per_month", None)
@@ -189,6 +205,44 @@ class Accounts:
         if average <= 0:
             return None
         return plan_inversion(revenue, average, won / created)
+
+
+class _Contribution(NamedTuple):
+    """What one client adds to the account KPIs."""
+
+    new_month: str | None  # month of its first win, when inside the window
+    active_at_start: bool  # won in the previous window
+    lost: bool  # ... and not in this one (churned)
+    wins: int
+    value: float
+    years: float  # of relationship (at least one)
+    per_year: float  # wins per year
+    upsales: int  # wins after the first, inside the window
+    upsale_value: float
+
+
+class _Totals:
+    """Running sums of the clients' contributions."""
+
+    def __init__(self) -> None:
+        self.new_by_month: Counter[str] = Counter()
+        self.active_at_start = self.lost = self.clients = self.repeat = 0
+        self.purchases = self.upsales = 0
+        self.value = self.years = self.per_year = self.upsale_value = 0.0
+
+    def add(self, c: _Contribution, sign: int) -> None:
+        if c.new_month is not None:
+            self.new_by_month[c.new_month] += sign
+        self.active_at_start += sign * c.active_at_start
+        self.lost += sign * c.lost
+        self.clients += sign
+        self.repeat += sign * (c.wins >= 2)
+        self.purchases += sign * c.wins
+        self.value += sign * c.value
+        self.years += sign * c.years
+        self.per_year += sign * c.per_year
+        self.upsales += sign * c.upsales
+        self.upsale_value += sign * c.upsale_value
 
 
 def _ratio(part: float, whole: float | None) -> float | None:

@@ -80,20 +80,14 @@ class ContactMatrix:
         current = self.current_index
         for company_id, row in self.cells.items():
             values = row.tolist()
-            if not any(values):
+            calls, visits, contracts = values[0::3], values[1::3], values[2::3]
+            used = [i for i, (c, v, k) in enumerate(zip(calls, visits, contracts, strict=True))
+                    if c or v or k]
+            if not used:
                 continue
-            cells: dict[str, dict[str, Any]] = {}
-            calls = visits = contracts = 0
-            for index, month in enumerate(self.months):
-                call, visit, contract = values[index * 3], values[index * 3 + 1], values[
-                    index * 3 + 2]
-                if call or visit or contract:
-                    cells[month] = {"call": call, "visit": visit, "contract": contract,
-                                    "planned": index > current}
-                    if index <= current:
-                        calls += call
-                        visits += visit
-                    contracts += contract
+            months = self.months
+            cells = {months[i]: {"call": calls[i], "visit": visits[i], "contract": contracts[i],
+                                 "planned": i > current} for i in used}
             company = companies.get(company_id)
             rows.append({
                 "company_id": company_id,
@@ -102,7 +96,8 @@ class ContactMatrix:
                 "channel": company.channel if company else None,
                 "sub_channel": company.sub_channel if company else None,
                 "region": company.region if company else None,
-                "totals": {"call": calls, "visit": visits, "contract": contracts},
+                "totals": {"call": sum(calls[:current + 1]),
+                           "visit": sum(visits[:current + 1]), "contract": sum(contracts)},
                 "cells": cells,
             })
         rows.sort(key=lambda r: (r["channel"] or "", r["sub_channel"] or "", r["region"] or "",

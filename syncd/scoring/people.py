@@ -151,7 +151,8 @@ class PeopleLedger:
     def __init__(self, book: SalesBook, tz: ZoneInfo) -> None:
         self.order = {stage.key: index for index, stage in enumerate(book.stages)}
         self.clock = Clock(tz)
-        self.deals: dict[str, _Deal] = {}
+        self.deals: dict[str, _Deal] = {}  # won deals only: the others earn no company line
+        self.owners: dict[str, str | None] = {}  # owners of deals with violations
         self.companies: dict[str, CompanyRecord] = {}
         self.company_deals: dict[str, set[str]] = defaultdict(set)
         self.violations: dict[str, list[ViolationRecord]] = defaultdict(list)
@@ -203,25 +204,24 @@ class PeopleLedger:
             if old is not None and old.company_id:
                 self.company_deals[old.company_id].discard(deal_id)
                 companies.add(old.company_id)
+            self.owners.pop(deal_id, None)
             old_lines += self.deal_units.pop(deal_id, ())
         for deal in changed:
             old = self.deals.get(deal.deal_id)
             if old is not None and old.company_id:
                 companies.add(old.company_id)
-                if old.company_id != deal.company_id:
-                    self.company_deals[old.company_id].discard(deal.deal_id)
             self._index(deal)
-            if deal.company_id:
+            if deal.deal_id in self.deals and deal.company_id:
                 companies.add(deal.company_id)
         for deal_id in set(full) | (set(violations or ()) - set(removed)):
-            if deal_id not in self.deals:
-                continue
-            old_lines += self.deal_units.get(deal_id, ())
             if deal_id in full:
                 lines = self._deal_unit(full[deal_id])
-            else:  # only its violations changed: keep its other lines
+            elif deal_id in self.owners:  # only its violations changed: keep its other lines
                 lines = [x for x in self.deal_units.get(deal_id, ()) if x.criterion != "violation"]
                 lines += self._violation_lines(deal_id)
+            else:
+                continue  # a deal we never saw: its violations wait for its record
+            old_lines += self.deal_units.get(deal_id, ())
             self._set_deal_unit(deal_id, lines)
             new_lines += lines
         for company_id in companies:
@@ -242,10 +242,17 @@ class PeopleLedger:
                 + sum(len(x) for x in self.deal_units.values()))
 
     def _index(self, deal: DealRecord) -> None:
-        self.deals[deal.deal_id] = _Deal(deal.deal_id, deal.owner_id, deal.company_id,
-                                         deal.status, deal.value, deal.won_at)
-        if deal.company_id:
-            self.company_deals[deal.company_id].add(deal.deal_id)
+        deal_id = deal.deal_id
+        old = self.deals.pop(deal_id, None)
+        if old is not None and old.company_id:
+            self.company_deals[old.company_id].discard(deal_id)
+        if deal.status == "won" and deal.won_at is not None:
+            self.deals[deal_id] = _Deal(deal_id, deal.owner_id, deal.company_id, deal.status,
+                                        deal.value, deal.won_at)
+            if deal.company_id:
+                self.company_deals[deal.company_id].add(deal_id)
+        if deal_id in self.violations:
+            self.owners[deal_id] = deal.owner_id
 
     def _set_deal_unit(self, deal_id: str, lines: list[PeopleLine]) -> None:
         if lines:
@@ -260,11 +267,22 @@ class PeopleLedger:
             self.company_units.pop(company_id, None)
 
     def _deal_unit(self, deal: DealRecord) -> list[PeopleLine]:
-        lines = list(self._move_lines(deal))
+        lines: list[PeopleLine] = []
+        owner = deal.owner_id
+        if owner and not deal.history_derived:
+            order, month = self.order, self.clock.month
+            for index, transition in enumerate(deal.history):
+                start = order.get(transition.from_key)  # type: ignore[arg-type]
+                end = order.get(transition.to_key)  # type: ignore[arg-type]
+                if start is not None and end is not None and end > start:
+                    source = transition.source_id or f"{deal.deal_id}#{index}"
+                    lines.append(PeopleLine(USER, owner, "forward_move", 1.0, "stage_change",
+                                            source, month(transition.at)))
         if deal.deal_id in self.violations:
             lines += self._violation_lines(deal.deal_id)
-        if not deal.company_id:
-            lines += self._won_lines(self.deals[deal.deal_id], upsale=False)
+        won = self.deals.get(deal.deal_id)
+        if won is not None and not won.company_id:
+            lines += self._won_lines(won, upsale=False)
         return lines
 
     # -- criteria ------------------------------------------------------------------------------
@@ -297,22 +315,11 @@ class PeopleLedger:
                 yield PeopleLine(USER, owner, "loyal_client", 1.0, "company", company_id,
                                  self.clock.month(qualifying.won_at))
 
-    def _move_lines(self, deal: DealRecord) -> Iterator[PeopleLine]:
-        if not deal.owner_id or deal.history_derived:
-            return
-        order, month = self.order, self.clock.month
-        for index, transition in enumerate(deal.history):
-            start, end = order.get(transition.from_key or ""), order.get(transition.to_key or "")
-            if start is not None and end is not None and end > start:
-                source = transition.source_id or f"{deal.deal_id}#{index}"
-                yield PeopleLine(USER, deal.owner_id, "forward_move", 1.0, "stage_change",
-                                 source, month(transition.at))
-
     def _violation_lines(self, deal_id: str) -> list[PeopleLine]:
-        deal = self.deals.get(deal_id)
-        if deal is None or not deal.owner_id:
+        owner = self.owners.get(deal_id)
+        if not owner:
             return []
-        return [PeopleLine(USER, deal.owner_id, "violation", 1.0, "violation",
+        return [PeopleLine(USER, owner, "violation", 1.0, "violation",
                            violation.violation_id, self.clock.month(violation.opened_at))
                 for violation in self.violations.get(deal_id, ())]
 
