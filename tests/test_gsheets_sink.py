@@ -18,6 +18,7 @@ from syncd_gsheets.settings import ReportSinkOptions
 from syncd_gsheets.sink import SheetsReportSink
 
 from syncd.errors import AuthError, ConfigError
+from syncd.ratelimit import RateLimiter
 
 SHEET = "report-sheet-0001"
 EMAIL = "syncd-reports@acme.iam.gserviceaccount.com"
@@ -41,10 +42,11 @@ def options(fake: FakeSheets, key: str, **extra: Any) -> ReportSinkOptions:
 
 
 def publish(fake: FakeSheets, key: str, report: dict[str, Any], clock: FakeClock | None = None,
-            **extra: Any) -> Any:
+            limiter: RateLimiter | None = None, **extra: Any) -> Any:
     clock = clock or FakeClock()
     sink = SheetsReportSink(options(fake, key, **extra), sleep=clock.sleep, clock=clock,
-                            now=lambda: datetime(2026, 11, 23, 12, tzinfo=UTC))
+                            now=lambda: datetime(2026, 11, 23, 12, tzinfo=UTC),
+                            limiter=limiter)
     return sink.publish(report)
 
 
@@ -215,3 +217,25 @@ def test_source_row_problems_in_the_report_show_on_the_summary_tab() -> None:
     at = summary.index(["unreadable source rows (skipped)", ""])
     assert summary[at + 1] == ["tab 'Deals' row 7: created_at: expected a date", ""]
     assert ["unreadable source rows (skipped)", ""] not in render(base_report())["summary"]
+
+
+def test_the_limiter_keeps_under_the_quota_proactively() -> None:
+    clock = FakeClock()
+    with FakeSheets(per_minute=3, clock=clock) as server:
+        key = server.service_account_key(EMAIL)
+        server.create(SHEET, shared_with=[EMAIL])
+        # One limiter across publishes, as the process-wide one is in the daemon.
+        limiter = RateLimiter(3, 60, margin=1.0, clock=clock, sleep=clock.sleep)
+        for _ in range(3):  # 4 + 2 + 2 requests: more than 3 per minute
+            publish(server, key, base_report(), clock=clock, limiter=limiter)
+        assert server.rate_limited == 0, "never a 429: the limiter waited instead"
+        assert sum(clock.sleeps) >= 60
+
+
+def test_tab_titles_with_an_apostrophe_are_quoted(fake: FakeSheets, key: str) -> None:
+    fake.create(SHEET, shared_with=[EMAIL])
+    publish(fake, key, base_report(), tab_prefix="Acme's ")
+    assert fake.tab(SHEET, "Acme's Violations")[1][0] == "00123"
+    ranges = [r for m, p, q, b in fake.requests if p.endswith("values:batchGet")
+              for r in q["ranges"]]
+    assert "'Acme''s Violations'" in ranges

@@ -171,11 +171,12 @@ class SheetsClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.account = ServiceAccount(credentials, scopes=scopes, where=where)
         self.spreadsheet_id = spreadsheet_id
-        self.limiter = shared_limiter(self.account.email, requests_per_minute, clock=clock,
-                                      sleep=sleep)
+        self.limiter = limiter or shared_limiter(self.account.email, requests_per_minute,
+                                                 clock=clock, sleep=sleep)
         self.on_request: Callable[[int], None] = lambda n: None
         self.api = ApiClient(
             base_url, auth_headers={}, limiter=self.limiter, timeout=(10, timeout),

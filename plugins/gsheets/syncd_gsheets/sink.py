@@ -30,6 +30,7 @@ from typing import Any
 import requests
 
 from syncd.errors import FatalAPIError
+from syncd.ratelimit import RateLimiter
 from syncd_gsheets.client import SheetInfo, SheetsClient, a1, column_letter
 from syncd_gsheets.report_tabs import Grid, render, titles
 from syncd_gsheets.settings import ReportSinkOptions
@@ -96,7 +97,8 @@ class SheetsReportSink:
                  sleep: Callable[[float], None] | None = None,
                  clock: Callable[[], float] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None,
+                 limiter: RateLimiter | None = None) -> None:
         extra: dict[str, Any] = {}
         if sleep is not None:
             extra["sleep"] = sleep
@@ -108,7 +110,7 @@ class SheetsReportSink:
             base_url=options.base_url, spreadsheet_id=options.spreadsheet_id,
             credentials=options.credentials, requests_per_minute=options.requests_per_minute,
             timeout=options.timeout_seconds, where="reports.gsheets.credentials",
-            session=session, **extra)
+            session=session, limiter=limiter, **extra)
         self._now = now
 
     def publish(self, report: Mapping[str, Any]) -> PublishResult:
