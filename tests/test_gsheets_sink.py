@@ -86,7 +86,7 @@ def test_first_publish_creates_missing_tabs_in_one_request_and_writes_them(
     violations = fake.tab(SHEET, T + "Violations")
     assert violations[1][0] == "00123", "ids stay text"
     assert violations[2][1] == "=SUM(A1:A2)", "RAW input: a formula-looking title stays text"
-    assert violations[1][8] == "2026-11-01T10:00:00+00:00"
+    assert violations[1][8] == "2026-11-01 11:00", "since: in the tenant's timezone (Berlin)"
     karma = fake.tab(SHEET, T + "Client karma")
     assert ["9", "Acme", "SMB", 12.5, 12.5] in karma, "numbers stay numbers"
     assert ["SMB", 12.5, 1] in karma
@@ -239,3 +239,17 @@ def test_tab_titles_with_an_apostrophe_are_quoted(fake: FakeSheets, key: str) ->
     ranges = [r for m, p, q, b in fake.requests if p.endswith("values:batchGet")
               for r in q["ranges"]]
     assert "'Acme''s Violations'" in ranges
+
+
+def test_people_rows_are_ordered_by_period_then_karma_whatever_the_input_order() -> None:
+    employees = [
+        {"user_id": "2", "name": "Bea", "karma": 5, "period": "2026-10"},
+        {"user_id": "1", "name": "Al", "karma": 5, "period": "2026-10"},
+        {"user_id": "3", "name": "Cy", "karma": 9, "period": "2026-10"},
+        {"user_id": "1", "name": "Al", "karma": 1, "period": "2026-11"},
+    ]
+    first = render(base_report(people={"employees": employees, "managers": []}))["people"]
+    again = render(base_report(people={"employees": employees[::-1], "managers": []}))
+    assert first == again["people"], "ties never swap rows between passes"
+    assert [r[:3] for r in first[2:6]] == [["1", "Al", 1], ["3", "Cy", 9], ["1", "Al", 5],
+                                           ["2", "Bea", 5]]

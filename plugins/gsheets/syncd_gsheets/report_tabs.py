@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Grid = list[list[Any]]
 
@@ -145,6 +146,7 @@ def summary_tab(report: Mapping[str, Any], language: str) -> Grid:
 
 def violations_tab(report: Mapping[str, Any]) -> Grid:
     names = _user_names(report)
+    tz = _zone(report.get("timezone"))
     rows: Grid = [["deal_id", "deal", "owner_id", "owner", "rule", "severity", "stage",
                    "crm_stage", "since", "explanation"]]
     for v in report.get("violations") or ():
@@ -152,8 +154,29 @@ def violations_tab(report: Mapping[str, Any]) -> Grid:
         rows.append([ident(v.get("deal_id")), cell(v.get("deal_title")), owner,
                      names.get(owner, ""), cell(v.get("rule")), cell(v.get("severity")),
                      cell(v.get("stage_key")), cell(v.get("crm_stage")),
-                     cell(v.get("opened_at")), cell(v.get("explanation"))])
+                     local_minute(v.get("opened_at"), tz), cell(v.get("explanation"))])
     return rows
+
+
+def _zone(name: Any) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(str(name)) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def local_minute(value: Any, tz: ZoneInfo | None) -> Any:
+    """An ISO timestamp as ``YYYY-MM-DD HH:MM`` in the tenant's timezone (what people read
+    and sort by); anything else as is."""
+    if not isinstance(value, str):
+        return cell(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if tz is not None and moment.tzinfo is not None:
+        moment = moment.astimezone(tz)
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def client_karma_tab(report: Mapping[str, Any]) -> Grid:
@@ -189,15 +212,17 @@ def people_tab(report: Mapping[str, Any], language: str) -> Grid:
 
 
 def _ranked(people: Any) -> list[Mapping[str, Any]]:
-    """Highest karma first, ties by name and id: one order for the same data, every pass."""
+    """Latest period first (when rows carry one), then highest karma, ties by name and id:
+    one order for the same data, every pass (equal karma must not swap rows)."""
     items = [p for p in people or () if isinstance(p, Mapping)]
 
     def karma(person: Mapping[str, Any]) -> float:
         value = person.get("karma")
         return float(value) if isinstance(value, int | float) else 0.0
 
-    return sorted(items, key=lambda p: (-karma(p), str(p.get("name") or ""),
-                                        ident(p.get("user_id"))))
+    ranked = sorted(items, key=lambda p: (-karma(p), str(p.get("name") or ""),
+                                          ident(p.get("user_id"))))
+    return sorted(ranked, key=lambda p: str(p.get("period") or ""), reverse=True)
 
 
 def _value_rows(value: Any) -> Grid:
