@@ -213,6 +213,7 @@ class FakeAmoCRM:
         self.custom_fields = {k: list(v) for k, v in dataset.custom_fields.items()}
         self.events = list(dataset.events)
         self._events_by_id = {e["id"]: e for e in self.events}
+        self._event_cache: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
         self._event_keys = [(e["created_at"], e["id"]) for e in self.events]
         if dataset.event_factory is not None:
             self._event_keys = list(dataset.event_index)
@@ -789,15 +790,27 @@ class FakeAmoCRM:
             return 204, None  # this account's log only has lead events
         since = _opt_int(request.one("filter[created_at][from]"), "filter[created_at][from]")
         until = _opt_int(request.one("filter[created_at][to]"), "filter[created_at][to]")
-        keys = self._event_keys
-        start = bisect.bisect_left(keys, (since, "")) if since is not None else 0
-        stop = bisect.bisect_right(keys, (until, "\uffff")) if until is not None else len(keys)
-        window = keys[start:stop]
-        if types:
-            window = [k for k in window if self._event_type(k[1]) in types]
+        window = self._event_window(since, until, frozenset(types))
         return self._page(request, "events", [self._event(k[1]) for k in window]
                           if len(window) <= EVENTS_MAX_LIMIT else _Lazy(window, self._event),
                           EVENTS_MAX_LIMIT)
+
+    def _event_window(self, since: int | None, until: int | None,
+                      types: frozenset[str]) -> list[tuple[int, str]]:
+        """The keys of the events in a filter, computed once per filter (every page of one
+        query asks for the same window; a real server has an index for this)."""
+        cache_key = (since, until, types, len(self._event_keys))
+        window = self._event_cache.get(cache_key)
+        if window is None:
+            keys = self._event_keys
+            start = bisect.bisect_left(keys, (since, "")) if since is not None else 0
+            stop = (bisect.bisect_right(keys, (until, "\uffff")) if until is not None
+                    else len(keys))
+            window = keys[start:stop]
+            if types:
+                window = [k for k in window if self._event_type(k[1]) in types]
+            self._event_cache = {cache_key: window}
+        return window
 
     def _event(self, event_id: str) -> dict[str, Any]:
         found = self._events_by_id.get(event_id)
