@@ -322,6 +322,10 @@ class Daemon:
         coalesced into one; False when the call was folded into a pending one."""
         if key not in self.tenants:
             raise KeyError(key)
+        if self.stopping:  # no loop left to flush it: mark it due for the other replicas now
+            with self.runner.db.session() as session:
+                leases.request_sync(session, key)
+            return True
         with self._lock:
             if key in self._pending:
                 return False
