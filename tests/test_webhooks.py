@@ -219,3 +219,20 @@ def test_a_webhook_triggers_an_immediate_incremental_sync(tmp_path: Path, db_url
                 process.kill()
                 process.wait()
     assert ok_runs() == 2, "one pass at start, one for the webhook; the interval is 10 h"
+
+
+def test_a_webhook_at_a_draining_replica_is_left_for_the_others(
+        hooks: tuple[Client, Daemon], database: store.Database) -> None:
+    client, daemon = hooks
+    with database.session() as session:
+        from syncd.store import leases
+        (claim,) = leases.claim_due(session, ["northwind"], "r1", interval=daemon.ttl,
+                                    ttl=daemon.ttl, limit=1)
+        leases.release(session, "northwind", "r1", claim.fence)
+    daemon.stop()  # SIGTERM: this replica's loop will not flush anything any more
+    response = client.post("/webhooks/northwind", data=_v2(), headers=_basic(SECRET))
+    assert response.status_code == 202
+    with database.session() as session:
+        acquired = session.scalar(select(TenantLeaseRow.acquired_at)
+                                  .where(TenantLeaseRow.tenant_key == "northwind"))
+    assert acquired is None, "due at once for whichever replica claims next"
