@@ -401,3 +401,21 @@ def test_a_token_shorter_lived_than_the_margin_is_refreshed_once_not_per_request
     list(connector.pull("users", None, PullContext()))
     grants = [c for c in responses.calls if "oauth2" in c.request.url]
     assert len(grants) == 1
+
+
+@responses.activate
+def test_an_unsorted_answer_falls_back_to_plain_pages_and_holds_the_cursor() -> None:
+    mock_reference(responses)
+    responses.get(f"{BASE}/api/v4/leads", json=hal("leads", [lead(1, 1005), lead(2, 1000)],
+                                                   more=True))
+    responses.get(f"{BASE}/api/v4/leads", json=hal("leads", [lead(1, 1005), lead(2, 1000)],
+                                                   more=True))
+    responses.get(f"{BASE}/api/v4/leads", json=hal("leads", [lead(3, 1001)]))
+    responses.get(f"{BASE}/api/v4/leads", status=204)  # with=only_deleted
+    pages = list(make(page_size=2).pull("deals", None, PullContext()))
+    assert [r.external_id for p in pages for r in p.records] == ["1", "2", "3"]
+    assert [p.cursor for p in pages if p.records] == [None, "1005"], \
+        "only the completed walk moves the cursor"
+    calls = [query(c) for c in responses.calls if urlsplit(c.request.url).path == "/api/v4/leads"]
+    assert [c["page"][0] for c in calls[:3]] == ["1", "1", "2"]
+    assert all("filter[updated_at][from]" not in c for c in calls[:3])

@@ -26,14 +26,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import requests
 
-from syncd.connector import STANDARD_STREAMS, Connector, Inspection, PullContext
+from syncd.connector import (
+    STANDARD_STREAMS,
+    Connector,
+    Inspection,
+    PullContext,
+    WebhookHint,
+)
+from syncd.errors import BadPayloadError
 from syncd.records import FieldDef, Page, Pipeline, Stage
 from syncd.secrets import register
 from syncd_amocrm.client import AmoCRMClient, embedded
@@ -184,7 +192,9 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
         catalog = self.catalog(spec.entity) if spec.entity else None
         reasons = self.loss_reasons() if spec.name == "deals" else None
         high = start
-        for items in self._keyset(spec.path, spec.key, dict(spec.params), since):
+        walk = _Keyset(since)
+        held: Page | None = None
+        for items in self._keyset(spec.path, spec.key, dict(spec.params), walk):
             records = normalize_many(spec.name, items, spec.normalize, catalog, reasons)
             for record in records:
                 stamp = record.updated_at
@@ -192,21 +202,34 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
                     high = max(high or 0, to_unix(stamp))
             deleted = [r.external_id for r in records if getattr(r, "status", "") == "deleted"
                        or getattr(r, "deleted", False)]
-            yield Page(spec.name, records, str(high) if high is not None else None,
-                       deleted_ids=deleted)
+            page = Page(spec.name, records, None, deleted_ids=deleted)
+            if walk.ordered:
+                page.cursor = str(high) if high is not None else None
+                yield page
+                continue
+            # Unsorted answers: no page may move the cursor until the walk is complete.
+            if held is not None:
+                held.cursor = None
+                yield held
+            held = page
+        if held is not None:
+            held.cursor = str(high) if high is not None else None
+            yield held
         if spec.name == "deals":
             yield from self._deleted_leads(since)
 
     def _keyset(self, path: str, key: str, params: dict[str, Any],
-                since: int | None) -> Iterator[list[dict[str, Any]]]:
-        """Every record updated at or after ``since`` in ascending ``updated_at`` order.
+                walk: _Keyset) -> Iterator[list[dict[str, Any]]]:
+        """Every record updated at or after ``walk.since`` in ascending ``updated_at`` order.
 
         Each request restarts at page 1 from the highest ``updated_at`` read so far, so a
         record that moves while we read cannot shift a page boundary over an unread one;
         records read twice at a boundary second are dropped. Only a page whose records all
-        share one second moves to the next page of that second.
+        share one second moves to the next page of that second. If amoCRM ever answers out
+        of order, the walk falls back to plain pages from the original start (slower and
+        exposed to drift, but never skipping what a sorted walk would have jumped over).
         """
-        frm, page = since, 1
+        frm, page = walk.since, 1
         seen: set[tuple[Any, Any]] = set()
         while True:
             query = {**params, "order[updated_at]": "asc", "limit": self.settings.page_size,
@@ -214,14 +237,22 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
             if frm is not None:
                 query["filter[updated_at][from]"] = frm
             items, more = embedded(self.client.call("GET", path, params=query), key, path)
+            stamps = [s for s in (_stamp(i) for i in items) if s is not None]
+            if walk.ordered and any(a > b for a, b in pairwise(stamps)):
+                log.warning("amocrm %s: answer not sorted by updated_at; reading plain pages"
+                            " from the start and holding the cursor", path)
+                walk.ordered = False
+                frm, page, seen = walk.since, 1, set()
+                continue
             fresh = [i for i in items if (i.get("id"), i.get("updated_at")) not in seen]
             yield fresh
             if not more:
                 return
-            stamps = [s for s in (_stamp(i) for i in items) if s is not None]
             last = max(stamps) if stamps else None
-            if last is None:
+            if not walk.ordered or last is None:
                 page += 1
+                if not walk.ordered:
+                    continue
             elif frm is None or last > frm:
                 frm, page = last, 1
                 seen = set()
@@ -318,7 +349,8 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
                     "active": u.active} for u in users],
         )
 
-    def webhook_hint(self, headers: Any, body: bytes) -> Any:
+    def webhook_hint(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
+        """The entity and ids an amoCRM webhook names (see ``syncd_amocrm.webhooks``)."""
         return parse_webhook(headers, body)
 
     def close(self) -> None:
@@ -345,13 +377,20 @@ def _demo() -> Iterator[tuple[dict[str, Any], Any]]:
 
 
 def normalize_many_pair(items: list[Any]) -> tuple[list[Pipeline], list[Stage]]:
-    from syncd.errors import BadPayloadError
-
+    """Pipelines and stages of one ``/leads/pipelines`` answer; malformed: the page fails."""
     try:
         return pipelines_and_stages(items)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         message = f"amocrm pipelines: malformed pipeline list: {type(exc).__name__}: {exc}"
         raise BadPayloadError(message) from exc
+
+
+class _Keyset:
+    """The state of one keyset walk: where it started and whether answers came sorted."""
+
+    def __init__(self, since: int | None) -> None:
+        self.since = since
+        self.ordered = True
 
 
 def _stamp(item: dict[str, Any]) -> int | None:
