@@ -100,7 +100,8 @@ def test_sync_stores_audits_and_writes_back(config: Path, db_url: str, fake: Fak
     assert sum(updates.values()) == sum(len(c) - 1 for _, c in batches)
     for _, commands in batches:  # updates travel in batches, each with its read-back
         assert len(commands) <= 50 and commands[-1].endswith(".list"), commands
-    assert len(batches) <= -(-sum(updates.values()) // 50) + len(updates)
+    assert len(batches) <= -(-sum(updates.values()) // 49) + 1, \
+        "the core hands over 49 writes at a time (field_batch_size)"
     assert fake.limit_errors == 0
 
 
@@ -125,7 +126,7 @@ def test_second_pass_with_nothing_changed_is_cheap_and_writes_nothing(
     assert lists["crm.deal.list"] == 1
 
 
-def test_a_change_in_the_portal_is_picked_up(config: Path, fake: FakeBitrix24,
+def test_a_change_in_the_portal_is_picked_up(config: Path, db_url: str, fake: FakeBitrix24,
                                              env: dict[str, str]) -> None:
     assert run_syncd(config, "sync", env=env).returncode == 0
     report = report_json(config, "volga", env=env)
@@ -143,6 +144,14 @@ def test_a_change_in_the_portal_is_picked_up(config: Path, fake: FakeBitrix24,
     after = report_json(config, "volga", env=env)
     assert not any(v["deal_id"] == victim and v["rule"] == "no_lead_source"
                    for v in after["violations"])
+    database = store.Database(db_url)
+    with database.session() as session:
+        latest = session.execute(
+            select(store.StageChangeRow.from_stage_external_id,
+                   store.StageChangeRow.to_stage_external_id)
+            .where(store.StageChangeRow.deal_external_id == str(moved))
+            .order_by(store.StageChangeRow.at.desc()).limit(1)).one()
+    assert tuple(latest) == ("NEW", "PREPARATION"), "the stage it moved from was looked up"
 
 
 def test_oauth_tenant_rotates_tokens_through_the_store(tmp_path: Path, db_url: str,

@@ -33,7 +33,7 @@ import requests
 
 from syncd.connector import Connector, Inspection, PullContext, WebhookHint
 from syncd.errors import BadPayloadError
-from syncd.records import Deal, Page, Record
+from syncd.records import Page, Record
 from syncd_bitrix24.client import MAX_BATCH, Bitrix24Client
 from syncd_bitrix24.settings import Bitrix24Settings
 from syncd_bitrix24.streams import (
@@ -105,6 +105,8 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
         self.settings: Bitrix24Settings = settings
         self.client = Bitrix24Client(settings, tokens=lambda: self.state.tokens, sleep=sleep,
                                      clock=clock, now=now, session=session)
+        #: Updates per batch request: 49 leave room for the read-back of the same records.
+        self.field_batch_size = MAX_BATCH - 1 if settings.verify_writes else MAX_BATCH
         self._catalogs: dict[str, FieldCatalog] = {}
         self._stage_info: StageInfo | None = None
         self._categories: list[dict[str, Any]] | None = None
@@ -124,7 +126,6 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
             self._stage_info = None
             pages = iter([Page("stages", self._stages())])
         elif stream == "fields":
-            self._catalogs.clear()
             pages = iter([Page("fields", [d for e in ENTITIES for d in
                                           self.catalog(e).field_defs()])])
         elif stream == "activity_types":
@@ -474,5 +475,3 @@ def _demo() -> Iterator[tuple[dict[str, Any], Any]]:
         fake.stop()
 
 
-def is_deal(record: Record) -> bool:
-    return isinstance(record, Deal)
