@@ -8,6 +8,7 @@ prints the DOM after the load event, i.e. after the inline script drew the page.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import signal
@@ -111,7 +112,7 @@ def stop(process: subprocess.Popen[str]) -> None:
     assert process.wait(timeout=30) == 0
 
 
-def test_the_page_shows_what_the_report_says(synced: Path, tmp_path: Path) -> None:
+def test_page_and_explain_show_what_the_report_says(synced: Path, tmp_path: Path) -> None:
     report = report_json(synced, "northwind", env=ENV)
     process, base = start_dashboard(synced)
     try:
@@ -162,6 +163,33 @@ def test_the_page_shows_what_the_report_says(synced: Path, tmp_path: Path) -> No
             assert title in row, (company["company"], month, cell)
             shown += 1
     assert shown > 0
+    explain_agrees_with_the_report(synced, report)
+
+
+def explain_agrees_with_the_report(config: Path, report: dict) -> None:
+    """`syncd explain`: the lines of a person and of a company sum to the report's figures."""
+    employee = max(report["people"]["employees"], key=lambda e: e["lines"])
+    result = run_syncd(config, "explain", "northwind", "--user", employee["user_id"],
+                       "--period", employee["period"], "--format", "json", env=ENV)
+    assert result.returncode == 0, result.stderr
+    (period,) = json.loads(result.stdout)["periods"]
+    assert len(period["lines"]) == employee["lines"]
+    assert sum(line["amount"] for line in period["lines"]) == pytest.approx(
+        employee["karma"], abs=0.01)
+    assert all(line["source_type"] in {"deal", "company", "stage_change", "violation"}
+               and line["source_id"] for line in period["lines"])
+    company = report["client_karma"][0]
+    result = run_syncd(config, "explain", "northwind", "--company", company["company_id"],
+                       "--format", "json", env=ENV)
+    assert result.returncode == 0, result.stderr
+    explained = json.loads(result.stdout)
+    assert explained["karma"] == pytest.approx(company["karma"], abs=0.01)
+    assert {(x["criterion"], x["source_id"]) for x in explained["lines"]} == {
+        (x["criterion"], x["source_id"]) for x in company["lines"]}
+    text = run_syncd(config, "explain", "northwind", "--user", employee["user_id"], env=ENV)
+    assert text.returncode == 0 and employee["name"] in text.stdout
+    both = run_syncd(config, "explain", "northwind", "--user", "1", "--company", "2", env=ENV)
+    assert both.returncode == 2 and "exactly one of" in both.stderr
 
 
 def test_dashboard_demands_the_token_when_configured(configured: Path) -> None:
