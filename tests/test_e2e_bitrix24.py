@@ -202,3 +202,47 @@ def test_the_webhook_code_never_reaches_logs_reports_or_the_database(
         for table in store.Base.metadata.sorted_tables:
             for row in session.execute(select(table)).all():
                 assert CODE not in repr(row), table.name
+
+
+def test_a_broken_answer_keeps_stored_data_and_cursors(config: Path, db_url: str,
+                                                       fake: FakeBitrix24,
+                                                       env: dict[str, str]) -> None:
+    from syncd_bitrix24.fake.server import Fault
+
+    assert run_syncd(config, "sync", env=env).returncode == 0
+    database = store.Database(db_url)
+
+    def state() -> tuple[Any, ...]:
+        with database.session() as session:
+            cursors = dict(session.execute(select(store.SyncCursorRow.stream,
+                                                  store.SyncCursorRow.value)).all())
+            deals = session.scalar(select(func.count()).select_from(store.DealRow))
+            title = session.scalar(select(store.DealRow.title).where(
+                store.DealRow.external_id == "5"))
+        return cursors["deals"], cursors["stage_history"], deals, title
+
+    before = state()
+    fake.edit("deal", 5, TITLE="Changed while broken")
+    fake.faults = [Fault("truncated", method="crm.deal.list", times=3)]
+    broken = run_syncd(config, "sync", env=env)
+    assert broken.returncode != 0
+    assert "not valid JSON" in broken.stderr and "crm.deal.list" not in broken.stdout
+    assert state() == before, "no deal stored, the deals cursor did not move"
+    fake.faults = None
+    fixed = run_syncd(config, "sync", "--format", "json", env=env)
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(fixed.stdout)[0]["summary"]["changed"]["deals"] >= 1
+
+
+def test_inspect_lists_stages_with_semantics_loss_reasons_and_managers(
+        config: Path, env: dict[str, str]) -> None:
+    result = run_syncd(config, "inspect", "volga", env=env)
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
+    projects = next(p for p in described["pipelines"] if p["id"] == "0")
+    semantics = {s["name"]: s["semantics"] for s in projects["stages"]}
+    assert semantics["Briefing"] == "in progress" and semantics["Deal won"] == "success"
+    assert semantics["Too expensive"] == semantics["Analysis of failure"] == "failure"
+    assert {"Too expensive", "Chose competitor", "No budget"} <= set(described["loss_reasons"])
+    assert "Lead source" in described["fields"]["deal"]
+    assert {u["id"]: u["manager_id"] for u in described["users"]}["2"] == "1"
