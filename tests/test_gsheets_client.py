@@ -149,14 +149,15 @@ def test_add_sheet_is_not_retried_after_it_may_have_been_applied(
                json=google_error(503, "UNAVAILABLE", "backend error"))
     with pytest.raises(Exception, match="503"):
         client(clock).add_sheets(["syncd KPIs", "syncd People"],
-                                 sizes={"syncd People": (5000, 30)})
+                                 sizes={"syncd People": (5000, 30)},
+                                 frozen={"syncd People": (1, 0)})
     calls = [c for c in mocked.calls if c.request.url.endswith(":batchUpdate")]
     assert len(calls) == 1
     assert json.loads(calls[0].request.body) == {"requests": [
         {"addSheet": {"properties": {"title": "syncd KPIs", "gridProperties": {
             "rowCount": 1000, "columnCount": 26}}}},
         {"addSheet": {"properties": {"title": "syncd People", "gridProperties": {
-            "rowCount": 5000, "columnCount": 30}}}}]}
+            "rowCount": 5000, "columnCount": 30, "frozenRowCount": 1}}}}]}
 
 
 def test_big_writes_are_split_under_the_recommended_payload() -> None:

@@ -94,6 +94,8 @@ def test_first_publish_creates_missing_tabs_in_one_request_and_writes_them(
     assert "not computed" in people[0][0]
     summary = fake.tab(SHEET, T + "Summary")
     assert ["content changed at", "2026-11-23T12:00:00+00:00"] in summary
+    assert fake.frozen(SHEET, T + "Violations") == (1, 0), "the header stays in view"
+    assert fake.frozen(SHEET, T + "Contact matrix") == (1, 2), "and the client's name"
 
 
 def test_nothing_is_written_when_nothing_changed(fake: FakeSheets, key: str) -> None:

@@ -250,15 +250,24 @@ class SheetsClient:
 
     # --- writes -------------------------------------------------------------------------
     def add_sheets(self, titles: Iterable[str], *,
-                   sizes: Mapping[str, tuple[int, int]] | None = None) -> dict[str, SheetInfo]:
+                   sizes: Mapping[str, tuple[int, int]] | None = None,
+                   frozen: Mapping[str, tuple[int, int]] | None = None,
+                   ) -> dict[str, SheetInfo]:
         """Create tabs in one ``spreadsheets.batchUpdate`` (not retried: not idempotent),
-        each with at least ``sizes[title] = (rows, columns)`` cells; returns the new tabs."""
+        each with at least ``sizes[title] = (rows, columns)`` cells and ``frozen[title] =
+        (rows, columns)`` frozen (headers stay in view); returns the new tabs."""
         requests_ = []
         for title in titles:
             rows, columns = (sizes or {}).get(title, (DEFAULT_ROWS, DEFAULT_COLUMNS))
-            requests_.append({"addSheet": {"properties": {"title": title, "gridProperties": {
-                "rowCount": max(rows, DEFAULT_ROWS), "columnCount": max(columns,
-                                                                         DEFAULT_COLUMNS)}}}})
+            grid = {"rowCount": max(rows, DEFAULT_ROWS),
+                    "columnCount": max(columns, DEFAULT_COLUMNS)}
+            frozen_rows, frozen_columns = (frozen or {}).get(title, (0, 0))
+            if frozen_rows:
+                grid["frozenRowCount"] = frozen_rows
+            if frozen_columns:
+                grid["frozenColumnCount"] = frozen_columns
+            requests_.append({"addSheet": {"properties": {"title": title,
+                                                          "gridProperties": grid}}})
         if not requests_:
             return {}
         body = self._call("POST", ":batchUpdate", json={"requests": requests_},

@@ -123,7 +123,8 @@ class SheetsReportSink:
             existing = self.client.sheets()
             missing = [t for t in grids if t not in existing]
             if missing:
-                existing = {**existing, **self._create(missing, grids, result)}
+                frozen = {names["violations"]: (1, 0), names["contact_matrix"]: (1, 2)}
+                existing = {**existing, **self._create(missing, grids, frozen, result)}
             current = dict(zip(grids, self.client.batch_get([a1(t) for t in grids]),
                                strict=True))
             self._write_changes(grids, current, existing, names["summary"], result)
@@ -133,10 +134,11 @@ class SheetsReportSink:
         return result
 
     def _create(self, missing: list[str], grids: Mapping[str, Grid],
+                frozen: Mapping[str, tuple[int, int]],
                 result: PublishResult) -> dict[str, SheetInfo]:
         sizes = {t: (len(grids[t]) + 1, _width(grids[t])) for t in missing}
         try:
-            created = self.client.add_sheets(missing, sizes=sizes)
+            created = self.client.add_sheets(missing, sizes=sizes, frozen=frozen)
         except FatalAPIError as exc:
             # Another process may have created them between our get and our add: re-check.
             if exc.status != 400:

@@ -105,6 +105,7 @@ class Sheet:
     cells: dict[tuple[int, int], Any] = field(default_factory=dict)
     rows: int = 1000  # the grid: values cannot be written outside it
     columns: int = 26
+    frozen: tuple[int, int] = (0, 0)  # frozen rows and columns
 
     def extent(self) -> tuple[int, int]:
         if not self.cells:
@@ -241,6 +242,11 @@ class FakeSheets:
             return _trim([[sheet.cells.get((r, c), "") for c in range(width)]
                           for r in range(height)])
 
+    def frozen(self, spreadsheet_id: str, title: str) -> tuple[int, int]:
+        """``(frozen rows, frozen columns)`` of a tab."""
+        with self.lock:
+            return self.spreadsheets[spreadsheet_id].sheet(title).frozen
+
     def titles(self, spreadsheet_id: str) -> list[str]:
         with self.lock:
             return [s.title for s in self.spreadsheets[spreadsheet_id].sheets]
@@ -368,6 +374,8 @@ class FakeSheets:
             grid = props.get("gridProperties") or {}
             sheet = self._add_sheet(book, props["title"], int(grid.get("rowCount", 1000)),
                                     int(grid.get("columnCount", 26)))
+            sheet.frozen = (int(grid.get("frozenRowCount", 0)),
+                            int(grid.get("frozenColumnCount", 0)))
             replies.append({"addSheet": {"properties": {
                 "sheetId": sheet.sheet_id, "title": sheet.title,
                 "gridProperties": {"rowCount": sheet.rows, "columnCount": sheet.columns}}}})
