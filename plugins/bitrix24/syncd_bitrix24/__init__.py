@@ -12,7 +12,7 @@ Streams, in this order (stage history before deals, see below):
   request, i.e. up to 2,500 rows per request. Incremental passes add
   ``filter[>=DATE_MODIFY]`` (activities: ``LAST_UPDATED``) at the cursor minus the overlap.
   Rows arrive in ID order, not modification order, so only the stream's last page carries
-  the cursor (the highest modification time read);
+  the cursor (the highest modification time read, never later than the read's start);
 * ``stage_history``: ``crm.stagehistory.list`` by ascending history ID; the cursor is the
   last history ID (every page moves it). It runs before ``deals`` because a closed deal
   sits in a success/failure stage: the deal's stage for the audit is the last in-progress
@@ -105,6 +105,7 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
         self.settings: Bitrix24Settings = settings
         self.client = Bitrix24Client(settings, tokens=lambda: self.state.tokens, sleep=sleep,
                                      clock=clock, now=now, session=session)
+        self._now = now
         #: Updates per batch request: 49 leave room for the read-back of the same records.
         self.field_batch_size = MAX_BATCH - 1 if settings.verify_writes else MAX_BATCH
         self._catalogs: dict[str, FieldCatalog] = {}
@@ -265,6 +266,7 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
             filters[f">={modified}"] = format_time(since - context.overlap)
         catalog = self.catalog(entity) if entity else None
         spec = ListSpec(method, {"select": select, "filter": filters})
+        started = self._now()
         high = since
         for rows in iter_by_id(self.client, spec, batch_size=self.settings.batch_size):
             if stream == "deals":
@@ -280,6 +282,10 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
                 if stamp is not None and (high is None or stamp > high):
                     high = stamp
             yield Page(stream, records)
+        # Rows come in ID order: one changed during the read behind our position is seen
+        # only next time, so the cursor never passes the moment the read started.
+        if high is not None:
+            high = min(high, started)
         yield Page(stream, [], format_time(high) if high is not None else cursor)
 
     def deal_records(self, rows: Sequence[Any], catalog: FieldCatalog | None) -> list[Record]:
