@@ -417,3 +417,29 @@ def test_a_refused_refresh_disconnects_the_tenant(database: Any) -> None:
         list(connector.pull("pipelines", None, PullContext()))
     assert connector.state.tokens.status()[0] == "disconnected"
     assert len([c for c in responses.calls if c.request.url.startswith(OAUTH)]) == 1
+
+
+@responses.activate
+def test_an_incremental_read_overlaps_and_its_cursor_never_passes_its_start() -> None:
+    started = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    clock = FakeClock()
+    connector = Bitrix24Connector(settings(), tenant="volga", sleep=clock.sleep, clock=clock,
+                                  now=lambda: started)
+    responses.post(f"{HOOK}batch.json", json=_batch_answer(
+        {"c0": {"ID": {"type": "integer", "title": "ID"}}, "c1": {}, "c2": {}}))
+    deals = [{"ID": "7", "TITLE": "A", "STAGE_ID": "NEW", "STAGE_SEMANTIC_ID": "P",
+              "CATEGORY_ID": "0", "DATE_MODIFY": "2026-03-01T14:30:00+03:00"},
+             {"ID": "9", "TITLE": "B", "STAGE_ID": "NEW", "STAGE_SEMANTIC_ID": "P",
+              "CATEGORY_ID": "0", "DATE_MODIFY": "2026-03-01T15:10:00+03:00"}]
+    responses.post(f"{HOOK}batch.json", json=_batch_answer({"c0": deals}))
+    responses.post(f"{HOOK}crm.category.list.json", json={"result": {"categories": []}})
+    responses.post(f"{HOOK}batch.json", json=_batch_answer({"c0": [
+        {"STATUS_ID": "NEW", "NAME": "New", "ENTITY_ID": "DEAL_STAGE"}]}))
+    pages = list(connector.pull("deals", "2026-03-01T10:00:00+00:00",
+                                PullContext(overlap=timedelta(minutes=10))))
+    assert [r.external_id for p in pages for r in p.records] == ["7", "9"]
+    assert [p.cursor for p in pages] == [None, "2026-03-01T12:00:00+00:00"], \
+        "deal 9 (12:10 UTC) changed after the read started: the cursor stops at the start"
+    chained = commands_of(responses.calls[1])
+    assert chained["c0"]["filter[>=DATE_MODIFY]"] == "2026-03-01T09:50:00+00:00"
+    assert chained["c3"]["filter[>ID]"] == "$result[c2][49][ID]"
