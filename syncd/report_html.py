@@ -49,6 +49,37 @@ def embed_json(data: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+#: What the page shows of long lists (the JSON report keeps everything).
+TOP_COMPANIES = 15
+MATRIX_ROWS = 60
+
+
+def page_view(report: dict[str, Any]) -> dict[str, Any]:
+    """The part of the report the page draws: counts instead of the violation list, the
+    top companies without their ledgers, the first matrix rows, the last two months of
+    people. A tenant with a million deals still gets a page of a few hundred kilobytes."""
+    view = {key: value for key, value in report.items()
+            if key not in ("violations", "client_karma", "contact_matrix", "people")}
+    violations = report.get("violations") or []
+    by_owner: dict[str, dict[str, int]] = {}
+    for violation in violations:
+        cell = by_owner.setdefault(violation.get("owner_id") or "(none)", {})
+        cell[violation["rule"]] = cell.get(violation["rule"], 0) + 1
+    view["violations_open"] = len(violations)
+    view["violations_by_owner"] = by_owner
+    view["client_karma"] = [{k: v for k, v in row.items() if k != "lines"}
+                            for row in (report.get("client_karma") or [])[:TOP_COMPANIES]]
+    matrix = report.get("contact_matrix") or {"months": [], "rows": []}
+    view["contact_matrix"] = {**matrix, "rows": matrix["rows"][:MATRIX_ROWS],
+                              "rows_total": len(matrix["rows"])}
+    people = dict(report.get("people") or {})
+    recent = set((people.get("months") or [])[-2:])
+    for key in ("employees", "managers"):
+        people[key] = [row for row in people.get(key) or [] if row.get("period") in recent]
+    view["people"] = people
+    return view
+
+
 def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -> str:
     """The whole page for one tenant's report (one self-contained document)."""
     title = html.escape(f"syncd · {report.get('tenant', '')}")
@@ -60,6 +91,7 @@ def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
         f"{refresh}<title>{title}</title><style>{CSS}</style></head><body>{BODY}"
-        f"<script type=\"application/json\" id=\"report-data\">{embed_json(report)}</script>"
+        f"<script type=\"application/json\" id=\"report-data\">{embed_json(page_view(report))}"
+        "</script>"
         f"<script>{SCRIPT}</script></body></html>\n"
     )

@@ -82,3 +82,26 @@ def test_report_format_html_writes_one_file(tmp_path: Path, db_url: str) -> None
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', page).group(1))
     assert data["tenant"] == "northwind" and data["schema"] == "syncd.report/1"
     assert {"people", "kpis", "contact_matrix"} <= set(data)
+
+
+def test_the_page_embeds_counts_not_every_record() -> None:
+    from syncd.report_html import page_view
+
+    report = minimal_report()
+    report["violations"] = [{"rule": "stalled" if i % 3 else "inactive",
+                             "owner_id": str(i % 4)} for i in range(100)]
+    report["client_karma"] = [{"company_id": str(i), "company_name": f"C{i}", "karma": i,
+                               "lines": [{"criterion": "revenue"}] * 5} for i in range(40)]
+    report["contact_matrix"]["rows"] *= 100
+    report["people"]["employees"] = [{"user_id": "1", "period": p, "karma": 1.0}
+                                     for p in ("2026-04", "2026-05", "2026-06")]
+    report["people"]["months"] = ["2026-04", "2026-05", "2026-06"]
+    view = page_view(report)
+    assert "violations" not in view and view["violations_open"] == 100
+    assert sum(sum(c.values()) for c in view["violations_by_owner"].values()) == 100
+    assert view["violations_by_owner"]["0"] == {"inactive": 9, "stalled": 16}
+    assert len(view["client_karma"]) == 15 and "lines" not in view["client_karma"][0]
+    assert len(view["contact_matrix"]["rows"]) == 60
+    assert view["contact_matrix"]["rows_total"] == 100
+    assert [e["period"] for e in view["people"]["employees"]] == ["2026-05", "2026-06"]
+    assert len(report["violations"]) == 100  # the report itself is untouched

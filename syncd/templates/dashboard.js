@@ -41,7 +41,7 @@ $('meta').append(...[`${R.plugin} · Sales Book ${R.salesbook} · as of ${R.as_o
 // summary cards
 const nc=K.new_clients||{};
 $('cards').append(
-  card('violations-open','open violations',num((R.violations||[]).length)),
+  card('violations-open','open violations',num(R.violations_open)),
   card('open-deals','open deals',num(R.counts?R.counts.open_deals:null)),
   card('win-rate','win rate',pct(K.win_rate?K.win_rate.rate:null)),
   card('new-clients','new clients'+(nc.plan!==null&&nc.plan!==undefined?' (plan '+nc.plan+')':''),num(nc.total)),
@@ -61,9 +61,7 @@ $('plan').append(pi?el('p',{},'Plan inversion: revenue plan ',el('b',{'data-k':'
 const vr=Object.entries(R.violations_by_rule||{}).sort((a,b)=>b[1]-a[1]);
 $('violations').append(vr.length?bars(vr.map(([k,v])=>({label:k,value:v})),{color:'#f79009'})
   :el('p',{class:'muted'},'No open violations.'));
-const owners={}, rules=vr.map(x=>x[0]);
-(R.violations||[]).forEach(v=>{const o=v.owner_id||'(none)';owners[o]=owners[o]||{};
-  owners[o][v.rule]=(owners[o][v.rule]||0)+1;});
+const owners=R.violations_by_owner||{}, rules=vr.map(x=>x[0]);
 const names={};(P.employees||[]).forEach(e=>names[e.user_id]=e.name);
 ((K.win_rate||{}).by_owner||[]).forEach(o=>{if(o.owner_id)names[o.owner_id]=o.name;});
 $('by-owner').append(table(['owner',...rules,'total'],Object.entries(owners).map(([o,c])=>{
@@ -135,6 +133,6 @@ M.rows.slice(0,60).forEach(r=>{const tr=el('tr',{'data-company':r.company_id},
       title:c?`${m}: ${c.call} call(s), ${c.visit} visit(s), ${c.contract} contract(s)${c.planned?' planned':''}`:m},txt));});
   mt.append(tr);});
 $('matrix').append(mt);
-if(M.rows.length>60)$('matrix').append(el('p',{class:'muted'},`${M.rows.length-60} more clients in the JSON report.`));
+if(M.rows_total>M.rows.length)$('matrix').append(el('p',{class:'muted'},`${M.rows_total-M.rows.length} more clients in the JSON report.`));
 document.body.setAttribute('data-rendered','1');
 })();
