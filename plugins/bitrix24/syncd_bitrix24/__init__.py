@@ -178,12 +178,11 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
         return out
 
     def _stages(self) -> list[Record]:
+        """Stage records; the same rows also give the deals their semantics this pass."""
         rows = self._stage_rows()
-        records = normalize_many("stages", [r for _, r in rows], lambda r: normalize_stage(
+        self.stage_info(rows)
+        return normalize_many("stages", [r for _, r in rows], lambda r: normalize_stage(
             r, _category_of(r)))
-        info = self.stage_info(rows)
-        del info
-        return records
 
     def stage_info(self, rows: Sequence[tuple[str, dict[str, Any]]] | None = None,
                    ) -> StageInfo:

@@ -18,11 +18,10 @@ Bitrix24's own:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -338,8 +337,3 @@ class Bitrix24Client:
         self.api.close()
         if self._oauth_api is not None:
             self._oauth_api.close()
-
-
-def fingerprint(values: Iterable[str]) -> str:
-    """A short, stable digest (for logs that must not show what they identify)."""
-    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:12]
