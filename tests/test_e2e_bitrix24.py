@@ -177,9 +177,15 @@ def test_oauth_tenant_rotates_tokens_through_the_store(tmp_path: Path, db_url: s
     third = run_syncd(config, "sync", env=env)
     assert third.returncode == 0, third.stderr
     assert fake.refreshes == 2
+    issued = [*fake.access_tokens, *fake.refresh_tokens, seed, fake.client_secret]
     for output in (first, second, third):
-        assert seed not in output.stdout + output.stderr
-        assert fake.client_secret not in output.stdout + output.stderr
+        for secret in issued:
+            assert secret not in output.stdout + output.stderr
+    database = store.Database(db_url)
+    with database.session() as session:
+        for table in store.Base.metadata.sorted_tables:
+            for row in session.execute(select(table)).all():
+                assert not any(secret in repr(row) for secret in issued), table.name
 
 
 def test_the_webhook_code_never_reaches_logs_reports_or_the_database(
