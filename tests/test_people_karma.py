@@ -145,6 +145,18 @@ class TestLedger:
         assert {x.source_id for x in old} >= {"D1", "D3"}
         assert ("U2", "won_deal", 1.0, "deal", "D1", "2026-03") in rows(new)
 
+    def test_violations_follow_the_owner_and_can_change_alone(self) -> None:
+        violations = [ViolationRecord("7", "D1", "stalled", T0),
+                      ViolationRecord("8", "D1", "inactive", T0 + timedelta(days=40))]
+        ledger = PeopleLedger(BOOK, TZ).load([deal("D1", "open")], [], violations)
+        ledger.update([deal("D1", "open", owner="U2")])
+        assert {(x.subject_id, x.source_id) for x in ledger.lines()} == {("U2", "7"),
+                                                                         ("U2", "8")}
+        old, new = ledger.update([], violations={"D1": [violations[0]]})
+        assert {x.source_id for x in new} == {"7"}
+        assert {x.source_id for x in old} == {"7", "8"}
+        assert rows(ledger.lines()) == {("U2", "violation", 1.0, "violation", "7", "2026-03")}
+
     def test_an_update_touches_only_the_changed_units(self) -> None:
         deals = [deal(f"D{i}", company=f"C{i}") for i in range(100)]
         ledger = PeopleLedger(BOOK, TZ).load(deals, [], [])

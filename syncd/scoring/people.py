@@ -155,6 +155,7 @@ class PeopleLedger:
         self.owners: dict[str, str | None] = {}  # owners of deals with violations
         self.companies: dict[str, CompanyRecord] = {}
         self.company_deals: dict[str, set[str]] = defaultdict(set)
+        #: violations not yet turned into lines (a deal's are consumed when it is added)
         self.violations: dict[str, list[ViolationRecord]] = defaultdict(list)
         self.company_units: dict[str, list[PeopleLine]] = {}
         self.deal_units: dict[str, list[PeopleLine]] = {}
@@ -218,7 +219,7 @@ class PeopleLedger:
                 lines = self._deal_unit(full[deal_id])
             elif deal_id in self.owners:  # only its violations changed: keep its other lines
                 lines = [x for x in self.deal_units.get(deal_id, ()) if x.criterion != "violation"]
-                lines += self._violation_lines(deal_id)
+                lines += self._violation_lines(deal_id, self.owners[deal_id])
             else:
                 continue  # a deal we never saw: its violations wait for its record
             old_lines += self.deal_units.get(deal_id, ())
@@ -251,12 +252,12 @@ class PeopleLedger:
                                         deal.value, deal.won_at)
             if deal.company_id:
                 self.company_deals[deal.company_id].add(deal_id)
-        if deal_id in self.violations:
-            self.owners[deal_id] = deal.owner_id
 
     def _set_deal_unit(self, deal_id: str, lines: list[PeopleLine]) -> None:
         if lines:
             self.deal_units[deal_id] = lines
+            if any(x.criterion == "violation" for x in lines):
+                self.owners[deal_id] = lines[0].subject_id
         else:
             self.deal_units.pop(deal_id, None)
 
@@ -279,7 +280,10 @@ class PeopleLedger:
                     lines.append(PeopleLine(USER, owner, "forward_move", 1.0, "stage_change",
                                             source, month(transition.at)))
         if deal.deal_id in self.violations:
-            lines += self._violation_lines(deal.deal_id)
+            lines += self._violation_lines(deal.deal_id, owner)
+        elif owner:  # the same violations as before, for the (maybe new) owner
+            lines += [x._replace(subject_id=owner) for x in self.deal_units.get(deal.deal_id, ())
+                      if x.criterion == "violation"]
         won = self.deals.get(deal.deal_id)
         if won is not None and not won.company_id:
             lines += self._won_lines(won, upsale=False)
@@ -315,13 +319,14 @@ class PeopleLedger:
                 yield PeopleLine(USER, owner, "loyal_client", 1.0, "company", company_id,
                                  self.clock.month(qualifying.won_at))
 
-    def _violation_lines(self, deal_id: str) -> list[PeopleLine]:
-        owner = self.owners.get(deal_id)
+    def _violation_lines(self, deal_id: str, owner: str | None) -> list[PeopleLine]:
+        """Lines of the deal's pending violations (consumed: the lines keep what counts)."""
+        found = self.violations.pop(deal_id, ())
         if not owner:
             return []
-        return [PeopleLine(USER, owner, "violation", 1.0, "violation",
-                           violation.violation_id, self.clock.month(violation.opened_at))
-                for violation in self.violations.get(deal_id, ())]
+        month = self.clock.month
+        return [PeopleLine(USER, owner, "violation", 1.0, "violation", violation.violation_id,
+                           month(violation.opened_at)) for violation in found]
 
 
 def employee_lines(deals: Iterable[DealRecord], companies: Iterable[CompanyRecord],
