@@ -22,6 +22,7 @@ from syncd.errors import ConfigError
 from syncd.logs import setup_logging
 from syncd.plugins import Plugins, make_plugin_manager
 from syncd.report import build_report, write_report
+from syncd.salesbook import read_yaml
 from syncd.sync import PassOptions
 
 _ID = re.compile(r"/\d+")
@@ -51,11 +52,12 @@ def _reset_sqlite(url: str) -> None:
 
 def _demo_tenant(settings: Settings, plugins: Plugins, database: store.Database, key: str,
                  console: Console) -> int:
-    probe = load_tenant(settings, key, plugins.connectors,
-                  connection_overrides={"base_url": "http://127.0.0.1:9", "api_token": "demo"})
-    served = probe.connector_class.demo()
+    # The demo account's connection is only known once the fake runs, so the plugin is
+    # looked up from the tenant file itself, before its connection is validated.
+    plugin = str(read_yaml(settings.tenant_files()[key]).get("plugin", ""))
+    served = plugins.connectors.get(plugin).demo()
     if served is None:
-        message = f"plugin {probe.config.plugin!r} ships no demo account"
+        message = f"plugin {plugin!r} ships no demo account"
         raise ConfigError(message)
     with served as (connection, server):
         tenant = load_tenant(settings, key, plugins.connectors, connection_overrides=connection)
