@@ -10,6 +10,7 @@ committed data is consistent either way, and unreleased leases simply expire.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
@@ -404,7 +405,7 @@ def start_web(settings: Settings, daemon: Daemon, tenants: Sequence[Tenant],
         auth_token = (secrets.resolve(http.auth_token, settings.file.parent)
                       if isinstance(http.auth_token, dict) else str(http.auth_token))
         secrets.register(auth_token)
-    if not auth_token and http.host not in {"127.0.0.1", "localhost", "::1"}:
+    if not auth_token and not _is_loopback(http.host):
         message = (f"{settings.file}: http.auth_token is required when http.host is "
                    f"{http.host!r} (not a loopback address)")
         raise ConfigError(message)
@@ -427,6 +428,15 @@ def start_web(settings: Settings, daemon: Daemon, tenants: Sequence[Tenant],
         message = f"{settings.file}: http: cannot listen on {http.host}:{http.port}: {exc}"
         raise ConfigError(message) from None
     return server.start()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() in {"localhost", "localhost."}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(settings: Settings, plugins: Any, db: store.Database, tenants: Sequence[Tenant], *,

@@ -190,6 +190,10 @@ def test_under_systemd_ready_then_sigterm_hands_the_tenant_back(tmp_path: Path,
             with pytest.raises(urllib.error.HTTPError) as denied:
                 urllib.request.urlopen(f"{url}/metrics", timeout=10)
             assert denied.value.code == 401
+            dashboard = urllib.request.Request(f"{url}/dashboard", headers={
+                "Authorization": f"Bearer {METRICS_TOKEN}"})
+            with urllib.request.urlopen(dashboard, timeout=10) as answer:
+                assert answer.status == 200, "the dashboard's routes are served too"
             assert fault.reached.wait(120), "the pass never asked for deals"
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
