@@ -419,3 +419,13 @@ def test_an_unsorted_answer_falls_back_to_plain_pages_and_holds_the_cursor() -> 
     calls = [query(c) for c in responses.calls if urlsplit(c.request.url).path == "/api/v4/leads"]
     assert [c["page"][0] for c in calls[:3]] == ["1", "1", "2"]
     assert all("filter[updated_at][from]" not in c for c in calls[:3])
+
+
+@responses.activate
+def test_a_failed_read_back_never_turns_an_applied_write_into_a_failure() -> None:
+    responses.get(f"{BASE}/api/v4/companies/custom_fields", json=hal("custom_fields", [
+        {"id": 701, "name": "syncd karma", "type": "numeric"}]))
+    responses.patch(f"{BASE}/api/v4/companies", json=hal("companies", []))
+    responses.get(f"{BASE}/api/v4/companies", status=200, body='{"_embedded": {"compan')
+    results = make().write_fields([FieldWrite("company", "1", "syncd karma", 3.5)])
+    assert results[0].ok and results[0].record is None

@@ -24,7 +24,14 @@ from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING, Any
 
 from syncd.connector import FieldSpec, FieldWrite, TaskCreate, WriteResult
-from syncd.errors import APIError, AuthError, BlockedError, FatalAPIError
+from syncd.errors import (
+    APIError,
+    AuthError,
+    BadPayloadError,
+    BlockedError,
+    FatalAPIError,
+    RetriableAPIError,
+)
 from syncd.records import Record
 from syncd.secrets import redact
 from syncd_amocrm.client import embedded
@@ -131,7 +138,13 @@ class AmoCRMWriter:
                 for index, outcome in self._patch_batch(path, items[first: first + size]):
                     results[index] = outcome
             if self.settings.reread_after_write:
-                self._attach_records(entity, changes, results)
+                try:
+                    self._attach_records(entity, changes, results)
+                except (RetriableAPIError, BadPayloadError) as exc:
+                    # The writes are done; only the echo guard is lost (the next pull
+                    # re-reads these records). Never report an applied write as failed.
+                    log.warning("amocrm: reading back written %s records failed: %s",
+                                entity, redact(str(exc)))
         return [r or WriteResult(ok=False, error="not written") for r in results]
 
     def _patch_item(self, change: FieldWrite) -> tuple[dict[str, Any], str | None]:
