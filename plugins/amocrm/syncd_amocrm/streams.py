@@ -241,8 +241,9 @@ def resolve_values(kind: str, values: Any) -> Any:
         if moment is not None:
             return moment.date().isoformat() if kind != "date_time" else moment.isoformat()
         return str(first)
-    return first if isinstance(first, str) else str(first) if not isinstance(
-        first, dict) else first
+    if isinstance(first, int | float) and not isinstance(first, bool):
+        return str(first)  # a text field read as a number stays text
+    return first  # text, or a structured value (address, legal entity) kept as is
 
 
 # --- normalizers ---------------------------------------------------------------------------
