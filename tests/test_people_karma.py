@@ -210,3 +210,42 @@ def test_sync_stores_the_employee_ledger_and_replaces_it(database: store.Databas
         assert len(stored) == len(lines)
         total = sum(r.amount for r in stored)
     assert total == pytest.approx(employee_totals(lines, W)[("U1", "2026-03")])
+
+
+def test_the_report_reweights_stored_lines(database: store.Database) -> None:
+    """Changing a weight in the Sales Book and re-running the report gives new totals from
+    the very same stored lines (no new pass), and bonuses follow the rate."""
+    from types import SimpleNamespace
+
+    from syncd.report import people_section
+
+    lines = lines_of([deal("D1", value=2000), deal("D2", won_days=1, value=1000)])
+    with database.session() as session:
+        tenant_id = store.ensure_tenant(session, "t1", "pipedrive")
+        store.replace_karma_lines(
+            session, tenant_id, KIND, lines,
+            lambda x: (employee_weight(x.criterion, W), employee_amount(x, W)))
+    with database.session() as session:
+        stored = store.karma_line_rows(session, tenant_id, KIND)
+
+    def report_with(weights: EmployeeKarmaWeights, rate: float) -> dict:
+        book = BOOK.model_copy(update={"karma": BOOK.karma.model_copy(
+            update={"employee": weights, "bonus_rate": rate})})
+        tenant = SimpleNamespace(book=book, config=SimpleNamespace(
+            mapping=SimpleNamespace(teams=[])))
+        users = [Person("U9", "Vera"), Person("U1", "Anna", manager_id="U9"),
+                 Person("U2", "Boris", manager_id="U9")]
+        return people_section(stored, users, tenant, ["2026-03"], "2026-04")
+
+    before = report_with(W, 0.0)
+    after = report_with(W.model_copy(update={"won_deal": 100.0}), 2.0)
+    (one,) = before["employees"]
+    (two,) = after["employees"]
+    assert one["lines"] == two["lines"] == len(lines)
+    assert two["karma"] - one["karma"] == pytest.approx(2 * (100 - 10))
+    assert two["bonus"] == pytest.approx(round(two["karma"] * 2.0, 2))
+    assert one["bonus_final"] is True
+    (manager,) = after["managers"]
+    assert manager["user_id"] == "U9" and manager["members"] == ["U1", "U2"]
+    assert manager["karma"] == pytest.approx(two["karma"] / 2)  # Boris earned 0 in March
+    assert after["teams_from"] == "crm"
