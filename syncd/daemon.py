@@ -26,7 +26,14 @@ from syncd import __version__, exitcodes, secrets, store
 from syncd.config import ReplicaConfig, Settings, Tenant
 from syncd.errors import ConfigError, SyncdError
 from syncd.http import response_observer
-from syncd.lease import FencedDatabase, Heartbeat, Lease, SqliteGuard, replica_id
+from syncd.lease import (
+    FencedDatabase,
+    Heartbeat,
+    Lease,
+    SqliteGuard,
+    dead_local_holder,
+    replica_id,
+)
 from syncd.metrics import Metrics
 from syncd.plugins import Plugins
 from syncd.report import build_report, write_report
@@ -61,8 +68,12 @@ class Runner:
     def run_tenant(self, tenant: Tenant, options: PassOptions | None = None, *,
                    db: store.Database | None = None,
                    stop: Callable[[], bool] | None = None) -> TenantOutcome:
-        """One pass; ``db`` may be a fenced view of the database (scale-out), ``stop`` an
-        extra reason to stop at the next page boundary (a lost lease)."""
+        """One pass. The daemon passes ``db``, a view fenced by the lease it claimed, and
+        ``stop``, an extra reason to stop at the next page boundary (a lost lease); without
+        them (``syncd sync``) the pass takes the tenant's lease itself, so a one-off pass
+        never runs alongside a replica's pass of the same tenant."""
+        if db is None:
+            return self._run_leased(tenant, options)
         options = options or self.options_factory()
         options.stop_requested = (self.stop_event.is_set if stop is None
                                   else lambda: self.stop_event.is_set() or stop())
@@ -81,6 +92,40 @@ class Runner:
             return TenantOutcome(tenant.key, ok=False, error=message)
         path = self._write_report(tenant, options, db)
         return TenantOutcome(tenant.key, ok=True, summary=summary, report=path)
+
+    def _run_leased(self, tenant: Tenant, options: PassOptions | None) -> TenantOutcome:
+        options = options or self.options_factory()
+        replica = self.settings.daemon.replica if self.settings is not None else ReplicaConfig()
+        ttl = timedelta(seconds=replica.lease_seconds)
+        holder = replica_id("sync")
+        with self.db.session() as session:
+            leases.ensure_leases(session, [tenant.key])
+            before = leases.current(session, tenant.key)
+            claim = leases.claim_one(session, tenant.key, holder, ttl=ttl,
+                                     dead_holder=dead_local_holder(before.holder))
+        if claim is None:
+            message = (f"tenant {tenant.key} is being synced by {before.holder} right now "
+                       f"(lease until {before.expires_at:%Y-%m-%d %H:%M:%S} UTC); "
+                       "try again when it has finished")
+            log.error("%s", message)
+            return TenantOutcome(tenant.key, ok=False, error=message)
+        lease = Lease(tenant.key, claim.fence, holder)
+        heartbeat = Heartbeat(self.db, ttl, replica.heartbeat).start()
+        heartbeat.add(lease)
+        try:
+            outcome = self.run_tenant(tenant, options, db=FencedDatabase(self.db, lease),
+                                      stop=lease.lost.is_set)
+        finally:
+            heartbeat.stop()
+        if not lease.lost.is_set():
+            with self.db.session() as session:  # a what-if pass leaves the schedule alone
+                if options.as_of is not None:
+                    leases.release(session, tenant.key, holder, claim.fence,
+                                   acquired_at=before.acquired_at)
+                else:
+                    leases.release(session, tenant.key, holder, claim.fence,
+                                   due_now=outcome.interrupted)
+        return outcome
 
     def _write_report(self, tenant: Tenant, options: PassOptions,
                       db: store.Database) -> str | None:
@@ -181,6 +226,11 @@ class Daemon:
         """Make sure every configured tenant has a lease row (new ones are due at once)."""
         with self.runner.db.session() as session:
             leases.ensure_leases(session, self.tenants)
+            for holder in leases.holders(session):
+                if dead_local_holder(holder):  # our predecessor here, killed: no waiting
+                    count = leases.expire(session, holder)
+                    log.warning("took back %d lease(s) of %s (its process is gone)", count,
+                                holder)
 
     def run(self, on_ready: Callable[[], None] | None = None,
             on_tick: Callable[[], None] | None = None) -> None:

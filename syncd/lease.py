@@ -46,9 +46,29 @@ class ReplicaRefused(SyncdError):
     """This replica may not start (a second replica on SQLite)."""
 
 
-def replica_id() -> str:
-    """Host, pid and a random suffix: unique even when a pid is reused after a restart."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+def replica_id(role: str = "run") -> str:
+    """Role, host, pid and a random suffix: unique even when a pid is reused."""
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def dead_local_holder(holder: str | None) -> str | None:
+    """``holder`` if it names a process on this host that no longer exists (a killed
+    ``syncd sync`` or replica), else None: its lease can be taken without waiting."""
+    if not holder:
+        return None
+    parts = holder.split(":")
+    if len(parts) < 3 or parts[-3] != socket.gethostname() or not parts[-2].isdigit():
+        return None
+    pid = int(parts[-2])
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return holder
+    except PermissionError:
+        return None
+    return None
 
 
 class Lease:
@@ -197,5 +217,13 @@ class SqliteGuard:
             self._handle = None
 
 
-__all__ = ["FencedDatabase", "Heartbeat", "Lease", "LeaseLost", "ReplicaRefused",
-           "SqliteGuard", "replica_id"]
+__all__ = [
+    "FencedDatabase",
+    "Heartbeat",
+    "Lease",
+    "LeaseLost",
+    "ReplicaRefused",
+    "SqliteGuard",
+    "dead_local_holder",
+    "replica_id",
+]

@@ -208,3 +208,52 @@ def test_syncd_run_refuses_a_second_replica_on_the_same_sqlite_file(tmp_path: Pa
     assert second.returncode == 2, second.stderr
     assert "SQLite supports one replica only" in second.stderr
     assert "use PostgreSQL" in second.stderr
+
+
+def _hold(db: store.Database, key: str, holder: str, minutes: float = 10) -> None:
+    with db.session() as session:
+        leases.ensure_leases(session, [key])
+        session.execute(update(TenantLeaseRow).where(TenantLeaseRow.tenant_key == key).values(
+            holder=holder, fence=TenantLeaseRow.fence + 1,
+            acquired_at=datetime.now(UTC) - timedelta(hours=2),
+            expires_at=datetime.now(UTC) + timedelta(minutes=minutes)))
+
+
+def test_a_one_off_pass_respects_a_replicas_lease_and_takes_a_dead_ones(
+        tmp_path: Path, database: store.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`syncd sync` (Runner without a fenced db) takes the lease itself: refused while a
+    live process holds it, at once when the holder was a process on this host that died."""
+    import socket
+    import subprocess
+    import sys
+
+    from syncd.daemon import Runner
+
+    monkeypatch.setenv("NORTHWIND_PIPEDRIVE_TOKEN", TOKEN)
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN) as fake:
+        tenant, plugins = _tenant(tmp_path, database.url.render_as_string(False),
+                                  fake.base_url)
+        settings = load_settings(tmp_path / "syncd.yaml")
+        runner = Runner(settings, plugins, database)
+        _hold(database, "northwind", "run:elsewhere:4242:abcdef")
+        refused = runner.run_tenant(tenant)
+        requests_while_refused = fake.requests_count
+
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        dead = f"sync:{socket.gethostname()}:{gone.stdout.strip()}:0a0b0c"
+        _hold(database, "northwind", dead)
+        taken = runner.run_tenant(tenant)
+        with database.session() as session:
+            after_live = leases.current(session, "northwind")
+        what_if = runner.run_tenant(tenant, PassOptions(as_of=datetime.now(UTC)))
+        with database.session() as session:
+            after_what_if = leases.current(session, "northwind")
+
+    assert not refused.ok and "is being synced by run:elsewhere:4242:abcdef" in refused.error
+    assert requests_while_refused == 0, "no CRM call without the lease"
+    assert taken.ok, taken.error
+    assert after_live.holder is None and after_live.fence == 3
+    assert after_live.acquired_at > datetime.now(UTC) - timedelta(minutes=5)
+    assert what_if.ok and after_what_if.acquired_at == after_live.acquired_at, \
+        "a what-if pass leaves the schedule alone"

@@ -76,11 +76,21 @@ def claim_due(session: Any, keys: Sequence[str], holder: str, *, interval: timed
                   key=lambda claim: claim.tenant_key)
 
 
-def claim_one(session: Any, key: str, holder: str, *, ttl: timedelta) -> Claim | None:
-    """Claim one tenant now, due or not, unless another replica holds a live lease."""
+def current(session: Any, key: str) -> Any:
+    """The lease row of ``key`` (holder, fence, acquired_at, expires_at) or None."""
+    return session.execute(select(L.holder, L.fence, L.acquired_at, L.expires_at)
+                           .where(L.tenant_key == key)).first()
+
+
+def claim_one(session: Any, key: str, holder: str, *, ttl: timedelta,
+              dead_holder: str | None = None) -> Claim | None:
+    """Claim one tenant now, due or not, unless another process holds a live lease.
+    ``dead_holder``: a holder known to be dead (its process is gone), taken over at once."""
     now = db_now(session)
-    statement = (update(L).where(L.tenant_key == key,
-                                 or_(L.holder.is_(None), L.expires_at < now))
+    free = or_(L.holder.is_(None), L.expires_at < now)
+    if dead_holder is not None:
+        free = or_(free, L.holder == dead_holder)
+    statement = (update(L).where(L.tenant_key == key, free)
                  .values(holder=holder, fence=L.fence + 1, acquired_at=now,
                          expires_at=now + ttl)
                  .returning(L.tenant_key, L.fence)
@@ -97,14 +107,32 @@ def renew(session: Any, key: str, holder: str, fence: int, *, ttl: timedelta) ->
     return bool(session.execute(statement).rowcount)
 
 
-def release(session: Any, key: str, holder: str, fence: int, *, due_now: bool = False) -> bool:
-    """Give the tenant back; with ``due_now`` the next claim may take it at once."""
+_KEEP: Any = object()
+
+
+def release(session: Any, key: str, holder: str, fence: int, *, due_now: bool = False,
+            acquired_at: datetime | None = _KEEP) -> bool:
+    """Give the tenant back; with ``due_now`` the next claim may take it at once; with
+    ``acquired_at`` the schedule is put back as it was (a what-if pass is not a sync)."""
     values: dict[str, Any] = {"holder": None, "expires_at": None}
     if due_now:
         values["acquired_at"] = None
+    elif acquired_at is not _KEEP:
+        values["acquired_at"] = acquired_at
     statement = (update(L).where(L.tenant_key == key, L.holder == holder, L.fence == fence)
                  .values(**values).execution_options(synchronize_session=False))
     return bool(session.execute(statement).rowcount)
+
+
+def expire(session: Any, holder: str) -> int:
+    """End every lease of ``holder`` now (a process known to be dead)."""
+    statement = (update(L).where(L.holder == holder).values(expires_at=db_now(session))
+                 .execution_options(synchronize_session=False))
+    return int(session.execute(statement).rowcount)
+
+
+def holders(session: Any) -> set[str]:
+    return set(session.scalars(select(L.holder).where(L.holder.is_not(None)).distinct()))
 
 
 def request_sync(session: Any, key: str) -> None:
@@ -128,5 +156,5 @@ def lease_rows(session: Any) -> list[Any]:
                                        L.expires_at).order_by(L.tenant_key)))
 
 
-__all__ = ["Claim", "claim_due", "claim_one", "db_now", "ensure_leases", "holds",
-           "lease_rows", "release", "renew", "request_sync"]
+__all__ = ["Claim", "claim_due", "claim_one", "current", "db_now", "ensure_leases", "expire",
+           "holders", "holds", "lease_rows", "release", "renew", "request_sync"]
