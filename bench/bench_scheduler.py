@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from syncd import store
 from syncd.config import ReplicaConfig
@@ -47,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = store.Database(args.db or Path(tmp) / "bench.db")
         db.upgrade()
-        tenants: list[Any] = [BenchTenant(f"tenant-{i:04d}") for i in range(args.tenants)]
+        tenants: list[Any] = [BenchTenant(f"bench-scheduler-{i:04d}") for i in range(args.tenants)]
         runner = Runner(settings=None, plugins=None, db=db)  # type: ignore[arg-type]
         daemon = Daemon(runner, tenants, replica=ReplicaConfig(poll_seconds=5),
                         holder="bench")
@@ -64,6 +64,9 @@ def main() -> None:
             cpu.append(time.process_time() - cpu_start)
             wall.append(time.perf_counter() - wall_start)
             assert not claimed, "nothing should be due"
+        with db.session() as session:  # leave a shared --db as it was
+            session.execute(delete(TenantLeaseRow).where(
+                TenantLeaseRow.tenant_key.in_([t.key for t in tenants])))
         db.dispose()
 
     ticks_per_interval = 5 * 60 / 5
