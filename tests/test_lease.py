@@ -257,3 +257,23 @@ def test_a_one_off_pass_respects_a_replicas_lease_and_takes_a_dead_ones(
     assert after_live.acquired_at > datetime.now(UTC) - timedelta(minutes=5)
     assert what_if.ok and after_what_if.acquired_at == after_live.acquired_at, \
         "a what-if pass leaves the schedule alone"
+
+
+def test_a_heartbeat_that_cannot_reach_the_database_gives_the_lease_up_in_time() -> None:
+    """Database unreachable: no renewal for half the lease means "assume it is lost" (the
+    other replicas take over after the full lease), so the pass stops before they start."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    away = store.Database(f"postgresql://postgres@127.0.0.1:{port}/gone?connect_timeout=2")
+    heartbeat = Heartbeat(away, timedelta(seconds=60), interval=3600)
+    fresh, stale = Lease("a", 1, "me"), Lease("b", 1, "me")
+    heartbeat.add(fresh)
+    heartbeat.add(stale)
+    stale.renewed_at = time.monotonic() - 31  # last renewal more than half a lease ago
+    heartbeat.beat()
+    assert stale.lost.is_set()
+    assert not fresh.lost.is_set(), "a single failed renewal within budget is not a loss"
