@@ -8,7 +8,7 @@ second (429 beyond), pulls every stream through the connector (records are dropp
 prints wall time against the rate-limit bound (requests / 7; target <= 1.15, zero 429s).
 
 Then writes 10,000 changed karma values the way the core does (``write_fields`` in chunks
-of ``syncd.writeback.BATCH``) and prints the requests used against the fewest the API
+of ``connector.field_batch_size``) and prints the requests used against the fewest the API
 allows: one PATCH per ``batch_size`` records (250 is the largest batch third parties
 report; the official library advises 50), plus the read-back GETs that keep our own write
 from echoing as a change (``reread_after_write``).
@@ -30,7 +30,6 @@ from syncd_amocrm.fake.sample import scaled_dataset
 from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 
 from syncd.connector import STANDARD_STREAMS, FieldSpec, FieldWrite, PullContext
-from syncd.writeback import BATCH
 
 
 def pull(connector: AmoCRMConnector) -> dict[str, tuple[int, int, float]]:
@@ -56,15 +55,16 @@ def write_back(fake: FakeAmoCRM, settings: AmoCRMSettings, values: int) -> None:
     before = connector.client.requests_made
     started = time.monotonic()
     failed = 0
-    for first in range(0, len(writes), BATCH):
-        results = connector.write_fields(writes[first: first + BATCH])
+    chunk = connector.field_batch_size  # what the core hands write_fields at once
+    for first in range(0, len(writes), chunk):
+        results = connector.write_fields(writes[first: first + chunk])
         failed += sum(not r.ok for r in results)
     wall = time.monotonic() - started
     made = connector.client.requests_made - before
     kinds = Counter(r.method for r in fake.requests[seen:])
     fewest = math.ceil(values / settings.batch_size)
     print(f"\nwrite-back of {values} changed karma values (batch_size {settings.batch_size},"
-          f" reread_after_write {settings.reread_after_write}, core chunks of {BATCH})")
+          f" reread_after_write {settings.reread_after_write}, core chunks of {chunk})")
     print(f"  requests         {made} ({kinds['PATCH']} PATCH, {kinds['GET']} GET read-back)")
     print(f"  fewest possible  {fewest} PATCH at {settings.batch_size} per request;"
           f" {math.ceil(values / 250)} at 250 (unconfirmed hard max)")

@@ -127,8 +127,13 @@ class TenantMapper:
         self, deal: Any, activities: Iterable[Any], changes: Iterable[Any],
         company_activities: Iterable[Any] = (),
     ) -> DealFacts:
-        stage_key = self.stage_key(deal.stage_id)
+        stage_id = deal.stage_id
+        stage_key = self.stage_key(stage_id)
         canonical = {key: self.deal_field(deal.fields, key) for key in self._deal_fields}
+        changes = sorted(changes, key=lambda c: (c.at, c.external_id))
+        if stage_key is None and deal.status in ("won", "lost"):
+            stage_id, changes = self._stage_before_closing(stage_id, changes)
+            stage_key = self.stage_key(stage_id)
         history = [
             Transition(self.stage_key(c.from_stage_id) if c.from_stage_id else None,
                        self.stage_key(c.to_stage_id), c.at, c.external_id)
@@ -140,7 +145,7 @@ class TenantMapper:
             history = [Transition(None, stage_key, since, "")]
         return DealFacts(
             deal_id=deal.external_id, title=deal.title or "", status=deal.status,
-            stage_key=stage_key, crm_stage=self.crm_stage(deal.stage_id),
+            stage_key=stage_key, crm_stage=self.crm_stage(stage_id),
             created_at=deal.created_at, owner_id=deal.owner_id, company_id=deal.company_id,
             value=float(deal.value or 0), won_at=deal.won_at, lost_at=deal.lost_at,
             lost_reason_raw=deal.lost_reason,
@@ -153,6 +158,19 @@ class TenantMapper:
             snooze_until=to_date(canonical.get("snooze_until")),
             snooze_reason=canonical.get("snooze_reason") or None,
         )
+
+    def _stage_before_closing(self, stage_id: str | None, changes: list[Any],
+                              ) -> tuple[str | None, list[Any]]:
+        """A won or lost deal sitting in a CRM "closed" status with no Sales Book stage
+        (amoCRM's 142/143, a Bitrix24 success/failure stage) is audited at the stage it was
+        closed from: the last move into a mapped stage, read from its history."""
+        for index in range(len(changes) - 1, -1, -1):
+            change = changes[index]
+            if self.stage_key(change.to_stage_id) is not None:
+                return change.to_stage_id, changes[: index + 1]
+            if change.from_stage_id and self.stage_key(change.from_stage_id) is not None:
+                return change.from_stage_id, changes[:index]
+        return stage_id, changes
 
     # -- karma inputs ----------------------------------------------------------------------
     def karma_deal(self, deal: Any) -> KarmaDeal:
