@@ -19,7 +19,7 @@ from rich.console import Console
 from syncd import __version__, exitcodes, store
 from syncd.config import Settings, Tenant, check_all, load_settings, load_tenant
 from syncd.daemon import Runner, TenantOutcome
-from syncd.display import print_report, print_summary, pull_progress
+from syncd.display import print_people_and_kpis, print_report, print_summary, pull_progress
 from syncd.errors import ConfigError, PluginError, SyncdError
 from syncd.logs import setup_logging
 from syncd.plugins import Plugins, make_plugin_manager
@@ -81,12 +81,16 @@ class Context:
         db.upgrade()
         return db
 
-    def tenants(self, keys: tuple[str, ...] | list[str]) -> list[Tenant]:
+    def tenants(self, keys: tuple[str, ...] | list[str], *,
+                offline: bool = False) -> list[Tenant]:
+        """Load tenants; ``offline`` for commands that only read the store (no CRM call),
+        which then work without the CRM secrets."""
         keys = list(keys) or list(self.settings.tenant_files())
         if not keys:
             message = f"no tenants configured in {self.settings.tenants_dir}"
             raise ConfigError(message)
-        return [load_tenant(self.settings, key, self.plugins.connectors) for key in keys]
+        return [load_tenant(self.settings, key, self.plugins.connectors, offline=offline)
+                for key in keys]
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -252,7 +256,7 @@ def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None, log_form
 def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str | None,
            benchmark: bool) -> None:
     """Violations, karma, people, KPIs and the contact matrix of one tenant (from the store)."""
-    loaded = obj.tenants([tenant])[0]
+    loaded = obj.tenants([tenant], offline=True)[0]
     database = obj.database()
     data = build_report(database, loaded, as_of=parse_as_of(as_of, loaded.tz))
     if benchmark:
@@ -272,42 +276,7 @@ def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str |
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
     else:
         print_report(out, data)
-        _print_people_and_kpis(data)
-
-
-def _print_people_and_kpis(data: dict[str, Any]) -> None:
-    """The table format's people and KPI sections (the JSON and HTML formats have all)."""
-    from rich.table import Table
-
-    people, kpis = data.get("people") or {}, data.get("kpis") or {}
-    board = Table(title=f"Karma leaderboard {people.get('period', '')}")
-    for column in ("employee", "karma", "bonus"):
-        board.add_column(column, justify="left" if column == "employee" else "right")
-    for row in [e for e in people.get("employees", []) if e["period"] == people.get("period")]:
-        board.add_row(row["name"], f"{row['karma']:,.2f}", f"{row['bonus']:,.2f}")
-    for row in [m for m in people.get("managers", []) if m["period"] == people.get("period")]:
-        board.add_row(f"{row['name']} (manager, team of {row['team_size']})",
-                      f"{row['karma']:,.2f}", "")
-    out.print(board)
-    funnel = Table(title="Funnel (last 12 months)")
-    for column in ("stage", "entered", "moved on", "lost", "conversion", "median days"):
-        funnel.add_column(column, justify="left" if column == "stage" else "right")
-    for row in kpis.get("funnel", []):
-        conversion = "-" if row["conversion"] is None else f"{row['conversion']:.0%}"
-        median = "-" if row["median_days"] is None else f"{row['median_days']:.1f}"
-        funnel.add_row(row["title"], str(row["entered"]), str(row["moved_on"]),
-                       str(row["lost"]), conversion, median)
-    out.print(funnel)
-    rate = (kpis.get("win_rate") or {}).get("rate")
-    new = kpis.get("new_clients") or {}
-    parts = [f"win rate {'-' if rate is None else f'{rate:.1%}'}",
-             f"new clients {new.get('total', 0)}"
-             + (f" of plan {new['plan']}" if new.get("plan") is not None else "")]
-    inversion = kpis.get("plan_inversion")
-    if inversion:
-        parts.append(f"plan: {inversion['deals_needed']} deals, {inversion['leads_needed']} "
-                     "leads a month")
-    out.print("KPIs: " + "; ".join(parts), highlight=False)
+        print_people_and_kpis(out, data)
 
 
 def _benchmark(obj: Context, database: store.Database, tenant: Tenant) -> dict[str, Any]:
@@ -321,7 +290,7 @@ def _benchmark(obj: Context, database: store.Database, tenant: Tenant) -> dict[s
         if key == tenant.key:
             continue
         try:
-            other = load_tenant(obj.settings, key, obj.plugins.connectors)
+            other = load_tenant(obj.settings, key, obj.plugins.connectors, offline=True)
         except (ConfigError, PluginError):
             err.print(f"[yellow]warning:[/] benchmark: tenant {key} does not load; left out")
             continue
@@ -403,7 +372,7 @@ def dashboard(obj: Context, tenants: tuple[str, ...], host: str | None,
     if http.auth_token is not None:
         token = secrets.resolve(http.auth_token, base_dir=obj.settings.file.parent)
         secrets.register(token)
-    loaded = {t.key: t for t in obj.tenants(tenants)}
+    loaded = {t.key: t for t in obj.tenants(tenants, offline=True)}
     context = WebContext(settings=obj.settings, db=obj.database(), plugins=obj.plugins,
                          extras={"tenants": loaded, "auth_token": token, "http_host": host})
     app = WebApp()

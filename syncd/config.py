@@ -241,15 +241,19 @@ def resolve_sqlite_path(url: str, base: Path) -> str:
 
 def load_tenant(
     settings: Settings, key: str, registry: ConnectorRegistry,
-    *, connection_overrides: dict[str, Any] | None = None,
+    *, connection_overrides: dict[str, Any] | None = None, offline: bool = False,
 ) -> Tenant:
-    """Load, validate and resolve one tenant. Raises ConfigError listing every problem."""
+    """Load, validate and resolve one tenant. Raises ConfigError listing every problem.
+
+    ``offline``: for commands that only read the store (report, explain, dashboard) a secret
+    that cannot be resolved here is not an error; the tenant cannot reach its CRM then."""
     files = settings.tenant_files()
     if key not in files:
         known = ", ".join(files) or "none"
         message = f"no tenant {key!r} in {settings.tenants_dir} (known: {known})"
         raise ConfigError(ConfigProblem(str(settings.tenants_dir), "", message))
-    tenant, problems = _load_tenant(settings, files[key], registry, connection_overrides)
+    tenant, problems = _load_tenant(settings, files[key], registry, connection_overrides,
+                                    offline=offline)
     errors = [p for p in problems if p.severity == "error"]
     if errors or tenant is None:
         raise ConfigError(errors)
@@ -285,7 +289,7 @@ def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
 
 def _load_tenant(
     settings: Settings, path: Path, registry: ConnectorRegistry,
-    overrides: dict[str, Any] | None,
+    overrides: dict[str, Any] | None, *, offline: bool = False,
 ) -> tuple[Tenant | None, list[ConfigProblem]]:
     file = str(path)
     try:
@@ -300,7 +304,8 @@ def _load_tenant(
     settings_obj = None
     if connector_class is not None:
         connection = {**config.connection, **(overrides or {})}
-        settings_obj = _connection_settings(connector_class, connection, path, problems)
+        settings_obj = _connection_settings(connector_class, connection, path, problems,
+                                            offline=offline)
     if book is not None:
         problems.extend(mapping_problems(config, book, file))
     if book is None or connector_class is None or settings_obj is None:
@@ -340,9 +345,13 @@ def _connector_class(
         return None
 
 
+#: Stands in for a secret an offline command could not resolve (never sent anywhere).
+UNRESOLVED_SECRET = "(secret not loaded)"  # noqa: S105 - a placeholder, not a secret
+
+
 def _connection_settings(
     connector_class: type[Connector], connection: dict[str, Any], path: Path,
-    problems: list[ConfigProblem],
+    problems: list[ConfigProblem], *, offline: bool = False,
 ) -> ConnectionSettings | None:
     file = str(path)
     model = connector_class.settings_model
@@ -352,7 +361,11 @@ def _connection_settings(
             try:
                 resolved[key] = secrets.resolve(value, base_dir=path.parent)
             except secrets.SecretError as exc:
-                problems.append(ConfigProblem(file, f"connection.{key}", f"missing secret: {exc}"))
+                if offline:
+                    resolved[key] = UNRESOLVED_SECRET
+                else:
+                    problems.append(ConfigProblem(file, f"connection.{key}",
+                                                  f"missing secret: {exc}"))
             continue
         if key in model.secret_keys and isinstance(value, str):
             secrets.register(value)

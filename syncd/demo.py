@@ -17,7 +17,7 @@ from rich.console import Console
 from syncd import exitcodes, store
 from syncd.config import Settings, load_settings, load_tenant
 from syncd.daemon import Runner
-from syncd.display import print_report, print_summary
+from syncd.display import print_people_and_kpis, print_report, print_summary
 from syncd.errors import ConfigError
 from syncd.logs import setup_logging
 from syncd.plugins import Plugins, make_plugin_manager
@@ -72,6 +72,7 @@ def _demo_tenant(settings: Settings, plugins: Plugins, database: store.Database,
         report = build_report(database, tenant)
         path = write_report(report, settings.reports_dir)
         print_report(console, report, limit=15)
+        print_people_and_kpis(console, report)
         _print_received(console, server)
     console.print(f"\nreport (JSON): [bold]{path}[/]")
     console.print(f"database: {store.redacted_url(settings.database_url)}")

@@ -85,3 +85,36 @@ def _karma_table(console: Console, report: dict[str, Any], limit: int) -> None:
     for row in report["segments"]:
         segments.add_row(row["segment"], f"{row['mean_karma']:.2f}", str(row["companies"]))
     console.print(segments)
+
+
+def print_people_and_kpis(out: Console, data: dict[str, Any]) -> None:
+    """The table format's people and KPI sections (the JSON and HTML formats have all)."""
+    people, kpis = data.get("people") or {}, data.get("kpis") or {}
+    board = Table(title=f"Karma leaderboard {people.get('period', '')}")
+    for column in ("employee", "karma", "bonus"):
+        board.add_column(column, justify="left" if column == "employee" else "right")
+    for row in [e for e in people.get("employees", []) if e["period"] == people.get("period")]:
+        board.add_row(row["name"], f"{row['karma']:,.2f}", f"{row['bonus']:,.2f}")
+    for row in [m for m in people.get("managers", []) if m["period"] == people.get("period")]:
+        board.add_row(f"{row['name']} (manager, team of {row['team_size']})",
+                      f"{row['karma']:,.2f}", "")
+    out.print(board)
+    funnel = Table(title="Funnel (last 12 months)")
+    for column in ("stage", "entered", "moved on", "lost", "conversion", "median days"):
+        funnel.add_column(column, justify="left" if column == "stage" else "right")
+    for row in kpis.get("funnel", []):
+        conversion = "-" if row["conversion"] is None else f"{row['conversion']:.0%}"
+        median = "-" if row["median_days"] is None else f"{row['median_days']:.1f}"
+        funnel.add_row(row["title"], str(row["entered"]), str(row["moved_on"]),
+                       str(row["lost"]), conversion, median)
+    out.print(funnel)
+    rate = (kpis.get("win_rate") or {}).get("rate")
+    new = kpis.get("new_clients") or {}
+    parts = [f"win rate {'-' if rate is None else f'{rate:.1%}'}",
+             f"new clients {new.get('total', 0)}"
+             + (f" of plan {new['plan']}" if new.get("plan") is not None else "")]
+    inversion = kpis.get("plan_inversion")
+    if inversion:
+        parts.append(f"plan: {inversion['deals_needed']} deals, {inversion['leads_needed']} "
+                     "leads a month")
+    out.print("KPIs: " + "; ".join(parts), highlight=False)

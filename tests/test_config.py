@@ -117,3 +117,16 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     bad = run_syncd(good, "check", env={"NORTHWIND_PIPEDRIVE_TOKEN": ""})
     assert bad.returncode == 2
     assert "connection.api_token" in bad.stderr
+
+
+def test_store_only_commands_load_a_tenant_without_its_secrets(tmp_path: Path, registry,
+                                                              monkeypatch) -> None:
+    """report/explain/dashboard read the store: a missing CRM secret must not stop them."""
+    monkeypatch.delenv("OFFLINE_TOKEN", raising=False)
+    tenant = demo_tenant("http://127.0.0.1:9", token_env="OFFLINE_TOKEN")
+    settings = load_settings(write_config(tmp_path, f"sqlite:///{tmp_path}/x.db",
+                                          {"northwind": tenant}))
+    with pytest.raises(ConfigError, match="OFFLINE_TOKEN is not set"):
+        load_tenant(settings, "northwind", registry)
+    loaded = load_tenant(settings, "northwind", registry, offline=True)
+    assert loaded.settings.api_token == "(secret not loaded)"

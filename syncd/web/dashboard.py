@@ -104,7 +104,7 @@ class Dashboard:
             settings, plugins = self.context.settings, self.context.plugins
             if settings is None or plugins is None or key not in settings.tenant_files():
                 raise NotFound(f"no tenant {key!r}")
-            self._tenants[key] = load_tenant(settings, key, plugins.connectors)
+            self._tenants[key] = load_tenant(settings, key, plugins.connectors, offline=True)
         return self._tenants[key]
 
     def tenant_keys(self) -> list[str]:
