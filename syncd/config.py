@@ -367,6 +367,9 @@ def _connection_settings(
                     problems.append(ConfigProblem(file, f"connection.{key}",
                                                   f"missing secret: {exc}"))
             continue
+        if key in model.path_keys and isinstance(value, str) and value:
+            resolved[key] = str((path.parent / Path(value).expanduser()).resolve())
+            continue
         if key in model.secret_keys and isinstance(value, str):
             secrets.register(value)
             problems.append(ConfigProblem(

@@ -51,6 +51,9 @@ class ConnectionSettings(BaseModel):
     base_url: str
     #: Which keys hold secrets (redacted everywhere, must come from $env/$file).
     secret_keys: ClassVar[tuple[str, ...]] = ()
+    #: Which keys hold file paths: a relative one is resolved against the tenant file's
+    #: folder (as ``$file`` references are), not against the working directory.
+    path_keys: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass

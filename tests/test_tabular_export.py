@@ -114,3 +114,12 @@ def test_a_row_deleted_from_the_export_resolves_its_violations(config: Path) -> 
     after = report_json(config, "from_csv")
     assert not any(v["deal_id"] == "D-001" for v in after["violations"])
     assert after["counts"]["open_deals"] == before["counts"]["open_deals"] - 1
+
+
+def test_a_relative_export_path_is_relative_to_the_tenant_file(tmp_path: Path,
+                                                              db_url: str) -> None:
+    sample.write_xlsx(tmp_path / "export.xlsx")  # tenant files live in tmp_path/tenants/
+    config = write_config(tmp_path, db_url, {"rel": _tenant(Path("..") / "export.xlsx")})
+    result = run_syncd(config, "sync", "rel", "--format", "json")  # cwd is the repository
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["summary"]["pulled"]["deals"] > 0

@@ -96,6 +96,9 @@ class SpreadsheetSettings(TabularSettings):
     """A client's CRM export on disk: one ``.xlsx`` workbook (one tab per entity) or a
     directory of ``<tab title>.csv`` files. No credentials at all."""
 
+    path_keys: ClassVar[tuple[str, ...]] = ("path",)
+
+    #: The export; a relative path is relative to the tenant file's folder.
     path: str = Field(min_length=1)
     #: CSV only: the delimiter (``auto`` sniffs ``,`` ``;`` or tab) and the encoding.
     delimiter: Literal["auto", ",", ";", "\t"] = "auto"
