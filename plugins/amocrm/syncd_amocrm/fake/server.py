@@ -37,10 +37,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from syncd.fakehttp import FakeHTTPServer
 from syncd_amocrm.fake.sample import Dataset, Table, event, sample_dataset, scaled_dataset
 
 DEMO_LONG_LIVED_TOKEN = "demo-amocrm-long-lived-token"  # noqa: S105 - the fake's own
@@ -174,8 +175,10 @@ class Request:
         return self.query.get(name, []) + self.query.get(f"{name}[]", [])
 
 
-class FakeAmoCRM:
+class FakeAmoCRM(FakeHTTPServer):
     """The fake account. ``start()`` returns its base URL; also a context manager."""
+
+    thread_name = "fake-amocrm"
 
     def __init__(self, dataset: Dataset, *, long_lived_token: str = DEMO_LONG_LIVED_TOKEN,
                  client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET,
@@ -218,38 +221,7 @@ class FakeAmoCRM:
         if dataset.event_factory is not None:
             self._event_keys = list(dataset.event_index)
         self._next_field_id = 9000
-        self._address = (host, port)
-        self._server: ThreadingHTTPServer | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> str:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(self._address, handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                         name="fake-amocrm", daemon=True).start()
-        return self.base_url
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            message = "the fake server is not started"
-            raise RuntimeError(message)
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeAmoCRM:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._bind(host, port)
 
     # --- what tests use directly ------------------------------------------------------------
     def issue_code(self) -> str:
@@ -877,6 +849,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging."""
+
+
+FakeAmoCRM.handler_class = _Handler
 
 
 def _read_request(handler: _Handler, method: str) -> Request:

@@ -35,10 +35,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from syncd.fakehttp import FakeHTTPServer
 from syncd_bitrix24.fake.sample import (
     Dataset,
     Table,
@@ -156,8 +157,10 @@ def matches(row: dict[str, Any], filters: dict[str, Any]) -> bool:
     return True
 
 
-class FakeBitrix24:
+class FakeBitrix24(FakeHTTPServer):
     """An in-memory portal served on 127.0.0.1; ``with FakeBitrix24(...) as fake:``."""
+
+    thread_name = "fake-bitrix24"
 
     def __init__(self, dataset: Dataset | None = None, *, webhook_code: str = "fakecode123",
                  user_id: int = 1, burst: int = 50, rate: float = 2.0, port: int = 0,
@@ -169,7 +172,6 @@ class FakeBitrix24:
         self.user_id = user_id
         self.burst = burst
         self.rate = rate
-        self.port = port
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
@@ -186,35 +188,11 @@ class FakeBitrix24:
         self._level = 0.0
         self._at = time.monotonic()
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> str:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self.base_url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeBitrix24:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._bind("127.0.0.1", port)
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
 
     @property
     def webhook_url(self) -> str:
@@ -735,6 +713,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging."""
+
+
+FakeBitrix24.handler_class = _Handler
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,13 +37,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
+
+from syncd.fakehttp import FakeHTTPServer
 
 _CELL = re.compile(r"^([A-Z]*)(\d*)$")
 #: The audience Google requires in a service account's assertion, whatever the token_uri.
@@ -151,8 +153,10 @@ def make_key(email: str, token_uri: str) -> tuple[str, bytes]:
     return key, public
 
 
-class FakeSheets:
+class FakeSheets(FakeHTTPServer):
     """The fake API. ``start()`` returns its base URL; also a context manager."""
+
+    thread_name = "fake-sheets"
 
     def __init__(self, *, per_minute: int = 60, host: str = "127.0.0.1", port: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -169,42 +173,12 @@ class FakeSheets:
         self.rate_limited = 0
         self._windows: dict[str, deque[float]] = {}
         self._next_sheet_id = 100
-        self._address = (host, port)
-        self._server: ThreadingHTTPServer | None = None
+        self._bind(host, port)
 
     # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> str:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(self._address, handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
-                         name="fake-sheets").start()
-        return self.base_url
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            message = "the fake server is not started"
-            raise RuntimeError(message)
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
     @property
     def token_uri(self) -> str:
         return f"{self.base_url}/token"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeSheets:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- what tests use directly ------------------------------------------------------------
     def service_account_key(self, email: str = "syncd@demo-project.iam.gserviceaccount.com",
@@ -544,3 +518,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._serve("POST")
+
+
+FakeSheets.handler_class = _Handler

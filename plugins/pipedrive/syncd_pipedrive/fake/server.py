@@ -37,10 +37,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from syncd.fakehttp import FakeHTTPServer
 from syncd_pipedrive.fake.sample import (
     STAGE_NAMES,
     Dataset,
@@ -218,8 +219,10 @@ class _RollingWindow:
         return admitted, max(remaining, 0), max(reset, 0.0)
 
 
-class FakePipedrive:
+class FakePipedrive(FakeHTTPServer):
     """The fake account. ``start()`` returns its base URL; also a context manager."""
+
+    thread_name = "fake-pipedrive"
 
     def __init__(
         self,
@@ -259,40 +262,7 @@ class FakePipedrive:
                            "personFields": list(dataset.person_fields)}
         self._next_flow_id = 10_000_000
         self._next_field_id = 1000
-        self._address = (host, port)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> str:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(self._address, handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="fake-pipedrive", daemon=True)
-        self._thread.start()
-        return self.base_url
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            message = "the fake server is not started"
-            raise RuntimeError(message)
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakePipedrive:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._bind(host, port)
 
     # --- what tests use directly ------------------------------------------------------------
     def collection(self, entity: str) -> Collection:
@@ -764,7 +734,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence per-request logging."""
 
 
+FakePipedrive.handler_class = _Handler
+
+
 # --- helpers --------------------------------------------------------------------------------
+
+
 def _int(value: Any, name: str) -> int:
     try:
         return int(value)
