@@ -1,15 +1,17 @@
 """What every plugin's fake CRM shares: a threaded HTTP server on 127.0.0.1 and its lifecycle.
 
 The fakes (tests, `syncd demo`, benchmarks) subclass ``FakeHTTPServer``, set
-``handler_class`` to their request handler (which reaches the fake as ``self.fake``), and
-call ``self._bind(host, port)`` in their ``__init__``. Port 0 picks a free port.
+``handler_class`` to their request handler (usually ``FakeHandler``, which hands each
+request to ``fake.handle(handler, method)``), and call ``self._bind(host, port)`` in their
+``__init__``. Port 0 picks a free port.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 
 class FakeHTTPServer:
@@ -53,3 +55,51 @@ class FakeHTTPServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """Hands every request to ``self.fake.handle(self, method)``; replies in JSON.
+
+    ``fake`` is set per server by ``FakeHTTPServer.start``. Subclasses may override
+    ``content_type_for`` (a CRM that answers errors as problem+json, say)."""
+
+    fake: Any
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+    def do_GET(self) -> None:
+        self.fake.handle(self, "GET")
+
+    def do_POST(self) -> None:
+        self.fake.handle(self, "POST")
+
+    def do_PATCH(self) -> None:
+        self.fake.handle(self, "PATCH")
+
+    def do_PUT(self) -> None:
+        self.fake.handle(self, "PUT")
+
+    def do_DELETE(self) -> None:
+        self.fake.handle(self, "DELETE")
+
+    def content_type_for(self, status: int) -> str:
+        return "application/json; charset=utf-8"
+
+    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        self.reply_raw(status, body, self.content_type_for(status), headers)
+
+    def reply_raw(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence per-request logging."""

@@ -37,11 +37,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from syncd.fakehttp import FakeHTTPServer
+from syncd.fakehttp import FakeHandler, FakeHTTPServer
 from syncd_amocrm.fake.sample import Dataset, Table, event, sample_dataset, scaled_dataset
 
 DEMO_LONG_LIVED_TOKEN = "demo-amocrm-long-lived-token"  # noqa: S105 - the fake's own
@@ -816,39 +815,11 @@ _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
            405: "Method Not Allowed", 429: "Too Many Requests"}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeAmoCRM
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
 
-    def do_GET(self) -> None:
-        self.fake.handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.fake.handle(self, "POST")
-
-    def do_PATCH(self) -> None:
-        self.fake.handle(self, "PATCH")
-
-    def reply(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        kind = "application/problem+json" if status >= 400 else "application/hal+json"
-        self.reply_raw(status, body, kind)
-
-    def reply_raw(self, status: int, body: bytes, content_type: str,
-                  headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence per-request logging."""
+    def content_type_for(self, status: int) -> str:
+        return "application/problem+json" if status >= 400 else "application/hal+json"
 
 
 FakeAmoCRM.handler_class = _Handler

@@ -35,11 +35,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from syncd.fakehttp import FakeHTTPServer
+from syncd.fakehttp import FakeHandler, FakeHTTPServer
 from syncd_bitrix24.fake.sample import (
     Dataset,
     Table,
@@ -685,34 +684,8 @@ _METHODS: dict[str, Callable[[FakeBitrix24, dict[str, Any]], dict[str, Any]]] = 
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeBitrix24
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def do_GET(self) -> None:
-        self.fake.handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.fake.handle(self, "POST")
-
-    def reply(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        self.reply_raw(status, body, "application/json; charset=utf-8", {})
-
-    def reply_raw(self, status: int, body: bytes, content_type: str,
-                  headers: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence per-request logging."""
 
 
 FakeBitrix24.handler_class = _Handler

@@ -37,11 +37,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from syncd.fakehttp import FakeHTTPServer
+from syncd.fakehttp import FakeHandler, FakeHTTPServer
 from syncd_pipedrive.fake.sample import (
     STAGE_NAMES,
     Dataset,
@@ -695,43 +694,8 @@ class FakePipedrive(FakeHTTPServer):
         }}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakePipedrive
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
-
-    def do_GET(self) -> None:
-        self.fake.handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.fake.handle(self, "POST")
-
-    def do_PATCH(self) -> None:
-        self.fake.handle(self, "PATCH")
-
-    def do_PUT(self) -> None:
-        self.fake.handle(self, "PUT")
-
-    def do_DELETE(self) -> None:
-        self.fake.handle(self, "DELETE")
-
-    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        self.reply_raw(status, body, "application/json; charset=utf-8", headers or {})
-
-    def reply_raw(self, status: int, body: bytes, content_type: str,
-                  headers: dict[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence per-request logging."""
 
 
 FakePipedrive.handler_class = _Handler
