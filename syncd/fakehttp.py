@@ -10,8 +10,49 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self
+
+
+@dataclass
+class Fault:
+    """Misbehave on the ``nth``..``nth + times - 1`` request a fake matches to this fault.
+
+    ``method``/``path`` select requests (an HTTP method and a path prefix; a fake may match
+    ``method`` its own way, e.g. Bitrix24 against REST method names). ``kind`` names the
+    misbehaviour; each fake documents the kinds it knows (429, 503, HTML pages, truncated
+    JSON, ...). "block" holds the request until ``release`` is set, then answers it
+    normally; ``reached`` is set when it arrives, ``finished`` once it is answered."""
+
+    kind: str
+    method: str | None = None
+    path: str | None = None  # prefix of the request path
+    nth: int = 1
+    times: int = 1
+    release: threading.Event = field(default_factory=threading.Event)
+    reached: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)  # answer sent
+    timeout: float = 60.0
+    seen: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and method != self.method.upper():
+            return False
+        return self.path is None or path.startswith(self.path)
+
+
+def choose_fault(faults: Iterable[Fault], matches: Callable[[Fault], bool]) -> Fault | None:
+    """The fault due for this request: every fault counts every request it ``matches``;
+    the first whose turn it is wins. Call with the fake's lock held."""
+    chosen = None
+    for fault in faults:
+        if matches(fault):
+            fault.seen += 1
+            if chosen is None and fault.nth <= fault.seen < fault.nth + fault.times:
+                chosen = fault
+    return chosen
 
 
 class FakeHTTPServer:

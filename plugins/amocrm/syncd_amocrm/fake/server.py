@@ -35,12 +35,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from syncd.fakehttp import FakeHandler, FakeHTTPServer
+from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, choose_fault
 from syncd_amocrm.fake.sample import Dataset, Table, event, sample_dataset, scaled_dataset
 
 DEMO_LONG_LIVED_TOKEN = "demo-amocrm-long-lived-token"  # noqa: S105 - the fake's own
@@ -131,31 +131,6 @@ class Collection:
             stamp = int(record.get("updated_at") or 0)
             if (since is None or stamp >= since) and (until is None or stamp <= until):
                 yield record
-
-
-@dataclass
-class Fault:
-    """Misbehave on the ``nth``..``nth + times - 1`` request matching ``method``/``path``.
-
-    ``kind``: "429", "503", "html403", "html502", "truncated", "empty204", "reset", or
-    "block" (hold the request until ``release`` is set, then answer it normally;
-    ``reached`` is set when it arrives, ``finished`` once answered)."""
-
-    kind: str
-    method: str | None = None
-    path: str | None = None  # prefix of the request path
-    nth: int = 1
-    times: int = 1
-    release: threading.Event = field(default_factory=threading.Event)
-    reached: threading.Event = field(default_factory=threading.Event)
-    finished: threading.Event = field(default_factory=threading.Event)
-    timeout: float = 60.0
-    seen: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method is not None and method != self.method.upper():
-            return False
-        return self.path is None or path.startswith(self.path)
 
 
 @dataclass(frozen=True)
@@ -385,14 +360,9 @@ class FakeAmoCRM(FakeHTTPServer):
     def _fault_for(self, request: Request) -> Fault | None:
         if not self.faults:
             return None
-        chosen = None
         with self.lock:
-            for fault in self.faults:
-                if fault.matches(request.method, request.path):
-                    fault.seen += 1
-                    if chosen is None and fault.nth <= fault.seen < fault.nth + fault.times:
-                        chosen = fault
-        return chosen
+            return choose_fault(self.faults,
+                                lambda fault: fault.matches(request.method, request.path))
 
     def _misbehave(self, handler: _Handler, fault: Fault) -> None:
         kind = fault.kind

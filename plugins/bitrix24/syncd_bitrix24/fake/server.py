@@ -33,12 +33,11 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from syncd.fakehttp import FakeHandler, FakeHTTPServer
+from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, choose_fault
 from syncd_bitrix24.fake.sample import (
     Dataset,
     Table,
@@ -63,25 +62,6 @@ class ApiProblem(Exception):
         self.status = status
         self.code = code
         self.description = description
-
-
-@dataclass
-class Fault:
-    """Misbehave on the ``nth``..``nth + times - 1`` request whose REST method (or, for a
-    batch, one of whose commands) starts with ``method``. Bucket refusals come first."""
-
-    kind: str
-    method: str | None = None
-    nth: int = 1
-    times: int = 1
-    release: threading.Event = field(default_factory=threading.Event)
-    reached: threading.Event = field(default_factory=threading.Event)
-    finished: threading.Event = field(default_factory=threading.Event)
-    timeout: float = 60.0
-    seen: int = 0
-
-    def matches(self, methods: list[str]) -> bool:
-        return self.method is None or any(m.startswith(self.method) for m in methods)
 
 
 def parse_php_query(query: str) -> dict[str, Any]:
@@ -396,14 +376,11 @@ class FakeBitrix24(FakeHTTPServer):
         return [str(v).split("?", 1)[0] for v in cmd.values()]
 
     def _fault(self, methods: list[str]) -> Fault | None:
+        """A fault's ``method`` is a prefix of the REST method (or, for a batch, of one of
+        its commands); bucket refusals come first."""
         with self._lock:
-            for fault in self.faults or ():
-                if not fault.matches(methods):
-                    continue
-                fault.seen += 1
-                if fault.nth <= fault.seen < fault.nth + fault.times:
-                    return fault
-        return None
+            return choose_fault(self.faults or (), lambda fault: fault.method is None or any(
+                m.startswith(fault.method) for m in methods))
 
     def _misbehave(self, handler: _Handler, kind: str) -> None:
         if kind == "503":

@@ -35,12 +35,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from syncd.fakehttp import FakeHandler, FakeHTTPServer
+from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, choose_fault
 from syncd_pipedrive.fake.sample import (
     STAGE_NAMES,
     Dataset,
@@ -157,34 +157,6 @@ class Collection:
                     return
                 continue
             yield [key, record_id], record
-
-
-@dataclass
-class Fault:
-    """Misbehave on the ``nth``..``nth + times - 1`` request matching ``method``/``path``.
-
-    ``kind``: "429", "503", "500", "html403", "html502", "truncated", "empty204", "reset"
-    (drop the connection), or "block" (hold the request until ``release`` is set, then
-    apply and answer it normally; ``reached`` is set when it arrives — a held write is
-    already in ``FakePipedrive.writes`` — and ``finished`` once it has been answered).
-    Requests rejected by the burst limit never reach a fault.
-    """
-
-    kind: str
-    method: str | None = None
-    path: str | None = None  # prefix of the request path
-    nth: int = 1
-    times: int = 1
-    release: threading.Event = field(default_factory=threading.Event)
-    reached: threading.Event = field(default_factory=threading.Event)
-    finished: threading.Event = field(default_factory=threading.Event)  # answer sent
-    timeout: float = 60.0
-    seen: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method is not None and method != self.method.upper():
-            return False
-        return self.path is None or path.startswith(self.path)
 
 
 @dataclass(frozen=True)
@@ -358,14 +330,9 @@ class FakePipedrive(FakeHTTPServer):
         if callable(self.faults):
             decided = self.faults(request)
             return Fault(decided) if isinstance(decided, str) else decided
-        chosen = None
         with self.lock:
-            for fault in self.faults:  # every fault counts every request it matches
-                if fault.matches(request.method, request.path):
-                    fault.seen += 1
-                    if chosen is None and fault.nth <= fault.seen < fault.nth + fault.times:
-                        chosen = fault
-        return chosen
+            return choose_fault(self.faults,
+                                lambda fault: fault.matches(request.method, request.path))
 
     def _rate(self, token: str) -> tuple[dict[str, str], str | None]:
         now = time.monotonic()
