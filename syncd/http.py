@@ -230,6 +230,12 @@ class _Wait:
 response_observer: ContextVar[Callable[[int], None] | None] = ContextVar(
     "syncd_response_observer", default=None)
 
+#: Set by the pass for its write-back phase: called before *every* request attempt (retries
+#: included) while it is set, and raises (e.g. ``LeaseLost``) when this process may no longer
+#: write for the tenant. Fencing of CRM calls, not only of commits (issue 11).
+write_guard: ContextVar[Callable[[], None] | None] = ContextVar(
+    "syncd_write_guard", default=None)
+
 
 # --- the client ----------------------------------------------------------------------------
 class ApiClient:
@@ -306,6 +312,9 @@ class ApiClient:
     def _attempt(
         self, method: str, url: str, params: Mapping[str, Any] | None, body: Any,
     ) -> Any:
+        guard = write_guard.get()
+        if guard is not None:
+            guard()
         slot = self.limiter.acquire() if self.limiter is not None else None
         self.requests_made += 1
         if self.on_request is not None:

@@ -68,6 +68,15 @@ class PassSummary:
     seconds: float = 0.0
     #: Source rows skipped because they could not be read (``Page.problems``).
     problems: list[str] = field(default_factory=list)
+    #: Records quarantined this pass (could not be read or stored), one text per record.
+    quarantined: list[str] = field(default_factory=list)
+    #: CRM writes or tasks rejected this pass, one text per item (record and CRM's reason).
+    write_failures: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        """The pass ran to its end, but some records or writes did not make it (exit 4)."""
+        return bool(self.problems or self.quarantined or self.write_failures)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
