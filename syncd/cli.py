@@ -21,6 +21,7 @@ from syncd.config import Settings, Tenant, check_all, load_settings, load_tenant
 from syncd.daemon import Runner, TenantOutcome
 from syncd.display import print_people_and_kpis, print_report, print_summary, pull_progress
 from syncd.errors import ConfigError, PluginError, SyncdError
+from syncd.fieldcheck import offline_problems
 from syncd.logs import setup_logging
 from syncd.plugins import Plugins, make_plugin_manager
 from syncd.report import build_report
@@ -152,6 +153,7 @@ def plugins(obj: Context, fmt: str) -> None:
 def check(obj: Context) -> None:
     """Validate the daemon config, every tenant and Sales Book (exit 2 on errors)."""
     problems = check_all(obj.settings, obj.plugins.connectors)
+    problems += offline_problems(obj.settings, obj.plugins.connectors)  # local exports
     errors = [p for p in problems if p.severity == "error"]
     for problem in problems:
         colour = "red" if problem.severity == "error" else "yellow"

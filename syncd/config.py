@@ -102,15 +102,37 @@ class Team(_Model):
     members: list[str]
 
 
+#: The word that (like YAML ``null``) marks a CRM stage or loss reason as deliberately ignored.
+IGNORE = "ignore"
+
+
+def _ignore_to_none(targets: dict[str, str | None]) -> dict[str, str | None]:
+    return {crm: None if target is None or target.strip().casefold() == IGNORE else target
+            for crm, target in targets.items()}
+
+
 class Mapping(_Model):
-    #: CRM pipeline name -> CRM stage name -> canonical stage key (or "deferred").
-    stages: dict[str, dict[str, str]] = Field(default_factory=dict)
-    #: CRM loss reason text -> catalogue key.
-    loss_reasons: dict[str, str] = Field(default_factory=dict)
+    #: CRM pipeline name -> CRM stage name -> canonical stage key, ``deferred``, or
+    #: ``null``/``ignore`` (open deals in that stage are left out of the audit and karma).
+    stages: dict[str, dict[str, str | None]] = Field(default_factory=dict)
+    #: CRM loss reason text -> catalogue key, or ``null``/``ignore`` (deals lost with that
+    #: reason, e.g. duplicates or spam, are left out of the audit and karma).
+    loss_reasons: dict[str, str | None] = Field(default_factory=dict)
     #: CRM activity type key -> canonical kind (unlisted types keep their own key).
     activity_types: dict[str, str] = Field(default_factory=dict)
     fields: FieldMapping = Field(default_factory=FieldMapping)
     teams: list[Team] = Field(default_factory=list)
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_ignores(cls, stages: dict[str, dict[str, str | None]],
+                       ) -> dict[str, dict[str, str | None]]:
+        return {pipeline: _ignore_to_none(names) for pipeline, names in stages.items()}
+
+    @field_validator("loss_reasons")
+    @classmethod
+    def _reason_ignores(cls, reasons: dict[str, str | None]) -> dict[str, str | None]:
+        return _ignore_to_none(reasons)
 
 
 class WritebackConfig(_Model):
@@ -385,6 +407,14 @@ def _connection_settings(
         return None
 
 
+#: Why ``won``/``lost`` are not stage targets: the outcome is a status, read by the connector.
+_OUTCOME_HINT = {
+    outcome: f"; {outcome!r} is an outcome, not a stage: a CRM gives it as the deal's status, "
+             f"and an export whose stage column holds it maps it under connection.stage_status"
+    for outcome in ("won", "lost")
+}
+
+
 def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[ConfigProblem]:
     """Mapping targets must exist in the Sales Book; the book's evidence fields be mapped."""
     problems = []
@@ -392,23 +422,26 @@ def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[C
     mapped: set[str] = set()
     for pipeline, stages in config.mapping.stages.items():
         for crm_stage, target in stages.items():
+            if target is None:
+                continue  # ignored on purpose
             mapped.add(target)
             if target not in stage_keys:
                 problems.append(ConfigProblem(
                     file, f"mapping.stages.{pipeline}.{crm_stage}",
                     f"unknown stage key {target!r} (Sales Book {book.key} has: "
-                    f"{', '.join(sorted(stage_keys))})"))
+                    f"{', '.join(sorted(stage_keys))}; or null/ignore)"
+                    + _OUTCOME_HINT.get(target, "")))
     for stage in book.stages:
         if stage.key not in mapped and config.mapping.stages:
             problems.append(ConfigProblem(
                 file, "mapping.stages", f"Sales Book stage {stage.key!r} has no CRM stage mapped "
                 "onto it", severity="warning"))
     for crm_reason, target in config.mapping.loss_reasons.items():
-        if target not in book.passive.lost.reasons:
+        if target is not None and target not in book.passive.lost.reasons:
             problems.append(ConfigProblem(
                 file, f"mapping.loss_reasons.{crm_reason}",
                 f"unknown loss reason {target!r} (catalogue: "
-                f"{', '.join(sorted(book.passive.lost.reasons))})"))
+                f"{', '.join(sorted(book.passive.lost.reasons))}; or null/ignore)"))
     for action_key, action in book.actions.items():
         needed = action.evidence.field
         if needed and needed not in config.mapping.fields.deal:

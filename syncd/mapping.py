@@ -68,8 +68,18 @@ class TenantMapper:
         self._stage_keys = {
             (pipeline, stage): key
             for pipeline, stages in mapping.stages.items() for stage, key in stages.items()
+            if key is not None
         }
-        self._reasons = self._reason_lookup(book, mapping.loss_reasons)
+        #: CRM stages and loss-reason texts the tenant file maps to null/ignore.
+        self._ignored_stages = {
+            (pipeline, stage)
+            for pipeline, stages in mapping.stages.items() for stage, key in stages.items()
+            if key is None
+        }
+        self._ignored_reasons = {text.strip().casefold()
+                                 for text, key in mapping.loss_reasons.items() if key is None}
+        self._reasons = self._reason_lookup(
+            book, {t: k for t, k in mapping.loss_reasons.items() if k is not None})
         self._kinds = mapping.activity_types
         self._deal_fields = mapping.fields.deal
         self._company_fields = mapping.fields.company
@@ -100,6 +110,17 @@ class TenantMapper:
         if not text or not text.strip():
             return None
         return self._reasons.get(text.strip().casefold())
+
+    def ignored(self, deal: Any) -> bool:
+        """True for a deal the tenant file leaves out of the audit and karma: open in a
+        stage mapped to null/ignore, or lost with a reason mapped to null/ignore. A won or
+        lost deal whose *closed* stage is ignored is still audited (at the stage it was
+        closed from), so ignoring amoCRM's 142/143 or a Bitrix24 success stage is safe."""
+        place = self.stage_names.get(deal.stage_id) if deal.stage_id is not None else None
+        if deal.status == "open" and place in self._ignored_stages:
+            return True
+        reason = (deal.lost_reason or "").strip().casefold()
+        return deal.status == "lost" and bool(reason) and reason in self._ignored_reasons
 
     def kind(self, crm_type: str) -> str:
         return self._kinds.get(crm_type, crm_type)

@@ -51,7 +51,9 @@ class ActiveStage(_Strict):
 
 class LossReason(_Strict):
     title: str
-    stages: tuple[str, ...] | None = None  # None: allowed at every active stage
+    #: Where the reason may be given: active stage keys and/or ``deferred`` (a deal lost
+    #: while deferred). None: at every active stage and at ``deferred``.
+    stages: tuple[str, ...] | None = None
 
 
 class DeferredRules(_Strict):
@@ -150,7 +152,7 @@ class SalesBook(_Strict):
                 )
         for key, reason in self.passive.lost.reasons.items():
             for stage in reason.stages or ():
-                if stage not in keys:
+                if stage not in keys and stage != "deferred":  # lost while deferred
                     problems.append(
                         f"passive.lost.reasons.{key}.stages: unknown stage {stage!r}"
                     )

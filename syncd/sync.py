@@ -23,6 +23,7 @@ from syncd.audit.facts import DealFacts, Finding
 from syncd.config import Tenant
 from syncd.connector import Connector, PullContext
 from syncd.errors import SyncdError
+from syncd.fieldcheck import check_stored_fields
 from syncd.kpi import load as kpi_load
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
@@ -98,6 +99,7 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
     status, error = "failed", None
     try:
         _pull(db, connector, tenant_id, options, summary, run_id)
+        check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
         _audit_and_score(db, tenant, tenant_id, run_id, now, summary)
         if summary.live and options.write and tenant.config.writeback.enabled:
             result = run_writeback(db, connector, tenant, tenant_id, now,
@@ -238,6 +240,8 @@ def iter_facts(session: Any, tenant_id: int, mapper: TenantMapper) -> Iterator[D
         won_companies = {d.company_id for d in chunk if d.status == "won" and d.company_id}
         company_acts = store.activities_for_companies(session, tenant_id, won_companies)
         for deal in chunk:
+            if mapper.ignored(deal):
+                continue  # mapped to null/ignore in the tenant file
             yield mapper.deal_facts(
                 deal, activities.get(deal.external_id, ()), changes.get(deal.external_id, ()),
                 company_acts.get(deal.company_id, ()) if deal.status == "won" else (),
@@ -247,7 +251,8 @@ def iter_facts(session: Any, tenant_id: int, mapper: TenantMapper) -> Iterator[D
 def iter_karma_deals(session: Any, tenant_id: int, mapper: TenantMapper) -> Iterator[Any]:
     for chunk in store.iter_deal_chunks(session, tenant_id):
         for deal in chunk:
-            yield mapper.karma_deal(deal)
+            if not mapper.ignored(deal):
+                yield mapper.karma_deal(deal)
 
 
 def audit_now(db: store.Database, tenant: Tenant, now: datetime) -> list[Finding]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 import yaml
-from support import REPO, demo_tenant, run_syncd, write_config
+from support import REPO, demo_tenant, report_json, run_syncd, write_config
 
 from syncd.config import check_all, load_settings, load_tenant
 from syncd.errors import ConfigError
+from syncd.fieldcheck import offline_problems
 from syncd.plugins import make_plugin_manager
 from syncd.secrets import redact
 
@@ -130,3 +134,69 @@ def test_store_only_commands_load_a_tenant_without_its_secrets(tmp_path: Path, r
         load_tenant(settings, "northwind", registry)
     loaded = load_tenant(settings, "northwind", registry, offline=True)
     assert loaded.settings.api_token == "(secret not loaded)"
+
+
+# -- issue 12.7: mapping vocabulary and mapped field names -------------------------------------
+def _export_tenant(tmp_path: Path, lead_source: str) -> dict:
+    sample = _sample_export()
+    tenant = copy.deepcopy(sample.SAMPLE_TENANT)
+    tenant["connection"]["path"] = str(sample.write_csv_dir(tmp_path / f"csv_{lead_source}"))
+    tenant["mapping"]["fields"]["deal"]["lead_source"] = lead_source
+    return tenant
+
+
+def _sample_export():
+    spec = importlib.util.spec_from_file_location("sample_export",
+                                                  REPO / "tests" / "data" / "sample_export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_null_ignore_and_deferred_vocabulary_passes_check(tmp_path: Path, registry,
+                                                         monkeypatch) -> None:
+    monkeypatch.setenv("NORTHWIND_PIPEDRIVE_TOKEN", "x" * 10)
+    tenant = demo_tenant("https://acme.pipedrive.com")
+    tenant["mapping"]["stages"]["Projects"]["Junk"] = None
+    tenant["mapping"]["stages"]["Projects"]["Test deals"] = "ignore"
+    tenant["mapping"]["loss_reasons"]["Duplicate"] = None
+    assert _problems(tmp_path, tenant, registry) == []
+
+
+def test_a_stage_target_that_is_not_a_string_names_its_key(tmp_path: Path, registry) -> None:
+    tenant = demo_tenant("https://acme.pipedrive.com")
+    tenant["mapping"]["stages"]["Projects"]["Estimate"] = ["estimate"]
+    problems = _problems(tmp_path, tenant, registry)
+    assert any("acme.yaml: mapping.stages.Projects.Estimate" in p for p in problems), problems
+
+
+def test_check_names_a_misspelt_export_column(tmp_path: Path, registry) -> None:
+    """The header of a local export is readable offline: `check` catches the typo."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {
+        "good": _export_tenant(tmp_path, "Source"), "typo": _export_tenant(tmp_path, "Sorce")})
+    problems = offline_problems(load_settings(config), registry)
+    assert [str(p) for p in problems] == [
+        f"{tmp_path / 'tenants' / 'typo.yaml'}: mapping.fields.deal.lead_source: the export "
+        "has no deal field 'Sorce' (names are exact, case included); did you mean 'Source'?"]
+    result = run_syncd(config, "check")
+    assert result.returncode == 2, result.stderr
+    assert "did you mean 'Source'?" in result.stderr
+    assert "2 tenant(s) checked: 1 error(s)" in result.stdout
+
+
+def test_sync_stops_only_the_tenant_with_a_misspelt_field(tmp_path: Path, db_url: str) -> None:
+    """At sync time the stored field definitions are the CRM's truth: the tenant whose
+    mapping names a field the source lacks fails before its audit, naming file, key and the
+    closest names; the other tenant is audited as usual."""
+    config = write_config(tmp_path, db_url, {
+        "good": _export_tenant(tmp_path, "Source"), "typo": _export_tenant(tmp_path, "source")})
+    result = run_syncd(config, "sync", "--format", "json")
+    assert result.returncode != 0
+    outcomes = {o["tenant"]: o for o in json.loads(result.stdout)}
+    assert outcomes["good"]["ok"], outcomes["good"]
+    assert not outcomes["typo"]["ok"]
+    error = outcomes["typo"]["error"]
+    assert "typo.yaml: mapping.fields.deal.lead_source" in error, error
+    assert "no deal field 'source'" in error and "did you mean 'Source'?" in error, error
+    report = report_json(config, "typo")
+    assert report["violations"] == [], "no false no_lead_source rows were opened"

@@ -79,7 +79,8 @@ class BookIndex:
     def allowed_stages(self, reason_key: str) -> list[str]:
         """Stages (in book order) where a loss reason may be used."""
         allowed = self.reasons[reason_key]
-        return [k for k in self.order if allowed is None or k in allowed]
+        keys = [k for k in self.order if allowed is None or k in allowed]
+        return [*keys, DEFERRED] if allowed is not None and DEFERRED in allowed else keys
 
 
 def _action_spec(book: SalesBook, key: str) -> ActionSpec:
@@ -365,6 +366,8 @@ def _loss_problem(f: DealFacts, index: BookIndex, stage: str | None) -> str | No
     if key not in index.reasons:
         return "not_in_catalogue"
     allowed = index.reasons[key]
+    if allowed is not None and f.stage_key == DEFERRED and DEFERRED in allowed:
+        return None  # lost while deferred, with a reason the book allows there
     if allowed is not None and stage is not None and stage not in allowed:
         return "not_allowed_at_stage"
     return None

@@ -30,7 +30,7 @@ from syncd_gsheets.auth import READONLY_SCOPES
 from syncd_gsheets.client import SheetsClient, a1
 from syncd_gsheets.files import read_path
 from syncd_gsheets.settings import GSheetsSettings, SpreadsheetSettings, TabularSettings
-from syncd_gsheets.tabular import Grid, TabularData, read_tables, tab_titles
+from syncd_gsheets.tabular import FIELD_ENTITY, Grid, TabularData, read_tables, tab_titles
 
 log = logging.getLogger(__name__)
 #: Records per Page (one store transaction each).
@@ -224,6 +224,15 @@ class SpreadsheetConnector(TabularConnector):
     name: ClassVar[str] = "spreadsheet"
     settings_model: ClassVar[type[SpreadsheetSettings]] = SpreadsheetSettings
     settings: SpreadsheetSettings
+
+    def offline_fields(self) -> dict[str, list[str]]:
+        """``entity -> custom-field names`` (header texts) of every tab in the export, for
+        ``syncd check`` (syncd.fieldcheck): a local file is readable offline."""
+        data = self.data()
+        names = {FIELD_ENTITY[tab]: [] for tab in data.tabs_read if tab in FIELD_ENTITY}
+        for entity, found in _field_names(data).items():
+            names.setdefault(entity, []).extend(found)
+        return names
 
     def load_grids(self) -> Mapping[str, Grid]:
         path = Path(self.settings.path).expanduser()

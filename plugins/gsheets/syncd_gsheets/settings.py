@@ -65,6 +65,10 @@ class TabularSettings(ConnectionSettings):
     #: Status cell text -> open/won/lost/deleted, e.g. ``{"Выиграна": won}`` (case-insensitive).
     status_values: dict[str, Literal["open", "won", "lost", "deleted"]] = Field(
         default_factory=dict)
+    #: Stage cell text that *is* the outcome (amoCRM/Bitrix24 exports have no status
+    #: column), e.g. ``{"Успешно реализовано": won, "Сделка провалена": lost}``
+    #: (case-insensitive); used when the row's status cell is absent or empty.
+    stage_status: dict[str, Literal["won", "lost"]] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod

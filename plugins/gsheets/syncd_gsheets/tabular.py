@@ -377,10 +377,19 @@ class TabularReader:
     def _companies_ref(self, value: Any) -> str | None:
         return self._companies.resolve(value)
 
+    def _stage_outcome(self, row: Row) -> str | None:
+        """won/lost when the status cell is empty and the stage cell is an outcome
+        (``connection.stage_status``)."""
+        if cell.text(row.get("status")):
+            return None
+        outcomes = {k.strip().casefold(): v for k, v in self.settings.stage_status.items()}
+        return outcomes.get(cell.text(row.get("stage")).strip().casefold())
+
     def _status(self, row: Row, won_at: datetime | None, lost_at: datetime | None) -> str:
         raw = cell.text(row.get("status"))
         if not raw:
-            return "won" if won_at else "lost" if lost_at else "open"
+            return self._stage_outcome(row) or ("won" if won_at else "lost" if lost_at
+                                                else "open")
         key = raw.casefold()
         custom = {k.strip().casefold(): v for k, v in self.settings.status_values.items()}
         status = custom.get(key) or STATUS_WORDS.get(key)
@@ -395,6 +404,11 @@ class TabularReader:
         ident = self._id(row)
         won_at, lost_at = self._at(row, "won_at"), self._at(row, "lost_at")
         status = self._status(row, won_at, lost_at)
+        outcome = self._stage_outcome(row)
+        if outcome is not None and (won_at if outcome == "won" else lost_at) is None:
+            # the outcome is the stage: closed when the deal entered that stage
+            closed = self._at(row, "stage_changed_at") or self._at(row, "updated_at")
+            won_at, lost_at = (closed, lost_at) if outcome == "won" else (won_at, closed)
         pipeline = cell.text(row.get("pipeline")) or self.settings.default_pipeline
         stage = cell.text(row.get("stage"))
         contact = self._contacts.resolve(row.get("contact"))
