@@ -116,8 +116,9 @@ def offline_problems(settings: Settings, registry: ConnectorRegistry) -> list[Co
         try:
             known = connector.offline_fields()  # type: ignore[attr-defined]
         except (SyncdError, OSError, ValueError) as exc:
-            problems.append(ConfigProblem(str(path), "connection",
-                                          f"the export cannot be read: {exc}"))
+            problems.append(ConfigProblem(  # may appear later (a nightly export): warn
+                str(path), "connection", f"the export cannot be read, so its column names "
+                f"were not checked: {exc}", severity="warning"))
             continue
         finally:
             connector.close()
