@@ -200,3 +200,12 @@ def test_sync_stops_only_the_tenant_with_a_misspelt_field(tmp_path: Path, db_url
     assert "no deal field 'source'" in error and "did you mean 'Source'?" in error, error
     report = report_json(config, "typo")
     assert report["violations"] == [], "no false no_lead_source rows were opened"
+
+
+def test_check_warns_when_an_export_cannot_be_read_yet(tmp_path: Path, registry) -> None:
+    tenant = _export_tenant(tmp_path, "Source")
+    tenant["connection"]["path"] = str(tmp_path / "not-yet.xlsx")
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"later": tenant})
+    problems = offline_problems(load_settings(config), registry)
+    assert [(p.key, p.severity) for p in problems] == [("connection", "warning")], problems
+    assert "were not checked" in problems[0].problem
