@@ -111,13 +111,15 @@ class TenantMapper:
             return None
         return self._reasons.get(text.strip().casefold())
 
+    def _is_ignored_stage(self, stage_id: str | None) -> bool:
+        return stage_id is not None and self.stage_names.get(stage_id) in self._ignored_stages
+
     def ignored(self, deal: Any) -> bool:
         """True for a deal the tenant file leaves out of the audit and karma: open in a
         stage mapped to null/ignore, or lost with a reason mapped to null/ignore. A won or
         lost deal whose *closed* stage is ignored is still audited (at the stage it was
         closed from), so ignoring amoCRM's 142/143 or a Bitrix24 success stage is safe."""
-        place = self.stage_names.get(deal.stage_id) if deal.stage_id is not None else None
-        if deal.status == "open" and place in self._ignored_stages:
+        if deal.status == "open" and self._is_ignored_stage(deal.stage_id):
             return True
         reason = (deal.lost_reason or "").strip().casefold()
         return deal.status == "lost" and bool(reason) and reason in self._ignored_reasons
@@ -178,6 +180,7 @@ class TenantMapper:
                                 if not a.deleted],
             snooze_until=to_date(canonical.get("snooze_until")),
             snooze_reason=canonical.get("snooze_reason") or None,
+            stage_ignored=stage_key is None and self._is_ignored_stage(stage_id),
         )
 
     def _stage_before_closing(self, stage_id: str | None, changes: list[Any],

@@ -196,3 +196,22 @@ def test_field_problems_name_file_key_and_the_closest_names() -> None:
     ], "contact fields are unknown here: not checked"
     far = field_problems(config, {"company": ["Region"]}, "acme.yaml")
     assert "its company fields are: Region" in str(far[0])
+
+
+def test_a_closed_deal_in_an_ignored_stage_is_not_reported_unmapped() -> None:
+    """amoCRM's 142/143 or an export's outcome stage mapped to null: a won deal without
+    history there cannot be placed on a Sales Book stage, but that was said on purpose, so no
+    unmapped_stage row; the rules that need no stage still run (no_contact here)."""
+    m = ignoring_mapper()
+    won = deal("won", "p:142")  # "Closed - won" is ignored in IGNORING
+    won.won_at = AT
+    lost = deal("lost", "p:143")  # "Closed - lost" is simply unmapped
+    lost.external_id, lost.lost_at, lost.lost_reason = "8", AT, "Dearer"
+    facts = [m.deal_facts(won, [], []), m.deal_facts(lost, [], [])]
+    assert facts[0].stage_ignored and not facts[1].stage_ignored
+    book = load_salesbook(SALESBOOKS / "b2b-services-9.yaml")
+    found = [(f.rule, f.deal_id, f.crm_stage) for f in
+             audit_deals(facts, book, AT.replace(day=25), ZoneInfo("UTC"))]
+    assert ("no_contact", "7", None) in found, "the won deal is still audited"
+    unmapped = [stage for rule, _, stage in found if rule == "unmapped_stage"]
+    assert unmapped == ["Sales / Closed - lost"], found

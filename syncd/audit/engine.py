@@ -71,7 +71,7 @@ def _stream(deals: Iterable[DealFacts], run: AuditRun, stats: AuditStats) -> Ite
         current = _current(deal, run, stats)
         if current is None:
             continue
-        if not run.index.is_mapped(current.stage_key):
+        if not run.index.is_mapped(current.stage_key) and not current.stage_ignored:
             counts[current.crm_stage] += 1
             examples = unmapped.setdefault(current.crm_stage, [])
             if len(examples) < EXAMPLE_DEALS:

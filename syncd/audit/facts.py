@@ -63,6 +63,9 @@ class DealFacts:
     company_activities: list[ActivityFact] = field(default_factory=list)  # of its company
     snooze_until: date | None = None
     snooze_reason: str | None = None
+    #: The tenant file maps the deal's CRM stage to null/ignore (a closed deal whose stage
+    #: before closing is unknown): not reported as ``unmapped_stage``.
+    stage_ignored: bool = False
 
 
 @dataclass(slots=True, frozen=True)
