@@ -1,0 +1,218 @@
+# ruff: noqa: RUF001
+"""The shared value readers (syncd.values): every locale the sources write, round-trips,
+the documented ambiguity rules, and problems reported per record."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncd import values
+from syncd.values import (
+    NUMBER_STYLES,
+    Amount,
+    FieldProblem,
+    ValueProblem,
+    field_value,
+    format_number,
+    from_serial,
+    from_unix,
+    parse_amount,
+    parse_date,
+    parse_datetime,
+    parse_number,
+    reading_record,
+)
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("12,5", 12.5), ("12.5", 12.5), ("1 234,50", 1234.5), ("1\u00a0234,50", 1234.5),
+    ("106\u00a0000,00", 106000.0), ("1\u202f234,50", 1234.5), ("1.234,50", 1234.5),
+    ("1,234.50", 1234.5), ("1'234.50", 1234.5), ("1,234,567", 1234567.0),
+    ("1.234.567", 1234567.0), ("1 234 567", 1234567.0), ("-1 234,50", -1234.5),
+    ("\u22121 234,50", -1234.5), ("(1 234,50)", -1234.5), ("1 234,50-", -1234.5),
+    ("+5", 5.0), ("0,5", 0.5), (",5", 0.5), ("5.", 5.0), ("1.5E3", 1500.0),
+    ("1 234,50 ₽", 1234.5), ("1 234,50 руб.", 1234.5), ("1234 руб", 1234.0),
+    ("100 р.", 100.0), ("RUB 1 000", 1000.0), ("$1,234.50", 1234.5), ("-$5", -5.0),
+    ("€ 12,5", 12.5), ("19999.99", 19999.99), ("100|EUR", 100.0), (7, 7.0), (2.5, 2.5),
+])
+def test_numbers_in_every_locale(text, expected):
+    assert parse_number(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("text", "currency"), [
+    ("1 234,50 ₽", "RUB"), ("1 234 руб.", "RUB"), ("RUB 5", "RUB"), ("$5", "USD"),
+    ("5 EUR", "EUR"), ("100|EUR", "EUR"), ("5", None), ({"value": 5, "currency": "usd"}, "USD"),
+])
+def test_amounts_name_their_currency(text, currency):
+    assert parse_amount(text).currency == currency
+
+
+@pytest.mark.parametrize("blank", [None, "", "   ", "\u00a0"])
+def test_blank_is_none_not_zero(blank):
+    assert parse_number(blank) is None
+    assert parse_datetime(blank) is None
+    assert parse_date(blank) is None
+
+
+@pytest.mark.parametrize("bad", ["abc", "12,3,4.5", "1,23,4", "1.2.3,4,5", "₽", "--5",
+                                 "nan", "inf", "1e999", "12 abc", True, [1]])
+def test_unreadable_numbers_raise_naming_the_value(bad):
+    with pytest.raises(ValueProblem) as caught:
+        parse_number(bad)
+    assert repr(bad) in str(caught.value)
+
+
+def test_a_lone_separator_is_decimal_unless_the_source_says_otherwise():
+    """The documented ambiguity rule: "1,234" is 1.234 (ru locale) by default; a source
+    known to write English-locale integers says decimal="."."""
+    assert parse_number("1,234") == pytest.approx(1.234)
+    assert parse_number("1.234") == pytest.approx(1.234)
+    assert parse_number("1,234", decimal=".") == 1234.0
+    assert parse_number("1.234", decimal=",") == 1234.0
+    assert parse_number("12,5", decimal=".") == 12.5  # not grouped by three: still decimal
+
+
+@given(st.decimals(min_value=-10**12, max_value=10**12, places=2, allow_nan=False),
+       st.sampled_from(NUMBER_STYLES))
+def test_any_number_written_in_any_style_reads_back_equal(number, style):
+    text = format_number(float(number), style)
+    assert parse_number(text) == pytest.approx(float(number), abs=0.005)
+
+
+@given(st.integers(min_value=-10**12, max_value=10**12),
+       st.sampled_from(["ru", "ru_nbsp", "ru_narrow", "plain", "swiss"]))
+def test_integers_without_decimals_read_back_equal(number, style):
+    assert parse_number(format_number(number, style, decimals=0)) == number
+
+
+@given(st.integers(min_value=1000, max_value=10**12), st.sampled_from(["en", "de"]))
+def test_grouped_integers_read_back_with_the_sources_decimal_hint(number, style):
+    text = format_number(number, style, decimals=0)
+    assert parse_number(text, decimal="." if style == "en" else ",") == number
+
+
+@given(st.decimals(min_value=0, max_value=10**9, places=2),
+       st.sampled_from(["₽", "руб.", "RUB", "$", "EUR"]), st.booleans())
+def test_currency_before_or_after_does_not_change_the_number(number, sign, before):
+    text = format_number(float(number), "ru")
+    written = f"{sign} {text}" if before else f"{text} {sign}"
+    amount = parse_amount(written)
+    assert amount is not None
+    assert amount.value == pytest.approx(float(number), abs=0.005)
+    assert amount.currency == values.CURRENCIES[sign.casefold()]
+
+
+@given(st.text(alphabet="0123456789.,- ₽abc", max_size=12))
+def test_any_text_either_reads_or_raises_value_problem(text):
+    try:
+        result = parse_number(text)
+    except ValueProblem:
+        return
+    assert result is None or isinstance(result, float)
+
+
+# --- dates ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2025-12-31", date(2025, 12, 31)), ("31.12.2025", date(2025, 12, 31)),
+    ("31/12/2025", date(2025, 12, 31)), ("1.2.2026", date(2026, 2, 1)),
+    ("31.12.2025 14:30", date(2025, 12, 31)), ("2025-12-31T14:30:00+03:00", date(2025, 12, 31)),
+    (46022, date(2025, 12, 31)), (46022.6041666667, date(2025, 12, 31)),
+    (date(2025, 12, 31), date(2025, 12, 31)), (datetime(2025, 12, 31, 9), date(2025, 12, 31)),
+])
+def test_dates(text, expected):
+    assert parse_date(text) == expected
+
+
+def test_a_datetimes_date_can_be_taken_in_the_tenants_timezone():
+    assert parse_date("2025-12-31T22:30:00+00:00", MOSCOW) == date(2026, 1, 1)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2025-12-31T14:30:00+03:00", datetime(2025, 12, 31, 11, 30, tzinfo=UTC)),
+    ("2025-12-31T11:30:00Z", datetime(2025, 12, 31, 11, 30, tzinfo=UTC)),
+    ("2025-12-31 14:30:00", datetime(2025, 12, 31, 11, 30, tzinfo=UTC)),  # naive: in tz
+    ("31.12.2025 14:30", datetime(2025, 12, 31, 11, 30, tzinfo=UTC)),
+    ("31.12.2025 14:30:15", datetime(2025, 12, 31, 11, 30, 15, tzinfo=UTC)),
+    ("31.12.2025", datetime(2025, 12, 30, 21, 0, tzinfo=UTC)),  # midnight in Moscow
+    (46022.6041666667, datetime(2025, 12, 31, 11, 30, tzinfo=UTC)),  # a serial at 14:30
+])
+def test_datetimes_come_back_as_aware_utc(text, expected):
+    assert parse_datetime(text, MOSCOW) == expected
+
+
+def test_unix_timestamps_where_a_crm_uses_them():
+    moment = datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
+    stamp = int(moment.timestamp())
+    assert from_unix(stamp) == moment
+    assert from_unix(str(stamp)) == moment
+    assert from_unix(stamp * 1000) == moment  # milliseconds
+    assert from_unix(0) is None
+    assert parse_datetime(stamp, numbers="unix") == moment
+    assert parse_datetime(str(stamp), numbers="unix") == moment
+    with pytest.raises(ValueProblem):
+        from_unix("yesterday")
+
+
+@pytest.mark.parametrize("bad", ["31.13.2025", "2025-02-30", "tomorrow", "12/2025", 0.5, True,
+                                 3_000_000.0])
+def test_unreadable_dates_raise(bad):
+    with pytest.raises(ValueProblem):
+        parse_datetime(bad)
+
+
+@given(st.datetimes(min_value=datetime(1900, 3, 1), max_value=datetime(9999, 12, 30))
+       .map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)))
+def test_serials_round_trip_to_the_millisecond(moment):
+    delta = moment - values.SERIAL_EPOCH
+    serial = delta.days + (delta.seconds * 1000 + delta.microseconds // 1000) / 86_400_000
+    assert from_serial(serial) == moment
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1),
+                    timezones=st.sampled_from([UTC, MOSCOW, timezone(timedelta(hours=-5))]))
+       .map(lambda d: d.replace(microsecond=0)),
+       st.sampled_from(["iso", "ru", "unix"]))
+def test_datetimes_written_in_each_style_read_back_equal(moment, style):
+    if style == "iso":
+        text, expected = moment.isoformat(), moment
+    elif style == "ru":  # what a Russian export writes: local wall time, no offset
+        text, expected = moment.strftime("%d.%m.%Y %H:%M:%S"), moment
+    else:
+        text, expected = str(int(moment.timestamp())), moment
+    tz = moment.tzinfo if style == "ru" else UTC
+    parsed = parse_datetime(text, tz, numbers="unix" if style == "unix" else "serial")
+    assert parsed == expected.astimezone(UTC)
+
+
+@given(st.dates(min_value=date(1900, 3, 1), max_value=date(9999, 12, 31)),
+       st.sampled_from(["%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y"]))
+def test_dates_written_in_each_style_read_back_equal(day, fmt):
+    assert parse_date(day.strftime(fmt).rjust(10, "0")) == day
+
+
+# --- problems ----------------------------------------------------------------------------
+def test_an_unreadable_field_is_a_problem_naming_tenant_stream_record_field_and_value():
+    problems: list[FieldProblem] = []
+    with reading_record(problems, stream="deals", record_id=17, tenant="acme"):
+        assert field_value(parse_number, "двенадцать", "Profit") is None
+        assert field_value(parse_number, "1 234,50", "Cost") == 1234.5
+    assert len(problems) == 1
+    text = str(problems[0])
+    for part in ("acme", "deals", "17", "Profit", "двенадцать"):
+        assert part in text
+
+
+def test_outside_a_record_an_unreadable_value_is_never_silently_none():
+    with pytest.raises(ValueProblem):
+        field_value(parse_number, "abc", "Profit")
+
+
+def test_amount_is_a_value_object():
+    assert parse_amount("5 ₽") == Amount(5.0, "RUB")
