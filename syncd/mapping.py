@@ -8,6 +8,7 @@ Sales Book's keys.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time
 from typing import Any
@@ -17,6 +18,9 @@ from syncd.audit.facts import ActivityFact, DealFacts, Transition
 from syncd.config import TenantConfig
 from syncd.salesbook import SalesBook
 from syncd.scoring.karma import KarmaCompany, KarmaDeal
+from syncd.values import ValueProblem, parse_date, parse_number
+
+log = logging.getLogger(__name__)
 
 TRUTHY = {"yes", "y", "true", "1", "да", "on", "x"}
 NOTE_TYPES = {"note"}
@@ -30,27 +34,24 @@ def is_truthy(value: Any) -> bool:
     return str(value or "").strip().lower() in TRUTHY
 
 
-def to_float(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, dict):  # monetary {value, currency}
-        value = value.get("value")
+def to_float(value: Any, where: str = "") -> float | None:
+    """A stored field value as a number (``syncd.values.parse_number``: any locale).
+    An unreadable value is logged as a warning naming ``where`` and the value, never
+    dropped silently; it counts as no value."""
     try:
-        return float(str(value).replace(",", ".").replace(" ", ""))
-    except ValueError:
+        return parse_number(value)
+    except ValueProblem as exc:
+        log.warning("%s: %s; counted as empty", where or "a mapped field", exc)
         return None
 
 
-def to_date(value: Any) -> date | None:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if not value:
-        return None
+def to_date(value: Any, where: str = "") -> date | None:
+    """A stored field value as a date (``syncd.values.parse_date``: ISO, 31.12.2025,
+    serials); unreadable values are logged like ``to_float``'s."""
     try:
-        return date.fromisoformat(str(value)[:10])
-    except ValueError:
+        return parse_date(value)
+    except ValueProblem as exc:
+        log.warning("%s: %s; counted as empty", where or "a mapped field", exc)
         return None
 
 
@@ -201,14 +202,16 @@ class TenantMapper:
         return KarmaDeal(
             deal_id=deal.external_id, company_id=deal.company_id, owner_id=deal.owner_id,
             status=deal.status, value=float(deal.value or 0), won_at=deal.won_at,
-            lost_at=deal.lost_at, profit=to_float(self.deal_field(deal.fields, "profit")),
+            lost_at=deal.lost_at, profit=to_float(self.deal_field(deal.fields, "profit"),
+                                                  f"deal {deal.external_id} profit"),
             is_tender=is_truthy(self.deal_field(deal.fields, "is_tender")),
             public_incident=is_truthy(self.deal_field(deal.fields, "public_incident")),
         )
 
     def karma_company(self, company: Any) -> KarmaCompany:
         segment = self.company_field(company.fields, "segment")
-        incidents = to_float(self.company_field(company.fields, "public_incidents")) or 0.0
+        incidents = to_float(self.company_field(company.fields, "public_incidents"),
+                             f"company {company.external_id} public_incidents") or 0.0
         return KarmaCompany(
             company_id=company.external_id, name=company.name or "",
             segment=str(segment) if segment not in (None, "") else None,

@@ -313,16 +313,19 @@ def _naive(value: Any, numbers: str) -> datetime | date | None:
         raise ValueProblem(value, "a date (YYYY-MM-DD, DD.MM.YYYY or ISO 8601)") from None
 
 
-def parse_datetime(value: Any, tz: tzinfo = UTC, *,
+def parse_datetime(value: Any, tz: tzinfo | None = UTC, *,
                    numbers: Literal["serial", "unix"] = "serial") -> datetime | None:
     """A date or datetime as aware UTC; values without an offset are in ``tz`` (a date
-    alone is its midnight in ``tz``)."""
+    alone is its midnight in ``tz``). ``tz=None``: an offset is required (a source that
+    always writes one, like Bitrix24, sent something else)."""
     parsed = _naive(value, numbers)
     if parsed is None:
         return None
     if not isinstance(parsed, datetime):
         parsed = datetime(parsed.year, parsed.month, parsed.day)
     if parsed.tzinfo is None:
+        if tz is None:
+            raise ValueProblem(value, "a datetime with an offset")
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(UTC)
 

@@ -35,6 +35,8 @@ SEGMENT, NPS, VIOLATIONS, KARMA = "1" * 40, "2" * 40, "3" * 40, "4" * 40
 
 def make(**settings: Any) -> PipedriveConnector:
     clock = FakeClock()  # a fresh clock: a private rate limiter, instant waits
+    # These tests mock one deal list; the archived list has its own tests.
+    settings.setdefault("include_archived", False)
     return PipedriveConnector(
         PipedriveSettings(base_url=BASE, api_token=TOKEN, **settings), tenant="acme",
         sleep=clock.sleep, clock=clock, now=lambda: NOW,
@@ -524,3 +526,33 @@ def test_plugin_registers_the_connector() -> None:
     assert plugins.connectors.get("pipedrive") is PipedriveConnector
     assert PipedriveConnector.streams[0] == "users"
     assert PipedriveConnector.streams[-1] == "stage_history"
+
+
+# --- values read by the shared reader (syncd.values) -----------------------------------------
+@responses.activate
+def test_an_unreadable_custom_number_is_a_page_problem_and_the_deal_is_kept() -> None:
+    add_fields()
+    good = deal_payload(1, custom_fields={PROFIT: {"value": "1 234,50", "currency": "RUB"}})
+    bad = deal_payload(2, custom_fields={PROFIT: {"value": "twelve", "currency": "RUB"}})
+    responses.add(responses.GET, f"{BASE}/api/v2/deals", json=ok([good, bad], next_cursor=None))
+    pages = list(make().pull("deals", None, PullContext()))
+
+    deals = {d.external_id: d for p in pages for d in p.records}
+    assert deals["1"].fields["Profit"] == 1234.5
+    assert deals["2"].fields["Profit"] is None
+    problems = [p for page in pages for p in page.problems]
+    assert len(problems) == 1
+    for part in ("'acme'", "deals", "record 2", "'Profit'", "'twelve'"):
+        assert part in problems[0]
+
+
+@responses.activate
+def test_archived_deals_are_read_by_default_they_are_real_sales() -> None:
+    add_fields()
+    responses.add(responses.GET, f"{BASE}/api/v2/deals/archived",
+                  json=ok([deal_payload(7, is_archived=True)], next_cursor=None))
+    responses.add(responses.GET, f"{BASE}/api/v2/deals", json=ok([], next_cursor=None))
+    assert PipedriveSettings(base_url=BASE, api_token=TOKEN).include_archived is True
+    pages = list(make(include_archived=True).pull("deals", None, PullContext()))
+    won = [d for p in pages for d in p.records]
+    assert [(d.external_id, d.status) for d in won] == [("7", "won")]

@@ -231,7 +231,7 @@ def test_tab_titles_match_file_names_whatever_their_case(tmp_path: Any) -> None:
     deals = list(crm.pull("deals", None, PullContext()))
     assert [d.external_id for p in deals for d in p.records] == ["1"]
     assert [p for page in deals for p in page.problems] == [
-        "tab 'deals' row 3: created_at: expected a date (YYYY-MM-DD, DD.MM.YYYY or a date "
-        "cell), got 'never'"]
+        "tab 'deals' row 3: created_at: cannot read 'never' as a date (YYYY-MM-DD, "
+        "DD.MM.YYYY or ISO 8601)"]
     companies = [c.name for p in crm.pull("companies", None, PullContext()) for c in p.records]
     assert companies == ["Acme"]

@@ -216,3 +216,23 @@ def test_outside_a_record_an_unreadable_value_is_never_silently_none():
 
 def test_amount_is_a_value_object():
     assert parse_amount("5 ₽") == Amount(5.0, "RUB")
+
+
+def test_a_source_that_always_writes_offsets_can_require_one():
+    assert parse_datetime("2026-03-01T10:00:00+03:00", None) == datetime(2026, 3, 1, 7,
+                                                                         tzinfo=UTC)
+    with pytest.raises(ValueProblem):
+        parse_datetime("2026-03-01T10:00:00", None)
+
+
+# --- the mapping reads stored field values through the same reader --------------------------
+def test_a_mapped_profit_with_no_break_spaces_counts(caplog):
+    """A CSV export's "106 000,00" (NBSP) in a mapped custom field was silently dropped."""
+    from syncd.mapping import to_date, to_float
+    assert to_float("106\u00a0000,00") == 106000.0
+    assert to_float("12,5") == 12.5
+    assert to_date("31.12.2025") == date(2025, 12, 31)
+    with caplog.at_level("WARNING"):
+        assert to_float("сто тысяч", "deal 7 profit") is None
+    assert "deal 7 profit" in caplog.text
+    assert "сто тысяч" in caplog.text

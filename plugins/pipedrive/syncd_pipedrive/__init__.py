@@ -12,8 +12,9 @@ Streams, in ``STANDARD_STREAMS`` order:
 * ``stage_history``: the v1 deal flow of each changed deal updated within
   ``history_days``, 50 deals per page, cursor ``None``.
 
-Archived deals (excluded from the deal list by Pipedrive since 2025-07-15) are read only
-with ``include_archived: true`` (one more request per pass).
+Archived deals (excluded from the deal list by Pipedrive since 2025-07-15) are read too
+unless ``include_archived: false``: they are real sales and count for karma (one more
+request per pass).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from syncd.connector import STANDARD_STREAMS, Connector, Inspection, PullContext
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Deal, Page, StageChange
 from syncd.secrets import register
+from syncd.values import FieldProblem
 from syncd_pipedrive.client import PipedriveClient
 from syncd_pipedrive.settings import PipedriveSettings
 from syncd_pipedrive.streams import (
@@ -167,7 +169,9 @@ class PipedriveConnector(PipedriveWriter, Connector):
         last: datetime | None = None
         frozen = False
         for items in self.client.iter_v2(path, params):
-            records = normalize_many(spec.name, items, spec.normalize, catalog)
+            problems: list[FieldProblem] = []
+            records = normalize_many(spec.name, items, spec.normalize, catalog,
+                                     problems=problems, tenant=self.tenant)
             for record in records:
                 stamp = getattr(record, "updated_at", None)
                 if isinstance(record, Deal):
@@ -184,7 +188,8 @@ class PipedriveConnector(PipedriveWriter, Connector):
                     high = _later(high, stamp)
             deleted = [r.external_id for r in records if is_deleted(r)]
             cursor = format_time(high) if high is not None and not frozen else None
-            yield Page(spec.name, records, cursor, deleted_ids=deleted)
+            yield Page(spec.name, records, cursor, deleted_ids=deleted,
+                       problems=[str(p) for p in problems])
 
     def _pull_stage_history(self, context: PullContext) -> Iterator[Page]:
         days = self.settings.history_days

@@ -34,8 +34,9 @@ class PipedriveSettings(ConnectionSettings):
     #: Read timeout of one request, seconds.
     timeout_seconds: float = Field(default=60, gt=0)
     #: Also read ``/api/v2/deals/archived`` (one more request per pass; archived deals are
-    #: excluded from the normal deal list since 2025-07-15).
-    include_archived: bool = False
+    #: excluded from the normal deal list since 2025-07-15). On by default: an archived deal
+    #: is a real sale (or loss) and counts for karma and the audit like any other.
+    include_archived: bool = True
 
     @field_validator("base_url")
     @classmethod

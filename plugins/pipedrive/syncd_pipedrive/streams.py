@@ -30,6 +30,14 @@ from syncd.records import (
     User,
 )
 from syncd.secrets import redact
+from syncd.values import (
+    FieldProblem,
+    field_value,
+    parse_date,
+    parse_datetime,
+    parse_number,
+    reading_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +60,15 @@ HISTORY_BATCH = 50
 # --- small readers -------------------------------------------------------------------------
 def parse_time(value: Any) -> datetime | None:
     """v2 RFC 3339 (``...Z``) or v1 ``YYYY-MM-DD HH:MM:SS`` (UTC, no offset) -> aware UTC."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
+    if value is not None and not isinstance(value, str):
         message = f"timestamp must be a string, got {value!r}"
         raise TypeError(message)
-    parsed = datetime.fromisoformat(value.strip())
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return parse_datetime(value, UTC)
 
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with ``Z``, second precision (what Pipedrive v2 accepts)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_date(value: Any) -> date | None:
-    if value is None or value == "":
-        return None
-    return date.fromisoformat(str(value)[:10])
 
 
 def ident(value: Any) -> str | None:
@@ -108,17 +105,9 @@ def required_id(payload: Mapping[str, Any], key: str = "id") -> str:
 
 
 def number(value: Any) -> float | None:
-    """A number that may arrive as a string (v1, custom fields); '' and None are None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        return float(value.replace(",", "").strip())
-    message = f"not a number: {value!r}"
-    raise TypeError(message)
+    """A number that may arrive as a string (v1, custom fields); '' and None are None.
+    Read by ``syncd.values.parse_number`` (one reader for every plugin)."""
+    return parse_number(value)
 
 
 def flag(value: Any) -> bool:
@@ -228,14 +217,21 @@ def resolve_value(info: FieldInfo, value: Any) -> Any:
             items = [items]
         return [info.options.get(str(i).strip(), str(i).strip()) for i in items]
     if kind == "monetary":
-        return number(value.get("value")) if isinstance(value, dict) else number(value)
+        inner = value.get("value") if isinstance(value, dict) else value
+        return field_value(number, inner, info.name)
     if kind == "double":
-        return number(value)
+        return field_value(number, value, info.name)
+    if kind == "date":
+        return _iso(field_value(parse_date, value, info.name))
     if kind in {"user", "org", "people"}:
         return ident(value)
     if kind == "address" and isinstance(value, dict):
         return value.get("formatted_address") or value.get("value")
     return value
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day is not None else None
 
 
 # --- normalizers ---------------------------------------------------------------------------
@@ -413,15 +409,24 @@ Normalizer = Callable[[Mapping[str, Any], FieldCatalog | None], Record]
 
 
 def normalize_many(stream: str, items: Sequence[Any], normalize: Normalizer,
-                   catalog: FieldCatalog | None = None) -> list[Record]:
-    """Normalize a page; any unreadable record fails the page, naming stream and id."""
+                   catalog: FieldCatalog | None = None, *,
+                   problems: list[FieldProblem] | None = None,
+                   tenant: str | None = None) -> list[Record]:
+    """Normalize a page; any unreadable record fails the page, naming stream and id.
+    With ``problems``, a custom field value that cannot be read is reported there (naming
+    tenant, stream, record id, field and value) and left empty; the record is kept."""
     records: list[Record] = []
     for item in items:
         if not isinstance(item, dict):
             message = f"pipedrive {stream}: expected an object, got {type(item).__name__}"
             raise BadPayloadError(message)
         try:
-            records.append(normalize(item, catalog))
+            if problems is None:
+                records.append(normalize(item, catalog))
+                continue
+            with reading_record(problems, stream=stream, record_id=item.get("id"),
+                                tenant=tenant):
+                records.append(normalize(item, catalog))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             message = redact(f"pipedrive {stream}: record {item.get('id')!r} is malformed: "
                              f"{type(exc).__name__}: {exc}")
