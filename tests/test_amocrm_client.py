@@ -429,3 +429,33 @@ def test_a_failed_read_back_never_turns_an_applied_write_into_a_failure() -> Non
     responses.get(f"{BASE}/api/v4/companies", status=200, body='{"_embedded": {"compan')
     results = make().write_fields([FieldWrite("company", "1", "syncd karma", 3.5)])
     assert results[0].ok and results[0].record is None
+
+
+@responses.activate
+def test_a_server_ignoring_the_deleted_filter_does_not_delete_the_book() -> None:
+    """Only leads whose payload says is_deleted are deleted; a server that ignores
+    with=only_deleted answers live leads, and those stay."""
+    mock_reference(responses)
+    live = [lead(1, 1000), lead(2, 1000)]
+    responses.get(f"{BASE}/api/v4/leads", json=hal("leads", live))
+    responses.get(f"{BASE}/api/v4/leads", json=hal("leads", [
+        *live, {"id": 5, "is_deleted": True, "updated_at": 999}]))  # the filter ignored
+    pages = list(make().pull("deals", None, PullContext()))
+    assert [i for p in pages for i in p.deleted_ids] == ["5"]
+
+
+@responses.activate
+def test_an_unreadable_custom_number_is_a_page_problem_and_the_lead_is_kept() -> None:
+    mock_reference(responses)
+    bad = lead(1, 1000, custom_fields_values=[
+        {"field_id": 602, "field_name": "Profit", "values": [{"value": "много"}]}])
+    responses.get(f"{BASE}/api/v4/leads", json=hal("leads", [bad]))
+    responses.get(f"{BASE}/api/v4/leads", status=204)
+    pages = list(make().pull("deals", None, PullContext()))
+    deals = [r for p in pages for r in p.records]
+    assert [d.external_id for d in deals] == ["1"]
+    assert deals[0].fields["Profit"] is None
+    problems = [p for page in pages for p in page.problems]
+    assert len(problems) == 1
+    for part in ("deals", "record 1", "'Profit'", "'много'"):
+        assert part in problems[0]

@@ -12,7 +12,8 @@ Streams, in ``STANDARD_STREAMS`` order:
   amoCRM pages by offset, which drifts when records change while we read; so each request
   starts at the highest ``updated_at`` read so far (``filter[updated_at][from]``, sorted
   ascending), page 1, and the boundary records are de-duplicated: a keyset walk. Every page
-  can then carry its cursor. Deleted leads (``with=only_deleted``) go to ``deleted_ids``;
+  can then carry its cursor. Deleted leads (``with=only_deleted``) go to ``deleted_ids``
+  when their payload says ``is_deleted: true`` (never on the query's word alone);
 * ``activities``: tasks and call notes (of leads, contacts and companies) updated since the
   cursor, sorted by id (stable under edits); the cursor moves once, at the end, to the
   newest ``updated_at`` read, capped at the stream's start;
@@ -44,6 +45,7 @@ from syncd.connector import (
 from syncd.errors import BadPayloadError
 from syncd.records import FieldDef, Page, Pipeline, Stage
 from syncd.secrets import register
+from syncd.values import FieldProblem
 from syncd_amocrm.client import AmoCRMClient, embedded
 from syncd_amocrm.settings import AmoCRMSettings
 from syncd_amocrm.streams import (
@@ -199,14 +201,17 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
         walk = _Keyset(since)
         held: Page | None = None
         for items in self._keyset(spec.path, spec.key, dict(spec.params), walk):
-            records = normalize_many(spec.name, items, spec.normalize, catalog, reasons)
+            problems: list[FieldProblem] = []
+            records = normalize_many(spec.name, items, spec.normalize, catalog, reasons,
+                                     problems=problems, tenant=self.tenant)
             for record in records:
                 stamp = record.updated_at
                 if stamp is not None:
                     high = max(high or 0, to_unix(stamp))
             deleted = [r.external_id for r in records if getattr(r, "status", "") == "deleted"
                        or getattr(r, "deleted", False)]
-            page = Page(spec.name, records, None, deleted_ids=deleted)
+            page = Page(spec.name, records, None, deleted_ids=deleted,
+                        problems=[str(p) for p in problems])
             if walk.ordered:
                 page.cursor = str(high) if high is not None else None
                 yield page
@@ -265,14 +270,26 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
             seen |= {(i.get("id"), i.get("updated_at")) for i in items if _stamp(i) == frm}
 
     def _deleted_leads(self, since: int | None) -> Iterator[Page]:
-        """Leads deleted (and still restorable) since ``since``: ``with=only_deleted``."""
+        """Leads deleted (and still restorable) since ``since``: ``with=only_deleted``.
+
+        A lead counts as deleted only when its own payload says ``is_deleted: true``: a
+        server (or proxy) that ignores the ``only_deleted`` filter answers with live leads,
+        and taking the whole answer for deleted would delete the tenant's book. Leads in
+        that answer without the flag are left alone and the mismatch is logged once."""
         params: dict[str, Any] = {"with": "only_deleted"}
         if since is not None:
             params["filter[updated_at][from]"] = since
+        ignored = 0
         for items in self.client.iter_pages("/api/v4/leads", "leads", params):
-            ids = [x for x in (ident(i.get("id")) for i in items) if x is not None]
+            flagged = [i for i in items if isinstance(i, dict) and i.get("is_deleted") is True]
+            ignored += len(items) - len(flagged)
+            ids = [x for x in (ident(i.get("id")) for i in flagged) if x is not None]
             if ids:
                 yield Page("deals", [], None, deleted_ids=ids)
+        if ignored:
+            log.warning("amocrm tenant %s: the deleted-leads query (with=only_deleted) "
+                        "answered %d leads not marked is_deleted; they are not deleted",
+                        self.tenant, ignored)
 
     # --- activities -----------------------------------------------------------------------
     def _pull_activities(self, cursor: str | None, context: PullContext) -> Iterator[Page]:

@@ -39,6 +39,14 @@ from syncd.records import (
     User,
 )
 from syncd.secrets import redact
+from syncd.values import (
+    FieldProblem,
+    field_value,
+    from_unix,
+    parse_datetime,
+    parse_number,
+    reading_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,23 +71,6 @@ def stage_key(pipeline_id: Any, status_id: Any) -> str | None:
     if pipeline is None or status is None:
         return None
     return f"{pipeline}:{status}"
-
-
-def from_unix(value: Any) -> datetime | None:
-    """Unix seconds (int, float or numeric string) -> aware UTC; 0/None/"" -> None."""
-    if value is None or value == "" or value is False:
-        return None
-    if isinstance(value, bool):
-        message = f"timestamp must be a number, got {value!r}"
-        raise TypeError(message)
-    if isinstance(value, str):
-        value = float(value.strip())
-    if not isinstance(value, int | float):
-        message = f"timestamp must be a number, got {value!r}"
-        raise TypeError(message)
-    if value <= 0:
-        return None
-    return datetime.fromtimestamp(int(value), UTC)
 
 
 def to_unix(value: datetime) -> int:
@@ -116,17 +107,9 @@ def required_id(payload: Mapping[str, Any], key: str = "id") -> str:
 
 
 def number(value: Any) -> float | None:
-    """Numbers arrive as numbers or strings (the JSON type is not documented)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        return float(value.replace(" ", "").replace(",", "."))
-    message = f"not a number: {value!r}"
-    raise TypeError(message)
+    """Numbers arrive as numbers or strings (the JSON type is not documented); read by
+    ``syncd.values.parse_number`` (one reader for every plugin)."""
+    return parse_number(value)
 
 
 def _embedded_ids(payload: Mapping[str, Any], key: str) -> list[str]:
@@ -212,7 +195,7 @@ class FieldCatalog:
             if not name or (name in out and out[name] is not None):
                 continue
             kind = info.type if info is not None else str(item.get("field_type") or "text")
-            out[str(name)] = resolve_values(kind, item.get("values"))
+            out[str(name)] = resolve_values(kind, item.get("values"), str(name))
         return out
 
 
@@ -221,7 +204,7 @@ _DATES = frozenset({"date", "date_time", "birthday"})
 _MULTI = frozenset({"multiselect", "category", "chained_list"})
 
 
-def resolve_values(kind: str, values: Any) -> Any:
+def resolve_values(kind: str, values: Any, name: str = "") -> Any:
     """A field's ``values`` list in readable form (select text, numbers, ISO dates)."""
     if not isinstance(values, list) or not values:
         return None
@@ -233,14 +216,15 @@ def resolve_values(kind: str, values: Any) -> Any:
         return [str(v) for v in plain]
     first = plain[0]
     if kind in _NUMERIC:
-        return number(first)
+        return field_value(number, first, name or kind)
     if kind == "checkbox":
         return first in (True, 1, "1", "true", "Y")
-    if kind in _DATES:
-        moment = from_unix(first) if not isinstance(first, str) or first.isdigit() else None
-        if moment is not None:
-            return moment.date().isoformat() if kind != "date_time" else moment.isoformat()
-        return str(first)
+    if kind in _DATES:  # Unix seconds (as the docs say) or a date text
+        moment = field_value(lambda v: parse_datetime(v, UTC, numbers="unix"), first,
+                             name or kind)
+        if moment is None:
+            return None
+        return moment.date().isoformat() if kind != "date_time" else moment.isoformat()
     if isinstance(first, int | float) and not isinstance(first, bool):
         return str(first)  # a text field read as a number stays text
     return first  # text, or a structured value (address, legal entity) kept as is
@@ -475,16 +459,24 @@ Normalizer = Callable[[Mapping[str, Any], FieldCatalog | None, Reasons | None], 
 
 
 def normalize_many(stream: str, items: Sequence[Any], normalize: Callable[..., Any],
-                   *args: Any) -> list[Any]:
+                   *args: Any, problems: list[FieldProblem] | None = None,
+                   tenant: str | None = None) -> list[Any]:
     """Normalize a page; any unreadable record fails the page, naming stream and id.
-    ``None`` results (records that are not for this stream) are left out."""
+    ``None`` results (records that are not for this stream) are left out. With
+    ``problems``, a custom field value that cannot be read is reported there (naming
+    tenant, stream, record id, field and value) and left empty; the record is kept."""
     records = []
     for item in items:
         if not isinstance(item, dict):
             message = f"amocrm {stream}: expected an object, got {type(item).__name__}"
             raise BadPayloadError(message)
         try:
-            record = normalize(item, *args)
+            if problems is None:
+                record = normalize(item, *args)
+            else:
+                with reading_record(problems, stream=stream, record_id=item.get("id"),
+                                    tenant=tenant):
+                    record = normalize(item, *args)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             message = redact(f"amocrm {stream}: record {item.get('id')!r} is malformed: "
                              f"{type(exc).__name__}: {exc}")
