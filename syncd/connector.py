@@ -119,6 +119,10 @@ class Inspection:
     fields: dict[str, list[str]] = field(default_factory=dict)  # entity -> field names
     activity_types: list[str] = field(default_factory=list)
     users: list[dict[str, Any]] = field(default_factory=list)
+    #: Activity type keys actually present in the account, with counts (most first), where
+    #: a connector can count them (Bitrix24: provider-aware keys like
+    #: ``todo:REST_APP:PRESENTATION``); what ``mapping.activity_types`` can name.
+    activity_kinds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -126,7 +126,15 @@ class TenantMapper:
         return deal.status == "lost" and bool(reason) and reason in self._ignored_reasons
 
     def kind(self, crm_type: str) -> str:
-        return self._kinds.get(crm_type, crm_type)
+        """The canonical kind of a CRM activity type key. Provider-aware keys
+        (``todo:REST_APP:PRESENTATION``: kind, provider, provider type) fall back to their
+        shorter prefixes (``todo:REST_APP``, ``todo``); an unmapped key is its first part."""
+        key = crm_type
+        while key not in self._kinds:
+            if ":" not in key:
+                return key
+            key = key.rsplit(":", 1)[0]
+        return self._kinds[key]
 
     def deal_field(self, fields: Mapping[str, Any] | None, canonical: str) -> Any:
         name = self._deal_fields.get(canonical)

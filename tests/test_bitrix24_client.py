@@ -22,6 +22,7 @@ from syncd_bitrix24.streams import (
     iter_by_id,
     normalize_activity,
     normalize_deal,
+    normalize_many,
     parse_time,
 )
 
@@ -227,13 +228,17 @@ def test_strings_and_portal_offsets_are_converted_exactly() -> None:
                                                                             19999.99, None)
     assert deal.stage_id == "C2:WORK", "a closed deal counts at the stage it was closed from"
     assert deal.raw["syncd_final_stage"] == "C2:LOSE"
-    assert deal.lost_reason == "Too expensive", "no reason in the field: the stage's name"
+    assert deal.lost_reason is None, \
+        "an empty loss-reason field is no reason, not the failure stage's name"
     assert deal.lost_at == datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
     assert deal.fields == {"Lead source": "Website", "Profit": 1500.5, "Loss reason": None,
                            "Signed at": "2026-01-31T21:30:00+00:00"}
     assert deal.contact_ids == ["12"]
     with_reason = normalize_deal({**deal.raw, "UF_CRM_LOSS": "51"}, catalog, info)
     assert with_reason.lost_reason == "No budget", "the loss-reason field wins"
+    no_field = StageInfo(stages=info.stages, closed_from=info.closed_from)
+    assert normalize_deal(dict(deal.raw), catalog, no_field).lost_reason == "Too expensive", \
+        "a portal without a loss-reason field names its reasons by failure stages"
     with pytest.raises(ValueError, match="unreadable id"):
         normalize_deal({**deal.raw, "ASSIGNED_BY_ID": "Anna"}, catalog, info)
 
@@ -443,3 +448,21 @@ def test_an_incremental_read_overlaps_and_its_cursor_never_passes_its_start() ->
     chained = commands_of(responses.calls[1])
     assert chained["c0"]["filter[>=DATE_MODIFY]"] == "2026-03-01T09:50:00+00:00"
     assert chained["c3"]["filter[>ID]"] == "$result[c2][49][ID]"
+
+
+def test_an_unreadable_custom_number_is_a_problem_naming_the_deal_and_the_deal_is_kept(
+) -> None:
+    catalog = FieldCatalog("deal", {"UF_CRM_PROFIT": {"type": "double", "formLabel": "Profit"},
+                                    "UF_CRM_WHEN": {"type": "date", "formLabel": "Signed"}})
+    rows = [{"ID": "1", "STAGE_ID": "NEW", "UF_CRM_PROFIT": "1 234,50",
+             "UF_CRM_WHEN": "2026-02-01"},
+            {"ID": "2", "STAGE_ID": "NEW", "UF_CRM_PROFIT": "n/a", "UF_CRM_WHEN": "someday"}]
+    problems: list = []
+    deals = normalize_many("deals", rows, lambda r: normalize_deal(r, catalog, StageInfo()),
+                           problems=problems, tenant="volga")
+    assert [d.fields for d in deals] == [{"Profit": 1234.5, "Signed": "2026-02-01"},
+                                         {"Profit": None, "Signed": None}]
+    assert [(p.tenant, p.stream, p.record_id, p.field, p.raw) for p in problems] == [
+        ("volga", "deals", "2", "Profit", "n/a"), ("volga", "deals", "2", "Signed", "someday")]
+    with pytest.raises(BadPayloadError, match="record '2'"):
+        normalize_many("deals", rows, lambda r: normalize_deal(r, catalog, StageInfo()))

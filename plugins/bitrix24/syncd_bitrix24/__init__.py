@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -34,12 +35,14 @@ import requests
 from syncd.connector import Connector, Inspection, PullContext, WebhookHint
 from syncd.errors import BadPayloadError
 from syncd.records import Page, Record
+from syncd.values import FieldProblem
 from syncd_bitrix24.client import MAX_BATCH, Bitrix24Client
 from syncd_bitrix24.settings import Bitrix24Settings
 from syncd_bitrix24.streams import (
     FieldCatalog,
     ListSpec,
     StageInfo,
+    activity_kind,
     activity_types,
     department_managers,
     format_time,
@@ -268,33 +271,40 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
         started = self._now()
         high = since
         for rows in iter_by_id(self.client, spec, batch_size=self.settings.batch_size):
+            problems: list[FieldProblem] = []
+            read = {"problems": problems, "tenant": self.tenant}
             if stream == "deals":
-                records = self.deal_records(rows, catalog)
+                records = self.deal_records(rows, catalog, problems=problems)
             elif stream == "companies":
-                records = normalize_many(stream, rows, lambda r: normalize_company(r, catalog))
+                records = normalize_many(stream, rows, lambda r: normalize_company(r, catalog),
+                                         **read)
             elif stream == "contacts":
-                records = normalize_many(stream, rows, lambda r: normalize_contact(r, catalog))
+                records = normalize_many(stream, rows, lambda r: normalize_contact(r, catalog),
+                                         **read)
             else:
-                records = normalize_many(stream, rows, normalize_activity)
+                records = normalize_many(stream, rows, normalize_activity, **read)
             for record in records:
                 stamp = getattr(record, "updated_at", None)
                 if stamp is not None and (high is None or stamp > high):
                     high = stamp
-            yield Page(stream, records)
+            yield Page(stream, records, problems=[str(p) for p in problems])
         # Rows come in ID order: one changed during the read behind our position is seen
         # only next time, so the cursor never passes the moment the read started.
         if high is not None:
             high = min(high, started)
         yield Page(stream, [], format_time(high) if high is not None else cursor)
 
-    def deal_records(self, rows: Sequence[Any], catalog: FieldCatalog | None) -> list[Record]:
-        """Deals of one page; closed deals get the stage they were closed from."""
+    def deal_records(self, rows: Sequence[Any], catalog: FieldCatalog | None, *,
+                     problems: list[FieldProblem] | None = None) -> list[Record]:
+        """Deals of one page; closed deals get the stage they were closed from. With
+        ``problems``, unreadable custom field values are reported there, per deal."""
         info = self.stage_info()
         missing = [str(r.get("ID")) for r in rows if isinstance(r, Mapping)
                    and str(r.get("STAGE_SEMANTIC_ID") or "P") in {"S", "F"}
                    and str(r.get("ID")) not in info.closed_from]
         self._lookup_closed_from(missing)
-        return normalize_many("deals", rows, lambda r: normalize_deal(r, catalog, info))
+        return normalize_many("deals", rows, lambda r: normalize_deal(r, catalog, info),
+                              problems=problems, tenant=self.tenant)
 
     def _lookup_closed_from(self, deal_ids: Sequence[str]) -> None:
         """The last in-progress stage of closed deals whose history was not read this pass."""
@@ -394,10 +404,27 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
             loss_reasons=sorted(reasons),
             fields={entity: self.catalog(entity).names() for entity in ENTITIES},
             activity_types=[t.key for t in activity_types()],
+            activity_kinds=self._activity_kinds(),
             users=[{"id": u.external_id, "name": u.name, "email": getattr(u, "email", None),
                     "active": getattr(u, "active", True),
                     "manager_id": getattr(u, "manager_id", None)} for u in users],
         )
+
+    def _activity_kinds(self) -> dict[str, int]:
+        """How many activities the portal holds of each provider-aware kind key (what a
+        tenant's ``mapping.activity_types`` can name), most frequent first: one batch
+        request per 2,500 activities, reading only the three type fields."""
+        spec = ListSpec("crm.activity.list",
+                        {"select": ["ID", "TYPE_ID", "PROVIDER_ID", "PROVIDER_TYPE_ID"]})
+        counts: Counter[str] = Counter()
+        for rows in iter_by_id(self.client, spec, batch_size=self.settings.batch_size):
+            for row in rows:
+                if isinstance(row, Mapping):
+                    try:
+                        counts[activity_kind(row)] += 1
+                    except ValueError:
+                        counts[f"TYPE_ID {row.get('TYPE_ID')!r} (unknown)"] += 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     # --- webhooks -------------------------------------------------------------------------
     def webhook_hint(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:

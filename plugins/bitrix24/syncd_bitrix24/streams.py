@@ -32,6 +32,14 @@ from syncd.records import (
     User,
 )
 from syncd.secrets import redact
+from syncd.values import (
+    FieldProblem,
+    field_value,
+    parse_date,
+    parse_datetime,
+    parse_number,
+    reading_record,
+)
 from syncd_bitrix24.client import MAX_BATCH, BatchResult, Bitrix24Client
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,7 @@ MAX_TRANSIENT = 5
 #: Activity ``TYPE_ID`` -> the activity type key syncd stores (mapped by the tenant).
 ACTIVITY_KINDS = {"1": "meeting", "2": "call", "3": "task", "4": "email", "5": "event",
                   "6": "todo", "0": "other"}
-#: Universal to-dos (``TYPE_ID`` 6, provider ``CRM_TODO``) are tasks for the audit.
+#: The base kinds (the fallback keys of ``activity_kind``'s provider-aware keys).
 ACTIVITY_TYPE_NAMES = {"meeting": "Meeting", "call": "Call", "task": "Task", "email": "E-mail",
                        "event": "Calendar event", "todo": "To-do", "other": "Other"}
 OWNER_TYPES = {"2": "deal", "3": "contact", "4": "company"}
@@ -54,17 +62,12 @@ SEMANTIC_STATUS = {"S": "won", "F": "lost"}
 
 # --- small readers -------------------------------------------------------------------------
 def parse_time(value: Any) -> datetime | None:
-    """ISO 8601 with the portal's offset -> aware UTC; ``""``/None -> None."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
+    """ISO 8601 with the portal's offset -> aware UTC; ``""``/None -> None. Bitrix24 always
+    writes the offset, so a value without one is an error (``syncd.values``, ``tz=None``)."""
+    if value is not None and not isinstance(value, str):
         message = f"datetime must be a string, got {value!r}"
         raise TypeError(message)
-    parsed = datetime.fromisoformat(value.strip())
-    if parsed.tzinfo is None:
-        message = f"datetime without an offset: {value!r}"
-        raise ValueError(message)
-    return parsed.astimezone(UTC)
+    return parse_datetime(value, None)
 
 
 def format_time(value: datetime) -> str:
@@ -95,15 +98,9 @@ def required_id(payload: Mapping[str, Any], key: str = "ID") -> str:
 
 
 def number(value: Any) -> float | None:
-    """``"19999.99"`` / ``"100|EUR"`` (money UF) / numbers -> float; ``""`` -> None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).split("|", 1)[0].replace(" ", "").replace(",", ".")
-    return float(text) if text else None
+    """``"19999.99"`` / ``"100|EUR"`` (money UF) / numbers -> float; ``""`` -> None.
+    Read by ``syncd.values.parse_number`` (one reader for every plugin)."""
+    return parse_number(value)
 
 
 def flag(value: Any) -> bool:
@@ -206,17 +203,18 @@ def resolve_value(info: FieldInfo, value: Any) -> Any:
     if kind == "enumeration":
         return info.options.get(str(value), str(value))
     if kind in {"double", "money"}:
-        return number(value)
+        return field_value(number, value, info.name)
     if kind == "integer":
-        parsed = number(value)
+        parsed = field_value(number, value, info.name)
         return None if parsed is None else int(parsed)
     if kind == "boolean":
         return flag(value)
     if kind == "datetime":
-        parsed = parse_time(value)
-        return parsed.isoformat() if parsed else None
+        moment = field_value(parse_time, value, info.name)
+        return moment.isoformat() if moment else None
     if kind == "date":
-        return str(value)[:10]
+        day = field_value(parse_date, value, info.name)
+        return day.isoformat() if day else None
     return value
 
 
@@ -248,12 +246,12 @@ def normalize_deal(payload: Mapping[str, Any], catalog: FieldCatalog | None,
     moved = parse_time(payload.get("MOVED_TIME"))
     lost_reason = None
     if status == "lost":
-        if info.loss_field is not None:
+        if info.loss_field is not None:  # the portal's reason field; empty means no reason
             lost_reason = resolve_value(info.loss_field, payload.get(info.loss_field.key))
             if isinstance(lost_reason, list):
                 lost_reason = lost_reason[0] if lost_reason else None
-        if not lost_reason and stage_id in info.stages:
-            lost_reason = info.stages[stage_id][1]  # the failure stage's name
+        elif stage_id in info.stages:  # no reason field: reasons are failure stages
+            lost_reason = info.stages[stage_id][1]
     final_stage = stage_id
     if status != "open" and deal_id in info.closed_from:
         stage_id = info.closed_from[deal_id]  # the process stage the deal was closed from
@@ -326,11 +324,27 @@ def normalize_contact(payload: Mapping[str, Any], catalog: FieldCatalog | None) 
 
 
 def activity_kind(payload: Mapping[str, Any]) -> str:
+    """The activity type key: ``<kind>:<PROVIDER_ID>:<PROVIDER_TYPE_ID>``.
+
+    ``TYPE_ID`` alone cannot tell a presentation from a reminder: activities created by
+    apps are all ``TYPE_ID`` 6 with ``PROVIDER_ID`` ``REST_APP`` and the app's own
+    ``PROVIDER_TYPE_ID`` (the ``TYPE_ID`` it registered with ``crm.activity.type.add``),
+    and universal to-dos are ``TYPE_ID`` 6 too (``CRM_TODO``). So the key carries the
+    provider and its type (``todo:REST_APP:PRESENTATION``, ``todo:CRM_TODO:TODO``,
+    ``call:VOXIMPLANT_CALL:CALL``); a tenant's mapping may name the whole key or a prefix
+    (``todo:REST_APP``, ``todo``), the longest one listed wins."""
     kind = str(payload.get("TYPE_ID") or "0")
     if kind not in ACTIVITY_KINDS:
         message = f"unknown activity TYPE_ID {kind!r}"
         raise ValueError(message)
-    return ACTIVITY_KINDS[kind]
+    parts = [ACTIVITY_KINDS[kind]]
+    provider = str(payload.get("PROVIDER_ID") or "").strip()
+    if provider:
+        parts.append(provider)
+        provider_type = str(payload.get("PROVIDER_TYPE_ID") or "").strip()
+        if provider_type:
+            parts.append(provider_type)
+    return ":".join(parts)[:255]
 
 
 def normalize_activity(payload: Mapping[str, Any], catalog: FieldCatalog | None = None,
@@ -432,15 +446,24 @@ def activity_types() -> list[ActivityType]:
 
 
 def normalize_many(stream: str, items: Iterable[Any],
-                   normalize: Callable[[Mapping[str, Any]], Record]) -> list[Record]:
-    """Normalize a page; any unreadable record fails the page, naming stream and id."""
+                   normalize: Callable[[Mapping[str, Any]], Record], *,
+                   problems: list[FieldProblem] | None = None,
+                   tenant: str | None = None) -> list[Record]:
+    """Normalize a page; any unreadable record fails the page, naming stream and id.
+    With ``problems``, a custom field value that cannot be read is reported there (naming
+    tenant, stream, record id, field and value) and left empty; the record is kept."""
     records: list[Record] = []
     for item in items:
         if not isinstance(item, Mapping):
             message = f"bitrix24 {stream}: expected an object, got {type(item).__name__}"
             raise BadPayloadError(message)
         try:
-            records.append(normalize(item))
+            if problems is None:
+                records.append(normalize(item))
+                continue
+            with reading_record(problems, stream=stream,
+                                record_id=item.get("ID", item.get("id")), tenant=tenant):
+                records.append(normalize(item))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             message = redact(f"bitrix24 {stream}: record {item.get('ID', item.get('id'))!r}"
                              f" is malformed: {type(exc).__name__}: {exc}")

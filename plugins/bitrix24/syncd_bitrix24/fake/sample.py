@@ -208,15 +208,29 @@ def contact_row(contact_id: int, company: int | None, owner: int,
                        "VALUE": f"c{contact_id}@client.example", "TYPE_ID": "EMAIL"}]}
 
 
+#: kind -> (TYPE_ID, PROVIDER_ID, PROVIDER_TYPE_ID) as ``crm.activity.list`` answers them.
+#: Calls: TYPE_ID "2", VOXIMPLANT_CALL / CALL (the response example of
+#: https://apidocs.bitrix24.com/api-reference/crm/timeline/activities/activity-base/crm-activity-list.html);
+#: universal to-dos: TYPE_ID "6", CRM_TODO / TODO (.../activities/todo/index.html). Activities
+#: of apps are TYPE_ID "6" (provider-managed), PROVIDER_ID REST_APP, and PROVIDER_TYPE_ID the
+#: TYPE_ID the app registered with crm.activity.type.add ("when creating an activity this is
+#: PROVIDER_TYPE_ID": .../activities/types/crm-activity-type-add.html).
+ACTIVITY_SHAPES: dict[str, tuple[str, str, str]] = {
+    "meeting": ("1", "CRM_MEETING", "MEETING"), "call": ("2", "VOXIMPLANT_CALL", "CALL"),
+    "task": ("3", "TASKS_TASK", "TASK"), "email": ("4", "CRM_EMAIL", "EMAIL"),
+    "todo": ("6", "CRM_TODO", "TODO"),
+    "presentation": ("6", "REST_APP", "PRESENTATION"),
+    "reminder": ("6", "REST_APP", "REMINDER"), "followup": ("6", "REST_APP", "FOLLOWUP"),
+}
+
+
 def activity_row(activity_id: int, *, deal: int, kind: str, done: bool, when: datetime,
                  owner: int, subject: str = "", description: str = "",
                  created: datetime | None = None) -> dict[str, Any]:
-    type_id = {"meeting": "1", "call": "2", "task": "3", "email": "4", "todo": "6"}[kind]
-    provider = {"call": "VOXIMPLANT_CALL", "email": "CRM_EMAIL", "meeting": "CRM_MEETING",
-                "task": "TASKS_TASK", "todo": "CRM_TODO"}[kind]
+    type_id, provider, provider_type = ACTIVITY_SHAPES[kind]
     created = created or when - timedelta(days=1)
     return {"ID": str(activity_id), "OWNER_ID": str(deal), "OWNER_TYPE_ID": "2",
-            "TYPE_ID": type_id, "PROVIDER_ID": provider, "PROVIDER_TYPE_ID": kind.upper(),
+            "TYPE_ID": type_id, "PROVIDER_ID": provider, "PROVIDER_TYPE_ID": provider_type,
             "SUBJECT": subject or kind.title(), "COMPLETED": "Y" if done else "N",
             "STATUS": "2" if done else "1", "RESPONSIBLE_ID": str(owner),
             "AUTHOR_ID": str(owner), "PRIORITY": "2", "DIRECTION": "2",
@@ -263,6 +277,19 @@ def _story_fields(deal_id: int, path: list[str], rnd: random.Random) -> dict[str
     if path[-1] == "LOSE" and deal_id % 2:
         uf["UF_CRM_LOSS"] = rnd.choice(list(LOSS_REASONS))
     return uf
+
+
+def _app_activities(deal_id: int, path: list[str], moved: datetime, now: datetime,
+                    ) -> list[tuple[str, bool, datetime]]:
+    """Activities a sales app created (REST_APP): a presentation done on the way for some
+    deals, and a follow-up planned after some wins (no randomness: the stories above keep
+    their draws)."""
+    found: list[tuple[str, bool, datetime]] = []
+    if deal_id % 5 == 1 and len(path) > 2:
+        found.append(("presentation", True, min(moved, now) - timedelta(days=1)))
+    if SEMANTIC[path[-1]] == "S" and deal_id % 3 == 0:
+        found.append(("followup", False, now + timedelta(days=5)))
+    return found
 
 
 def sample_dataset(now: datetime, deals: int = 48) -> Dataset:
@@ -312,6 +339,10 @@ def sample_dataset(now: datetime, deals: int = 48) -> Dataset:
             activities.put(activity_row(next_activity, deal=deal_id, owner=owner,
                                         kind=rnd.choice(["call", "meeting", "todo"]),
                                         done=False, when=now + timedelta(days=2 + deal_id % 5)))
+            next_activity += 1
+        for kind, done, when in _app_activities(deal_id, path, moved, now):
+            activities.put(activity_row(next_activity, deal=deal_id, owner=owner, kind=kind,
+                                        done=done, when=when))
             next_activity += 1
     return Dataset("Volga Print", ref["users"], ref["departments"], ref["categories"],
                    ref["statuses"], ref["fields"], deal_table, companies, contacts, activities,
