@@ -51,6 +51,10 @@ class TabMapping(_Strict):
     columns: dict[str, str] = Field(default_factory=dict)
     #: Headers of custom-field columns holding dates (stored as ISO dates, not serials).
     date_fields: list[str] = Field(default_factory=list)
+    #: Headers of custom-field columns holding numbers (``106 000,00 ₽`` is stored as
+    #: 106000.0; ``syncd.values.parse_number`` says what is read). Unlisted columns keep
+    #: their text, which the mapping reads with the same reader.
+    number_fields: list[str] = Field(default_factory=list)
 
 
 class TabularSettings(ConnectionSettings):

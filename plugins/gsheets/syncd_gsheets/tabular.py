@@ -302,17 +302,26 @@ class TabularReader:
             raise ValueError(f"{key}: {exc}") from None
 
     def _fields(self, tab: Tab, row: Row, entity: str) -> dict[str, Any]:
+        """Custom columns by header. Values of ``date_fields``/``number_fields`` columns are
+        read as dates/numbers; one that cannot be read is a problem naming the tab, row,
+        column and value, and only that field is left empty (the row is kept)."""
         spec = self.settings.tabs.get(entity)  # type: ignore[call-overload]
         dates = set(spec.date_fields) if spec is not None else set()
+        numbers = set(spec.number_fields) if spec is not None else set()
         out: dict[str, Any] = {}
         for header, value in row.extra.items():
-            if header in dates and not cell.blank(value):
-                try:
-                    out[header] = cell.day(value).isoformat()  # type: ignore[union-attr]
-                except ValueError as exc:
-                    raise ValueError(f"{header}: {exc}") from None
-            else:
+            if cell.blank(value) or header not in dates | numbers:
                 out[header] = cell.plain(value)
+                continue
+            try:
+                if header in dates:
+                    out[header] = cell.day(value).isoformat()  # type: ignore[union-attr]
+                else:
+                    out[header] = cell.number(value)
+            except (ValueError, TypeError) as exc:
+                out[header] = None
+                self.data.problems.append(RowProblem(
+                    tab.title, row.number, f"{header}: {exc}; the field is left empty"))
         return out
 
     def _owner(self, value: Any) -> str | None:
