@@ -35,6 +35,10 @@ Dates and datetimes (``parse_date``, ``parse_datetime``)
     offset is in ``tz``; every datetime comes back as aware UTC. Slashed dates are
     day-first (``03/04/2026`` is 3 April), as in every locale the supported CRMs serve.
 
+Ids (``parse_id``)
+    Numbers, digit strings and whole floats as one canonical string (``"37"``); see its
+    options for 0-means-none, numeric-only and sheet ids kept as written.
+
 Problems
     Inside ``reading_record(...)``, ``field_value(parse, raw, field)`` turns a value that
     cannot be read into a ``FieldProblem`` (tenant, stream, record id, field, raw value)
@@ -67,6 +71,7 @@ __all__ = [
     "parse_amount",
     "parse_date",
     "parse_datetime",
+    "parse_id",
     "parse_number",
     "reading_record",
 ]
@@ -86,6 +91,41 @@ class ValueProblem(ValueError):
 
 def blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+# --- ids -------------------------------------------------------------------------------------
+_INTEGER = re.compile(r"^-?[0-9]+$")
+
+
+def parse_id(value: Any, *, zero_is_none: bool = False, numeric: bool = False,
+             keep_text: bool = False) -> str | None:
+    """A CRM or sheet id as a string, exactly: ``37``, ``"37"`` and ``37.0`` are ``"37"``.
+
+    Blank is None. ``zero_is_none``: 0 means "no record" (amoCRM, Bitrix24 links).
+    ``numeric``: only integers are ids (Bitrix24). ``keep_text``: digit strings are kept as
+    written (``"00123"`` stays ``"00123"``: a sheet's ids are text); otherwise a digit string
+    is normalized (``"0037"`` -> ``"37"``). Booleans and fractional numbers are errors."""
+    if blank(value):
+        return None
+    if isinstance(value, bool):
+        raise ValueProblem(value, "an id", "a yes/no value")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueProblem(value, "an id", "not a whole number")
+        value = int(value)
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if _INTEGER.match(text):
+            text = text if keep_text else str(int(text))
+        elif numeric:
+            raise ValueProblem(value, "an id", "not a whole number")
+    else:
+        raise ValueProblem(value, "an id", f"a {type(value).__name__}")
+    if zero_is_none and _INTEGER.match(text) and int(text) == 0:
+        return None
+    return text
 
 
 # --- numbers ---------------------------------------------------------------------------------

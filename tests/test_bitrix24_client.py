@@ -239,7 +239,7 @@ def test_strings_and_portal_offsets_are_converted_exactly() -> None:
     no_field = StageInfo(stages=info.stages, closed_from=info.closed_from)
     assert normalize_deal(dict(deal.raw), catalog, no_field).lost_reason == "Too expensive", \
         "a portal without a loss-reason field names its reasons by failure stages"
-    with pytest.raises(ValueError, match="unreadable id"):
+    with pytest.raises(ValueError, match="as an id"):
         normalize_deal({**deal.raw, "ASSIGNED_BY_ID": "Anna"}, catalog, info)
 
 

@@ -60,7 +60,7 @@ def test_reads_every_tab_with_two_requests_exactly(fake: FakeSheets) -> None:
     assert deals["00123"].created_at is not None
     assert deals["00123"].created_at.isoformat() == "2026-10-01T14:30:00+00:00"
     problems = [p for page in pages["deals"] for p in page.problems]
-    assert problems == ["tab \"Client's deals\" row 4: expected a number, got 'lots'"]
+    assert problems == ["tab \"Client's deals\" row 4: cannot read 'lots' as a number"]
     assert [s.external_id for p in pages["stages"] for s in p.records] == ["Pipeline / Intro"]
 
 

@@ -236,3 +236,30 @@ def test_a_mapped_profit_with_no_break_spaces_counts(caplog):
         assert to_float("сто тысяч", "deal 7 profit") is None
     assert "deal 7 profit" in caplog.text
     assert "сто тысяч" in caplog.text
+
+
+# --- ids ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("raw", "options", "expected"), [
+    (37, {}, "37"), ("37", {}, "37"), (37.0, {}, "37"), (" 0037 ", {}, "37"),
+    ("D-7", {}, "D-7"), ("00123", {"keep_text": True}, "00123"), (0, {}, "0"),
+    (0, {"zero_is_none": True}, None), ("0", {"zero_is_none": True}, None),
+    ("", {}, None), (None, {}, None), ("-5", {}, "-5"),
+])
+def test_ids(raw, options, expected):
+    assert values.parse_id(raw, **options) == expected
+
+
+@pytest.mark.parametrize(("raw", "options"), [
+    (True, {}), (1.5, {}), ("Anna", {"numeric": True}), ([1], {}),
+])
+def test_unreadable_ids_raise(raw, options):
+    with pytest.raises(ValueProblem, match="as an id"):
+        values.parse_id(raw, **options)
+
+
+@given(st.integers(min_value=-(10**18), max_value=10**18),
+       st.sampled_from([str, float, int]))
+def test_an_id_reads_the_same_whatever_its_json_type(number, shape):
+    if shape is float and abs(number) > 2**53:
+        return
+    assert values.parse_id(shape(number)) == str(number)

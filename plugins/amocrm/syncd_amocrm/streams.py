@@ -44,6 +44,7 @@ from syncd.values import (
     field_value,
     from_unix,
     parse_datetime,
+    parse_id,
     parse_number,
     reading_record,
 )
@@ -79,23 +80,9 @@ def to_unix(value: datetime) -> int:
 
 def ident(value: Any) -> str | None:
     """An amoCRM id (int or numeric string) as a string; 0 and empty mean "none"."""
-    if value is None or value == "" or value is False or value == 0:
+    if value is False:  # v1 writes false for "no link"
         return None
-    if isinstance(value, bool):
-        message = f"id must be a number, got {value!r}"
-        raise TypeError(message)
-    if isinstance(value, float):
-        if not value.is_integer():
-            message = f"id must be an integer, got {value!r}"
-            raise ValueError(message)
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
-        return str(int(text)) if text.lstrip("-").isdigit() else text
-    message = f"unreadable id {value!r}"
-    raise TypeError(message)
+    return parse_id(value, zero_is_none=True)
 
 
 def required_id(payload: Mapping[str, Any], key: str = "id") -> str:

@@ -37,6 +37,7 @@ from syncd.values import (
     field_value,
     parse_date,
     parse_datetime,
+    parse_id,
     parse_number,
     reading_record,
 )
@@ -76,17 +77,8 @@ def format_time(value: datetime) -> str:
 
 
 def ident(value: Any) -> str | None:
-    """A Bitrix24 id (``"37"``, ``37``); ``""``, ``"0"``, None -> None."""
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    if not text.lstrip("-").isdigit():
-        message = f"unreadable id {value!r}"
-        raise ValueError(message)
-    number = int(text)
-    return None if number == 0 else str(number)
+    """A Bitrix24 id (``"37"``, ``37``); ``""``, ``"0"``, None -> None; integers only."""
+    return parse_id(value, zero_is_none=True, numeric=True)
 
 
 def required_id(payload: Mapping[str, Any], key: str = "ID") -> str:

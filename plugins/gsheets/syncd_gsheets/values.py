@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from syncd.values import from_serial, parse_date, parse_datetime, parse_number
+from syncd.values import from_serial, parse_date, parse_datetime, parse_id, parse_number
 
 __all__ = ["blank", "day", "flag", "from_serial", "ident", "moment", "number", "plain", "text"]
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x", "да", "done", "✓", "✔"})
@@ -40,15 +40,7 @@ def text(value: Any) -> str:
 
 def ident(value: Any) -> str | None:
     """An id cell as text, exactly: ``00123`` stays ``00123``, ``123.0`` becomes ``123``."""
-    if blank(value):
-        return None
-    if isinstance(value, bool):
-        message = f"an id cannot be a checkbox ({value!r})"
-        raise TypeError(message)
-    if isinstance(value, float) and not value.is_integer():
-        message = f"an id must be a whole number or text, got {value!r}"
-        raise ValueError(message)
-    return text(value)
+    return parse_id(value, keep_text=True)
 
 
 def number(value: Any) -> float | None:

@@ -35,6 +35,7 @@ from syncd.values import (
     field_value,
     parse_date,
     parse_datetime,
+    parse_id,
     parse_number,
     reading_record,
 )
@@ -73,27 +74,11 @@ def format_time(value: datetime) -> str:
 
 def ident(value: Any) -> str | None:
     """Any Pipedrive id (int, numeric string, v1 ``{value: id}`` object) as a string."""
-    if value is None or value == "" or value is False:
-        return None
-    if isinstance(value, bool):
-        message = f"id must be a number, got {value!r}"
-        raise TypeError(message)
     if isinstance(value, dict):
         return ident(value.get("value", value.get("id")))
-    if isinstance(value, float):
-        if not value.is_integer():
-            message = f"id must be an integer, got {value!r}"
-            raise ValueError(message)
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            return str(int(text))
-        return text
-    message = f"unreadable id {value!r}"
-    raise TypeError(message)
+    if value is False:  # v1 writes false for "no link"
+        return None
+    return parse_id(value)
 
 
 def required_id(payload: Mapping[str, Any], key: str = "id") -> str:
