@@ -149,8 +149,8 @@ def test_a_google_spreadsheet_as_the_clients_crm(tmp_path: Path, db_url: str,
     summary = json.loads(result.stdout)[0]["summary"]
     assert summary["pulled"]["deals"] == len(sample.DEALS) - 1
     assert summary["problems"] == [
-        "tab 'Deals' row 7: created_at: expected a date (YYYY-MM-DD, DD.MM.YYYY or a date "
-        "cell), got 'someday'"]
+        "tab 'Deals' row 7: created_at: cannot read 'someday' as a date (YYYY-MM-DD, "
+        "DD.MM.YYYY or ISO 8601)"]
     crm_reads = [(m, p, q) for m, p, q, _ in sheets.requests if CRM_SHEET in p]
     assert [(m, p.rsplit("/", 1)[-1]) for m, p, _ in crm_reads] == [
         ("GET", CRM_SHEET), ("GET", "values:batchGet")], "two requests read the whole CRM"

@@ -14,9 +14,17 @@ from __future__ import annotations
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from syncd.values import from_serial, parse_date, parse_datetime, parse_id, parse_number
+from syncd.values import (
+    SERIAL_EPOCH,
+    from_serial,
+    parse_date,
+    parse_datetime,
+    parse_id,
+    parse_number,
+)
 
-__all__ = ["blank", "day", "flag", "from_serial", "ident", "moment", "number", "plain", "text"]
+__all__ = ["SERIAL_EPOCH", "blank", "day", "flag", "from_serial", "ident", "moment", "number",
+           "plain", "text"]
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x", "да", "done", "✓", "✔"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "n", "нет", "-"})
 
