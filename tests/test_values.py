@@ -176,13 +176,15 @@ def test_serials_round_trip_to_the_millisecond(moment):
 
 
 @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1),
-                    timezones=st.sampled_from([UTC, MOSCOW, timezone(timedelta(hours=-5))]))
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=3)),
+                                               timezone(timedelta(hours=-5))]))
        .map(lambda d: d.replace(microsecond=0)),
        st.sampled_from(["iso", "ru", "unix"]))
 def test_datetimes_written_in_each_style_read_back_equal(moment, style):
     if style == "iso":
         text, expected = moment.isoformat(), moment
-    elif style == "ru":  # what a Russian export writes: local wall time, no offset
+    elif style == "ru":  # what a Russian export writes: local wall time, no offset (fixed
+        # offsets here: a wall time inside a DST fold names two instants)
         text, expected = moment.strftime("%d.%m.%Y %H:%M:%S"), moment
     else:
         text, expected = str(int(moment.timestamp())), moment
