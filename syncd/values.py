@@ -32,8 +32,10 @@ Dates and datetimes (``parse_date``, ``parse_datetime``)
     text (``31.12.2025``, ``31/12/2025``, ``31.12.2025 14:30``, ``31.12.2025 14:30:15``);
     numbers as Excel/Sheets serial days (``numbers="serial"``, the default) or as Unix
     seconds (``numbers="unix"``; milliseconds when above 10^11). A datetime without an
-    offset is in ``tz``; every datetime comes back as aware UTC. Slashed dates are
-    day-first (``03/04/2026`` is 3 April), as in every locale the supported CRMs serve.
+    offset is in ``tz`` (``tz=None``: an offset is required); every datetime comes back
+    as aware UTC. Slashed dates are day-first (``03/04/2026`` is 3 April), as Russian and
+    European exports write them; US month-first text is not supported (a sheet read
+    through the API gives serial numbers, which have no such ambiguity).
 
 Ids (``parse_id``)
     Numbers, digit strings and whole floats as one canonical string (``"37"``); see its
@@ -61,6 +63,7 @@ from typing import Any, Literal, TypeVar
 __all__ = [
     "CURRENCIES",
     "NUMBER_STYLES",
+    "SERIAL_EPOCH",
     "Amount",
     "FieldProblem",
     "ValueProblem",
