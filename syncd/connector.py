@@ -171,6 +171,13 @@ class Connector(ABC):
     def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
         """Yield pages of normalized records of ``stream`` changed since ``cursor``."""
 
+    def reread(self, stream: str, payloads: Sequence[Mapping[str, Any]]) -> Page | None:
+        """Normalize raw payloads of ``stream`` again: records quarantined by an earlier pass
+        (``syncd.badrecords``), as the CRM sent them. Return their page (a record still
+        unreadable is rejected again), or ``None`` when this connector cannot; its
+        quarantined records are then retried when the CRM lists them again."""
+        return None
+
     @abstractmethod
     def inspect(self) -> Inspection:
         """Describe the account: pipelines and stages, loss reasons, fields, users."""

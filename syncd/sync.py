@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from syncd import store
 from syncd.audit.engine import audit_deals
 from syncd.audit.facts import DealFacts, Finding
+from syncd.badrecords import BadRecord, collecting, drain
 from syncd.config import Tenant
 from syncd.connector import Connector, PullContext
 from syncd.errors import SyncdError
@@ -27,9 +28,11 @@ from syncd.fieldcheck import check_stored_fields
 from syncd.kpi import load as kpi_load
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
+from syncd.records import Page
 from syncd.scoring import people
 from syncd.scoring.karma import client_karma_lines, line_amount, line_weight
-from syncd.secrets import redact
+from syncd.store.runs import RunStatus
+from syncd.store.sanitize import describe_error
 from syncd.writeback import WritebackResult, queue_tasks, run_writeback
 
 log = logging.getLogger(__name__)
@@ -105,21 +108,36 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
             result = run_writeback(db, connector, tenant, tenant_id, now,
                                    stop_requested=options.stop_requested)
             summary.writes = result.as_counts()
+            summary.write_failures.extend(result.failures)
         status = "ok"
     except Interrupted:
         status = "interrupted"
         raise
     except Exception as exc:
-        error = redact(str(exc))
+        error = describe_error(exc)  # never SQL parameters; bounded and redacted when stored
         raise
     finally:
         connector.close()
         summary.seconds = round(time.monotonic() - started, 3)
+        _finish_run(db, run_id, status, summary, error)
+    _after_sync(plugins, tenant.key, summary)
+    return summary
+
+
+def _finish_run(db: store.Database, run_id: int, status: RunStatus,
+                summary: PassSummary, error: str | None) -> None:
+    """Close the run row; if that fails (its counts or error refused), close it without
+    them, so a pass that ended in this process never stays "running"."""
+    try:
         with db.session() as session:
             store.finish_run(session, run_id, status=status, counts=summary.as_dict(),
                              error=error)
-    _after_sync(plugins, tenant.key, summary)
-    return summary
+    except Exception as exc:
+        log.exception("could not record the outcome of sync run %s", run_id)
+        with db.session() as session:
+            store.finish_run(session, run_id, status="failed" if status == "ok" else status,
+                             error=f"{error or ''} (outcome not recorded: "
+                                   f"{describe_error(exc)})".strip())
 
 
 def _after_sync(plugins: Plugins, tenant: str, summary: PassSummary) -> None:
@@ -141,21 +159,70 @@ def _pull(db: store.Database, connector: Connector, tenant_id: int, options: Pas
             context.changed_deal_ids = changed_deals | _history_owed(db, tenant_id, run_id)
         with db.session() as session:
             cursor = None if options.full else store.get_cursor(session, tenant_id, stream)
-        for page in connector.pull(stream, cursor, context):
-            with db.session() as session:
-                stats = store.upsert_page(session, tenant_id, page)
-                if page.cursor is not None:
-                    store.set_cursor(session, tenant_id, stream, page.cursor)
-            summary.pulled[stream] = summary.pulled.get(stream, 0) + len(page.records)
-            summary.changed[stream] = (summary.changed.get(stream, 0)
-                                       + stats.inserted + stats.updated)
-            summary.requests += page.requests
-            summary.problems.extend(page.problems)
-            changed_deals |= stats.changed_ids.get("deal", set())
-            if options.stop_requested():
-                message = f"stopped during stream {stream} after a committed page"
-                raise Interrupted(message)
+            held = {row.external_id: row.payload
+                    for row in store.quarantined(session, tenant_id, stream)}
+        if held:
+            changed_deals |= _retry_quarantined(db, connector, tenant_id, stream, held)
+        with collecting() as rejected:
+            for page in connector.pull(stream, cursor, context):
+                stats = _store_page(db, tenant_id, page, drain(rejected), held)
+                summary.pulled[stream] = summary.pulled.get(stream, 0) + len(page.records)
+                summary.changed[stream] = (summary.changed.get(stream, 0)
+                                           + stats.inserted + stats.updated)
+                summary.requests += page.requests
+                summary.problems.extend(page.problems)
+                changed_deals |= stats.changed_ids.get("deal", set())
+                if options.stop_requested():
+                    message = f"stopped during stream {stream} after a committed page"
+                    raise Interrupted(message)
+    with db.session() as session:
+        for row in store.quarantined(session, tenant_id):
+            summary.quarantined.append(store.describe_quarantined(row))
+    for line in summary.quarantined:
+        log.warning("quarantined record: %s", line)
 
+
+def _store_page(db: store.Database, tenant_id: int, page: Page, rejected: list[BadRecord],
+                held: dict[str, Any]) -> store.UpsertStats:
+    """Store a page's good records, quarantine its bad ones and move the cursor, in one
+    transaction; records held in quarantine that went through now are released."""
+    with db.session() as session:
+        stats, failures = store.upsert_page_isolating(session, tenant_id, page)
+        for bad in rejected:
+            held[store.quarantine(session, tenant_id, bad.stream, bad.external_id,
+                                  bad.payload, bad.problem, stage="read")] = bad.payload
+        for failure in failures:
+            held[store.quarantine(session, tenant_id, page.stream, failure.external_id,
+                                  getattr(failure.record, "raw", None) or {},
+                                  failure.problem, stage="store")] = None
+        if held:
+            failed = {f.external_id for f in failures}
+            stored = {i for r in page.records
+                      if (i := store.record_external_id(r)) and i not in failed}
+            released = stored & held.keys()
+            if released:
+                store.release(session, tenant_id, page.stream, released)
+                for external_id in released:
+                    held.pop(external_id, None)
+        if page.cursor is not None:
+            store.set_cursor(session, tenant_id, page.stream, page.cursor)
+    return stats
+
+
+def _retry_quarantined(db: store.Database, connector: Connector, tenant_id: int,
+                       stream: str, held: dict[str, Any]) -> set[str]:
+    """Re-read the stream's quarantined records from their stored payloads (when the
+    connector can) before pulling; returns the deal ids that changed. Records the connector
+    cannot re-read stay held until the CRM lists them again."""
+    payloads = [p for p in held.values() if isinstance(p, dict) and p]
+    if not payloads:
+        return set()
+    with collecting() as rejected:
+        page = connector.reread(stream, payloads)
+        if page is None:
+            return set()
+        stats = _store_page(db, tenant_id, replace(page, cursor=None), drain(rejected), held)
+    return stats.changed_ids.get("deal", set())
 
 def _history_owed(db: store.Database, tenant_id: int, run_id: int | None) -> set[str]:
     """Deals stored by earlier passes that ended before their stage history (failed, killed

@@ -11,6 +11,12 @@ Safety, after reliability.md §3:
 - tasks are created exactly once: the intent is queued in the same transaction that opens
   the violation; a task whose creation may have happened (the row is pending after an
   earlier attempt) is looked up by its marker before anything is created again.
+
+A write or task the CRM rejects for that item (400/403/404/409/410/422, a Bitrix24 value
+that reads back wrong) is logged with the record and the CRM's reason, kept ``failed`` in
+the ledger and retried on later passes with exponential backoff per item
+(``syncd.store.writebacks.backoff``); until it goes through it is listed in
+``WritebackResult.failures`` (the pass summary's ``write_failures``: exit code 4).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +33,7 @@ from syncd.config import Tenant
 from syncd.connector import Connector, FieldSpec, FieldWrite, TaskCreate
 from syncd.mapping import to_float
 from syncd.render import deal_summary, task_subject
-from syncd.secrets import redact
+from syncd.store.sanitize import bounded_error
 
 log = logging.getLogger(__name__)
 BATCH = 50
@@ -42,9 +48,13 @@ class WritebackResult:
     tasks_created: int = 0
     tasks_recovered: int = 0  # found already created after an interrupted attempt
     tasks_failed: int = 0
+    fields_waiting: int = 0  # rejected earlier, waiting for their backoff to end
+    tasks_waiting: int = 0
+    #: One text per item not in the CRM as desired: rejected now, or waiting for a retry.
+    failures: list[str] = field(default_factory=list)
 
     def as_counts(self) -> dict[str, int]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
 
 
 def marker_for(violation_id: int) -> str:
@@ -73,7 +83,8 @@ def run_writeback(db: store.Database, connector: Connector, tenant: Tenant, tena
                   now: datetime, *, stop_requested: Callable[[], bool] = lambda: False,
                   ) -> WritebackResult:
     result = WritebackResult()
-    writes = plan_field_writes(db, tenant, tenant_id, result)
+    writes = _not_waiting(db, tenant_id, plan_field_writes(db, tenant, tenant_id, result),
+                          now, result)
     config = tenant.config.writeback
     if len(writes) > config.max_writes_per_run:
         result.fields_deferred = len(writes) - config.max_writes_per_run
@@ -83,10 +94,52 @@ def run_writeback(db: store.Database, connector: Connector, tenant: Tenant, tena
             FieldSpec("company", config.company_karma_field, "number"),
             FieldSpec("deal", config.deal_violations_field, "text"),
         ])
-        _apply_field_writes(db, connector, tenant_id, writes, result, stop_requested)
+        _apply_field_writes(db, connector, tenant_id, writes, result, stop_requested, now)
     if config.create_tasks:
+        _note_waiting_tasks(db, tenant_id, now, result)  # before: the due ones are retried
         _create_tasks(db, connector, tenant, tenant_id, now, result, stop_requested)
     return result
+
+
+def _failure(result: WritebackResult, what: str, error: str, retry_at: datetime) -> None:
+    """Log one rejected item with the CRM's reason and list it for the pass summary."""
+    log.warning("write-back: %s was rejected: %s (retry after %s)", what, error,
+                retry_at.isoformat(timespec="minutes"))
+    result.failures.append(f"{what}: {error} (retry after {retry_at.isoformat()})")
+
+
+def _not_waiting(db: store.Database, tenant_id: int, writes: list[FieldWrite],
+                 now: datetime, result: WritebackResult) -> list[FieldWrite]:
+    """Leave out writes rejected before whose backoff is not over (same value only: a new
+    desired value is tried at once); list them as failures."""
+    with db.session() as session:
+        failed = {(r.entity, r.external_id, r.field): r
+                  for r in store.failed_rows(session, tenant_id, "field")}
+    if not failed:
+        return writes
+    due = []
+    for write in writes:
+        row = failed.get((write.entity, write.external_id, write.field_name))
+        if (row is not None and row.next_attempt_at is not None and row.next_attempt_at > now
+                and row.desired_value == store.to_text(write.value)):
+            result.fields_waiting += 1
+            result.failures.append(
+                f"{write.entity} {write.external_id} field {write.field_name!r}: "
+                f"{row.error} (retry after {row.next_attempt_at.isoformat()})")
+            continue
+        due.append(write)
+    return due
+
+
+def _note_waiting_tasks(db: store.Database, tenant_id: int, now: datetime,
+                        result: WritebackResult) -> None:
+    with db.session() as session:
+        for row in store.failed_rows(session, tenant_id, "task"):
+            if row.next_attempt_at is not None and row.next_attempt_at > now:
+                result.tasks_waiting += 1
+                result.failures.append(
+                    f"task {row.field} for deal {row.external_id}: {row.error} "
+                    f"(retry after {row.next_attempt_at.isoformat()})")
 
 
 # -- fields ------------------------------------------------------------------------------------
@@ -140,7 +193,7 @@ def _settle(session: Any, tenant_id: int, ledger: dict[Any, Any], entity: str,
 
 def _apply_field_writes(db: store.Database, connector: Connector, tenant_id: int,
                         writes: Sequence[FieldWrite], result: WritebackResult,
-                        stop_requested: Callable[[], bool]) -> None:
+                        stop_requested: Callable[[], bool], now: datetime) -> None:
     size = max(1, connector.field_batch_size)
     for start in range(0, len(writes), size):
         batch = writes[start: start + size]
@@ -159,9 +212,12 @@ def _apply_field_writes(db: store.Database, connector: Connector, tenant_id: int
                         store.upsert_records(session, tenant_id, [outcome.record])
                 else:
                     result.fields_failed += 1
-                    store.mark_failed(session, tenant_id, "field", write.entity,
-                                      write.external_id, write.field_name,
-                                      redact(outcome.error or "failed"))
+                    error = bounded_error(outcome.error or "failed") or "failed"
+                    retry_at = store.mark_failed(session, tenant_id, "field", write.entity,
+                                                 write.external_id, write.field_name, error,
+                                                 now=now)
+                    _failure(result, f"{write.entity} {write.external_id} field "
+                             f"{write.field_name!r}", error, retry_at)
         if stop_requested():
             return
 
@@ -181,7 +237,7 @@ def _create_tasks(db: store.Database, connector: Connector, tenant: Tenant, tena
     call, and the outcomes are committed after it. A crash between the two leaves attempted
     intents, which the next pass looks up instead of creating again."""
     with db.session() as session:
-        rows = store.pending_rows(session, tenant_id, "task")
+        rows = store.due_rows(session, tenant_id, "task", now)
         owners = store.deal_owners(session, tenant_id, [r.external_id for r in rows])
     due = (now.astimezone(tenant.tz) + timedelta(days=tenant.config.writeback.task_due_days))
     size = max(1, connector.task_batch_size)
@@ -193,11 +249,12 @@ def _create_tasks(db: store.Database, connector: Connector, tenant: Tenant, tena
             subject=row.desired_value, note=f"{row.desired_value}\n\n[{row.field}]",
             marker=row.field, due=due.date(),
         )) for row in rows[start: start + size]]
-        _create_task_batch(db, connector, tenant_id, batch, result)
+        _create_task_batch(db, connector, tenant_id, batch, result, now)
 
 
 def _create_task_batch(db: store.Database, connector: Connector, tenant_id: int,
-                       batch: list[tuple[Any, TaskCreate]], result: WritebackResult) -> None:
+                       batch: list[tuple[Any, TaskCreate]], result: WritebackResult,
+                       now: datetime) -> None:
     retried = [task for row, task in batch if row.attempts > 0]
     existing = connector.find_tasks(retried) if retried else {}
     todo = []
@@ -221,6 +278,9 @@ def _create_task_batch(db: store.Database, connector: Connector, tenant_id: int,
                                 row.field, row.desired_value, crm_id=outcome.crm_id)
                 result.tasks_created += 1
             else:
-                store.mark_failed(session, tenant_id, "task", "deal", row.external_id,
-                                  row.field, redact(outcome.error or "failed"))
+                error = bounded_error(outcome.error or "failed") or "failed"
+                retry_at = store.mark_failed(session, tenant_id, "task", "deal",
+                                             row.external_id, row.field, error, now=now)
                 result.tasks_failed += 1
+                _failure(result, f"task {row.field} for deal {row.external_id}", error,
+                         retry_at)

@@ -20,6 +20,7 @@ from syncd.store.models import (
     FieldDefRow,
     KarmaLineRow,
     PipelineRow,
+    QuarantineRow,
     StageChangeRow,
     StageRow,
     SyncCursorRow,
@@ -30,6 +31,8 @@ from syncd.store.models import (
     ViolationRow,
     WritebackRow,
 )
+from syncd.store.quarantine import describe as describe_quarantined
+from syncd.store.quarantine import quarantine, quarantined, release
 from syncd.store.reads import (
     ActivityView,
     CompanyView,
@@ -54,10 +57,13 @@ from syncd.store.runs import (
     start_run,
 )
 from syncd.store.upsert import (
+    RecordFailure,
     UpsertStats,
     field_def_external_id,
     mark_deleted,
+    record_external_id,
     upsert_page,
+    upsert_page_isolating,
     upsert_records,
 )
 from syncd.store.violations import (
@@ -70,6 +76,9 @@ from syncd.store.violations import (
     violation_history,
 )
 from syncd.store.writebacks import (
+    backoff,
+    due_rows,
+    failed_rows,
     get_ledger,
     mark_attempt,
     mark_done,
@@ -97,6 +106,8 @@ __all__ = [
     "LifecycleResult",
     "OpenedViolation",
     "PipelineRow",
+    "QuarantineRow",
+    "RecordFailure",
     "StageChangeRow",
     "StageChangeView",
     "StageRow",
@@ -113,10 +124,14 @@ __all__ = [
     "activities_for_deals",
     "alembic_config",
     "apply_findings",
+    "backoff",
     "companies",
     "counts",
     "deal_owners",
+    "describe_quarantined",
+    "due_rows",
     "ensure_tenant",
+    "failed_rows",
     "field_def_external_id",
     "finish_run",
     "get_cursor",
@@ -140,7 +155,11 @@ __all__ = [
     "normalize_url",
     "open_violations",
     "pending_rows",
+    "quarantine",
+    "quarantined",
+    "record_external_id",
     "redacted_url",
+    "release",
     "replace_karma_lines",
     "reset_cursors",
     "set_cursor",
@@ -150,6 +169,7 @@ __all__ = [
     "store_page",
     "to_text",
     "upsert_page",
+    "upsert_page_isolating",
     "upsert_records",
     "violation_history",
 ]

@@ -387,6 +387,34 @@ class WritebackRow(Base):
     crm_id: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
+    #: A failed item is retried from this time on (exponential backoff per item).
+    next_attempt_at: Mapped[datetime | None]
+
+
+class QuarantineRow(Base):
+    """A record that could not be read or stored, kept with its problem for people and
+    retried every pass until it goes through (``syncd.store.quarantine``).
+
+    ``payload`` is the CRM's raw record (NUL and unpaired surrogates shown as U+FFFD);
+    ``external_id`` is the CRM's id, or ``?<hash of the payload>`` when it has none.
+    """
+
+    __tablename__ = "quarantined_records"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "stream", "external_id",
+                         name="uq_quarantined_records_identity"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    tenant_id: Mapped[int] = _tenant_fk()
+    stream: Mapped[str] = mapped_column(String(100))
+    external_id: Mapped[str] = mapped_column(String(255))
+    stage: Mapped[str] = mapped_column(String(20))  # "read" or "store"
+    problem: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Any]
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class CredentialRow(Base):

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from syncd.store._sql import insert_for, utcnow
 from syncd.store.models import SyncRunRow, TenantRow
+from syncd.store.sanitize import bounded_error, clean_json_text
 
 RunStatus = Literal["running", "ok", "failed", "interrupted"]
 FINAL_STATUSES = frozenset({"ok", "failed", "interrupted"})
@@ -57,18 +58,21 @@ def start_run(session: Session, tenant_id: int, *, full: bool = False,
 def finish_run(session: Session, run_id: int, status: RunStatus, *,
                counts: dict[str, Any] | None = None, error: str | None = None,
                now: datetime | None = None) -> None:
-    """Close a run and copy its outcome onto the tenant (``error`` must be redacted)."""
+    """Close a run and copy its outcome onto the tenant. ``error`` is stored redacted,
+    bounded and cleaned of characters PostgreSQL rejects, and so are the texts in
+    ``counts`` (a NUL in an error must not leave the run "running")."""
     if status not in FINAL_STATUSES:
         raise ValueError(f"a run finishes as one of {sorted(FINAL_STATUSES)}, not {status!r}")
     run = session.get(SyncRunRow, run_id, populate_existing=True)
     if run is None:
         raise LookupError(f"no sync run {run_id}")
     finished = now or utcnow()
+    error = bounded_error(error)
     run.finished_at = finished
     run.status = status
     run.error = error
     if counts is not None:
-        run.counts = dict(counts)
+        run.counts = clean_json_text(dict(counts))
     session.execute(update(TenantRow).where(TenantRow.id == run.tenant_id).values(
         last_sync_at=finished, last_status=status, last_error=error))
     session.flush()

@@ -19,6 +19,7 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Table, false, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from syncd import records as rec
@@ -31,7 +32,7 @@ from syncd.store._sql import (
     sequence_chunks,
     utcnow,
 )
-from syncd.store.types import encode_json
+from syncd.store.sanitize import clean_row_text, describe_error, encode_clean_json
 
 Row = dict[str, Any]
 #: Rows per bulk statement (and per hash look-up). A connector page is 500 already.
@@ -181,15 +182,19 @@ def encode_row(row: Row, spec: RecordSpec) -> Row:
     """Encode the row's JSON columns once (canonical text, stored as is) and add the
     ``content_hash`` of the whole normalized row.
 
+    Text PostgreSQL cannot store (NUL, unpaired surrogates) becomes U+FFFD first, in the
+    scalar columns and in every JSON string, on both backends (``syncd.store.sanitize``).
+
     The scalar columns are hashed through ``repr`` of their values in the row builder's
     fixed column order (str, int, float, bool, None, date and datetime all have exact,
     C-fast reprs), the JSON columns through their canonical text.
     """
+    clean_row_text(row)
     digest = hashlib.sha1(repr(spec.scalars_of(row)).encode("utf-8"), usedforsecurity=False)
     for name in spec.json_columns:
-        text = row[name] = encode_json(row[name])
+        row[name], data = encode_clean_json(row[name])
         digest.update(b"\x00")
-        digest.update(text.encode("utf-8"))
+        digest.update(data)
     row["content_hash"] = digest.hexdigest()
     return row
 
@@ -311,3 +316,56 @@ def upsert_page(session: Session, tenant_id: int, page: rec.Page, *,
         stats.deleted += mark_deleted(session, tenant_id, page.stream, page.deleted_ids,
                                       now=now)
     return stats
+
+
+#: What storing one record can raise that is the record's fault, not the database's health.
+RECORD_ERRORS = (SQLAlchemyError, UnicodeError, ValueError, TypeError, OverflowError)
+
+
+@dataclass
+class RecordFailure:
+    """A record of a page the database refused, with the reason (no SQL parameters)."""
+
+    record: rec.Record
+    external_id: str | None
+    problem: str
+
+
+def record_external_id(record: rec.Record) -> str | None:
+    """The id a record is stored (and quarantined) under."""
+    if isinstance(record, rec.FieldDef):
+        return field_def_external_id(record.entity, record.key)
+    if isinstance(record, rec.ActivityType):
+        return record.key
+    return getattr(record, "external_id", None)
+
+
+def upsert_page_isolating(session: Session, tenant_id: int, page: rec.Page, *,
+                          now: datetime | None = None,
+                          ) -> tuple[UpsertStats, list[RecordFailure]]:
+    """``upsert_page``, but a record the database refuses does not fail the page.
+
+    The page is tried in one savepoint; if that fails, record by record, each in its own
+    savepoint, and the refused ones are returned (for the quarantine). Deletions and the
+    caller's cursor still share the caller's transaction.
+    """
+    now = now or utcnow()
+    try:
+        with session.begin_nested():
+            return upsert_page(session, tenant_id, page, now=now), []
+    except RECORD_ERRORS:
+        pass  # someone in the page is refused: find who, keep the others
+    stats = UpsertStats()
+    failures: list[RecordFailure] = []
+    for record in page.records:
+        try:
+            with session.begin_nested():
+                stats.add(upsert_records(session, tenant_id, [record], now=now))
+        except RECORD_ERRORS as exc:
+            failures.append(RecordFailure(record, record_external_id(record),
+                                          describe_error(exc)))
+    if page.deleted_ids:
+        stats.deleted += mark_deleted(session, tenant_id, page.stream, page.deleted_ids,
+                                      now=now)
+    stats.changed_ids = {kind: ids for kind, ids in stats.changed_ids.items() if ids}
+    return stats, failures

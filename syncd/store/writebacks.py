@@ -8,6 +8,11 @@ For tasks, ``field`` holds the task's marker so a created task can be found by i
 ``attempts`` counts the create calls that may have happened (``mark_attempt``, committed
 before each call): a pending task with ``attempts > 0`` is looked up before any new create.
 
+A write or task the CRM rejected for that item (``mark_failed``) is retried on later passes
+with exponential backoff per item: ``next_attempt_at`` is ``BACKOFF_BASE * 2**(n-1)`` after
+the n-th failure (at most ``BACKOFF_MAX``); ``due_rows`` lists what may be tried now. For a
+field, ``attempts`` counts its failed writes (reset when it is done).
+
 A row is identified by ``(tenant, kind, entity, external_id, field)``; the functions take
 those parts positionally, in that order, like the ledger's key. Rows are written with Core
 statements; the readers here load with ``populate_existing`` so a session that loaded a row
@@ -18,7 +23,7 @@ so "desired" and "written" compare equal when they are.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import select, update
@@ -31,6 +36,16 @@ WriteKind = Literal["field", "task"]
 LedgerKey = tuple[str, str, str]  # (entity, external_id, field-or-marker)
 Value = str | int | float | None
 _IDENTITY = ["tenant_id", "kind", "entity", "external_id", "field"]
+#: Backoff of a failed item: doubles per failure from BACKOFF_BASE up to BACKOFF_MAX.
+BACKOFF_BASE = timedelta(minutes=10)
+BACKOFF_MAX = timedelta(hours=24)
+
+
+def backoff(failures: int) -> timedelta:
+    """How long to wait before trying an item again after its ``failures``-th failure."""
+    if failures <= 1:
+        return BACKOFF_BASE
+    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(failures - 1, 20))
 
 
 def to_text(value: Value) -> str | None:
@@ -76,7 +91,8 @@ def mark_pending_many(session: Session, tenant_id: int, kind: WriteKind,
     stmt = stmt.on_conflict_do_update(
         index_elements=_IDENTITY,
         set_={"desired_value": stmt.excluded.desired_value, "status": "pending",
-              "error": None, "updated_at": stmt.excluded.updated_at},
+              "error": None, "updated_at": stmt.excluded.updated_at,
+              "next_attempt_at": None},
     )
     session.execute(stmt, list(rows.values()))
     return len(rows)
@@ -97,7 +113,7 @@ def _finish(session: Session, tenant_id: int, kind: WriteKind, key: LedgerKey, *
     entity, external_id, field = key
     stmt = insert_for(session, WritebackRow.__table__).values(  # type: ignore[arg-type]
         tenant_id=tenant_id, kind=kind, entity=entity, external_id=external_id, field=field,
-        attempts=0, updated_at=now or utcnow(), **values)
+        updated_at=now or utcnow(), **{"attempts": 0, **values})
     session.execute(stmt.on_conflict_do_update(
         index_elements=_IDENTITY,
         set_={name: stmt.excluded[name] for name in (*values, "updated_at")},
@@ -126,7 +142,9 @@ def mark_done(
 ) -> None:
     """Record a confirmed write. ``crm_id`` (a created task's id) is kept when not given."""
     values: dict[str, Any] = {"status": "done", "written_value": to_text(written_value),
-                              "error": None}
+                              "error": None, "next_attempt_at": None}
+    if kind == "field":
+        values["attempts"] = 0
     if crm_id is not None:
         values["crm_id"] = crm_id
     _finish(session, tenant_id, kind, (entity, external_id, field), values=values, now=now)
@@ -135,10 +153,47 @@ def mark_done(
 def mark_failed(
     session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
     field: str, error: str, *, now: datetime | None = None,
-) -> None:
-    """Record a failed write; ``error`` must already be redacted."""
+) -> datetime:
+    """Record a failed write (``error`` already redacted and bounded) and when to try it
+    again; returns that time. A field counts the failure in ``attempts``; a task's
+    attempts were counted by ``mark_attempt`` before its call."""
+    now = now or utcnow()
     _finish(session, tenant_id, kind, (entity, external_id, field),
             values={"status": "failed", "error": error}, now=now)
+    table = WritebackRow.__table__
+    key = [table.c[name] == value for name, value in zip(
+        _IDENTITY, (tenant_id, kind, entity, external_id, field), strict=True)]
+    bump = 1 if kind == "field" else 0
+    failures = session.execute(
+        update(table).where(*key).values(attempts=table.c.attempts + bump)
+        .returning(table.c.attempts)).scalar() or 1
+    retry_at = now + backoff(failures)
+    session.execute(update(table).where(*key).values(next_attempt_at=retry_at))
+    return retry_at
+
+
+def due_rows(session: Session, tenant_id: int, kind: WriteKind,
+             now: datetime) -> list[WritebackRow]:
+    """Rows to act on now: ``pending`` ones, and ``failed`` ones whose backoff is over;
+    oldest first."""
+    stmt = select(WritebackRow).where(
+        WritebackRow.tenant_id == tenant_id, WritebackRow.kind == kind,
+        (WritebackRow.status == "pending") | (
+            (WritebackRow.status == "failed")
+            & (WritebackRow.next_attempt_at.is_(None) | (WritebackRow.next_attempt_at <= now))),
+    ).order_by(WritebackRow.updated_at, WritebackRow.id)
+    return list(session.scalars(stmt.execution_options(populate_existing=True)))
+
+
+def failed_rows(session: Session, tenant_id: int,
+                kind: WriteKind | None = None) -> list[WritebackRow]:
+    """Rows whose last write the CRM rejected (waiting for their retry), oldest first."""
+    stmt = select(WritebackRow).where(WritebackRow.tenant_id == tenant_id,
+                                      WritebackRow.status == "failed")
+    if kind is not None:
+        stmt = stmt.where(WritebackRow.kind == kind)
+    stmt = stmt.order_by(WritebackRow.updated_at, WritebackRow.id)
+    return list(session.scalars(stmt.execution_options(populate_existing=True)))
 
 
 def pending_rows(session: Session, tenant_id: int,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from syncd.badrecords import reject
 from syncd.errors import BadPayloadError
 from syncd.records import (
     Activity,
@@ -467,6 +468,8 @@ def normalize_many(stream: str, items: Sequence[Any], normalize: Callable[..., A
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             message = redact(f"amocrm {stream}: record {item.get('id')!r} is malformed: "
                              f"{type(exc).__name__}: {exc}")
+            if reject(stream, item, message):
+                continue  # quarantined by the pass; the rest of the page goes on
             raise BadPayloadError(message) from exc
         if record is not None:
             records.append(record)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from syncd.badrecords import reject
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import (
     Activity,
@@ -459,6 +460,8 @@ def normalize_many(stream: str, items: Iterable[Any],
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             message = redact(f"bitrix24 {stream}: record {item.get('ID', item.get('id'))!r}"
                              f" is malformed: {type(exc).__name__}: {exc}")
+            if reject(stream, dict(item), message):
+                continue  # quarantined by the pass; the rest of the page goes on
             raise BadPayloadError(message) from exc
     return records
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -110,6 +110,17 @@ class PipedriveConnector(PipedriveWriter, Connector):
             catalog = FieldCatalog(entity, definitions)  # type: ignore[arg-type]
             self._catalogs[entity] = catalog
         return catalog
+
+    def reread(self, stream: str, payloads: Sequence[Mapping[str, Any]]) -> Page | None:
+        """Normalize quarantined payloads again (entity and reference streams)."""
+        if stream in ENTITY_STREAMS:
+            spec = ENTITY_STREAMS[stream]
+            catalog = self.catalog(spec.entity) if spec.entity else None
+            return Page(stream, normalize_many(stream, list(payloads), spec.normalize, catalog))
+        if stream in REFERENCE_STREAMS:
+            return Page(stream, normalize_many(stream, list(payloads),
+                                               REFERENCE_STREAMS[stream].normalize))
+        return None
 
     def _pull_reference(self, stream: str) -> Iterator[Page]:
         spec = REFERENCE_STREAMS[stream]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
+from syncd.badrecords import reject
 from syncd.errors import BadPayloadError
 from syncd.records import (
     Activity,
@@ -415,6 +416,8 @@ def normalize_many(stream: str, items: Sequence[Any], normalize: Normalizer,
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             message = redact(f"pipedrive {stream}: record {item.get('id')!r} is malformed: "
                              f"{type(exc).__name__}: {exc}")
+            if reject(stream, item, message):
+                continue  # quarantined by the pass; the rest of the page goes on
             raise BadPayloadError(message) from exc
     return records
 
