@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -41,6 +42,10 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         f"(opened {summary['violations_opened']}, resolved {summary['violations_resolved']}); "
         f"companies with karma: {summary['companies_with_karma']}; "
         f"requests: {summary['requests']}; writes: {summary['writes'] or 'none'}")
+    for line in summary.get("quarantined") or []:
+        console.print(f"[yellow]quarantined:[/] {escape(line)}")
+    for line in summary.get("write_failures") or []:
+        console.print(f"[yellow]write failed:[/] {escape(line)}")
 
 
 def print_report(console: Console, report: dict[str, Any], limit: int = 25) -> None:
@@ -56,8 +61,34 @@ def print_report(console: Console, report: dict[str, Any], limit: int = 25) -> N
     console.print(by_rule)
     _violations_table(console, report["violations"], limit)
     _karma_table(console, report, limit)
+    _bad_records_tables(console, report, limit)
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def _bad_records_tables(console: Console, report: dict[str, Any], limit: int) -> None:
+    """Quarantined records and rejected writes, when there are any."""
+    held = report.get("quarantine") or []
+    if held:
+        table = Table(title=f"Quarantined records ({len(held)})")
+        for column in ("stream", "id", "problem", "first seen", "last seen", "tries"):
+            table.add_column(column, overflow="fold")
+        for row in held[:limit]:
+            table.add_row(*(escape(str(cell)) for cell in (
+                row["stream"], row["external_id"], row["problem"],
+                (row["first_seen_at"] or "")[:16], (row["last_seen_at"] or "")[:16],
+                row["attempts"])))
+        console.print(table)
+    rejected = report.get("write_failures") or []
+    if rejected:
+        table = Table(title=f"Rejected CRM writes ({len(rejected)})")
+        for column in ("kind", "record", "field/marker", "CRM's reason", "next try"):
+            table.add_column(column, overflow="fold")
+        for row in rejected[:limit]:
+            table.add_row(*(escape(str(cell)) for cell in (
+                row["kind"], f"{row['entity']} {row['external_id']}", row["field"],
+                row["error"] or "", (row["next_attempt_at"] or "")[:16])))
+        console.print(table)
 
 
 def _violations_table(console: Console, violations: list[dict[str, Any]], limit: int) -> None:

@@ -104,3 +104,30 @@ def task_subject(rule: str, stage_key: str | None, action_key: str | None,
     texts = TEXTS.get(language, TEXTS["en"])
     text = violation_text(rule, stage_key, action_key, details, book, language)
     return texts["task"].format(text=text)[:250]
+
+
+# -- records and writes that did not make it (report notes) ---------------------------------
+BAD_RECORD_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "quarantine": "{count} record(s) could not be read or stored and are held in "
+                      "quarantine (see \"quarantine\"); they are retried every pass.",
+        "write_failures": "{count} CRM write(s) or task(s) were rejected (see "
+                          "\"write_failures\"); they are retried with backoff.",
+    },
+    "ru": {
+        "quarantine": "Записей, которые не удалось прочитать или сохранить: {count}; они "
+                      "в карантине (см. «quarantine») и повторяются при каждой синхронизации.",
+        "write_failures": "Записей в CRM или задач, отклонённых CRM: {count} (см. "
+                          "«write_failures»); повтор — позже, пауза растёт после каждой ошибки.",
+    },
+}
+
+
+def quarantine_note(count: int, language: str) -> str:
+    texts = BAD_RECORD_TEXTS.get(language, BAD_RECORD_TEXTS["en"])
+    return texts["quarantine"].format(count=count)
+
+
+def write_failures_note(count: int, language: str) -> str:
+    texts = BAD_RECORD_TEXTS.get(language, BAD_RECORD_TEXTS["en"])
+    return texts["write_failures"].format(count=count)

@@ -21,6 +21,7 @@ from syncd.kpi import compute_kpis
 from syncd.kpi import load as kpi_load
 from syncd.kpi.model import Clock
 from syncd.mapping import TenantMapper
+from syncd.render import quarantine_note, write_failures_note
 from syncd.scoring import people as people_karma
 from syncd.scoring.karma import (
     KarmaLine,
@@ -49,6 +50,8 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         lines = store.karma_line_rows(session, tenant_id, "client")
         people, kpis, matrix = _people_and_kpis(session, tenant, tenant_id, mapper,
                                                 as_of or generated, live=as_of is None)
+        held = quarantine_section(session, tenant_id)
+        rejected = write_failures_section(session, tenant_id)
     violations = (_live_violations(stored, deals) if stored is not None
                   else _what_if_violations(db, tenant, as_of, deals))
     karma = _client_karma(lines, companies, mapper, tenant)
@@ -71,7 +74,10 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "people": people,
         "kpis": kpis,
         "contact_matrix": matrix,
-        "notes": _notes(violations),
+        "quarantine": held,
+        "write_failures": rejected,
+        "notes": _notes(violations) + bad_record_notes(held, rejected,
+                                                        tenant.config.language),
     }
 
 
@@ -229,6 +235,35 @@ def _notes(violations: list[dict[str, Any]]) -> list[str]:
         return []
     return [f"{len(derived)} deal(s) had no stage history in the CRM: their history is just the "
             "current stage since its last change, so stage-order findings may be incomplete."]
+
+
+# -- records and writes that did not make it (docs/operations.md "Bad records") ---------------
+def quarantine_section(session: Any, tenant_id: int) -> list[dict[str, Any]]:
+    """The tenant's quarantined records: what could not be read or stored, and why."""
+    return [{"stream": row.stream, "external_id": row.external_id, "stage": row.stage,
+             "problem": row.problem, "first_seen_at": _iso(row.first_seen_at),
+             "last_seen_at": _iso(row.last_seen_at), "attempts": row.attempts,
+             "payload": row.payload}
+            for row in store.quarantined(session, tenant_id)]
+
+
+def write_failures_section(session: Any, tenant_id: int) -> list[dict[str, Any]]:
+    """Writes and tasks the CRM rejected, waiting for their next try (with backoff)."""
+    return [{"kind": row.kind, "entity": row.entity, "external_id": row.external_id,
+             "field": row.field, "desired_value": row.desired_value, "error": row.error,
+             "attempts": row.attempts, "failed_at": _iso(row.updated_at),
+             "next_attempt_at": _iso(row.next_attempt_at)}
+            for row in store.failed_rows(session, tenant_id)]
+
+
+def bad_record_notes(held: list[dict[str, Any]], rejected: list[dict[str, Any]],
+                     language: str) -> list[str]:
+    notes = []
+    if held:
+        notes.append(quarantine_note(len(held), language))
+    if rejected:
+        notes.append(write_failures_note(len(rejected), language))
+    return notes
 
 
 def _run_dict(run: Any) -> dict[str, Any]:

@@ -40,6 +40,8 @@ BODY = """<header><h1 id="tenant"></h1><div class="meta" id="meta"></div></heade
 <section class="wide"><h2>Contact matrix</h2><p class="legend muted"><span>number:
 calls + visits</span><span>K: contract</span><span>dashed: planned</span></p>
 <div id="matrix"></div></section>
+<section class="wide" id="bad-records" hidden><h2>Quarantined records</h2>
+<div id="quarantine"></div><h2>Rejected CRM writes</h2><div id="write-failures"></div></section>
 </main>"""
 
 
@@ -77,7 +79,25 @@ def page_view(report: dict[str, Any]) -> dict[str, Any]:
     for key in ("employees", "managers"):
         people[key] = [row for row in people.get(key) or [] if row.get("period") in recent]
     view["people"] = people
+    view.update(bad_records_view(report))
     return view
+
+
+#: Quarantined records and rejected writes the page lists (the JSON report keeps all).
+BAD_RECORD_ROWS = 50
+
+
+def bad_records_view(report: dict[str, Any]) -> dict[str, Any]:
+    """The first quarantined records (without their raw payloads) and rejected writes."""
+    held = report.get("quarantine") or []
+    rejected = report.get("write_failures") or []
+    return {
+        "quarantine": [{k: v for k, v in row.items() if k != "payload"}
+                       for row in held[:BAD_RECORD_ROWS]],
+        "quarantine_total": len(held),
+        "write_failures": rejected[:BAD_RECORD_ROWS],
+        "write_failures_total": len(rejected),
+    }
 
 
 def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -> str:

@@ -159,9 +159,9 @@ def _pull(db: store.Database, connector: Connector, tenant_id: int, options: Pas
             context.changed_deal_ids = changed_deals | _history_owed(db, tenant_id, run_id)
         with db.session() as session:
             cursor = None if options.full else store.get_cursor(session, tenant_id, stream)
-            held = {row.external_id: row.payload
-                    for row in store.quarantined(session, tenant_id, stream)}
-        if held:
+            held = _Held({row.external_id: row.payload
+                          for row in store.quarantined(session, tenant_id, stream)})
+        if held.payloads:
             changed_deals |= _retry_quarantined(db, connector, tenant_id, stream, held)
         with collecting() as rejected:
             for page in connector.pull(stream, cursor, context):
@@ -182,39 +182,58 @@ def _pull(db: store.Database, connector: Connector, tenant_id: int, options: Pas
         log.warning("quarantined record: %s", line)
 
 
+@dataclass
+class _Held:
+    """One stream's quarantined records during a pass: their stored payloads, and the ids
+    this pass already tried (a record is counted once per pass, however often it is seen)."""
+
+    payloads: dict[str, Any]
+    tried: set[str] = field(default_factory=set)
+
+    def keep(self, session: Any, tenant_id: int, stream: str, external_id: str | None,
+             payload: Any, problem: str, stage: str) -> None:
+        stored_id = store.quarantine_id(external_id, payload)
+        store.quarantine(session, tenant_id, stream, external_id, payload, problem,
+                         stage=stage, new_try=stored_id not in self.tried)
+        self.tried.add(stored_id)
+        self.payloads[stored_id] = payload
+
+    def release(self, session: Any, tenant_id: int, stream: str, stored: set[str]) -> None:
+        released = stored & self.payloads.keys()
+        if released:
+            store.release(session, tenant_id, stream, released)
+            for external_id in released:
+                self.payloads.pop(external_id, None)
+
+
 def _store_page(db: store.Database, tenant_id: int, page: Page, rejected: list[BadRecord],
-                held: dict[str, Any]) -> store.UpsertStats:
+                held: _Held) -> store.UpsertStats:
     """Store a page's good records, quarantine its bad ones and move the cursor, in one
     transaction; records held in quarantine that went through now are released."""
     with db.session() as session:
         stats, failures = store.upsert_page_isolating(session, tenant_id, page)
         for bad in rejected:
-            held[store.quarantine(session, tenant_id, bad.stream, bad.external_id,
-                                  bad.payload, bad.problem, stage="read")] = bad.payload
+            held.keep(session, tenant_id, bad.stream, bad.external_id, bad.payload,
+                      bad.problem, "read")
         for failure in failures:
-            held[store.quarantine(session, tenant_id, page.stream, failure.external_id,
-                                  getattr(failure.record, "raw", None) or {},
-                                  failure.problem, stage="store")] = None
-        if held:
+            held.keep(session, tenant_id, page.stream, failure.external_id,
+                      getattr(failure.record, "raw", None) or {}, failure.problem, "store")
+        if held.payloads:
             failed = {f.external_id for f in failures}
-            stored = {i for r in page.records
-                      if (i := store.record_external_id(r)) and i not in failed}
-            released = stored & held.keys()
-            if released:
-                store.release(session, tenant_id, page.stream, released)
-                for external_id in released:
-                    held.pop(external_id, None)
+            held.release(session, tenant_id, page.stream,
+                         {i for r in page.records
+                          if (i := store.record_external_id(r)) and i not in failed})
         if page.cursor is not None:
             store.set_cursor(session, tenant_id, page.stream, page.cursor)
     return stats
 
 
 def _retry_quarantined(db: store.Database, connector: Connector, tenant_id: int,
-                       stream: str, held: dict[str, Any]) -> set[str]:
+                       stream: str, held: _Held) -> set[str]:
     """Re-read the stream's quarantined records from their stored payloads (when the
     connector can) before pulling; returns the deal ids that changed. Records the connector
     cannot re-read stay held until the CRM lists them again."""
-    payloads = [p for p in held.values() if isinstance(p, dict) and p]
+    payloads = [p for p in held.payloads.values() if isinstance(p, dict) and p]
     if not payloads:
         return set()
     with collecting() as rejected:
@@ -223,6 +242,7 @@ def _retry_quarantined(db: store.Database, connector: Connector, tenant_id: int,
             return set()
         stats = _store_page(db, tenant_id, replace(page, cursor=None), drain(rejected), held)
     return stats.changed_ids.get("deal", set())
+
 
 def _history_owed(db: store.Database, tenant_id: int, run_id: int | None) -> set[str]:
     """Deals stored by earlier passes that ended before their stage history (failed, killed

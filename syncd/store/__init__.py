@@ -31,8 +31,9 @@ from syncd.store.models import (
     ViolationRow,
     WritebackRow,
 )
+from syncd.store.quarantine import counts_by_tenant as quarantine_counts
 from syncd.store.quarantine import describe as describe_quarantined
-from syncd.store.quarantine import quarantine, quarantined, release
+from syncd.store.quarantine import quarantine, quarantine_id, quarantined, release
 from syncd.store.reads import (
     ActivityView,
     CompanyView,
@@ -78,6 +79,7 @@ from syncd.store.violations import (
 from syncd.store.writebacks import (
     backoff,
     due_rows,
+    failed_counts_by_tenant,
     failed_rows,
     get_ledger,
     mark_attempt,
@@ -131,6 +133,7 @@ __all__ = [
     "describe_quarantined",
     "due_rows",
     "ensure_tenant",
+    "failed_counts_by_tenant",
     "failed_rows",
     "field_def_external_id",
     "finish_run",
@@ -156,6 +159,8 @@ __all__ = [
     "open_violations",
     "pending_rows",
     "quarantine",
+    "quarantine_counts",
+    "quarantine_id",
     "quarantined",
     "record_external_id",
     "redacted_url",

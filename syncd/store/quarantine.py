@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from syncd.store._sql import insert_for, sequence_chunks, utcnow
@@ -34,9 +34,10 @@ def quarantine_id(external_id: str | None, payload: Any) -> str:
 
 
 def quarantine(session: Session, tenant_id: int, stream: str, external_id: str | None,
-               payload: Any, problem: str, *, stage: Stage = "read",
+               payload: Any, problem: str, *, stage: Stage = "read", new_try: bool = True,
                now: datetime | None = None) -> str:
-    """Keep (or refresh) one record in quarantine; returns its stored id."""
+    """Keep (or refresh) one record in quarantine; returns its stored id. ``attempts``
+    counts the passes that tried it: ``new_try=False`` when this pass already did."""
     now = now or utcnow()
     stored_id = quarantine_id(external_id, payload)
     table = QuarantineRow.__table__
@@ -48,7 +49,7 @@ def quarantine(session: Session, tenant_id: int, stream: str, external_id: str |
         index_elements=["tenant_id", "stream", "external_id"],
         set_={"stage": stmt.excluded.stage, "problem": stmt.excluded.problem,
               "payload": stmt.excluded.payload, "last_seen_at": stmt.excluded.last_seen_at,
-              "attempts": table.c.attempts + 1},  # type: ignore[attr-defined]
+              "attempts": table.c.attempts + (1 if new_try else 0)},  # type: ignore[attr-defined]
     ))
     return stored_id
 
@@ -74,6 +75,12 @@ def quarantined(session: Session, tenant_id: int,
         stmt = stmt.where(QuarantineRow.stream == stream)
     stmt = stmt.order_by(QuarantineRow.first_seen_at, QuarantineRow.id)
     return list(session.scalars(stmt.execution_options(populate_existing=True)))
+
+
+def counts_by_tenant(session: Session) -> dict[int, int]:
+    """``tenant id -> records held in quarantine`` (tenants with none are left out)."""
+    stmt = select(QuarantineRow.tenant_id, func.count()).group_by(QuarantineRow.tenant_id)
+    return {tenant: count for tenant, count in session.execute(stmt)}
 
 
 def describe(row: QuarantineRow) -> str:

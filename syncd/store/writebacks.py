@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from syncd.store._sql import insert_for, utcnow
@@ -194,6 +194,13 @@ def failed_rows(session: Session, tenant_id: int,
         stmt = stmt.where(WritebackRow.kind == kind)
     stmt = stmt.order_by(WritebackRow.updated_at, WritebackRow.id)
     return list(session.scalars(stmt.execution_options(populate_existing=True)))
+
+
+def failed_counts_by_tenant(session: Session) -> dict[int, int]:
+    """``tenant id -> ledger items whose last write the CRM rejected``."""
+    stmt = (select(WritebackRow.tenant_id, func.count()).where(WritebackRow.status == "failed")
+            .group_by(WritebackRow.tenant_id))
+    return {tenant: count for tenant, count in session.execute(stmt)}
 
 
 def pending_rows(session: Session, tenant_id: int,

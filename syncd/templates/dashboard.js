@@ -134,5 +134,21 @@ M.rows.slice(0,60).forEach(r=>{const tr=el('tr',{'data-company':r.company_id},
   mt.append(tr);});
 $('matrix').append(mt);
 if(M.rows_total>M.rows.length)$('matrix').append(el('p',{class:'muted'},`${M.rows_total-M.rows.length} more clients in the JSON report.`));
+// records that could not be read or stored, writes the CRM rejected
+const QR=R.quarantine||[], WF=R.write_failures||[];
+if(QR.length||WF.length){$('bad-records').hidden=false;
+  $('quarantine').append(QR.length?table(['stream','id','problem','first seen','last seen','tries'],
+    QR.map(q=>el('tr',{'data-quarantined':q.stream+'/'+q.external_id},el('td',{},q.stream),
+      el('td',{},q.external_id),el('td',{class:'neg'},q.problem),
+      el('td',{},(q.first_seen_at||'').slice(0,16).replace('T',' ')),
+      el('td',{},(q.last_seen_at||'').slice(0,16).replace('T',' ')),el('td',{},q.attempts))))
+    :el('p',{class:'muted'},'None.'));
+  $('write-failures').append(WF.length?table(['kind','record','field / marker','CRM reason','next try'],
+    WF.map(w=>el('tr',{'data-write-failure':w.entity+'/'+w.external_id},el('td',{},w.kind),
+      el('td',{},w.entity+' '+w.external_id),el('td',{},w.field),el('td',{class:'neg'},w.error||''),
+      el('td',{},(w.next_attempt_at||'').slice(0,16).replace('T',' ')))))
+    :el('p',{class:'muted'},'None.'));
+  if(R.quarantine_total>QR.length||R.write_failures_total>WF.length)
+    $('bad-records').append(el('p',{class:'muted'},'More in the JSON report.'));}
 document.body.setAttribute('data-rendered','1');
 })();

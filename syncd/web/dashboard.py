@@ -132,26 +132,30 @@ class Dashboard:
         rows = []
         with self.context.db.session() as session:
             known = {t.key: t for t in store.list_tenants(session)}
+            held = held_back(session)
             for key in self.tenant_keys():
                 row = known.get(key)
                 runs = store.last_runs(session, row.id, limit=1) if row else []
                 run = ({"status": runs[0].status, "finished_at": runs[0].finished_at,
                         "error": runs[0].error} if runs else None)
                 interval = getattr(self._tenants.get(key), "interval_minutes", 15)
-                rows.append((key, run, health(run, interval, now)))
+                rows.append((key, run, health(run, interval, now),
+                             held.get(row.id, "") if row else ""))
         body = "".join(
             f'<tr data-tenant="{html.escape(key)}"><td><a href="/dashboard/{html.escape(key)}">'
             f"{html.escape(key)}</a></td><td><span class=\"badge {state}\">{state}</span></td>"
             f"<td>{html.escape(_when(run))}</td>"
+            f"<td class=\"neg\" data-k=\"held-back\">{html.escape(problems)}</td>"
             f"<td class=\"neg\">{html.escape(redact((run or {}).get('error') or ''))}</td></tr>"
-            for key, run, state in rows)
+            for key, run, state, problems in rows)
         page = (
             "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">"
             f"<title>syncd dashboard</title><style>{CSS}</style></head><body>"
             "<header><h1>syncd</h1><div class=\"meta\">tenants, last sync and health</div>"
             "</header><main><section class=\"wide\"><table><thead><tr><th>tenant</th>"
-            f"<th>health</th><th>last sync</th><th>error</th></tr></thead><tbody>{body}"
+            f"<th>health</th><th>last sync</th><th>held back</th><th>error</th></tr></thead>"
+            f"<tbody>{body}"
             "</tbody></table></section></main></body></html>")
         return Response(page, mimetype="text/html")
 
@@ -166,6 +170,21 @@ class Dashboard:
             return self._denied()
         return Response(json.dumps(self.report(tenant), ensure_ascii=False),
                         mimetype="application/json")
+
+
+def held_back(session: Any) -> dict[int, str]:
+    """``tenant id -> "N quarantined, M writes rejected"`` for tenants with any."""
+    quarantined = store.quarantine_counts(session)
+    rejected = store.failed_counts_by_tenant(session)
+    out = {}
+    for tenant_id in set(quarantined) | set(rejected):
+        parts = []
+        if quarantined.get(tenant_id):
+            parts.append(f"{quarantined[tenant_id]} quarantined")
+        if rejected.get(tenant_id):
+            parts.append(f"{rejected[tenant_id]} writes rejected")
+        out[tenant_id] = ", ".join(parts)
+    return out
 
 
 def _when(run: dict[str, Any] | None) -> str:
