@@ -222,7 +222,8 @@ def _store_page(db: store.Database, tenant_id: int, page: Page, rejected: list[B
             failed = {f.external_id for f in failures}
             held.release(session, tenant_id, page.stream,
                          {i for r in page.records
-                          if (i := store.record_external_id(r)) and i not in failed})
+                          if (i := store.record_external_id(r)) and i not in failed}
+                         | set(page.deleted_ids))
         if page.cursor is not None:
             store.set_cursor(session, tenant_id, page.stream, page.cursor)
     return stats

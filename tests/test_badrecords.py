@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError, StatementError
 
 from syncd import store
 from syncd.badrecords import collecting, reject
-from syncd.connector import Connector, Inspection, PullContext
+from syncd.connector import Connector, FieldWrite, Inspection, PullContext, WriteResult
 from syncd.records import Activity, Deal, Page
 from syncd.secrets import register as register_secret
 from syncd.store.sanitize import (
@@ -27,6 +27,7 @@ from syncd.store.sanitize import (
     encode_clean_json,
 )
 from syncd.sync import PassOptions, PassSummary, _pull
+from syncd.writeback import WritebackResult, _apply_field_writes, _not_waiting
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -238,3 +239,43 @@ def test_failed_items_back_off_exponentially_and_come_due(database: store.Databa
         store.mark_done(session, tenant, "field", "deal", "9", "violations", "x")
         done = store.get_ledger(session, tenant, "field")[("deal", "9", "violations")]
         assert done.attempts == 0 and done.next_attempt_at is None
+
+
+# --- field writes the CRM rejects -------------------------------------------------------------
+class MismatchConnector(StubConnector):
+    """A portal that accepts every update but reads one value back different (Bitrix24)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.calls: list[list[str]] = []
+
+    def write_fields(self, changes: Sequence[FieldWrite]) -> list[WriteResult]:
+        self.calls.append([c.external_id for c in changes])
+        return [WriteResult(ok=False, error=f"deal {c.external_id}: the portal accepted the "
+                            "update but UF_CRM_X reads back ''; is the field name right?")
+                if c.external_id == "2" else WriteResult(ok=True) for c in changes]
+
+
+def test_field_write_that_reads_back_wrong_is_a_failure_backed_off(
+        database: store.Database) -> None:
+    tenant = _tenant(database)
+    connector = MismatchConnector()
+    writes = [FieldWrite("deal", "1", "syncd violations", "A"),
+              FieldWrite("deal", "2", "syncd violations", "B")]
+    result = WritebackResult()
+    _apply_field_writes(database, connector, tenant, writes, result, lambda: False, NOW)
+    assert result.fields_written == 1 and result.fields_failed == 1
+    [failure] = result.failures
+    assert failure.startswith("deal 2 field 'syncd violations': deal 2: the portal accepted")
+    with database.session() as session:
+        [row] = store.failed_rows(session, tenant, "field")
+    assert row.next_attempt_at == NOW + store.backoff(1) and row.attempts == 1
+
+    later = WritebackResult()  # within the backoff the same value is not written again
+    assert _not_waiting(database, tenant, writes, NOW + timedelta(minutes=5), later) == \
+        writes[:1]
+    assert later.fields_waiting == 1 and "retry after" in later.failures[0]
+    changed = [FieldWrite("deal", "2", "syncd violations", "C")]  # a new value: at once
+    assert _not_waiting(database, tenant, changed, NOW, WritebackResult()) == changed
+    due = _not_waiting(database, tenant, writes, NOW + store.backoff(1), WritebackResult())
+    assert due == writes
