@@ -189,8 +189,11 @@ def encode_row(row: Row, spec: RecordSpec) -> Row:
     fixed column order (str, int, float, bool, None, date and datetime all have exact,
     C-fast reprs), the JSON columns through their canonical text.
     """
-    clean_row_text(row)
-    digest = hashlib.sha1(repr(spec.scalars_of(row)).encode("utf-8"), usedforsecurity=False)
+    scalars = repr(spec.scalars_of(row))
+    if "\\x00" in scalars or "\\ud" in scalars:  # repr escapes NUL and lone surrogates
+        clean_row_text(row)
+        scalars = repr(spec.scalars_of(row))
+    digest = hashlib.sha1(scalars.encode("utf-8"), usedforsecurity=False)
     for name in spec.json_columns:
         row[name], data = encode_clean_json(row[name])
         digest.update(b"\x00")
