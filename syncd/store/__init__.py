@@ -45,6 +45,7 @@ from syncd.store.reads import (
     stages_by_id,
 )
 from syncd.store.runs import (
+    close_abandoned_runs,
     ensure_tenant,
     finish_run,
     get_tenant,
@@ -113,6 +114,7 @@ __all__ = [
     "activities_for_deals",
     "alembic_config",
     "apply_findings",
+    "close_abandoned_runs",
     "companies",
     "counts",
     "deal_owners",
