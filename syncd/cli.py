@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
+from sqlalchemy.exc import DBAPIError
 
 from syncd import __version__, exitcodes, store
 from syncd.config import (
@@ -62,6 +63,16 @@ def handle_errors(func: F) -> F:
         except SyncdError as exc:
             err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
             sys.exit(exitcodes.TENANT_FAILED)
+        except OSError as exc:  # a path given by the user (``-o``, a config file, a port)
+            where = f": {exc.filename}" if exc.filename else ""
+            err.print(f"[red]error:[/] {redact(f'{exc.strerror or exc}{where}')}",
+                      highlight=False)
+            sys.exit(exitcodes.CONFIG_ERROR)
+        except DBAPIError as exc:  # the database cannot be reached or used
+            reason = redact(" ".join(str(exc.orig or exc).split())[:300])
+            err.print(f"[red]error:[/] the database cannot be used ({reason}); check "
+                      "database_url / SYNCD_DATABASE_URL", highlight=False)
+            sys.exit(exitcodes.CONFIG_ERROR)
         except Exception as exc:  # a bug: the traceback goes to the log, a line to the user
             log.critical("internal error in `syncd %s`", func.__name__.replace("_", " "),
                          exc_info=True)

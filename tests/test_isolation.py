@@ -267,6 +267,24 @@ def test_a_taken_http_port_is_a_config_error(tmp_path: Path, db_url: str) -> Non
         assert "Traceback" not in result.stderr and "Either identify" not in result.stderr
 
 
+def test_an_unreachable_database_and_an_unwritable_output_are_clear_errors(
+        tmp_path: Path) -> None:
+    password = "pg-password-41c9e2"
+    config = write_config(tmp_path, f"postgresql+psycopg://syncd:{password}@127.0.0.1:1/x",
+                          {"northwind": demo_tenant("http://127.0.0.1:9")})
+    away = run_syncd(config, "report", "northwind", env=ENV, timeout=60)
+    assert away.returncode == exitcodes.CONFIG_ERROR, away.stderr
+    assert "the database cannot be used" in away.stderr
+    assert "Traceback" not in away.stderr and password not in away.stderr
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'x.db'}",
+                          {"northwind": demo_tenant("http://127.0.0.1:9")})
+    unwritable = run_syncd(config, "report", "northwind", "-o",
+                           str(tmp_path / "missing" / "report.json"), env=ENV, timeout=60)
+    assert unwritable.returncode == exitcodes.CONFIG_ERROR, unwritable.stderr
+    assert "No such file or directory" in unwritable.stderr
+    assert "Traceback" not in unwritable.stderr
+
+
 class _DeepJson(BaseHTTPRequestHandler):
     """Answers every request with valid JSON nested 100 000 levels deep."""
 
