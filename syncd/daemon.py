@@ -299,7 +299,7 @@ class Daemon:
             self.tenants.update(loaded)
             self.broken = dict(found.broken)
             self._regroup()
-        for key in gone - set(loaded) - set(found.broken):  # its file was removed
+        for key in gone - set(loaded) - set(found.broken):  # file removed, or disabled
             self.metrics.tenant_config_errors.remove(key)
         if self.webhook_secrets or any(t.config.webhook_secret for t in loaded.values()):
             fresh = webhook_secrets(list(loaded.values()))
