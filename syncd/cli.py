@@ -15,10 +15,19 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
+from sqlalchemy.exc import DBAPIError
 
 from syncd import __version__, exitcodes, store
-from syncd.config import Settings, Tenant, check_all, load_settings, load_tenant
-from syncd.daemon import Runner, TenantOutcome
+from syncd.config import (
+    Settings,
+    Tenant,
+    TenantSet,
+    check_all,
+    load_settings,
+    load_tenant,
+    load_tenants,
+)
+from syncd.daemon import Runner, TenantOutcome, config_outcome, log_broken
 from syncd.display import print_people_and_kpis, print_report, print_summary, pull_progress
 from syncd.errors import ConfigError, PluginError, SyncdError
 from syncd.fieldcheck import offline_problems
@@ -54,6 +63,22 @@ def handle_errors(func: F) -> F:
         except SyncdError as exc:
             err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
             sys.exit(exitcodes.TENANT_FAILED)
+        except OSError as exc:  # a path given by the user (``-o``, a config file, a port)
+            where = f": {exc.filename}" if exc.filename else ""
+            err.print(f"[red]error:[/] {redact(f'{exc.strerror or exc}{where}')}",
+                      highlight=False)
+            sys.exit(exitcodes.CONFIG_ERROR)
+        except DBAPIError as exc:  # the database cannot be reached or used
+            reason = redact(" ".join(str(exc.orig or exc).split())[:300])
+            err.print(f"[red]error:[/] the database cannot be used ({reason}); check "
+                      "database_url / SYNCD_DATABASE_URL", highlight=False)
+            sys.exit(exitcodes.CONFIG_ERROR)
+        except Exception as exc:  # a bug: the traceback goes to the log, a line to the user
+            log.critical("internal error in `syncd %s`", func.__name__.replace("_", " "),
+                         exc_info=True)
+            err.print(f"[red]internal error:[/] {redact(f'{type(exc).__name__}: {exc}')} "
+                      "(a bug in syncd; the traceback is in the log)", highlight=False)
+            sys.exit(exitcodes.INTERNAL_ERROR)
 
     return wrapper  # type: ignore[return-value]
 
@@ -92,6 +117,15 @@ class Context:
             raise ConfigError(message)
         return [load_tenant(self.settings, key, self.plugins.connectors, offline=offline)
                 for key in keys]
+
+    def tenant_set(self, keys: tuple[str, ...], *, offline: bool = False) -> TenantSet:
+        """Load the named tenants (default: all) without stopping at a broken file: the
+        broken ones are returned with their problems (a name without a file is an error)."""
+        if not keys and not self.settings.tenant_files():
+            message = f"no tenants configured in {self.settings.tenants_dir}"
+            raise ConfigError(message)
+        return load_tenants(self.settings, self.plugins.connectors, list(keys),
+                            offline=offline)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -165,10 +199,20 @@ def check(obj: Context) -> None:
         sys.exit(exitcodes.CONFIG_ERROR)
 
 
-def _exit_for(outcomes: list[TenantOutcome]) -> int:
+def exit_code_for(outcomes: list[TenantOutcome], *, named: bool = False) -> int:
+    """The exit code of `syncd sync` (docs/cli.md): 130 interrupted; 2 when a tenant named
+    on the command line (or every tenant) has a broken file; 1 when a pass failed or a
+    tenant file did not load; 4 when every pass ran but one is partial; else 0."""
     if any(o.interrupted for o in outcomes):
         return exitcodes.INTERRUPTED
-    return exitcodes.OK if all(o.ok for o in outcomes) else exitcodes.TENANT_FAILED
+    broken = [o for o in outcomes if o.config_error]
+    if broken and (named or len(broken) == len(outcomes)):
+        return exitcodes.CONFIG_ERROR
+    if any(not o.ok for o in outcomes):
+        return exitcodes.TENANT_FAILED
+    if any(o.partial for o in outcomes):
+        return exitcodes.PARTIAL
+    return exitcodes.OK
 
 
 @main.command()
@@ -181,12 +225,21 @@ def _exit_for(outcomes: list[TenantOutcome]) -> int:
 @handle_errors
 def sync(obj: Context, tenants: tuple[str, ...], full: bool, as_of: str | None,
          no_write: bool, fmt: str) -> None:
-    """One pass for the named tenants (default: all): pull, audit, score, write back."""
-    loaded = obj.tenants(tenants)
-    runner = Runner(obj.settings, obj.plugins, obj.database())
-    overlap = timedelta(minutes=obj.settings.daemon.overlap_minutes)
+    """One pass for the named tenants (default: all): pull, audit, score, write back.
+
+    A tenant file that does not load is reported and skipped; the others run."""
+    found = obj.tenant_set(tenants)
+    log_broken(found.broken)
     outcomes = []
-    for tenant in loaded:
+    for key, problems in found.broken.items():
+        outcome = config_outcome(key, problems)
+        outcomes.append(outcome)
+        if fmt == "table":
+            _print_outcome(outcome)
+    runner = Runner(obj.settings, obj.plugins, obj.database()) if found.loaded else None
+    overlap = timedelta(minutes=obj.settings.daemon.overlap_minutes)
+    for tenant in found.loaded.values():
+        assert runner is not None
         options = PassOptions(full=full, as_of=parse_as_of(as_of, tenant.tz),
                               write=not no_write, overlap=overlap)
         with pull_progress(tenant.key, options, err):
@@ -196,16 +249,23 @@ def sync(obj: Context, tenants: tuple[str, ...], full: bool, as_of: str | None,
             _print_outcome(outcome)
     if fmt == "json":
         out.print_json(json.dumps([_outcome_dict(o) for o in outcomes]))
-    sys.exit(_exit_for(outcomes))
+    sys.exit(exit_code_for(outcomes, named=bool(tenants)))
 
 
 def _outcome_dict(outcome: TenantOutcome) -> dict[str, Any]:
     return {"tenant": outcome.tenant, "ok": outcome.ok, "error": outcome.error,
+            "config_error": outcome.config_error, "partial": outcome.partial,
             "report": outcome.report,
             "summary": outcome.summary.as_dict() if outcome.summary else None}
 
 
 def _print_outcome(outcome: TenantOutcome) -> None:
+    if outcome.config_error:
+        err.print(f"[red]{outcome.tenant}: skipped, its tenant file does not load:[/]",
+                  highlight=False)
+        for problem in outcome.problems:
+            err.print(f"  {problem}", highlight=False)
+        return
     if not outcome.ok:
         err.print(f"[red]{outcome.tenant}: failed:[/] {outcome.error}", highlight=False)
         return
@@ -232,12 +292,19 @@ def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None, log_form
     share one PostgreSQL (see docs/operations.md)."""
     from syncd.daemon import serve
     from syncd.lease import ReplicaRefused
+    from syncd.tenantfiles import TenantWatcher
 
     setup_logging(obj.settings.daemon.log_level, log_format)
-    loaded = [t for t in obj.tenants(tenants) if t.config.enabled]
+    unknown = [key for key in tenants if key not in obj.settings.tenant_files()]
+    if unknown or not (tenants or obj.settings.tenant_files()):
+        obj.tenant_set(tenants)  # raises the config error naming what is missing (exit 2)
+    watcher = TenantWatcher(obj.settings, obj.plugins.connectors, list(tenants) or None)
+    found = watcher.load()
+    loaded = [t for t in found.loaded.values() if t.config.enabled]
     try:
         code = serve(obj.settings, obj.plugins, store.Database(obj.settings.database_url),
-                     loaded, max_passes=max_passes, holder=replica_id)
+                     loaded, max_passes=max_passes, holder=replica_id, watcher=watcher,
+                     broken=found.broken)
     except ReplicaRefused as exc:
         err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
         sys.exit(exitcodes.CONFIG_ERROR)
@@ -374,14 +441,21 @@ def dashboard(obj: Context, tenants: tuple[str, ...], host: str | None,
     if http.auth_token is not None:
         token = secrets.resolve(http.auth_token, base_dir=obj.settings.file.parent)
         secrets.register(token)
-    loaded = {t.key: t for t in obj.tenants(tenants, offline=True)}
+    found = obj.tenant_set(tenants, offline=True)
+    log_broken(found.broken)  # the others are served
+    loaded = found.loaded
     context = WebContext(settings=obj.settings, db=obj.database(), plugins=obj.plugins,
                          extras={"tenants": loaded, "auth_token": token, "http_host": host})
     app = WebApp()
     dashboard_routes.register(app, context)
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # the server thread inherits it
-    server = WebServer(app, host=host, port=http.port if port is None else port).start()
+    port = http.port if port is None else port
+    try:
+        server = WebServer(app, host=host, port=port).start()
+    except OSError as exc:
+        message = f"dashboard: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise ConfigError(message) from None
     err.print(f"dashboard on {server.url}/dashboard ({len(loaded)} tenant(s)); Ctrl-C stops",
               highlight=False)
     try:

@@ -282,6 +282,52 @@ def load_tenant(
     return tenant
 
 
+@dataclass
+class TenantSet:
+    """Every tenant file, loaded: the tenants that load, and the files that do not, each
+    with its problems (file, key, problem; never a secret value). One broken file hurts
+    only its own tenant: callers run ``loaded`` and report ``broken``."""
+
+    loaded: dict[str, Tenant] = field(default_factory=dict)
+    broken: dict[str, list[ConfigProblem]] = field(default_factory=dict)
+
+
+def load_tenants(
+    settings: Settings, registry: ConnectorRegistry, keys: list[str] | None = None,
+    *, offline: bool = False,
+) -> TenantSet:
+    """Load the named tenants (default: every tenant file) without stopping at a broken
+    one. A name without a tenant file still raises ConfigError (a typo on the command
+    line is the caller's mistake, not a tenant's)."""
+    files = settings.tenant_files()
+    wanted = list(keys) if keys else list(files)
+    unknown = [key for key in wanted if key not in files]
+    if unknown:
+        known = ", ".join(files) or "none"
+        message = (f"no tenant {', '.join(map(repr, unknown))} in {settings.tenants_dir} "
+                   f"(known: {known})")
+        raise ConfigError(ConfigProblem(str(settings.tenants_dir), "", message))
+    result = TenantSet()
+    for key in wanted:
+        tenant, problems = load_tenant_file(settings, files[key], registry, offline=offline)
+        if tenant is None:
+            result.broken[key] = problems
+        else:
+            result.loaded[key] = tenant
+    return result
+
+
+def load_tenant_file(
+    settings: Settings, path: Path, registry: ConnectorRegistry, *, offline: bool = False,
+) -> tuple[Tenant | None, list[ConfigProblem]]:
+    """One tenant file: the tenant, or None and the errors that stop it loading."""
+    tenant, problems = _load_tenant(settings, path, registry, None, offline=offline)
+    errors = [p for p in problems if p.severity == "error"]
+    if tenant is None and not errors:  # defensive: a None tenant always says why
+        errors = [ConfigProblem(str(path), "", "the tenant could not be loaded")]
+    return (None, errors) if errors or tenant is None else (tenant, [])
+
+
 def check_all(settings: Settings, registry: ConnectorRegistry) -> list[ConfigProblem]:
     """Validate every tenant and Sales Book; return all problems (errors and warnings)."""
     problems: list[ConfigProblem] = list(settings.warnings)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -64,6 +64,11 @@ class PullContext:
     overlap: timedelta = timedelta(minutes=10)  # re-read this much before each cursor
     #: Deals stored by this pass whose stage may have changed (for ``stage_history``).
     changed_deal_ids: set[str] = field(default_factory=set)
+    #: Deals in ``changed_deal_ids`` that an earlier, unfinished pass stored and this pass
+    #: may not read again: deal id -> (updated_at, stage id) as stored. A connector uses
+    #: them for deals it did not read itself, so a rerun after an interruption applies the
+    #: same history horizon (and first stage) as an uninterrupted pass.
+    stored_deals: dict[str, tuple[datetime | None, str | None]] = field(default_factory=dict)
     #: True once the daemon was asked to stop: finish the current page and return.
     stop_requested: Callable[[], bool] = lambda: False
     #: Called with the number of HTTP requests as they happen (progress display).

@@ -23,8 +23,8 @@ from types import FrameType
 from typing import Any
 
 from syncd import __version__, exitcodes, secrets, store
-from syncd.config import ReplicaConfig, Settings, Tenant
-from syncd.errors import ConfigError, SyncdError
+from syncd.config import ReplicaConfig, Settings, Tenant, TenantSet
+from syncd.errors import BadPayloadError, ConfigError, ConfigProblem, SyncdError
 from syncd.http import response_observer
 from syncd.lease import (
     FencedDatabase,
@@ -41,6 +41,7 @@ from syncd.sdnotify import Notifier
 from syncd.secrets import redact
 from syncd.store import leases
 from syncd.sync import Interrupted, PassOptions, PassSummary, run_pass
+from syncd.tenantfiles import TenantWatcher
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,29 @@ class TenantOutcome:
     error: str | None = None
     report: str | None = None
     interrupted: bool = False
+    #: The tenant file did not load: the pass never started (``problems`` says why).
+    config_error: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        """The pass ran to its end, but some records or writes did not make it."""
+        return self.ok and self.summary is not None and self.summary.partial
+
+
+def config_outcome(key: str, problems: Sequence[ConfigProblem]) -> TenantOutcome:
+    """The outcome of a tenant whose file does not load (skipped, nothing synced)."""
+    texts = [redact(str(problem)) for problem in problems]
+    return TenantOutcome(key, ok=False, config_error=True, problems=texts,
+                         error="configuration: " + "; ".join(texts))
+
+
+def log_broken(broken: dict[str, list[ConfigProblem]]) -> None:
+    """One error line per problem of each tenant file that does not load."""
+    for key, problems in broken.items():
+        for problem in problems:
+            log.error("tenant %s skipped: %s", key, redact(str(problem)),
+                      extra={"tenant": key})
 
 
 @dataclass
@@ -79,10 +103,17 @@ class Runner:
                                   else lambda: self.stop_event.is_set() or stop())
         db = db or self.db
         try:
+            self._close_abandoned(db, tenant)
             summary = run_pass(db, self.plugins, tenant, options)
         except Interrupted as exc:
             log.warning("tenant %s: %s", tenant.key, exc)
             return TenantOutcome(tenant.key, ok=False, error=str(exc), interrupted=True)
+        except RecursionError:  # a JSON answer nested deeper than Python can decode
+            message = ("BadPayloadError: a CRM answer is nested too deeply to be read "
+                       "(RecursionError while decoding it); the pass stopped")
+            log.error("tenant %s failed: %s", tenant.key, message)  # noqa: TRY400
+            self._notify_error(tenant.key, BadPayloadError(message))
+            return TenantOutcome(tenant.key, ok=False, error=message)
         except Exception as exc:  # isolate: one tenant's failure never stops the others
             message = redact(f"{type(exc).__name__}: {exc}")
             level = logging.ERROR if isinstance(exc, SyncdError) else logging.CRITICAL
@@ -126,6 +157,19 @@ class Runner:
                     leases.release(session, tenant.key, holder, claim.fence,
                                    due_now=outcome.interrupted)
         return outcome
+
+    @staticmethod
+    def _close_abandoned(db: store.Database, tenant: Tenant) -> None:
+        """Runs left ``running`` by a dead process are closed as ``abandoned``. Safe: ``db``
+        is fenced by the lease this process holds on the tenant, so any other ``running``
+        row of the tenant belongs to a process that no longer holds it (and the commit is
+        rejected if we lost the lease ourselves)."""
+        with db.session() as session:
+            tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+            closed = store.close_abandoned_runs(session, tenant_id)
+        if closed:
+            log.warning("tenant %s: closed %d run(s) left running by a process that is gone",
+                        tenant.key, closed, extra={"tenant": tenant.key})
 
     def _write_report(self, tenant: Tenant, options: PassOptions,
                       db: store.Database) -> str | None:
@@ -179,9 +223,17 @@ class Daemon:
 
     def __init__(self, runner: Runner, tenants: Sequence[Tenant], *,
                  max_passes: int | None = None, replica: ReplicaConfig | None = None,
-                 metrics: Metrics | None = None, holder: str | None = None) -> None:
+                 metrics: Metrics | None = None, holder: str | None = None,
+                 watcher: TenantWatcher | None = None,
+                 broken: dict[str, list[ConfigProblem]] | None = None) -> None:
         self.runner = runner
+        #: The tenants that load (and are enabled); updated in place when files change.
         self.tenants = {tenant.key: tenant for tenant in tenants}
+        #: Tenant files that do not load: skipped, reported (log, /readyz, metrics).
+        self.broken: dict[str, list[ConfigProblem]] = dict(broken or {})
+        #: Each tenant's webhook secret (filled by ``start_web``; refreshed on reload).
+        self.webhook_secrets: dict[str, str] = {}
+        self.watcher = watcher
         self.replica = replica or ReplicaConfig()
         self.metrics = metrics or Metrics()
         self.holder = holder or replica_id()
@@ -197,8 +249,63 @@ class Daemon:
         self._pending: dict[str, float] = {}  # webhook-triggered tenant -> when to mark due
         self._lock = threading.Lock()
         self._groups: dict[int, list[str]] = defaultdict(list)
+        self._regroup()
+        self._report_config()
+
+    def _regroup(self) -> None:
+        groups: dict[int, list[str]] = defaultdict(list)
         for tenant in self.tenants.values():
-            self._groups[tenant.interval_minutes].append(tenant.key)
+            groups[tenant.interval_minutes].append(tenant.key)
+        self._groups = groups
+
+    def _report_config(self) -> None:
+        """Metrics of the tenant files: errors per file (0: it loads)."""
+        gauge = self.metrics.tenant_config_errors
+        for key in self.tenants:
+            gauge.labels(tenant=key).set(0)
+        for key, problems in self.broken.items():
+            gauge.labels(tenant=key).set(len(problems))
+
+    # -- tenant files ------------------------------------------------------------------------
+    def reload_tenants(self) -> bool:
+        """Pick up changed tenant files (cheap when none changed); True when reloaded. A
+        pass already running keeps the tenant as it was loaded when it started."""
+        if self.watcher is None:
+            return False
+        found = self.watcher.refresh()
+        if found is None:
+            return False
+        self.apply(found)
+        return True
+
+    def apply(self, found: TenantSet) -> None:
+        """Make ``found`` the daemon's tenants: new and fixed ones are scheduled, broken
+        and removed ones skipped (their running pass, if any, finishes)."""
+        loaded = {key: t for key, t in found.loaded.items() if t.config.enabled}
+        gone = set(self.tenants) | set(self.broken)
+        newly_broken = {key: problems for key, problems in found.broken.items()
+                        if [str(p) for p in problems]
+                        != [str(p) for p in self.broken.get(key, [])]}
+        log_broken(newly_broken)
+        for key in sorted(set(loaded) & set(self.broken)):
+            log.warning("tenant %s: its file loads again; scheduled", key,
+                        extra={"tenant": key})
+        added = [key for key in loaded if key not in self.tenants]
+        if added:
+            with self.runner.db.session() as session:
+                leases.ensure_leases(session, added)
+        with self._lock:
+            self.tenants.clear()
+            self.tenants.update(loaded)
+            self.broken = dict(found.broken)
+            self._regroup()
+        for key in gone - set(loaded) - set(found.broken):  # file removed, or disabled
+            self.metrics.tenant_config_errors.remove(key)
+        if self.webhook_secrets or any(t.config.webhook_secret for t in loaded.values()):
+            fresh = webhook_secrets(list(loaded.values()))
+            self.webhook_secrets.clear()
+            self.webhook_secrets.update(fresh)
+        self._report_config()
 
     # -- signals ---------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -258,16 +365,21 @@ class Daemon:
         """One scheduler step: flush debounced webhooks, claim what is due, start it."""
         self.last_tick = time.monotonic()
         self.metrics.scheduler_tick.set(time.time())
+        try:
+            self.reload_tenants()
+        except Exception:  # never let a reload stop the scheduler; the old set stays
+            log.exception("re-reading the tenant files failed")
         self._flush_pending()
         claims: list[leases.Claim] = []
         with self._lock:
             busy = set(self._running)
+            groups = {minutes: list(keys) for minutes, keys in self._groups.items()}
         free = self.replica.workers - len(busy)
         if free <= 0 or self.stopping:
             return claims
         try:
             with self.runner.db.session() as session:
-                for minutes, keys in self._groups.items():
+                for minutes, keys in groups.items():
                     idle = [key for key in keys if key not in busy]
                     claims += leases.claim_due(session, idle, self.holder,
                                                interval=timedelta(minutes=minutes),
@@ -303,13 +415,18 @@ class Daemon:
         thread.start()
 
     def _run_claimed(self, lease: Lease) -> None:
-        tenant = self.tenants[lease.tenant_key]
-        observer = response_observer.set(self.metrics.response_observer(tenant.key))
+        with self._lock:
+            tenant = self.tenants.get(lease.tenant_key)
+        observer = response_observer.set(self.metrics.response_observer(lease.tenant_key))
         started = time.monotonic()
         outcome: TenantOutcome | None = None
         try:
-            outcome = self.runner.run_tenant(tenant, db=FencedDatabase(self.runner.db, lease),
-                                             stop=lease.lost.is_set)
+            if tenant is None:  # its file broke or went away since the claim
+                problems = self.broken.get(lease.tenant_key, [])
+                outcome = config_outcome(lease.tenant_key, problems)
+            else:
+                outcome = self.runner.run_tenant(
+                    tenant, db=FencedDatabase(self.runner.db, lease), stop=lease.lost.is_set)
         finally:
             response_observer.reset(observer)
             self.heartbeat.remove(lease)
@@ -322,6 +439,8 @@ class Daemon:
             self.metrics.lease_lost.inc()
         elif outcome is None or outcome.interrupted:
             status = "interrupted"
+        elif outcome.config_error:
+            status = "config_error"
         else:
             status = "ok" if outcome.ok else "failed"
         summary = outcome.summary if outcome else None
@@ -413,7 +532,14 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         return {"replica": self.holder, "passes": self.passes, "running": self.running(),
-                "tenants": len(self.tenants), "stopping": self.stopping}
+                "tenants": len(self.tenants), "stopping": self.stopping,
+                "broken_tenants": self.broken_report()}
+
+    def broken_report(self) -> dict[str, list[str]]:
+        """Each tenant file that does not load, with its problems (redacted)."""
+        with self._lock:
+            broken = dict(self.broken)
+        return {key: [redact(str(p)) for p in problems] for key, problems in broken.items()}
 
 
 def _write_count(writes: dict[str, int]) -> int:
@@ -459,9 +585,10 @@ def start_web(settings: Settings, daemon: Daemon, tenants: Sequence[Tenant],
         message = (f"{settings.file}: http.auth_token is required when http.host is "
                    f"{http.host!r} (not a loopback address)")
         raise ConfigError(message)
+    daemon.webhook_secrets.update(webhook_secrets(tenants))
     context = WebContext(settings=settings, db=daemon.runner.db, plugins=plugins, extras={
         "daemon": daemon, "metrics": daemon.metrics,
-        "tenants": {t.key: t for t in tenants}, "webhook_secrets": webhook_secrets(tenants),
+        "tenants": daemon.tenants, "webhook_secrets": daemon.webhook_secrets,
         "auth_token": auth_token,
     })
     app = WebApp()
@@ -490,8 +617,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(settings: Settings, plugins: Any, db: store.Database, tenants: Sequence[Tenant], *,
-          max_passes: int | None = None, holder: str | None = None) -> int:
-    """Run the daemon with its HTTP side until stopped; returns the exit code."""
+          max_passes: int | None = None, holder: str | None = None,
+          watcher: TenantWatcher | None = None,
+          broken: dict[str, list[ConfigProblem]] | None = None) -> int:
+    """Run the daemon with its HTTP side until stopped; returns the exit code. Tenants in
+    ``broken`` are reported and skipped; ``watcher`` re-reads changed tenant files."""
     guard = SqliteGuard(db).acquire()  # a second replica on SQLite stops here
     try:
         db.upgrade()
@@ -499,12 +629,15 @@ def serve(settings: Settings, plugins: Any, db: store.Database, tenants: Sequenc
         runner = Runner(settings, plugins, db,
                         options_factory=lambda: PassOptions(overlap=overlap))
         daemon = Daemon(runner, tenants, max_passes=max_passes,
-                        replica=settings.daemon.replica, holder=holder)
+                        replica=settings.daemon.replica, holder=holder, watcher=watcher,
+                        broken=broken)
+        log_broken(daemon.broken)
         daemon.install_signal_handlers()
         server = start_web(settings, daemon, tenants, plugins)
         notifier = Notifier()
-        log.warning("syncd %s running %d tenant(s) as replica %s; database %s%s", __version__,
-                    len(tenants), daemon.holder, db.redacted_url(),
+        log.warning("syncd %s running %d tenant(s) as replica %s (%d tenant file(s) "
+                    "skipped); database %s%s", __version__, len(tenants), daemon.holder,
+                    len(daemon.broken), db.redacted_url(),
                     f"; HTTP on {server.url}" if server is not None else "")
         try:
             daemon.run(on_ready=lambda: notifier.ready(f"{len(tenants)} tenant(s)"),

@@ -25,7 +25,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.syncs = Counter("syncd_syncs", "Tenant passes by outcome "
-                             "(ok, failed, interrupted, lease_lost).",
+                             "(ok, failed, interrupted, lease_lost, config_error).",
                              ["tenant", "status"], registry=r)
         self.records_pulled = Counter("syncd_records_pulled", "Records read from the CRM.",
                                       ["tenant"], registry=r)
@@ -51,6 +51,9 @@ class Metrics:
                                 ["tenant", "result"], registry=r)
         self.tenants_running = Gauge("syncd_tenants_running",
                                      "Tenant passes running in this replica.", registry=r)
+        self.tenant_config_errors = Gauge(
+            "syncd_tenant_config_errors", "Errors in the tenant's file (0: it loads; more: "
+            "the tenant is skipped until the file is fixed).", ["tenant"], registry=r)
         self.scheduler_tick = Gauge("syncd_scheduler_last_tick_timestamp_seconds",
                                     "When the scheduler loop last ran (Unix time).",
                                     registry=r)

@@ -198,6 +198,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(ConfigProblem(str(path), "", "file not found")) from None
+    except UnicodeDecodeError as exc:
+        problem = f"not a UTF-8 text file (byte {exc.start}); is it a YAML file?"
+        raise ConfigError(ConfigProblem(str(path), "", problem)) from None
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror or type(exc).__name__}"
+        raise ConfigError(ConfigProblem(str(path), "", problem)) from None
+    except RecursionError:
+        raise ConfigError(ConfigProblem(str(path), "", "nested too deeply")) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

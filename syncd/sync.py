@@ -156,7 +156,8 @@ def _pull(db: store.Database, connector: Connector, tenant_id: int, options: Pas
     for stream in connector.streams:
         options.on_stream(stream)
         if stream == "stage_history":
-            context.changed_deal_ids = changed_deals | _history_owed(db, tenant_id, run_id)
+            context.stored_deals = _history_owed(db, tenant_id, run_id)
+            context.changed_deal_ids = changed_deals | set(context.stored_deals)
         with db.session() as session:
             cursor = None if options.full else store.get_cursor(session, tenant_id, stream)
             held = _Held({row.external_id: row.payload
@@ -245,12 +246,15 @@ def _retry_quarantined(db: store.Database, connector: Connector, tenant_id: int,
     return stats.changed_ids.get("deal", set())
 
 
-def _history_owed(db: store.Database, tenant_id: int, run_id: int | None) -> set[str]:
+def _history_owed(db: store.Database, tenant_id: int, run_id: int | None,
+                  ) -> dict[str, tuple[datetime | None, str | None]]:
     """Deals stored by earlier passes that ended before their stage history (failed, killed
     or interrupted since the last good pass): this pass sees them unchanged, yet their
-    history is still owed. Found by the chaos test (faults at 20%)."""
+    history is still owed. Found by the chaos test (faults at 20%). Each comes with its
+    stored update time and stage, so the connector applies its history horizon to it as
+    an uninterrupted pass would have (issue 11: a rerun fetched year-old history)."""
     if run_id is None:
-        return set()
+        return {}
     runs = store.SyncRunRow
     with db.session() as session:
         last_ok = session.scalar(select(func.max(runs.started_at)).where(
@@ -261,9 +265,12 @@ def _history_owed(db: store.Database, tenant_id: int, run_id: int | None) -> set
             unfinished = unfinished.where(runs.started_at > last_ok)
         since = session.scalar(unfinished)
         if since is None:
-            return set()
-        return set(session.scalars(select(store.DealRow.external_id).where(
-            store.DealRow.tenant_id == tenant_id, store.DealRow.synced_at >= since)))
+            return {}
+        deals = store.DealRow
+        rows = session.execute(select(deals.external_id, deals.updated_at,
+                                      deals.stage_external_id).where(
+            deals.tenant_id == tenant_id, deals.synced_at >= since))
+        return {row.external_id: (row.updated_at, row.stage_external_id) for row in rows}
 
 
 # -- audit and karma ---------------------------------------------------------------------------

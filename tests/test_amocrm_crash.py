@@ -2,7 +2,9 @@
 
 The fake holds the chosen batch request until the test has killed the client, then lets it
 complete: amoCRM applied the batch, syncd never heard back. Afterwards: no duplicate task,
-no lost write, no write repeated with the same value, cursors consistent.
+no lost write, no write repeated with the same value, cursors consistent; a first pass
+killed while pulling reruns to the stored state (stage history, karma ledgers) of a pass
+that was never interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from ledgers import karma_ledger, stage_history
 from sqlalchemy import func, select
 from support import REPO, report_json, run_syncd, syncd_command, write_config
 from syncd_amocrm.fake.sample import sample_dataset
@@ -40,9 +43,9 @@ def _config(tmp_path: Path, db_url: str, fake: FakeAmoCRM) -> Path:
     return write_config(tmp_path, db_url, {"northwind": data})
 
 
-def _kill_when_reached(config: Path, fault: Fault) -> None:
+def _kill_when_reached(config: Path, fault: Fault, *args: str) -> None:
     """Start a pass, SIGKILL it once the fake holds the faulted request, then release it."""
-    process = subprocess.Popen(syncd_command(config, "sync"), env={**os.environ, **ENV},
+    process = subprocess.Popen(syncd_command(config, "sync", *args), env={**os.environ, **ENV},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                cwd=REPO)
     try:
@@ -133,3 +136,23 @@ def test_killed_during_a_task_batch(tmp_path: Path, db_url: str, fake: FakeAmoCR
     posted = sum(len(b) for m, p, b in fake.writes if m == "POST" and p == "/api/v4/tasks")
     assert posted == len(markers), "the batch applied before the kill was not re-posted"
     _cursor_consistent(db_url)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/api/v4/tasks", "/api/v4/events"],
+                         ids=["activities", "stage_history"])
+def test_a_first_pass_killed_while_pulling_reruns_to_the_uninterrupted_state(
+        tmp_path: Path, db_url: str, fake: FakeAmoCRM, path: str) -> None:
+    clean_url = f"sqlite:///{tmp_path / 'clean' / 'syncd.db'}"
+    clean = _config(tmp_path / "clean", clean_url, fake)
+    assert run_syncd(clean, "sync", "--no-write", env=ENV).returncode == 0
+    config = _config(tmp_path / "crash", db_url, fake)
+    fault = Fault("block", method="GET", path=path)
+    fake.faults = [fault]
+    _kill_when_reached(config, fault, "--no-write")
+    fake.faults = None
+    rerun = run_syncd(config, "sync", "--no-write", env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    assert stage_history(db_url) == stage_history(clean_url)
+    assert karma_ledger(db_url) == karma_ledger(clean_url), "employee karma as if never killed"
+    assert karma_ledger(db_url, "client") == karma_ledger(clean_url, "client")

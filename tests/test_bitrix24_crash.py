@@ -2,7 +2,8 @@
 
 The fake holds the batch until the client is dead, then applies it: the portal did the
 writes, syncd never heard back. The rerun must neither repeat a write nor lose one, and
-must not create a to-do twice.
+must not create a to-do twice. A first pass killed while pulling reruns to the stored
+state (stage history, karma ledgers) of a pass that was never interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from ledgers import karma_ledger, stage_history
 from support import report_json, run_syncd, syncd_command, write_config
 from syncd_bitrix24.fake.sample import sample_dataset
 from syncd_bitrix24.fake.server import FakeBitrix24, Fault
@@ -33,8 +35,8 @@ def _env(fake: FakeBitrix24) -> dict[str, str]:
     return {**os.environ, "VOLGA_BITRIX24_WEBHOOK": fake.webhook_url}
 
 
-def _kill_when_reached(config: Path, fault: Fault, env: dict[str, str]) -> None:
-    process = subprocess.Popen(syncd_command(config, "sync"), env=env,
+def _kill_when_reached(config: Path, fault: Fault, env: dict[str, str], *args: str) -> None:
+    process = subprocess.Popen(syncd_command(config, "sync", *args), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert fault.reached.wait(timeout=120), "the pass never reached the faulted batch"
@@ -114,3 +116,24 @@ def test_killed_during_a_todo_batch(tmp_path: Path, db_url: str, fake: FakeBitri
     assert adds == len(markers), "the to-dos created before the kill were not re-created"
     summary = json.loads(rerun.stdout)[0]["summary"]
     assert summary["writes"]["tasks_recovered"] == created_before_rerun
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["crm.stagehistory.list", "crm.activity.list"],
+                         ids=["stage_history", "activities"])
+def test_a_first_pass_killed_while_pulling_reruns_to_the_uninterrupted_state(
+        tmp_path: Path, db_url: str, fake: FakeBitrix24, method: str) -> None:
+    env = _env(fake)
+    clean_url = f"sqlite:///{tmp_path / 'clean' / 'syncd.db'}"
+    clean = write_config(tmp_path / "clean", clean_url, {"volga": bitrix_tenant(fake)})
+    assert run_syncd(clean, "sync", "--no-write", env=env).returncode == 0
+    config = write_config(tmp_path / "crash", db_url, {"volga": bitrix_tenant(fake)})
+    fault = Fault("block", method=method)
+    fake.faults = [fault]
+    _kill_when_reached(config, fault, env, "--no-write")
+    fake.faults = None
+    rerun = run_syncd(config, "sync", "--no-write", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert stage_history(db_url) == stage_history(clean_url)
+    assert karma_ledger(db_url) == karma_ledger(clean_url), "employee karma as if never killed"
+    assert karma_ledger(db_url, "client") == karma_ledger(clean_url, "client")

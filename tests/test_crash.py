@@ -2,7 +2,9 @@
 
 The fake holds the chosen request until the test has killed the client, then lets it
 complete: the CRM applied the write, syncd never heard back — the nastiest moment.
-Afterwards: no duplicate task, no lost or repeated karma write, cursors consistent.
+Afterwards: no duplicate task, no lost or repeated karma write, cursors consistent, and
+the stored state (stage history, employee and client karma ledgers) equals that of a pass
+that was never interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from ledgers import karma_ledger, stage_history
 from sqlalchemy import func, select
 from support import demo_tenant, report_json, run_syncd, syncd_command, write_config
 from syncd_pipedrive.fake.sample import sample_dataset
@@ -27,9 +30,9 @@ TOKEN = "pd-crash-token-77aa01"
 ENV = {**os.environ, "NORTHWIND_PIPEDRIVE_TOKEN": TOKEN}
 
 
-def _kill_when_reached(config: Path, fault: Fault) -> None:
+def _kill_when_reached(config: Path, fault: Fault, *args: str) -> None:
     """Start a pass, SIGKILL it once the fake holds the faulted request, then release it."""
-    process = subprocess.Popen(syncd_command(config, "sync"), env=ENV,
+    process = subprocess.Popen(syncd_command(config, "sync", *args), env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert fault.reached.wait(timeout=120), "the pass never reached the faulted request"
@@ -121,3 +124,34 @@ def test_killed_during_task_creation(tmp_path: Path, db_url: str, fake: FakePipe
     assert writes["tasks_recovered"] >= 1, "tasks created before the kill were found"
     assert writes["tasks_recovered"] + writes["tasks_created"] == len(markers) == 4
     _cursor_consistent(db_url)
+
+
+def _clean_run(tmp_path: Path, base_url: str, *args: str) -> str:
+    """The state of an uninterrupted first pass, in a database of its own."""
+    url = f"sqlite:///{tmp_path / 'clean' / 'syncd.db'}"
+    config = write_config(tmp_path / "clean", url, {"northwind": demo_tenant(base_url)})
+    result = run_syncd(config, "sync", *args, env=ENV)
+    assert result.returncode == 0, result.stderr
+    return url
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", [("GET", "/v1/deals/", 3), ("GET", "/api/v2/activities", 1)],
+                         ids=["stage_history", "activities"])
+def test_a_first_pass_killed_while_pulling_reruns_to_the_uninterrupted_state(
+        tmp_path: Path, db_url: str, fake: FakePipedrive, where: tuple[str, str, int]) -> None:
+    """Issue 11 item 9: the rerun used to fetch the stage history of deals outside
+    ``history_days`` (their update time was unknown to it), adding karma lines for
+    periods a year old."""
+    clean = _clean_run(tmp_path, fake.base_url, "--no-write")
+    method, path, nth = where
+    config = write_config(tmp_path / "crash", db_url, {"northwind": demo_tenant(fake.base_url)})
+    fault = Fault("block", method=method, path=path, nth=nth)
+    fake.faults = [fault]
+    _kill_when_reached(config, fault, "--no-write")
+    fake.faults = None
+    rerun = run_syncd(config, "sync", "--no-write", env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    assert stage_history(db_url) == stage_history(clean)
+    assert karma_ledger(db_url) == karma_ledger(clean), "employee karma as if never killed"
+    assert karma_ledger(db_url, "client") == karma_ledger(clean, "client")

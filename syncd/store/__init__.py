@@ -49,6 +49,7 @@ from syncd.store.reads import (
     stages_by_id,
 )
 from syncd.store.runs import (
+    close_abandoned_runs,
     ensure_tenant,
     finish_run,
     get_tenant,
@@ -127,6 +128,7 @@ __all__ = [
     "alembic_config",
     "apply_findings",
     "backoff",
+    "close_abandoned_runs",
     "companies",
     "counts",
     "deal_owners",

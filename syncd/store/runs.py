@@ -1,8 +1,10 @@
 """Tenants and sync runs: who we sync and how each pass went.
 
-A run row is written when a pass starts, so a crashed pass leaves a ``running`` row behind;
-``interrupt_stale_runs`` turns those into ``interrupted`` at the next start instead of
-leaving them "running" forever.
+A run row is written when a pass starts, so a killed or crashed pass leaves a ``running``
+row behind. ``close_abandoned_runs`` closes those as ``abandoned`` (with the reason in
+``error``) when the tenant's next pass starts: that pass holds the tenant's lease, so the
+process that wrote the row no longer does (it died, or its lease expired and its late
+commits are fenced off), and the row can never be finished by anyone else.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from syncd.store._sql import insert_for, utcnow
 from syncd.store.models import SyncRunRow, TenantRow
 from syncd.store.sanitize import bounded_error, clean_json_text
 
-RunStatus = Literal["running", "ok", "failed", "interrupted"]
-FINAL_STATUSES = frozenset({"ok", "failed", "interrupted"})
+RunStatus = Literal["running", "ok", "failed", "interrupted", "abandoned"]
+FINAL_STATUSES = frozenset({"ok", "failed", "interrupted", "abandoned"})
+ABANDONED_REASON = ("abandoned: the process running this pass stopped without closing it "
+                    "(killed, crashed or lost its lease); closed when the next pass started")
 
 
 def ensure_tenant(session: Session, key: str, plugin: str, *,
@@ -95,4 +99,17 @@ def interrupt_stale_runs(session: Session, tenant_id: int | None = None, *,
         status="interrupted", finished_at=now or utcnow())
     if tenant_id is not None:
         stmt = stmt.where(SyncRunRow.tenant_id == tenant_id)
+    return session.execute(stmt).rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+def close_abandoned_runs(session: Session, tenant_id: int, *,
+                         now: datetime | None = None) -> int:
+    """Close the tenant's runs still ``running`` as ``abandoned``; returns how many.
+
+    Call only while holding the tenant's lease, before starting a run: no live process
+    can then own one of those rows (see the module docstring). The tenant's own last
+    status is left to the pass that follows."""
+    stmt = update(SyncRunRow).where(
+        SyncRunRow.tenant_id == tenant_id, SyncRunRow.status == "running",
+    ).values(status="abandoned", finished_at=now or utcnow(), error=ABANDONED_REASON)
     return session.execute(stmt).rowcount  # type: ignore[attr-defined,no-any-return]

@@ -9,6 +9,7 @@ pages are few and read-only and the webhooks are tiny, so this is enough; put a 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, make_server, select_address_family
 from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,20 @@ class WebServer:
         self.host = host
         # Werkzeug's access log prints request paths; webhook paths may carry a token.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        # Bind here, so a taken port is an OSError for the caller to report (Werkzeug
+        # would print its own message and exit the whole process with code 1).
+        listener = _listen(host, port)
+        try:
+            self._server: BaseWSGIServer = make_server(host, port, app, threaded=True,
+                                                       fd=listener.fileno())
+        finally:
+            listener.close()  # the server holds its own duplicate of the socket
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="syncd-web", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_port)
+        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
@@ -94,3 +102,17 @@ class WebServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (raises OSError, e.g. the port is taken)."""
+    family = select_address_family(host, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -4,6 +4,9 @@
   database, so a database blip does not make every replica restart at once.
 - ``GET /readyz`` readiness: the database answers, its schema is at this code's migration,
   the scheduler runs and the replica is not draining (503 with the failing checks otherwise).
+  The body also lists ``broken_tenants``: tenant files that do not load, each with its
+  problems. They are skipped, not a readiness failure: one tenant's typo must not take the
+  replica (and every other tenant's webhooks) out of service.
 - ``GET /metrics`` Prometheus text format (the bearer token / password of ``http.auth_token``
   when one is configured).
 - ``POST /webhooks/<tenant>`` (and ``/webhooks/<tenant>/<secret>``): a CRM says something
@@ -69,7 +72,7 @@ class Ops:
         self.tenants: dict[str, Any] = extras.get("tenants", {})
         self.secrets: dict[str, str] = extras.get("webhook_secrets", {})
         self.auth_token: str | None = extras.get("auth_token")
-        self._connectors: dict[str, Connector] = {}
+        self._connectors: dict[str, tuple[Any, Connector]] = {}  # key -> (tenant, conn.)
         self._lock = threading.Lock()
 
     # -- probes ------------------------------------------------------------------------------
@@ -93,7 +96,9 @@ class Ops:
             checks["draining"] = self.daemon.stopping
         ready = (checks["database"] and checks["schema"] and checks["scheduler"]
                  and not checks["draining"])
-        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+        broken = self.daemon.broken_report() if self.daemon is not None else {}
+        return _json({"ready": ready, "checks": checks, "broken_tenants": broken},
+                     200 if ready else 503)
 
     def metrics_page(self, request: Request) -> Response:
         if self.auth_token:
@@ -127,9 +132,11 @@ class Ops:
                             headers={"WWW-Authenticate": 'Basic realm="syncd webhooks"'})
         try:
             hint = self._connector(tenant).webhook_hint(dict(request.headers), body)
-        except BadPayloadError as exc:
+        except (BadPayloadError, RecursionError) as exc:
             self._count(tenant, "bad_payload")
-            log.warning("webhook for tenant %s: bad payload: %s", tenant, redact(str(exc)))
+            reason = ("nested too deeply" if isinstance(exc, RecursionError)
+                      else redact(str(exc)))
+            log.warning("webhook for tenant %s: bad payload: %s", tenant, reason)
             return _json({"error": "bad payload"}, 400)
         if hint.echo:
             self._count(tenant, "echo")
@@ -142,10 +149,11 @@ class Ops:
 
     def _connector(self, key: str) -> Connector:
         with self._lock:
-            connector = self._connectors.get(key)
-            if connector is None:
-                connector = self._connectors[key] = self.tenants[key].make_connector()
-            return connector
+            tenant = self.tenants[key]
+            cached = self._connectors.get(key)
+            if cached is None or cached[0] is not tenant:  # new, or its file was reloaded
+                cached = self._connectors[key] = (tenant, tenant.make_connector())
+            return cached[1]
 
     def _count(self, tenant: str, result: str) -> None:
         if self.metrics is not None:

@@ -6,14 +6,16 @@
 * Values are written with one ``PATCH /api/v4/{leads|companies}`` per ``batch_size``
   records (an array of ``{id, custom_fields_values}``). Setting an absolute value is
   idempotent in effect, so those PATCHes are retried like GETs. If amoCRM rejects a batch
-  (400 with ``validation-errors``), its records are written one by one so one bad record
-  fails alone.
+  (400 with ``validation-errors``; nothing of it is applied), the batch is bisected
+  (``syncd.bisect``): one bad record among 50 costs at most 12 more requests, not 50, and
+  fails alone with amoCRM's reason.
 * Echoes: a PATCH answers only ``{id, updated_at}``; with ``reread_after_write`` (default)
   the written records are read back (one GET per 250) and returned, so the store holds
   exactly what amoCRM holds and our own write is not a change on the next pull.
 * Tasks: ``POST /api/v4/tasks`` takes a batch; each task's ``request_id`` is its marker,
   and the marker is also in the task text, so ``find_tasks`` can find a task whose
   creation was interrupted (the POST is never retried once it may have reached amoCRM).
+  A task batch rejected with ``validation-errors`` created nothing and is bisected too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING, Any
 
+from syncd.bisect import send_bisecting
 from syncd.connector import FieldSpec, FieldWrite, TaskCreate, WriteResult
 from syncd.errors import (
     APIError,
@@ -163,17 +166,21 @@ class AmoCRMWriter:
 
     def _patch_batch(self, path: str, items: list[tuple[int, dict[str, Any]]],
                      ) -> list[tuple[int, WriteResult]]:
-        try:
-            self.client.call("PATCH", path, json=[item for _, item in items], idempotent=True)
-        except APIError as exc:
-            if not is_item_failure(exc):
-                raise
-            if len(items) == 1:
-                return [(items[0][0], WriteResult(ok=False, error=redact(str(exc))))]
-            log.warning("amocrm rejected a batch of %d writes (%s); writing them one by one",
-                        len(items), redact(str(exc)))
-            return [pair for item in items for pair in self._patch_batch(path, [item])]
-        return [(index, WriteResult(ok=True)) for index, _ in items]
+        """PATCH ``items``; a batch rejected for its items is bisected down to the bad ones."""
+        def send(batch: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, WriteResult]]:
+            self.client.call("PATCH", path, json=[item for _, item in batch], idempotent=True)
+            return [(index, WriteResult(ok=True)) for index, _ in batch]
+
+        def failed(pair: tuple[int, dict[str, Any]], exc: Exception,
+                   ) -> tuple[int, WriteResult]:
+            error = redact(f"record {pair[1].get('id')}: {exc}")
+            log.warning("amocrm rejected the write of %s", error)
+            return pair[0], WriteResult(ok=False, error=error)
+
+        return send_bisecting(items, send, rejected=_rejected_items, failed=failed,
+                              on_split=lambda size, exc: log.info(
+                                  "amocrm rejected a batch of %d writes (%s); bisecting",
+                                  size, redact(str(exc))))
 
     def _attach_records(self, entity: str, changes: Sequence[FieldWrite],
                         results: list[WriteResult | None]) -> None:
@@ -243,36 +250,46 @@ class AmoCRMWriter:
                                                    " amoCRM lead id")
             for t, b in zip(tasks, bodies, strict=True)]
         sendable = [(i, b) for i, b in enumerate(bodies) if b is not None]
-        if not sendable:
-            return [r for r in results if r is not None]
-        try:
-            answer = self.client.call("POST", "/api/v4/tasks", json=[b for _, b in sendable])
-        except APIError as exc:
-            if not is_item_failure(exc):
-                raise
-            if len(sendable) == 1:
-                results[sendable[0][0]] = WriteResult(ok=False, error=redact(str(exc)))
-            else:  # a rejected batch created nothing: isolate the bad task
-                log.warning("amocrm rejected a batch of %d tasks (%s); posting one by one",
-                            len(sendable), redact(str(exc)))
-                for index, _ in sendable:
-                    results[index] = self._post_tasks([tasks[index]])[0]
-            return [r or WriteResult(ok=False, error="not created") for r in results]
+
+        def failed(pair: tuple[int, dict[str, Any]], exc: Exception,
+                   ) -> tuple[int, WriteResult]:
+            error = redact(f"task for lead {pair[1].get('entity_id')}: {exc}")
+            log.warning("amocrm rejected the %s", error)
+            return pair[0], WriteResult(ok=False, error=error)
+
+        # a rejected batch created nothing (validation comes first): bisect to the bad task
+        for index, result in send_bisecting(
+                sendable, self._post_task_batch, rejected=_rejected_items, failed=failed,
+                on_split=lambda size, exc: log.info(
+                    "amocrm rejected a batch of %d tasks (%s); bisecting", size,
+                    redact(str(exc)))):
+            results[index] = result
+        return [r or WriteResult(ok=False, error="not created") for r in results]
+
+    def _post_task_batch(self, sendable: list[tuple[int, dict[str, Any]]],
+                         ) -> list[tuple[int, WriteResult]]:
+        answer = self.client.call("POST", "/api/v4/tasks", json=[b for _, b in sendable])
         created, _ = embedded(answer, "tasks", "/api/v4/tasks")
         by_request = {str(c.get("request_id")): c for c in created}
+        out: list[tuple[int, WriteResult]] = []
         for position, (index, body) in enumerate(sendable):
             item = by_request.get(body["request_id"])
             if item is None and position < len(created):
                 item = created[position]  # request_id not echoed: answers keep the order
             task_id = ident(item.get("id")) if isinstance(item, dict) else None
             if task_id is None:
-                results[index] = WriteResult(ok=False, error="amoCRM returned no task id")
+                out.append((index, WriteResult(ok=False, error="amoCRM returned no task id")))
                 continue
             now = to_unix(datetime.now(UTC))
             record = normalize_task({**body, "id": int(task_id), "is_completed": False,
                                      "created_at": now, "updated_at": now})
-            results[index] = WriteResult(ok=True, crm_id=task_id, record=record)
-        return [r or WriteResult(ok=False, error="not created") for r in results]
+            out.append((index, WriteResult(ok=True, crm_id=task_id, record=record)))
+        return out
+
+
+def _rejected_items(error: Exception) -> bool:
+    """The CRM refused the request for its items (worth bisecting), not the tenant."""
+    return isinstance(error, APIError) and is_item_failure(error)
 
 
 def _task_body(task: TaskCreate) -> dict[str, Any] | None:

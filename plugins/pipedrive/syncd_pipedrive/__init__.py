@@ -207,6 +207,8 @@ class PipedriveConnector(PipedriveWriter, Connector):
         if days == 0:
             return
         horizon = self._now() - timedelta(days=days)
+        for deal_id, stored in context.stored_deals.items():  # owed by an unfinished pass
+            self._deals_seen.setdefault(deal_id, stored)
         wanted = []
         for deal_id in sorted(context.changed_deal_ids, key=_id_order):
             seen = self._deals_seen.get(deal_id)

@@ -583,12 +583,19 @@ class FakeAmoCRM(FakeHTTPServer):
             raise Problem(400, f"At most {MAX_LIMIT} entities per request")
         collection = self.collection(entity)
         errors, updated = [], []
+        # amoCRM validates the whole array first and applies nothing when one item is bad:
+        # HTTP 400 (problem+json) with ``validation-errors: [{request_id, errors: [{code,
+        # path, detail}]}]``, request_id being the item's index in the array (amoCRM API
+        # errors page, amocrm.com/developers/content/api/errors; summarised in
+        # /work/shared/api-notes/amocrm-bitrix24.md A14 and A16).
         for position, item in enumerate(items):
             problem = self._patch_problem(entity, collection, item)
             if problem is not None:
+                missing = "not found" in problem and problem.startswith("entity")
                 errors.append({"request_id": str(position), "errors": [
                     {"code": "NotFound" if "not found" in problem else "InvalidValue",
-                     "path": "custom_fields_values", "detail": problem}]})
+                     "path": "id" if missing or "integer id" in problem
+                     else "custom_fields_values", "detail": problem}]})
         if errors:
             raise Problem(400, "Request validation failed", **{"validation-errors": errors})
         now = int(time.time())
