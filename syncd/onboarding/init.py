@@ -67,8 +67,9 @@ def _connection(options: InitOptions, registry: ConnectorRegistry, plugin: str,
     for key in model.secret_keys:
         value = connection.get(key)
         if isinstance(value, str) and value:
-            message = (f"--connection {key}=...: a secret is never written into the tenant "
-                       f"file; export it and give {key}=$env:NAME")
+            message = (f"--connection {key}: a secret is never written into the tenant "
+                       "file; export it in an environment variable and pass $env:NAME "
+                       "as its value")
             raise ConfigError(message)
     if options.interactive:
         for name, info in model.model_fields.items():

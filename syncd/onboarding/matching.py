@@ -21,6 +21,7 @@ from syncd.onboarding.vocabulary import (
     COLUMN_SYNONYMS,
     FIELD_SYNONYMS,
     IGNORE_REASON_WORDS,
+    INBOX_WORDS,
     KIND_SYNONYMS,
     LOST_WORDS,
     REASON_SYNONYMS,
@@ -142,6 +143,9 @@ def match_stage(name: str, book: SalesBook, semantics: str | None = None) -> Gue
                      f"a closed ({outcome}) stage by {by}: the outcome is the deal's status, "
                      "and a closed deal is audited at the stage it was closed from",
                      ignore=True)
+    if normalise(name) in {normalise(w) for w in INBOX_WORDS}:
+        return Guess(name, IGNORE, 0.7, "the CRM's inbox of unsorted requests, not a sales "
+                     "stage (amoCRM's first status)", ignore=True)
     return _guess(name, _rank(name, stage_candidates(book)), "Sales Book stage")
 
 

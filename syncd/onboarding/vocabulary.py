@@ -93,6 +93,10 @@ LOST_WORDS = ("lost", "closed lost", "deal lost", "failed", "deal failed", "fail
               "проиграна", "проиграно", "отказ", "анализ причины провала",
               "analysis of failure")
 
+#: Stage names of a CRM's inbox of unsorted requests (amoCRM's "Неразобранное" status):
+#: not a sales stage, a lead there has not been taken into work yet.
+INBOX_WORDS = ("incoming leads", "unsorted", "неразобранное", "входящие лиды")
+
 #: Loss-reason catalogue keys -> phrases a CRM uses for that reason.
 REASON_SYNONYMS: dict[str, tuple[str, ...]] = {
     "price": ("price", "price too high", "too expensive", "expensive", "high price",
