@@ -113,3 +113,30 @@ def test_inspect_with_a_broken_mapping_counts_usage(tmp_path: Path,
     assert usage["fields"]["company"]["Segment"]["values"]
     table = run_syncd(config, "inspect", "nw", "--format", "table", env=ENV)
     assert table.returncode == 0 and "Intro" in table.stdout and "loss reasons" in table.stdout
+
+
+def test_init_on_a_terminal_asks_for_plugin_path_and_sales_book(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """The interactive path (click prompts), answered in-process."""
+    from syncd.config import load_settings
+    from syncd.onboarding import init as init_module
+    from syncd.plugins import make_plugin_manager
+
+    export = sample.write_csv_dir(tmp_path / "export")
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {})
+    asked: list[str] = []
+    answers = {"plugin": "spreadsheet", "path": str(export), "Sales Book": "simple-product-5"}
+
+    def prompt(text: str, **kwargs: object) -> str:
+        asked.append(text)
+        return answers[text]
+
+    monkeypatch.setattr(init_module.click, "prompt", prompt)
+    result = init_module.run_init(
+        load_settings(config), make_plugin_manager().connectors,
+        init_module.InitOptions(tenant="acme", interactive=True))
+    assert asked == ["plugin", "path", "Sales Book"]
+    data = yaml.safe_load(result.path.read_text("utf-8"))
+    assert data["salesbook"] == "simple-product-5"
+    assert data["connection"]["tabs"]["deals"]["columns"]["id"] == "Deal ID"
+    assert "mapping.loss_reasons.Moon phase" in result.draft.todos

@@ -170,6 +170,7 @@ def test_a_russian_draft_is_a_valid_tenant_file_with_todos(tmp_path: Path, b2b,
                               connection={"base_url": "https://x.amocrm.ru",
                                           "long_lived_token": {"$env": "T"}},
                               inspection=inspection, language="ru"))
+    assert "# Воронка CRM -> этап CRM -> этап Sales Book" in draft.text  # language: ru
     data = yaml.safe_load(draft.text)
     config = TenantConfig.model_validate(data)
     assert config.mapping.stages["Продажи"] == {"Бриф": "briefing", "Смета": "estimate",

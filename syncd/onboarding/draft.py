@@ -32,10 +32,10 @@ from syncd.onboarding.matching import (
     split_type,
     teams_from_hierarchy,
 )
+from syncd.onboarding.messages import MESSAGES, TODO
 from syncd.onboarding.usage import Usage
 from syncd.salesbook import SalesBook
 
-TODO = "TODO(syncd init)"
 DEAL_FIELDS = ("lead_source", "profit", "is_tender", "public_incident", "snooze_until",
                "snooze_reason")
 COMPANY_FIELDS = ("segment", "nps", "public_incidents", "channel", "sub_channel", "region")
@@ -90,10 +90,14 @@ class DraftInput:
 
 
 class _Writer:
-    def __init__(self) -> None:
+    def __init__(self, language: str = "en") -> None:
+        self.messages = MESSAGES.get(language, MESSAGES["en"])
         self.lines: list[str] = []
         self.decided = 0
         self.todos: list[str] = []
+
+    def t(self, key: str, **values: Any) -> str:
+        return self.messages[key].format(**values)
 
     def line(self, text: str = "") -> None:
         self.lines.append(text)
@@ -103,22 +107,20 @@ class _Writer:
         self.line(" " * indent + f"# {TODO} [{key}] {_clean(message)}")
 
 
-def _deals(usage: Usage | None, pipeline: str, stage: str) -> str:
+def _deals(w: _Writer, usage: Usage | None, pipeline: str, stage: str) -> str:
     if usage is None:
         return ""
-    total = usage.stage_count(pipeline, stage)
-    open_ = usage.open_stages.get((pipeline, stage), 0)
-    return f"{total} deal(s), {open_} open; "
+    return w.t("deals", total=usage.stage_count(pipeline, stage),
+               open=usage.open_stages.get((pipeline, stage), 0))
 
 
 def _stages(w: _Writer, data: DraftInput) -> None:
     book = data.book
     targets = ", ".join([s.key for s in book.stages] + ["deferred", "ignore"])
-    w.line("  # CRM pipeline -> CRM stage -> Sales Book stage "
-           f"({targets}).")
+    w.line("  # " + w.t("stages", targets=targets))
     w.line("  stages:")
     if not data.inspection.pipelines:
-        w.todo(4, "mapping.stages", "the account lists no pipelines: map them by hand")
+        w.todo(4, "mapping.stages", w.t("no_pipelines"))
         w.line("    {}")
         return
     for pipeline in data.inspection.pipelines:
@@ -127,20 +129,21 @@ def _stages(w: _Writer, data: DraftInput) -> None:
         guesses = match_pipeline(stages, book)
         decided = [g for g in guesses if g.decided]
         w.line(f"    {scalar(name)}:{' {}' if not decided else ''}"
-               f"  # pipeline {pipeline.get('id')}, {len(stages)} stage(s)")
+               f"  # {w.t('pipeline', id=pipeline.get('id'), n=len(stages))}")
         for stage, guess in zip(stages, guesses, strict=True):
             stage_name = str(stage.get("name") or stage.get("id"))
-            counts = _deals(data.usage, name, stage_name)
+            counts = _deals(w, data.usage, name, stage_name)
             if guess.decided:
                 w.decided += 1
                 target = "ignore" if guess.ignore else guess.target
                 w.line(f"      {scalar(stage_name)}: {target}  # {counts}"
                        f"{_clean(guess.evidence)} ({guess.confidence:.2f}){_alts(guess)}")
             else:
-                hint = (f"best guess {guess.target} ({guess.confidence:.2f}: "
-                        f"{guess.evidence}){_alts(guess)}" if guess.target else guess.evidence)
+                hint = (w.t("best", target=guess.target,
+                            confidence=f"{guess.confidence:.2f}: {guess.evidence}")
+                        + _alts(guess) if guess.target else guess.evidence)
                 w.todo(6, f"mapping.stages.{name}.{stage_name}",
-                       f"{counts}map to a Sales Book stage, deferred or ignore; {hint}")
+                       w.t("stage_todo", counts=counts, hint=hint))
                 w.line(f"      # {scalar(stage_name)}: TODO")
 
 
@@ -149,29 +152,27 @@ def _loss_reasons(w: _Writer, data: DraftInput) -> None:
     if data.usage is not None:
         reasons += [r for r in data.usage.loss_reasons if r not in reasons]
     catalogue = ", ".join([*data.book.passive.lost.reasons, "ignore"])
-    w.line(f"  # CRM loss reason -> catalogue key ({catalogue}).")
+    w.line("  # " + w.t("reasons", catalogue=catalogue))
     guesses = [match_reason(r, data.book) for r in reasons]
     w.line("  loss_reasons:" + ("" if any(g.decided for g in guesses) else " {}"))
     for reason, guess in zip(reasons, guesses, strict=True):
-        used = f"{data.usage.loss_reasons.get(reason, 0)} lost deal(s); " if data.usage else ""
+        used = w.t("lost", n=data.usage.loss_reasons.get(reason, 0)) if data.usage else ""
         if guess.decided:
             w.decided += 1
             target = "ignore" if guess.ignore else guess.target
             w.line(f"    {scalar(reason)}: {target}  # {used}{_clean(guess.evidence)} "
                    f"({guess.confidence:.2f}){_alts(guess)}")
         else:
-            hint = (f"best guess {guess.target} ({guess.confidence:.2f}){_alts(guess)}"
-                    if guess.target else guess.evidence)
+            hint = (w.t("best", target=guess.target, confidence=f"{guess.confidence:.2f}")
+                    + _alts(guess) if guess.target else guess.evidence)
             w.todo(4, f"mapping.loss_reasons.{reason}",
-                   f"{used}map to a catalogue reason or ignore (unmapped, its deals are "
-                   f"reported as bad_loss_reason); {hint}")
+                   w.t("reason_todo", used=used, hint=hint))
             w.line(f"    # {scalar(reason)}: TODO")
 
 
 def _activity_types(w: _Writer, data: DraftInput) -> None:
     kinds = book_kinds(data.book)
-    w.line(f"  # CRM activity type -> canonical kind ({', '.join(kinds)}); an unlisted type "
-           "keeps its own key.")
+    w.line("  # " + w.t("kinds", kinds=", ".join(kinds)))
     labels = list(data.inspection.activity_types)
     keys = [split_type(label)[0] for label in labels]
     if data.usage is not None:
@@ -179,7 +180,7 @@ def _activity_types(w: _Writer, data: DraftInput) -> None:
     rows = []
     for label in labels:
         guess = match_kind(label, kinds)
-        used = (f"{data.usage.activity_types.get(guess.source, 0)} activit(ies); "
+        used = (w.t("activities", n=data.usage.activity_types.get(guess.source, 0))
                 if data.usage else "")
         rows.append((label, guess, used))
     decided = [r for r in rows if r[1].decided and r[1].target != r[1].source]
@@ -187,17 +188,17 @@ def _activity_types(w: _Writer, data: DraftInput) -> None:
     for label, guess, used in rows:
         if guess.decided and guess.target == guess.source:
             w.decided += 1
-            w.line(f"    # {scalar(guess.source)}: {guess.target}  # {used}already a "
-                   "canonical kind")
+            w.line(f"    # {scalar(guess.source)}: {guess.target}  # {used}"
+                   + w.t("same_kind"))
         elif guess.decided:
             w.decided += 1
             w.line(f"    {scalar(guess.source)}: {guess.target}  # {used}{_clean(label)}: "
                    f"{_clean(guess.evidence)} ({guess.confidence:.2f}){_alts(guess)}")
         else:
-            hint = (f"best guess {guess.target} ({guess.confidence:.2f})" if guess.target
-                    else guess.evidence)
+            hint = (w.t("best", target=guess.target, confidence=f"{guess.confidence:.2f}")
+                    if guess.target else guess.evidence)
             w.todo(4, f"mapping.activity_types.{guess.source}",
-                   f"{used}{_clean(label)}: which kind is it? {hint}")
+                   w.t("kind_todo", used=used, label=_clean(label), hint=hint))
             w.line(f"    # {scalar(guess.source)}: TODO")
 
 
@@ -214,23 +215,20 @@ def _fields(w: _Writer, data: DraftInput, entity: str, canonical: Sequence[str],
         guess = guesses[key]
         if guess.decided:
             w.decided += 1
-            used = (f"filled on {filled.get(guess.source, 0)} record(s); "
-                    if data.usage else "")
+            used = w.t("filled", n=filled.get(guess.source, 0)) if data.usage else ""
             w.line(f"      {key}: {scalar(guess.source)}  # {used}{_clean(guess.evidence)} "
                    f"({guess.confidence:.2f}){_alts(guess)}")
             shown = values.get(guess.source)
             if shown and key in ("segment", "lead_source", "is_tender", "channel", "region"):
                 listed = ", ".join(f"{v} {n}" for v, n in shown.most_common(12))
-                w.line(f"      #   values: {_clean(listed)}")
+                w.line(f"      #   {w.t('values')}: {_clean(listed)}")
         elif key in required:
-            hint = (f"closest: {guess.source} ({guess.confidence:.2f})" if guess.source
-                    else "no field with a similar name")
-            w.todo(6, f"mapping.fields.{entity}.{key}",
-                   f"the Sales Book needs this field as evidence; name the CRM field that "
-                   f"holds it ({hint})")
+            hint = (w.t("closest", name=guess.source, confidence=f"{guess.confidence:.2f}")
+                    if guess.source else w.t("no_similar"))
+            w.todo(6, f"mapping.fields.{entity}.{key}", w.t("field_todo", hint=hint))
             w.line(f"      # {key}: TODO")
         else:
-            w.line(f"      # {key}: not found ({_clean(guess.evidence)}; optional)")
+            w.line(f"      # {key}: " + w.t("optional", why=_clean(guess.evidence)))
 
 
 def _teams(w: _Writer, data: DraftInput) -> None:
@@ -239,9 +237,8 @@ def _teams(w: _Writer, data: DraftInput) -> None:
     names = {str(u.get("id")): str(u.get("name") or u.get("id")) for u in users}
     if not teams:
         listed = ", ".join(f"{names[k]} ({k})" for k in list(names)[:20])
-        w.line("  # Teams (optional, for manager karma): the CRM reports no manager "
-               "hierarchy.")
-        w.line(f"  # Users: {_clean(listed) or 'none'}")
+        w.line("  # " + w.t("no_teams"))
+        w.line("  # " + w.t("users", users=_clean(listed) or "-"))
         w.line("  teams: []")
         return
     w.line("  teams:")
@@ -254,14 +251,12 @@ def _teams(w: _Writer, data: DraftInput) -> None:
 
 
 def render(data: DraftInput) -> Draft:
-    w = _Writer()
+    w = _Writer(data.language)
     book = data.book
-    w.line(f"# Tenant {data.tenant}: drafted by `syncd init` on {date.today().isoformat()} "
-           f"from the {data.plugin} account{' ' + data.source if data.source else ''}.")
-    w.line("# Each mapping line says why it was chosen (evidence, confidence 0..1) and what "
-           "else it could be.")
-    w.line(f"# Lines marked {TODO} need a decision; `syncd check` lists them. See "
-           "docs/onboarding.md.")
+    w.line("# " + w.t("header", tenant=data.tenant, day=date.today().isoformat(),
+                      plugin=data.plugin, source=f" {data.source}" if data.source else ""))
+    w.line("# " + w.t("how"))
+    w.line("# " + w.t("todo"))
     w.line(f"plugin: {scalar(data.plugin)}")
     w.line(f"salesbook: {scalar(book.key)}"
            + (f"  # {_clean(data.book_reason)}" if data.book_reason else ""))
@@ -278,14 +273,13 @@ def render(data: DraftInput) -> Draft:
     required = {a.evidence.field for a in book.actions.values()
                 if a.evidence.field and not a.evidence.activity_types}
     evidence = sorted(book.canonical_fields())
-    w.line("  # Sales Book field key -> the CRM's field name (exact, case included).")
+    w.line("  # " + w.t("fields"))
     w.line("  fields:")
     _fields(w, data, "deal", list(dict.fromkeys([*evidence, *DEAL_FIELDS])), required)
     _fields(w, data, "company", list(COMPANY_FIELDS), set())
     _teams(w, data)
     w.line("writeback:")
-    w.line("  enabled: false  # review the mapping and the first report before writing into "
-           "the client's CRM")
+    w.line("  enabled: false  # " + w.t("writeback"))
     return Draft("\n".join(w.lines) + "\n", w.decided, w.todos)
 
 

@@ -109,8 +109,10 @@ def run_init(settings: Settings, registry: ConnectorRegistry, options: InitOptio
     connection = _connection(options, registry, plugin)
     notes: list[str] = []
     source = str(connection.get("base_url") or "")
-    if options.export:
-        export = Path(options.export).resolve()
+    export_path = options.export or (connection.get("path") if plugin == EXPORT_PLUGIN
+                                     else None)
+    if export_path:
+        export = Path(str(export_path)).expanduser().resolve()
         connection["path"] = str(export)
         if options.timezone:
             connection.setdefault("timezone", options.timezone)
