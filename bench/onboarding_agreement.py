@@ -1,8 +1,11 @@
+# ruff: noqa: RUF001 - the Russian sample is Russian
 """Onboarding benchmark (issue 14.6): does a mapping drafted by `syncd init`, with no human
 edit, audit a client the way the hand-written mapping does?
 
 For the sample client of each CRM fake (Pipedrive, amoCRM, Bitrix24: the data their
-`demo()` serves) and the sample CSV export (tests/data/sample_export), it runs
+`demo()` serves), the sample CSV export (tests/data/sample_export) and the same export as
+a Russian-speaking client writes it (tabs, headers, stages, reasons, types in Russian;
+``export-ru``), it runs
 `syncd init` against the fake / the export (same Sales Book, timezone and language as the
 hand-written tenant file, so only the mapping differs), syncs both tenants with --no-write
 and compares their violation rows (rule, deal, stage). Agreement = shared rows / all rows
@@ -128,16 +131,102 @@ def crm_case(plugin: str, root: Path) -> dict[str, Any]:
 
 
 def export_case(root: Path) -> dict[str, Any]:
-    spec = importlib.util.spec_from_file_location(
-        "sample_export", REPO / "tests" / "data" / "sample_export.py")
-    assert spec is not None and spec.loader is not None
-    sample = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sample)
+    sample = load_sample()
     config = write_config(root)
     export = sample.write_csv_dir(root / "export")
     hand = copy.deepcopy(sample.SAMPLE_TENANT)
     hand["connection"]["path"] = str(export)
     (root / "tenants" / "hand.yaml").write_text(yaml.safe_dump(hand), "utf-8")
+    syncd(config, *init_args("auto", hand), "--export", str(export), env={})
+    return compare(config, {})
+
+
+#: The sample export as a Russian-speaking client's CRM would write it: tab titles, headers,
+#: stages, loss reasons and activity types in Russian (statuses stay open/won/lost).
+RU_TABS = {"Deals": "Сделки", "Companies": "Компании", "Contacts": "Контакты",
+           "Activities": "Дела"}
+RU_HEADERS = {
+    "Deals": {"Deal ID": "ID сделки", "Deal": "Название", "Status": "Статус",
+              "Pipeline": "Воронка", "Stage": "Этап", "Owner": "Ответственный",
+              "Client": "Компания", "Contact": "Контакт", "Amount": "Сумма",
+              "Created": "Дата создания", "Stage changed": "Дата смены этапа",
+              "Won on": "Дата выигрыша", "Lost on": "Дата проигрыша",
+              "Loss reason": "Причина отказа", "Source": "Источник",
+              "Offer link": "Ссылка на КП", "Invoice no.": "Номер счета"},
+    "Companies": {"Company ID": "ID компании", "Name": "Название", "Segment": "Сегмент",
+                  "Owner": "Ответственный"},
+    "Contacts": {"Contact ID": "ID контакта", "Name": "ФИО", "Company": "Компания",
+                 "Phone": "Телефон"},
+    "Activities": {"ID": "ID", "Type": "Тип", "Subject": "Тема", "Done": "Выполнено",
+                   "Date": "Дата", "Deal ID": "ID сделки", "Owner": "Ответственный"},
+}
+RU_VALUES = {"Sales": "Продажи", "Contact": "Первичный контакт",
+             "Needs discovery": "Выявление потребностей", "Presentation": "Презентация",
+             "Objections": "Работа с возражениями", "Closing": "Закрытие сделки",
+             "Negotiation (old)": "Переговоры (старые)", "Price too high": "Дорого",
+             "Moon phase": "Фаза луны", "call": "Звонок", "meeting": "Встреча"}
+
+
+def russian_export(sample: Any, root: Path) -> tuple[Path, dict[str, Any]]:
+    """The sample export in Russian, and its hand-written tenant (the English one,
+    translated word for word)."""
+    import csv
+
+    english = sample.write_csv_dir(root / "export_en")
+    export = root / "export_ru"
+    export.mkdir()
+    for title, headers in RU_HEADERS.items():
+        with (english / f"{title}.csv").open(encoding="utf-8-sig", newline="") as f:
+            grid = list(csv.reader(f, delimiter=";"))
+        grid[0] = [headers[h] for h in grid[0]]
+        grid[1:] = [[RU_VALUES.get(cell, cell) for cell in row] for row in grid[1:]]
+        with (export / f"{RU_TABS[title]}.csv").open("w", encoding="utf-8-sig",
+                                                     newline="") as f:
+            csv.writer(f, delimiter=";").writerows(grid)
+    hand = copy.deepcopy(sample.SAMPLE_TENANT)
+    entities = {"Deals": "deals", "Companies": "companies", "Contacts": "contacts",
+                "Activities": "activities"}
+    tabs = {}
+    for title, entity in entities.items():
+        columns = {column: RU_HEADERS[title][header] for column, header in
+                   hand["connection"]["tabs"][entity]["columns"].items()}
+        tabs[entity] = {"tab": RU_TABS[title], "columns": columns}
+    tabs["deals"]["columns"].update(status="Статус", pipeline="Воронка", stage="Этап",
+                                    owner="Ответственный", contact="Контакт")
+    tabs["activities"]["columns"].update(id="ID", type="Тип", subject="Тема",
+                                         done="Выполнено", owner="Ответственный")
+    tabs["companies"]["columns"].update(name="Название", owner="Ответственный")
+    tabs["contacts"]["columns"].update(name="ФИО", company="Компания")
+    hand["connection"] = {"path": str(export), "timezone": hand["connection"]["timezone"],
+                          "tabs": tabs}
+    hand["mapping"] = {
+        "stages": {"Продажи": {RU_VALUES[k]: v for k, v in
+                               hand["mapping"]["stages"]["Sales"].items()}},
+        # The English file needs no line for "Price too high": it is the catalogue title.
+        "loss_reasons": {"Дорого": "price"},
+        "activity_types": {"Звонок": "call", "Встреча": "meeting"},
+        "fields": {"deal": {"lead_source": "Источник", "estimate_link": "Ссылка на КП",
+                            "invoice_number": "Номер счета"},
+                   "company": {"segment": "Сегмент"}},
+    }
+    hand["language"] = "ru"
+    return export, hand
+
+
+def load_sample() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "sample_export", REPO / "tests" / "data" / "sample_export.py")
+    assert spec is not None and spec.loader is not None
+    sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample)
+    return sample
+
+
+def export_ru_case(root: Path) -> dict[str, Any]:
+    config = write_config(root)
+    export, hand = russian_export(load_sample(), root)
+    (root / "tenants" / "hand.yaml").write_text(yaml.safe_dump(hand, allow_unicode=True),
+                                                "utf-8")
     syncd(config, *init_args("auto", hand), "--export", str(export), env={})
     return compare(config, {})
 
@@ -156,11 +245,12 @@ def timed_demo(root: Path) -> float:
 
 
 def main(argv: list[str]) -> int:
-    cases = argv or ["pipedrive", "amocrm", "bitrix24", "export"]
+    cases = argv or ["pipedrive", "amocrm", "bitrix24", "export", "export-ru"]
     print(f"{'source':<10} {'hand rows':>9} {'init rows':>9} {'agreement':>9} {'TODOs':>5}")
     for case in cases:
         with tempfile.TemporaryDirectory() as tmp:
             found = (export_case(Path(tmp)) if case == "export"
+                     else export_ru_case(Path(tmp)) if case == "export-ru"
                      else crm_case(case, Path(tmp)))
         print(f"{case:<10} {found['hand_rows']:>9} {found['auto_rows']:>9} "
               f"{found['agreement']:>8.1f}% {found['todos']:>5}")

@@ -432,7 +432,9 @@ def inspect(obj: Context, tenant: str, counts: bool, fmt: str) -> None:
 @click.option("--timezone", default=None, help="The client's IANA timezone.")
 @click.option("--currency", default=None, help="The client's currency [default: RUB for "
               "ru, else EUR].")
-@click.option("--language", type=click.Choice(["en", "ru"]), default="en", show_default=True)
+@click.option("--language", type=click.Choice(["en", "ru"]), default=None,
+              help="The tenant's language [default: ru when the account's stage names are "
+              "Russian, else en].")
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="Write here [default: <tenants_dir>/TENANT.yaml].")
 @click.option("--counts/--no-counts", default=True, show_default=True,
@@ -443,7 +445,8 @@ def inspect(obj: Context, tenant: str, counts: bool, fmt: str) -> None:
 @handle_errors
 def init(obj: Context, tenant: str, plugin: str | None, connection: tuple[str, ...],
          export: str | None, salesbook: str | None, timezone: str | None,
-         currency: str | None, language: str, output: str | None, counts: bool, force: bool,
+         currency: str | None, language: str | None, output: str | None, counts: bool,
+         force: bool,
          yes: bool) -> None:
     """Draft a commented tenant file from the account's own vocabulary (see
     docs/onboarding.md): connect, read pipelines, stages, loss reasons, activity types,

@@ -186,3 +186,13 @@ def test_a_russian_draft_is_a_valid_tenant_file_with_todos(tmp_path: Path, b2b,
     keys = {p.key for p in file_todos(path)}
     assert keys == set(draft.todos)
     assert all(p.severity == "warning" for p in file_todos(path))
+
+
+def test_the_language_follows_the_stage_names() -> None:
+    from syncd.onboarding.init import guess_language
+
+    russian = Inspection(pipelines=[{"stages": [{"name": "Бриф"}, {"name": "Смета"},
+                                                {"name": "KP"}]}])
+    english = Inspection(pipelines=[{"stages": [{"name": "Briefing"}, {"name": "Смета"},
+                                                {"name": "Estimate"}]}])
+    assert guess_language(russian) == "ru" and guess_language(english) == "en"

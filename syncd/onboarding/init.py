@@ -11,10 +11,12 @@ from urllib.parse import urlsplit
 import click
 
 from syncd.config import Settings
+from syncd.connector import Inspection
 from syncd.errors import ConfigError, ConfigProblem
 from syncd.onboarding import read_vocabulary
 from syncd.onboarding.connect import export_tabs, open_account
 from syncd.onboarding.draft import Draft, DraftInput, pick_salesbook, render
+from syncd.onboarding.vocabulary import has_cyrillic
 from syncd.plugins import ConnectorRegistry
 from syncd.salesbook import SalesBook, load_salesbook
 from syncd.store.db import Database
@@ -31,7 +33,7 @@ class InitOptions:
     salesbook: str | None = None
     timezone: str | None = None
     currency: str | None = None
-    language: str = "en"
+    language: str | None = None  # None: from the account's stage names
     output: Path | None = None
     counts: bool = True
     force: bool = False
@@ -81,6 +83,14 @@ def _connection(options: InitOptions, registry: ConnectorRegistry, plugin: str,
             else:
                 connection[name] = click.prompt(name)
     return connection
+
+
+def guess_language(inspection: Inspection) -> str:
+    """``ru`` when most of the account's stage names are written in Cyrillic."""
+    names = [str(s.get("name") or "") for p in inspection.pipelines
+             for s in p.get("stages") or []]
+    russian = sum(has_cyrillic(n) for n in names)
+    return "ru" if names and russian * 2 >= len(names) else "en"
 
 
 def _books(settings: Settings) -> list[SalesBook]:
@@ -141,7 +151,7 @@ def run_init(settings: Settings, registry: ConnectorRegistry, options: InitOptio
         reason = reason if book is best else "chosen by hand"
     else:
         book = best
-    language = options.language
+    language = options.language or guess_language(found.inspection)
     draft = render(DraftInput(
         tenant=options.tenant, plugin=plugin, book=book, connection=connection,
         inspection=found.inspection, usage=found.usage,
