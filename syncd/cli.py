@@ -429,7 +429,8 @@ def inspect(obj: Context, tenant: str, counts: bool, fmt: str) -> None:
 @click.option("--export", "export", type=click.Path(exists=True),
               help="A CRM export (a .xlsx, a .csv or a folder of .csv files) instead of a CRM.")
 @click.option("--salesbook", help="The Sales Book key [default: the best-matching one].")
-@click.option("--timezone", default=None, help="The client's IANA timezone.")
+@click.option("--timezone", default=None, help="The client's IANA timezone [default: "
+              "Europe/Moscow for ru, else UTC, with a TODO].")
 @click.option("--currency", default=None, help="The client's currency [default: RUB for "
               "ru, else EUR].")
 @click.option("--language", type=click.Choice(["en", "ru"]), default=None,

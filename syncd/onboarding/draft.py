@@ -86,6 +86,7 @@ class DraftInput:
     currency: str = "EUR"
     language: str = "en"
     source: str = ""  # where the vocabulary came from (URL host or export path)
+    timezone_given: bool = True
     book_reason: str = ""
 
 
@@ -260,6 +261,8 @@ def render(data: DraftInput) -> Draft:
     w.line(f"plugin: {scalar(data.plugin)}")
     w.line(f"salesbook: {scalar(book.key)}"
            + (f"  # {_clean(data.book_reason)}" if data.book_reason else ""))
+    if not data.timezone_given:
+        w.todo(0, "timezone", w.t("timezone_todo", timezone=data.timezone))
     w.line(f"timezone: {scalar(data.timezone)}")
     w.line(f"currency: {scalar(data.currency)}")
     w.line(f"language: {data.language}")

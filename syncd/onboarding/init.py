@@ -157,7 +157,8 @@ def run_init(settings: Settings, registry: ConnectorRegistry, options: InitOptio
         inspection=found.inspection, usage=found.usage,
         timezone=options.timezone or ("Europe/Moscow" if language == "ru" else "UTC"),
         currency=options.currency or ("RUB" if language == "ru" else "EUR"),
-        language=language, source=source, book_reason=reason))
+        language=language, source=source, book_reason=reason,
+        timezone_given=bool(options.timezone)))
     text = draft.text
     if notes:
         text += "".join(f"# export: {note}\n" for note in notes)

@@ -44,6 +44,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "users": "Users: {users}",
         "writeback": "review the mapping and the first report before writing into the "
                      "client's CRM",
+        "timezone_todo": "the client's timezone was not given: {timezone} assumed; day "
+                         "limits count in it (an IANA name such as Europe/Moscow)",
     },
     "ru": {
         "header": "Клиент {tenant}: черновик `syncd init` от {day} по аккаунту {plugin}"
@@ -80,6 +82,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "users": "Пользователи: {users}",
         "writeback": "проверьте сопоставление и первый отчёт, прежде чем писать в CRM "
                      "клиента",
+        "timezone_todo": "часовой пояс клиента не указан: принят {timezone}; по нему "
+                         "считаются сроки в днях (имя IANA, например Europe/Moscow)",
     },
 }
 
