@@ -149,13 +149,23 @@ def plugins(obj: Context, fmt: str) -> None:
 
 
 @main.command()
+@click.option("--online", is_flag=True, help="Also read each account: every mapped name must "
+              "exist there; unmapped CRM stages and the mapping's outcome are shown.")
 @pass_context
 @handle_errors
-def check(obj: Context) -> None:
+def check(obj: Context, online: bool) -> None:
     """Validate the daemon config, every tenant and Sales Book (exit 2 on errors)."""
     problems = check_all(obj.settings, obj.plugins.connectors)
     problems += offline_problems(obj.settings, obj.plugins.connectors)  # local exports
     problems += todo_problems(obj.settings.tenant_files())  # left by `syncd init`
+    if online:
+        from syncd.onboarding.online import online_problems
+
+        found, previews = online_problems(obj.settings, obj.plugins.connectors,
+                                          obj.database())
+        problems += found
+        for preview in previews:
+            out.print(preview.line(), highlight=False)
     errors = [p for p in problems if p.severity == "error"]
     for problem in problems:
         colour = "red" if problem.severity == "error" else "yellow"

@@ -141,3 +141,27 @@ def test_init_on_a_terminal_asks_for_plugin_path_and_sales_book(tmp_path: Path,
     assert data["salesbook"] == "simple-product-5"
     assert data["connection"]["tabs"]["deals"]["columns"]["id"] == "Deal ID"
     assert "mapping.loss_reasons.Moon phase" in result.draft.todos
+
+
+def test_check_online_finds_misspelt_names_and_previews_the_mapping(
+        tmp_path: Path, fake: FakePipedrive) -> None:
+    tenant = yaml.safe_load((REPO / "config" / "demo" / "tenants" / "northwind.yaml")
+                            .read_text("utf-8"))
+    tenant["connection"].update(base_url=fake.base_url,
+                                api_token={"$env": "OB_PIPEDRIVE_TOKEN"})
+    stages = tenant["mapping"]["stages"]["Projects"]
+    stages["Briefng"] = stages.pop("Briefing")  # a typo the plain check cannot see
+    tenant["mapping"]["loss_reasons"]["Too expensiv"] = "price"
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"nw": tenant})
+    assert run_syncd(config, "check", env=ENV).returncode == 0  # names are not checked
+    result = run_syncd(config, "check", "--online", env=ENV)
+    assert result.returncode == 2, result.stderr
+    file = tmp_path / "tenants" / "nw.yaml"
+    assert (f"error: {file}: mapping.stages.Projects.Briefng: pipeline 'Projects' has no "
+            "stage 'Briefng'; did you mean 'Briefing'?") in result.stderr
+    assert "CRM stage 'Intro' (3 deal(s)) is mapped onto nothing" in result.stderr
+    assert "CRM stage 'Briefing'" in result.stderr  # the typo leaves it unmapped
+    assert "mapping.loss_reasons.Too expensiv" in result.stderr
+    assert "did you mean 'Too expensive'?" in result.stderr
+    preview = next(line for line in result.stdout.splitlines() if line.startswith("nw:"))
+    assert "estimate" in preview and "in unmapped stages" in preview
