@@ -457,8 +457,7 @@ def inspect(obj: Context, tenant: str, counts: bool, fmt: str) -> None:
 def init(obj: Context, tenant: str, plugin: str | None, connection: tuple[str, ...],
          export: str | None, salesbook: str | None, timezone: str | None,
          currency: str | None, language: str | None, output: str | None, counts: bool,
-         force: bool,
-         yes: bool) -> None:
+         force: bool, yes: bool) -> None:
     """Draft a commented tenant file from the account's own vocabulary (see
     docs/onboarding.md): connect, read pipelines, stages, loss reasons, activity types,
     fields and users, pick a Sales Book and map what can be guessed; the rest is TODO."""

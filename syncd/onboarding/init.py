@@ -113,7 +113,7 @@ def run_init(settings: Settings, registry: ConnectorRegistry, options: InitOptio
         raise ConfigError(ConfigProblem(str(path), "", "exists; give --force to overwrite"))
     plugin = EXPORT_PLUGIN if options.export else options.plugin
     if plugin is None and options.interactive:
-        plugin = click.prompt("plugin", type=click.Choice(sorted(registry._connectors)))
+        plugin = click.prompt("plugin", type=click.Choice(sorted(registry.names())))
     if plugin is None:
         raise ConfigError("init: give --plugin NAME (see `syncd plugins`) or --export PATH")
     connection = _connection(options, registry, plugin)
