@@ -32,6 +32,7 @@ from syncd.display import print_people_and_kpis, print_report, print_summary, pu
 from syncd.errors import ConfigError, PluginError, SyncdError
 from syncd.fieldcheck import offline_problems
 from syncd.logs import setup_logging
+from syncd.onboarding.todos import todo_problems
 from syncd.plugins import Plugins, make_plugin_manager
 from syncd.report import build_report
 from syncd.secrets import redact
@@ -182,12 +183,23 @@ def plugins(obj: Context, fmt: str) -> None:
 
 
 @main.command()
+@click.option("--online", is_flag=True, help="Also read each account: every mapped name must "
+              "exist there; unmapped CRM stages and the mapping's outcome are shown.")
 @pass_context
 @handle_errors
-def check(obj: Context) -> None:
+def check(obj: Context, online: bool) -> None:
     """Validate the daemon config, every tenant and Sales Book (exit 2 on errors)."""
     problems = check_all(obj.settings, obj.plugins.connectors)
     problems += offline_problems(obj.settings, obj.plugins.connectors)  # local exports
+    problems += todo_problems(obj.settings.tenant_files())  # left by `syncd init`
+    if online:
+        from syncd.onboarding.online import online_problems
+
+        found, previews = online_problems(obj.settings, obj.plugins.connectors,
+                                          obj.database())
+        problems += found
+        for preview in previews:
+            out.print(preview.line(), highlight=False)
     errors = [p for p in problems if p.severity == "error"]
     for problem in problems:
         colour = "red" if problem.severity == "error" else "yellow"
@@ -466,17 +478,78 @@ def dashboard(obj: Context, tenants: tuple[str, ...], host: str | None,
 
 @main.command()
 @click.argument("tenant")
+@click.option("--counts/--no-counts", default=True, show_default=True,
+              help="Read the account once to count the records using each name.")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+              show_default=True)
 @pass_context
 @handle_errors
-def inspect(obj: Context, tenant: str) -> None:
-    """Show the CRM account's pipelines, stages, loss reasons and fields (for mapping)."""
-    loaded = obj.tenants([tenant])[0]
-    connector = loaded.make_connector(obj.database())
-    try:
-        found = connector.inspect()
-    finally:
-        connector.close()
-    out.print_json(json.dumps(found.__dict__, ensure_ascii=False, default=str))
+def inspect(obj: Context, tenant: str, counts: bool, fmt: str) -> None:
+    """Show the account's pipelines, stages, loss reasons, activity types, fields and users,
+    with how many records use each (needs only plugin and connection: the mapping may be
+    missing or invalid)."""
+    from syncd.onboarding import read_vocabulary
+    from syncd.onboarding.connect import tenant_account
+
+    account = tenant_account(obj.settings, tenant, obj.plugins.connectors)
+    found = read_vocabulary(account.connector(obj.settings, obj.database()), counts=counts)
+    data = dict(found.inspection.__dict__)
+    if found.usage is not None:
+        data["usage"] = found.usage.as_dict()
+    if fmt == "json":
+        out.print_json(json.dumps(data, ensure_ascii=False, default=str))
+        return
+    from syncd.onboarding.show import print_vocabulary
+
+    print_vocabulary(out, found)
+
+
+@main.command()
+@click.argument("tenant")
+@click.option("--plugin", help="The connector (see `syncd plugins`); --export implies "
+              "spreadsheet.")
+@click.option("--connection", "connection", multiple=True, metavar="KEY=VALUE",
+              help="A connection setting; a secret as KEY=$env:NAME or KEY=$file:PATH.")
+@click.option("--export", "export", type=click.Path(exists=True),
+              help="A CRM export (a .xlsx, a .csv or a folder of .csv files) instead of a CRM.")
+@click.option("--salesbook", help="The Sales Book key [default: the best-matching one].")
+@click.option("--timezone", default=None, help="The client's IANA timezone [default: "
+              "Europe/Moscow for ru, else UTC, with a TODO].")
+@click.option("--currency", default=None, help="The client's currency [default: RUB for "
+              "ru, else EUR].")
+@click.option("--language", type=click.Choice(["en", "ru"]), default=None,
+              help="The tenant's language [default: ru when the account's stage names are "
+              "Russian, else en].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write here [default: <tenants_dir>/TENANT.yaml].")
+@click.option("--counts/--no-counts", default=True, show_default=True,
+              help="Read the account once to count records per stage, reason, type, field.")
+@click.option("--force", is_flag=True, help="Overwrite an existing tenant file.")
+@click.option("--yes", "-y", is_flag=True, help="Ask nothing: take the flags and defaults.")
+@pass_context
+@handle_errors
+def init(obj: Context, tenant: str, plugin: str | None, connection: tuple[str, ...],
+         export: str | None, salesbook: str | None, timezone: str | None,
+         currency: str | None, language: str | None, output: str | None, counts: bool,
+         force: bool, yes: bool) -> None:
+    """Draft a commented tenant file from the account's own vocabulary (see
+    docs/onboarding.md): connect, read pipelines, stages, loss reasons, activity types,
+    fields and users, pick a Sales Book and map what can be guessed; the rest is TODO."""
+    from syncd.onboarding.init import InitOptions, run_init
+
+    interactive = not yes and sys.stdin.isatty()
+    options = InitOptions(
+        tenant=tenant, plugin=plugin, connection=list(connection), export=export,
+        salesbook=salesbook, timezone=timezone, currency=currency, language=language,
+        output=Path(output) if output else None, counts=counts, force=force,
+        interactive=interactive)
+    result = run_init(obj.settings, obj.plugins.connectors, options, database=obj.database)
+    err.print(f"{result.path}: {result.draft.decided} mapping line(s) drafted, "
+              f"{len(result.draft.todos)} TODO(s) left", highlight=False)
+    for key in result.draft.todos:
+        err.print(f"  [yellow]TODO[/] {key}", highlight=False)
+    err.print(f"next: syncd check, then syncd sync {tenant} --no-write, then "
+              f"syncd report {tenant}", highlight=False)
 
 
 @main.command("secret-key")

@@ -1,0 +1,144 @@
+"""``syncd check --online``: the mapping against the live account (or the export file).
+
+Every mapped pipeline, stage, loss reason, activity type and field must exist in the
+account, with "did you mean" for near misses; CRM stages that nothing maps onto are
+listed with their deal counts; and the mapping's outcome is previewed: deals per Sales
+Book stage and the share of deals in unmapped stages. The account is read once through the
+connector (``usage``), nothing is stored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from syncd.config import Settings, TenantConfig
+from syncd.errors import ConfigError, ConfigProblem, SyncdError
+from syncd.fieldcheck import closest, field_problems
+from syncd.onboarding import Vocabulary, read_vocabulary
+from syncd.onboarding.connect import tenant_account
+from syncd.onboarding.matching import split_type
+from syncd.plugins import ConnectorRegistry
+from syncd.salesbook import read_yaml
+from syncd.store.db import Database
+
+
+@dataclass
+class Preview:
+    """What the mapping makes of the account's deals (open and closed)."""
+
+    tenant: str
+    deals: int = 0
+    per_stage: Counter[str] = field(default_factory=Counter)  # Sales Book key -> deals
+    unmapped: int = 0
+    ignored: int = 0
+
+    def line(self) -> str:
+        share = 100.0 * self.unmapped / self.deals if self.deals else 0.0
+        stages = ", ".join(f"{k} {n}" for k, n in self.per_stage.items())
+        return (f"{self.tenant}: {self.deals} deal(s): {stages or 'none mapped'}; "
+                f"ignored {self.ignored}; in unmapped stages {self.unmapped} ({share:.0f}%)")
+
+
+def _hint(name: str, known: list[str]) -> str:
+    near = closest(name, known)
+    if near:
+        return "did you mean " + " or ".join(repr(n) for n in near) + "?"
+    return f"known: {', '.join(known) or 'none'}"
+
+
+def _names_problems(config: TenantConfig, found: Vocabulary, file: str,
+                    ) -> list[ConfigProblem]:
+    """Mapped loss reasons and activity types the account never uses (warnings: a
+    catalogue text may simply not have been used yet)."""
+    problems = []
+    inspection, usage, mapping = found.inspection, found.usage, config.mapping
+    reasons = list(inspection.loss_reasons) + list(usage.loss_reasons if usage else [])
+    for reason in mapping.loss_reasons:
+        if reason not in reasons:
+            problems.append(ConfigProblem(
+                file, f"mapping.loss_reasons.{reason}",
+                "no lost deal and no loss-reason list of the account has this text; "
+                + _hint(reason, reasons), severity="warning"))
+    types = [split_type(t)[0] for t in inspection.activity_types]
+    types += list(usage.activity_types if usage else [])
+    for crm_type in mapping.activity_types:
+        if crm_type not in types:
+            problems.append(ConfigProblem(
+                file, f"mapping.activity_types.{crm_type}",
+                "the account has no activity type with this key; " + _hint(crm_type, types),
+                severity="warning"))
+    return problems
+
+
+def compare(config: TenantConfig, found: Vocabulary, file: str, tenant: str,
+            ) -> tuple[list[ConfigProblem], Preview]:
+    """Problems of ``config``'s mapping against ``found``, and the preview (pure)."""
+    problems: list[ConfigProblem] = []
+    inspection, usage = found.inspection, found.usage
+    stages = {str(p.get("name")): [str(s.get("name")) for s in p.get("stages") or []]
+              for p in inspection.pipelines}
+    mapping = config.mapping
+    for pipeline, targets in mapping.stages.items():
+        if pipeline not in stages:
+            problems.append(ConfigProblem(file, f"mapping.stages.{pipeline}",
+                                          f"the account has no pipeline {pipeline!r}; "
+                                          + _hint(pipeline, list(stages))))
+            continue
+        for stage in targets:
+            if stage not in stages[pipeline]:
+                problems.append(ConfigProblem(
+                    file, f"mapping.stages.{pipeline}.{stage}",
+                    f"pipeline {pipeline!r} has no stage {stage!r}; "
+                    + _hint(stage, stages[pipeline])))
+    preview = Preview(tenant)
+    for pipeline, names in stages.items():
+        for stage in names:
+            count = usage.stage_count(pipeline, stage) if usage else 0
+            mapped = mapping.stages.get(pipeline, {})
+            if stage not in mapped:
+                preview.unmapped += count
+                problems.append(ConfigProblem(
+                    file, f"mapping.stages.{pipeline}",
+                    f"CRM stage {stage!r} ({count} deal(s)) is mapped onto nothing: its open "
+                    "deals are reported as unmapped_stage", severity="warning"))
+            elif mapped[stage] is None:
+                preview.ignored += count
+            else:
+                preview.per_stage[mapped[stage] or ""] += count
+            preview.deals += count
+    problems += _names_problems(config, found, file)
+    problems += field_problems(config, inspection.fields, file,
+                               source=f"the {config.plugin} account")
+    return problems, preview
+
+
+def online_problems(settings: Settings, registry: ConnectorRegistry,
+                    database: Database | None = None,
+                    ) -> tuple[list[ConfigProblem], list[Preview]]:
+    """``compare`` for every tenant whose file is a valid tenant (others are reported by
+    the plain check); a tenant whose account cannot be read is an error naming it."""
+    problems: list[ConfigProblem] = []
+    previews: list[Preview] = []
+    for key, path in settings.tenant_files().items():
+        try:
+            config = TenantConfig.model_validate(read_yaml(Path(path)))
+        except (ConfigError, ValidationError):
+            continue
+        try:
+            account = tenant_account(settings, key, registry)
+            found = read_vocabulary(account.connector(settings, database))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        except SyncdError as exc:
+            problems.append(ConfigProblem(str(path), "connection",
+                                          f"the account cannot be read: {exc}"))
+            continue
+        found_problems, preview = compare(config, found, str(path), key)
+        problems.extend(found_problems)
+        previews.append(preview)
+    return problems, previews

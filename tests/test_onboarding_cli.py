@@ -1,0 +1,167 @@
+"""`syncd init` scripted against a fake Pipedrive on 127.0.0.1 and against a CSV export,
+producing files `syncd check` accepts with TODO warnings; `syncd inspect` with a broken
+mapping still describes the account, with usage counts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from support import REPO, run_syncd, write_config
+from syncd_pipedrive.fake.sample import sample_dataset
+from syncd_pipedrive.fake.server import FakePipedrive
+from test_tabular_export import sample
+
+TOKEN = "onboarding-token-7f3a"
+ENV = {"OB_PIPEDRIVE_TOKEN": TOKEN}
+
+
+@pytest.fixture
+def fake():
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, burst_limit=20) as server:
+        yield server
+
+
+def test_init_against_a_fake_crm_drafts_a_file_check_accepts(tmp_path: Path,
+                                                            fake: FakePipedrive) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {})
+    result = run_syncd(config, "init", "northwind", "--yes", "--plugin", "pipedrive",
+                       "--connection", f"base_url={fake.base_url}",
+                       "--connection", "api_token=$env:OB_PIPEDRIVE_TOKEN", env=ENV)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "tenants" / "northwind.yaml"
+    text = path.read_text("utf-8")
+    assert TOKEN not in text and "TODO(syncd init) [mapping.stages.Partners.Intro]" in text
+    data = yaml.safe_load(text)
+    assert data["salesbook"] == "b2b-services-9"  # picked by its stages
+    assert data["connection"]["api_token"] == {"$env": "OB_PIPEDRIVE_TOKEN"}
+    assert data["mapping"]["stages"]["Projects"]["Awaiting decision"] == "negotiation"
+    assert data["mapping"]["loss_reasons"]["Too expensive"] == "price"
+    assert data["mapping"]["activity_types"] == {"deadline": "task", "lunch": "meeting"}
+    assert data["mapping"]["fields"]["deal"]["contract_number"] == "Contract number"
+    assert "# 6 deal(s), 4 open;" in text or "deal(s)" in text  # usage counted
+    checked = run_syncd(config, "check", env=ENV)
+    assert checked.returncode == 0, checked.stderr
+    assert f"{path}: mapping.stages.Partners.Intro: TODO left by syncd init" in checked.stderr
+    assert f"{path}: mapping.loss_reasons.dunno: TODO" in checked.stderr
+    assert f"{path}: timezone: TODO left by syncd init" in checked.stderr  # not given: UTC
+    again = run_syncd(config, "init", "northwind", "--yes", "--plugin", "pipedrive",
+                      "--connection", f"base_url={fake.base_url}",
+                      "--connection", "api_token=$env:OB_PIPEDRIVE_TOKEN", env=ENV)
+    assert again.returncode == 2 and "--force" in again.stderr  # never overwritten silently
+
+
+def test_init_refuses_an_inline_secret(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {})
+    result = run_syncd(config, "init", "x", "--yes", "--plugin", "pipedrive",
+                       "--connection", "base_url=http://127.0.0.1:9",
+                       "--connection", f"api_token={TOKEN}")
+    assert result.returncode == 2 and "$env:NAME" in result.stderr
+    assert TOKEN not in result.stderr and not (tmp_path / "tenants" / "x.yaml").exists()
+
+
+def test_init_from_a_csv_export(tmp_path: Path) -> None:
+    export = sample.write_csv_dir(tmp_path / "export")
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {})
+    result = run_syncd(config, "init", "acme", "--yes", "--export", str(export),
+                       "--salesbook", "simple-product-5")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "tenants" / "acme.yaml"
+    data = yaml.safe_load(path.read_text("utf-8"))
+    assert data["plugin"] == "spreadsheet"
+    columns = data["connection"]["tabs"]["deals"]["columns"]
+    assert columns["id"] == "Deal ID" and columns["lost_reason"] == "Loss reason"
+    assert columns["company"] == "Client" and columns["won_at"] == "Won on"
+    assert data["mapping"]["stages"]["Sales"]["Needs discovery"] == "needs_discovery"
+    assert data["mapping"]["fields"]["deal"] == {"lead_source": "Source",
+                                                 "estimate_link": "Offer link",
+                                                 "invoice_number": "Invoice no."}
+    checked = run_syncd(config, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "mapping.stages.Sales.Negotiation (old): TODO left by syncd init" in checked.stderr
+    assert "mapping.loss_reasons.Moon phase: TODO" in checked.stderr
+    synced = run_syncd(config, "sync", "acme", "--format", "json")
+    assert synced.returncode in (0, 4), synced.stderr
+    report = json.loads(run_syncd(config, "report", "acme", "--format", "json").stdout)
+    rules = {(v["rule"], v["deal_id"]) for v in report["violations"]}
+    assert ("bad_loss_reason", "D-007") in rules  # the TODO reason: reported, not guessed
+    assert any(v["rule"] == "unmapped_stage" and "Negotiation (old)" in json.dumps(v)
+               for v in report["violations"])  # the TODO stage: reported, not guessed
+
+
+def test_inspect_with_a_broken_mapping_counts_usage(tmp_path: Path,
+                                                   fake: FakePipedrive) -> None:
+    tenant = yaml.safe_load((REPO / "config" / "demo" / "tenants" / "northwind.yaml")
+                            .read_text("utf-8"))
+    tenant["connection"].update(base_url=fake.base_url,
+                                api_token={"$env": "OB_PIPEDRIVE_TOKEN"})
+    tenant["mapping"]["stages"]["Projects"]["Briefing"] = "no_such_stage"
+    del tenant["mapping"]["fields"]  # evidence fields unmapped: an error too
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"nw": tenant})
+    assert run_syncd(config, "check", env=ENV).returncode == 2  # the mapping is invalid
+    result = run_syncd(config, "inspect", "nw", env=ENV)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert [p["name"] for p in found["pipelines"]] == ["Projects", "Partners"]
+    usage = found["usage"]
+    assert usage["deals"] == sum(usage["stages"].values()) > 0
+    assert usage["stages"]["Partners / Intro"] >= 1
+    assert usage["loss_reasons"]["dunno"] >= 1
+    assert usage["activity_types"]["lunch"] >= 1
+    assert usage["fields"]["company"]["Segment"]["values"]
+    table = run_syncd(config, "inspect", "nw", "--format", "table", env=ENV)
+    assert table.returncode == 0 and "Intro" in table.stdout and "loss reasons" in table.stdout
+
+
+def test_init_on_a_terminal_asks_for_plugin_path_and_sales_book(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """The interactive path (click prompts), answered in-process."""
+    from syncd.config import load_settings
+    from syncd.onboarding import init as init_module
+    from syncd.plugins import make_plugin_manager
+
+    export = sample.write_csv_dir(tmp_path / "export")
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {})
+    asked: list[str] = []
+    answers = {"plugin": "spreadsheet", "path": str(export), "Sales Book": "simple-product-5"}
+
+    def prompt(text: str, **kwargs: object) -> str:
+        asked.append(text)
+        return answers[text]
+
+    monkeypatch.setattr(init_module.click, "prompt", prompt)
+    result = init_module.run_init(
+        load_settings(config), make_plugin_manager().connectors,
+        init_module.InitOptions(tenant="acme", interactive=True))
+    assert asked == ["plugin", "path", "Sales Book"]
+    data = yaml.safe_load(result.path.read_text("utf-8"))
+    assert data["salesbook"] == "simple-product-5"
+    assert data["connection"]["tabs"]["deals"]["columns"]["id"] == "Deal ID"
+    assert "mapping.loss_reasons.Moon phase" in result.draft.todos
+
+
+def test_check_online_finds_misspelt_names_and_previews_the_mapping(
+        tmp_path: Path, fake: FakePipedrive) -> None:
+    tenant = yaml.safe_load((REPO / "config" / "demo" / "tenants" / "northwind.yaml")
+                            .read_text("utf-8"))
+    tenant["connection"].update(base_url=fake.base_url,
+                                api_token={"$env": "OB_PIPEDRIVE_TOKEN"})
+    stages = tenant["mapping"]["stages"]["Projects"]
+    stages["Briefng"] = stages.pop("Briefing")  # a typo the plain check cannot see
+    tenant["mapping"]["loss_reasons"]["Too expensiv"] = "price"
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"nw": tenant})
+    assert run_syncd(config, "check", env=ENV).returncode == 0  # names are not checked
+    result = run_syncd(config, "check", "--online", env=ENV)
+    assert result.returncode == 2, result.stderr
+    file = tmp_path / "tenants" / "nw.yaml"
+    assert (f"error: {file}: mapping.stages.Projects.Briefng: pipeline 'Projects' has no "
+            "stage 'Briefng'; did you mean 'Briefing'?") in result.stderr
+    assert "CRM stage 'Intro' (3 deal(s)) is mapped onto nothing" in result.stderr
+    assert "CRM stage 'Briefing'" in result.stderr  # the typo leaves it unmapped
+    assert "mapping.loss_reasons.Too expensiv" in result.stderr
+    assert "did you mean 'Too expensive'?" in result.stderr
+    preview = next(line for line in result.stdout.splitlines() if line.startswith("nw:"))
+    assert "estimate" in preview and "in unmapped stages" in preview
