@@ -30,7 +30,7 @@ from syncd.scoring.karma import (
     line_weight,
     segment_karma,
 )
-from syncd.sync import audit_now
+from syncd.sync import audit_now, client_lines, make_mapper
 
 SCHEMA = "syncd.report/1"
 
@@ -42,12 +42,15 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         deals = {d.external_id: d for chunk in store.iter_deal_chunks(session, tenant_id)
                  for d in chunk}
-        companies = list(store.companies(session, tenant_id))
-        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+        companies = [c for c in store.companies(session, tenant_id)
+                     if as_of is None or c.created_at is None or c.created_at <= as_of]
+        mapper = make_mapper(session, tenant, tenant_id)
         last_run = store.last_runs(session, tenant_id, limit=1)
         counts = store.counts(session, tenant_id)
         stored = None if as_of else list(store.open_violations(session, tenant_id))
-        lines = store.karma_line_rows(session, tenant_id, "client")
+        # live: the stored ledger; as of a moment: the lines as they were then (not stored)
+        lines = (store.karma_line_rows(session, tenant_id, "client") if as_of is None
+                 else client_lines(session, tenant, tenant_id, mapper, as_of))
         people, kpis, matrix = _people_and_kpis(session, tenant, tenant_id, mapper,
                                                 as_of or generated, live=as_of is None)
         held = quarantine_section(session, tenant_id)
@@ -91,9 +94,10 @@ def _people_and_kpis(session: Any, tenant: Tenant, tenant_id: int, mapper: Tenan
     users = kpi_load.people(session, tenant_id)
     names = {user.user_id: user.name for user in users}
     collected: list[Any] = []
+    as_of = None if live else now  # an as-of report sees every deal as it was then
     kpis, matrix = compute_kpis(
-        tenant.book, mapper.tz, now, kpi_load.deal_records(session, tenant_id, mapper),
-        kpi_load.activity_records(session, tenant_id, mapper), companies, names,
+        tenant.book, mapper.tz, now, kpi_load.deal_records(session, tenant_id, mapper, as_of),
+        kpi_load.activity_records(session, tenant_id, mapper, as_of), companies, names,
         on_deal=None if live else collected.append)
     current = Clock(mapper.tz).month(now)
     if live:
@@ -193,6 +197,8 @@ def _what_if_violations(db: store.Database, tenant: Tenant, as_of: datetime | No
 
 def _client_karma(lines: list[Any], companies: list[Any], mapper: TenantMapper,
                   tenant: Tenant) -> list[dict[str, Any]]:
+    """One row per company, every company included: one with no ledger line has karma 0
+    (shown as 0, not left out), most karma first."""
     weights = tenant.book.karma.client
     karma_lines = [KarmaLine(subject_type=r.subject_type, subject_id=r.subject_id,
                              criterion=r.criterion, quantity=r.quantity,
@@ -207,8 +213,9 @@ def _client_karma(lines: list[Any], companies: list[Any], mapper: TenantMapper,
             "source_type": line.source_type, "source_id": line.source_id,
         })
     names = {c.external_id: mapper.karma_company(c) for c in companies}
+    everyone = {**dict.fromkeys(names, 0.0), **totals}
     rows = []
-    for company_id, total in sorted(totals.items(), key=lambda x: (-x[1], x[0])):
+    for company_id, total in sorted(everyone.items(), key=lambda x: (-x[1], x[0])):
         company = names.get(company_id)
         rows.append({
             "company_id": company_id,

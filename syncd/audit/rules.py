@@ -125,8 +125,10 @@ class Subject:
 
     @property
     def snoozed(self) -> bool:
+        """A snooze is a date after today *with* a non-empty reason (a date alone is none)."""
         until = self.facts.snooze_until
-        return until is not None and until > self.run.cal.today
+        return (until is not None and until > self.run.cal.today
+                and is_present(self.facts.snooze_reason))
 
 
 Rule = Callable[[Subject], Sequence[Finding]]

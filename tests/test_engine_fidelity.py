@@ -1,0 +1,230 @@
+"""Audit fidelity through the store (issue 12 items 1, 2, 6, 8; issue 11 item 6).
+
+Every test here stores records the way a pass does (``run_pass`` with an in-process CRM
+that serves them and accepts write-back), then reads the result back from the database:
+the pass summary, the stored violations and ledgers, the report, and what was written to
+the CRM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from syncd import store
+from syncd.config import Tenant, TenantConfig
+from syncd.connector import (
+    ConnectionSettings,
+    Connector,
+    FieldSpec,
+    FieldWrite,
+    Inspection,
+    PullContext,
+    TaskCreate,
+    WriteResult,
+)
+from syncd.plugins import make_plugin_manager
+from syncd.records import Activity, Company, Deal, Page, Pipeline, Stage
+from syncd.report import build_report
+from syncd.salesbook import load_salesbook
+from syncd.sync import PassOptions, run_pass
+from syncd.writeback import marker_for
+
+BOOK = load_salesbook(Path(__file__).resolve().parents[1] / "config/salesbooks/b2b-services-9.yaml")
+NOW = datetime(2026, 5, 20, 9, 0, tzinfo=UTC)
+
+
+def ago(days: float) -> datetime:
+    return NOW - timedelta(days=days)
+
+
+@dataclass
+class CrmData:
+    """What the in-process CRM holds; write-back changes it as a real CRM would."""
+
+    companies: list[Company] = field(default_factory=list)
+    deals: list[Deal] = field(default_factory=list)
+    activities: list[Activity] = field(default_factory=list)
+    field_writes: list[FieldWrite] = field(default_factory=list)
+    tasks: list[TaskCreate] = field(default_factory=list)
+
+
+class MemCRM(Connector):
+    """A CRM kept in memory: serves ``data`` and applies writes and tasks to it."""
+
+    name = "memcrm"
+    streams = ("pipelines", "stages", "companies", "deals", "activities")
+    data: ClassVar[CrmData]
+
+    def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
+        records: Sequence[Any] = {
+            "pipelines": [Pipeline("p1", "Sales")],
+            "stages": [Stage("s1", "p1", "Briefing", 1), Stage("s2", "p1", "Estimate", 2),
+                       Stage("s9", "p1", "Won", 9)],
+            "companies": self.data.companies,
+            "deals": self.data.deals,
+            "activities": self.data.activities,
+        }[stream]
+        yield Page(stream=stream, records=list(records), requests=1)
+
+    def inspect(self) -> Inspection:
+        return Inspection()
+
+    def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
+        return None
+
+    def write_field(self, change: FieldWrite) -> WriteResult:
+        self.data.field_writes.append(change)
+        records = self.data.companies if change.entity == "company" else self.data.deals
+        for record in records:
+            if record.external_id == change.external_id:
+                record.fields[change.field_name] = change.value
+        return WriteResult(ok=True)
+
+    def find_task(self, task: TaskCreate) -> str | None:
+        return next((a.external_id for a in self.data.activities if task.marker in a.note),
+                    None)
+
+    def create_task(self, task: TaskCreate) -> WriteResult:
+        """Like a CRM: the task becomes a planned activity of the deal, with the marker in
+        its note and the type syncd asked for."""
+        self.data.tasks.append(task)
+        task_id = f"T{len(self.data.tasks)}"
+        self.data.activities.append(Activity(
+            task_id, getattr(task, "task_type", None) or "task", subject=task.subject, done=False,
+            due_at=datetime.combine(task.due, datetime.min.time(), UTC), deal_id=task.deal_id,
+            owner_id=task.owner_id, created_at=NOW, note=f"{task.note}\n[{task.marker}]"))
+        return WriteResult(ok=True, crm_id=task_id)
+
+
+def make_tenant(data: CrmData, **overrides: Any) -> Tenant:
+    connector = type("MemCRMForTest", (MemCRM,), {"data": data})
+    config = {
+        "plugin": "memcrm", "salesbook": BOOK.key, "timezone": "UTC",
+        "connection": {"base_url": "mem://"},
+        "mapping": {
+            "stages": {"Sales": {"Briefing": "briefing", "Estimate": "estimate"}},
+            "activity_types": {"call": "call", "meeting": "meeting", "task": "task"},
+            "fields": {"deal": {"lead_source": "Source", "estimate_link": "Estimate link",
+                                "contract_number": "Contract", "profit": "Profit",
+                                "snooze_until": "Snooze until",
+                                "snooze_reason": "Snooze reason"},
+                       "company": {"segment": "Segment"}},
+        },
+        "writeback": {"enabled": True, "create_tasks": True, "task_rules": ["no_next_step"]},
+    }
+    for key, value in overrides.items():
+        config[key] = value if not isinstance(value, dict) else {**config.get(key, {}),
+                                                                   **value}
+    return Tenant(key="acme", file=Path("acme.yaml"), config=TenantConfig.model_validate(config),
+                  book=BOOK, connector_class=connector,
+                  settings=ConnectionSettings(base_url="mem://"), interval_minutes=60)
+
+
+def sync(database: store.Database, tenant: Tenant, *, at: datetime = NOW,
+         as_of: datetime | None = None) -> Any:
+    plugins = make_plugin_manager(load_entrypoints=False)
+    return run_pass(database, plugins, tenant,
+                    PassOptions(as_of=as_of, clock=lambda: at, full=True))
+
+
+def open_rules(database: store.Database, deal_id: str) -> set[str]:
+    with database.session() as session:
+        tenant_id = store.ensure_tenant(session, "acme", "memcrm")
+        return {v.rule for v in store.open_violations(session, tenant_id)
+                if v.deal_external_id == deal_id}
+
+
+def briefing_deal(deal_id: str, *, days: float = 30, **fields: Any) -> Deal:
+    return Deal(deal_id, f"Deal {deal_id}", "open", "p1", "s1", owner_id="u1",
+                contact_ids=["p1"], created_at=ago(days), stage_changed_at=ago(days),
+                fields={"Source": "Web", **fields})
+
+
+# -- 12.1 snooze ----------------------------------------------------------------------------
+
+
+def test_a_snooze_date_without_a_reason_is_no_snooze(database: store.Database) -> None:
+    """Spec: a snooze is a future date *with* a non-empty reason. A date alone (or a blank
+    reason) hides nothing; a date with a reason hides stalled, inactive and no_next_step."""
+    later = (NOW + timedelta(days=10)).date().isoformat()
+    data = CrmData(deals=[
+        briefing_deal("D1", **{"Snooze until": later}),
+        briefing_deal("D2", **{"Snooze until": later, "Snooze reason": "   "}),
+        briefing_deal("D3", **{"Snooze until": later, "Snooze reason": "Client on holiday"}),
+    ])
+    sync(database, make_tenant(data))
+    neglect = {"stalled", "inactive", "no_next_step"}
+    assert open_rules(database, "D1") >= neglect
+    assert open_rules(database, "D2") >= neglect
+    assert open_rules(database, "D3") & neglect == set()
+
+
+# -- 11.6 syncd's own tasks -----------------------------------------------------------------
+
+
+def test_a_pass_after_task_creation_keeps_no_next_step_open(database: store.Database) -> None:
+    """The tasks syncd creates for "no next step" are planned activities of the deal in the
+    CRM, but a reminder is not the work: the next pass keeps the violations open."""
+    data = CrmData(deals=[briefing_deal(f"D{i}") for i in range(1, 6)])
+    tenant = make_tenant(data)
+    sync(database, tenant)  # the baseline: violations opened, no tasks (no flood)
+    data.deals.append(briefing_deal("D6"))
+    sync(database, tenant, at=NOW + timedelta(hours=1))  # D6 is new: one task queued, created
+    assert [t.deal_id for t in data.tasks] == ["D6"]
+    # every deal gets a syncd task, including ones only findable by their marker (typed as
+    # a call, as amoCRM's hard-coded type 1 was mapped)
+    for deal in data.deals[:5]:
+        data.activities.append(Activity(
+            f"X{deal.external_id}", "call", done=False, due_at=NOW + timedelta(days=30),
+            deal_id=deal.external_id, company_id="C1", created_at=NOW,
+            note=f"Fix it\n\n[{marker_for(999)}]"))
+    summary = sync(database, tenant, at=NOW + timedelta(hours=2))
+    assert summary.violations_resolved == 0
+    for deal in data.deals:
+        assert "no_next_step" in open_rules(database, deal.external_id), deal.external_id
+    # a call a person plans resolves it, and only it is a planned call in the contact matrix
+    data.activities.append(Activity("H1", "call", done=False, due_at=NOW + timedelta(days=30),
+                                    deal_id="D1", company_id="C1", created_at=NOW))
+    sync(database, tenant, at=NOW + timedelta(hours=3))
+    assert "no_next_step" not in open_rules(database, "D1")
+    assert "no_next_step" in open_rules(database, "D2")
+    report = build_report(database, tenant, clock=NOW + timedelta(hours=3))
+    (row,) = report["contact_matrix"]["rows"]
+    assert row["cells"]["2026-06"]["call"] == 1
+
+
+def test_tasks_are_created_with_the_configured_type(database: store.Database) -> None:
+    data = CrmData(deals=[briefing_deal("D1")])
+    tenant = make_tenant(data, writeback={"task_type": "todo"},
+                         mapping={"activity_types": {"call": "call", "todo": "task"}})
+    sync(database, tenant)
+    data.deals.append(briefing_deal("D2"))
+    sync(database, tenant, at=NOW + timedelta(hours=1))
+    assert [t.task_type for t in data.tasks] == ["todo"]
+    # the default: the CRM type the mapping maps to "task"
+    assert make_tenant(data).config.writeback.effective_task_type(
+        {"task_1": "call", "task_4": "task"}) == "task_4"
+
+
+def test_amocrm_task_type_keys_become_task_type_ids() -> None:
+    """amoCRM's standard types are 1 (follow-up/call) and 2 (meeting) (api-notes A8); a
+    configured key ``task_<id>`` or a bare id is sent as ``task_type_id``."""
+    from syncd_amocrm.writer import task_type_id
+
+    assert task_type_id("task_4") == 4
+    assert task_type_id("7") == 7
+    assert task_type_id(None) == 1
+
+
+def test_check_rejects_a_task_type_mapped_to_a_call() -> None:
+    from syncd.config import mapping_problems
+
+    tenant = make_tenant(CrmData(), writeback={"task_type": "task_1"},
+                         mapping={"activity_types": {"task_1": "call"}})
+    problems = mapping_problems(tenant.config, BOOK, "acme.yaml")
+    assert [(p.key, p.severity) for p in problems if p.key == "writeback.task_type"] == [
+        ("writeback.task_type", "error")]
