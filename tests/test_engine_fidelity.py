@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
 from syncd import store
 from syncd.config import Tenant, TenantConfig
 from syncd.connector import (
@@ -228,3 +230,92 @@ def test_check_rejects_a_task_type_mapped_to_a_call() -> None:
     problems = mapping_problems(tenant.config, BOOK, "acme.yaml")
     assert [(p.key, p.severity) for p in problems if p.key == "writeback.task_type"] == [
         ("writeback.task_type", "error")]
+
+
+# -- 12.2 segment karma ---------------------------------------------------------------------
+
+
+def won_deal(deal_id: str, company: str, value: float, won_days_ago: float,
+             **fields: Any) -> Deal:
+    return Deal(deal_id, f"Deal {deal_id}", "won", "p1", "s9", owner_id="u1",
+                company_id=company, contact_ids=["p1"], value=value,
+                created_at=ago(won_days_ago + 20), stage_changed_at=ago(won_days_ago),
+                won_at=ago(won_days_ago), fields={"Source": "Web", **fields})
+
+
+def segment_data() -> CrmData:
+    """Three banks, their segment written three ways in the CRM: one with a win, one with
+    a lost deal only, one with no deal at all; and a retailer with a win."""
+    return CrmData(
+        companies=[Company("C1", "Bank One", fields={"Segment": "Банки"}),
+                   Company("C2", "Bank Two", fields={"Segment": "BANKING"}),
+                   Company("C3", "Bank Three", fields={"Segment": " banks "}),
+                   Company("C4", "Shop", fields={"Segment": "Retail"})],
+        deals=[won_deal("W1", "C1", 900.0, 10),
+               Deal("L1", "Lost", "lost", "p1", "s1", owner_id="u1", company_id="C2",
+                    contact_ids=["p"], created_at=ago(40), lost_at=ago(5),
+                    lost_reason="Too expensive", fields={"Source": "Web"}),
+               won_deal("W4", "C4", 300.0, 10)])
+
+
+def test_segment_means_are_over_every_company_of_the_segment(database: store.Database) -> None:
+    data = segment_data()
+    tenant = make_tenant(data, mapping={"segments": {"Банки": "banks", "BANKING": "banks"}})
+    summary = sync(database, tenant)
+    report = build_report(database, tenant, clock=NOW)
+    segments = {s["segment"]: (s["mean_karma"], s["companies"]) for s in report["segments"]}
+    weight = BOOK.karma.client.revenue_weight
+    assert segments == {"banks": (pytest.approx(900.0 * weight / 3, abs=0.01), 3),
+                        "Retail": (pytest.approx(300.0 * weight), 1)}
+    karma = {row["company_id"]: (row["karma"], row["segment"]) for row in report["client_karma"]}
+    assert karma["C2"] == (0.0, "banks") and karma["C3"] == (0.0, "banks")  # shown as 0
+    assert summary.companies_with_karma == 2
+    # the CRM's karma field shows 0 for them too (written, not skipped)
+    written = {(w.external_id, w.value) for w in data.field_writes if w.entity == "company"}
+    assert {("C2", 0.0), ("C3", 0.0)} <= written
+    assert ("C1", round(900.0 * weight, 2)) in written
+
+
+# -- 12.6 as of a moment --------------------------------------------------------------------
+
+
+def test_report_as_of_computes_karma_and_people_then(database: store.Database) -> None:
+    """C4's only win is 10 days ago: as of 15 days ago it has no karma; the report, the
+    segments, the people karma and the KPIs all say so, and nothing is stored."""
+    data = segment_data()
+    tenant = make_tenant(data, mapping={"segments": {"Банки": "banks", "BANKING": "banks"}})
+    sync(database, tenant)
+    then = ago(15)
+    with database.session() as session:
+        tenant_id = store.ensure_tenant(session, "acme", "memcrm")
+        stored_before = store.karma_totals(session, tenant_id, "client")
+    past = build_report(database, tenant, as_of=then, clock=NOW)
+    karma = {row["company_id"]: row["karma"] for row in past["client_karma"]}
+    assert karma == {"C1": 0.0, "C2": 0.0, "C3": 0.0, "C4": 0.0}
+    assert {s["segment"]: s["mean_karma"] for s in past["segments"]} == {"banks": 0.0,
+                                                                         "Retail": 0.0}
+    assert all(e["criteria"].get("won_deal", 0) == 0 for e in past["people"]["employees"])
+    assert past["kpis"]["period"]["to"] == then.isoformat()
+    assert sum(past["kpis"]["revenue_by_month"].values()) == 0
+    assert past["kpis"]["new_clients"]["total"] == 0
+    today = build_report(database, tenant, clock=NOW)
+    assert sum(today["kpis"]["revenue_by_month"].values()) == pytest.approx(1200.0)
+    assert today["kpis"]["new_clients"]["total"] == 2
+    assert {row["company_id"]: row["karma"] for row in today["client_karma"]}["C4"] > 0
+    assert any(e["criteria"].get("won_deal", 0) > 0 for e in today["people"]["employees"])
+    with database.session() as session:
+        assert store.karma_totals(session, tenant_id, "client") == stored_before
+
+
+def test_a_what_if_pass_scores_karma_as_of_then_without_storing(
+        database: store.Database) -> None:
+    data = segment_data()
+    tenant = make_tenant(data)
+    what_if = sync(database, tenant, as_of=ago(7))
+    assert not what_if.live
+    assert what_if.companies_with_karma == 2  # both wins (10 days ago) were before then
+    assert sync(database, tenant, as_of=ago(15)).companies_with_karma == 0
+    with database.session() as session:
+        tenant_id = store.ensure_tenant(session, "acme", "memcrm")
+        assert store.karma_totals(session, tenant_id, "client") == {}
+    assert data.field_writes == []
