@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd import store
+from syncd.audit.texts import texts
 from syncd.config import Tenant
 from syncd.kpi import compute_kpis
 from syncd.kpi import load as kpi_load
@@ -33,6 +34,8 @@ from syncd.scoring.karma import (
 from syncd.sync import audit_now, client_lines, make_mapper
 
 SCHEMA = "syncd.report/1"
+#: The stage of rules whose stage is the rule's own (rows stored before it was recorded).
+IMPLIED_STAGES = {"won_no_followup": "won", "deferred_no_reminder": "deferred"}
 
 
 def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None = None,
@@ -79,8 +82,8 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "contact_matrix": matrix,
         "quarantine": held,
         "write_failures": rejected,
-        "notes": _notes(violations) + bad_record_notes(held, rejected,
-                                                        tenant.config.language),
+        "notes": _notes(violations, tenant.config.language) + bad_record_notes(
+            held, rejected, tenant.config.language),
     }
 
 
@@ -170,7 +173,8 @@ def _violation_dict(rule: str, deal_id: str | None, deals: dict[str, Any], **ext
 def _live_violations(rows: list[Any], deals: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         _violation_dict(
-            v.rule, v.deal_external_id, deals, severity=v.severity, stage_key=v.stage_key,
+            v.rule, v.deal_external_id, deals, severity=v.severity,
+            stage_key=v.stage_key or IMPLIED_STAGES.get(v.rule),
             action_key=v.action_key, crm_stage=v.crm_stage, explanation=v.explanation,
             details=v.details or {}, opened_at=_iso(v.opened_at),
             last_seen_at=_iso(v.last_seen_at),
@@ -235,13 +239,12 @@ def _segments(karma: list[dict[str, Any]], companies: list[Any],
             for s in result]
 
 
-def _notes(violations: list[dict[str, Any]]) -> list[str]:
+def _notes(violations: list[dict[str, Any]], language: str = "en") -> list[str]:
     derived = {v["deal_id"] for v in violations
                if (v.get("details") or {}).get("history") == "derived"}
     if not derived:
         return []
-    return [f"{len(derived)} deal(s) had no stage history in the CRM: their history is just the "
-            "current stage since its last change, so stage-order findings may be incomplete."]
+    return [texts(language).say("note.derived_history", count=len(derived))]
 
 
 # -- records and writes that did not make it (docs/operations.md "Bad records") ---------------

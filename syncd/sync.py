@@ -329,7 +329,8 @@ def _audit(session: Any, tenant: Tenant, tenant_id: int, now: datetime,
            ) -> tuple[TenantMapper, list[Finding]]:
     mapper = make_mapper(session, tenant, tenant_id)
     facts = iter_facts(session, tenant_id, mapper)
-    return mapper, list(audit_deals(facts, tenant.book, now, mapper.tz))
+    return mapper, list(audit_deals(facts, tenant.book, now, mapper.tz,
+                                    language=tenant.config.language))
 
 
 def karma_weights_fn(tenant: Tenant) -> Callable[[Any], tuple[float, float]]:

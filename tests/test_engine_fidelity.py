@@ -319,3 +319,75 @@ def test_a_what_if_pass_scores_karma_as_of_then_without_storing(
         tenant_id = store.ensure_tenant(session, "acme", "memcrm")
         assert store.karma_totals(session, tenant_id, "client") == {}
     assert data.field_writes == []
+
+
+# -- 12.8 texts -----------------------------------------------------------------------------
+
+
+def test_every_rule_has_its_texts_in_both_languages() -> None:
+    """Every message an explanation or a CRM text can use exists in English and Russian."""
+    from syncd.audit.rules import RULE_CODES
+    from syncd.audit.texts import EXPLANATIONS, LANGUAGES, RULE_MESSAGES
+    from syncd.render import RULE_ORDER, TEXTS
+
+    assert set(RULE_MESSAGES) == set(RULE_CODES) == set(RULE_ORDER)
+    assert set(LANGUAGES) == set(EXPLANATIONS) == set(TEXTS)
+    for language in LANGUAGES:
+        for rule in RULE_CODES:
+            for key in RULE_MESSAGES[rule]:
+                assert EXPLANATIONS[language].get(key), (language, key)
+            assert TEXTS[language].get(rule), (language, rule)
+    assert set(EXPLANATIONS["en"]) == set(EXPLANATIONS["ru"])
+    assert set(TEXTS["en"]) == set(TEXTS["ru"])
+
+
+def has_cyrillic(text: str) -> bool:
+    return any("\u0430" <= ch <= "\u044f" for ch in text.lower())
+
+
+def texts_data() -> CrmData:
+    return CrmData(companies=[Company("C1", "Bank One")], deals=[
+        won_deal("W1", "C1", 500.0, 40),  # no follow-up since: won_no_followup
+        Deal("L1", "Lost", "lost", "p1", "s1", owner_id="u1", company_id="C1",
+             contact_ids=["p"], created_at=ago(40), lost_at=ago(5),
+             lost_reason="Went quiet", fields={"Source": "Web"}),  # not in the catalogue
+        briefing_deal("O1"),
+    ])
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_report_and_crm_texts_follow_the_tenant_language(database: store.Database,
+                                                         language: str) -> None:
+    data = texts_data()
+    tenant = make_tenant(data, language=language)
+    sync(database, tenant)
+    report = build_report(database, tenant, clock=NOW)
+    rows = {(v["rule"], v["deal_id"]): v for v in report["violations"]}
+    won = rows[("won_no_followup", "W1")]
+    assert won["stage_key"] == "won"
+    assert "follow-up followup" not in won["explanation"]
+    lost = rows[("bad_loss_reason", "L1")]
+    assert "Went quiet" in lost["explanation"]
+    cyrillic = {v["rule"]: has_cyrillic(v["explanation"])
+                for v in report["violations"]}
+    assert set(cyrillic.values()) == {language == "ru"}, cyrillic
+    deal_texts = {w.external_id: w.value for w in data.field_writes if w.entity == "deal"}
+    assert "Went quiet" in deal_texts["L1"]
+    assert "«—»" not in deal_texts["L1"] and "“—”" not in deal_texts["L1"]
+    crm_cyrillic = {has_cyrillic(str(text))
+                    for text in deal_texts.values() if text}
+    assert crm_cyrillic == {language == "ru"}
+    what_if = build_report(database, tenant, as_of=NOW - timedelta(hours=1), clock=NOW)
+    assert {v["stage_key"] for v in what_if["violations"]
+            if v["rule"] == "won_no_followup"} == {"won"}
+    assert all(has_cyrillic(v["explanation"]) == (language == "ru")
+               for v in what_if["violations"])
+
+
+def test_won_no_followup_keeps_its_identity_with_its_new_stage() -> None:
+    """Rows opened before the rule carried a stage must not be reopened (and re-tasked)."""
+    from syncd.audit.facts import Finding
+
+    old = Finding("won_no_followup", "W1", "warning", "x")
+    new = Finding("won_no_followup", "W1", "warning", "x", stage_key="won")
+    assert old.key == new.key
