@@ -429,6 +429,18 @@ _OUTCOME_HINT = {
 }
 
 
+def _task_type_problems(config: TenantConfig, file: str) -> list[ConfigProblem]:
+    """syncd's tasks must not be created with a type the mapping treats as work."""
+    task_type = config.writeback.task_type
+    task_kind = config.mapping.activity_types.get(task_type or "", "task")
+    if not task_type or task_kind == "task":
+        return []
+    return [ConfigProblem(
+        file, "writeback.task_type",
+        f"syncd's tasks would be created as {task_type!r}, which mapping.activity_types "
+        f"maps to {task_kind!r}; choose a type mapped to 'task' (or not mapped at all)")]
+
+
 def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[ConfigProblem]:
     """Mapping targets must exist in the Sales Book; the book's evidence fields be mapped."""
     problems = []
@@ -464,13 +476,7 @@ def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[C
                 file, f"mapping.fields.deal.{needed}",
                 f"Sales Book action {action_key!r} needs deal field {needed!r} as evidence; "
                 "map it to a CRM field name", severity=severity))
-    task_type = config.writeback.task_type
-    task_kind = config.mapping.activity_types.get(task_type or "", "task")
-    if task_type and task_kind != "task":
-        problems.append(ConfigProblem(
-            file, "writeback.task_type",
-            f"syncd's tasks would be created as {task_type!r}, which mapping.activity_types "
-            f"maps to {task_kind!r}; choose a type mapped to 'task' (or not mapped at all)"))
+    problems += _task_type_problems(config, file)
     if config.writeback.enabled and not config.writeback.company_karma_field:
         problems.append(ConfigProblem(file, "writeback.company_karma_field", "empty field name"))
     return problems
