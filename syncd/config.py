@@ -122,6 +122,9 @@ class Mapping(_Model):
     activity_types: dict[str, str] = Field(default_factory=dict)
     fields: FieldMapping = Field(default_factory=FieldMapping)
     teams: list[Team] = Field(default_factory=list)
+    #: CRM value of the company ``segment`` field -> segment key (case and surrounding
+    #: spaces ignored); a value not listed keeps its own text as its key.
+    segments: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("stages")
     @classmethod
@@ -146,6 +149,17 @@ class WritebackConfig(_Model):
     ])
     task_due_days: int = Field(default=1, ge=0)
     max_writes_per_run: int = Field(default=1000, ge=1)
+    #: The CRM activity/task type key syncd's tasks are created with (the keys of
+    #: ``mapping.activity_types``, e.g. amoCRM ``task_4``, Pipedrive ``task``). Default: the
+    #: type the mapping maps to the kind ``task``, else the plugin's plain task (see
+    #: docs/config.md). Never counts as work either way: syncd's tasks carry a marker.
+    task_type: str | None = None
+
+    def effective_task_type(self, activity_types: dict[str, str]) -> str | None:
+        """``task_type``, or the first CRM type mapped to the kind ``task``, or None."""
+        if self.task_type:
+            return self.task_type
+        return next((key for key, kind in activity_types.items() if kind == "task"), None)
 
 
 class TenantConfig(_Model):
@@ -461,6 +475,18 @@ _OUTCOME_HINT = {
 }
 
 
+def _task_type_problems(config: TenantConfig, file: str) -> list[ConfigProblem]:
+    """syncd's tasks must not be created with a type the mapping treats as work."""
+    task_type = config.writeback.task_type
+    task_kind = config.mapping.activity_types.get(task_type or "", "task")
+    if not task_type or task_kind == "task":
+        return []
+    return [ConfigProblem(
+        file, "writeback.task_type",
+        f"syncd's tasks would be created as {task_type!r}, which mapping.activity_types "
+        f"maps to {task_kind!r}; choose a type mapped to 'task' (or not mapped at all)")]
+
+
 def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[ConfigProblem]:
     """Mapping targets must exist in the Sales Book; the book's evidence fields be mapped."""
     problems = []
@@ -496,6 +522,7 @@ def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[C
                 file, f"mapping.fields.deal.{needed}",
                 f"Sales Book action {action_key!r} needs deal field {needed!r} as evidence; "
                 "map it to a CRM field name", severity=severity))
+    problems += _task_type_problems(config, file)
     if config.writeback.enabled and not config.writeback.company_karma_field:
         problems.append(ConfigProblem(file, "writeback.company_karma_field", "empty field name"))
     return problems

@@ -105,6 +105,8 @@ class TaskCreate:
     note: str
     marker: str
     due: date
+    #: The CRM's activity/task type key (``writeback.task_type``); None: the plugin's default.
+    task_type: str | None = None
 
 
 @dataclass

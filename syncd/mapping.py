@@ -9,6 +9,7 @@ Sales Book's keys.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time
 from typing import Any
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 TRUTHY = {"yes", "y", "true", "1", "да", "on", "x"}
 NOTE_TYPES = {"note"}
+#: The marker syncd puts in the note of every task it creates (``writeback.marker_for``).
+OWN_TASK_MARKER = re.compile(r"\bsyncd:v\d+\b")
 
 
 def is_truthy(value: Any) -> bool:
@@ -55,6 +58,12 @@ def to_date(value: Any, where: str = "") -> date | None:
         return None
 
 
+def _text_or_none(value: Any) -> str | None:
+    """A field as stripped text, None when empty (a blank reason is no reason)."""
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
 class TenantMapper:
     """Maps one tenant's stored CRM rows onto its Sales Book."""
 
@@ -84,6 +93,9 @@ class TenantMapper:
         self._kinds = mapping.activity_types
         self._deal_fields = mapping.fields.deal
         self._company_fields = mapping.fields.company
+        self._segments = {text.strip().casefold(): key for text, key in mapping.segments.items()}
+        #: CRM ids of the tasks syncd created (the write-back ledger's ``crm_id``s).
+        self.own_task_ids: frozenset[str] = frozenset()
 
     @staticmethod
     def _reason_lookup(book: SalesBook, mapped: Mapping[str, str]) -> dict[str, str]:
@@ -125,6 +137,13 @@ class TenantMapper:
         reason = (deal.lost_reason or "").strip().casefold()
         return deal.status == "lost" and bool(reason) and reason in self._ignored_reasons
 
+    def segment_key(self, value: Any) -> str | None:
+        """The segment key of a CRM segment value (``mapping.segments``), None when empty."""
+        text = _text_or_none(value)
+        if text is None:
+            return None
+        return self._segments.get(text.casefold(), text)
+
     def kind(self, crm_type: str) -> str:
         """The canonical kind of a CRM activity type key. Provider-aware keys
         (``todo:REST_APP:PRESENTATION``: kind, provider, provider type) fall back to their
@@ -145,6 +164,19 @@ class TenantMapper:
         return (fields or {}).get(name) if name else None
 
     # -- audit facts -----------------------------------------------------------------------
+    def is_own_task(self, row: Any) -> bool:
+        """A task syncd created (by its CRM id in the write-back ledger, or by the marker in
+        its note or subject): a reminder is not the work, so it is never evidence, touch or
+        planned next step for any rule, nor a fact for KPIs."""
+        if row.external_id in self.own_task_ids:
+            return True
+        return any(OWN_TASK_MARKER.search(text) for text in (
+            getattr(row, "note", None), getattr(row, "subject", None)) if text)
+
+    def counts(self, row: Any) -> bool:
+        """An activity the audit and the KPIs may use: not deleted, not syncd's own task."""
+        return not row.deleted and not self.is_own_task(row)
+
     def activity_fact(self, row: Any) -> ActivityFact:
         due_at = row.due_at
         if due_at is None and row.due_date is not None:
@@ -184,11 +216,11 @@ class TenantMapper:
             lost_reason_key=self.loss_reason_key(deal.lost_reason),
             contact_count=len(deal.contact_ids or ()), fields=canonical,
             history=history, history_derived=derived,
-            activities=[self.activity_fact(a) for a in activities if not a.deleted],
+            activities=[self.activity_fact(a) for a in activities if self.counts(a)],
             company_activities=[self.activity_fact(a) for a in company_activities
-                                if not a.deleted],
+                                if self.counts(a)],
             snooze_until=to_date(canonical.get("snooze_until")),
-            snooze_reason=canonical.get("snooze_reason") or None,
+            snooze_reason=_text_or_none(canonical.get("snooze_reason")),
             stage_ignored=stage_key is None and self._is_ignored_stage(stage_id),
         )
 
@@ -214,14 +246,14 @@ class TenantMapper:
                                                   f"deal {deal.external_id} profit"),
             is_tender=is_truthy(self.deal_field(deal.fields, "is_tender")),
             public_incident=is_truthy(self.deal_field(deal.fields, "public_incident")),
+            created_at=deal.created_at,
         )
 
     def karma_company(self, company: Any) -> KarmaCompany:
-        segment = self.company_field(company.fields, "segment")
+        segment = self.segment_key(self.company_field(company.fields, "segment"))
         incidents = to_float(self.company_field(company.fields, "public_incidents"),
                              f"company {company.external_id} public_incidents") or 0.0
         return KarmaCompany(
-            company_id=company.external_id, name=company.name or "",
-            segment=str(segment) if segment not in (None, "") else None,
+            company_id=company.external_id, name=company.name or "", segment=segment,
             public_incidents=incidents,
         )

@@ -26,6 +26,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "inactive": "no touch for over {limit} d",
         "no_next_step": "no next step planned",
         "bad_loss_reason": "loss reason not valid: “{reason}”",
+        "bad_loss_reason.empty": "no loss reason",
+        "bad_loss_reason.not_in_catalogue": "loss reason not in the catalogue: “{reason}”",
+        "bad_loss_reason.not_allowed_at_stage": "loss reason “{reason}” not allowed at {stage}",
         "no_lead_source": "lead source missing",
         "no_contact": "no contact person",
         "deferred_no_reminder": "deferred, no reminder within {limit} d",
@@ -42,6 +45,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "inactive": "нет касаний больше {limit} дн.",
         "no_next_step": "нет запланированного следующего шага",
         "bad_loss_reason": "недопустимая причина отказа: «{reason}»",
+        "bad_loss_reason.empty": "не указана причина отказа",
+        "bad_loss_reason.not_in_catalogue": "причины отказа нет в справочнике: «{reason}»",
+        "bad_loss_reason.not_allowed_at_stage": "причина отказа «{reason}» недопустима на "
+                                                "этапе «{stage}»",
         "no_lead_source": "не указан источник лида",
         "no_contact": "нет контактного лица",
         "deferred_no_reminder": "отложена, нет напоминания за {limit} дн.",
@@ -67,10 +74,12 @@ def violation_text(rule: str, stage_key: str | None, action_key: str | None,
         "stage": stage.title if stage else (stage_key or ""),
         "max_days": stage.max_days if stage else details.get("max_days", ""),
         "action": action.title if action else (action_key or ""),
-        "reason": details.get("reason") or details.get("lost_reason") or "—",
+        "reason": (details.get("reason_raw") or details.get("reason_key")
+                   or details.get("reason") or details.get("lost_reason") or "—"),
         "limit": details.get("limit_days") or details.get("limit") or _limit(rule, book),
     }
-    return texts.get(rule, rule).format(**values)
+    variant = f"{rule}.{details['problem']}" if details.get("problem") else rule
+    return texts.get(variant, texts.get(rule, rule)).format(**values)
 
 
 def _limit(rule: str, book: SalesBook) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd import store
+from syncd.audit.texts import texts
 from syncd.config import Tenant
 from syncd.kpi import compute_kpis
 from syncd.kpi import load as kpi_load
@@ -30,9 +31,11 @@ from syncd.scoring.karma import (
     line_weight,
     segment_karma,
 )
-from syncd.sync import audit_now
+from syncd.sync import audit_now, client_lines, make_mapper
 
 SCHEMA = "syncd.report/1"
+#: The stage of rules whose stage is the rule's own (rows stored before it was recorded).
+IMPLIED_STAGES = {"won_no_followup": "won", "deferred_no_reminder": "deferred"}
 
 
 def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None = None,
@@ -42,12 +45,15 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         deals = {d.external_id: d for chunk in store.iter_deal_chunks(session, tenant_id)
                  for d in chunk}
-        companies = list(store.companies(session, tenant_id))
-        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+        companies = [c for c in store.companies(session, tenant_id)
+                     if as_of is None or c.created_at is None or c.created_at <= as_of]
+        mapper = make_mapper(session, tenant, tenant_id)
         last_run = store.last_runs(session, tenant_id, limit=1)
         counts = store.counts(session, tenant_id)
         stored = None if as_of else list(store.open_violations(session, tenant_id))
-        lines = store.karma_line_rows(session, tenant_id, "client")
+        # live: the stored ledger; as of a moment: the lines as they were then (not stored)
+        lines = (store.karma_line_rows(session, tenant_id, "client") if as_of is None
+                 else client_lines(session, tenant, tenant_id, mapper, as_of))
         people, kpis, matrix = _people_and_kpis(session, tenant, tenant_id, mapper,
                                                 as_of or generated, live=as_of is None)
         held = quarantine_section(session, tenant_id)
@@ -76,8 +82,8 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "contact_matrix": matrix,
         "quarantine": held,
         "write_failures": rejected,
-        "notes": _notes(violations) + bad_record_notes(held, rejected,
-                                                        tenant.config.language),
+        "notes": _notes(violations, tenant.config.language) + bad_record_notes(
+            held, rejected, tenant.config.language),
     }
 
 
@@ -91,9 +97,10 @@ def _people_and_kpis(session: Any, tenant: Tenant, tenant_id: int, mapper: Tenan
     users = kpi_load.people(session, tenant_id)
     names = {user.user_id: user.name for user in users}
     collected: list[Any] = []
+    as_of = None if live else now  # an as-of report sees every deal as it was then
     kpis, matrix = compute_kpis(
-        tenant.book, mapper.tz, now, kpi_load.deal_records(session, tenant_id, mapper),
-        kpi_load.activity_records(session, tenant_id, mapper), companies, names,
+        tenant.book, mapper.tz, now, kpi_load.deal_records(session, tenant_id, mapper, as_of),
+        kpi_load.activity_records(session, tenant_id, mapper, as_of), companies, names,
         on_deal=None if live else collected.append)
     current = Clock(mapper.tz).month(now)
     if live:
@@ -166,7 +173,8 @@ def _violation_dict(rule: str, deal_id: str | None, deals: dict[str, Any], **ext
 def _live_violations(rows: list[Any], deals: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         _violation_dict(
-            v.rule, v.deal_external_id, deals, severity=v.severity, stage_key=v.stage_key,
+            v.rule, v.deal_external_id, deals, severity=v.severity,
+            stage_key=v.stage_key or IMPLIED_STAGES.get(v.rule),
             action_key=v.action_key, crm_stage=v.crm_stage, explanation=v.explanation,
             details=v.details or {}, opened_at=_iso(v.opened_at),
             last_seen_at=_iso(v.last_seen_at),
@@ -193,6 +201,8 @@ def _what_if_violations(db: store.Database, tenant: Tenant, as_of: datetime | No
 
 def _client_karma(lines: list[Any], companies: list[Any], mapper: TenantMapper,
                   tenant: Tenant) -> list[dict[str, Any]]:
+    """One row per company, every company included: one with no ledger line has karma 0
+    (shown as 0, not left out), most karma first."""
     weights = tenant.book.karma.client
     karma_lines = [KarmaLine(subject_type=r.subject_type, subject_id=r.subject_id,
                              criterion=r.criterion, quantity=r.quantity,
@@ -207,8 +217,9 @@ def _client_karma(lines: list[Any], companies: list[Any], mapper: TenantMapper,
             "source_type": line.source_type, "source_id": line.source_id,
         })
     names = {c.external_id: mapper.karma_company(c) for c in companies}
+    everyone = {**dict.fromkeys(names, 0.0), **totals}
     rows = []
-    for company_id, total in sorted(totals.items(), key=lambda x: (-x[1], x[0])):
+    for company_id, total in sorted(everyone.items(), key=lambda x: (-x[1], x[0])):
         company = names.get(company_id)
         rows.append({
             "company_id": company_id,
@@ -228,13 +239,12 @@ def _segments(karma: list[dict[str, Any]], companies: list[Any],
             for s in result]
 
 
-def _notes(violations: list[dict[str, Any]]) -> list[str]:
+def _notes(violations: list[dict[str, Any]], language: str = "en") -> list[str]:
     derived = {v["deal_id"] for v in violations
                if (v.get("details") or {}).get("history") == "derived"}
     if not derived:
         return []
-    return [f"{len(derived)} deal(s) had no stage history in the CRM: their history is just the "
-            "current stage since its last change, so stage-order findings may be incomplete."]
+    return [texts(language).say("note.derived_history", count=len(derived))]
 
 
 # -- records and writes that did not make it (docs/operations.md "Bad records") ---------------

@@ -282,7 +282,10 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
         summary.violations_by_rule[finding.rule] = summary.violations_by_rule.get(
             finding.rule, 0) + 1
     summary.violations_open = len(findings)
-    if not summary.live:
+    if not summary.live:  # what-if: karma as of that moment, nothing persisted
+        with db.session() as session:
+            lines = client_lines(session, tenant, tenant_id, mapper, now)
+        summary.companies_with_karma = len({line.subject_id for line in lines})
         return
     with db.session() as session:
         first_audit = not store.has_violation_history(session, tenant_id)
@@ -291,14 +294,20 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
         summary.violations_resolved = result.resolved
         if not first_audit:  # the first audit is the baseline: no flood of tasks
             queue_tasks(session, tenant, tenant_id, result.opened, now)
-        lines = client_karma_lines(iter_karma_deals(session, tenant_id, mapper),
-                                   [mapper.karma_company(c) for c in
-                                    store.companies(session, tenant_id)],
-                                   tenant.book.karma.client, now)
+        lines = client_lines(session, tenant, tenant_id, mapper, now)
         store.replace_karma_lines(session, tenant_id, "client", lines,
                                   karma_weights_fn(tenant))
         summary.companies_with_karma = len({line.subject_id for line in lines})
         _score_people(session, tenant, tenant_id, mapper)
+
+
+def client_lines(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
+                 now: datetime) -> list[Any]:
+    """Every client-karma line as of ``now`` (deals won or lost later do not count yet)."""
+    return client_karma_lines(iter_karma_deals(session, tenant_id, mapper),
+                              [mapper.karma_company(c) for c in
+                               store.companies(session, tenant_id)],
+                              tenant.book.karma.client, now)
 
 
 def _score_people(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper) -> None:
@@ -314,11 +323,21 @@ def _score_people(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMa
                       people.employee_amount(line, weights)))
 
 
+def make_mapper(session: Any, tenant: Tenant, tenant_id: int) -> TenantMapper:
+    """The tenant's mapper, knowing the CRM ids of the tasks syncd created (never evidence)."""
+    mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+    mapper.own_task_ids = frozenset(
+        row.crm_id for row in store.get_ledger(session, tenant_id, "task").values()
+        if row.crm_id)
+    return mapper
+
+
 def _audit(session: Any, tenant: Tenant, tenant_id: int, now: datetime,
            ) -> tuple[TenantMapper, list[Finding]]:
-    mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+    mapper = make_mapper(session, tenant, tenant_id)
     facts = iter_facts(session, tenant_id, mapper)
-    return mapper, list(audit_deals(facts, tenant.book, now, mapper.tz))
+    return mapper, list(audit_deals(facts, tenant.book, now, mapper.tz,
+                                    language=tenant.config.language))
 
 
 def karma_weights_fn(tenant: Tenant) -> Callable[[Any], tuple[float, float]]:

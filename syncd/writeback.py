@@ -152,9 +152,7 @@ def plan_field_writes(db: store.Database, tenant: Tenant, tenant_id: int,
         pending = store.get_ledger(session, tenant_id, "field")
         totals = store.karma_totals(session, tenant_id, "client")
         for company in store.companies(session, tenant_id):
-            if company.external_id not in totals:
-                continue
-            desired = round(totals[company.external_id], 2)
+            desired = round(totals.get(company.external_id, 0.0), 2)  # no lines: karma 0
             current = to_float((company.fields or {}).get(config.company_karma_field))
             if current is not None and abs(current - desired) < 0.005:
                 result.fields_already_right += 1
@@ -240,6 +238,8 @@ def _create_tasks(db: store.Database, connector: Connector, tenant: Tenant, tena
         rows = store.due_rows(session, tenant_id, "task", now)
         owners = store.deal_owners(session, tenant_id, [r.external_id for r in rows])
     due = (now.astimezone(tenant.tz) + timedelta(days=tenant.config.writeback.task_due_days))
+    task_type = tenant.config.writeback.effective_task_type(
+        tenant.config.mapping.activity_types)
     size = max(1, connector.task_batch_size)
     for start in range(0, len(rows), size):
         if stop_requested():
@@ -247,7 +247,7 @@ def _create_tasks(db: store.Database, connector: Connector, tenant: Tenant, tena
         batch = [(row, TaskCreate(
             deal_id=row.external_id, owner_id=owners.get(row.external_id),
             subject=row.desired_value, note=f"{row.desired_value}\n\n[{row.field}]",
-            marker=row.field, due=due.date(),
+            marker=row.field, due=due.date(), task_type=task_type,
         )) for row in rows[start: start + size]]
         _create_task_batch(db, connector, tenant_id, batch, result, now)
 

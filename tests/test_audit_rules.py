@@ -371,7 +371,8 @@ class TestInactive:
         assert of_rule(audit(lost), "inactive") == []
 
     def test_a_snooze_suppresses(self) -> None:
-        facts = self.quiet_since(ago(30), snooze_until=date(2024, 7, 1))
+        facts = self.quiet_since(ago(30), snooze_until=date(2024, 7, 1),
+                                 snooze_reason="Budget freeze until July")
         assert of_rule(audit(facts), "inactive") == []
 
 

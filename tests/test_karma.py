@@ -136,9 +136,9 @@ class TestSegments:
     def test_mean_and_count_per_segment(self) -> None:
         totals = {"B1": 100.0, "B2": -50.0, "S1": 30.0, "X1": 7.0}
         companies = [company("B1", "banks"), company("B2", "banks"), company("S1", "state"),
-                     company("X1"), company("B9", "banks")]  # B9: no karma, not a client yet
+                     company("X1"), company("B9", "banks")]  # B9: no karma line: counts as 0
         assert segment_karma(totals, companies) == [
-            SegmentKarma("(none)", 7.0, 1), SegmentKarma("banks", 25.0, 2),
+            SegmentKarma("(none)", 7.0, 1), SegmentKarma("banks", 50.0 / 3, 3),
             SegmentKarma("state", 30.0, 1)]
 
     def test_a_company_listed_twice_counts_once(self) -> None:

@@ -75,7 +75,10 @@ def test_csv_and_xlsx_exports_are_audited_without_credentials(config: Path) -> N
     unmapped = [v["crm_stage"] for v in from_csv["violations"] if v["rule"] == "unmapped_stage"]
     assert unmapped == ["Sales / Negotiation (old)"]
     karma = {row["company_id"]: row for row in from_xlsx["client_karma"]}
-    assert list(karma) == ["C-2"], "Beta LLC (named in the deal, resolved to C-2) won"
+    assert [c for c, row in karma.items() if row["karma"]] == ["C-2"], (
+        "Beta LLC (named in the deal, resolved to C-2) won")
+    assert {c: row["karma"] for c, row in karma.items() if c != "C-2"} == {
+        "C-1": 0.0, "C-3": 0.0}, "companies without karma are shown with 0"
     assert karma["C-2"]["segment"] == "Enterprise"
     assert from_csv["counts"]["deals"] == from_xlsx["counts"]["deals"] == 6
 

@@ -47,20 +47,21 @@ class AuditStats:
 
 
 def audit_deal(facts: DealFacts, book: SalesBook, now: datetime, tz: ZoneInfo, *,
-               stats: AuditStats | None = None) -> list[Finding]:
+               stats: AuditStats | None = None, language: str = "en") -> list[Finding]:
     """Every finding for one deal as it was at ``now`` (no ``unmapped_stage`` row: that one
-    aggregates deals, see :func:`audit_deals`)."""
-    run = _run(book, now, tz)
+    aggregates deals, see :func:`audit_deals`); explanations in ``language`` (en, ru)."""
+    run = _run(book, now, tz, language)
     stats = stats if stats is not None else AuditStats()
     current = _current(facts, run, stats)
     return [] if current is None else _audit(current, run, stats)
 
 
 def audit_deals(deals: Iterable[DealFacts], book: SalesBook, now: datetime, tz: ZoneInfo, *,
-                stats: AuditStats | None = None) -> Iterator[Finding]:
+                stats: AuditStats | None = None, language: str = "en") -> Iterator[Finding]:
     """Stream the findings of many deals, each as of ``now``, then one ``unmapped_stage``
-    finding per CRM stage whose deals have no canonical stage (sorted by CRM stage)."""
-    run = _run(book, now, tz)  # validates now before the first deal is read
+    finding per CRM stage whose deals have no canonical stage (sorted by CRM stage);
+    explanations in ``language`` (en, ru)."""
+    run = _run(book, now, tz, language)  # validates now before the first deal is read
     return _stream(deals, run, stats if stats is not None else AuditStats())
 
 
@@ -78,13 +79,14 @@ def _stream(deals: Iterable[DealFacts], run: AuditRun, stats: AuditStats) -> Ite
                 examples.append(current.deal_id)
         yield from _audit(current, run, stats)
     for crm_stage in sorted(unmapped):
-        finding = unmapped_stage(crm_stage, unmapped[crm_stage], counts[crm_stage])
+        finding = unmapped_stage(crm_stage, unmapped[crm_stage], counts[crm_stage],
+                                 run.texts)
         stats.findings[finding.rule] += 1
         yield finding
 
 
-def _run(book: SalesBook, now: datetime, tz: ZoneInfo) -> AuditRun:
-    return AuditRun(_book_index(book), Calendar(now, tz))
+def _run(book: SalesBook, now: datetime, tz: ZoneInfo, language: str = "en") -> AuditRun:
+    return AuditRun(_book_index(book), Calendar(now, tz), language)
 
 
 def _book_index(book: SalesBook) -> BookIndex:

@@ -16,6 +16,8 @@ Severity = Literal["error", "warning"]
 
 #: Sentinel canonical key of a deal sitting in a CRM stage mapped to the passive "deferred".
 DEFERRED = "deferred"
+#: Rules whose stage is implied by the rule itself and kept out of ``Finding.key``.
+STAGE_OUT_OF_KEY = frozenset({"won_no_followup"})
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,7 +77,7 @@ class Finding:
     rule: str
     deal_id: str | None  # None for per-CRM-stage rows (unmapped_stage)
     severity: Severity
-    explanation: str  # one human sentence in English; write-back renders its own text
+    explanation: str  # one human sentence in the tenant's language (syncd.audit.texts)
     stage_key: str | None = None
     action_key: str | None = None
     crm_stage: str | None = None
@@ -83,7 +85,11 @@ class Finding:
 
     @property
     def key(self) -> str:
-        """Stable identity across runs: rule + deal + stage + action (+ crm stage)."""
-        parts = (self.rule, self.deal_id or "", self.stage_key or "", self.action_key or "",
+        """Stable identity across runs: rule + deal + stage + action (+ crm stage).
+
+        ``won_no_followup``'s stage is always ``won`` and stays out of the key, so the rows
+        opened before it carried a stage keep their identity (no reopening, no new task)."""
+        stage = "" if self.rule in STAGE_OUT_OF_KEY else self.stage_key or ""
+        parts = (self.rule, self.deal_id or "", stage, self.action_key or "",
                  self.crm_stage or "" if self.deal_id is None else "")
         return "|".join(parts)

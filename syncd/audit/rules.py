@@ -21,6 +21,7 @@ from syncd.audit.facts import (
     Severity,
     Transition,
 )
+from syncd.audit.texts import Texts, texts
 from syncd.audit.timeline import LONG_AGO, Calendar, Move, StageWalk, StageWalker
 from syncd.salesbook import SalesBook
 
@@ -50,7 +51,6 @@ class ActionSpec:
     title: str
     kinds: tuple[str, ...]
     field: str | None
-    gap: str  # what is missing when there is no evidence, for explanations
 
 
 class BookIndex:
@@ -85,29 +85,44 @@ class BookIndex:
 
 def _action_spec(book: SalesBook, key: str) -> ActionSpec:
     action = book.actions[key]
-    kinds, field = action.evidence.activity_types, action.evidence.field
+    return ActionSpec(key, action.title, action.evidence.activity_types, action.evidence.field)
+
+
+def _gap(action: ActionSpec, t: Texts) -> str:
+    """What is missing when an action has no evidence, for explanations."""
     gap = []
-    if kinds:
-        gap.append(f"no done {_or_list(kinds)} by then")
-    if field:
-        gap.append(f"the {field} field is empty")
-    return ActionSpec(key, action.title, kinds, field, " and ".join(gap))
+    if action.kinds:
+        gap.append(t.say("gap.kinds", kinds=t.or_list(action.kinds)))
+    if action.field:
+        gap.append(t.say("gap.field", field=action.field))
+    return t.say("gap.and").join(gap)
 
 
 class AuditRun:
     """One audit run: a book index, a calendar, and the day cut-offs the rules compare with
     (a moment before ``X_before`` is more than the limit's days ago)."""
 
-    def __init__(self, index: BookIndex, cal: Calendar) -> None:
+    def __init__(self, index: BookIndex, cal: Calendar, language: str = "en") -> None:
         passive = index.book.passive
         self.index = index
         self.cal = cal
+        self.texts = texts(language)
         self.stalled_before = {k: cal.start_of(-days) for k, days in index.max_days.items()}
         self.inactive_before = cal.start_of(-index.book.inactive_days)
         self.today_start = cal.start_of(0)
         self.reminders_from = cal.start_of(-passive.deferred.remind_every_days)
         self.reminders_until = cal.start_of(passive.deferred.remind_every_days + 1)
         self.followup_before = cal.start_of(-passive.won.followup_within_days)
+
+    def title(self, stage_key: str | None) -> str:
+        """A stage's title for explanations, in the run's language where syncd names it."""
+        if stage_key == DEFERRED:
+            return self.texts.say("word.deferred")
+        if stage_key == WON:
+            return self.texts.say("word.won")
+        if stage_key is None or stage_key not in self.index.titles:
+            return stage_key or self.texts.say("word.unknown_stage")
+        return self.index.titles[stage_key]
 
     def subject(self, facts: DealFacts) -> Subject:
         mapped = self.index.is_mapped(facts.stage_key)
@@ -125,8 +140,10 @@ class Subject:
 
     @property
     def snoozed(self) -> bool:
+        """A snooze is a date after today *with* a non-empty reason (a date alone is none)."""
         until = self.facts.snooze_until
-        return until is not None and until > self.run.cal.today
+        return (until is not None and until > self.run.cal.today
+                and is_present(self.facts.snooze_reason))
 
 
 Rule = Callable[[Subject], Sequence[Finding]]
@@ -156,16 +173,11 @@ def _history(s: Subject) -> dict[str, str]:
 
 
 def _day(s: Subject, at: datetime | None) -> str:
-    return s.run.cal.local_date(at).isoformat() if at else "an unknown date"
+    return s.run.cal.local_date(at).isoformat() if at else s.run.texts.say("word.unknown_date")
 
 
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
-
-
-def _or_list(words: Iterable[str]) -> str:
-    items = list(words)
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 def _move_details(move: Move) -> dict[str, Any]:
@@ -224,18 +236,16 @@ def _has_evidence(action: ActionSpec, deadline: datetime, first_done: dict[str, 
 
 def _missing_action_findings(s: Subject, stage_key: str, exit_: Transition,
                              missing: list[ActionSpec]) -> Iterator[Finding]:
-    title, day = s.run.index.title, _day(s, exit_.at)
-    if exit_.to_key == WON:
-        how = f"Deal was won at stage '{title(stage_key)}' on {day}"
-    else:
-        how = f"Deal left stage '{title(stage_key)}' for '{title(exit_.to_key)}' on {day}"
+    t, title, day = s.run.texts, s.run.title, _day(s, exit_.at)
+    message = "missing_action.won" if exit_.to_key == WON else "missing_action.left"
     left_at, history = exit_.at.isoformat(), _history(s)
     for action in missing:
         details = {"stage": stage_key, "action": action.key, "left_at": left_at,
                    "left_to": exit_.to_key, "transition_id": exit_.source_id or None,
                    "evidence": {"activity_types": list(action.kinds), "field": action.field},
                    **history}
-        explanation = f"{how} without the required action '{action.title}' ({action.gap})."
+        explanation = t.say(message, stage=title(stage_key), to_stage=title(exit_.to_key),
+                            day=day, action=action.title, gap=_gap(action, t))
         yield _finding("missing_action", s, explanation, details, stage_key=stage_key,
                        action_key=action.key)
 
@@ -249,9 +259,10 @@ def skipped_stage(s: Subject) -> Sequence[Finding]:
 
 
 def _skipped_finding(s: Subject, key: str, move: Move) -> Finding:
-    title = s.run.index.title
-    explanation = (f"Deal moved from '{title(move.from_key)}' to '{title(move.to_key)}' on "
-                   f"{_day(s, move.at)}, skipping the required stage '{title(key)}'.")
+    title = s.run.title
+    explanation = s.run.texts.say("skipped_stage", from_stage=title(move.from_key),
+                                  to_stage=title(move.to_key), day=_day(s, move.at),
+                                  stage=title(key))
     details = {"stage": key, **_move_details(move), **_history(s)}
     return _finding("skipped_stage", s, explanation, details, stage_key=key)
 
@@ -262,10 +273,10 @@ def backward_move(s: Subject) -> Sequence[Finding]:
     moves = s.walk.backward
     if not moves:
         return ()
-    first, title = moves[0], s.run.index.title
-    more = f", and {len(moves) - 1} more time(s) since" if len(moves) > 1 else ""
-    explanation = (f"Deal moved back from '{title(first.from_key)}' to "
-                   f"'{title(first.to_key)}' on {_day(s, first.at)}{more}.")
+    first, title, t = moves[0], s.run.title, s.run.texts
+    more = t.say("backward_move.more", count=len(moves) - 1) if len(moves) > 1 else ""
+    explanation = t.say("backward_move", from_stage=title(first.from_key),
+                        to_stage=title(first.to_key), day=_day(s, first.at), more=more)
     details = {**_move_details(first), "count": len(moves),
                "moves": [_move_details(m) for m in moves], **_history(s)}
     return (_finding("backward_move", s, explanation, details, stage_key=first.to_key),)
@@ -281,8 +292,8 @@ def stalled(s: Subject) -> Sequence[Finding]:
     if f.status != "open" or cutoff is None or s.walk.entered_at >= cutoff:
         return ()
     days, limit = s.run.cal.days_since(s.walk.entered_at), s.run.index.max_days[f.stage_key]
-    explanation = (f"Deal has been in stage '{s.run.index.title(f.stage_key)}' for {days} days "
-                   f"since {_day(s, s.walk.entered_at)}, over the stage's limit of {limit} days.")
+    explanation = s.run.texts.say("stalled", stage=s.run.title(f.stage_key), days=days,
+                                  day=_day(s, s.walk.entered_at), limit=limit)
     details = {"stage": f.stage_key, "entered_at": s.walk.entered_at.isoformat(),
                "days": days, "max_days": limit, **_history(s)}
     return (_finding("stalled", s, explanation, details, stage_key=f.stage_key),)
@@ -297,8 +308,7 @@ def inactive(s: Subject) -> Sequence[Finding]:
     if last >= cutoff:
         return ()
     days, limit = s.run.cal.days_since(last), s.run.index.book.inactive_days
-    explanation = (f"Deal has had no done activity, note or stage change for {days} days, "
-                   f"since {_day(s, last)} (limit {limit} days).")
+    explanation = s.run.texts.say("inactive", days=days, day=_day(s, last), limit=limit)
     details = {"stage": f.stage_key, "last_touch_at": last.isoformat(), "days": days,
                "inactive_days": limit, **_history(s)}
     return (_finding("inactive", s, explanation, details, stage_key=f.stage_key),)
@@ -330,8 +340,7 @@ def no_next_step(s: Subject) -> Sequence[Finding]:
             return ()
         overdue += 1
     today = s.run.cal.today.isoformat()
-    explanation = (f"Open deal in stage '{s.run.index.title(f.stage_key)}' has no planned "
-                   f"activity due today ({today}) or later.")
+    explanation = s.run.texts.say("no_next_step", stage=s.run.title(f.stage_key), today=today)
     details = {"stage": f.stage_key, "today": today, "overdue_planned": overdue}
     return (_finding("no_next_step", s, explanation, details, stage_key=f.stage_key),)
 
@@ -374,16 +383,16 @@ def _loss_problem(f: DealFacts, index: BookIndex, stage: str | None) -> str | No
 
 
 def _loss_explanation(s: Subject, problem: str, stage: str | None) -> str:
-    f, index = s.facts, s.run.index
-    lost = f"Deal was lost on {_day(s, f.lost_at)}"
-    if problem == "empty":
-        return f"{lost} with no loss reason."
+    f, index, t = s.facts, s.run.index, s.run.texts
+    day = _day(s, f.lost_at)
     reason = f.lost_reason_raw or f.lost_reason_key
-    if problem == "not_in_catalogue":
-        return f"{lost} with the reason '{reason}', which is not in the loss-reason catalogue."
-    allowed = [f"'{index.title(k)}'" for k in index.allowed_stages(f.lost_reason_key)]
-    return (f"{lost} at stage '{index.title(stage)}' with the reason '{reason}', which is "
-            f"allowed only at {_or_list(allowed)}.")
+    allowed = ""
+    if problem == "not_allowed_at_stage":
+        quote = "«{}»" if t.language == "ru" else "'{}'"
+        allowed = t.or_list(quote.format(s.run.title(k))
+                            for k in index.allowed_stages(f.lost_reason_key))
+    return t.say(f"bad_loss_reason.{problem}", day=day, reason=reason,
+                 stage=s.run.title(stage), allowed=allowed)
 
 
 def deferred_no_reminder(s: Subject) -> Sequence[Finding]:
@@ -401,8 +410,8 @@ def deferred_no_reminder(s: Subject) -> Sequence[Finding]:
         if not a.done and a.due_at and run.today_start <= a.due_at < run.reminders_until:
             return ()
     days = run.index.book.passive.deferred.remind_every_days
-    explanation = (f"Deferred deal has no {_or_list(kinds)} done in the last {days} days or "
-                   f"planned for the next {days} days.")
+    explanation = run.texts.say("deferred_no_reminder", kinds=run.texts.or_list(kinds),
+                                days=days)
     details = {"remind_every_days": days, "deferred_since": s.walk.entered_at.isoformat(),
                "reminder_activity_types": list(kinds), **_history(s)}
     return (_finding("deferred_no_reminder", s, explanation, details, stage_key=DEFERRED),)
@@ -421,12 +430,11 @@ def won_no_followup(s: Subject) -> Sequence[Finding]:
         if not a.is_note and a.kind in kinds and created is not None and created >= f.won_at:
             return ()
     days, limit = run.cal.days_since(f.won_at), run.index.book.passive.won.followup_within_days
-    explanation = (f"Deal was won on {_day(s, f.won_at)}, {days} days ago, and no follow-up "
-                   f"{_or_list(kinds)} has been created for it or its company since "
-                   f"(limit {limit} days).")
+    explanation = run.texts.say("won_no_followup", day=_day(s, f.won_at), days=days,
+                                kinds=run.texts.or_list(kinds), limit=limit)
     details = {"won_at": f.won_at.isoformat(), "days": days, "followup_within_days": limit,
                "company_id": f.company_id}
-    return (_finding("won_no_followup", s, explanation, details),)
+    return (_finding("won_no_followup", s, explanation, details, stage_key=WON),)
 
 
 # -- deal-level data ---------------------------------------------------------------------
@@ -436,7 +444,7 @@ def no_lead_source(s: Subject) -> Sequence[Finding]:
     """The canonical ``lead_source`` field is empty (every status)."""
     if is_present(s.facts.fields.get(LEAD_SOURCE_FIELD)):
         return ()
-    explanation = "Deal has no lead source recorded (the lead_source field is empty)."
+    explanation = s.run.texts.say("no_lead_source")
     return (_finding("no_lead_source", s, explanation, {"field": LEAD_SOURCE_FIELD}),)
 
 
@@ -444,14 +452,14 @@ def no_contact(s: Subject) -> Sequence[Finding]:
     """No contact person is linked to the deal (every status)."""
     if s.facts.contact_count > 0:
         return ()
-    explanation = "Deal has no contact person linked to it."
+    explanation = s.run.texts.say("no_contact")
     return (_finding("no_contact", s, explanation, {"contact_count": s.facts.contact_count}),)
 
 
-def unmapped_stage(crm_stage: str, deal_ids: Sequence[str], count: int) -> Finding:
+def unmapped_stage(crm_stage: str, deal_ids: Sequence[str], count: int,
+                   t: Texts | None = None) -> Finding:
     """One finding per CRM stage with no mapping (not per deal)."""
-    explanation = (f"CRM stage '{crm_stage}' is not mapped to a stage of the Sales Book; "
-                   f"its {count} deal(s) were skipped by the stage rules.")
+    explanation = (t or texts()).say("unmapped_stage", crm_stage=crm_stage, count=count)
     details = {"deals": count, "example_deal_ids": list(deal_ids)}
     return Finding(rule="unmapped_stage", deal_id=None, severity=SEVERITY["unmapped_stage"],
                    explanation=explanation, crm_stage=crm_stage, details=details)

@@ -8,6 +8,7 @@ join, no per-row look-ups).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import false, func, select
@@ -38,24 +39,48 @@ def deal_record(deal: Any, changes: Any, mapper: TenantMapper) -> DealRecord:
     )
 
 
+def deal_record_as_of(record: DealRecord, now: datetime) -> DealRecord | None:
+    """The deal as it was at ``now`` (None: created later): transitions after ``now``
+    dropped, a win or loss after ``now`` open again, the stage at ``now`` from history."""
+    if record.created_at is not None and record.created_at > now:
+        return None
+    changes: dict[str, Any] = {}
+    kept = tuple(t for t in record.history if t.at <= now)
+    if len(kept) != len(record.history):
+        later = record.history[len(kept)]
+        changes |= {"history": kept, "stage_key": kept[-1].to_key if kept else later.from_key}
+    if record.status == "won" and record.won_at is not None and record.won_at > now:
+        changes |= {"status": "open", "won_at": None}
+    if record.status == "lost" and record.lost_at is not None and record.lost_at > now:
+        changes |= {"status": "open", "lost_at": None}
+    return record._replace(**changes) if changes else record
+
+
 def deal_records(session: Session, tenant_id: int, mapper: TenantMapper,
-                 ) -> Iterator[DealRecord]:
+                 as_of: datetime | None = None) -> Iterator[DealRecord]:
+    """Every deal as a KPI record; with ``as_of``, as it was at that moment."""
     for chunk in store.iter_deal_chunks(session, tenant_id):
         changes = store.stage_changes_for_deals(session, tenant_id,
                                                 [d.external_id for d in chunk])
         for deal in chunk:
-            yield deal_record(deal, changes.get(deal.external_id, ()), mapper)
+            record = deal_record(deal, changes.get(deal.external_id, ()), mapper)
+            if as_of is not None:
+                record = deal_record_as_of(record, as_of)
+                if record is None:
+                    continue
+            yield record
 
 
 def activity_records(session: Session, tenant_id: int, mapper: TenantMapper,
-                     ) -> Iterator[ActivityRecord]:
-    """Every non-deleted activity, ``when`` = done time (done) or due time (planned)."""
+                     as_of: datetime | None = None) -> Iterator[ActivityRecord]:
+    """Every non-deleted activity, ``when`` = done time (done) or due time (planned); with
+    ``as_of``, one done after that moment is still planned then."""
     a, d = ActivityRow.__table__.c, DealRow.__table__.c
     company = func.coalesce(a.company_external_id, d.company_external_id)
     last = 0
     while True:
         stmt = (select(a.id, a.external_id, a.type, a.done, a.done_at, a.due_at, a.due_date,
-                       company, a.deal_external_id, a.owner_external_id)
+                       company, a.deal_external_id, a.owner_external_id, a.note, a.subject)
                 .select_from(ActivityRow.__table__.outerjoin(
                     DealRow.__table__, (d.tenant_id == a.tenant_id)
                     & (d.external_id == a.deal_external_id)))
@@ -65,20 +90,27 @@ def activity_records(session: Session, tenant_id: int, mapper: TenantMapper,
         if not rows:
             return
         for row in rows:
-            fact = mapper.activity_fact(_ActivityView(row))
+            view = _ActivityView(row)
+            if mapper.is_own_task(view):
+                continue  # syncd's own reminders are no call, visit or planned step
+            fact = mapper.activity_fact(view)
+            done = fact.done and not (as_of is not None and fact.done_at is not None
+                                      and fact.done_at > as_of)
             when = fact.done_at if fact.done else fact.due_at
-            yield ActivityRecord(row[1], fact.kind, fact.done, when, row[7], row[8], row[9])
+            yield ActivityRecord(row[1], fact.kind, done, when, row[7], row[8], row[9])
         last = rows[-1][0]
 
 
 class _ActivityView:
     """The attributes ``TenantMapper.activity_fact`` reads, from one joined row."""
 
-    __slots__ = ("created_at", "done", "done_at", "due_at", "due_date", "external_id", "type")
+    __slots__ = ("created_at", "done", "done_at", "due_at", "due_date", "external_id", "note",
+                 "subject", "type")
 
     def __init__(self, row: Any) -> None:
         self.external_id, self.type, self.done = row[1], row[2], row[3]
         self.done_at, self.due_at, self.due_date = row[4], row[5], row[6]
+        self.note, self.subject = row[10], row[11]
         self.created_at = None
 
 
@@ -91,7 +123,8 @@ def company_records(session: Session, tenant_id: int,
             return str(value) if value not in (None, "") else None
         result[company.external_id] = CompanyRecord(
             company_id=company.external_id, name=company.name or company.external_id,
-            owner_id=company.owner_id, segment=text("segment"),
+            owner_id=company.owner_id,
+            segment=mapper.segment_key(mapper.company_field(company.fields, "segment")),
             nps=to_float(mapper.company_field(company.fields, "nps")),
             channel=text("channel"), sub_channel=text("sub_channel"), region=text("region"))
     return result

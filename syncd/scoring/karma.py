@@ -43,6 +43,7 @@ class KarmaDeal:
     profit: float | None
     is_tender: bool
     public_incident: bool
+    created_at: datetime | None = None  # a deal created after "now" does not exist yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,10 @@ def _deal_lines(deals: Iterable[KarmaDeal], since: datetime | None,
 
 def _in_window(deal: KarmaDeal, since: datetime | None, now: datetime) -> bool:
     """Won/lost deals count by their won/lost time, never after ``now`` (with a window, an
-    unknown time is outside it); open deals are current, so inside any window."""
+    unknown time is outside it); open deals are current, so inside any window. A deal
+    created after ``now`` does not exist yet."""
+    if deal.created_at is not None and deal.created_at > now:
+        return False
     if deal.status == "open":
         return True
     if deal.status not in ("won", "lost"):
@@ -154,13 +158,15 @@ def client_totals(lines: Iterable[KarmaLine], weights: ClientKarmaWeights) -> di
 
 def segment_karma(totals: dict[str, float],
                   companies: Iterable[KarmaCompany]) -> list[SegmentKarma]:
-    """Mean client karma per segment, over the companies that have karma (a company with no
-    ledger line is not a client yet and does not dilute the mean); sorted by segment."""
+    """Mean client karma per segment over *every* company in it (a company with no ledger
+    line, e.g. one with open or lost deals only or no deals at all, counts as 0), with the
+    count; companies without a segment form ``(none)``. Sorted by segment."""
     by_segment: dict[str, list[float]] = defaultdict(list)
     seen: set[str] = set()
     for company in companies:
-        if company.company_id in totals and company.company_id not in seen:
+        if company.company_id not in seen:
             seen.add(company.company_id)
-            by_segment[company.segment or NO_SEGMENT].append(totals[company.company_id])
+            by_segment[company.segment or NO_SEGMENT].append(
+                totals.get(company.company_id, 0.0))
     return [SegmentKarma(segment, math.fsum(values) / len(values), len(values))
             for segment, values in sorted(by_segment.items())]

@@ -292,6 +292,13 @@ def _rejected_items(error: Exception) -> bool:
     return isinstance(error, APIError) and is_item_failure(error)
 
 
+def task_type_id(key: str | None) -> int:
+    """amoCRM's ``task_type_id`` of a task type key (``task_4`` or ``4``); without one,
+    1 (Follow-up), amoCRM's only standard type besides 2 (Meeting)."""
+    text = (key or "").removeprefix("task_")
+    return int(text) if text.isdigit() else FOLLOW_UP_TASK_TYPE
+
+
 def _task_body(task: TaskCreate) -> dict[str, Any] | None:
     if not task.deal_id.isdigit():
         return None
@@ -301,7 +308,8 @@ def _task_body(task: TaskCreate) -> dict[str, Any] | None:
     due = datetime.combine(task.due, time(23, 59), tzinfo=UTC)
     body: dict[str, Any] = {"text": text, "complete_till": to_unix(due),
                             "entity_id": int(task.deal_id), "entity_type": "leads",
-                            "task_type_id": FOLLOW_UP_TASK_TYPE, "request_id": task.marker}
+                            "task_type_id": task_type_id(task.task_type),
+                            "request_id": task.marker}
     if task.owner_id and task.owner_id.isdigit():
         body["responsible_user_id"] = int(task.owner_id)
     return body

@@ -134,7 +134,7 @@ class PipedriveWriter:
         note = task.note if task.marker in task.note else f"{task.note}\n\n[{task.marker}]"
         body: dict[str, Any] = {
             "subject": task.subject,
-            "type": "task",
+            "type": task.task_type or "task",
             "deal_id": int(task.deal_id),
             "due_date": task.due.isoformat(),
             "note": note,
