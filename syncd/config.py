@@ -478,6 +478,14 @@ _OUTCOME_HINT = {
 def _task_type_problems(config: TenantConfig, file: str) -> list[ConfigProblem]:
     """syncd's tasks must not be created with a type the mapping treats as work."""
     task_type = config.writeback.task_type
+    if (config.writeback.create_tasks
+            and config.writeback.effective_task_type(config.mapping.activity_types) is None):
+        return [ConfigProblem(
+            file, "writeback.task_type",
+            "create_tasks is on, but writeback.task_type is unset and no activity type is "
+            "mapped to 'task': syncd's tasks get the plugin's default type (amoCRM: task_1), "
+            "which people may read as a call; set writeback.task_type (syncd's tasks never "
+            "count as evidence either way)", severity="warning")]
     task_kind = config.mapping.activity_types.get(task_type or "", "task")
     if not task_type or task_kind == "task":
         return []

@@ -393,3 +393,20 @@ def test_won_no_followup_keeps_its_identity_with_its_new_stage() -> None:
     old = Finding("won_no_followup", "W1", "warning", "x")
     new = Finding("won_no_followup", "W1", "warning", "x", stage_key="won")
     assert old.key == new.key
+
+
+def test_check_warns_when_tasks_would_get_the_plugins_default_type() -> None:
+    """create_tasks with neither writeback.task_type nor a type mapped to 'task': syncd
+    would fall back to the plugin's default (amoCRM: 1, often mapped to a call)."""
+    from syncd.config import mapping_problems
+
+    tenant = make_tenant(CrmData(), writeback={"create_tasks": True},
+                         mapping={"activity_types": {"task_1": "call"}})
+    problems = [p for p in mapping_problems(tenant.config, BOOK, "acme.yaml")
+                if p.key == "writeback.task_type"]
+    assert [p.severity for p in problems] == ["warning"]
+    assert "task_1" in problems[0].problem
+    mapped = make_tenant(CrmData(), writeback={"create_tasks": True},
+                         mapping={"activity_types": {"task_1": "call", "task_4": "task"}})
+    assert not [p for p in mapping_problems(mapped.config, BOOK, "acme.yaml")
+                if p.key == "writeback.task_type"]
