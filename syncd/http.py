@@ -7,11 +7,16 @@ builds one ``ApiClient`` and never sleeps or retries by itself.
 * ``classify(response)`` is the single, table-driven decision "is this response usable,
   and if not, what kind of failure is it". Connectors extend it by passing their own
   ``classify`` callable (which usually handles its vendor cases, then defers to this one).
-* Retries (tenacity, bounded): ``RateLimitedError`` for every method (a 429 is rejected
-  before processing); other ``RetriableAPIError`` (502/503/504, HTML 5xx) and transport
-  errors only for idempotent requests, because a POST that reached the server may have
-  been applied. The wait is the server's ``Retry-After`` (capped at ``max_wait``) when it
-  gives one, else full-jitter exponential backoff (base 1 s, cap 30 s).
+* Retries (tenacity, bounded: ``max_attempts`` = 8 attempts per request): ``RateLimitedError``
+  for every method (a 429 is rejected before processing). "Weather" -- 5xx answers (JSON or
+  HTML), an HTML page or an unreadable (truncated, undecodable) body under a 2xx status
+  (``GarbledResponseError``), and transport errors -- is retried for idempotent requests.
+  A non-idempotent request (a create) that meets weather may have been applied: it is
+  retried only when the caller passes ``landed``, a read-back that looks for the write
+  (by marker, by name) and returns its result when it did land -- then that result is
+  the request's answer and nothing is sent again -- or ``None`` when it provably did not.
+  The wait is the server's ``Retry-After`` (capped at ``max_wait``) when it gives one,
+  else full-jitter exponential backoff (base 1 s, cap 30 s).
 * Every message goes through ``syncd.secrets.redact``; credentials travel in headers only.
 """
 
@@ -57,6 +62,9 @@ SNIPPET_CHARS = 100
 #: Backoff when the server gives no Retry-After: full jitter, base 1 s, cap 30 s.
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
+#: Attempts per request (the first one included). At a 20% independent fault rate a
+#: request fails all 8 with probability 0.2**8 = 2.6e-6.
+MAX_ATTEMPTS = 8
 
 _UNSET: Any = object()
 #: Failures of the transport itself (nothing usable came back).
@@ -71,14 +79,21 @@ class TransportError(RetriableAPIError):
     """The request did not complete (connection refused/reset, timeout)."""
 
 
+class GarbledResponseError(BadPayloadError):
+    """A 2xx answer whose body is not the JSON it should be: an HTML maintenance or proxy
+    page served with 200, a truncated or undecodable body. Weather, not a contract
+    violation: retried like a 5xx for idempotent requests (a ``BadPayloadError`` still, so
+    callers that handle unreadable answers keep doing so when the retries run out)."""
+
+
 # --- classification ----------------------------------------------------------------------
 #: Statuses decided by status alone, whatever the body says.
 _BY_STATUS: dict[int, type[APIError]] = {
     401: AuthError,
     429: RateLimitedError,
 }
-#: Statuses worth another attempt when the body is JSON (or empty).
-_RETRIABLE_STATUS = frozenset({502, 503, 504})
+#: 5xx statuses that are not weather (the server says it will never do this).
+_PERMANENT_5XX = frozenset({501, 505})
 #: An HTML page instead of JSON: a block page, a proxy error page, or a broken endpoint.
 _HTML_BY_STATUS: dict[int, type[APIError]] = {403: BlockedError}
 
@@ -171,14 +186,22 @@ def classify(response: requests.Response) -> APIError | None:
     if not empty and is_html(response):
         html_kind = _HTML_BY_STATUS.get(status)
         if html_kind is None:
-            html_kind = RetriableAPIError if status >= 500 else BadPayloadError
+            if _is_weather_status(status):
+                html_kind = RetriableAPIError
+            elif 200 <= status < 300:
+                html_kind = GarbledResponseError  # a maintenance page served with 200
+            else:
+                html_kind = BadPayloadError
         return html_kind(
             f"{where}: HTML instead of JSON: {body_snippet(response)}",
             status=status, url=redact(response.url),
+            **({"retry_after": _server_retry_after(response)}
+               if html_kind is RetriableAPIError else {}),
         )
-    if status in _RETRIABLE_STATUS:
+    if _is_weather_status(status):
         return RetriableAPIError(
             f"{where}: {_error_text(response)}", status=status, url=redact(response.url),
+            retry_after=_server_retry_after(response),
         )
     if status >= 400:
         return FatalAPIError(
@@ -190,11 +213,22 @@ def classify(response: requests.Response) -> APIError | None:
     try:
         json_body(response)
     except ValueError:
-        return BadPayloadError(
+        return GarbledResponseError(
             f"{where}: not valid JSON (truncated?): {body_snippet(response)}",
             status=status, url=redact(response.url),
         )
     return None
+
+
+def _server_retry_after(response: requests.Response) -> float | None:
+    """A 5xx's own ``Retry-After`` (a maintenance window's end); rate-limit counters such
+    as ``x-ratelimit-reset`` say nothing about an outage."""
+    value = response.headers.get("Retry-After")
+    return retry_after({"Retry-After": value}) if value else None
+
+
+def _is_weather_status(status: int) -> bool:
+    return status >= 500 and status not in _PERMANENT_5XX
 
 
 #: The classifier connectors wrap when they extend classification.
@@ -202,12 +236,32 @@ default_classify = classify
 
 
 # --- retry policy ------------------------------------------------------------------------
+def is_weather(error: BaseException) -> bool:
+    """A failure another attempt may fix, but after which the request may have been
+    applied: 5xx, an unreadable 2xx body, a transport error (not a 429)."""
+    if isinstance(error, RateLimitedError):
+        return False
+    return isinstance(error, RetriableAPIError | GarbledResponseError)
+
+
 def should_retry(error: BaseException, *, idempotent: bool) -> bool:
-    """429 always (it was not processed); other retriable failures only when repeating
-    the request cannot apply it twice."""
+    """429 always (it was not processed); weather only when repeating the request cannot
+    apply it twice: an idempotent request, or one whose ``landed`` check proved it absent."""
     if isinstance(error, RateLimitedError):
         return True
-    return isinstance(error, RetriableAPIError) and idempotent
+    if not is_weather(error):
+        return False
+    return idempotent or bool(getattr(error, _NOT_LANDED, False))
+
+
+#: Set on a weather error of a non-idempotent request whose ``landed`` check found nothing.
+_NOT_LANDED = "syncd_not_landed"
+
+
+#: Test and benchmark hook: when set, every retry wait is handed to this callable instead
+#: of the client's own ``sleep`` (tests set a recorder, the weather benchmark a no-op, so
+#: nobody really waits out a backoff). Not a setting: production code never sets it.
+retry_sleeper: Callable[[float], None] | None = None
 
 
 class _Wait:
@@ -248,7 +302,7 @@ class ApiClient:
         auth_headers: Mapping[str, str],
         limiter: RateLimiter | None = None,
         timeout: tuple[float, float] = (10, 60),
-        max_attempts: int = 5,
+        max_attempts: int = MAX_ATTEMPTS,
         max_wait: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         on_request: Callable[[int], None] | None = None,
@@ -272,6 +326,8 @@ class ApiClient:
         })
         self.requests_made = 0
         self.rate_limited = 0
+        self.retries = 0  # attempts after a failed one (every request, every reason)
+        self.recovered_writes = 0  # non-idempotent requests found applied by ``landed``
 
     def url(self, path_or_url: str) -> str:
         if path_or_url.startswith(("http://", "https://")):
@@ -286,11 +342,15 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        landed: Callable[[], Any] | None = None,
     ) -> Any:
         """Send with retries; return the parsed JSON body (None for 204/empty).
 
         ``idempotent`` overrides the method's default (e.g. True for a PATCH setting an
-        absolute value). Raises an ``APIError`` subclass with a redacted message.
+        absolute value). ``landed`` (non-idempotent requests only) is called after weather
+        to find out whether the request was applied anyway: it returns the answer to use
+        (nothing is sent again) or ``None`` when the write provably did not land (then the
+        request is retried). Raises an ``APIError`` subclass with a redacted message.
         """
         method = method.upper()
         if idempotent is None:
@@ -300,11 +360,32 @@ class ApiClient:
             stop=stop_after_attempt(self.max_attempts),
             wait=_Wait(self.max_wait),
             retry=retry_if_exception(lambda exc: should_retry(exc, idempotent=idempotent)),
-            sleep=self._sleep,
+            sleep=self._wait,
             reraise=True,
             before_sleep=_log_retry,
         )
-        return retrying(self._attempt, method, url, params, json)
+        check = None if idempotent else landed
+        return retrying(self._checked_attempt, method, url, params, json, check)
+
+    def _wait(self, seconds: float) -> None:
+        self.retries += 1
+        (retry_sleeper or self._sleep)(seconds)
+
+    def _checked_attempt(self, method: str, url: str, params: Mapping[str, Any] | None,
+                         body: Any, landed: Callable[[], Any] | None) -> Any:
+        try:
+            return self._attempt(method, url, params, body)
+        except APIError as exc:
+            if landed is None or not is_weather(exc):
+                raise
+            log.warning("%s; looking whether the write landed before sending it again",
+                        redact(str(exc)))
+            found = landed()
+            if found is not None:
+                self.recovered_writes += 1
+                return found
+            setattr(exc, _NOT_LANDED, True)
+            raise
 
     def get(self, path_or_url: str, *, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path_or_url, params=params)

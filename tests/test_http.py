@@ -19,7 +19,7 @@ from syncd.errors import (
     RateLimitedError,
     RetriableAPIError,
 )
-from syncd.http import ApiClient, TransportError, classify, retry_after
+from syncd.http import ApiClient, GarbledResponseError, TransportError, classify, retry_after
 from syncd.ratelimit import RateLimiter
 
 BASE = "https://crm.example.com"
@@ -51,6 +51,16 @@ def add_response(case: str, method: str) -> None:
         "500": {"status": 500, "json": {"success": False, "error": "internal"}},
         "502": {"status": 502, "json": {"error": "bad gateway"}},
         "503": {"status": 503, "json": {"error": "maintenance"}},
+        # x-ratelimit-reset is a rate-limit counter, not an outage's end: only Retry-After
+        "503 retry-after": {"status": 503, "json": {"error": "maintenance"},
+                            "headers": {"Retry-After": "7", "x-ratelimit-reset": "2"}},
+        "502 html": {"status": 502, "body": "<html><title>502 Bad Gateway</title></html>",
+                     "content_type": "text/html"},
+        "501": {"status": 501, "json": {"error": "not implemented"}},
+        "undecodable json": {"status": 200, "body": b'{"data": "\xff\xfe"}',
+                             "content_type": "application/json"},
+        "html 404": {"status": 404, "body": "<html>Not Found</html>",
+                     "content_type": "text/html"},
         "504": {"status": 504, "body": ""},
         "html 200": {"status": 200, "body": "<html><body>Login</body></html>",
                      "content_type": "text/html"},
@@ -70,12 +80,17 @@ TABLE = {
     "404": (FatalAPIError, False, False, None),
     "429 retry-after": (RateLimitedError, True, True, 3.0),
     "429 bare": (RateLimitedError, True, True, None),
-    "500": (FatalAPIError, False, False, None),
+    "500": (RetriableAPIError, True, False, None),
     "502": (RetriableAPIError, True, False, None),
     "503": (RetriableAPIError, True, False, None),
+    "503 retry-after": (RetriableAPIError, True, False, 7.0),
+    "502 html": (RetriableAPIError, True, False, None),
+    "501": (FatalAPIError, False, False, None),
     "504": (RetriableAPIError, True, False, None),
-    "html 200": (BadPayloadError, False, False, None),
-    "truncated json": (BadPayloadError, False, False, None),
+    "html 200": (GarbledResponseError, True, False, None),
+    "truncated json": (GarbledResponseError, True, False, None),
+    "undecodable json": (GarbledResponseError, True, False, None),
+    "html 404": (BadPayloadError, False, False, None),
     "204 empty": (None, False, False, None),
 }
 METHODS = {"GET": ("GET", None), "PATCH idempotent": ("PATCH", True), "POST": ("POST", None)}
@@ -269,3 +284,62 @@ def test_api_client_goes_through_the_limiter() -> None:
 def test_limiter_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0, 2.0)
+
+
+# --- weather: non-idempotent writes verified by a read-back, the sleep hook --------------
+@responses.activate
+def test_a_create_that_met_weather_is_sent_again_only_when_the_read_back_finds_nothing(
+        ) -> None:
+    responses.add(responses.POST, URL, status=502, body="<html>502 Bad Gateway</html>",
+                  content_type="text/html")
+    responses.add(responses.POST, URL, status=200, body='{"data": {"id": 4',
+                  content_type="application/json")  # applied, answer cut
+    checks: list[str] = []
+
+    def landed() -> dict | None:
+        checks.append("looked")
+        return None if len(checks) == 1 else {"data": {"id": 4, "found": True}}
+
+    waits: list[float] = []
+    client = make_client(waits)
+    answer = client.request("POST", URL, json={"subject": "x"}, landed=landed)
+    assert answer == {"data": {"id": 4, "found": True}}, "the second answer was lost: found"
+    assert len(responses.calls) == 2, "sent again once (the first provably absent), not twice"
+    assert checks == ["looked", "looked"]
+    assert client.recovered_writes == 1 and client.retries == 1
+
+
+@responses.activate
+def test_a_rejected_create_is_not_looked_up_and_not_retried() -> None:
+    responses.add(responses.POST, URL, status=422, json={"error": "bad subject"})
+    client = make_client([])
+    with pytest.raises(FatalAPIError):
+        client.request("POST", URL, json={}, landed=lambda: pytest.fail("looked up"))
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_landed_is_ignored_for_idempotent_requests_they_are_simply_retried() -> None:
+    responses.add(responses.PATCH, URL, status=503, json={})
+    responses.add(responses.PATCH, URL, json={"ok": True})
+    client = make_client([])
+    assert client.request("PATCH", URL, json={}, idempotent=True,
+                          landed=lambda: pytest.fail("looked up")) == {"ok": True}
+
+
+@responses.activate
+def test_weather_exhausts_the_default_eight_attempts_then_fails_loudly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    responses.add(responses.GET, URL, status=200, body="<html>maintenance</html>",
+                  content_type="text/html")
+    hooked: list[float] = []
+    monkeypatch.setattr("syncd.http.retry_sleeper", hooked.append)
+
+    def never(_: float) -> None:
+        pytest.fail("the client's own sleep is bypassed by the test hook")
+
+    client = ApiClient(BASE, auth_headers={}, sleep=never)
+    with pytest.raises(GarbledResponseError, match="HTML instead of JSON"):
+        client.get(URL)
+    assert len(responses.calls) == 8 and len(hooked) == 7 and client.retries == 7
+    assert all(0 <= wait <= 30.0 for wait in hooked)
