@@ -4,12 +4,19 @@ The fakes (tests, `syncd demo`, benchmarks) subclass ``FakeHTTPServer``, set
 ``handler_class`` to their request handler (usually ``FakeHandler``, which hands each
 request to ``fake.handle(handler, method)``), and call ``self._bind(host, port)`` in their
 ``__init__``. Port 0 picks a free port.
+
+Two kinds of misbehaviour: ``Fault`` (deterministic: the Nth matching request, for tests
+that need one precise failure) and ``Weather`` (random: every request independently
+misbehaves with a given probability from a seeded RNG, so a retried request can fail
+again; what real CRMs and their proxies do on a bad day).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +60,102 @@ def choose_fault(faults: Iterable[Fault], matches: Callable[[Fault], bool]) -> F
             if chosen is None and fault.nth <= fault.seen < fault.nth + fault.times:
                 chosen = fault
     return chosen
+
+
+#: What ``Weather`` injects: a proxy's 502 page, a 503, a 429 with ``Retry-After``, an HTML
+#: maintenance page served with status 200, and a JSON body cut in the middle.
+WEATHER_KINDS = ("502", "503", "429", "html200", "truncated")
+GATEWAY_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center>"
+                b"<h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
+UNAVAILABLE_PAGE = (b"<html><head><title>503 Service Temporarily Unavailable</title></head>"
+                    b"<body><h1>503 Service Temporarily Unavailable</h1></body></html>")
+MAINTENANCE_PAGE = (b"<!DOCTYPE html><html><head><title>Technical works</title></head><body>"
+                    b"<h1>\xd0\xa2\xd0\xb5\xd1\x85\xd0\xbd\xd0\xb8\xd1\x87\xd0\xb5"
+                    b"\xd1\x81\xd0\xba\xd0\xb8\xd0\xb5 \xd1\x80\xd0\xb0\xd0\xb1\xd0"
+                    b"\xbe\xd1\x82\xd1\x8b</h1><p>We will be back soon.</p></body></html>")
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """What the weather does to one request. ``after``: the request is processed first (a
+    write lands) and only its answer is spoiled (a 502 page, or the body cut short)."""
+
+    kind: str
+    after: bool = False
+
+
+class Weather:
+    """Each request independently misbehaves with probability ``rate`` (seeded RNG).
+
+    The kind is drawn uniformly from ``kinds``. A truncated body is always the real answer
+    cut short (the request was processed); a 502 on a write is, with probability
+    ``after_share``, sent after the write was applied -- the client sees a failure for a
+    write that landed, as behind a real proxy whose upstream answered too late. ``spare``
+    (method, path) -> True exempts requests (e.g. a token endpoint). Thread-safe; counts
+    what it injected in ``injected`` and the writes it spoiled after applying them in
+    ``landed_then_failed``."""
+
+    def __init__(self, rate: float = 0.2, *, seed: int = 0,
+                 kinds: Iterable[str] = WEATHER_KINDS, after_share: float = 0.5,
+                 retry_after: str = "1",
+                 spare: Callable[[str, str], bool] | None = None) -> None:
+        self.rate = rate
+        self.kinds = tuple(kinds)
+        unknown = set(self.kinds) - set(WEATHER_KINDS)
+        if unknown:
+            message = f"unknown weather kinds {sorted(unknown)}; known: {WEATHER_KINDS}"
+            raise ValueError(message)
+        self.after_share = after_share
+        self.retry_after = retry_after
+        self.spare = spare
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.injected: Counter[str] = Counter()
+        self.landed_then_failed = 0
+
+    def draw(self, method: str, path: str, *, write: bool) -> Forecast | None:
+        """The forecast for one request (None: answered normally)."""
+        with self._lock:
+            self.requests += 1
+            if self.spare is not None and self.spare(method, path):
+                return None
+            if self._rng.random() >= self.rate:
+                return None
+            kind = self._rng.choice(self.kinds)
+            after = kind == "truncated" or (
+                kind == "502" and write and self._rng.random() < self.after_share)
+            self.injected[kind] += 1
+            if after and write:
+                self.landed_then_failed += 1
+            return Forecast(kind, after)
+
+    def answer_instead(self, handler: FakeHandler, forecast: Forecast) -> None:
+        """Answer a request that was *not* processed (a proxy or maintenance answer)."""
+        kind = forecast.kind
+        if kind == "502":
+            handler.reply_raw(502, GATEWAY_PAGE, "text/html")
+        elif kind == "503":
+            handler.reply_raw(503, UNAVAILABLE_PAGE, "text/html")
+        elif kind == "429":
+            handler.reply_raw(429, b'{"error":"Too Many Requests"}', "application/json",
+                              {"Retry-After": self.retry_after})
+        elif kind == "html200":
+            handler.reply_raw(200, MAINTENANCE_PAGE, "text/html; charset=utf-8")
+        else:  # "truncated" is always drawn with after=True
+            message = f"weather kind {kind!r} needs the real answer"
+            raise ValueError(message)
+
+    def spoil(self, handler: FakeHandler, forecast: Forecast, status: int, body: bytes,
+              content_type: str, headers: dict[str, str] | None = None) -> None:
+        """Answer a request that *was* processed: a 502 page, or its real body cut short
+        (with a matching Content-Length, as a proxy that lost the upstream mid-body)."""
+        if forecast.kind == "502":
+            handler.reply_raw(502, GATEWAY_PAGE, "text/html")
+            return
+        cut = body[: max(1, len(body) // 2)] if body else b"{"
+        handler.reply_raw(status if status != 204 else 200, cut,
+                          content_type or "application/json", headers)
 
 
 class FakeHTTPServer:
@@ -126,8 +229,13 @@ class FakeHandler(BaseHTTPRequestHandler):
     def content_type_for(self, status: int) -> str:
         return "application/json; charset=utf-8"
 
-    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None,
+              forecast: Forecast | None = None, weather: Weather | None = None) -> None:
+        """Answer ``payload`` as JSON; with an ``after`` forecast, spoil it instead."""
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        if forecast is not None and weather is not None:
+            weather.spoil(self, forecast, status, body, self.content_type_for(status), headers)
+            return
         self.reply_raw(status, body, self.content_type_for(status), headers)
 
     def reply_raw(self, status: int, body: bytes, content_type: str,

@@ -21,6 +21,7 @@ from syncd_gsheets.client import (
 from syncd_gsheets.fake.server import JWT_AUDIENCE, make_key
 
 from syncd.errors import AuthError, ConfigError, FatalAPIError, RateLimitedError
+from syncd.http import MAX_ATTEMPTS
 from syncd.secrets import redact
 
 BASE = "https://sheets.test"
@@ -128,7 +129,7 @@ def test_quota_429_gives_up_after_bounded_attempts(mocked: responses.RequestsMoc
                                                                  "Quota exceeded"))
     with pytest.raises(RateLimitedError, match=f"Sheets quota exceeded for {EMAIL}"):
         client(clock).sheet_titles()
-    assert len([c for c in mocked.calls if c.request.url.startswith(API)]) == 5
+    assert len([c for c in mocked.calls if c.request.url.startswith(API)]) == MAX_ATTEMPTS
 
 
 def test_values_writes_are_raw_and_idempotent_so_retried(mocked: responses.RequestsMock,

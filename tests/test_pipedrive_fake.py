@@ -290,7 +290,8 @@ def test_transient_faults_are_retried(fake: FakePipedrive) -> None:
 
 
 def test_unreadable_or_blocking_answers_fail_the_stream(fake: FakePipedrive) -> None:
-    fake.faults = [Fault("truncated", path="/api/v2/activities"),
+    # A cut body is weather: retried, it fails the stream only when every attempt is cut.
+    fake.faults = [Fault("truncated", path="/api/v2/activities", times=8),
                    Fault("html403", path="/v1/users"), Fault("reset", path="/v1/activityTypes",
                                                             times=10)]
     conn = quick(fake)
@@ -300,7 +301,8 @@ def test_unreadable_or_blocking_answers_fail_the_stream(fake: FakePipedrive) -> 
         list(conn.pull("users", None, PullContext()))
     with pytest.raises(TransportError):
         list(conn.pull("activity_types", None, PullContext()))
-    assert fake.paths_requested().count("/v1/activityTypes") == 5  # GET: retried 5 times
+    assert fake.paths_requested().count("/api/v2/activities") == 8  # 8 attempts per GET
+    assert fake.paths_requested().count("/v1/activityTypes") == 8
 
 
 def test_daily_budget_and_bad_token() -> None:

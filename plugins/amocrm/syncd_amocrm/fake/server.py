@@ -19,7 +19,13 @@ the connector depends on, quirks included:
 * ``rate_limit`` requests per rolling ``window`` seconds: 429 beyond it; after
   ``ban_after`` 429s every request gets the HTML 403 ban page;
 * fault injection (``faults``): 429, 503, an HTML 403 ban page, HTML 502, truncated JSON,
-  204, a dropped connection, or holding a request on a ``threading.Event``.
+  204, a dropped connection, or holding a request on a ``threading.Event``;
+* weather (``weather``, a ``syncd.fakehttp.Weather``): every request independently gets a
+  502, 503, 429, an HTML page under 200 or its body cut short, 502/truncation possibly
+  after a write was applied (amoCRM lists 429, 5xx and HTML answers among its errors:
+  https://www.amocrm.com/developers/content/api/errors/). The token endpoint is not spared
+  unless ``Weather(spare=...)`` says so: a refresh whose answer is lost has rotated the
+  token, and the old one is refused, as documented for amoCRM.
 
 ``python -m syncd_amocrm.fake.server --port 8766`` serves the sample for manual runs.
 """
@@ -40,7 +46,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, choose_fault
+from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
 from syncd_amocrm.fake.sample import Dataset, Table, event, sample_dataset, scaled_dataset
 
 DEMO_LONG_LIVED_TOKEN = "demo-amocrm-long-lived-token"  # noqa: S105 - the fake's own
@@ -158,8 +164,8 @@ class FakeAmoCRM(FakeHTTPServer):
                  client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET,
                  redirect_uri: str = REDIRECT_URI, rate_limit: int = 7, window: float = 1.0,
                  ban_after: int | None = None, access_ttl: int = 86400,
-                 faults: list[Fault] | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 faults: list[Fault] | None = None, weather: Weather | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.dataset = dataset
         self.long_lived_token = long_lived_token
         self.client_id, self.client_secret = client_id, client_secret
@@ -167,6 +173,7 @@ class FakeAmoCRM(FakeHTTPServer):
         self.rate_limit, self.window, self.ban_after = rate_limit, window, ban_after
         self.access_ttl = access_ttl
         self.faults = faults
+        self.weather = weather
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.requests: list[Request] = []
@@ -309,6 +316,11 @@ class FakeAmoCRM(FakeHTTPServer):
             handler.reply(429, {"title": "Too Many Requests", "status": 429,
                                 "detail": "Too many requests"})
             return
+        forecast = (self.weather.draw(method, request.path, write=method != "GET")
+                    if self.weather is not None else None)
+        if forecast is not None and not forecast.after:
+            self.weather.answer_instead(handler, forecast)  # type: ignore[union-attr]
+            return
         fault = self._fault_for(request)
         if fault is not None and fault.kind != "block":
             self._misbehave(handler, fault)
@@ -319,10 +331,10 @@ class FakeAmoCRM(FakeHTTPServer):
             fault.release.wait(fault.timeout)
         status, payload = self._answer(request)
         try:
-            if status == 204:
+            if status == 204 and forecast is None:
                 handler.reply_raw(204, b"", "")
             else:
-                handler.reply(status, payload)
+                handler.reply(status, payload, None, forecast, self.weather)
         finally:
             if fault is not None:
                 fault.finished.set()

@@ -19,7 +19,13 @@ connector depends on, quirks included:
 * fault injection (``faults``): 503, 429 (``OPERATION_TIME_LIMIT``), 500, an HTML 502,
   truncated JSON, a dropped connection, ``expired`` (401 expired_token), ``inner`` (the
   matching command of a batch fails inside an HTTP 200), and ``block`` (hold the request
-  until ``release`` is set, then apply and answer it; ``reached`` is set on arrival).
+  until ``release`` is set, then apply and answer it; ``reached`` is set on arrival);
+* weather (``weather``, a ``syncd.fakehttp.Weather``): every HTTP request (a batch is one)
+  independently gets a 502, 503 (an HTML page, not ``QUERY_LIMIT_EXCEEDED``), 429, an HTML
+  page under 200 or its body cut short, 502/truncation possibly after the writes were
+  applied. Bitrix24 lists 500/503 system errors
+  (https://apidocs.bitrix24.com/api-reference/common/system-errors.html); the OAuth server
+  ``/oauth/token/`` gets the same weather unless ``Weather(spare=...)`` exempts it.
 
 ``python -m syncd_bitrix24.fake.server --port 8766`` serves the sample for manual runs.
 """
@@ -37,7 +43,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, choose_fault
+from syncd.fakehttp import (
+    FakeHandler,
+    FakeHTTPServer,
+    Fault,
+    Forecast,
+    Weather,
+    choose_fault,
+)
 from syncd_bitrix24.fake.sample import (
     Dataset,
     Table,
@@ -53,6 +66,9 @@ DATE_KEYS = frozenset({"DATE_MODIFY", "DATE_CREATE", "LAST_UPDATED", "CREATED", 
                        "MOVED_TIME"})
 _REFERENCE = re.compile(r"\$result\[([^\]]+)\]((?:\[[^\]]*\])+)")
 
+
+#: REST methods that only read (a request made only of these is not a write for weather).
+_READ_SUFFIXES = (".list", ".get", ".fields")
 
 class ApiProblem(Exception):
     """An error answer: HTTP status, Bitrix24 error code and description."""
@@ -144,7 +160,7 @@ class FakeBitrix24(FakeHTTPServer):
     def __init__(self, dataset: Dataset | None = None, *, webhook_code: str = "fakecode123",
                  user_id: int = 1, burst: int = 50, rate: float = 2.0, port: int = 0,
                  client_id: str = "local.app", client_secret: str = "app-secret",  # noqa: S107
-                 token_ttl: float = 3600.0,
+                 token_ttl: float = 3600.0, weather: Weather | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.dataset = dataset or sample_dataset(datetime.now(UTC))
         self.webhook_code = webhook_code
@@ -156,6 +172,7 @@ class FakeBitrix24(FakeHTTPServer):
         self.token_ttl = token_ttl
         self.clock = clock
         self.faults: list[Fault] | None = None
+        self.weather = weather
         self.requests: list[tuple[str, list[str]]] = []  # (REST method, batch commands)
         #: Applied writes, in order: ("POST", REST method, parameters) (as ``syncd demo`` shows).
         self.writes: list[tuple[str, str, dict[str, Any]]] = []
@@ -261,9 +278,7 @@ class FakeBitrix24(FakeHTTPServer):
             return
         try:
             if path.rstrip("/") == "/oauth/token":
-                status, payload = self._oauth({**dict(parse_qsl(parts.query)),
-                                               **dict(parse_qsl(raw.decode()))})
-                handler.reply(status, payload)
+                self._handle_oauth(handler, verb, path, parts.query, raw)
                 return
             method, body = self._route(path, parts.query, raw)
         except ApiProblem as problem:
@@ -276,6 +291,11 @@ class FakeBitrix24(FakeHTTPServer):
         if not self._bucket_admits():
             handler.reply(503, {"error": "QUERY_LIMIT_EXCEEDED",
                                 "error_description": "Too many requests"})
+            return
+        forecast = self._forecast(verb, method, write=not all(
+            m.endswith(_READ_SUFFIXES) for m in commands or [method]))
+        if forecast is not None and not forecast.after:
+            self.weather.answer_instead(handler, forecast)  # type: ignore[union-attr]
             return
         fault = self._fault(commands or [method])
         inner_fail = None
@@ -292,7 +312,8 @@ class FakeBitrix24(FakeHTTPServer):
         try:
             self._authorize(path, body)
             envelope = self._dispatch(method, body, inner_fail)
-            handler.reply(200, {**envelope, "time": self._time_block()})
+            handler.reply(200, {**envelope, "time": self._time_block()}, None, forecast,
+                          self.weather)
         except ApiProblem as problem:
             handler.reply(problem.status, {"error": problem.code,
                                            "error_description": problem.description})
@@ -366,6 +387,18 @@ class FakeBitrix24(FakeHTTPServer):
         with self._lock:
             for token in self.access_tokens:
                 self.access_tokens[token] = 0.0
+
+    def _handle_oauth(self, handler: _Handler, verb: str, path: str, query: str,
+                      raw: bytes) -> None:
+        forecast = self._forecast(verb, path, write=True)
+        if forecast is not None and not forecast.after:
+            self.weather.answer_instead(handler, forecast)  # type: ignore[union-attr]
+            return
+        status, payload = self._oauth({**dict(parse_qsl(query)), **dict(parse_qsl(raw.decode()))})
+        handler.reply(status, payload, None, forecast, self.weather)
+
+    def _forecast(self, verb: str, what: str, *, write: bool) -> Forecast | None:
+        return self.weather.draw(verb, what, write=write) if self.weather is not None else None
 
     def _command_methods(self, method: str, body: dict[str, Any]) -> list[str]:
         if method != "batch":

@@ -22,7 +22,11 @@ depends on, quirks included:
   numeric-looking text like ``00123`` into numbers, ``RAW`` keeps it; JSON null cells are
   left unchanged, ``""`` clears) and ``POST .../values:batchClear``;
 * the per-user quota: at most ``per_minute`` requests per rolling minute per account
-  (429 ``RESOURCE_EXHAUSTED``), plus injected 429s (``quota_faults``).
+  (429 ``RESOURCE_EXHAUSTED``), plus injected 429s (``quota_faults``);
+* weather (``weather``, a ``syncd.fakehttp.Weather``): every request, the token endpoint's
+  included, independently gets a 502, 503, 429, an HTML page under 200 or its body cut
+  short (Google documents 429/500/503 as retryable with exponential backoff:
+  https://developers.google.com/sheets/api/limits#exponential).
 
 Cells hold what the API holds: numbers (dates as serial numbers), strings, booleans.
 """
@@ -45,7 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
-from syncd.fakehttp import FakeHTTPServer
+from syncd.fakehttp import FakeHTTPServer, Weather
 
 _CELL = re.compile(r"^([A-Z]*)(\d*)$")
 #: The audience Google requires in a service account's assertion, whatever the token_uri.
@@ -159,8 +163,10 @@ class FakeSheets(FakeHTTPServer):
     thread_name = "fake-sheets"
 
     def __init__(self, *, per_minute: int = 60, host: str = "127.0.0.1", port: int = 0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 weather: Weather | None = None) -> None:
         self.per_minute = per_minute
+        self.weather = weather
         self.clock = clock
         self.lock = threading.RLock()
         self.spreadsheets: dict[str, Spreadsheet] = {}
@@ -485,17 +491,34 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
+        weather, forecast = self.fake.weather, getattr(self, "forecast", None)
+        if weather is not None and forecast is not None:
+            weather.spoil(self, forecast, status, data, "application/json; charset=UTF-8")
+            return
+        self.reply_raw(status, data, "application/json; charset=UTF-8")
+
+    def reply_raw(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(body)
 
     def _serve(self, method: str) -> None:
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         path = unquote(parts.path)
+        weather = self.fake.weather
+        self.forecast = (weather.draw(method, path, write=method != "GET" and not
+                                      path.endswith(":batchGet"))
+                         if weather is not None else None)
+        if weather is not None and self.forecast is not None and not self.forecast.after:
+            weather.answer_instead(self, self.forecast)  # type: ignore[arg-type]
+            return
         try:
             if path == "/token" and method == "POST":
                 form = parse_qs(raw.decode(), keep_blank_values=True)

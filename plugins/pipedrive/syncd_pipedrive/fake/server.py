@@ -18,7 +18,11 @@ the connector depends on, so a connector bug shows up here as it would against P
   optionally a daily budget (429 with ``x-daily-ratelimit-token-remaining: 0``);
 * fault injection (``faults``): 429, 503, an HTML 403 block page, HTML 502, truncated
   JSON, 204 with no body, a dropped connection, or holding a request on a
-  ``threading.Event`` (the crash test blocks the Nth write until it has killed the client).
+  ``threading.Event`` (the crash test blocks the Nth write until it has killed the client);
+* weather (``weather``, a ``syncd.fakehttp.Weather``): every request independently gets a
+  502, 503, 429, an HTML page under 200 or its body cut short, 502/truncation possibly
+  after a write was applied. Pipedrive documents 429, 500, 503 (maintenance) and gateway
+  answers: https://pipedrive.readme.io/docs/core-api-concepts-http-status-codes
 
 ``python -m syncd_pipedrive.fake.server --port 8765 --deals 100`` serves one for manual runs.
 """
@@ -40,7 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, choose_fault
+from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
 from syncd_pipedrive.fake.sample import (
     STAGE_NAMES,
     Dataset,
@@ -203,6 +207,7 @@ class FakePipedrive(FakeHTTPServer):
         burst_limit: int = 20,
         window: float = 2.0,
         faults: FaultPolicy | None = None,
+        weather: Weather | None = None,
         daily_budget: int | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         host: str = "127.0.0.1",
@@ -213,6 +218,7 @@ class FakePipedrive(FakeHTTPServer):
         self.burst_limit = burst_limit
         self.window = window
         self.faults = faults
+        self.weather = weather
         self.daily_budget = daily_budget
         self.clock = clock
         self.lock = threading.RLock()
@@ -298,6 +304,11 @@ class FakePipedrive(FakeHTTPServer):
                                 "error_info": "Please check developers.pipedrive.com"},
                           headers)
             return
+        forecast = (self.weather.draw(method, path, write=method != "GET")
+                    if self.weather is not None else None)
+        if forecast is not None and not forecast.after:
+            self.weather.answer_instead(handler, forecast)  # type: ignore[union-attr]
+            return
         fault = self._fault_for(request)
         if fault is not None and fault.kind != "block":
             self._misbehave(handler, fault, headers)
@@ -319,7 +330,7 @@ class FakePipedrive(FakeHTTPServer):
             status, payload = problem.status, {"success": False, "error": str(problem),
                                                "data": None, "additional_data": None}
         try:
-            handler.reply(status, payload, headers)
+            handler.reply(status, payload, headers, forecast, self.weather)
         finally:
             if fault is not None:
                 fault.finished.set()
