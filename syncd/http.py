@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -262,6 +263,14 @@ _NOT_LANDED = "syncd_not_landed"
 #: of the client's own ``sleep`` (tests set a recorder, the weather benchmark a no-op, so
 #: nobody really waits out a backoff). Not a setting: production code never sets it.
 retry_sleeper: Callable[[float], None] | None = None
+
+
+def pause_before_retry(attempt: int, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Wait the backoff due after failed attempt number ``attempt`` (full jitter, base
+    ``BACKOFF_BASE``, cap ``BACKOFF_CAP``), through the ``retry_sleeper`` hook when set:
+    for the few callers that cannot go through ``ApiClient`` (google-auth's token call)."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+    (retry_sleeper or sleep)(random.uniform(0, ceiling))
 
 
 class _Wait:

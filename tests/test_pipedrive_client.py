@@ -450,10 +450,41 @@ def test_create_task_posts_once_and_is_not_retried_on_5xx() -> None:
     assert body == {"subject": "Plan the next step", "type": "task", "deal_id": 1234,
                     "owner_id": 2, "due_date": "2026-12-01",
                     "note": "Plan it\n\n[syncd:v7]"}
-    responses.replace(responses.POST, url, status=503, json={"error": "maintenance"})
+    # A 502 after Pipedrive applied the POST: found by its marker, never created twice.
+    responses.replace(responses.POST, url, status=502, body="<html>502 Bad Gateway</html>",
+                      content_type="text/html")
+    responses.add(responses.GET, url, json=ok([{**created, "note": "x [syncd:v70]", "id": 9},
+                                               created]))
     responses.calls.reset()
+    found = make().create_task(task)
+    assert found.ok and found.crm_id == "555", "the landed task, not a second one"
+    methods = [c.request.method for c in responses.calls]
+    assert methods == ["POST", "GET"], "looked up, not re-sent"
+    assert "deal_id=1234" in responses.calls[1].request.url
+
+
+@responses.activate
+def test_create_task_is_resent_only_when_the_lookup_proves_it_absent() -> None:
+    url = f"{BASE}/api/v2/activities"
+    created = {"id": 556, "type": "task", "subject": "S", "deal_id": 1234, "owner_id": 2,
+               "due_date": "2026-12-01", "done": False, "note": "n\n\n[syncd:v8]",
+               "update_time": "2026-11-23T12:00:00Z"}
+    responses.add(responses.POST, url, status=503, json={"error": "maintenance"})
+    responses.add(responses.POST, url, json=ok(created), status=201)
+    responses.add(responses.GET, url, json=ok([]))
+    task = TaskCreate("1234", "2", "S", "n", "syncd:v8", date(2026, 12, 1))
+    result = make().create_task(task)
+    assert result.ok and result.crm_id == "556"
+    assert [c.request.method for c in responses.calls] == ["POST", "GET", "POST"]
+
+
+@responses.activate
+def test_a_post_without_a_marker_is_still_never_repeated_after_weather() -> None:
+    url = f"{BASE}/api/v2/activities"
+    responses.add(responses.POST, url, status=503, json={"error": "maintenance"})
     with pytest.raises(RetriableAPIError):
-        make().create_task(task)
+        make().client.call("POST", "/api/v2/activities",
+                           json={"subject": "no marker", "deal_id": 1})
     assert len(responses.calls) == 1  # may have been applied: never repeated blindly
 
 

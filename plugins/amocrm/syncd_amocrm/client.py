@@ -7,7 +7,17 @@ amoCRM's own:
   from the tenant's ``syncd.oauth.TokenStore``: refreshed *before* a request when it
   expires within ``refresh_margin_seconds``, and once more when a request still gets a
   401. The store serialises refreshes across processes (single-use refresh tokens);
-  the exchange call here is never retried after it may have reached amoCRM;
+* the token exchange is retried on weather (5xx, an HTML or cut answer, a dropped
+  connection). amoCRM kills the old refresh token the moment it issues a new pair, so a
+  retry after an answer that was *lost* after amoCRM processed it is refused (401): the
+  pair was rotated in the lost answer and nothing can recover it. Retrying loses
+  nothing -- without the retry the next pass would present the same stored refresh token
+  -- and it saves the pass whenever the failure came before amoCRM processed the
+  exchange (a 503 maintenance page, a 429, a refused connection). When a retry is
+  refused after a lost answer, the tenant is disconnected with a message saying so;
+* creates are never sent twice blindly: a ``POST /api/v4/tasks`` or ``.../custom_fields``
+  that meets weather is looked up first (a task by the ``[syncd:...]`` marker in its
+  text, a field by its name) and only what is absent is sent again;
 * an HTML 403 is amoCRM's ban for exceeding the limits: a loud ``BlockedError`` that
   stops the tenant (retrying would extend the ban);
 * a list with nothing to show answers 204 with an empty body: an empty page, not an error;
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,8 +56,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/oauth2/access_token"  # noqa: S105 - a path
+TASKS_PATH = "/api/v4/tasks"
 #: Statuses of the token endpoint that mean "this code / refresh token is refused".
 _REFUSED = frozenset({400, 401, 403})
+#: The marker syncd puts in what it creates (``[syncd:v12]``), found again after weather.
+MARKER = re.compile(r"\[(syncd:[^\]\s]+)\]")
+_FIELD_CREATE = re.compile(r"/api/v4/(leads|contacts|companies)/custom_fields")
+FIND_CHUNK = 50  # lead ids per task lookup
 
 
 def classify_amocrm(response: requests.Response) -> APIError | None:
@@ -188,23 +204,32 @@ class AmoCRMClient:
                 "redirect_uri": self.settings.redirect_uri, **grant}
         self.refreshes += 1
         self.api.session.headers.pop("Authorization", None)  # not for the token endpoint
+        retries_before = self.api.retries
         try:
-            answer = self.api.request("POST", TOKEN_PATH, json=body, idempotent=False)
+            # Retried on weather: see the module doc (the retry presents the same grant
+            # the next pass would; a rotated-and-lost pair cannot be recovered either way).
+            answer = self.api.request("POST", TOKEN_PATH, json=body, idempotent=True)
         except FatalAPIError as exc:
             if isinstance(exc, BlockedError) or exc.status not in _REFUSED:
                 raise
             message = redact(f"amoCRM refused the {grant['grant_type']} grant: {exc}")
+            if self.api.retries > retries_before:
+                message += (" (after an earlier answer of the token endpoint was lost: amoCRM"
+                            " most likely issued a new pair in that lost answer and revoked"
+                            " this one; the new pair never reached syncd)")
             raise RefreshRejected(message, status=exc.status, url=exc.url) from None
         return _token_set(answer, self._now())
 
     # --- single calls -----------------------------------------------------------------------
     def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
              json: Any = None, idempotent: bool | None = None) -> Any:
-        """One request; the parsed body (``None`` for 204). A 401 refreshes OAuth once."""
+        """One request; the parsed body (``None`` for 204). A 401 refreshes OAuth once. A
+        create syncd can find again (see the module doc) is verified before a re-send."""
+        landed = self._read_back(path, json) if method.upper() == "POST" else None
         tokens = self._authorize()
         try:
             return self.api.request(method, path, params=params, json=json,
-                                    idempotent=idempotent)
+                                    idempotent=idempotent, landed=landed)
         except AuthError as exc:
             if exc.status != 401:
                 raise
@@ -217,7 +242,69 @@ class AmoCRMClient:
                      self.tenant)
             self._tokens = self._store().refresh(tokens, self._exchange_refresh)
         self._authorize()
-        return self.api.request(method, path, params=params, json=json, idempotent=idempotent)
+        return self.api.request(method, path, params=params, json=json, idempotent=idempotent,
+                                landed=landed)
+
+    # --- creates found again after weather --------------------------------------------------
+    def _read_back(self, path: str, body: Any) -> Callable[[], Any] | None:
+        """How to find the items of a batched create after weather (None: no way)."""
+        if not isinstance(body, list) or not body or not all(isinstance(b, dict) for b in body):
+            return None
+        if path == TASKS_PATH:
+            keys = [_task_key(b) for b in body]
+            if any(k is None for k in keys):
+                return None
+            return lambda: self._resend_missing(path, body, "tasks", self._find_tasks(body))
+        match = _FIELD_CREATE.fullmatch(path)
+        if match and all(b.get("name") for b in body):
+            return lambda: self._resend_missing(path, body, "custom_fields",
+                                                self._find_fields(path, body))
+        return None
+
+    def _resend_missing(self, path: str, body: list[dict[str, Any]], key: str,
+                        found: dict[int, dict[str, Any]]) -> Any:
+        """None when nothing landed (the caller re-sends all); else the found items plus
+        the answer to re-sending only the missing ones, as one HAL answer."""
+        if not found:
+            return None
+        missing = [item for i, item in enumerate(body) if i not in found]
+        items = [found[i] for i in sorted(found)]
+        if missing:
+            again, _ = embedded(self.call("POST", path, json=missing), key, path)
+            items.extend(again)
+        log.info("amoCRM: %d of %d created %s were found after a lost answer; %d re-sent",
+                 len(found), len(body), key, len(missing))
+        return {"_embedded": {key: items}}
+
+    def _find_tasks(self, body: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        """``{index in body: {id, request_id}}`` of the tasks that exist already."""
+        wanted = {i: key for i, key in enumerate(_task_key(b) for b in body)}
+        leads = sorted({lead for lead, _ in wanted.values() if lead is not None}, key=int)
+        found: dict[int, dict[str, Any]] = {}
+        for first in range(0, len(leads), FIND_CHUNK):
+            params = {"filter[entity_type]": "leads",
+                      "filter[entity_id][]": leads[first: first + FIND_CHUNK],
+                      "order[id]": "asc"}
+            for items in self.iter_pages(TASKS_PATH, "tasks", params):
+                for item in items:
+                    text = str(item.get("text") or "")
+                    for index, (lead, marker) in wanted.items():
+                        if index not in found and marker in text and \
+                                str(item.get("entity_id")) == lead:
+                            found[index] = {"id": item.get("id"),
+                                            "request_id": body[index].get("request_id")}
+        return found
+
+    def _find_fields(self, path: str, body: list[dict[str, Any]],
+                     ) -> dict[int, dict[str, Any]]:
+        names = {str(b["name"]): i for i, b in enumerate(body)}
+        found: dict[int, dict[str, Any]] = {}
+        for items in self.iter_pages(path, "custom_fields"):
+            for item in items:
+                index = names.get(str(item.get("name")))
+                if index is not None and index not in found:
+                    found[index] = item
+        return found
 
     # --- paging -----------------------------------------------------------------------------
     def iter_pages(self, path: str, key: str, params: Mapping[str, Any] | None = None, *,
@@ -235,6 +322,14 @@ class AmoCRMClient:
 
     def close(self) -> None:
         self.api.close()
+
+
+def _task_key(body: dict[str, Any]) -> tuple[str, str] | None:
+    """(lead id, ``[marker]``) of a task body, None when it carries no marker."""
+    marker = MARKER.search(str(body.get("text") or ""))
+    if marker is None or body.get("entity_id") is None:
+        return None
+    return str(body["entity_id"]), f"[{marker.group(1)}]"
 
 
 def embedded(body: Any, key: str, path: str) -> tuple[list[dict[str, Any]], bool]:

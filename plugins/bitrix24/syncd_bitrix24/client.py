@@ -13,12 +13,22 @@ Bitrix24's own:
   limits, retried with backoff (they were refused before processing); 503
   ``OVERLOAD_LIMIT`` is a manual block: stop;
 * ``batch`` runs up to 50 sub-calls in one request and answers HTTP 200 even when some of
-  them failed: the failures come back per command (``result_error``).
+  them failed: the failures come back per command (``result_error``);
+* reads and idempotent batches are retried on weather (5xx, an HTML or cut answer, a
+  dropped connection) by ``syncd.http``. Creates are not sent twice blindly: a batch of
+  ``crm.activity.todo.add`` whose answer was lost is looked up (the ``[syncd:...]`` marker
+  in each to-do's description) and only the absent to-dos are sent again; a lost
+  ``crm.*.userfield.add`` is looked up by its code in ``crm.*.fields``;
+* the OAuth exchange is retried on weather too. Bitrix24 documents that the new refresh
+  token replaces the old one; treated as single-use, a retry after an answer lost *after*
+  the exchange is refused (``invalid_grant``) and disconnects the tenant with a message
+  saying the pair was lost -- exactly what the next pass would meet without the retry.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +63,11 @@ _REJECTED = frozenset({"invalid_grant", "invalid_client", "invalid_request",
                        "invalid_scope", "insufficient_scope", "PAYMENT_REQUIRED"})
 #: Refresh this long before the access token's announced expiry.
 REFRESH_MARGIN = timedelta(minutes=5)
+#: The marker syncd puts in what it creates (``[syncd:v12]``), found again after weather.
+MARKER = re.compile(r"\[(syncd:[^\]\s]+)\]")
+TODO_ADD = "crm.activity.todo.add"
+_USERFIELD_ADD = re.compile(r"crm\.(deal|company|contact)\.userfield\.add")
+DEAL_OWNER_TYPE = 2
 
 
 class TokenExpired(AuthError):
@@ -180,6 +195,7 @@ class Bitrix24Client:
         session: requests.Session | None = None,
     ) -> None:
         self.settings = settings
+        self._sleep = sleep
         self.on_request: Callable[[int], None] = lambda n: None
         self._tokens = tokens
         self._now = now
@@ -212,24 +228,28 @@ class Bitrix24Client:
 
     # --- calls ----------------------------------------------------------------------------
     def call(self, method: str, params: Mapping[str, Any] | None = None, *,
-             idempotent: bool = True) -> Any:
+             idempotent: bool = True, landed: Callable[[], Any] | None = None) -> Any:
         """One REST method; returns the envelope's ``result``."""
-        return self.envelope(method, params, idempotent=idempotent)["result"]
+        return self.envelope(method, params, idempotent=idempotent, landed=landed)["result"]
 
     def envelope(self, method: str, params: Mapping[str, Any] | None = None, *,
-                 idempotent: bool = True) -> dict[str, Any]:
+                 idempotent: bool = True, landed: Callable[[], Any] | None = None,
+                 ) -> dict[str, Any]:
         body = dict(params or {})
         path = f"{method}.json"
+        if landed is None and not idempotent:
+            landed = self._userfield_read_back(method, body)
         if not self.settings.uses_oauth:
-            return self.api.request("POST", path, json=body, idempotent=idempotent)
+            return self.api.request("POST", path, json=body, idempotent=idempotent,
+                                    landed=landed)
         tokens = self._access()
         try:
             return self.api.request("POST", path, json={**body, "auth": tokens.access_token},
-                                    idempotent=idempotent)
+                                    idempotent=idempotent, landed=landed)
         except TokenExpired:
             tokens = self._renew(tokens)
             return self.api.request("POST", path, json={**body, "auth": tokens.access_token},
-                                    idempotent=idempotent)
+                                    idempotent=idempotent, landed=landed)
 
     def batch(self, commands: Sequence[tuple[str, Mapping[str, Any]]], *,
               idempotent: bool = True, names: Sequence[str] | None = None) -> BatchResult:
@@ -243,7 +263,9 @@ class Bitrix24Client:
         keys = list(names) if names is not None else [f"c{i}" for i in range(len(commands))]
         cmd = {name: f"{method}?{php_query(params)}"
                for name, (method, params) in zip(keys, commands, strict=True)}
-        result = self.call("batch", {"halt": 0, "cmd": cmd}, idempotent=idempotent)
+        landed = None if idempotent else self._todo_read_back(keys, commands)
+        result = self.call("batch", {"halt": 0, "cmd": cmd}, idempotent=idempotent,
+                           landed=landed)
         if not isinstance(result, dict):
             message = f"bitrix24 batch: expected an object in 'result', got {type(result).__name__}"
             raise BadPayloadError(message)
@@ -266,6 +288,80 @@ class Bitrix24Client:
                 out.results[name] = results[name]
         out.totals = result.get("result_total") or {}
         return out
+
+    # --- creates found again after weather ------------------------------------------------
+    def _todo_read_back(self, names: Sequence[str],
+                        commands: Sequence[tuple[str, Mapping[str, Any]]],
+                        ) -> Callable[[], Any] | None:
+        """For a batch of marker-carrying to-do creates: find them after weather."""
+        wanted: dict[str, tuple[str, str]] = {}
+        for name, (method, params) in zip(names, commands, strict=True):
+            marker = MARKER.search(str(params.get("description") or ""))
+            owner = str(params.get("ownerId") or "")
+            if method != TODO_ADD or marker is None or not owner.isdigit():
+                return None
+            wanted[name] = (owner, f"[{marker.group(1)}]")
+        by_name = dict(zip(names, commands, strict=True))
+
+        def landed() -> Any:
+            found = self._find_todos(wanted)
+            if not found:
+                return None  # nothing landed: the batch is sent again as it was
+            results: dict[str, Any] = {name: {"id": crm_id} for name, crm_id in found.items()}
+            errors: dict[str, Any] = {}
+            missing = [name for name in names if name not in found]
+            if missing:
+                again = self.batch([by_name[n] for n in missing], idempotent=False,
+                                   names=missing)
+                results.update(again.results)
+                errors.update({n: {"error": "", "error_description": text}
+                               for n, text in again.errors.items()})
+            log.info("bitrix24: %d of %d to-dos were found after a lost answer; %d re-sent",
+                     len(found), len(names), len(missing))
+            return {"result": {"result": results, "result_error": errors}}
+
+        return landed
+
+    def _find_todos(self, wanted: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+        """``command name -> activity id`` of the to-dos in ``wanted`` that exist."""
+        owners = list(dict.fromkeys(owner for owner, _ in wanted.values()))
+        found: dict[str, str] = {}
+        for first in range(0, len(owners), MAX_BATCH):
+            chunk = owners[first: first + MAX_BATCH]
+            answer = self.batch([("crm.activity.list", {
+                "filter": {"OWNER_TYPE_ID": DEAL_OWNER_TYPE, "OWNER_ID": owner,
+                           "PROVIDER_ID": "CRM_TODO"},
+                "select": ["ID", "DESCRIPTION"], "order": {"ID": "DESC"}, "start": -1})
+                for owner in chunk])
+            for i, owner in enumerate(chunk):
+                rows = answer.results.get(f"c{i}")
+                if not isinstance(rows, list):
+                    message = (f"bitrix24: cannot tell whether to-dos of deal {owner} were"
+                               f" created: {answer.errors.get(f'c{i}', 'no rows')}")
+                    raise BadPayloadError(message)
+                for row in rows:
+                    text = str(row.get("DESCRIPTION") or "") if isinstance(row, dict) else ""
+                    for name, (wanted_owner, marker) in wanted.items():
+                        if wanted_owner == owner and name not in found and marker in text:
+                            found[name] = str(row.get("ID"))
+        return found
+
+    def _userfield_read_back(self, method: str, body: Mapping[str, Any],
+                             ) -> Callable[[], Any] | None:
+        match = _USERFIELD_ADD.fullmatch(method)
+        fields = body.get("fields")
+        if match is None or not isinstance(fields, Mapping) or not fields.get("FIELD_NAME"):
+            return None
+        code = str(fields["FIELD_NAME"])
+        code = code if code.startswith("UF_CRM_") else f"UF_CRM_{code}"
+
+        def landed() -> Any:  # crm.{entity}.fields lists every field, UF_* included
+            described = self.call(f"crm.{match.group(1)}.fields")
+            if isinstance(described, Mapping) and code in described:
+                return {"result": code}
+            return None
+
+        return landed
 
     # --- OAuth --------------------------------------------------------------------------
     def _store(self) -> TokenStore:
@@ -303,23 +399,28 @@ class Bitrix24Client:
                             "refresh_token": stored.refresh_token})
 
     def _grant(self, params: dict[str, Any]) -> TokenSet:
-        """One call to the OAuth server; never repeated (the refresh token is single-use)."""
+        """One exchange with the OAuth server, retried on weather (see the module doc)."""
         if self._oauth_api is None:
             self._oauth_api = ApiClient(self.settings.oauth_url, auth_headers={},
-                                        timeout=(10, 30), max_attempts=1)
+                                        timeout=(10, 30), sleep=self._sleep)
         query = {**params, "client_id": self.settings.client_id,
                  "client_secret": self.settings.client_secret}
+        retries_before = self._oauth_api.retries
+        lost = (" (after an earlier answer of the OAuth server was lost: the pair was most"
+                " likely rotated in that lost answer and never reached syncd)")
         try:
             body = self._oauth_api.request("POST", self.settings.oauth_url, params=query,
-                                           idempotent=False)
+                                           idempotent=True)
         except FatalAPIError as exc:
             if exc.status in {400, 401, 403}:
-                raise RefreshRejected(redact(str(exc))) from None
+                after_loss = lost if self._oauth_api.retries > retries_before else ""
+                raise RefreshRejected(redact(str(exc)) + after_loss) from None
             raise
         if not isinstance(body, dict) or body.get("error"):
             code = body.get("error") if isinstance(body, dict) else None
             if code in _REJECTED:
-                raise RefreshRejected(redact(f"bitrix24 OAuth: {code}"))
+                after_loss = lost if self._oauth_api.retries > retries_before else ""
+                raise RefreshRejected(redact(f"bitrix24 OAuth: {code}") + after_loss)
             message = "bitrix24 OAuth: the token endpoint answered without tokens"
             raise BadPayloadError(message)
         try:

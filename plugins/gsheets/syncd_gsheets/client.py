@@ -173,7 +173,7 @@ class SheetsClient:
         session: requests.Session | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.account = ServiceAccount(credentials, scopes=scopes, where=where)
+        self.account = ServiceAccount(credentials, scopes=scopes, where=where, sleep=sleep)
         self.spreadsheet_id = spreadsheet_id
         self.limiter = limiter or shared_limiter(self.account.email, requests_per_minute,
                                                  clock=clock, sleep=sleep)

@@ -10,12 +10,17 @@ adds what is Pipedrive's own:
   header says nothing is left, and becomes ``BudgetExhaustedError``;
 * a 2xx whose JSON says ``success: false`` is not data;
 * v2 lists page with ``cursor``/``additional_data.next_cursor``; v1 lists with
-  ``start``/``additional_data.pagination`` and answer ``data: null`` when empty.
+  ``start``/``additional_data.pagination`` and answer ``data: null`` when empty;
+* creates are never sent twice blindly: a POST that meets weather (5xx, an unreadable
+  answer, a dropped connection) is looked up first -- an activity by the ``[syncd:...]``
+  marker in its note, a custom field by its name -- and re-sent only when it is absent
+  (``syncd.http.ApiClient.request(landed=...)``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +38,12 @@ from syncd_pipedrive.settings import PipedriveSettings
 #: legacy POST/PUT fair-use counter.
 DAILY_HEADERS = ("x-daily-ratelimit-token-remaining", "x-daily-requests-left")
 V1_MAX_LIMIT = 500
+#: The marker syncd puts in what it creates (``[syncd:v12]``), found again after weather.
+MARKER = re.compile(r"\[(syncd:[^\]\s]+)\]")
+#: Where custom fields are created (v1) -> where they are listed (v2).
+_FIELD_LISTS = {"dealFields": "/api/v2/dealFields",
+                "organizationFields": "/api/v2/organizationFields"}
+_FIELD_CREATE = re.compile(r"/(?:api/)?v1/(dealFields|organizationFields)")
 
 
 def _daily_budget_spent(headers: Mapping[str, str]) -> bool:
@@ -142,9 +153,43 @@ class PipedriveClient:
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
         json: Any = None, idempotent: bool | None = None,
     ) -> Any:
-        """One request; returns the envelope's ``data`` (checked to be present)."""
-        body = self.api.request(method, path, params=params, json=json, idempotent=idempotent)
+        """One request; returns the envelope's ``data`` (checked to be present). A create
+        that syncd can find again (see the module doc) is verified before a re-send."""
+        landed = self._read_back(path, json) if method.upper() == "POST" else None
+        body = self.api.request(method, path, params=params, json=json, idempotent=idempotent,
+                                landed=landed)
         return _envelope(body, path)[0]
+
+    def _read_back(self, path: str, body: Any) -> Callable[[], Any] | None:
+        """How to find ``body`` after a POST to ``path`` met weather (None: no way)."""
+        if not isinstance(body, dict):
+            return None
+        if path == "/api/v2/activities":
+            marker = MARKER.search(str(body.get("note") or ""))
+            deal_id = body.get("deal_id")
+            if marker is None or not isinstance(deal_id, int):
+                return None
+            return lambda: self._find_activity(deal_id, f"[{marker.group(1)}]")
+        match = _FIELD_CREATE.fullmatch(path)
+        if match and body.get("name"):
+            return lambda: self._find_field(_FIELD_LISTS[match.group(1)], str(body["name"]))
+        return None
+
+    def _find_activity(self, deal_id: int, marker: str) -> dict[str, Any] | None:
+        for items in self.iter_v2("/api/v2/activities", {"deal_id": deal_id}):
+            for item in items:
+                if (isinstance(item, dict) and not item.get("is_deleted")
+                        and marker in str(item.get("note") or "")):
+                    return {"success": True, "data": item}
+        return None
+
+    def _find_field(self, path: str, name: str) -> dict[str, Any] | None:
+        for items in self.iter_v2(path):
+            for item in items:
+                if isinstance(item, dict) and (item.get("field_name") or item.get("name")) \
+                        == name:
+                    return {"success": True, "data": item}
+        return None
 
     def get_list(self, path: str, params: Mapping[str, Any] | None = None) -> list[Any]:
         """A small, unpaged list (``/v1/users``, ``/v1/activityTypes``)."""
