@@ -459,3 +459,65 @@ def test_an_unreadable_custom_number_is_a_page_problem_and_the_lead_is_kept() ->
     assert len(problems) == 1
     for part in ("deals", "record 1", "'Profit'", "'много'"):
         assert part in problems[0]
+
+
+# --- weather at the token endpoint and on creates ------------------------------------------
+@responses.activate
+def test_a_refresh_answered_by_a_maintenance_page_or_503_is_retried(
+        database: Database) -> None:
+    connector = oauth(database, refresh_token="ref-0")
+    store = connector.state.tokens
+    assert store is not None
+    store.load("ref-0", lambda: TokenSet("acc-0", "ref-0", NOW - timedelta(seconds=1)))
+    responses.post(f"{BASE}/oauth2/access_token", status=503,
+                   body="<html><h1>503 Service Temporarily Unavailable</h1></html>",
+                   content_type="text/html")
+    responses.post(f"{BASE}/oauth2/access_token", status=200,
+                   body="<html>Технические работы</html>", content_type="text/html")
+    responses.post(f"{BASE}/oauth2/access_token", json=token_answer(1))
+    responses.get(f"{BASE}/api/v4/users", status=204)
+    list(connector.pull("users", None, PullContext()))
+    assert [c.request.url.split("?")[0] for c in responses.calls].count(
+        f"{BASE}/oauth2/access_token") == 3
+    stored = store.load()
+    assert (stored.access_token, stored.refresh_token) == ("acc-1", "ref-1")
+    assert store.status()[0] == "ok"
+
+
+@responses.activate
+def test_a_refresh_whose_answer_was_lost_after_rotation_says_so_when_it_is_refused(
+        database: Database) -> None:
+    connector = oauth(database, refresh_token="ref-0")
+    store = connector.state.tokens
+    assert store is not None
+    store.load("ref-0", lambda: TokenSet("acc-0", "ref-0", NOW - timedelta(seconds=1)))
+    # amoCRM rotated the pair, the answer was cut; the retry presents the dead token.
+    responses.post(f"{BASE}/oauth2/access_token", status=200,
+                   body='{"token_type":"Bearer","access_token":"acc-1","refr',
+                   content_type="application/json")
+    responses.post(f"{BASE}/oauth2/access_token", status=401,
+                   json={"title": "Unauthorized", "status": 401,
+                         "hint": "Token has been revoked"})
+    with pytest.raises(AuthError, match="earlier answer of the token endpoint was lost"):
+        list(connector.pull("users", None, PullContext()))
+    assert store.status()[0] == "disconnected"
+    assert "lost" in (store.status()[1] or "")
+    assert len(responses.calls) == 2, "one retry, no storm"
+
+
+@responses.activate
+def test_a_task_batch_that_met_weather_resends_only_the_tasks_that_did_not_land() -> None:
+    url = f"{BASE}/api/v4/tasks"
+    responses.post(url, status=502, body="<html>502 Bad Gateway</html>",
+                   content_type="text/html")
+    responses.get(url, json=hal("tasks", [
+        {"id": 71, "entity_id": 10, "entity_type": "leads", "text": "Call\n\n[syncd:v1]"},
+        {"id": 72, "entity_id": 11, "entity_type": "leads", "text": "Other [syncd:v10]"}]))
+    responses.post(url, json=hal("tasks", [{"id": 73, "request_id": "syncd:v2"}]))
+    tasks = [TaskCreate("10", None, "Call", "Call", "syncd:v1", date(2026, 12, 1)),
+             TaskCreate("11", None, "Plan", "Plan", "syncd:v2", date(2026, 12, 1))]
+    results = make().create_tasks(tasks)
+    assert [(r.ok, r.crm_id) for r in results] == [(True, "71"), (True, "73")]
+    posts = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
+    assert [[b["request_id"] for b in body] for body in posts] == [
+        ["syncd:v1", "syncd:v2"], ["syncd:v2"]], "the landed task was not posted again"

@@ -466,3 +466,37 @@ def test_an_unreadable_custom_number_is_a_problem_naming_the_deal_and_the_deal_i
         ("volga", "deals", "2", "Profit", "n/a"), ("volga", "deals", "2", "Signed", "someday")]
     with pytest.raises(BadPayloadError, match="record '2'"):
         normalize_many("deals", rows, lambda r: normalize_deal(r, catalog, StageInfo()))
+
+
+# --- weather: the OAuth exchange and to-do creates -----------------------------------------
+@responses.activate
+def test_an_oauth_exchange_met_by_a_gateway_page_is_retried(database: Any) -> None:
+    connector = _oauth_connector(database)
+    responses.post(OAUTH, status=502, body="<html>502 Bad Gateway</html>",
+                   content_type="text/html")
+    responses.post(OAUTH, json=_token_answer(1))
+    url = f"{PORTAL}/rest/crm.category.list.json"
+    responses.post(url, json={"result": {"categories": [{"id": 0, "name": "Sales"}]}})
+    pages = list(connector.pull("pipelines", None, PullContext()))
+    assert [p.name for p in pages[0].records] == ["Sales"]
+    assert len([c for c in responses.calls if c.request.url.startswith(OAUTH)]) == 2
+    assert connector.state.tokens.load().access_token == "access-1"
+
+
+@responses.activate
+def test_a_todo_batch_whose_answer_was_lost_resends_only_the_missing_todos() -> None:
+    connector = _connector()
+    responses.post(f"{HOOK}batch.json", status=200, body='{"result":{"result":{"c0":{"id":9',
+                   content_type="application/json")  # applied (c0 only), answer cut
+    responses.post(f"{HOOK}batch.json", json=_batch_answer({  # the lookup: one list per deal
+        "c0": [{"ID": "901", "DESCRIPTION": "Call the client\n\n[syncd:v1]"}], "c1": []}))
+    responses.post(f"{HOOK}batch.json", json=_batch_answer({"c1": {"id": 902}}))
+    tasks = [TaskCreate("37", "5", "Call the client", "Call the client", "syncd:v1",
+                        date(2026, 3, 2)),
+             TaskCreate("38", None, "Plan a step", "Plan a step", "syncd:v2", date(2026, 3, 2))]
+    results = connector.create_tasks(tasks)
+    assert [(r.ok, r.crm_id) for r in results] == [(True, "901"), (True, "902")]
+    sent = [commands_of(c) for c in responses.calls]
+    assert [sorted(s) for s in sent] == [["c0", "c1"], ["c0", "c1"], ["c1"]]
+    assert all(c["filter[PROVIDER_ID]"] == "CRM_TODO" for c in sent[1].values())
+    assert sent[2]["c1"]["description"].endswith("[syncd:v2]"), "only the missing one"
