@@ -374,12 +374,14 @@ class Result:
 
 
 def run_plugin(name: str, trials: int, rate: float, root: Path,
-               seed: int = 0) -> Result:
-    """The clean run, then ``trials`` weather trials of plugin ``name``."""
+               seed: int = 0, db_url: str | None = None) -> Result:
+    """The clean run, then ``trials`` weather trials of plugin ``name`` (the database is
+    a SQLite file in ``root`` unless ``db_url`` is given: tests pass PostgreSQL)."""
     plugin = ALL[name]()
     result = Result(name)
     started = time.monotonic()
-    db_url = f"sqlite:///{root / (name + '.db')}"
+    root.mkdir(parents=True, exist_ok=True)
+    db_url = db_url or f"sqlite:///{root / (name + '.db')}"
     config = write_config(root, db_url)
     db = store.Database(db_url)
     with no_backoff_waits(), contextlib.ExitStack() as stack:

@@ -63,6 +63,7 @@ _REFUSED = frozenset({400, 401, 403})
 MARKER = re.compile(r"\[(syncd:[^\]\s]+)\]")
 _FIELD_CREATE = re.compile(r"/api/v4/(leads|contacts|companies)/custom_fields")
 FIND_CHUNK = 50  # lead ids per task lookup
+FIELDS_PAGE = 50  # custom field lists take limit <= 50
 
 
 def classify_amocrm(response: requests.Response) -> APIError | None:
@@ -299,7 +300,7 @@ class AmoCRMClient:
                      ) -> dict[int, dict[str, Any]]:
         names = {str(b["name"]): i for i, b in enumerate(body)}
         found: dict[int, dict[str, Any]] = {}
-        for items in self.iter_pages(path, "custom_fields"):
+        for items in self.iter_pages(path, "custom_fields", limit=FIELDS_PAGE):
             for item in items:
                 index = names.get(str(item.get("name")))
                 if index is not None and index not in found:
