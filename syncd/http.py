@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -263,6 +264,22 @@ _NOT_LANDED = "syncd_not_landed"
 #: of the client's own ``sleep`` (tests set a recorder, the weather benchmark a no-op, so
 #: nobody really waits out a backoff). Not a setting: production code never sets it.
 retry_sleeper: Callable[[float], None] | None = None
+#: For tests that run ``syncd`` as a subprocess (no hook reaches it): every retry wait is
+#: multiplied by this variable's value (``0``: no waiting). Unset in production.
+RETRY_WAIT_SCALE_ENV = "SYNCD_RETRY_WAIT_SCALE"
+
+
+def _sleep_before_retry(seconds: float, sleep: Callable[[float], None]) -> None:
+    if retry_sleeper is not None:
+        retry_sleeper(seconds)
+        return
+    scale = os.environ.get(RETRY_WAIT_SCALE_ENV)
+    if scale:
+        try:
+            seconds *= max(float(scale), 0.0)
+        except ValueError:
+            log.warning("%s=%r is not a number; ignored", RETRY_WAIT_SCALE_ENV, scale)
+    sleep(seconds)
 
 
 def pause_before_retry(attempt: int, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -270,7 +287,7 @@ def pause_before_retry(attempt: int, sleep: Callable[[float], None] = time.sleep
     ``BACKOFF_BASE``, cap ``BACKOFF_CAP``), through the ``retry_sleeper`` hook when set:
     for the few callers that cannot go through ``ApiClient`` (google-auth's token call)."""
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
-    (retry_sleeper or sleep)(random.uniform(0, ceiling))
+    _sleep_before_retry(random.uniform(0, ceiling), sleep)
 
 
 class _Wait:
@@ -378,7 +395,7 @@ class ApiClient:
 
     def _wait(self, seconds: float) -> None:
         self.retries += 1
-        (retry_sleeper or self._sleep)(seconds)
+        _sleep_before_retry(seconds, self._sleep)
 
     def _checked_attempt(self, method: str, url: str, params: Mapping[str, Any] | None,
                          body: Any, landed: Callable[[], Any] | None) -> Any:

@@ -15,6 +15,12 @@ tenant at once would each burn the other's token and leave the tenant disconnect
    re-read outside the lock (another actor may have stored a fresh one); only if it is
    unchanged is the tenant marked *disconnected*, with what to do to reconnect.
 
+5. **Weather at the token endpoint.** The connectors retry an exchange answered with a 5xx,
+   an HTML page or a cut body (``syncd.http``). If that answer was lost *after* the
+   provider rotated the pair, the retry presents a dead refresh token and is refused:
+   point 4 applies, and the reason says an earlier answer was lost. Nothing could recover
+   that pair; the next pass would have presented the same token anyway.
+
 Tokens are encrypted at rest with Fernet (``cryptography``). The key comes from
 ``SYNCD_SECRET_KEY`` or the daemon config's ``secret_key_file`` (created with mode 0600 the
 first time it is needed); replicas sharing a database must share the key.

@@ -193,8 +193,8 @@ def test_the_webhook_code_never_reaches_logs_reports_or_the_database(
     fake.faults = []
     from syncd_bitrix24.fake.server import Fault
 
-    fake.faults = [Fault("500", method="crm.deal.list", times=10)]
-    failed = run_syncd(config, "sync", env=env)
+    fake.faults = [Fault("500", method="crm.deal.list", times=10)]  # > the 8 attempts
+    failed = run_syncd(config, "sync", env={**env, "SYNCD_RETRY_WAIT_SCALE": "0"})
     assert failed.returncode != 0
     assert "crm.deal.list" in failed.stderr or "HTTP 500" in failed.stderr, failed.stderr
     fake.faults = None
@@ -229,8 +229,9 @@ def test_a_broken_answer_keeps_stored_data_and_cursors(config: Path, db_url: str
 
     before = state()
     fake.edit("deal", 5, TITLE="Changed while broken")
-    fake.faults = [Fault("truncated", method="crm.deal.list", times=3)]
-    broken = run_syncd(config, "sync", env=env)
+    # A cut body is retried (weather): it breaks the pass only when all 8 attempts are cut.
+    fake.faults = [Fault("truncated", method="crm.deal.list", times=8)]
+    broken = run_syncd(config, "sync", env={**env, "SYNCD_RETRY_WAIT_SCALE": "0"})
     assert broken.returncode != 0
     assert "not valid JSON" in broken.stderr and "crm.deal.list" not in broken.stdout
     assert state() == before, "no deal stored, the deals cursor did not move"

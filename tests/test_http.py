@@ -343,3 +343,14 @@ def test_weather_exhausts_the_default_eight_attempts_then_fails_loudly(
         client.get(URL)
     assert len(responses.calls) == 8 and len(hooked) == 7 and client.retries == 7
     assert all(0 <= wait <= 30.0 for wait in hooked)
+
+
+@responses.activate
+def test_subprocess_tests_scale_retry_waits_through_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    responses.add(responses.GET, URL, status=503, json={}, headers={"Retry-After": "4"})
+    responses.add(responses.GET, URL, json={"ok": 1})
+    monkeypatch.setenv("SYNCD_RETRY_WAIT_SCALE", "0.25")
+    waits: list[float] = []
+    assert make_client(waits).get(URL) == {"ok": 1}
+    assert waits == [1.0], "the 4 s Retry-After, scaled"
