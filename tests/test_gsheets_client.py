@@ -230,3 +230,21 @@ def test_two_tenants_on_one_service_account_share_one_quota() -> None:
     other = SheetsClient(base_url=BASE, spreadsheet_id=SHEET, credentials=other_key)
     assert crm.limiter is report.limiter
     assert other.limiter is not crm.limiter
+
+
+def test_weather_at_the_token_endpoint_is_retried_without_google_auths_real_sleeps(
+        clock: FakeClock) -> None:
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, TOKEN_URI, status=200, body="<html>maintenance</html>",
+                 content_type="text/html")
+        mock.add(responses.POST, TOKEN_URI, status=503, json={"error": "unavailable"})
+        mock.add(responses.POST, TOKEN_URI, status=200, body='{"access_token": "ya29.cu',
+                 content_type="application/json")
+        mock.add(responses.POST, TOKEN_URI, json={"access_token": "ya29.after-weather",
+                                                  "expires_in": 3600, "token_type": "Bearer"})
+        mock.add(responses.GET, API, json={"sheets": []})
+        assert client(clock).sheet_titles() == {}
+        assert len([c for c in mock.calls if c.request.url == TOKEN_URI]) == 4
+        assert mock.calls[-1].request.headers["Authorization"] == "Bearer ya29.after-weather"
+    assert len(clock.sleeps) == 3 and all(0 <= s <= 4 for s in clock.sleeps), \
+        "three backoff waits, through the injected sleep"
