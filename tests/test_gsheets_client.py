@@ -144,21 +144,37 @@ def test_values_writes_are_raw_and_idempotent_so_retried(mocked: responses.Reque
         "range": "'syncd Violations'!A1", "majorDimension": "ROWS", "values": [["00123", 4.5]]}]}
 
 
-def test_add_sheet_is_not_retried_after_it_may_have_been_applied(
+def test_add_sheet_after_weather_is_looked_up_not_blindly_repeated(
         mocked: responses.RequestsMock, clock: FakeClock) -> None:
     mocked.add(responses.POST, f"{API}:batchUpdate", status=503,
                json=google_error(503, "UNAVAILABLE", "backend error"))
-    with pytest.raises(Exception, match="503"):
-        client(clock).add_sheets(["syncd KPIs", "syncd People"],
-                                 sizes={"syncd People": (5000, 30)},
-                                 frozen={"syncd People": (1, 0)})
+    mocked.add(responses.GET, API, json={"sheets": [  # it landed all the same
+        {"properties": {"sheetId": 11, "title": "syncd KPIs"}},
+        {"properties": {"sheetId": 12, "title": "syncd People"}}]})
+    created = client(clock).add_sheets(["syncd KPIs", "syncd People"],
+                                       sizes={"syncd People": (5000, 30)},
+                                       frozen={"syncd People": (1, 0)})
+    assert {t: i.sheet_id for t, i in created.items()} == {"syncd KPIs": 11, "syncd People": 12}
+    assert created["syncd People"].rows == 5000
     calls = [c for c in mocked.calls if c.request.url.endswith(":batchUpdate")]
-    assert len(calls) == 1
+    assert len(calls) == 1, "found, not created twice"
     assert json.loads(calls[0].request.body) == {"requests": [
         {"addSheet": {"properties": {"title": "syncd KPIs", "gridProperties": {
             "rowCount": 1000, "columnCount": 26}}}},
         {"addSheet": {"properties": {"title": "syncd People", "gridProperties": {
             "rowCount": 5000, "columnCount": 30, "frozenRowCount": 1}}}}]}
+
+
+def test_add_sheet_is_resent_when_the_lookup_finds_no_tab(
+        mocked: responses.RequestsMock, clock: FakeClock) -> None:
+    mocked.add(responses.POST, f"{API}:batchUpdate", status=502, body="<html>502</html>",
+               content_type="text/html")
+    mocked.add(responses.GET, API, json={"sheets": []})
+    mocked.add(responses.POST, f"{API}:batchUpdate", json={"replies": [
+        {"addSheet": {"properties": {"sheetId": 21, "title": "syncd KPIs"}}}]})
+    created = client(clock).add_sheets(["syncd KPIs"])
+    assert created["syncd KPIs"].sheet_id == 21
+    assert len([c for c in mocked.calls if c.request.url.endswith(":batchUpdate")]) == 2
 
 
 def test_big_writes_are_split_under_the_recommended_payload() -> None:

@@ -7,8 +7,9 @@
 * 429 ``RESOURCE_EXHAUSTED`` is a ``RateLimitedError``: the ApiClient backs off (full-jitter
   exponential, Google's prescription) and retries. Writes are idempotent (``values:
   batchUpdate`` sets absolute values, ``values:batchClear`` clears), so they are retried
-  too; ``addSheet`` is not (a repeat fails with "already exists") and is never retried
-  after it may have been applied. No ``values:append`` is used anywhere.
+  too; ``addSheet`` is not (a repeat fails with "already exists"): after weather the tabs
+  are listed, and the batch is re-sent only when none of its tabs exists (a batchUpdate is
+  atomic). No ``values:append`` is used anywhere.
 * 403 ``PERMISSION_DENIED`` means the spreadsheet is not shared with the service account:
   the error says so and names the account's e-mail, the one thing the user must do.
 * Sheet titles are always quoted in A1 ranges (``'It''s'!A1``): an unquoted title can
@@ -193,11 +194,12 @@ class SheetsClient:
         return self.api.requests_made
 
     def _call(self, method: str, suffix: str, *, params: Any = None, json: Any = None,
-              idempotent: bool | None = None) -> Any:
+              idempotent: bool | None = None, landed: Callable[[], Any] | None = None,
+              ) -> Any:
         token = self.account.token(self.api.session)
         self.api.session.headers["Authorization"] = f"Bearer {token}"
         body = self.api.request(method, self._path + suffix, params=params, json=json,
-                                idempotent=idempotent)
+                                idempotent=idempotent, landed=landed)
         if not isinstance(body, dict):
             message = (f"Sheets {method} {suffix or '/'}: expected a JSON object, got "
                        f"{type(body).__name__}")
@@ -253,7 +255,8 @@ class SheetsClient:
                    sizes: Mapping[str, tuple[int, int]] | None = None,
                    frozen: Mapping[str, tuple[int, int]] | None = None,
                    ) -> dict[str, SheetInfo]:
-        """Create tabs in one ``spreadsheets.batchUpdate`` (not retried: not idempotent),
+        """Create tabs in one ``spreadsheets.batchUpdate`` (re-sent after weather only when
+        the tabs are not there: see the module doc),
         each with at least ``sizes[title] = (rows, columns)`` cells and ``frozen[title] =
         (rows, columns)`` frozen (headers stay in view); returns the new tabs."""
         requests_ = []
@@ -270,8 +273,9 @@ class SheetsClient:
                                                           "gridProperties": grid}}})
         if not requests_:
             return {}
+        wanted = [r["addSheet"]["properties"]["title"] for r in requests_]
         body = self._call("POST", ":batchUpdate", json={"requests": requests_},
-                          idempotent=False)
+                          idempotent=False, landed=lambda: self._added(wanted))
         created = {}
         for asked, reply in zip(requests_, body.get("replies") or (), strict=False):
             props = ((reply or {}).get("addSheet") or {}).get("properties") or {}
@@ -281,6 +285,15 @@ class SheetsClient:
                     sheet_id=int(props.get("sheetId") or 0), rows=grid["rowCount"],
                     columns=grid["columnCount"])
         return created
+
+    def _added(self, titles: list[str]) -> dict[str, Any] | None:
+        """After weather: the replies of an ``addSheet`` batch that did land (a batchUpdate
+        is atomic: every tab exists, or none); None when none does (then it is re-sent)."""
+        existing = self.sheets()
+        if not all(title in existing for title in titles):
+            return None
+        return {"replies": [{"addSheet": {"properties": {
+            "sheetId": existing[t].sheet_id, "title": t}}} for t in titles]}
 
     def resize_sheets(self, sizes: Mapping[int, tuple[int, int]]) -> None:
         """Set the grid size of tabs (``sheetId -> (rows, columns)``) in one batchUpdate.
