@@ -15,8 +15,9 @@ builds one ``ApiClient`` and never sleeps or retries by itself.
   retried only when the caller passes ``landed``, a read-back that looks for the write
   (by marker, by name) and returns its result when it did land -- then that result is
   the request's answer and nothing is sent again -- or ``None`` when it provably did not.
-  The wait is the server's ``Retry-After`` (capped at ``max_wait``) when it gives one,
-  else full-jitter exponential backoff (base 1 s, cap 30 s).
+  A connection that was never made (refused, connect timeout) is retried for every
+  method: nothing reached the server. The wait is the server's ``Retry-After`` (capped at
+  ``max_wait``) when it gives one, else full-jitter exponential backoff (base 1 s, cap 30 s).
 * Every message goes through ``syncd.secrets.redact``; credentials travel in headers only.
 """
 
@@ -40,6 +41,7 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from syncd import __version__
 from syncd.errors import (
@@ -78,7 +80,18 @@ _TRANSPORT_ERRORS = (
 
 
 class TransportError(RetriableAPIError):
-    """The request did not complete (connection refused/reset, timeout)."""
+    """The request did not complete (connection refused/reset, timeout). ``sent`` is False
+    when it provably never left (no connection was made): safe to repeat for any method."""
+
+    sent: bool = True
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """A connect timeout or a refused/unresolvable connection: nothing reached the server."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError | NameResolutionError)
 
 
 class GarbledResponseError(BadPayloadError):
@@ -251,6 +264,8 @@ def should_retry(error: BaseException, *, idempotent: bool) -> bool:
     apply it twice: an idempotent request, or one whose ``landed`` check proved it absent."""
     if isinstance(error, RateLimitedError):
         return True
+    if isinstance(error, TransportError) and not error.sent:
+        return True
     if not is_weather(error):
         return False
     return idempotent or bool(getattr(error, _NOT_LANDED, False))
@@ -402,7 +417,7 @@ class ApiClient:
         try:
             return self._attempt(method, url, params, body)
         except APIError as exc:
-            if landed is None or not is_weather(exc):
+            if landed is None or not is_weather(exc) or not getattr(exc, "sent", True):
                 raise
             log.warning("%s; looking whether the write landed before sending it again",
                         redact(str(exc)))
@@ -434,7 +449,9 @@ class ApiClient:
             _observe(0)
             kind = type(exc).__name__
             message = redact(f"{method} {url}: {kind}: {exc}")
-            raise TransportError(message, url=redact(url)) from exc
+            error = TransportError(message, url=redact(url))
+            error.sent = not _never_sent(exc)
+            raise error from exc
         finally:
             if slot is not None and self.limiter is not None:
                 self.limiter.release(slot)

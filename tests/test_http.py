@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 
 import pytest
 import requests
@@ -354,3 +355,17 @@ def test_subprocess_tests_scale_retry_waits_through_the_environment(
     waits: list[float] = []
     assert make_client(waits).get(URL) == {"ok": 1}
     assert waits == [1.0], "the 4 s Retry-After, scaled"
+
+
+def test_a_connection_never_made_is_retried_even_for_a_create() -> None:
+    with socket.socket() as probe:  # a local port nobody listens on: refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    waits: list[float] = []
+    client = ApiClient(f"http://127.0.0.1:{port}", auth_headers={}, sleep=waits.append,
+                       max_attempts=3)
+    with pytest.raises(TransportError) as caught:
+        client.request("POST", "/tasks", json={"subject": "x"},
+                       landed=lambda: pytest.fail("never sent: nothing to look up"))
+    assert caught.value.sent is False
+    assert client.requests_made == 3 and len(waits) == 2
