@@ -286,7 +286,7 @@ def write_config(root: Path, db_url: str) -> Path:
     return path
 
 
-def sync(config: Path, key: str, setup: Setup, *options: str) -> tuple[int, str]:
+def sync(config: Path, key: str, setup: Setup) -> tuple[int, str]:
     """`syncd sync KEY --format json` in this process: (exit code, what it printed)."""
     from syncd.cli import main
     tenants = config.parent / "tenants"
@@ -299,7 +299,7 @@ def sync(config: Path, key: str, setup: Setup, *options: str) -> tuple[int, str]
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                main.main(["--config", str(config), "sync", key, "--format", "json", *options],
+                main.main(["--config", str(config), "sync", key, "--format", "json"],
                           prog_name="syncd", standalone_mode=False)
                 code = 0
             except SystemExit as exc:
