@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -250,6 +250,7 @@ NEW_DEALS = 6
 ALL: dict[str, Callable[[], Plugin]] = {"pipedrive": Pipedrive, "amocrm": AmoCRM,
                                         "bitrix24": Bitrix24, "gsheets": SheetsCRM}
 NOW = datetime.now(UTC)
+STAMPED_AFTER = NOW.replace(second=0, microsecond=0) - timedelta(minutes=1)
 
 
 # --- running passes in this process ------------------------------------------------------
@@ -342,9 +343,14 @@ def _stable(row: Any) -> dict[str, Any]:
     values = {c.key: getattr(row, c.key) for c in row.__table__.columns
               if c.key not in _VOLATILE}
     # Timestamps the CRM stamps on what this run wrote (a task's creation, a record's
-    # update time after our write) differ between any two runs.
+    # update time after our write) differ between any two runs. CRMs round them (to the
+    # second, some to the minute): everything from the minute before the start is dropped.
     return {k: v for k, v in values.items()
-            if not (isinstance(v, datetime) and v.astimezone(UTC) >= NOW)}
+            if not (isinstance(v, datetime) and _aware(v) >= STAMPED_AFTER)}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass
