@@ -64,6 +64,19 @@ def _text_or_none(value: Any) -> str | None:
     return text or None
 
 
+def activity_kind(crm_type: str, kinds: Mapping[str, str]) -> str:
+    """The canonical kind of a CRM activity type key under ``mapping.activity_types``.
+    Provider-aware keys (``todo:REST_APP:PRESENTATION``: kind, provider, provider type)
+    fall back to their shorter prefixes (``todo:REST_APP``, ``todo``); an unmapped key is
+    its first part."""
+    key = crm_type
+    while key not in kinds:
+        if ":" not in key:
+            return key
+        key = key.rsplit(":", 1)[0]
+    return kinds[key]
+
+
 class TenantMapper:
     """Maps one tenant's stored CRM rows onto its Sales Book."""
 
@@ -145,15 +158,8 @@ class TenantMapper:
         return self._segments.get(text.casefold(), text)
 
     def kind(self, crm_type: str) -> str:
-        """The canonical kind of a CRM activity type key. Provider-aware keys
-        (``todo:REST_APP:PRESENTATION``: kind, provider, provider type) fall back to their
-        shorter prefixes (``todo:REST_APP``, ``todo``); an unmapped key is its first part."""
-        key = crm_type
-        while key not in self._kinds:
-            if ":" not in key:
-                return key
-            key = key.rsplit(":", 1)[0]
-        return self._kinds[key]
+        """The canonical kind of a CRM activity type key (see ``activity_kind``)."""
+        return activity_kind(crm_type, self._kinds)
 
     def deal_field(self, fields: Mapping[str, Any] | None, canonical: str) -> Any:
         name = self._deal_fields.get(canonical)

@@ -23,6 +23,8 @@ from syncd_bitrix24.streams import (
     stage_change,
 )
 
+from syncd.mapping import activity_kind
+
 HERE = Path(__file__).parent / "bitrix24"
 
 
@@ -104,7 +106,9 @@ def test_activity_list_call_on_a_contact() -> None:
     [payload] = result("crm.activity.list")
     activity = normalize_activity(payload)
     assert activity.external_id == "20"
-    assert activity.type == "call", "TYPE_ID 2 / VOXIMPLANT_CALL is a call"
+    # Provider-aware key (issue 12.3): kind, PROVIDER_ID, PROVIDER_TYPE_ID of the example.
+    assert activity.type == "call:VOXIMPLANT_CALL:CALL", "TYPE_ID 2 / VOXIMPLANT_CALL"
+    assert activity_kind(activity.type, {"call": "call"}) == "call"
     assert activity.done is True
     assert (activity.contact_id, activity.deal_id, activity.company_id) == ("15", None, None)
     assert activity.owner_id == "505"
