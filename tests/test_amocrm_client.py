@@ -521,3 +521,13 @@ def test_a_task_batch_that_met_weather_resends_only_the_tasks_that_did_not_land(
     posts = [json.loads(c.request.body) for c in responses.calls if c.request.method == "POST"]
     assert [[b["request_id"] for b in body] for body in posts] == [
         ["syncd:v1", "syncd:v2"], ["syncd:v2"]], "the landed task was not posted again"
+
+
+@responses.activate
+def test_find_tasks_does_not_take_a_longer_marker_for_its_own() -> None:
+    """``syncd:v1`` is a prefix of ``syncd:v12``: only ``[syncd:v1]`` matches."""
+    responses.get(f"{BASE}/api/v4/tasks", json=hal("tasks", [
+        {"id": 60, "text": "Other\n\n[syncd:v12]", "entity_id": 11}]))
+    task = TaskCreate(deal_id="11", owner_id="2", subject="Call", note="Call\n\n[syncd:v1]",
+                      marker="syncd:v1", due=date(2026, 11, 24))
+    assert make().find_tasks([task]) == {}

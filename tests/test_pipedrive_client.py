@@ -587,3 +587,14 @@ def test_archived_deals_are_read_by_default_they_are_real_sales() -> None:
     pages = list(make(include_archived=True).pull("deals", None, PullContext()))
     won = [d for p in pages for d in p.records]
     assert [(d.external_id, d.status) for d in won] == [("7", "won")]
+
+
+@responses.activate
+def test_find_task_does_not_take_a_longer_marker_for_its_own() -> None:
+    """``syncd:v1`` is a prefix of ``syncd:v12``: only the bracketed marker matches, so a
+    retry never records another violation's task as the one it created."""
+    responses.add(responses.GET, f"{BASE}/api/v2/activities",
+                  json=ok([{"id": 90, "type": "task", "note": "Other\n\n[syncd:v12]"}],
+                          next_cursor=None))
+    task = TaskCreate("1234", "2", "Fix it", "Fix it", "syncd:v1", date(2026, 12, 1))
+    assert make().find_task(task) is None

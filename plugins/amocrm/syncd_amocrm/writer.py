@@ -228,7 +228,7 @@ class AmoCRMWriter:
                 for item in items:
                     text = str(item.get("text") or "")
                     for marker in markers - found.keys():
-                        if marker in text:
+                        if f"[{marker}]" in text:  # bracketed: v1 is not v12
                             found[marker] = str(item.get("id"))
         return found
 
@@ -302,7 +302,7 @@ def task_type_id(key: str | None) -> int:
 def _task_body(task: TaskCreate) -> dict[str, Any] | None:
     if not task.deal_id.isdigit():
         return None
-    text = task.note if task.marker in task.note else f"{task.note}\n\n[{task.marker}]"
+    text = task.note if f"[{task.marker}]" in task.note else f"{task.note}\n\n[{task.marker}]"
     if task.subject and not text.startswith(task.subject):
         text = f"{task.subject}\n{text}"
     due = datetime.combine(task.due, time(23, 59), tzinfo=UTC)

@@ -123,7 +123,7 @@ class PipedriveWriter:
             for item in items:
                 if not isinstance(item, dict) or item.get("is_deleted"):
                     continue
-                if task.marker in str(item.get("note") or ""):
+                if f"[{task.marker}]" in str(item.get("note") or ""):  # v1 is not v12
                     return str(item.get("id"))
         return None
 
@@ -131,7 +131,7 @@ class PipedriveWriter:
         """POST one task activity (never retried after it may have reached Pipedrive)."""
         if not task.deal_id.isdigit():
             return WriteResult(ok=False, error=f"{task.deal_id!r} is not a Pipedrive deal id")
-        note = task.note if task.marker in task.note else f"{task.note}\n\n[{task.marker}]"
+        note = task.note if f"[{task.marker}]" in task.note else f"{task.note}\n\n[{task.marker}]"
         body: dict[str, Any] = {
             "subject": task.subject,
             "type": task.task_type or "task",
