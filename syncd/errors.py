@@ -6,7 +6,7 @@
     ├── ConfigError                 bad daemon/tenant/Sales Book file; carries file, key, problem
     ├── PluginError                 a plugin failed to load or registered something twice
     └── APIError                    anything a CRM API did that we did not want
-        ├── RetriableAPIError       429, 502/503/504, connection errors: worth another try
+        ├── RetriableAPIError       429, 5xx, garbled 200s, connection errors: worth another try
         │   └── RateLimitedError    429 (carries retry_after seconds)
         ├── FatalAPIError           stop this tenant's pass; nothing more will help now
         │   ├── AuthError           token invalid/expired/revoked (401, dead refresh token)
@@ -71,7 +71,8 @@ class APIError(SyncdError):
 
 
 class RetriableAPIError(APIError):
-    """A failure that another attempt may fix (429, 502/503/504, connection errors)."""
+    """A failure that another attempt may fix (429, 5xx but 501/505, an HTML or cut body
+    under 200, connection errors); see docs/operations.md "API weather"."""
 
     def __init__(
         self, message: str, *, status: int | None = None, url: str = "",

@@ -14,7 +14,8 @@
   exactly what amoCRM holds and our own write is not a change on the next pull.
 * Tasks: ``POST /api/v4/tasks`` takes a batch; each task's ``request_id`` is its marker,
   and the marker is also in the task text, so ``find_tasks`` can find a task whose
-  creation was interrupted (the POST is never retried once it may have reached amoCRM).
+  creation was interrupted (a POST that may have reached amoCRM is re-sent only for the
+  items the marker look-up proves absent).
   A task batch rejected with ``validation-errors`` created nothing and is bisected too.
 """
 

@@ -10,8 +10,8 @@
   written, and the record read back (with its new ``DATE_MODIFY``) is handed to the core,
   so our own write is not taken for a change on the next pull (no echo).
 * tasks are universal to-dos (``crm.activity.todo.add``) whose description carries the
-  marker; ``find_tasks`` lists the to-dos of the deals and looks for the markers. Creating is
-  never retried after the request may have reached the portal.
+  marker; ``find_tasks`` lists the to-dos of the deals and looks for the markers. A create
+  that may have reached the portal is re-sent only when that look-up proves it absent.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class PipedriveWriter:
         return None
 
     def create_task(self, task: TaskCreate) -> WriteResult:
-        """POST one task activity (never retried after it may have reached Pipedrive)."""
+        """POST one task activity (re-sent only when the marker look-up proves it absent)."""
         if not task.deal_id.isdigit():
             return WriteResult(ok=False, error=f"{task.deal_id!r} is not a Pipedrive deal id")
         note = task.note if f"[{task.marker}]" in task.note else f"{task.note}\n\n[{task.marker}]"
