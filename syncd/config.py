@@ -24,11 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from syncd import secrets
 from syncd.audit.facts import DEFERRED
+from syncd.audit.registry import CustomRule, RuleRegistry, unknown_name_message
+from syncd.audit.rules import RULE_CODES
 from syncd.connector import ConnectionSettings, Connector, ConnectorState
 from syncd.errors import ConfigError, ConfigProblem, PluginError
 from syncd.oauth import TokenCipher, TokenStore, load_cipher
 from syncd.plugins import ConnectorRegistry
 from syncd.salesbook import SalesBook, load_salesbook, problems_from_validation, read_yaml
+from syncd.sinks import SinkRegistry
 from syncd.store.db import Database
 
 DEFAULT_CONFIG = Path("config/syncd.yaml")
@@ -176,6 +179,9 @@ class TenantConfig(_Model):
     #: Report sinks: sink name -> its options (``gsheets: {spreadsheet_id: ..., ...}``).
     #: Values may use $env/$file; each sink plugin validates its own options.
     reports: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: Custom rules (registered by plugins) switched on or off: rule code -> true/false;
+    #: a rule not named here follows its plugin's default. See docs/plugins.md.
+    rules: dict[str, bool] = Field(default_factory=dict)
     #: Shared secret of this tenant's CRM webhooks (``{$env: NAME}`` / ``{$file: path}``);
     #: without it the tenant's webhook endpoint answers 404. See docs/operations.md.
     webhook_secret: Any = None
@@ -204,6 +210,8 @@ class Tenant:
     interval_minutes: int
     #: Where OAuth tokens get their encryption key (called only when tokens are used).
     token_cipher: Callable[[], TokenCipher] | None = None
+    #: The plugins' custom rules this tenant runs after the built-in ones.
+    custom_rules: tuple[CustomRule, ...] = ()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -390,13 +398,17 @@ def _load_tenant(
                                             offline=offline)
     if book is not None:
         problems.extend(mapping_problems(config, book, file))
+    problems.extend(report_problems(config, registry.sinks, path))
+    problems.extend(rule_problems(config, registry.rules, book, file))
     if book is None or connector_class is None or settings_obj is None:
         return None, problems
+    custom_rules = registry.rules.for_tenant(config.rules)
     tenant = Tenant(
-        key=path.stem, file=path, config=config, book=book, connector_class=connector_class,
+        key=path.stem, file=path, config=config, connector_class=connector_class,
         settings=settings_obj,
         interval_minutes=config.interval_minutes or settings.daemon.interval_minutes,
         token_cipher=settings.token_cipher,
+        custom_rules=custom_rules, book=with_rule_weights(book, custom_rules),
     )
     return tenant, problems
 
@@ -429,6 +441,66 @@ def _connector_class(
 
 #: Stands in for a secret an offline command could not resolve (never sent anywhere).
 UNRESOLVED_SECRET = "(secret not loaded)"  # noqa: S105 - a placeholder, not a secret
+
+
+def report_problems(config: TenantConfig, sinks: SinkRegistry,
+                    path: Path) -> list[ConfigProblem]:
+    """Every ``reports:`` key names a registered sink; its options fit the sink's model
+    (a secret is not resolved here: a placeholder stands in; publishing resolves it)."""
+    file, problems = str(path), []
+    for name, options in config.reports.items():
+        sink = sinks.get(name)
+        if sink is None:
+            message = unknown_name_message("report sink", name, sinks.names())
+            if sinks.legacy:  # handed to the deprecated syncd_publish_report hook
+                problems.append(ConfigProblem(
+                    file, f"reports.{name}", message + "; handed to plugins implementing the "
+                    "deprecated syncd_publish_report hook", severity="warning"))
+            else:
+                problems.append(ConfigProblem(file, f"reports.{name}", message))
+            continue
+        try:
+            sink.options_model.model_validate(_placeholder_secrets(options or {}))
+        except ValidationError as exc:
+            problems.extend(problems_from_validation(exc, file, prefix=f"reports.{name}"))
+    return problems
+
+
+def _placeholder_secrets(value: Any) -> Any:
+    if secrets.is_reference(value):
+        return UNRESOLVED_SECRET
+    if isinstance(value, dict):
+        return {k: _placeholder_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_placeholder_secrets(v) for v in value]
+    return value
+
+
+def rule_problems(config: TenantConfig, rules: RuleRegistry, book: SalesBook | None,
+                  file: str) -> list[ConfigProblem]:
+    """``rules:`` switches name custom rules; the book's rule weights name known rules."""
+    problems = [ConfigProblem(file, f"rules.{code}", message)
+                for code, message in rules.unknown(config.rules)]
+    weights = book.karma.employee.rule_weights if book is not None else {}
+    for code in weights:
+        if code not in RULE_CODES and rules.get(code) is None:
+            problems.append(ConfigProblem(
+                file, "salesbook", f"Sales Book {book.key!r}: karma.employee.rule_weights."
+                f"{code}: {unknown_name_message('rule', code, [*RULE_CODES, *rules.codes()])}",
+                severity="warning"))
+    return problems
+
+
+def with_rule_weights(book: SalesBook, custom_rules: tuple[CustomRule, ...]) -> SalesBook:
+    """The book with the custom rules' karma weights under ``karma.employee.rule_weights``
+    (a weight the book sets itself wins)."""
+    defaults = {rule.code: rule.karma_weight for rule in custom_rules}
+    current = book.karma.employee.rule_weights
+    if not defaults or all(code in current for code in defaults):
+        return book
+    employee = book.karma.employee.model_copy(update={"rule_weights": defaults | current})
+    karma = book.karma.model_copy(update={"employee": employee})
+    return book.model_copy(update={"karma": karma})
 
 
 def _connection_settings(

@@ -39,6 +39,7 @@ from syncd.plugins import Plugins
 from syncd.report import build_report, write_report
 from syncd.sdnotify import Notifier
 from syncd.secrets import redact
+from syncd.sinks import publish_report
 from syncd.store import leases
 from syncd.sync import Interrupted, PassOptions, PassSummary, run_pass
 from syncd.tenantfiles import TenantWatcher
@@ -121,7 +122,7 @@ class Runner:
                     exc_info=not isinstance(exc, SyncdError))
             self._notify_error(tenant.key, exc)
             return TenantOutcome(tenant.key, ok=False, error=message)
-        path = self._write_report(tenant, options, db)
+        path = self._write_report(tenant, options, db, summary)
         return TenantOutcome(tenant.key, ok=True, summary=summary, report=path)
 
     def _run_leased(self, tenant: Tenant, options: PassOptions | None) -> TenantOutcome:
@@ -172,7 +173,7 @@ class Runner:
                         tenant.key, closed, extra={"tenant": tenant.key})
 
     def _write_report(self, tenant: Tenant, options: PassOptions,
-                      db: store.Database) -> str | None:
+                      db: store.Database, summary: PassSummary | None = None) -> str | None:
         try:
             report = build_report(db, tenant, as_of=options.as_of)
             path = str(write_report(report, self.settings.reports_dir))
@@ -180,22 +181,10 @@ class Runner:
             log.exception("tenant %s: the report could not be written", tenant.key)
             return None
         if options.as_of is None:
-            self._publish_report(tenant, report)
+            failures = publish_report(self.plugins, tenant, report)
+            if summary is not None:
+                summary.report_sink_failures.extend(failures)
         return path
-
-    def _publish_report(self, tenant: Tenant, report: dict[str, Any]) -> None:
-        """Hand the report to every sink the tenant file lists (``reports:``)."""
-        for sink, raw_options in tenant.config.reports.items():
-            try:
-                sink_options = {**secrets.resolve_all(raw_options, tenant.file.parent),
-                                "sink": sink}
-                self.plugins.hook.syncd_publish_report(tenant=tenant, report=report,
-                                                       options=sink_options)
-            except (SyncdError, secrets.SecretError) as exc:
-                log.error("tenant %s: report sink %s failed: %s", tenant.key, sink,  # noqa: TRY400
-                          redact(str(exc)))
-            except Exception:
-                log.exception("tenant %s: report sink %s failed", tenant.key, sink)
 
     def _notify_error(self, tenant: str, error: BaseException) -> None:
         try:

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from syncd.audit.registry import RuleRegistry
     from syncd.plugins import ConnectorRegistry
+    from syncd.sinks import SinkRegistry
 
 hookspec = pluggy.HookspecMarker("syncd")
 
@@ -25,6 +27,43 @@ def syncd_register_connectors(registry: ConnectorRegistry) -> None:
 
     :param registry: the connector registry; ``add`` raises ``PluginError`` when a
         connector name is already taken, naming both plugins.
+    Return nothing.
+    """
+
+
+@hookspec
+def syncd_register_report_sinks(registry: SinkRegistry) -> None:
+    """Register report sinks: call ``registry.add(ReportSink(name, options_model, publish))``
+    (``syncd.sinks.ReportSink``) for each.
+
+    A tenant file's ``reports: {<name>: {...}}`` is dispatched only to the sink registered
+    under ``<name>``. ``syncd check`` validates the block with ``options_model`` (a pydantic
+    model; ``{$env}``/``{$file}`` secrets are resolved before it sees them) and rejects a
+    name no plugin registered. After each successful live pass the core calls
+    ``publish(tenant, report, options)``: ``tenant`` the loaded ``syncd.config.Tenant``,
+    ``report`` the report dict (schema ``syncd.report/1``), ``options`` the validated model.
+    ``publish`` raises ``SyncdError`` with a clear message on failure: it is logged and
+    listed in that tenant's pass summary (``report_sink_failures``) and fails nothing else.
+
+    :param registry: the sink registry; ``add`` raises ``PluginError`` when a name is taken.
+    Return nothing.
+    """
+
+
+@hookspec
+def syncd_register_rules(registry: RuleRegistry) -> None:
+    """Register custom audit rules: call ``registry.add(CustomRule(...))``
+    (``syncd.audit.registry.CustomRule``) for each.
+
+    A rule has a code (unique, not a built-in one), a title and an explanation template in
+    English and Russian, a ``check(facts, context)`` over the same ``DealFacts`` the
+    built-in rules see returning ``Hit`` objects, a severity, a karma weight and whether it
+    is on by default. The engine runs the rules a tenant enables (tenant file
+    ``rules: {<code>: true|false}``) after the built-in ones; their findings go through the
+    same violation lifecycle, report, CRM texts and karma. See docs/plugins.md.
+
+    :param registry: the rule registry; ``add`` raises ``PluginError`` on a taken or
+        built-in code or an incomplete rule.
     Return nothing.
     """
 
@@ -54,11 +93,13 @@ def syncd_after_sync(tenant: str, summary: dict[str, Any]) -> None:
 
 @hookspec
 def syncd_publish_report(tenant: Any, report: dict[str, Any], options: dict[str, Any]) -> None:
-    """Publish a tenant's fresh report somewhere people read it (e.g. Google Sheets tabs).
+    """Deprecated (kept for one release): register a sink with
+    ``syncd_register_report_sinks`` instead.
 
     Called after each successful live pass, once per entry of the tenant file's
-    ``reports:`` section whose key is the plugin's sink name; a plugin ignores calls whose
-    ``options["sink"]`` is not its own.
+    ``reports:`` section whose key no plugin registered as a sink, broadcast to every
+    plugin implementing this hook; a plugin ignores calls whose ``options["sink"]`` is not
+    its own. While any plugin implements it, ``syncd check`` reports such keys as warnings.
 
     :param tenant: the loaded ``syncd.config.Tenant``.
     :param report: the report dict (schema ``syncd.report/1``, docs/report-schema.md).

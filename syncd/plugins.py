@@ -16,19 +16,26 @@ from types import ModuleType
 import pluggy
 
 from syncd import PROJECT_NAME, hookspecs
+from syncd.audit.registry import RuleRegistry
 from syncd.connector import Connector
 from syncd.errors import PluginError
+from syncd.sinks import SinkRegistry
 
 log = logging.getLogger(__name__)
 
 
 class ConnectorRegistry:
-    """Connector classes by name; registering a name twice is an error naming both."""
+    """Connector classes by name; registering a name twice is an error naming both.
+
+    Tenant loading receives this registry; it also carries what plugins registered that a
+    tenant file refers to: report sinks (``sinks``) and custom rules (``rules``)."""
 
     def __init__(self) -> None:
         self._connectors: dict[str, type[Connector]] = {}
         #: plugin (entry point) name -> why it failed to load
         self.broken: dict[str, str] = {}
+        self.sinks = SinkRegistry()
+        self.rules = RuleRegistry()
 
     def add(self, connector: type[Connector]) -> None:
         name = getattr(connector, "name", None)
@@ -122,6 +129,15 @@ def make_plugin_manager(
         manager.register(plugin)
     manager.check_pending()
     manager.hook.syncd_register_connectors(registry=registry)
+    manager.hook.syncd_register_report_sinks(registry=registry.sinks)
+    manager.hook.syncd_register_rules(registry=registry.rules)
+    registry.rules.activate()
+    registry.sinks.legacy = bool(manager.hook.syncd_publish_report.get_hookimpls())
+    if registry.sinks.legacy:
+        legacy = [impl.plugin_name for impl in manager.hook.syncd_publish_report.get_hookimpls()]
+        log.warning("plugin(s) %s implement the deprecated syncd_publish_report hook; register "
+                    "a named sink with syncd_register_report_sinks instead (docs/plugins.md)",
+                    ", ".join(legacy))
     return Plugins(manager=manager, connectors=registry, distributions=distributions)
 
 

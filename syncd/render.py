@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from syncd.audit.registry import custom_title
 from syncd.salesbook import SalesBook
 
 RULE_ORDER = (
@@ -78,8 +79,10 @@ def violation_text(rule: str, stage_key: str | None, action_key: str | None,
                    or details.get("reason") or details.get("lost_reason") or "—"),
         "limit": details.get("limit_days") or details.get("limit") or _limit(rule, book),
     }
+    if rule not in texts:  # a plugin's rule: its own title in the language
+        return custom_title(rule, language) or rule
     variant = f"{rule}.{details['problem']}" if details.get("problem") else rule
-    return texts.get(variant, texts.get(rule, rule)).format(**values)
+    return texts.get(variant, texts[rule]).format(**values)
 
 
 def _limit(rule: str, book: SalesBook) -> int:

@@ -92,6 +92,9 @@ class EmployeeKarmaWeights(_Strict):
     loyal_client: float = 5.0
     forward_move: float = 1.0
     violation_penalty: float = 2.0
+    #: Rule code -> how many ``violation_penalty`` one of its violations costs (default 1;
+    #: a plugin's custom rule brings its own default, docs/plugins.md).
+    rule_weights: dict[str, float] = Field(default_factory=dict)
 
 
 class KarmaWeights(_Strict):

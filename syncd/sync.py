@@ -76,6 +76,8 @@ class PassSummary:
     quarantined: list[str] = field(default_factory=list)
     #: CRM writes or tasks rejected this pass, one text per item (record and CRM's reason).
     write_failures: list[str] = field(default_factory=list)
+    #: Report sinks that failed to publish this pass's report: "sink: reason".
+    report_sink_failures: list[str] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:
@@ -337,7 +339,8 @@ def _audit(session: Any, tenant: Tenant, tenant_id: int, now: datetime,
     mapper = make_mapper(session, tenant, tenant_id)
     facts = iter_facts(session, tenant_id, mapper)
     return mapper, list(audit_deals(facts, tenant.book, now, mapper.tz,
-                                    language=tenant.config.language))
+                                    language=tenant.config.language,
+                                    custom_rules=tenant.custom_rules))
 
 
 def karma_weights_fn(tenant: Tenant) -> Callable[[Any], tuple[float, float]]:

@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from syncd_gsheets.sink import SheetsReportSink
 
 from syncd.errors import AuthError, ConfigError
 from syncd.ratelimit import RateLimiter
+from syncd.sinks import SinkRegistry, validated_options
 
 SHEET = "report-sheet-0001"
 EMAIL = "syncd-reports@acme.iam.gserviceaccount.com"
@@ -179,12 +179,14 @@ def test_quota_exhausted_is_backed_off_and_retried(fake: FakeSheets, key: str) -
     assert result.written, "published after the backoff"
 
 
-def test_the_hook_validates_options_and_ignores_other_sinks(tmp_path: Path) -> None:
-    tenant = SimpleNamespace(file=tmp_path / "acme.yaml", config=SimpleNamespace(language="en"))
-    plugin.syncd_publish_report(tenant=tenant, report={}, options={"sink": "other"})
+def test_the_sink_is_registered_by_name_and_its_options_validated(tmp_path: Path) -> None:
+    registry = SinkRegistry()
+    plugin.syncd_register_report_sinks(registry=registry)
+    assert registry.names() == ["gsheets"]
+    sink = registry.get("gsheets")
     with pytest.raises(ConfigError) as caught:
-        plugin.syncd_publish_report(tenant=tenant, report={}, options={
-            "sink": "gsheets", "spreadsheet_id": "short", "credentialz": "x"})
+        validated_options(sink, {"spreadsheet_id": "short", "credentialz": "x"},
+                          str(tmp_path / "acme.yaml"))
     text = str(caught.value)
     assert "acme.yaml: reports.gsheets.spreadsheet_id" in text
     assert "reports.gsheets.credentials: Field required" in text

@@ -7,12 +7,13 @@ Pure: ``now`` (aware) and the tenant's timezone are inputs; nothing reads a cloc
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from syncd.audit.facts import DealFacts, Finding
+from syncd.audit.registry import CustomRule, RuleContext, run_custom
 from syncd.audit.rules import RULES, SNOOZABLE, UNMAPPED_RULES, AuditRun, BookIndex, unmapped_stage
 from syncd.audit.timeline import Calendar, as_of
 from syncd.salesbook import SalesBook
@@ -57,15 +58,21 @@ def audit_deal(facts: DealFacts, book: SalesBook, now: datetime, tz: ZoneInfo, *
 
 
 def audit_deals(deals: Iterable[DealFacts], book: SalesBook, now: datetime, tz: ZoneInfo, *,
-                stats: AuditStats | None = None, language: str = "en") -> Iterator[Finding]:
+                stats: AuditStats | None = None, language: str = "en",
+                custom_rules: Sequence[CustomRule] = ()) -> Iterator[Finding]:
     """Stream the findings of many deals, each as of ``now``, then one ``unmapped_stage``
     finding per CRM stage whose deals have no canonical stage (sorted by CRM stage);
-    explanations in ``language`` (en, ru)."""
+    explanations in ``language`` (en, ru). ``custom_rules`` (plugins' rules,
+    syncd.audit.registry) run after the built-in ones."""
     run = _run(book, now, tz, language)  # validates now before the first deal is read
-    return _stream(deals, run, stats if stats is not None else AuditStats())
+    stats = stats if stats is not None else AuditStats()
+    context = RuleContext(run.cal.now, run.cal.today, tz, book, language)
+    return _stream(deals, run, stats, custom_rules, context)
 
 
-def _stream(deals: Iterable[DealFacts], run: AuditRun, stats: AuditStats) -> Iterator[Finding]:
+def _stream(deals: Iterable[DealFacts], run: AuditRun, stats: AuditStats,
+            custom_rules: Sequence[CustomRule] = (),
+            context: RuleContext | None = None) -> Iterator[Finding]:
     unmapped: dict[str, list[str]] = {}
     counts: Counter[str] = Counter()
     for deal in deals:
@@ -78,11 +85,19 @@ def _stream(deals: Iterable[DealFacts], run: AuditRun, stats: AuditStats) -> Ite
             if len(examples) < EXAMPLE_DEALS:
                 examples.append(current.deal_id)
         yield from _audit(current, run, stats)
+        if custom_rules and context is not None:
+            yield from _count(run_custom(custom_rules, current, context), stats)
     for crm_stage in sorted(unmapped):
         finding = unmapped_stage(crm_stage, unmapped[crm_stage], counts[crm_stage],
                                  run.texts)
         stats.findings[finding.rule] += 1
         yield finding
+
+
+def _count(findings: list[Finding], stats: AuditStats) -> list[Finding]:
+    for finding in findings:
+        stats.findings[finding.rule] += 1
+    return findings
 
 
 def _run(book: SalesBook, now: datetime, tz: ZoneInfo, language: str = "en") -> AuditRun:

@@ -14,7 +14,8 @@ totals from the same lines. Criteria (weights in ``karma.employee``):
 - ``forward_move`` (1 per stage change to a later active stage, to the deal's owner, in
   the month of the change; source: the stage change)
 - ``violation`` (a penalty per violation opened in the month on the user's deals; source:
-  the violation)
+  the violation; its quantity is the rule's weight, ``karma.employee.rule_weights``,
+  default 1)
 
 Manager karma is not stored: it is the arithmetic mean of the team members' employee karma
 of the month (a member without lines that month counts as 0); a manager without a team has
@@ -151,6 +152,7 @@ class PeopleLedger:
     def __init__(self, book: SalesBook, tz: ZoneInfo) -> None:
         self.order = {stage.key: index for index, stage in enumerate(book.stages)}
         self.clock = Clock(tz)
+        self.rule_weights = book.karma.employee.rule_weights
         self.deals: dict[str, _Deal] = {}  # won deals only: the others earn no company line
         self.owners: dict[str, str | None] = {}  # owners of deals with violations
         self.companies: dict[str, CompanyRecord] = {}
@@ -324,9 +326,10 @@ class PeopleLedger:
         found = self.violations.pop(deal_id, ())
         if not owner:
             return []
-        month = self.clock.month
-        return [PeopleLine(USER, owner, "violation", 1.0, "violation", violation.violation_id,
-                           month(violation.opened_at)) for violation in found]
+        month, weights = self.clock.month, self.rule_weights
+        return [PeopleLine(USER, owner, "violation", float(weights.get(violation.rule, 1.0)),
+                           "violation", violation.violation_id, month(violation.opened_at))
+                for violation in found]
 
 
 def employee_lines(deals: Iterable[DealRecord], companies: Iterable[CompanyRecord],
