@@ -179,7 +179,9 @@ def plugins(obj: Context, fmt: str) -> None:
         version = f" {row['version']}" if row["version"] else ""
         out.print(f"[bold]{row['name']}[/]{version} ({row['distribution'] or 'local'}): "
                   f"connectors {', '.join(row['connectors']) or '-'}; "
-                  f"hooks {', '.join(row['hooks'])}", highlight=False)
+                  + "".join(f"{kind} {', '.join(row[kind])}; " for kind in ("sinks", "rules")
+                            if row.get(kind))
+                  + f"hooks {', '.join(row['hooks'])}", highlight=False)
 
 
 @main.command()

@@ -87,9 +87,10 @@ class Plugins:
         for name, plugin in sorted(self.manager.list_name_plugin(), key=lambda x: x[0]):
             dist = self.distributions.get(name)
             hooks = sorted(h.name for h in self.manager.get_hookcallers(plugin) or [])
+            root = _module_root(plugin)
             connectors = [
                 c for c in self.connectors.names()
-                if self.connectors.get(c).__module__.startswith(_module_root(plugin))
+                if self.connectors.get(c).__module__.startswith(root)
             ]
             rows.append({
                 "name": name,
@@ -97,10 +98,12 @@ class Plugins:
                 "version": dist[1] if dist else None,
                 "hooks": hooks,
                 "connectors": connectors,
+                "sinks": self.connectors.sinks.names(module_root=root),
+                "rules": self.connectors.rules.codes(module_root=root),
             })
         for name, error in sorted(self.connectors.broken.items()):
             rows.append({"name": name, "distribution": None, "version": None, "hooks": [],
-                         "connectors": [], "error": error})
+                         "connectors": [], "sinks": [], "rules": [], "error": error})
         return rows
 
 

@@ -65,8 +65,10 @@ class SinkRegistry:
     def get(self, name: str) -> ReportSink | None:
         return self._sinks.get(name)
 
-    def names(self) -> list[str]:
-        return sorted(self._sinks)
+    def names(self, module_root: str | None = None) -> list[str]:
+        """Sink names (those of one plugin's top-level module, when given)."""
+        return sorted(name for name, sink in self._sinks.items()
+                      if module_root is None or _module(sink.publish).split(".")[0] == module_root)
 
     def __contains__(self, name: object) -> bool:
         return name in self._sinks
@@ -113,3 +115,7 @@ def validated_options(sink: ReportSink, options: dict[str, Any], file: str) -> B
         raise ConfigError([ConfigProblem(file, key + ".".join(str(p) for p in error["loc"]),
                                          redact(error["msg"])) for error in exc.errors()],
                           ) from None
+
+
+def _module(obj: object) -> str:
+    return str(getattr(obj, "__module__", "") or "")

@@ -158,6 +158,11 @@ def test_check_names_an_unknown_sink_rule_or_bad_option(
                               rules={"big_deal_no_meetin": True}),
     }
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", tenants)
+    listed = run_syncd(config, "plugins", "--format", "json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert (rows["acme"]["sinks"], rows["acme"]["rules"]) == (["jsonfile"], [RULE])
+    assert rows["gsheets"]["sinks"] == ["gsheets"] and rows["gsheets"]["rules"] == []
     checked = run_syncd(config, "check", env=env)
     assert checked.returncode == 2
     assert ("alpha.yaml: reports.jsonfiel: no report sink named 'jsonfiel' (installed: "

@@ -128,8 +128,10 @@ class RuleRegistry:
     def get(self, code: str) -> CustomRule | None:
         return self._rules.get(code)
 
-    def codes(self) -> list[str]:
-        return sorted(self._rules)
+    def codes(self, module_root: str | None = None) -> list[str]:
+        """Rule codes (those of one plugin's top-level module, when given)."""
+        return sorted(code for code, rule in self._rules.items() if module_root is None
+                      or str(getattr(rule.check, "__module__", "")).split(".")[0] == module_root)
 
     def for_tenant(self, switches: Mapping[str, bool]) -> tuple[CustomRule, ...]:
         """The rules a tenant runs: each rule's default, unless the tenant file says."""
