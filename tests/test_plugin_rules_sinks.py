@@ -13,19 +13,23 @@ import sqlite3
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 from support import run_syncd, write_config
 from test_external_plugin import DATA, install_plugin
 
 from syncd.audit.engine import audit_deals
 from syncd.audit.facts import DealFacts
 from syncd.audit.registry import CustomRule, Hit, RuleRegistry
+from syncd.config import report_problems
 from syncd.errors import PluginError
 from syncd.render import violation_text
 from syncd.salesbook import load_salesbook
+from syncd.sinks import ReportSink, SinkRegistry, publish_report
 
 ACME_SOURCE = textwrap.dedent('''
     """syncd-acme: a consultancy's own audit rule and report sink."""
@@ -220,3 +224,60 @@ def test_crm_texts_use_the_rule_title_in_the_tenant_language() -> None:
     registry.activate()
     assert violation_text("pricey", None, None, {}, BOOK, "ru") == "дорого"
     assert violation_text("pricey", None, None, {}, BOOK, "en") == "pricey"
+
+
+# -- in-process: dispatch by name, and the deprecated broadcast hook -------------------------
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+
+
+def _plugins(sinks: SinkRegistry, legacy_calls: list[dict[str, Any]]) -> Any:
+    hook = SimpleNamespace(syncd_publish_report=lambda **kw: legacy_calls.append(kw))
+    return SimpleNamespace(connectors=SimpleNamespace(sinks=sinks), hook=hook)
+
+
+def _tenant(tmp_path: Path, reports: dict[str, Any]) -> Any:
+    return SimpleNamespace(key="acme", file=tmp_path / "acme.yaml",
+                           config=SimpleNamespace(reports=reports))
+
+
+def test_each_reports_entry_goes_only_to_its_sink(tmp_path: Path) -> None:
+    got: dict[str, list[Any]] = {"a": [], "b": []}
+    sinks = SinkRegistry()
+    for name, calls in got.items():
+        sinks.add(ReportSink(name, _Options,
+                             lambda t, r, o, calls=calls: calls.append((r["tenant"], o.path))))
+    sinks.add(ReportSink("broken", _Options, lambda t, r, o: 1 / 0))
+    legacy: list[dict[str, Any]] = []
+    tenant = _tenant(tmp_path, {"a": {"path": "pa"}, "broken": {"path": "x"},
+                                "b": {"path": "pb"}, "nosuch": {}})
+    failures = publish_report(_plugins(sinks, legacy), tenant, {"tenant": "acme"})
+    assert got == {"a": [("acme", "pa")], "b": [("acme", "pb")]}
+    assert failures == ["broken: ZeroDivisionError: division by zero",
+                        "nosuch: no report sink named 'nosuch' (installed: a, b, broken)"]
+    assert legacy == []  # no plugin implements the deprecated hook: nothing broadcast
+
+
+def test_deprecated_hook_gets_only_unregistered_names(tmp_path: Path) -> None:
+    sinks = SinkRegistry()
+    sinks.add(ReportSink("a", _Options, lambda t, r, o: None))
+    sinks.legacy = True
+    legacy: list[dict[str, Any]] = []
+    tenant = _tenant(tmp_path, {"a": {"path": "pa"}, "oldsink": {"token": "t"}})
+    assert publish_report(_plugins(sinks, legacy), tenant, {"tenant": "acme"}) == []
+    assert [call["options"] for call in legacy] == [{"token": "t", "sink": "oldsink"}]
+    config = SimpleNamespace(reports=tenant.config.reports)
+    problems = report_problems(config, sinks, tenant.file)
+    assert [(p.key, p.severity) for p in problems] == [("reports.oldsink", "warning")]
+    sinks.legacy = False
+    assert [p.severity for p in report_problems(config, sinks, tenant.file)] == ["error"]
+
+
+def test_sink_names_are_unique() -> None:
+    sinks = SinkRegistry()
+    sinks.add(ReportSink("a", _Options, lambda t, r, o: None))
+    with pytest.raises(PluginError, match="report sink name 'a' registered twice"):
+        sinks.add(ReportSink("a", _Options, lambda t, r, o: None))
+    with pytest.raises(PluginError, match="options_model must be a pydantic model class"):
+        sinks.add(ReportSink("c", dict, lambda t, r, o: None))  # type: ignore[arg-type]
