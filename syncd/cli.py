@@ -506,6 +506,99 @@ def inspect(obj: Context, tenant: str, counts: bool, fmt: str) -> None:
     print_vocabulary(out, found)
 
 
+def _gates(obj: Context, key: str) -> tuple[Tenant, Any, list[Any]]:
+    from syncd.onboarding.gates import read_drift
+
+    tenant = obj.tenants([key])[0]
+    connector = tenant.make_connector(obj.database())
+    return tenant, connector, read_drift(tenant, connector)
+
+
+@main.command()
+@click.argument("tenant")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+@handle_errors
+def drift(obj: Context, tenant: str, fmt: str) -> None:
+    """Where the CRM's own settings (stage rotting, loss reasons, required fields) differ
+    from the Sales Book; reads the CRM, changes nothing."""
+    _, connector, found = _gates(obj, tenant)
+    connector.close()
+    if fmt == "json":
+        sys.stdout.write(json.dumps([d.as_dict() for d in found], ensure_ascii=False,
+                                    indent=2, default=str) + "\n")
+        return
+    for item in found:
+        how = "syncd apply" if item.automatic else f"by hand: {item.manual}"
+        out.print(f"- {item.what} [{how}]", highlight=False)
+    out.print(f"{len(found)} difference(s), {sum(d.automatic for d in found)} automatic")
+
+
+@main.command()
+@click.argument("tenant")
+@pass_context
+@handle_errors
+def plan(obj: Context, tenant: str) -> None:
+    """The changes `syncd apply` would make in the CRM so it enforces the Sales Book."""
+    from syncd.onboarding.gates import plan as make_plan
+
+    _, connector, found = _gates(obj, tenant)
+    connector.close()
+    changes = make_plan(found)
+    for change in changes:
+        out.print(f"{change.kind} {change.label!r}: {change.before!r} -> {change.after!r}",
+                  highlight=False)
+    out.print(f"{len(changes)} change(s) to apply")
+
+
+@main.command("apply")
+@click.argument("tenant")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--revert", "revert_id", type=int, help="Undo the recorded change with this id.")
+@click.option("--last", is_flag=True, help="With --revert omitted: undo the last apply.")
+@click.option("--list", "list_changes", is_flag=True, help="Show the recorded changes.")
+@pass_context
+@handle_errors
+def apply_gates(obj: Context, tenant: str, yes: bool, revert_id: int | None, last: bool,
+                list_changes: bool) -> None:
+    """Make the CRM enforce the Sales Book (the changes `syncd plan` prints), recorded
+    in the store; --revert ID / --last undo recorded changes."""
+    from syncd.onboarding import gates
+
+    database = obj.database()
+    if list_changes:
+        for row in gates.recorded(database, tenant):
+            state = f"reverted {row.reverted_at:%Y-%m-%d %H:%M}" if row.reverted_at else "applied"
+            out.print(f"{row.id} {row.applied_at:%Y-%m-%d %H:%M} {row.kind} {row.label!r}: "
+                      f"{row.before!r} -> {row.after!r} ({state})", highlight=False)
+        return
+    loaded = obj.tenants([tenant])[0]
+    connector = loaded.make_connector(database)
+    try:
+        if revert_id is not None or last:
+            rows = gates.to_revert(database, tenant, revert_id)
+            labels = [f"undo {r.id}: {r.kind} {r.label!r}" for r in rows]
+        else:
+            changes = gates.plan(gates.read_drift(loaded, connector))
+            labels = [f"{c.kind} {c.label!r}: {c.before!r} -> {c.after!r}" for c in changes]
+        for label in labels:
+            out.print(label, highlight=False)
+        if not labels:
+            out.print("nothing to change")
+            return
+        if not yes and not click.confirm(f"make these {len(labels)} change(s) in the CRM?"):
+            out.print("nothing changed")
+            return
+        if revert_id is not None or last:
+            gates.revert(database, connector, rows)
+        else:
+            for row in gates.apply(database, loaded, connector, changes):
+                out.print(f"applied {row.id}: {row.kind} {row.label!r}", highlight=False)
+        out.print(f"{len(labels)} change(s) made")
+    finally:
+        connector.close()
+
+
 @main.command()
 @click.argument("tenant")
 @click.option("--plugin", help="The connector (see `syncd plugins`); --export implies "

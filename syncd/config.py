@@ -584,7 +584,7 @@ def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[C
                     f"{', '.join(sorted(stage_keys))}; or null/ignore)"
                     + _OUTCOME_HINT.get(target, "")))
     for stage in book.stages:
-        if stage.key not in mapped and config.mapping.stages:
+        if stage.key not in mapped:  # also with no stage mapping at all (docs/config.md)
             problems.append(ConfigProblem(
                 file, "mapping.stages", f"Sales Book stage {stage.key!r} has no CRM stage mapped "
                 "onto it", severity="warning"))

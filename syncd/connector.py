@@ -133,6 +133,47 @@ class Inspection:
 
 
 @dataclass
+class StageGate:
+    """A stage's own settings in the CRM that the Sales Book also defines."""
+
+    id: str
+    pipeline: str
+    name: str
+    #: Days without an update after which the CRM itself flags a deal (Pipedrive's
+    #: "rotting"); ``None``: off. ``rotting_supported`` False: the CRM has no such setting.
+    rotting_days: int | None = None
+    rotting_supported: bool = False
+    #: The CRM's meaning of the stage where it has one (Bitrix24: P/S/F).
+    semantics: str | None = None
+    #: Field names the CRM requires to enter (or leave) this stage, where it can say.
+    required_fields: tuple[str, ...] = ()
+
+
+@dataclass
+class Gates:
+    """What a CRM admin configured that the Sales Book also defines (``read_gates``)."""
+
+    stages: list[StageGate] = field(default_factory=list)
+    #: The loss-reason catalogue: CRM id -> name; ``None`` when the API cannot list it.
+    loss_reasons: dict[str, str] | None = None
+    #: Kinds of ``GateChange`` this connector's ``apply_gate`` makes.
+    writable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GateChange:
+    """One change to a CRM's settings. ``kind``: ``stage_rotting`` (``target`` a stage id,
+    ``before``/``after`` the rotting days or ``None`` for off), ``loss_reason_add``
+    (``after`` the name) or ``loss_reason_delete`` (``target`` the reason's id)."""
+
+    kind: str
+    target: str
+    label: str
+    before: Any = None
+    after: Any = None
+
+
+@dataclass
 class ConnectorState:
     """Durable per-tenant services the core lends a connector for a pass.
 
@@ -227,6 +268,16 @@ class Connector(ABC):
         treats every call as "something changed"; override to spot our own echoes. Raise
         ``BadPayloadError`` for a payload that is not this CRM's."""
         return WebhookHint()
+
+    def read_gates(self) -> Gates:
+        """Optional: the CRM's own gates (stage rotting, loss-reason catalogue, required
+        fields) for ``syncd drift``/``plan``/``apply``. The default: none readable."""
+        raise NotImplementedError(f"{self.name} cannot read its CRM settings")
+
+    def apply_gate(self, change: GateChange) -> GateChange:
+        """Optional: make one change of a kind in ``read_gates().writable``; return it as
+        made (``target`` filled in for a created object, e.g. a new loss reason's id)."""
+        raise NotImplementedError(f"{self.name} cannot change its CRM settings")
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release sessions and other resources."""

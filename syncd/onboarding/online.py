@@ -50,6 +50,14 @@ def _hint(name: str, known: list[str]) -> str:
     return f"known: {', '.join(known) or 'none'}"
 
 
+def kind_covers(mapped: str, crm_type: str) -> bool:
+    """True when the mapping key ``mapped`` applies to the CRM's activity type key: the
+    same key, or a prefix of it by whole ``:`` parts (Bitrix24's provider-aware keys
+    ``kind:PROVIDER_ID:PROVIDER_TYPE_ID`` are matched by their longest mapped prefix, as
+    ``syncd.mapping.Mapper.kind`` does)."""
+    return crm_type == mapped or crm_type.startswith(mapped + ":")
+
+
 def _names_problems(config: TenantConfig, found: Vocabulary, file: str,
                     ) -> list[ConfigProblem]:
     """Mapped loss reasons and activity types the account never uses (warnings: a
@@ -64,9 +72,9 @@ def _names_problems(config: TenantConfig, found: Vocabulary, file: str,
                 "no lost deal and no loss-reason list of the account has this text; "
                 + _hint(reason, reasons), severity="warning"))
     types = [split_type(t)[0] for t in inspection.activity_types]
-    types += list(usage.activity_types if usage else [])
+    types += list(inspection.activity_kinds) + list(usage.activity_types if usage else [])
     for crm_type in mapping.activity_types:
-        if crm_type not in types:
+        if not any(kind_covers(crm_type, t) for t in types):
             problems.append(ConfigProblem(
                 file, f"mapping.activity_types.{crm_type}",
                 "the account has no activity type with this key; " + _hint(crm_type, types),

@@ -457,6 +457,26 @@ class TenantLeaseRow(Base):
     expires_at: Mapped[datetime | None]
 
 
+class GateChangeRow(Base):
+    """One change ``syncd apply`` made to a CRM's own settings (a stage's rotting days, a
+    loss reason added), with the value before and after, so it can be reverted
+    (``syncd.onboarding.gates``). Keyed by the tenant *key*: gates may be applied before a
+    tenant's first pass. ``reverted_at`` is set when ``syncd apply --revert`` undid it."""
+
+    __tablename__ = "gate_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_key: Mapped[str] = mapped_column(String(100), index=True)
+    plugin: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(String(255))  # the CRM object's id
+    label: Mapped[str] = mapped_column(Text)  # what a person reads
+    before: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    after: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    applied_at: Mapped[datetime]
+    reverted_at: Mapped[datetime | None]
+
+
 #: Record tables by name, for counts and maintenance.
 RECORD_MODELS: dict[str, type[RecordMixin]] = {
     "users": UserRow,

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, ClassVar
@@ -38,8 +39,11 @@ import requests
 from syncd.connector import (
     STANDARD_STREAMS,
     Connector,
+    GateChange,
+    Gates,
     Inspection,
     PullContext,
+    StageGate,
     WebhookHint,
 )
 from syncd.errors import BadPayloadError
@@ -343,6 +347,37 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
         last = pending or Page("stage_history", [])
         last.cursor = str(until)
         yield last
+
+    # --- the CRM's own gates (syncd drift / plan / apply) ---------------------------------
+    def read_gates(self) -> Gates:
+        """Stages (amoCRM has no rotting setting) and the loss-reason catalogue, read anew.
+        Required fields per status (a field's ``required_statuses``) are set in the account's
+        settings and are not changed here."""
+        pipelines, stages = self.pipelines()
+        names = {p.external_id: p.name for p in pipelines}
+        self._reasons = None
+        return Gates(
+            stages=[StageGate(id=s.external_id, pipeline=names.get(s.pipeline_id, "?"),
+                              name=s.name) for s in stages],
+            loss_reasons=dict(self.loss_reasons()),
+            writable=("loss_reason_add", "loss_reason_delete"))
+
+    def apply_gate(self, change: GateChange) -> GateChange:
+        path = "/api/v4/leads/loss_reasons"
+        if change.kind == "loss_reason_add":
+            body = self.client.call("POST", path, json=[{"name": change.after}],
+                                    idempotent=False)
+            items, _ = embedded(body, "loss_reasons", path)
+            if not items or ident(items[0].get("id")) is None:
+                message = f"amocrm {path}: the answer names no new loss reason"
+                raise BadPayloadError(message)
+            self._reasons = None
+            return replace(change, target=str(ident(items[0]["id"])))
+        if change.kind == "loss_reason_delete":
+            self.client.call("DELETE", f"{path}/{change.target}", idempotent=True)
+            self._reasons = None
+            return change
+        raise NotImplementedError(f"amocrm cannot make a {change.kind} change")
 
     # --- describing the account -----------------------------------------------------------
     def inspect(self) -> Inspection:

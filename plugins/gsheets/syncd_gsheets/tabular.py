@@ -27,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from syncd.errors import BadPayloadError
+from syncd.fieldcheck import closest
 from syncd.records import (
     Activity,
     ActivityType,
@@ -133,8 +134,10 @@ def split_tab(title: str, grid: Grid, entity: str, settings: TabularSettings) ->
         wanted = explicit.get(key)
         index = positions.get(_header_key(wanted or key))
         if index is None and wanted:
-            message = (f"tab {title!r}: no column {wanted!r} (mapped to {key}); the header row "
-                       f"has: {', '.join(h for h in header if h)}")
+            near = closest(wanted, [h for h in header if h])
+            hint = ("; did you mean " + " or ".join(repr(n) for n in near) + "?") if near else ""
+            message = (f"tab {title!r}: no column {wanted!r} (mapped to {key}){hint}; the "
+                       f"header row has: {', '.join(h for h in header if h)}")
             raise BadPayloadError(message)
         if index is not None:
             where[key] = index

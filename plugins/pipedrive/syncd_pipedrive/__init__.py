@@ -28,7 +28,16 @@ from typing import Any, ClassVar
 
 import requests
 
-from syncd.connector import STANDARD_STREAMS, Connector, Inspection, PullContext, WebhookHint
+from syncd.connector import (
+    STANDARD_STREAMS,
+    Connector,
+    GateChange,
+    Gates,
+    Inspection,
+    PullContext,
+    StageGate,
+    WebhookHint,
+)
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Deal, Page, StageChange
 from syncd.secrets import register
@@ -246,6 +255,34 @@ class PipedriveConnector(PipedriveWriter, Connector):
         except (KeyError, TypeError, ValueError) as exc:
             message = f"pipedrive stage_history: deal {deal_id} flow is malformed: {exc}"
             raise BadPayloadError(message) from exc
+
+    # --- the CRM's own gates (syncd drift / plan / apply) ---------------------------------
+    def read_gates(self) -> Gates:
+        """Stage rotting (``is_deal_rot_enabled``/``days_to_rotten``). Pipedrive's API has no
+        endpoint for the lost-reason list (Company settings > Lost reasons), nor for the
+        "required/important fields" of a stage: those are reported as manual steps."""
+        pipelines = {p["id"]: p.get("name") for page in self.client.iter_v2("/api/v2/pipelines")
+                     for p in page if not p.get("is_deleted")}
+        stages = []
+        for page in self.client.iter_v2("/api/v2/stages"):
+            for stage in page:
+                if stage.get("is_deleted") or stage.get("pipeline_id") not in pipelines:
+                    continue
+                days = stage.get("days_to_rotten") if stage.get("is_deal_rot_enabled") else None
+                stages.append(StageGate(
+                    id=str(stage["id"]), pipeline=str(pipelines[stage["pipeline_id"]]),
+                    name=str(stage.get("name")), rotting_days=days, rotting_supported=True))
+        return Gates(stages=stages, loss_reasons=None, writable=("stage_rotting",))
+
+    def apply_gate(self, change: GateChange) -> GateChange:
+        if change.kind != "stage_rotting":
+            raise NotImplementedError(f"pipedrive cannot make a {change.kind} change")
+        days = change.after
+        body = ({"is_deal_rot_enabled": True, "days_to_rotten": int(days)} if days
+                else {"is_deal_rot_enabled": False})
+        self.client.call("PATCH", f"/api/v2/stages/{change.target}", json=body,
+                         idempotent=True)
+        return change
 
     # --- describing the account -----------------------------------------------------------
     def inspect(self) -> Inspection:

@@ -456,6 +456,8 @@ class FakeAmoCRM(FakeHTTPServer):
         ("GET", re.compile(r"/api/v4/users"), "users"),
         ("GET", re.compile(r"/api/v4/leads/pipelines"), "pipelines"),
         ("GET", re.compile(r"/api/v4/leads/loss_reasons"), "loss_reasons"),
+        ("POST", re.compile(r"/api/v4/leads/loss_reasons"), "add_loss_reasons"),
+        ("DELETE", re.compile(r"/api/v4/leads/loss_reasons/(\d+)"), "delete_loss_reason"),
         ("GET", re.compile(r"/api/v4/(leads|companies|contacts)/custom_fields"), "fields"),
         ("POST", re.compile(r"/api/v4/(leads|companies|contacts)/custom_fields"),
          "create_fields"),
@@ -526,6 +528,37 @@ class FakeAmoCRM(FakeHTTPServer):
 
     def _do_loss_reasons(self, request: Request) -> tuple[int, Any]:
         return self._page(request, "loss_reasons", list(self.dataset.loss_reasons))
+
+    # Adding and deleting loss reasons as the official PHP library does it
+    # (amocrm/amocrm-api-php src/AmoCRM/EntitiesServices/Leads/LossReasons.php: add = POST
+    # of an array of {name, sort} to /api/v4/leads/loss_reasons answering
+    # _embedded.loss_reasons with the new ids; delete = DELETE .../loss_reasons/{id}, 204).
+    # https://www.amocrm.ru/developers/content/crm_platform/leads-api documents the list.
+    def _do_add_loss_reasons(self, request: Request) -> tuple[int, Any]:
+        items = request.body
+        if not isinstance(items, list) or not items:
+            raise Problem(400, "Request body must be a non-empty array")
+        created = []
+        now = int(time.time())
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                    or not item["name"].strip():
+                raise Problem(400, "Invalid loss reason: name is required")
+            if any(r["name"] == item["name"] for r in self.dataset.loss_reasons):
+                raise Problem(400, f"Loss reason {item['name']!r} already exists")
+            new_id = max((r["id"] for r in self.dataset.loss_reasons), default=0) + 1
+            reason = {"id": new_id, "name": item["name"], "sort": int(item.get("sort", 100)),
+                      "created_at": now, "updated_at": now}
+            self.dataset.loss_reasons.append(reason)
+            created.append(reason)
+        return 200, {"_total_items": len(created), "_embedded": {"loss_reasons": created}}
+
+    def _do_delete_loss_reason(self, request: Request, reason_id: str) -> tuple[int, Any]:
+        found = [r for r in self.dataset.loss_reasons if r["id"] == int(reason_id)]
+        if not found:
+            raise Problem(404, "Loss reason not found")
+        self.dataset.loss_reasons.remove(found[0])
+        return 204, None
 
     def _do_fields(self, request: Request, entity: str) -> tuple[int, Any]:
         return self._page(request, "custom_fields", list(self.custom_fields[entity]), 50)

@@ -396,6 +396,7 @@ class FakePipedrive(FakeHTTPServer):
         ("PATCH", re.compile(r"/api/v2/(deals|organizations)/(\d+)"), "patch"),
         ("POST", re.compile(r"/api/v2/activities"), "create_activity"),
         ("GET", re.compile(r"/api/v2/(pipelines|stages)"), "reference"),
+        ("PATCH", re.compile(r"/api/v2/stages/(\d+)"), "patch_stage"),
         ("GET", re.compile(r"/api/v2/(dealFields|organizationFields|personFields)"), "fields"),
         ("POST", re.compile(r"/(?:api/)?v1/(dealFields|organizationFields)"), "create_field"),
         ("GET", re.compile(r"/(?:api/)?v1/(users|activityTypes)"), "v1_list"),
@@ -485,6 +486,29 @@ class FakePipedrive(FakeHTTPServer):
             pipeline = _int(request.query["pipeline_id"], "pipeline_id")
             rows = [s for s in rows if s["pipeline_id"] == pipeline]
         return self._paged_list(request, rows)
+
+    #: "Update stage details", PATCH /api/v2/stages/{id}: every body field optional;
+    #: rotting is ``is_deal_rot_enabled`` (boolean) and ``days_to_rotten`` (integer, applies
+    #: only when rotting is enabled). https://developers.pipedrive.com/docs/api/v1/Stages#updateStage
+    _STAGE_FIELDS = {"name": str, "pipeline_id": int, "deal_probability": int,
+                     "is_deal_rot_enabled": bool, "days_to_rotten": (int, type(None))}
+
+    def _do_patch_stage(self, request: Request, stage_id: str) -> tuple[int, Any]:
+        stage = next((s for s in self.dataset.stages if s["id"] == int(stage_id)), None)
+        if stage is None or stage.get("is_deleted"):
+            raise ApiProblem(404, "Stage not found")
+        body = request.body if isinstance(request.body, dict) else None
+        if body is None:
+            raise ApiProblem(400, "Body must be a JSON object")
+        for key, value in body.items():
+            wanted = self._STAGE_FIELDS.get(key)
+            if wanted is None:
+                raise ApiProblem(400, f"Unknown field {key}")
+            if (isinstance(value, bool) and wanted is int) or not isinstance(value, wanted):
+                raise ApiProblem(400, f"Invalid value for {key}")
+        stage.update(body)
+        stage["update_time"] = v2_time(datetime.now(UTC))
+        return 200, {"success": True, "data": stage}
 
     def _do_fields(self, request: Request, kind: str) -> tuple[int, Any]:
         return self._paged_list(request, self.field_defs[kind])
