@@ -1,0 +1,57 @@
+"""`syncd check` gaps of issue 14.3: a Sales Book stage nothing maps onto is a warning even
+with no stage mapping at all; provider-aware activity keys (Bitrix24
+``kind:PROVIDER_ID:PROVIDER_TYPE_ID``) are found by prefix; a mapped export column that
+the header row lacks names the closest header."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from support import REPO, run_syncd, write_config
+from test_tabular_export import sample
+
+from syncd.config import TenantConfig, load_salesbook, mapping_problems
+from syncd.connector import Inspection
+from syncd.onboarding import Vocabulary
+from syncd.onboarding.online import compare
+from syncd.onboarding.usage import Usage
+
+BOOK = load_salesbook(REPO / "config" / "salesbooks" / "simple-product-5.yaml")
+
+
+def _config(**mapping: object) -> TenantConfig:
+    return TenantConfig.model_validate({"plugin": "bitrix24", "salesbook": BOOK.key,
+                                        "connection": {}, "mapping": mapping})
+
+
+def test_every_book_stage_is_warned_even_without_a_stage_mapping() -> None:
+    problems = mapping_problems(_config(), BOOK, "t.yaml")
+    warned = {p.problem.split("'")[1] for p in problems
+              if p.key == "mapping.stages" and p.severity == "warning"}
+    assert warned == {s.key for s in BOOK.stages}
+
+
+def test_provider_aware_activity_keys_match_by_prefix_and_misspellings_do_not() -> None:
+    usage = Usage()
+    usage.activity_types.update({"2:VOXIMPLANT_CALL:CALL": 4, "6:CRM_TODO:TODO": 2})
+    found = Vocabulary(Inspection(activity_types=["2 (Call)", "6 (To-do)"]), usage)
+    config = _config(activity_types={"2:VOXIMPLANT_CALL": "call", "6": "followup",
+                                     "2:VOXIMPLANT_CAL": "call"})
+    problems, _ = compare(config, found, "t.yaml", "t")
+    flagged = {p.key for p in problems if p.key.startswith("mapping.activity_types")}
+    assert flagged == {"mapping.activity_types.2:VOXIMPLANT_CAL"}
+    message = next(p.problem for p in problems if p.key.endswith("VOXIMPLANT_CAL"))
+    assert "did you mean" in message and "VOXIMPLANT_CALL" in message
+
+
+def test_a_misspelt_export_column_names_the_closest_header(tmp_path: Path) -> None:
+    tenant = copy.deepcopy(sample.SAMPLE_TENANT)
+    tenant["connection"]["path"] = str(sample.write_csv_dir(tmp_path / "export_csv"))
+    columns = tenant["connection"].setdefault("tabs", {}).setdefault(
+        "deals", {}).setdefault("columns", {})
+    columns["lost_reason"] = "Los reason"
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
+    result = run_syncd(config, "check", "--online")
+    assert result.returncode == 2, result.stderr
+    assert "no column 'Los reason' (mapped to lost_reason); did you mean 'Loss reason'" in result.stderr
