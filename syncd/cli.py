@@ -334,14 +334,21 @@ def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None, log_form
               help="Write the report here too (JSON; HTML with --format html).")
 @click.option("--benchmark", is_flag=True,
               help="Add the anonymised funnel benchmark against tenants on the same Sales Book.")
+@click.option("--onboarding/--no-onboarding", default=None,
+              help="Open with the first-audit summary [default: when the tenant has at most "
+              "one finished pass].")
 @pass_context
 @handle_errors
 def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str | None,
-           benchmark: bool) -> None:
+           benchmark: bool, onboarding: bool | None) -> None:
     """Violations, karma, people, KPIs and the contact matrix of one tenant (from the store)."""
+    from syncd.onboarding import summary
+
     loaded = obj.tenants([tenant], offline=True)[0]
     database = obj.database()
     data = build_report(database, loaded, as_of=parse_as_of(as_of, loaded.tz))
+    if onboarding or (onboarding is None and summary.is_new(database, loaded)):
+        data["onboarding"] = summary.onboarding_summary(database, loaded, data)
     if benchmark:
         data["benchmark"] = _benchmark(obj, database, loaded)
     if fmt == "html":
@@ -358,6 +365,10 @@ def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str |
     if fmt == "json":
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
     else:
+        if data.get("onboarding"):
+            out.print(f"[bold]{data['onboarding']['headline']}[/]", highlight=False)
+            for line in data["onboarding"]["findings"]:
+                out.print(f"- {line}", highlight=False)
         print_report(out, data)
         print_people_and_kpis(out, data)
 

@@ -100,6 +100,16 @@ def bad_records_view(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _body(report: dict[str, Any]) -> str:
+    """The page body; a new tenant's onboarding summary (``syncd.onboarding.summary``)
+    opens it, drawn here as escaped HTML."""
+    if not report.get("onboarding"):
+        return BODY
+    from syncd.onboarding.summary import summary_html
+
+    return BODY.replace("<main>\n", "<main>\n" + summary_html(report["onboarding"]), 1)
+
+
 def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -> str:
     """The whole page for one tenant's report (one self-contained document)."""
     title = html.escape(f"syncd · {report.get('tenant', '')}")
@@ -110,7 +120,7 @@ def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
-        f"{refresh}<title>{title}</title><style>{CSS}</style></head><body>{BODY}"
+        f"{refresh}<title>{title}</title><style>{CSS}</style></head><body>{_body(report)}"
         f"<script type=\"application/json\" id=\"report-data\">{embed_json(page_view(report))}"
         "</script>"
         f"<script>{SCRIPT}</script></body></html>\n"

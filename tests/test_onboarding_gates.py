@@ -143,3 +143,34 @@ def test_a_connector_without_gates_is_a_clear_error(tmp_path: Path) -> None:
     result = run_syncd(config, "drift", "csv")
     assert result.returncode == 2
     assert "cannot read its CRM settings" in result.stderr
+
+
+def test_first_report_opens_with_the_onboarding_summary(
+        tmp_path: Path, db_url: str, pipedrive: FakePipedrive) -> None:
+    tenant = _pipedrive_tenant(pipedrive.base_url)
+    tenant["language"] = "ru"
+    config = write_config(tmp_path, db_url, {"nw": tenant})
+    (tmp_path / "tenants" / "nw.yaml").write_text(
+        (tmp_path / "tenants" / "nw.yaml").read_text("utf-8")
+        + "# TODO(syncd init) [mapping.stages.Partners.Intro] decide\n", "utf-8")
+    assert run_syncd(config, "sync", "nw", "--no-write", env=ENV).returncode == 0
+    report = json.loads(run_syncd(config, "report", "nw", "--format", "json").stdout)
+    summary = report["onboarding"]
+    coverage = summary["coverage"]
+    assert coverage["deals"] == report["counts"]["deals"] > 0
+    assert coverage["open"] + coverage["won"] + coverage["lost"] == coverage["deals"]
+    assert 0 < coverage["share_with_activities"] <= 1
+    assert {"name": "Partners / Intro", "count": 3} in summary["gaps"]["stages"]
+    assert summary["gaps"]["todos"][0]["key"] == "mapping.stages.Partners.Intro"
+    rules = {v["rule"] for v in report["violations"]}
+    assert len(summary["findings"]) == min(5, len(rules))
+    assert summary["headline"].startswith("Первый аудит nw")
+    page = run_syncd(config, "report", "nw", "--format", "html").stdout
+    assert page.index('id="onboarding"') < page.index('id="violations"')
+    assert "Первый аудит: итоги" in page and "Partners / Intro (3)" in page
+
+    assert run_syncd(config, "sync", "nw", "--no-write", env=ENV).returncode == 0
+    later = json.loads(run_syncd(config, "report", "nw", "--format", "json").stdout)
+    assert "onboarding" not in later  # two passes: no longer new
+    asked = run_syncd(config, "report", "nw", "--format", "json", "--onboarding").stdout
+    assert json.loads(asked)["onboarding"]["coverage"]["deals"] == coverage["deals"]
