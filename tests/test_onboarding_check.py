@@ -54,4 +54,5 @@ def test_a_misspelt_export_column_names_the_closest_header(tmp_path: Path) -> No
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
     result = run_syncd(config, "check", "--online")
     assert result.returncode == 2, result.stderr
-    assert "no column 'Los reason' (mapped to lost_reason); did you mean 'Loss reason'" in result.stderr
+    assert ("no column 'Los reason' (mapped to lost_reason); did you mean 'Loss reason'"
+            in result.stderr)
