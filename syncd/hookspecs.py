@@ -27,6 +27,8 @@ def syncd_register_connectors(registry: ConnectorRegistry) -> None:
 
     :param registry: the connector registry; ``add`` raises ``PluginError`` when a
         connector name is already taken, naming both plugins.
+    A connector may also implement the optional ``read_gates()`` / ``apply_gate(change)``
+    (``syncd.connector``) for ``syncd drift``/``plan``/``apply`` (docs/plugins.md).
     Return nothing.
     """
 

@@ -174,3 +174,28 @@ def test_first_report_opens_with_the_onboarding_summary(
     assert "onboarding" not in later  # two passes: no longer new
     asked = run_syncd(config, "report", "nw", "--format", "json", "--onboarding").stdout
     assert json.loads(asked)["onboarding"]["coverage"]["deals"] == coverage["deals"]
+
+
+def test_bitrix24_drift_is_read_only_and_flags_a_closing_stage_mapped_as_work(
+        tmp_path: Path) -> None:
+    from syncd_bitrix24.fake.sample import sample_dataset as b24_dataset
+    from syncd_bitrix24.fake.server import FakeBitrix24
+
+    tenant = yaml.safe_load((REPO / "config" / "tenants" / "bitrix24.yaml.example")
+                            .read_text("utf-8"))
+    with FakeBitrix24(b24_dataset(datetime.now(UTC)), webhook_code="gates77b24hook",
+                      rate=50) as fake:
+        tenant["connection"].update({"base_url": fake.base_url, "bucket_rate": 50,
+                                     "webhook_url": {"$env": "GATES_B24_WEBHOOK"}})
+        tenant["mapping"]["stages"]["Projects"]["Deal won"] = "warranty"
+        config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"b24": tenant})
+        env = {"GATES_B24_WEBHOOK": fake.webhook_url}
+        drift = run_syncd(config, "drift", "b24", "--format", "json", env=env)
+        assert drift.returncode == 0, drift.stderr
+        rows = json.loads(drift.stdout)
+        closing = [r for r in rows if "closes the deal" in r["what"]]
+        assert len(closing) == 1 and "'Projects / Deal won'" in closing[0]["what"]
+        assert closing[0]["manual"] == "mapping.stages.Projects.Deal won: ignore"
+        assert not any(r["automatic"] for r in rows)
+        applied = run_syncd(config, "apply", "b24", "--yes", env=env)
+        assert applied.returncode == 0 and "nothing to change" in applied.stdout

@@ -73,6 +73,24 @@ def _rotting(tenant: Tenant, gates: Gates) -> list[Drift]:
     return found
 
 
+def _semantics(tenant: Tenant, gates: Gates) -> list[Drift]:
+    """A CRM stage that closes the deal (Bitrix24 S/F) mapped onto an active Sales Book
+    stage: its deals would be audited as open work."""
+    mapping = tenant.config.mapping.stages
+    found = []
+    for gate in gates.stages:
+        key = mapping.get(gate.pipeline, {}).get(gate.name)
+        if gate.semantics in {"S", "F"} and key and tenant.book.has_stage(key):
+            label = f"{gate.pipeline} / {gate.name}"
+            found.append(Drift(
+                f"этап {label!r} в CRM закрывает сделку ({gate.semantics}), но сопоставлен "
+                f"с рабочим этапом {key}" if _ru(tenant) else
+                f"stage {label!r} closes the deal in the CRM ({gate.semantics}) but is "
+                f"mapped onto the working stage {key}",
+                manual=f"mapping.stages.{gate.pipeline}.{gate.name}: ignore"))
+    return found
+
+
 def _reasons(tenant: Tenant, gates: Gates) -> list[Drift]:
     if gates.loss_reasons is None:
         return [Drift(
@@ -104,11 +122,12 @@ def _reasons(tenant: Tenant, gates: Gates) -> list[Drift]:
         if key in covered:
             continue
         change = GateChange("loss_reason_add", "", reason.title, None, reason.title)
+        writable = "loss_reason_add" in gates.writable
         found.append(Drift(
             f"в CRM нет причины отказа {reason.title!r} ({key}) из каталога Книги продаж"
             if _ru(tenant) else
             f"the CRM has no loss reason {reason.title!r} ({key}) of the Sales Book catalogue",
-            change, "loss_reason_add" in gates.writable))
+            change, writable, "" if writable else "CRM settings > loss reasons"))
     return found
 
 
@@ -129,7 +148,8 @@ def _required(tenant: Tenant) -> list[Drift]:
 
 def drift(tenant: Tenant, gates: Gates) -> list[Drift]:
     """Every difference between the CRM's gates and the Sales Book (pure)."""
-    return _rotting(tenant, gates) + _reasons(tenant, gates) + _required(tenant)
+    return (_rotting(tenant, gates) + _semantics(tenant, gates) + _reasons(tenant, gates)
+            + _required(tenant))
 
 
 def read_drift(tenant: Tenant, connector: Connector) -> list[Drift]:

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 
 import requests
 
-from syncd.connector import Connector, Inspection, PullContext, WebhookHint
+from syncd.connector import Connector, Gates, Inspection, PullContext, StageGate, WebhookHint
 from syncd.errors import BadPayloadError
 from syncd.records import Page, Record
 from syncd.values import FieldProblem
@@ -381,6 +381,23 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
                     self._last_stage[deal] = str(items[0]["STAGE_ID"])
 
     # --- describing the portal ------------------------------------------------------------
+    def read_gates(self) -> Gates:
+        """Stages with their semantics (P/S/F) and the loss reasons as Bitrix24 models them
+        (failure-stage names, the options of the loss-reason field). Read only: Bitrix24
+        has no rotting setting, its REST API sets no per-stage required fields, and adding
+        a failure stage per reason changes the pipeline itself, so a person does it."""
+        rows = self._stage_rows()
+        info = self.stage_info(rows)
+        names = {str(c["id"]): str(c.get("name")) for c in self.categories()}
+        stages = [StageGate(id=str(r.get("STATUS_ID")), pipeline=names.get(c, c),
+                            name=str(r.get("NAME")), semantics=stage_semantics(r))
+                  for c, r in rows]
+        reasons = {sid: name for sid, (_, name, semantic) in info.stages.items()
+                   if semantic == "F"}
+        if info.loss_field is not None:
+            reasons.update({f"option:{k}": v for k, v in info.loss_field.options.items()})
+        return Gates(stages=stages, loss_reasons=reasons, writable=())
+
     def inspect(self) -> Inspection:
         """Pipelines with stages and their semantics, loss reasons (failure stage names and
         the options of the configured loss-reason field), field labels, users."""
