@@ -54,7 +54,7 @@ def kind_covers(mapped: str, crm_type: str) -> bool:
     """True when the mapping key ``mapped`` applies to the CRM's activity type key: the
     same key, or a prefix of it by whole ``:`` parts (Bitrix24's provider-aware keys
     ``kind:PROVIDER_ID:PROVIDER_TYPE_ID`` are matched by their longest mapped prefix, as
-    ``syncd.mapping.Mapper.kind`` does)."""
+    ``syncd.mapping.activity_kind`` does)."""
     return crm_type == mapped or crm_type.startswith(mapped + ":")
 
 
