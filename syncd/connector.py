@@ -156,6 +156,9 @@ class Gates:
     stages: list[StageGate] = field(default_factory=list)
     #: The loss-reason catalogue: CRM id -> name; ``None`` when the API cannot list it.
     loss_reasons: dict[str, str] | None = None
+    #: Deal field name -> CRM field id, where the CRM can say which fields a stage requires
+    #: (``StageGate.required_fields``); empty: it cannot.
+    deal_fields: dict[str, str] = field(default_factory=dict)
     #: Kinds of ``GateChange`` this connector's ``apply_gate`` makes.
     writable: tuple[str, ...] = ()
 
@@ -164,7 +167,9 @@ class Gates:
 class GateChange:
     """One change to a CRM's settings. ``kind``: ``stage_rotting`` (``target`` a stage id,
     ``before``/``after`` the rotting days or ``None`` for off), ``loss_reason_add``
-    (``after`` the name) or ``loss_reason_delete`` (``target`` the reason's id)."""
+    (``after`` the name), ``loss_reason_delete`` (``target`` the reason's id) or
+    ``field_required`` (``target`` a deal field's id, ``before``/``after`` the sorted stage
+    ids where it is required)."""
 
     kind: str
     target: str

@@ -118,9 +118,20 @@ def test_amocrm_loss_reasons_are_added_and_one_reverted_by_id(tmp_path: Path) ->
         drift = run_syncd(config, "drift", "amo", env=ENV).stdout
         assert "нет причины отказа" in drift  # the tenant's language
 
+        required_before = _required_statuses(fake)
+        assert "field_required 'Estimate link'" in plan.stdout
         applied = run_syncd(config, "apply", "amo", "-y", env=ENV)
         assert applied.returncode == 0, applied.stderr
         assert {r["name"] for r in fake.dataset.loss_reasons} == before | set(titles)
+        required = _required_statuses(fake)
+        # required to enter the stages mapped after the estimate stage, not before it
+        pipelines = {p["id"]: {st["id"]: st["name"] for st in p["_embedded"]["statuses"]}
+                     for p in fake.dataset.pipelines}
+        names = {pipelines[r["pipeline_id"]][r["status_id"]] for r in required["Estimate link"]}
+        stages = example["mapping"]["stages"]
+        later = {"negotiation", "contract", "in_progress", "final_invoice", "warranty"}
+        mapped_later = {crm for p in stages.values() for crm, key in p.items() if key in later}
+        assert names == mapped_later and required["Estimate link"] != []
         assert "nothing to change" in run_syncd(config, "apply", "amo", "-y", env=ENV).stdout
 
         first = next(line.split()[1].rstrip(":") for line in applied.stdout.splitlines()
@@ -130,6 +141,15 @@ def test_amocrm_loss_reasons_are_added_and_one_reverted_by_id(tmp_path: Path) ->
         assert {r["name"] for r in fake.dataset.loss_reasons} == before | set(titles[1:])
         unknown = run_syncd(config, "apply", "amo", "--revert", first, "-y", env=ENV)
         assert unknown.returncode == 2 and f"gate change {first}" in unknown.stderr
+
+        last = run_syncd(config, "apply", "amo", "--last", "-y", env=ENV)
+        assert last.returncode == 0, last.stderr
+        assert {r["name"] for r in fake.dataset.loss_reasons} == before
+        assert _required_statuses(fake) == required_before
+
+
+def _required_statuses(fake: FakeAmoCRM) -> dict[str, list]:
+    return {d["name"]: d.get("required_statuses") or [] for d in fake.custom_fields["leads"]}
 
 
 def test_a_connector_without_gates_is_a_clear_error(tmp_path: Path) -> None:

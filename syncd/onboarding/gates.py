@@ -131,25 +131,56 @@ def _reasons(tenant: Tenant, gates: Gates) -> list[Drift]:
     return found
 
 
-def _required(tenant: Tenant) -> list[Drift]:
+def _later_stages(tenant: Tenant, action_key: str) -> set[str]:
+    """Sales Book stages after the first stage that asks for ``action_key``: a deal there
+    must already carry the action's evidence."""
+    keys = [s.key for s in tenant.book.stages]
+    first = next((i for i, s in enumerate(tenant.book.stages) if action_key in s.actions),
+                 None)
+    return set() if first is None else set(keys[first + 1:])
+
+
+def _required(tenant: Tenant, gates: Gates) -> list[Drift]:
+    """A field that evidences a Sales Book action should be required to enter every CRM
+    stage mapped after the action's stage, where the CRM can say so (``deal_fields``)."""
+    mapping = tenant.config.mapping.stages
+    wanted: dict[str, set[str]] = {}
     found = []
     for action_key, action in tenant.book.actions.items():
         name = tenant.config.mapping.fields.deal.get(action.evidence.field or "")
         if not name:
             continue
+        if name not in gates.deal_fields:
+            found.append(Drift(
+                f"действие {action_key!r} подтверждается полем {name!r}: сделайте его "
+                "обязательным на следующих этапах в настройках воронки CRM" if _ru(tenant)
+                else f"action {action_key!r} is evidenced by field {name!r}: make it required "
+                "at the later stages in the CRM's pipeline settings",
+                manual="CRM pipeline settings (no API)"))
+            continue
+        later = _later_stages(tenant, action_key)
+        wanted.setdefault(name, set()).update(
+            g.id for g in gates.stages if mapping.get(g.pipeline, {}).get(g.name) in later)
+    for name, stage_ids in wanted.items():
+        before = sorted(g.id for g in gates.stages if name in g.required_fields)
+        after = sorted(set(before) | stage_ids)
+        if after == before:
+            continue
+        count = len(after) - len(before)
         found.append(Drift(
-            f"действие {action_key!r} подтверждается полем {name!r}: сделайте его "
-            "обязательным на этапе этого действия в настройках воронки CRM" if _ru(tenant)
-            else f"action {action_key!r} is evidenced by field {name!r}: make it required at "
-            "that action's stage in the CRM's pipeline settings",
-            manual="CRM pipeline settings (no API)"))
+            f"поле {name!r} не обязательно на {count} этапах CRM после этапа действия"
+            if _ru(tenant) else
+            f"field {name!r} is not required at {count} CRM stage(s) after its action's stage",
+            GateChange("field_required", gates.deal_fields[name], name, before, after),
+            "field_required" in gates.writable, "" if "field_required" in gates.writable
+            else "CRM pipeline settings"))
     return found
 
 
 def drift(tenant: Tenant, gates: Gates) -> list[Drift]:
     """Every difference between the CRM's gates and the Sales Book (pure)."""
     return (_rotting(tenant, gates) + _semantics(tenant, gates) + _reasons(tenant, gates)
-            + _required(tenant))
+            + _required(tenant, gates))
 
 
 def read_drift(tenant: Tenant, connector: Connector) -> list[Drift]:
@@ -213,7 +244,7 @@ def to_revert(db: Database, tenant_key: str, change_id: int | None) -> list[Gate
 
 def inverse(row: GateChangeRow) -> GateChange:
     change = GateChange(row.kind, row.target, row.label, row.before, row.after)
-    if row.kind == "stage_rotting":
+    if row.kind in {"stage_rotting", "field_required"}:
         return replace(change, before=row.after, after=row.before)
     if row.kind == "loss_reason_add":
         return GateChange("loss_reason_delete", row.target, row.label, row.after, None)

@@ -72,6 +72,7 @@ from syncd_amocrm.streams import (
     normalize_user,
     pipelines_and_stages,
     stage_change,
+    stage_key,
     to_unix,
 )
 from syncd_amocrm.webhooks import parse_webhook
@@ -351,16 +352,27 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
     # --- the CRM's own gates (syncd drift / plan / apply) ---------------------------------
     def read_gates(self) -> Gates:
         """Stages (amoCRM has no rotting setting) and the loss-reason catalogue, read anew.
-        Required fields per status (a field's ``required_statuses``) are set in the account's
-        settings and are not changed here."""
+        The deal fields' ``required_statuses`` say which fields each status requires."""
         pipelines, stages = self.pipelines()
         names = {p.external_id: p.name for p in pipelines}
         self._reasons = None
+        self._catalogs.pop("deal", None)
+        catalog = self.catalog("deal")
+        required: dict[str, list[str]] = {}
+        for info in catalog.by_id.values():
+            for pair in info.raw.get("required_statuses") or ():
+                key = stage_key(pair.get("pipeline_id"), pair.get("status_id")) \
+                    if isinstance(pair, dict) else None
+                if key is not None:
+                    required.setdefault(key, []).append(info.name)
         return Gates(
             stages=[StageGate(id=s.external_id, pipeline=names.get(s.pipeline_id, "?"),
-                              name=s.name) for s in stages],
+                              name=s.name,
+                              required_fields=tuple(required.get(s.external_id, ())))
+                    for s in stages],
             loss_reasons=dict(self.loss_reasons()),
-            writable=("loss_reason_add", "loss_reason_delete"))
+            deal_fields={n: i.id for n in catalog.names() if (i := catalog.named(n))},
+            writable=("loss_reason_add", "loss_reason_delete", "field_required"))
 
     def apply_gate(self, change: GateChange) -> GateChange:
         path = "/api/v4/leads/loss_reasons"
@@ -376,6 +388,16 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
         if change.kind == "loss_reason_delete":
             self.client.call("DELETE", f"{path}/{change.target}", idempotent=True)
             self._reasons = None
+            return change
+        if change.kind == "field_required":
+            pairs = []
+            for key in change.after or ():
+                pipeline_id, status_id = str(key).split(":", 1)
+                pairs.append({"pipeline_id": int(pipeline_id), "status_id": int(status_id)})
+            self.client.call("PATCH", "/api/v4/leads/custom_fields",
+                             json=[{"id": int(change.target), "required_statuses": pairs}],
+                             idempotent=True)
+            self._catalogs.pop("deal", None)
             return change
         raise NotImplementedError(f"amocrm cannot make a {change.kind} change")
 

@@ -459,6 +459,8 @@ class FakeAmoCRM(FakeHTTPServer):
         ("POST", re.compile(r"/api/v4/leads/loss_reasons"), "add_loss_reasons"),
         ("DELETE", re.compile(r"/api/v4/leads/loss_reasons/(\d+)"), "delete_loss_reason"),
         ("GET", re.compile(r"/api/v4/(leads|companies|contacts)/custom_fields"), "fields"),
+        ("PATCH", re.compile(r"/api/v4/(leads|companies|contacts)/custom_fields"),
+         "update_fields"),
         ("POST", re.compile(r"/api/v4/(leads|companies|contacts)/custom_fields"),
          "create_fields"),
         ("GET", re.compile(r"/api/v4/(leads|companies|contacts)/notes"), "notes"),
@@ -562,6 +564,35 @@ class FakeAmoCRM(FakeHTTPServer):
 
     def _do_fields(self, request: Request, entity: str) -> tuple[int, Any]:
         return self._page(request, "custom_fields", list(self.custom_fields[entity]), 50)
+
+    # "Update custom fields", PATCH /api/v4/{entity}/custom_fields (admin only): an array of
+    # {id, ...changed properties}; ``required_statuses`` is the list of {status_id,
+    # pipeline_id} a lead must have the field filled to enter, and replaces the old list.
+    # https://developers.kommo.com/reference/update-custom-fields
+    def _do_update_fields(self, request: Request, entity: str) -> tuple[int, Any]:
+        items = request.body
+        if not isinstance(items, list) or not items:
+            raise Problem(400, "Request body must be a non-empty array")
+        statuses = {(p["id"], st["id"]) for p in self.dataset.pipelines
+                    for st in (p.get("_embedded") or {}).get("statuses") or ()}
+        definitions = {d["id"]: d for d in self.custom_fields[entity]}
+        updated = []
+        for item in items:
+            definition = definitions.get(item.get("id")) if isinstance(item, dict) else None
+            if definition is None:
+                raise Problem(400, "Invalid custom field id")
+            required = item.get("required_statuses")
+            if required is not None:
+                if not isinstance(required, list) or any(
+                        not isinstance(r, dict)
+                        or (r.get("pipeline_id"), r.get("status_id")) not in statuses
+                        for r in required):
+                    raise Problem(400, "required_statuses: unknown pipeline or status")
+                definition["required_statuses"] = [
+                    {"status_id": r["status_id"], "pipeline_id": r["pipeline_id"]}
+                    for r in required]
+            updated.append(definition)
+        return 200, {"_total_items": len(updated), "_embedded": {"custom_fields": updated}}
 
     def _do_create_fields(self, request: Request, entity: str) -> tuple[int, Any]:
         items = request.body
