@@ -194,14 +194,15 @@ def check(obj: Context, online: bool) -> None:
     problems = check_all(obj.settings, obj.plugins.connectors)
     problems += offline_problems(obj.settings, obj.plugins.connectors)  # local exports
     problems += todo_problems(obj.settings.tenant_files())  # left by `syncd init`
-    if online:
-        from syncd.onboarding.online import online_problems
+    from syncd.onboarding.online import online_problems
 
-        found, previews = online_problems(obj.settings, obj.plugins.connectors,
-                                          obj.database())
-        problems += found
-        for preview in previews:
-            out.print(preview.line(), highlight=False)
+    # --online reads every account; without it, local exports are still opened (no network)
+    found, previews = online_problems(obj.settings, obj.plugins.connectors,
+                                      obj.database() if online else None,
+                                      local_only=not online)
+    problems += found
+    for preview in previews:
+        out.print(preview.line(), highlight=False)
     errors = [p for p in problems if p.severity == "error"]
     for problem in problems:
         colour = "red" if problem.severity == "error" else "yellow"

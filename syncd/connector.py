@@ -212,6 +212,10 @@ class Connector(ABC):
     #: batch request also carries a read-back may want fewer than its batch limit).
     field_batch_size: int = 50
 
+    #: False when ``inspect`` knows only the names its records use (an export lists no
+    #: empty stage): a mapped name it lacks is then a warning in ``syncd check``, not an error.
+    complete_vocabulary: ClassVar[bool] = True
+
     #: Set by the core right after construction (``Tenant.make_connector``); read it lazily.
     state: ConnectorState
 

@@ -56,3 +56,24 @@ def test_a_misspelt_export_column_names_the_closest_header(tmp_path: Path) -> No
     assert result.returncode == 2, result.stderr
     assert ("no column 'Los reason' (mapped to lost_reason); did you mean 'Loss reason'"
             in result.stderr)
+
+
+def test_plain_check_opens_a_local_export_and_checks_its_names(tmp_path: Path) -> None:
+    tenant = copy.deepcopy(sample.SAMPLE_TENANT)
+    tenant["connection"]["path"] = str(sample.write_csv_dir(tmp_path / "export_csv"))
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
+    clean = run_syncd(config, "check")
+    assert clean.returncode == 0, clean.stderr
+    preview = next(line for line in clean.stdout.splitlines() if line.startswith("csv:"))
+    assert "deal(s)" in preview and "in unmapped stages" in preview
+
+    pipeline, stages = next(iter(tenant["mapping"]["stages"].items()))
+    stage = next(iter(stages))
+    stages[stage[:-1]] = stages.pop(stage)  # a typo made while editing
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
+    typo = run_syncd(config, "check")  # no --online: the file is local
+    # an export lists only the stages its deals use: a name it lacks is a warning
+    assert typo.returncode == 0, typo.stderr
+    assert (f"warning: {tmp_path / 'tenants' / 'csv.yaml'}: mapping.stages.{pipeline}."
+            f"{stage[:-1]}: pipeline {pipeline!r} has no stage {stage[:-1]!r}; did you mean "
+            f"{stage!r}?") in typo.stderr

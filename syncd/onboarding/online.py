@@ -82,9 +82,14 @@ def _names_problems(config: TenantConfig, found: Vocabulary, file: str,
     return problems
 
 
-def compare(config: TenantConfig, found: Vocabulary, file: str, tenant: str,
+def compare(config: TenantConfig, found: Vocabulary, file: str, tenant: str, *,
+            check_fields: bool = True, complete: bool = True,
             ) -> tuple[list[ConfigProblem], Preview]:
-    """Problems of ``config``'s mapping against ``found``, and the preview (pure)."""
+    """Problems of ``config``'s mapping against ``found``, and the preview (pure).
+    ``check_fields`` False leaves the field names to ``fieldcheck.offline_problems``;
+    ``complete`` False (an export: only the stages its deals use are known) makes a mapped
+    stage or pipeline it lacks a warning."""
+    missing = "error" if complete else "warning"
     problems: list[ConfigProblem] = []
     inspection, usage = found.inspection, found.usage
     stages = {str(p.get("name")): [str(s.get("name")) for s in p.get("stages") or []]
@@ -94,14 +99,14 @@ def compare(config: TenantConfig, found: Vocabulary, file: str, tenant: str,
         if pipeline not in stages:
             problems.append(ConfigProblem(file, f"mapping.stages.{pipeline}",
                                           f"the account has no pipeline {pipeline!r}; "
-                                          + _hint(pipeline, list(stages))))
+                                          + _hint(pipeline, list(stages)), missing))
             continue
         for stage in targets:
             if stage not in stages[pipeline]:
                 problems.append(ConfigProblem(
                     file, f"mapping.stages.{pipeline}.{stage}",
                     f"pipeline {pipeline!r} has no stage {stage!r}; "
-                    + _hint(stage, stages[pipeline])))
+                    + _hint(stage, stages[pipeline]), missing))
     preview = Preview(tenant)
     for pipeline, names in stages.items():
         for stage in names:
@@ -119,16 +124,20 @@ def compare(config: TenantConfig, found: Vocabulary, file: str, tenant: str,
                 preview.per_stage[mapped[stage] or ""] += count
             preview.deals += count
     problems += _names_problems(config, found, file)
-    problems += field_problems(config, inspection.fields, file,
-                               source=f"the {config.plugin} account")
+    if check_fields:
+        problems += field_problems(config, inspection.fields, file,
+                                   source=f"the {config.plugin} account")
     return problems, preview
 
 
 def online_problems(settings: Settings, registry: ConnectorRegistry,
-                    database: Database | None = None,
+                    database: Database | None = None, *, local_only: bool = False,
                     ) -> tuple[list[ConfigProblem], list[Preview]]:
     """``compare`` for every tenant whose file is a valid tenant (others are reported by
-    the plain check); a tenant whose account cannot be read is an error naming it."""
+    the plain check); a tenant whose account cannot be read is an error naming it.
+    ``local_only`` (the plain ``syncd check``): only tenants read from a local export (a
+    connector with ``offline_fields``), whose file is opened without any network; one that
+    cannot be read is left to ``fieldcheck.offline_problems`` (a warning)."""
     problems: list[ConfigProblem] = []
     previews: list[Preview] = []
     for key, path in settings.tenant_files().items():
@@ -138,15 +147,22 @@ def online_problems(settings: Settings, registry: ConnectorRegistry,
             continue
         try:
             account = tenant_account(settings, key, registry)
+            if local_only and not hasattr(account.connector_class, "offline_fields"):
+                continue
             found = read_vocabulary(account.connector(settings, database))
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            if not local_only:
+                problems.extend(exc.problems)
             continue
-        except SyncdError as exc:
+        except (SyncdError, OSError, ValueError) as exc:
+            if local_only:
+                continue
             problems.append(ConfigProblem(str(path), "connection",
                                           f"the account cannot be read: {exc}"))
             continue
-        found_problems, preview = compare(config, found, str(path), key)
+        found_problems, preview = compare(
+            config, found, str(path), key, check_fields=not local_only,
+            complete=account.connector_class.complete_vocabulary)
         problems.extend(found_problems)
         previews.append(preview)
     return problems, previews

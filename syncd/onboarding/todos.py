@@ -32,8 +32,8 @@ def _todo_values(node: Any, prefix: str = "") -> list[str]:
 def file_todos(path: Path) -> list[ConfigProblem]:
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError:
-        return []  # the tenant loader reports unreadable files
+    except (OSError, UnicodeDecodeError):
+        return []  # the tenant loader reports unreadable and binary files
     problems = []
     for number, line in enumerate(text.splitlines(), start=1):
         found = _COMMENT.search(line)

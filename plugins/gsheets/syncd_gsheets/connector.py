@@ -51,6 +51,8 @@ def capped(problems: list[str], tab: str | None) -> list[str]:
 class TabularConnector(Connector):
     """Reads all tabs once per pass (on the first ``pull``) and serves every stream."""
 
+    complete_vocabulary = False  # stages and reasons are what the rows use
+
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
     settings: TabularSettings
 
