@@ -265,7 +265,7 @@ class _Builder:
 
 
 def build() -> list[Deal]:
-    """The 49 deals of the client, each with the rows the spec expects for it."""
+    """The 50 deals of the client, each with the rows the spec expects for it."""
     b = _Builder()
     o = ("briefing", "estimate", "negotiation", "contract", "in_progress", "final_invoice",
          "warranty")
@@ -410,6 +410,10 @@ def build() -> list[Deal]:
     b.deal("D47", "Аудит дистрибуции", "C05", "dmitry", 990_000.0,
            [("briefing", 100), ("estimate", 92), ("negotiation", 84), ("contract", 76)],
            outcome="lost", closed=70, reason="Не сейчас")
+    # Lost after a pause, for a reason allowed at every stage: no row.
+    b.deal("D50", "Региональная экспансия", "C05", "anna", 860_000.0,
+           [("briefing", 90), ("estimate", 80), ("deferred", 60)], outcome="lost", closed=20,
+           reason="Нет ответа")
     # The unmapped "Партнёры" pipeline: one row per CRM stage, no deal rows.
     b.deal("D48", "Партнёрская программа", "C03", "dmitry", 300_000.0,
            [(PARTNER_STAGE[0], 3)], expect=(("unmapped_stage", None, None),))

@@ -109,8 +109,22 @@ def sheets_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
+def typed_text(value: float) -> str:
+    """An amount typed into a text-formatted cell by a Russian user: ``1 250 000,50``."""
+    return f"{value:,.2f}".replace(",", " ").replace(".", ",")
+
+
 def sheets_tabs(deals: list[L.Deal]) -> tuple[dict[str, list[list[Any]]], IdMap]:
+    """The tabs as the Sheets API returns them; in every third deal row the amounts were
+    typed as text (a text cell comes back as the string the user typed)."""
     data, ids = tabs(deals)
+    header, rows = data[TAB_TITLES["deals"]]
+    amounts = [header.index("Сумма"), header.index("Прибыль")]
+    for row in rows:
+        if int(row[0][3:]) % 3 == 0:
+            for column in amounts:
+                if isinstance(row[column], float):
+                    row[column] = typed_text(row[column])
     return {title: [header, *[[sheets_cell(v) for v in row] for row in rows]]
             for title, (header, rows) in data.items()}, ids
 
