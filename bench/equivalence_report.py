@@ -1,6 +1,7 @@
 """Cross-CRM equivalence figures: one client, every source, against the Sales Book spec.
 
     python bench/equivalence_report.py [--sources pipedrive,amocrm,...] [--diff] [--json FILE]
+                                       [--keep DIR]
 
 Serves the logical client of ``tests/equivalence`` from the Pipedrive, amoCRM, Bitrix24 and
 Google Sheets fakes (and as the sheet's CSV and XLSX exports), runs ``syncd sync`` and
@@ -8,7 +9,10 @@ Google Sheets fakes (and as the sheet's CSV and XLSX exports), runs ``syncd sync
 temporary folder), and prints per source how many spec-expected violation rows it found
 (and how many rows it reported that the spec does not expect), how many companies' client
 karma and how many segment means agree with the spec, and whether the people karma equals
-the first source's. ``--diff`` lists every disagreement.
+the first source's. ``--diff`` lists every disagreement. ``--keep DIR`` runs in DIR and
+leaves the config, the tenants, the exports and the SQLite store there, so that
+``syncd --config DIR/syncd.yaml report bitrix24 --as-of 2026-11-30T12:00:00`` or
+``syncd ... explain`` can be run by hand afterwards.
 """
 
 from __future__ import annotations
@@ -30,12 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", default=",".join(harness.SOURCES))
     parser.add_argument("--diff", action="store_true", help="list every disagreement")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
     args = parser.parse_args(argv)
     sources = tuple(s for s in args.sources.split(",") if s)
     deals = dataset.build()
-    with tempfile.TemporaryDirectory(prefix="syncd-equivalence-") as tmp:
-        root = Path(tmp)
+    if args.keep:
+        root = args.keep.resolve()
+        root.mkdir(parents=True, exist_ok=True)
         outcomes = harness.run(root, f"sqlite:///{root / 'db' / 'syncd.db'}", sources)
+    else:
+        with tempfile.TemporaryDirectory(prefix="syncd-equivalence-") as tmp:
+            root = Path(tmp)
+            outcomes = harness.run(root, f"sqlite:///{root / 'db' / 'syncd.db'}", sources)
     print(f"as of {dataset.AS_OF} ({dataset.TZ.key}): {len(deals)} deals, "
           f"{len(dataset.COMPANIES)} companies, {len(spec.expected_rows(deals))} expected rows")
     figures = {}

@@ -24,6 +24,7 @@ the same comparisons as figures.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ BITRIX_REASON = "issue 12 item 4: an empty Bitrix24 loss-reason field is no reas
 NUMBERS = "issue 12 item 5: one locale-aware number parser ('250 000,50' in a CSV export)"
 AS_OF = "issue 12 item 6: karma and segments as of the moment asked"
 WON_STAGE = "issue 12 item 8: won_no_followup rows carry the stage `won`"
+RUSSIAN = "issue 12 item 8: explanations follow the tenant's language (ru)"
 OWN_TASKS = ("issue 12 (engine): tasks syncd created (their [syncd:v…] marker) are never "
              "evidence (salesbook-spec.md, Action)")
 
@@ -150,6 +152,32 @@ def test_same_people_karma_as_the_baseline(outcomes: dict[str, Outcome], source:
     assert base.people, "the baseline has employee and manager karma"
     assert any(k[0] == "manager" for k in base.people), "the team's manager has karma"
     assert mine.people == base.people, _values_diff(source, mine.people, base.people, BASELINE)
+
+
+@pytest.mark.parametrize("source", OTHERS)
+def test_same_explanations_as_the_baseline(outcomes: dict[str, Outcome], source: str) -> None:
+    """Every row both report is explained in the same words: same dates, same day counts."""
+    mine, base = _outcome(outcomes, source), _outcome(outcomes, BASELINE)
+    common = set(mine.explanations) & set(base.explanations)
+    assert len(common) >= 30
+    differ = {_row_text(r): (mine.explanations[r], base.explanations[r])
+              for r in sorted(common, key=str) if mine.explanations[r] != base.explanations[r]}
+    assert not differ, "\n".join(f"{row}:\n  {source}: {a}\n  {BASELINE}: {b}"
+                                  for row, (a, b) in differ.items())
+
+
+QUOTED = re.compile(r"'[^']*'|«[^»]*»|\"[^\"]*\"")
+CYRILLIC = re.compile(r"[\u0400-\u04ff]")  # any Cyrillic letter
+
+
+@pytest.mark.parametrize("source", _sources({}, also=RUSSIAN))
+def test_explanations_are_in_the_tenants_language(outcomes: dict[str, Outcome],
+                                                  source: str) -> None:
+    """``language: ru``: the sentence itself is Russian, not only the CRM names it quotes."""
+    outcome = _outcome(outcomes, source)
+    english = sorted({QUOTED.sub("", text) for text in outcome.explanations.values()
+                      if not CYRILLIC.search(QUOTED.sub("", text))})
+    assert not english, "not Russian:\n" + "\n".join(english[:10])
 
 
 # --- the spec's answer, deal by deal --------------------------------------------------------

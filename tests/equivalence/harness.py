@@ -38,6 +38,8 @@ class Outcome:
     ok: bool
     error: str | None = None
     violations: set[Row] = field(default_factory=set)
+    #: row -> the report's one-sentence explanation of it.
+    explanations: dict[Row, str] = field(default_factory=dict)
     #: company key -> karma; a company absent from the report is absent here.
     karma: dict[str, float] = field(default_factory=dict)
     #: segment key -> (mean karma, number of companies).
@@ -162,10 +164,12 @@ def normalise(outcome: Outcome, report: dict[str, Any], ids: IdMap) -> None:
     outcome.report = report
     for v in report.get("violations", []):
         if v["rule"] == "unmapped_stage":
-            outcome.violations.add((v.get("crm_stage") or "?", v["rule"], None, None))
-            continue
-        outcome.violations.add((ids.key("deal", v["deal_id"]), v["rule"], v.get("stage_key"),
-                                v.get("action_key")))
+            row: Row = (v.get("crm_stage") or "?", v["rule"], None, None)
+        else:
+            row = (ids.key("deal", v["deal_id"]), v["rule"], v.get("stage_key"),
+                   v.get("action_key"))
+        outcome.violations.add(row)
+        outcome.explanations[row] = v.get("explanation") or ""
     outcome.karma = {ids.key("company", k["company_id"]): round(float(k["karma"]), 2)
                      for k in report.get("client_karma", [])}
     outcome.segments = {segment_key(s["segment"]): (round(float(s["mean_karma"]), 2),
