@@ -265,7 +265,7 @@ class _Builder:
 
 
 def build() -> list[Deal]:
-    """The 50 deals of the client, each with the rows the spec expects for it."""
+    """The 51 deals of the client, each with the rows the spec expects for it."""
     b = _Builder()
     o = ("briefing", "estimate", "negotiation", "contract", "in_progress", "final_invoice",
          "warranty")
@@ -414,6 +414,12 @@ def build() -> list[Deal]:
     b.deal("D50", "Региональная экспансия", "C05", "anna", 860_000.0,
            [("briefing", 90), ("estimate", 80), ("deferred", 60)], outcome="lost", closed=20,
            reason="Нет ответа")
+    # Entered "Смета" at 23:30 Moscow time on 19 November (20:30 UTC): eleven calendar days
+    # in the tenant's timezone by the audited moment, over the limit of 10 ("days are counted
+    # in whole calendar days in that timezone"), though only 10.5 days have elapsed.
+    b.deal("D51", "Аудит B2B-портала", "C07", "anna", 275_000.0,
+           [("briefing", 16), ("estimate", 10 + 12.5 / 24)],
+           expect=(("stalled", "estimate", None),))
     # The unmapped "Партнёры" pipeline: one row per CRM stage, no deal rows.
     b.deal("D48", "Партнёрская программа", "C03", "dmitry", 300_000.0,
            [(PARTNER_STAGE[0], 3)], expect=(("unmapped_stage", None, None),))
