@@ -9,7 +9,7 @@ Google Sheets fakes (and as the sheet's CSV and XLSX exports), runs ``syncd sync
 temporary folder), and prints per source how many spec-expected violation rows it found
 (and how many rows it reported that the spec does not expect), how many companies' client
 karma and how many segment means agree with the spec, and whether the people karma equals
-the first source's. ``--diff`` lists every disagreement. ``--keep DIR`` runs in DIR and
+what most sources give. ``--diff`` lists every disagreement. ``--keep DIR`` runs in DIR and
 leaves the config, the tenants, the exports and the SQLite store there, so that
 ``syncd --config DIR/syncd.yaml report bitrix24 --as-of 2026-11-30T12:00:00`` or
 ``syncd ... explain`` can be run by hand afterwards.
@@ -49,16 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"as of {dataset.AS_OF} ({dataset.TZ.key}): {len(deals)} deals, "
           f"{len(dataset.COMPANIES)} companies, {len(spec.expected_rows(deals))} expected rows")
     figures = {}
-    baseline = next((o for o in outcomes.values() if o.ok), None)
+    people = harness.consensus_values([o.people for o in outcomes.values() if o.ok])
     for source, outcome in outcomes.items():
         if not outcome.ok:
             print(f"{source:<10} FAILED: {outcome.error}")
             figures[source] = {"ok": False, "error": outcome.error}
             continue
         agreement = spec.agreement(outcome, deals)
-        same_people = baseline is not None and outcome.people == baseline.people
-        print(agreement.line(source) + f", people karma {'=' if same_people else '≠'} "
-              f"{baseline.source if baseline else '-'}")
+        same_people = outcome.people == people
+        print(agreement.line(source)
+              + f", people karma {'=' if same_people else '≠'} most sources")
         figures[source] = {"ok": True, "rows": [agreement.rows_found, agreement.rows_expected],
                            "false_rows": len(agreement.false),
                            "karma": [agreement.karma_ok, agreement.karma_total],
@@ -73,12 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    karma    {company}: got {got}, spec {want}")
             for segment, (got, want) in agreement.segments_wrong.items():
                 print(f"    segment  {segment}: got {got}, spec {want}")
-            if baseline is not None and not same_people:
-                keys = sorted(set(outcome.people) | set(baseline.people))
-                for key in keys:
-                    a, b = outcome.people.get(key), baseline.people.get(key)
-                    if a != b:
-                        print(f"    people   {key}: {a} vs {baseline.source} {b}")
+            for key in sorted(set(outcome.people) | set(people)):
+                if outcome.people.get(key) != people.get(key):
+                    print(f"    people   {key}: {outcome.people.get(key)}, "
+                          f"most sources {people.get(key)}")
     if args.json:
         args.json.write_text(json.dumps(figures, ensure_ascii=False, indent=2), encoding="utf-8")
     return 0

@@ -9,8 +9,9 @@ exports (``tests/equivalence/render_*.py``), mapped by equivalent tenant files
 (``tests/equivalence/tenants/``), synced with the real CLI and reported ``--as-of`` one
 fixed moment. Then:
 
-* every source gives the same violations (deal, rule, stage, action), client karma, segment
-  means and people karma as Pipedrive (the baseline);
+* every source gives the same violations (deal, rule, stage, action) with the same
+  explanations, client karma, segment means and people karma as most sources do (so a
+  failure names the source that disagrees);
 * every source gives, deal by deal, the rows an independent reading of
   ``salesbook-spec.md`` expects (written by hand into the stories), and the spec's karma
   and segment means.
@@ -33,8 +34,6 @@ from equivalence.harness import Outcome, Row
 
 pytestmark = pytest.mark.slow
 
-BASELINE = "pipedrive"
-OTHERS = tuple(s for s in harness.SOURCES if s != BASELINE)
 DEALS = dataset.build()
 TITLES = {d.key: d.title for d in DEALS}
 
@@ -50,6 +49,8 @@ NUMBERS = "issue 12 item 5: one locale-aware number parser ('250 000,50' in a CS
 AS_OF = "issue 12 item 6: karma and segments as of the moment asked"
 WON_STAGE = "issue 12 item 8: won_no_followup rows carry the stage `won`"
 RUSSIAN = "issue 12 item 8: explanations follow the tenant's language (ru)"
+ARCHIVED = ("issue 12 item 9: Pipedrive archived deals (an old win, D38) count by default: "
+            "include_archived")
 OWN_TASKS = ("issue 12 (engine): tasks syncd created (their [syncd:v…] marker) are never "
              "evidence (salesbook-spec.md, Action)")
 
@@ -62,10 +63,12 @@ SPEC_ROWS_XFAIL = {
     ("bitrix24", "D04"): BITRIX_KINDS,
     ("bitrix24", "D42"): BITRIX_REASON,
 }
-#: source -> reason its violations differ from the baseline's today.
+#: source -> reason it disagrees with most sources (or the spec) today.
+READ_XFAIL = {"pipedrive": ARCHIVED}
 SAME_ROWS_XFAIL = {"bitrix24": f"{BITRIX_KINDS}; {BITRIX_REASON}"}
-SAME_KARMA_XFAIL = {"csv": NUMBERS}
-SPEC_KARMA_XFAIL = {"csv": NUMBERS}
+SAME_KARMA_XFAIL = {"csv": NUMBERS, "pipedrive": ARCHIVED}
+SAME_PEOPLE_XFAIL = {"pipedrive": ARCHIVED}
+SPEC_KARMA_XFAIL = {"csv": NUMBERS, "pipedrive": ARCHIVED}
 
 
 def _mark(reason: str | None) -> list[pytest.MarkDecorator]:
@@ -99,22 +102,28 @@ def _row_text(row: Row) -> str:
     return f"{key}{title}: {rule} stage={stage or '-'} action={action or '-'}"
 
 
-def _diff(name: str, mine: set[Row], theirs: set[Row], other: str) -> str:
-    lines = [f"{name}: violations differ from {other}"]
-    lines += [f"  only {name}:  {_row_text(r)}" for r in sorted(mine - theirs, key=str)]
-    lines += [f"  only {other}: {_row_text(r)}" for r in sorted(theirs - mine, key=str)]
+def _rows_diff(name: str, mine: set[Row], most: set[Row]) -> str:
+    lines = [f"{name} disagrees with most sources on violations"]
+    lines += [f"  only {name}:       {_row_text(r)}" for r in sorted(mine - most, key=str)]
+    lines += [f"  missing in {name}: {_row_text(r)}" for r in sorted(most - mine, key=str)]
     return "\n".join(lines)
 
 
-def _values_diff(name: str, mine: dict, theirs: dict, other: str) -> str:
-    keys = sorted(set(mine) | set(theirs), key=str)
-    lines = [f"  {k}: {name} {mine.get(k)!r} vs {other} {theirs.get(k)!r}" for k in keys
-             if mine.get(k) != theirs.get(k)]
-    return "\n".join([f"{name} differs from {other}:", *lines])
+def _values_diff(name: str, mine: dict, most: dict, what: str) -> str:
+    keys = sorted(set(mine) | set(most), key=str)
+    lines = [f"  {k}: {name} {mine.get(k)!r}, {what} {most.get(k)!r}" for k in keys
+             if mine.get(k) != most.get(k)]
+    return "\n".join([f"{name} disagrees with {what}:", *lines])
+
+
+def _ran(outcomes: dict[str, Outcome]) -> list[Outcome]:
+    ran = [o for o in outcomes.values() if o.ok]
+    assert len(ran) * 2 > len(outcomes), "most sources must run for a consensus"
+    return ran
 
 
 # --- every source is read completely -------------------------------------------------------
-@pytest.mark.parametrize("source", harness.SOURCES)
+@pytest.mark.parametrize("source", _sources(READ_XFAIL))
 def test_every_source_is_read_completely(outcomes: dict[str, Outcome], source: str) -> None:
     outcome = _outcome(outcomes, source)
     assert outcome.problems == [], outcome.problems
@@ -126,43 +135,53 @@ def test_every_source_is_read_completely(outcomes: dict[str, Outcome], source: s
 
 
 # --- the same answer from every source -----------------------------------------------------
-@pytest.mark.parametrize("source", _sources(SAME_ROWS_XFAIL, OTHERS))
-def test_same_violations_as_the_baseline(outcomes: dict[str, Outcome], source: str) -> None:
-    mine, base = _outcome(outcomes, source), _outcome(outcomes, BASELINE)
-    assert mine.violations == base.violations, _diff(source, mine.violations,
-                                                     base.violations, BASELINE)
+# Each source is compared with what most sources say, so a failure names the source that
+# disagrees (not a baseline that may itself be the odd one out).
+@pytest.mark.parametrize("source", _sources(SAME_ROWS_XFAIL))
+def test_same_violations_as_most_sources(outcomes: dict[str, Outcome], source: str) -> None:
+    mine = _outcome(outcomes, source)
+    most = harness.consensus_rows(outcomes)
+    assert len(most) >= 30
+    assert mine.violations == most, _rows_diff(source, mine.violations, most)
 
 
-@pytest.mark.parametrize("source", _sources(SAME_KARMA_XFAIL, OTHERS))
-def test_same_client_karma_as_the_baseline(outcomes: dict[str, Outcome], source: str) -> None:
-    mine, base = _outcome(outcomes, source), _outcome(outcomes, BASELINE)
-    assert mine.karma == base.karma, _values_diff(source, mine.karma, base.karma, BASELINE)
+@pytest.mark.parametrize("source", _sources(SAME_KARMA_XFAIL))
+def test_same_client_karma_as_most_sources(outcomes: dict[str, Outcome], source: str) -> None:
+    mine = _outcome(outcomes, source)
+    most = harness.consensus_values([o.karma for o in _ran(outcomes)])
+    assert len(most) >= 10
+    assert mine.karma == most, _values_diff(source, mine.karma, most, "most sources")
 
 
-@pytest.mark.parametrize("source", _sources(SAME_KARMA_XFAIL, OTHERS))
-def test_same_segment_means_as_the_baseline(outcomes: dict[str, Outcome], source: str) -> None:
-    mine, base = _outcome(outcomes, source), _outcome(outcomes, BASELINE)
-    assert mine.segments == base.segments, _values_diff(source, mine.segments, base.segments,
-                                                        BASELINE)
+@pytest.mark.parametrize("source", _sources(SAME_KARMA_XFAIL))
+def test_same_segment_means_as_most_sources(outcomes: dict[str, Outcome], source: str) -> None:
+    mine = _outcome(outcomes, source)
+    most = harness.consensus_values([o.segments for o in _ran(outcomes)])
+    assert len(most) >= 4
+    assert mine.segments == most, _values_diff(source, mine.segments, most, "most sources")
 
 
-@pytest.mark.parametrize("source", OTHERS)
-def test_same_people_karma_as_the_baseline(outcomes: dict[str, Outcome], source: str) -> None:
-    mine, base = _outcome(outcomes, source), _outcome(outcomes, BASELINE)
-    assert base.people, "the baseline has employee and manager karma"
-    assert any(k[0] == "manager" for k in base.people), "the team's manager has karma"
-    assert mine.people == base.people, _values_diff(source, mine.people, base.people, BASELINE)
+@pytest.mark.parametrize("source", _sources(SAME_PEOPLE_XFAIL))
+def test_same_people_karma_as_most_sources(outcomes: dict[str, Outcome], source: str) -> None:
+    mine = _outcome(outcomes, source)
+    most = harness.consensus_values([o.people for o in _ran(outcomes)])
+    assert any(k[0] == "manager" for k in most), "the team's manager has karma"
+    assert {k[0] for k in most} >= {u.key for u in dataset.USERS if u.key != "anna"}
+    assert mine.people == most, _values_diff(source, mine.people, most, "most sources")
 
 
-@pytest.mark.parametrize("source", OTHERS)
-def test_same_explanations_as_the_baseline(outcomes: dict[str, Outcome], source: str) -> None:
-    """Every row both report is explained in the same words: same dates, same day counts."""
-    mine, base = _outcome(outcomes, source), _outcome(outcomes, BASELINE)
-    common = set(mine.explanations) & set(base.explanations)
-    assert len(common) >= 30
-    differ = {_row_text(r): (mine.explanations[r], base.explanations[r])
-              for r in sorted(common, key=str) if mine.explanations[r] != base.explanations[r]}
-    assert not differ, "\n".join(f"{row}:\n  {source}: {a}\n  {BASELINE}: {b}"
+@pytest.mark.parametrize("source", harness.SOURCES)
+def test_same_explanations_as_most_sources(outcomes: dict[str, Outcome], source: str) -> None:
+    """Every row is explained in the same words by every source: same dates, same counts."""
+    mine = _outcome(outcomes, source)
+    ran = _ran(outcomes)
+    differ = {}
+    for row, text in sorted(mine.explanations.items(), key=str):
+        others = [o.explanations[row] for o in ran if row in o.explanations]
+        most = harness.consensus_values([{0: t} for t in others]).get(0)
+        if len(others) > 1 and text != most:
+            differ[_row_text(row)] = (text, most)
+    assert not differ, "\n".join(f"{row}:\n  {source}: {a}\n  most sources: {b}"
                                   for row, (a, b) in differ.items())
 
 

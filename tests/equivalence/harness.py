@@ -10,6 +10,7 @@ means and people karma with every CRM id replaced by the dataset's logical key.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -181,3 +182,24 @@ def normalise(outcome: Outcome, report: dict[str, Any], ids: IdMap) -> None:
     for m in people.get("managers", []):
         outcome.people["manager", ids.key("user", m["user_id"]), m["period"]] = round(
             float(m["karma"]), 2)
+
+
+# --- what most sources say -----------------------------------------------------------------
+def consensus_rows(outcomes: dict[str, Outcome]) -> set[Row]:
+    """The rows more than half of the sources that ran report."""
+    ran = [o for o in outcomes.values() if o.ok]
+    seen = Counter(row for o in ran for row in o.violations)
+    return {row for row, n in seen.items() if 2 * n > len(ran)}
+
+
+def consensus_values(maps: list[dict[Any, Any]]) -> dict[Any, Any]:
+    """Per key, the value (``None`` = absent) more than half of the maps give; a key with no
+    majority maps to ``NO_MAJORITY``."""
+    out: dict[Any, Any] = {}
+    for key in {k for m in maps for k in m}:
+        value, n = Counter(m.get(key) for m in maps).most_common(1)[0]
+        out[key] = value if 2 * n > len(maps) else NO_MAJORITY
+    return {k: v for k, v in out.items() if v is not None}
+
+
+NO_MAJORITY = "(no majority)"

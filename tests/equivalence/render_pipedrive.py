@@ -25,6 +25,9 @@ USER_IDS = {u.key: i for i, u in enumerate(L.USERS, start=1)}
 SOURCES = {label: 11 + i for i, label in enumerate(L.LEAD_SOURCES)}
 SEGMENTS = {label: 31 + i for i, label in enumerate(L.SEGMENTS)}
 TENDER = {True: 21, False: 22}
+#: Old wins the account has archived: Pipedrive lists them only under /api/v2/deals/archived
+#: (https://developers.pipedrive.com/docs/api/v1/Deals#getArchivedDeals, since 2025-07-15).
+ARCHIVED = {"D38"}
 
 
 def key(name: str) -> str:
@@ -154,8 +157,11 @@ def _deal(deal_id: int, deal: L.Deal, ids: IdMap) -> dict[str, Any]:
         "lost_time": closed if deal.outcome == "lost" else None,
         "close_time": closed, "lost_reason": deal.reason if deal.outcome == "lost" else None,
         "probability": None, "visible_to": 3, "label_ids": [],
-        "expected_close_date": None, "is_deleted": False, "is_archived": False,
-        "archive_time": None, "origin": "ManuallyCreated", "channel": None,
+        "expected_close_date": None, "is_deleted": False,
+        "is_archived": deal.key in ARCHIVED,
+        "archive_time": v2_time(deal.closed + timedelta(days=90))
+        if deal.key in ARCHIVED and deal.closed else None,
+        "origin": "ManuallyCreated", "channel": None,
         "custom_fields": fields,
     }
 
