@@ -47,6 +47,9 @@ class Outcome:
     segments: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: (user key, YYYY-MM) -> employee karma; ("manager", user key, YYYY-MM) for managers.
     people: dict[tuple[str, ...], float] = field(default_factory=dict)
+    #: (KPI, ...) -> value: the funnel per stage, win rate, new clients, lead sources,
+    #: forward moves per owner and week, revenue by month, repeat clients, up-sales, NPS.
+    kpis: dict[tuple[str, ...], Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -182,6 +185,32 @@ def normalise(outcome: Outcome, report: dict[str, Any], ids: IdMap) -> None:
     for m in people.get("managers", []):
         outcome.people["manager", ids.key("user", m["user_id"]), m["period"]] = round(
             float(m["karma"]), 2)
+    outcome.kpis = kpi_facts(report.get("kpis") or {}, ids)
+
+
+def kpi_facts(kpis: dict[str, Any], ids: IdMap) -> dict[tuple[str, ...], Any]:
+    """The KPIs as flat (name, ...) -> value facts, CRM ids replaced by logical keys."""
+    out: dict[tuple[str, ...], Any] = {}
+    for row in kpis.get("funnel", []):
+        for name in ("entered", "moved_on", "lost", "open_now", "median_days", "mean_days"):
+            out["funnel", row["stage"], name] = row.get(name)
+    for name in ("won", "lost"):
+        out["win_rate", name] = (kpis.get("win_rate") or {}).get(name)
+    out["new_clients", "total"] = (kpis.get("new_clients") or {}).get("total")
+    for row in kpis.get("lead_sources", []):
+        out["lead_sources", row["source"]] = (row.get("deals"), row.get("won"))
+    for owner in (kpis.get("forward_moves") or {}).get("owners", []):
+        for week, moves in (owner.get("weeks") or {}).items():
+            out["forward_moves", ids.key("user", owner["owner_id"]), week] = (
+                moves.get("forward"), moves.get("backward"))
+    for month, value in (kpis.get("revenue_by_month") or {}).items():
+        out["revenue_by_month", month] = value
+    for kpi, names in (("repeat_clients", ("clients", "repeat")),
+                       ("upsale_revenue", ("deals", "revenue")), ("nps", ("nps", "answers")),
+                       ("churn", ("clients_at_start", "lost"))):
+        for name in names:
+            out[kpi, name] = (kpis.get(kpi) or {}).get(name)
+    return out
 
 
 # --- what most sources say -----------------------------------------------------------------

@@ -53,6 +53,22 @@ def expected_segments(deals: list[L.Deal]) -> dict[str, tuple[float, int]]:
     return out
 
 
+def expected_funnel_closures(deals: list[L.Deal]) -> dict[tuple[str, ...], int]:
+    """The funnel facts the spec fixes without any reading of ours: per active stage the
+    deals "lost there" (lost while in it), and the deals that moved on from "Гарантия" (the
+    last stage: only by being won), by the audited moment."""
+    out: dict[tuple[str, ...], int] = {("funnel", s, "lost"): 0 for s in L.ACTIVE}
+    out["funnel", "warranty", "moved_on"] = 0
+    for deal in deals:
+        if deal.closed is None or deal.closed > L.NOW or deal.pipeline != L.PIPELINE:
+            continue
+        if deal.outcome == "lost" and deal.stage in L.ACTIVE:
+            out["funnel", deal.stage, "lost"] += 1
+        if deal.outcome == "won" and deal.stage == "warranty":
+            out["funnel", "warranty", "moved_on"] += 1
+    return out
+
+
 def matches(expected: Row, actual: Row) -> bool:
     return expected[:2] == actual[:2] and all(
         e == L.ANY or e == a for e, a in zip(expected[2:], actual[2:], strict=True))
