@@ -8,7 +8,8 @@ Google Sheets fakes (and as the sheet's CSV and XLSX exports), runs ``syncd sync
 ``syncd report --as-of`` exactly as ``tests/test_equivalence.py`` does (SQLite in a
 temporary folder), and prints per source how many spec-expected violation rows it found
 (and how many rows it reported that the spec does not expect), how many companies' client
-karma and how many segment means agree with the spec, and whether the people karma equals
+karma, segment means and funnel closures (deals lost at each stage, wins from the last)
+agree with the spec, and whether the people karma equals
 what most sources give. ``--diff`` lists every disagreement. ``--keep DIR`` runs in DIR and
 leaves the config, the tenants, the exports and the SQLite store there, so that
 ``syncd --config DIR/syncd.yaml report bitrix24 --as-of 2026-11-30T12:00:00`` or
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                            "false_rows": len(agreement.false),
                            "karma": [agreement.karma_ok, agreement.karma_total],
                            "segments": [agreement.segments_ok, agreement.segments_total],
+                           "funnel": [agreement.funnel_ok, agreement.funnel_total],
                            "people_equal": same_people}
         if args.diff:
             for row in agreement.missing:
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    karma    {company}: got {got}, spec {want}")
             for segment, (got, want) in agreement.segments_wrong.items():
                 print(f"    segment  {segment}: got {got}, spec {want}")
+            for key, (got, want) in agreement.funnel_wrong.items():
+                print(f"    funnel   {key}: got {got}, spec {want}")
             for key in sorted(set(outcome.people) | set(people)):
                 if outcome.people.get(key) != people.get(key):
                     print(f"    people   {key}: {outcome.people.get(key)}, "

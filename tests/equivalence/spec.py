@@ -89,11 +89,15 @@ class Agreement:
     segments_total: int = 0
     segments_wrong: dict[str, tuple[tuple[float, int] | None, tuple[float, int]]] = field(
         default_factory=dict)
+    funnel_ok: int = 0
+    funnel_total: int = 0
+    funnel_wrong: dict[tuple[str, ...], tuple[object, int]] = field(default_factory=dict)
 
     def line(self, source: str) -> str:
         return (f"{source:<10} rows {self.rows_found}/{self.rows_expected}"
                 f" (+{len(self.false)} false), karma {self.karma_ok}/{self.karma_total},"
-                f" segments {self.segments_ok}/{self.segments_total}")
+                f" segments {self.segments_ok}/{self.segments_total},"
+                f" funnel closures {self.funnel_ok}/{self.funnel_total}")
 
 
 def agreement(outcome: Outcome, deals: list[L.Deal]) -> Agreement:
@@ -123,4 +127,11 @@ def agreement(outcome: Outcome, deals: list[L.Deal]) -> Agreement:
             result.segments_ok += 1
         else:
             result.segments_wrong[segment] = (got, value)
+    funnel = expected_funnel_closures(deals)
+    result.funnel_total = len(funnel)
+    for key, count in funnel.items():
+        if outcome.kpis.get(key) == count:
+            result.funnel_ok += 1
+        else:
+            result.funnel_wrong[key] = (outcome.kpis.get(key), count)
     return result
