@@ -312,6 +312,12 @@ def test_the_dataset_covers_what_the_issue_asks() -> None:
     assert any(d.outcome == "lost" and not d.reason for d in DEALS)
     kinds = {a.kind for a in dataset.all_activities(DEALS)}
     assert kinds == set(dataset.KINDS)
+    for kind in dataset.KINDS:  # deals with and without activities of each kind
+        having = {d.key for d in DEALS if any(a.kind == kind for a in d.activities)}
+        assert having and len(having) < len(DEALS), kind
+    assert {a.app for a in dataset.all_activities(DEALS)} >= {
+        "presentation", "reminder", "followup"}, "Bitrix24 app activities of every type"
+    assert any(a.own for a in dataset.all_activities(DEALS)), "a task syncd created"
     companies = {d.company for d in DEALS}
     assert {c.key for c in dataset.COMPANIES} - companies, "a company without deals"
     only = {c: {d.outcome for d in DEALS if d.company == c} for c in companies}
