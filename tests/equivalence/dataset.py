@@ -340,8 +340,9 @@ def build() -> list[Deal]:
     b.deal("D23", "Книга продаж", "C09", "clara", 1_250_000.0, upto("in_progress", 8),
            missing=("contract_signed",),
            expect=(("missing_action", "contract", "contract_signed"),))
+    # No call, meeting or e-mail ever: the last touch is the move into "Договор" 3 days ago.
     b.deal("D24", "Карта клиентского пути", "C10", "dmitry", 720_000.0, upto("contract", 3),
-           missing=("discovery_call", "brief_meeting", "decision_followup"),
+           missing=("discovery_call", "brief_meeting", "decision_followup"), touch=False,
            expect=(("missing_action", "briefing", "discovery_call"),
                    ("missing_action", "briefing", "brief_meeting"),
                    ("missing_action", "negotiation", "decision_followup")))
