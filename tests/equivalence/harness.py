@@ -222,13 +222,15 @@ def consensus_rows(outcomes: dict[str, Outcome]) -> set[Row]:
 
 
 def consensus_values(maps: list[dict[Any, Any]]) -> dict[Any, Any]:
-    """Per key, the value (``None`` = absent) more than half of the maps give; a key with no
-    majority maps to ``NO_MAJORITY``."""
+    """Per key, the value (``None`` = absent) more of the maps give than any other value; a
+    tie for the most maps to ``NO_AGREEMENT``. (Several sources may be wrong at once, each in
+    its own way: the value most of them share is still the one to name the odd ones by.)"""
     out: dict[Any, Any] = {}
     for key in {k for m in maps for k in m}:
-        value, n = Counter(m.get(key) for m in maps).most_common(1)[0]
-        out[key] = value if 2 * n > len(maps) else NO_MAJORITY
+        ranked = Counter(m.get(key) for m in maps).most_common(2)
+        tied = len(ranked) > 1 and ranked[0][1] == ranked[1][1]
+        out[key] = NO_AGREEMENT if tied else ranked[0][0]
     return {k: v for k, v in out.items() if v is not None}
 
 
-NO_MAJORITY = "(no majority)"
+NO_AGREEMENT = "(no agreement)"

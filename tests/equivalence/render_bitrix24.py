@@ -39,7 +39,11 @@ SEMANTIC = {s[0]: (s[3] or "P") for s in STATUSES}
 USER_IDS = {u.key: i for i, u in enumerate(L.USERS, start=1)}
 SOURCES = {str(41 + i): label for i, label in enumerate(L.LEAD_SOURCES)}
 REASONS = {str(51 + i): label for i, label in enumerate((*L.LOSS_REASONS, L.UNKNOWN_REASON))}
-SEGMENTS = {str(61 + i): label for i, label in enumerate(L.SEGMENTS)}
+#: The portal's segment list speaks English codes ("BANKING"), the other CRMs Russian words:
+#: ``mapping.segments`` maps both onto the same segment keys.
+SEGMENT_CODES = {"Банки": "BANKING", "Розница": "RETAIL", "Госсектор": "PUBLIC SECTOR",
+                 "Производство": "MANUFACTURING", "Логистика": "LOGISTICS"}
+SEGMENTS = {str(61 + i): SEGMENT_CODES[label] for i, label in enumerate(L.SEGMENTS)}
 #: A lost deal whose manager left "Причина отказа" empty and dropped it into the failure
 #: stage named "Дорого": the reason field is empty, so the deal has no reason (issue 12.4).
 REASON_BY_STAGE = {"D42": "UC_PRICE"}
@@ -122,7 +126,7 @@ def render(deals: list[L.Deal]) -> tuple[Dataset, IdMap]:
             "INDUSTRY": "OTHER", "CURRENCY_ID": "RUB",
             "ASSIGNED_BY_ID": str(USER_IDS[company.owner]), "CREATED_BY_ID": "1",
             "DATE_CREATE": portal_time(created), "DATE_MODIFY": portal_time(created),
-            "UF_CRM_SEGMENT": _key(SEGMENTS, company.segment),
+            "UF_CRM_SEGMENT": _key(SEGMENTS, SEGMENT_CODES[company.segment]),
             "UF_CRM_NPS": str(company.nps) if company.nps is not None else "",
             "UF_CRM_INCIDENTS": str(company.incidents) if company.incidents else ""})
     for contact, company in L.contacts(deals).items():
