@@ -12,7 +12,11 @@ Activities are what a real portal holds: telephony calls (TYPE_ID 2, PROVIDER_ID
 VOXIMPLANT_CALL), meetings (1, CRM_MEETING), e-mails (4, CRM_EMAIL), universal to-dos
 (6, CRM_TODO) — and activities created by a REST app (TYPE_ID 6, PROVIDER_ID REST_APP) whose
 PROVIDER_TYPE_ID says what they are: PRESENTATION (a meeting with the client), REMINDER
-(a reminder task), FOLLOWUP (a follow-up call). The server is ``syncd_bitrix24.fake.server``.
+(a reminder task), FOLLOWUP (a follow-up call) — "PROVIDER_ID ... для специального типа
+значение должно быть равно 'REST_APP'; PROVIDER_TYPE_ID ... разработчик может указывать
+произвольные идентификаторы типа" (https://dev.1c-bitrix.ru/rest_help/crm/rest_activity/
+application_embedding/activity_application.php). The server is
+``syncd_bitrix24.fake.server``.
 """
 
 from __future__ import annotations
