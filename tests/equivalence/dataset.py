@@ -265,7 +265,7 @@ class _Builder:
 
 
 def build() -> list[Deal]:
-    """The 51 deals of the client, each with the rows the spec expects for it."""
+    """The 52 deals of the client, each with the rows the spec expects for it."""
     b = _Builder()
     o = ("briefing", "estimate", "negotiation", "contract", "in_progress", "final_invoice",
          "warranty")
@@ -415,6 +415,13 @@ def build() -> list[Deal]:
     b.deal("D50", "Региональная экспансия", "C05", "anna", 860_000.0,
            [("briefing", 90), ("estimate", 80), ("deferred", 60)], outcome="lost", closed=20,
            reason="Нет ответа")
+    # Lost while deferred (paused after "Договор") for "Дорого": price is allowed only in
+    # estimate and negotiation, so it is not allowed whether one reads the stage it was lost
+    # from as "deferred" or as the last active stage.
+    b.deal("D52", "Обучение дилеров", "C14", "dmitry", 390_000.0,
+           [("briefing", 130), ("estimate", 120), ("negotiation", 110), ("contract", 100),
+            ("deferred", 80)], outcome="lost", closed=35, reason="Дорого",
+           expect=(("bad_loss_reason", ANY, None),))
     # Entered "Смета" at 23:30 Moscow time on 19 November (20:30 UTC): eleven calendar days
     # in the tenant's timezone by the audited moment, over the limit of 10 ("days are counted
     # in whole calendar days in that timezone"), though only 10.5 days have elapsed.
