@@ -12,8 +12,8 @@ karma, segment means and funnel closures (deals lost at each stage, wins from th
 agree with the spec, and whether the people karma equals
 what most sources give. ``--diff`` lists every disagreement. ``--keep DIR`` runs in DIR and
 leaves the config, the tenants, the exports and the SQLite store there, so that
-``syncd --config DIR/syncd.yaml report bitrix24 --as-of 2026-11-30T12:00:00`` or
-``syncd ... explain`` can be run by hand afterwards.
+``. DIR/env.sh; syncd --config DIR/syncd.yaml report bitrix24 --as-of 2026-11-30T12:00:00``
+(or ``explain``) can be run by hand afterwards.
 """
 
 from __future__ import annotations

@@ -57,6 +57,10 @@ CLOSED_MOVES = ("found by this test (not in issue 12): the KPI funnel of amoCRM 
                 "counts no deal as lost at a stage nor as won from 'Гарантия': their history "
                 "moves deals into closed statuses (142/143, WON/LOSE), which the funnel does "
                 "not read as 'lost there' / 'moved on'")
+DEFERRED_LOSS = ("found by this test (not in issue 12): a Bitrix24 deal lost while deferred "
+                 "has no stage it was lost from: its history's move UC_DEFER -> LOSE (into a "
+                 "closed stage) resets the walk's position (syncd/audit/timeline.py _step), so "
+                 "the loss reason's stage check is skipped")
 OWN_TASKS = ("issue 12 (engine): tasks syncd created (their [syncd:v…] marker) are never "
              "evidence (salesbook-spec.md, Action)")
 
@@ -68,10 +72,11 @@ SPEC_ROWS_XFAIL = {
     ("*", "D40"): WON_STAGE,
     ("bitrix24", "D04"): BITRIX_KINDS,
     ("bitrix24", "D42"): BITRIX_REASON,
+    ("bitrix24", "D52"): DEFERRED_LOSS,
 }
 #: source -> reason it disagrees with most sources (or the spec) today.
 READ_XFAIL = {"pipedrive": ARCHIVED}
-SAME_ROWS_XFAIL = {"bitrix24": f"{BITRIX_KINDS}; {BITRIX_REASON}"}
+SAME_ROWS_XFAIL = {"bitrix24": f"{BITRIX_KINDS}; {BITRIX_REASON}; {DEFERRED_LOSS}"}
 SAME_KARMA_XFAIL = {"csv": NUMBERS, "pipedrive": ARCHIVED}
 SAME_PEOPLE_XFAIL = {"pipedrive": ARCHIVED}
 SAME_KPIS_XFAIL = {"pipedrive": ARCHIVED}

@@ -126,6 +126,10 @@ def run(root: Path, database_url: str, sources: tuple[str, ...] = SOURCES,
     deals = L.build()
     with serve(root, deals, sources) as (tenants, ids, env):
         config = write_config(root, database_url, tenants)
+        # The fakes' own test credentials, for `syncd report` run by hand in a kept folder
+        # (the report reads the store only, but the tenant files name these variables).
+        (root / "env.sh").write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()),
+                                     encoding="utf-8")
         synced = run_syncd(config, "sync", "--format", "json", env=env, timeout=600)
         passes = _passes(synced.stdout)
         outcomes: dict[str, Outcome] = {}
