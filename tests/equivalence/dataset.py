@@ -13,7 +13,8 @@ carries (``inactive``, ``no_next_step``, ``backward_move``, ``bad_loss_reason``)
 Stories are built so that no expectation depends on a reading the spec leaves open: every
 deal that passed a stage has that stage's evidence unless the story leaves it out on
 purpose, lost and deferred deals have the evidence of every stage they were in, won deals
-went through every stage, and times keep days away from the rules' limits. The spec counts
+went through every stage, and times keep days away from the rules' limits (but D51, which
+probes the count of calendar days on purpose). The spec counts
 evidence "when it happened while the deal was in that stage, or before it left it", so a
 story that leaves an action out also leaves out every earlier activity of its kinds.
 """
@@ -358,8 +359,7 @@ def build() -> list[Deal]:
     b.activity(own, "task", "Sales Book: отправить финальный счёт", ago(15), own=True)
     # Deferred: reminded, paused recently, and forgotten.
     b.deal("D27", "Франчайзинговая сеть", "C13", "dmitry", 1_600_000.0,
-           [("briefing", 70), ("estimate", 62), ("negotiation", 54), ("deferred", 40)],
-           apps={})
+           [("briefing", 70), ("estimate", 62), ("negotiation", 54), ("deferred", 40)])
     b.activity(b.deals[-1], "task", "Напомнить клиенту о проекте", NOW + timedelta(days=10),
                done=False, created=ago(5), app="reminder")
     b.deal("D28", "Выход на маркетплейсы", "C01", "boris", 930_000.0,
