@@ -18,19 +18,24 @@ fixed moment. Then:
 
 A comparison that fails today because of a known bug of issue 12 is ``xfail(strict=True)``
 naming the item: once the fix is merged it XPASSes, which fails the run until the mark is
-removed. The store is SQLite only: the result must not depend on the database, and the
-store's own tests cover both engines. ``python bench/equivalence_report.py --diff`` prints
+removed. Everything runs once on SQLite and once on PostgreSQL: the answer must not depend
+on the store either. ``python bench/equivalence_report.py --diff`` prints
 the same comparisons as figures.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from equivalence import dataset, harness, spec
 from equivalence.harness import Outcome, Row
+from psycopg import sql
+from sqlalchemy.engine import URL
 
 pytestmark = pytest.mark.slow
 
@@ -97,10 +102,25 @@ def _sources(xfail: dict[str, str], sources: tuple[str, ...] = harness.SOURCES,
     return out
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             ) -> Iterator[dict[str, Outcome]]:
+    """One run of every source per database (the answer must not depend on the store)."""
     root: Path = tmp_path_factory.mktemp("equivalence")
-    return harness.run(root, f"sqlite:///{root / 'db' / 'syncd.db'}")
+    if request.param == "sqlite":
+        yield harness.run(root, f"sqlite:///{root / 'db' / 'syncd.db'}")
+        return
+    admin: URL = request.getfixturevalue("pg_admin_url")  # tests/conftest.py
+    name = f"syncd_equivalence_{uuid.uuid4().hex[:12]}"
+    libpq = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield harness.run(root, admin.set(database=name).render_as_string(hide_password=False))
+    finally:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
 
 
 def _outcome(outcomes: dict[str, Outcome], source: str) -> Outcome:
