@@ -269,7 +269,8 @@ def test_rows_of_each_deal_follow_the_spec(outcomes: dict[str, Outcome], source:
     assert not missing and not false, "\n".join(
         [f"{source}: {deal_key} «{deal.title}» against salesbook-spec.md"]
         + [f"  expected, not reported: {_row_text(r)}" for r in missing]
-        + [f"  reported, not expected: {_row_text(r)}" for r in false])
+        + [f"  reported, not expected: {_row_text(r)}\n    ({outcome.explanations.get(r)})"
+           for r in false])
 
 
 @pytest.mark.parametrize("source", harness.SOURCES)
