@@ -49,15 +49,9 @@ SEGMENTS = "issue 12 item 2: segment means over all companies of the segment, 0 
 ZERO = "issue 12 item 2: a company with karma 0 is shown as 0, not absent"
 SEGMENT_WORDS = ("issue 12 item 2: mapping.segments maps the CRM's words ('BANKING', 'Банки') "
                  "onto segment keys (uncomment it in tenants/_common.yaml once it exists)")
-BITRIX_KINDS = ("issue 12 item 3: Bitrix24 activity kinds by PROVIDER_ID/PROVIDER_TYPE_ID "
-                "(REST_APP PRESENTATION is a meeting)")
-BITRIX_REASON = "issue 12 item 4: an empty Bitrix24 loss-reason field is no reason"
-NUMBERS = "issue 12 item 5: one locale-aware number parser ('250 000,50' in a CSV export)"
 AS_OF = "issue 12 item 6: karma and segments as of the moment asked"
 WON_STAGE = "issue 12 item 8: won_no_followup rows carry the stage `won`"
 RUSSIAN = "issue 12 item 8: explanations follow the tenant's language (ru)"
-ARCHIVED = ("issue 12 item 9: Pipedrive archived deals (an old win, D38) count by default: "
-            "include_archived")
 CLOSED_MOVES = ("found by this test (not in issue 12): the KPI funnel of amoCRM and Bitrix24 "
                 "counts no deal as lost at a stage nor as won from 'Гарантия': their history "
                 "moves deals into closed statuses (142/143, WON/LOSE), which the funnel does "
@@ -75,18 +69,16 @@ SPEC_ROWS_XFAIL = {
     ("*", "D26"): OWN_TASKS,
     ("*", "D36"): WON_STAGE,
     ("*", "D40"): WON_STAGE,
-    ("bitrix24", "D04"): BITRIX_KINDS,
-    ("bitrix24", "D42"): BITRIX_REASON,
     ("bitrix24", "D52"): DEFERRED_LOSS,
 }
 #: source -> reason it disagrees with most sources (or the spec) today.
-READ_XFAIL = {"pipedrive": ARCHIVED}
-SAME_ROWS_XFAIL = {"bitrix24": f"{BITRIX_KINDS}; {BITRIX_REASON}; {DEFERRED_LOSS}"}
-SAME_KARMA_XFAIL = {"csv": NUMBERS, "pipedrive": ARCHIVED}
-SAME_PEOPLE_XFAIL = {"pipedrive": ARCHIVED}
-SAME_KPIS_XFAIL = {"pipedrive": ARCHIVED}
-FUNNEL_XFAIL = {"pipedrive": ARCHIVED, "amocrm": CLOSED_MOVES, "bitrix24": CLOSED_MOVES}
-SPEC_KARMA_XFAIL = {"csv": NUMBERS, "pipedrive": ARCHIVED}
+READ_XFAIL: dict[str, str] = {}
+SAME_ROWS_XFAIL = {"bitrix24": DEFERRED_LOSS}
+SAME_KARMA_XFAIL: dict[str, str] = {}
+SAME_PEOPLE_XFAIL: dict[str, str] = {}
+SAME_KPIS_XFAIL: dict[str, str] = {}
+FUNNEL_XFAIL = {"amocrm": CLOSED_MOVES, "bitrix24": CLOSED_MOVES}
+SPEC_KARMA_XFAIL: dict[str, str] = {}
 
 
 def _mark(reason: str | None) -> list[pytest.MarkDecorator]:
