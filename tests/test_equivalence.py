@@ -42,16 +42,7 @@ pytestmark = pytest.mark.slow
 DEALS = dataset.build()
 TITLES = {d.key: d.title for d in DEALS}
 
-# --- known disagreements (issue 12); remove a mark when its fix is merged --------------------
-SNOOZE = ("issue 12 item 1: a snooze date without a reason hides nothing "
-          "(stalled, inactive, no_next_step)")
-SEGMENTS = "issue 12 item 2: segment means over all companies of the segment, 0 for no karma"
-ZERO = "issue 12 item 2: a company with karma 0 is shown as 0, not absent"
-SEGMENT_WORDS = ("issue 12 item 2: mapping.segments maps the CRM's words ('BANKING', 'Банки') "
-                 "onto segment keys (uncomment it in tenants/_common.yaml once it exists)")
-AS_OF = "issue 12 item 6: karma and segments as of the moment asked"
-WON_STAGE = "issue 12 item 8: won_no_followup rows carry the stage `won`"
-RUSSIAN = "issue 12 item 8: explanations follow the tenant's language (ru)"
+# --- known disagreements; remove a mark when its fix is merged --------------------
 CLOSED_MOVES = ("found by this test (not in issue 12): the KPI funnel of amoCRM and Bitrix24 "
                 "counts no deal as lost at a stage nor as won from 'Гарантия': their history "
                 "moves deals into closed statuses (142/143, WON/LOSE), which the funnel does "
@@ -60,15 +51,9 @@ DEFERRED_LOSS = ("found by this test (not in issue 12): a Bitrix24 deal lost whi
                  "has no stage it was lost from: its history's move UC_DEFER -> LOSE (into a "
                  "closed stage) resets the walk's position (syncd/audit/timeline.py _step), so "
                  "the loss reason's stage check is skipped")
-OWN_TASKS = ("issue 12 (engine): tasks syncd created (their [syncd:v…] marker) are never "
-             "evidence (salesbook-spec.md, Action)")
 
 #: (source or "*", deal key) -> reason the spec's rows for that deal are not met today.
 SPEC_ROWS_XFAIL = {
-    ("*", "D13"): SNOOZE,
-    ("*", "D26"): OWN_TASKS,
-    ("*", "D36"): WON_STAGE,
-    ("*", "D40"): WON_STAGE,
     ("bitrix24", "D52"): DEFERRED_LOSS,
 }
 #: source -> reason it disagrees with most sources (or the spec) today.
@@ -178,7 +163,7 @@ def test_same_client_karma_as_most_sources(outcomes: dict[str, Outcome], source:
     assert mine.karma == most, _values_diff(source, mine.karma, most, "most sources")
 
 
-@pytest.mark.parametrize("source", _sources({**SAME_KARMA_XFAIL, "bitrix24": SEGMENT_WORDS}))
+@pytest.mark.parametrize("source", _sources(SAME_KARMA_XFAIL))
 def test_same_segment_means_as_most_sources(outcomes: dict[str, Outcome], source: str) -> None:
     mine = _outcome(outcomes, source)
     most = harness.consensus_values([o.segments for o in _ran(outcomes)])
@@ -226,7 +211,7 @@ QUOTED = re.compile(r"'[^']*'|«[^»]*»|\"[^\"]*\"")
 CYRILLIC = re.compile(r"[\u0400-\u04ff]")  # any Cyrillic letter
 
 
-@pytest.mark.parametrize("source", _sources({}, also=RUSSIAN))
+@pytest.mark.parametrize("source", harness.SOURCES)
 def test_explanations_are_in_the_tenants_language(outcomes: dict[str, Outcome],
                                                   source: str) -> None:
     """``language: ru``: the sentence itself is Russian, not only the CRM names it quotes."""
@@ -294,7 +279,7 @@ def test_client_karma_follows_the_spec(outcomes: dict[str, Outcome], source: str
                                                                   "spec")
 
 
-@pytest.mark.parametrize("source", _sources({}, also=ZERO))
+@pytest.mark.parametrize("source", harness.SOURCES)
 def test_companies_without_karma_show_zero(outcomes: dict[str, Outcome], source: str) -> None:
     outcome = _outcome(outcomes, source)
     later = {d.company for d in DEALS if d.closed and d.closed > dataset.NOW}
@@ -304,7 +289,7 @@ def test_companies_without_karma_show_zero(outcomes: dict[str, Outcome], source:
     assert {k: outcome.karma.get(k) for k in zeros} == dict.fromkeys(zeros, 0.0)
 
 
-@pytest.mark.parametrize("source", _sources({}, also=AS_OF))
+@pytest.mark.parametrize("source", harness.SOURCES)
 def test_karma_is_as_of_the_audited_moment(outcomes: dict[str, Outcome], source: str) -> None:
     """D49 was won two days after the audited moment: as of then, its company had none."""
     outcome = _outcome(outcomes, source)
@@ -312,7 +297,7 @@ def test_karma_is_as_of_the_audited_moment(outcomes: dict[str, Outcome], source:
     assert outcome.karma.get(company, 0.0) == 0.0, outcome.karma.get(company)
 
 
-@pytest.mark.parametrize("source", _sources(SPEC_KARMA_XFAIL, also=f"{SEGMENTS}; {AS_OF}"))
+@pytest.mark.parametrize("source", _sources(SPEC_KARMA_XFAIL))
 def test_segment_means_follow_the_spec(outcomes: dict[str, Outcome], source: str) -> None:
     outcome = _outcome(outcomes, source)
     expected = spec.expected_segments(DEALS)
