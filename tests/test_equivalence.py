@@ -70,13 +70,9 @@ def _mark(reason: str | None) -> list[pytest.MarkDecorator]:
     return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
 
 
-def _sources(xfail: dict[str, str], sources: tuple[str, ...] = harness.SOURCES,
-             also: str | None = None) -> list[object]:
-    out = []
-    for source in sources:
-        reasons = [r for r in (xfail.get(source), also) if r]
-        out.append(pytest.param(source, marks=_mark("; ".join(reasons) or None), id=source))
-    return out
+def _sources(xfail: dict[str, str]) -> list[object]:
+    return [pytest.param(source, marks=_mark(xfail.get(source)), id=source)
+            for source in harness.SOURCES]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
