@@ -57,6 +57,18 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"postgresql: {where} UNREACHABLE, its tests will FAIL: {problem}"
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (the default, see pyproject.toml): at least 4 workers even on 2 CPUs.
+
+    Most of the suite's wall time is waiting (fake CRMs' rate windows, `syncd` subprocesses,
+    daemons polled until they answer), not CPU, so workers beyond the CPU count still pay.
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` (pytest-xdist's own override) still wins.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist's default implementation reads it
+    return max(4, os.cpu_count() or 1)
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> URL:
     """The admin database URL, after checking PostgreSQL is reachable."""

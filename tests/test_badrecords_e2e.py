@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
-from support import demo_tenant, report_json, run_syncd, write_config
+from support import FAST_BURST, fake_tenant, report_json, run_syncd, write_config
 from syncd_pipedrive.fake.sample import sample_dataset
 from syncd_pipedrive.fake.server import ApiProblem, FakePipedrive
 
@@ -50,7 +50,7 @@ class RejectingPipedrive(FakePipedrive):
 @pytest.fixture
 def fake():
     with RejectingPipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN,
-                            burst_limit=40) as server:
+                            burst_limit=FAST_BURST) as server:
         server.reject_deals = set()
         yield server
 
@@ -70,7 +70,7 @@ def _new_deal(fake: FakePipedrive, title: str, **changes: Any) -> int:
 
 def test_bad_deal_is_quarantined_the_rest_synced_and_written_back(
         tmp_path: Path, db_url: str, fake: RejectingPipedrive) -> None:
-    config = write_config(tmp_path, db_url, {"northwind": demo_tenant(fake.base_url)})
+    config = write_config(tmp_path, db_url, {"northwind": fake_tenant(fake)})
     bad = _new_deal(fake, "Value typo", value="abc")
     nul_title = _new_deal(fake, "Null\x00byte deal")
     note = fake.add("activities", {"subject": "Call\x00", "type": "call", "owner_id": 2,
@@ -128,7 +128,7 @@ def _task_posts(fake: FakePipedrive, deal_id: int) -> int:
 
 def test_rejected_task_is_logged_retried_with_backoff_and_partial(
         tmp_path: Path, db_url: str, fake: RejectingPipedrive) -> None:
-    config = write_config(tmp_path, db_url, {"northwind": demo_tenant(fake.base_url)})
+    config = write_config(tmp_path, db_url, {"northwind": fake_tenant(fake)})
     _sync(config)  # baseline: the first audit creates no tasks
     refused = _new_deal(fake, "Refused lead")
     accepted = _new_deal(fake, "Accepted lead")

@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 from ledgers import karma_ledger, stage_history
 from sqlalchemy import func, select
-from support import demo_tenant, report_json, run_syncd, syncd_command, write_config
+from support import (
+    FAST_BURST,
+    demo_tenant,
+    fake_tenant,
+    report_json,
+    run_syncd,
+    syncd_command,
+    write_config,
+)
 from syncd_pipedrive.fake.sample import sample_dataset
 from syncd_pipedrive.fake.server import FakePipedrive, Fault
 
@@ -61,12 +69,13 @@ def _cursor_consistent(db_url: str) -> None:
 
 @pytest.fixture
 def fake():
-    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, burst_limit=40) as server:
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN,
+                       burst_limit=FAST_BURST) as server:
         yield server
 
 
 def test_killed_during_field_writes(tmp_path: Path, db_url: str, fake: FakePipedrive) -> None:
-    config = write_config(tmp_path, db_url, {"northwind": demo_tenant(fake.base_url)})
+    config = write_config(tmp_path, db_url, {"northwind": fake_tenant(fake)})
     fault = Fault("block", method="PATCH", nth=5)
     fake.faults = [fault]
     _kill_when_reached(config, fault)
@@ -94,7 +103,7 @@ def test_killed_during_field_writes(tmp_path: Path, db_url: str, fake: FakePiped
 
 
 def test_killed_during_task_creation(tmp_path: Path, db_url: str, fake: FakePipedrive) -> None:
-    config = write_config(tmp_path, db_url, {"northwind": demo_tenant(fake.base_url)})
+    config = write_config(tmp_path, db_url, {"northwind": fake_tenant(fake)})
     baseline = run_syncd(config, "sync", env=ENV)
     assert baseline.returncode == 0, baseline.stderr
     assert not any(m == "POST" and p.endswith("/activities") for m, p, _ in fake.writes), \
@@ -129,7 +138,8 @@ def test_killed_during_task_creation(tmp_path: Path, db_url: str, fake: FakePipe
 def _clean_run(tmp_path: Path, base_url: str, *args: str) -> str:
     """The state of an uninterrupted first pass, in a database of its own."""
     url = f"sqlite:///{tmp_path / 'clean' / 'syncd.db'}"
-    config = write_config(tmp_path / "clean", url, {"northwind": demo_tenant(base_url)})
+    tenant = demo_tenant(base_url, burst_limit=FAST_BURST)
+    config = write_config(tmp_path / "clean", url, {"northwind": tenant})
     result = run_syncd(config, "sync", *args, env=ENV)
     assert result.returncode == 0, result.stderr
     return url
@@ -145,7 +155,7 @@ def test_a_first_pass_killed_while_pulling_reruns_to_the_uninterrupted_state(
     periods a year old."""
     clean = _clean_run(tmp_path, fake.base_url, "--no-write")
     method, path, nth = where
-    config = write_config(tmp_path / "crash", db_url, {"northwind": demo_tenant(fake.base_url)})
+    config = write_config(tmp_path / "crash", db_url, {"northwind": fake_tenant(fake)})
     fault = Fault("block", method=method, path=path, nth=nth)
     fake.faults = [fault]
     _kill_when_reached(config, fault, "--no-write")

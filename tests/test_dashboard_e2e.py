@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import demo_tenant, report_json, run_syncd, syncd_command, write_config
+from support import FAST_BURST, demo_tenant, report_json, run_syncd, syncd_command, write_config
 from syncd_pipedrive.fake.sample import sample_dataset
 from syncd_pipedrive.fake.server import FakePipedrive
 
@@ -84,10 +84,11 @@ def synced(configured: Path) -> Path:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)",
                     pytrace=False)
-    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, burst_limit=20) as fake:
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN,
+                       burst_limit=FAST_BURST) as fake:
         tenant_file = configured.parent / "tenants" / "northwind.yaml"
         tenant = yaml.safe_load(tenant_file.read_text(encoding="utf-8"))
-        tenant["connection"]["base_url"] = fake.base_url
+        tenant["connection"].update(base_url=fake.base_url, burst_limit=fake.burst_limit)
         tenant_file.write_text(yaml.safe_dump(tenant), encoding="utf-8")
         result = run_syncd(configured, "sync", env=ENV)
         assert result.returncode == 0, result.stderr

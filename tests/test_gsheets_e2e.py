@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from support import REPO, demo_tenant, report_json, run_syncd, write_config
+from support import FAST_BURST, REPO, fake_tenant, report_json, run_syncd, write_config
 from syncd_gsheets.fake.server import FakeSheets
 from syncd_gsheets.values import SERIAL_EPOCH
 from syncd_pipedrive.fake.sample import sample_dataset
@@ -56,7 +56,8 @@ def sheets() -> Iterator[FakeSheets]:
 
 @pytest.fixture
 def pipedrive() -> Iterator[FakePipedrive]:
-    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN) as server:
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN,
+                       burst_limit=FAST_BURST) as server:
         yield server
 
 
@@ -75,7 +76,7 @@ def _reports(sheets: FakeSheets) -> dict[str, Any]:
 def pipedrive_config(tmp_path: Path, db_url: str, sheets: FakeSheets,
                      pipedrive: FakePipedrive) -> Path:
     _key_file(tmp_path, sheets)
-    tenant = demo_tenant(pipedrive.base_url)
+    tenant = fake_tenant(pipedrive)
     # Tasks created by the first pass would be activities that resolve violations in the
     # second: a real change of the report. Without them, the second pass changes nothing.
     tenant["writeback"]["create_tasks"] = False

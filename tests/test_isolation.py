@@ -21,7 +21,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from sqlalchemy import select
-from support import demo_tenant, run_syncd, write_config
+from support import FAST_BURST, demo_tenant, fake_tenant, run_syncd, write_config
 from syncd_pipedrive.fake.sample import sample_dataset
 from syncd_pipedrive.fake.server import FakePipedrive
 from werkzeug.test import Client
@@ -42,22 +42,24 @@ ENV = {**os.environ, "NORTHWIND_PIPEDRIVE_TOKEN": TOKEN}
 
 
 def _broken_tenants(base_url: str) -> dict[str, dict[str, Any]]:
-    typo = demo_tenant(base_url)
+    typo = demo_tenant(base_url, burst_limit=FAST_BURST)
     typo["timezon"] = "Europe/Moscow"  # a typo in a key
     unset = demo_tenant(base_url, token_env="ISOLATION_UNSET_TOKEN_VAR")
-    unknown = demo_tenant(base_url)
+    unknown = demo_tenant(base_url, burst_limit=FAST_BURST)
     unknown["plugin"] = "nosuchcrm"
     return {"typo": typo, "unset": unset, "unknown": unknown}
 
 
 @pytest.fixture
 def fake():
-    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN) as server:
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN,
+                       burst_limit=FAST_BURST) as server:
         yield server
 
 
 def _config_with_broken_files(tmp_path: Path, db_url: str, base_url: str) -> Path:
-    config = write_config(tmp_path, db_url, {"northwind": demo_tenant(base_url),
+    northwind = demo_tenant(base_url, burst_limit=FAST_BURST)
+    config = write_config(tmp_path, db_url, {"northwind": northwind,
                                              **_broken_tenants(base_url)})
     (tmp_path / "tenants" / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     return config
@@ -107,11 +109,11 @@ def test_a_broken_tenant_named_on_the_command_line_is_a_config_error(
 
 def test_an_inline_secret_in_a_broken_file_is_never_echoed(
         tmp_path: Path, db_url: str, fake: FakePipedrive) -> None:
-    tenant = demo_tenant(fake.base_url)
+    tenant = fake_tenant(fake)
     tenant["connection"]["api_token"] = SECRET_VALUE
     tenant["connection"]["page_sise"] = 5  # a typo makes the file fail
     config = write_config(tmp_path, db_url, {"leaky": tenant,
-                                             "northwind": demo_tenant(fake.base_url)})
+                                             "northwind": fake_tenant(fake)})
     result = run_syncd(config, "sync", "--no-write", "--format", "json", env=ENV)
     assert result.returncode == exitcodes.TENANT_FAILED
     assert "page_sise" in result.stdout
@@ -136,8 +138,8 @@ def test_syncd_run_starts_with_the_valid_tenants(tmp_path: Path, db_url: str,
 def _daemon(tmp_path: Path, database: store.Database, base_url: str,
             clock: list[float]) -> tuple[Daemon, Client, Path]:
     config = write_config(tmp_path, "sqlite:///unused.db",
-                          {"northwind": demo_tenant(base_url)})
-    broken = demo_tenant(base_url)
+                          {"northwind": demo_tenant(base_url, burst_limit=FAST_BURST)})
+    broken = demo_tenant(base_url, burst_limit=FAST_BURST)
     broken["timezon"] = "UTC"
     path = tmp_path / "tenants" / "acme.yaml"
     path.write_text(yaml.safe_dump(broken))
@@ -309,7 +311,7 @@ def test_a_deeply_nested_json_answer_fails_only_its_tenant(
     try:
         deep = demo_tenant(f"http://127.0.0.1:{server.server_address[1]}")
         config = write_config(tmp_path, db_url, {"deep": deep,
-                                                 "northwind": demo_tenant(fake.base_url)})
+                                                 "northwind": fake_tenant(fake)})
         result = run_syncd(config, "sync", "--no-write", "--format", "json", env=ENV)
     finally:
         server.shutdown()
@@ -338,7 +340,7 @@ def _status(database: store.Database, run_id: int) -> tuple[str, str | None]:
 
 def test_a_run_left_running_by_a_dead_process_is_closed_as_abandoned(
         tmp_path: Path, db_url: str, fake: FakePipedrive) -> None:
-    config = write_config(tmp_path, db_url, {"northwind": demo_tenant(fake.base_url)})
+    config = write_config(tmp_path, db_url, {"northwind": fake_tenant(fake)})
     database = store.Database(db_url)
     database.upgrade()
     stale = _running_row(database, "northwind")
