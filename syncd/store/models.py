@@ -286,7 +286,7 @@ class SyncCursorRow(Base):
 
 
 class SyncRunRow(Base):
-    """One tenant pass. ``status``: running, ok, failed, interrupted or abandoned."""
+    """One tenant pass. ``status``: running, ok, failed, interrupted, lease_lost or abandoned."""
 
     __tablename__ = "sync_runs"
     __table_args__ = (Index("ix_sync_runs_tenant_started", "tenant_id", "started_at"),)

@@ -1,0 +1,222 @@
+"""Fencing of CRM calls (issue 11, item 2): a pass whose lease ran out while it was stopped
+makes no further CRM call when it resumes.
+
+Unit tests drive ``LeaseGuard`` with an injected clock. The slow end-to-end test runs real
+`syncd sync` processes against the fake Pipedrive: the fake holds the pass's Nth write
+(a field PATCH or a task POST) and the test SIGSTOPs the process right there, lets the
+write land, waits until the lease has expired in the database, lets a second process
+take the tenant over and finish, and only then SIGCONTs the first. Repeated on SQLite and
+PostgreSQL: no duplicate task, no CRM write from the resumed process, and a final pass
+finds nothing to correct (no stale value was written over a newer one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+from support import demo_tenant, run_syncd, syncd_command, write_config
+from syncd_pipedrive.fake.sample import sample_dataset
+from syncd_pipedrive.fake.server import FakePipedrive, Fault
+
+from syncd import store
+from syncd.http import write_guard
+from syncd.lease import FencedDatabase, Heartbeat, Lease, LeaseGuard, LeaseLost, fence_crm_calls
+from syncd.store import leases
+
+TOKEN = "pd-fencing-token-5d2e"
+ENV = {**os.environ, "NORTHWIND_PIPEDRIVE_TOKEN": TOKEN}
+LEASE_SECONDS = 3.0
+REPETITIONS = 10
+
+
+# --- the guard ------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _claimed(database: store.Database, holder: str = "a") -> Lease:
+    with database.session() as session:
+        leases.ensure_leases(session, ["t"])
+        (claim,) = leases.claim_due(session, ["t"], holder, interval=timedelta(hours=1),
+                                    ttl=timedelta(seconds=30), limit=1)
+    return Lease("t", claim.fence, holder)
+
+
+def test_the_guard_refuses_once_the_local_deadline_passed(database: store.Database) -> None:
+    lease = _claimed(database)
+    clock = Clock()
+    lease.renewed_at, lease.ttl = clock.now, 30.0
+    guard = LeaseGuard(FencedDatabase(database, lease), recheck=1e9, clock=clock)
+    guard()  # fresh lease: allowed (and checked in the database once)
+    clock.now += 30 - 2.1  # a stopped process wakes up just inside ttl minus the margin (2 s)
+    guard()
+    clock.now += 0.2
+    with pytest.raises(LeaseLost, match="not renewed within the lease time"):
+        guard()
+    assert lease.lost.is_set() and guard.checks == 1, "decided locally, no database read"
+
+
+def test_the_guard_notices_a_takeover_in_the_database(database: store.Database) -> None:
+    lease = _claimed(database)
+    clock = Clock()
+    lease.renewed_at, lease.ttl = clock.now, 30.0
+    guard = LeaseGuard(FencedDatabase(database, lease), recheck=0.5, clock=clock)
+    guard()
+    with database.session() as session:  # an operator expires it; another replica claims
+        leases.expire(session, "a")
+    with database.session() as session:
+        assert leases.claim_one(session, "t", "b", ttl=timedelta(seconds=30)) is not None
+    guard()  # within ``recheck`` of the last database read: trusted locally
+    clock.now += 0.6
+    with pytest.raises(LeaseLost, match="another replica took it over"):
+        guard()
+    assert guard.checks == 2 and lease.lost.is_set()
+    clock.now += 0.6
+    with pytest.raises(LeaseLost):  # lost stays lost without asking again
+        guard()
+    assert guard.checks == 2
+
+
+def test_a_heartbeat_renewal_moves_the_deadline_from_when_it_started(
+        database: store.Database) -> None:
+    lease = _claimed(database)
+    heartbeat = Heartbeat(database, timedelta(seconds=30), interval=1e9)
+    claimed_at = lease.renewed_at
+    heartbeat.add(lease)
+    assert lease.ttl == 30.0 and lease.renewed_at == claimed_at, "add never stretches it"
+    before = time.monotonic()
+    heartbeat.beat()
+    assert before <= lease.renewed_at <= time.monotonic()
+    assert lease.deadline() == pytest.approx(lease.renewed_at + 30 - 2.0)
+
+
+def test_fence_crm_calls_sets_the_write_guard_only_for_a_fenced_database(
+        database: store.Database) -> None:
+    with fence_crm_calls(database) as guard:
+        assert guard is None and write_guard.get() is None
+    fenced = FencedDatabase(database, _claimed(database))
+    with fence_crm_calls(fenced) as guard:
+        assert isinstance(guard, LeaseGuard) and write_guard.get() is guard
+    assert write_guard.get() is None
+
+
+# --- SIGSTOP past the lease, end to end ---------------------------------------------------------
+def _config(tmp_path: Path, db_url: str, base_url: str) -> Path:
+    path = write_config(tmp_path, db_url, {"northwind": demo_tenant(base_url)})
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["replica"] = {"lease_seconds": LEASE_SECONDS}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _add_leads(fake: FakePipedrive, rep: int, count: int = 3) -> None:
+    """New open deals with no next step: new violations (field writes) and new tasks."""
+    for number in range(count):
+        fake.add("deals", {"title": f"Lead {rep}-{number}", "owner_id": 2, "person_id": 301,
+                           "org_id": 101, "pipeline_id": 1, "stage_id": 1, "value": 1000,
+                           "currency": "EUR", "status": "open", "custom_fields": {}})
+
+
+def _wait_until_expired(database: store.Database, timeout: float = 60) -> None:
+    """Until the database says the stopped pass's lease has run out (an observable event)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with database.session() as session:
+            row = leases.current(session, "northwind")
+            now = leases.db_now(session)
+        expires = row.expires_at if row is not None else None
+        if expires is not None and (expires if expires.tzinfo else
+                                    expires.replace(tzinfo=UTC)) < now:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the stopped pass's lease never expired")
+
+
+def _markers(fake: FakePipedrive) -> Counter:
+    markers: Counter = Counter()
+    for activity_id in fake.activities.ids():
+        note = fake.record("activities", activity_id).get("note") or ""
+        for token in note.split("[")[1:]:
+            if token.startswith("syncd:v"):
+                markers[token.split("]")[0]] += 1
+    return markers
+
+
+def _stop_resume_once(config: Path, database: store.Database, fake: FakePipedrive,
+                      fault: Fault) -> dict[str, object]:
+    """One repetition: A is stopped on the faulted write, B takes over, A resumes."""
+    fake.faults = [fault]
+    first = subprocess.Popen(syncd_command(config, "sync"), env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert fault.reached.wait(timeout=180), "the pass never reached the faulted write"
+        first.send_signal(signal.SIGSTOP)
+        fault.release.set()  # the held write lands while its sender is stopped
+        assert fault.finished.wait(timeout=30)
+        fake.faults = None
+        _wait_until_expired(database)
+        takeover = run_syncd(config, "sync", "--format", "json", env=ENV)
+        assert takeover.returncode == 0, takeover.stderr
+        writes_before_resume = len(fake.writes)
+        first.send_signal(signal.SIGCONT)
+        _, stderr = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGCONT)
+            first.kill()
+    return {"late_writes": fake.writes[writes_before_resume:], "first_code": first.returncode,
+            "first_stderr": stderr, "takeover": json.loads(takeover.stdout)[0]}
+
+
+@pytest.mark.slow
+def test_a_stopped_pass_makes_no_crm_call_after_a_takeover(
+        tmp_path: Path, db_url: str) -> None:
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN,
+                       burst_limit=200) as fake:
+        config = _config(tmp_path, db_url, fake.base_url)
+        baseline = run_syncd(config, "sync", env=ENV)
+        assert baseline.returncode == 0, baseline.stderr
+        database = store.Database(db_url)
+        try:
+            outcomes = []
+            for rep in range(2 * REPETITIONS):
+                _add_leads(fake, rep)
+                phase = "fields" if rep % 2 == 0 else "tasks"
+                fault = (Fault("block", method="PATCH", nth=2) if phase == "fields" else
+                         Fault("block", method="POST", path="/api/v2/activities", nth=2))
+                outcome = _stop_resume_once(config, database, fake, fault)
+                assert outcome["late_writes"] == [], \
+                    f"rep {rep} ({phase}): the resumed pass wrote to the CRM"
+                assert outcome["first_code"] != 0
+                assert "lease lost" in str(outcome["first_stderr"])
+                outcomes.append(outcome)
+            with database.session() as session:
+                statuses = Counter(session.scalars(select(store.SyncRunRow.status)))
+        finally:
+            database.dispose()
+        markers = _markers(fake)
+        final = run_syncd(config, "sync", "--format", "json", env=ENV)
+        assert final.returncode == 0, final.stderr
+        writes = json.loads(final.stdout)[0]["summary"]["writes"]
+
+    assert len(outcomes) == 2 * REPETITIONS
+    assert len(markers) >= 2 * REPETITIONS * 3, "every new lead got its task"
+    assert max(markers.values()) == 1, f"duplicate tasks: {markers}"
+    assert statuses["lease_lost"] == 2 * REPETITIONS, statuses
+    assert statuses["running"] == 0, "every stopped pass recorded how it ended"
+    assert writes.get("fields_written", 0) == 0 and writes.get("tasks_created", 0) == 0, \
+        f"the CRM held stale values or missing tasks after the race: {writes}"
