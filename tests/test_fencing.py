@@ -36,6 +36,7 @@ from syncd.store import leases
 TOKEN = "pd-fencing-token-5d2e"
 ENV = {**os.environ, "NORTHWIND_PIPEDRIVE_TOKEN": TOKEN}
 LEASE_SECONDS = 3.0
+#: Repetitions per database, alternating the stop between field writes and task creation.
 REPETITIONS = 10
 
 
@@ -156,6 +157,32 @@ def _markers(fake: FakePipedrive) -> Counter:
     return markers
 
 
+def _stale_fields(fake: FakePipedrive, database: store.Database) -> list[str]:
+    """Fields whose CRM value differs from the last value syncd confirmed writing: what a
+    late write from a stopped pass would leave behind."""
+    codes = {(kind, d["field_name"]): d["field_code"]
+             for kind, entity in (("organizationFields", "company"), ("dealFields", "deal"))
+             for d in fake.field_defs[kind]}
+    with database.session() as session:
+        rows = session.scalars(select(store.WritebackRow).where(
+            store.WritebackRow.kind == "field", store.WritebackRow.status == "done")).all()
+    stale = []
+    for row in rows:
+        kind, entity = (("organizationFields", "organizations") if row.entity == "company"
+                        else ("dealFields", "deals"))
+        value = fake.record(entity, int(row.external_id))["custom_fields"].get(
+            codes[(kind, row.field)])
+        written = row.written_value or ""
+        if row.entity == "company":
+            same = value is not None and abs(float(value) - float(written)) < 0.005
+        else:
+            same = (value or "") == written
+        if not same:
+            stale.append(f"{row.entity} {row.external_id} {row.field}: CRM {value!r}, "
+                         f"syncd wrote {written!r}")
+    return stale
+
+
 def _stop_resume_once(config: Path, database: store.Database, fake: FakePipedrive,
                       fault: Fault) -> dict[str, object]:
     """One repetition: A is stopped on the faulted write, B takes over, A resumes."""
@@ -183,6 +210,7 @@ def _stop_resume_once(config: Path, database: store.Database, fake: FakePipedriv
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_stopped_pass_makes_no_crm_call_after_a_takeover(
         tmp_path: Path, db_url: str) -> None:
     with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN,
@@ -193,7 +221,7 @@ def test_a_stopped_pass_makes_no_crm_call_after_a_takeover(
         database = store.Database(db_url)
         try:
             outcomes = []
-            for rep in range(2 * REPETITIONS):
+            for rep in range(REPETITIONS):
                 _add_leads(fake, rep)
                 phase = "fields" if rep % 2 == 0 else "tasks"
                 fault = (Fault("block", method="PATCH", nth=2) if phase == "fields" else
@@ -203,20 +231,22 @@ def test_a_stopped_pass_makes_no_crm_call_after_a_takeover(
                     f"rep {rep} ({phase}): the resumed pass wrote to the CRM"
                 assert outcome["first_code"] != 0
                 assert "lease lost" in str(outcome["first_stderr"])
+                assert _stale_fields(fake, database) == [], f"rep {rep} ({phase})"
                 outcomes.append(outcome)
             with database.session() as session:
                 statuses = Counter(session.scalars(select(store.SyncRunRow.status)))
         finally:
             database.dispose()
         markers = _markers(fake)
-        final = run_syncd(config, "sync", "--format", "json", env=ENV)
-        assert final.returncode == 0, final.stderr
-        writes = json.loads(final.stdout)[0]["summary"]["writes"]
 
-    assert len(outcomes) == 2 * REPETITIONS
-    assert len(markers) >= 2 * REPETITIONS * 3, "every new lead got its task"
+    assert len(outcomes) == REPETITIONS
+    assert len(markers) >= REPETITIONS * 3, "every new lead got its task"
     assert max(markers.values()) == 1, f"duplicate tasks: {markers}"
-    assert statuses["lease_lost"] == 2 * REPETITIONS, statuses
+    assert statuses["lease_lost"] == REPETITIONS, statuses
     assert statuses["running"] == 0, "every stopped pass recorded how it ended"
-    assert writes.get("fields_written", 0) == 0 and writes.get("tasks_created", 0) == 0, \
-        f"the CRM held stale values or missing tasks after the race: {writes}"
+    for rep, outcome in enumerate(outcomes):
+        writes = outcome["takeover"]["summary"]["writes"]  # type: ignore[index]
+        if rep % 2:  # tasks: the one posted while A was stopped is found, not posted again
+            assert writes["tasks_recovered"] >= 1 and writes["tasks_created"] >= 1, writes
+        else:  # fields: the takeover finished the writes A had planned
+            assert writes["fields_written"] >= 1, writes

@@ -477,6 +477,18 @@ class GateChangeRow(Base):
     reverted_at: Mapped[datetime | None]
 
 
+class RateBudgetRow(Base):
+    """A CRM rate budget shared by every process on this database (``syncd.store.budget``).
+
+    ``key`` is a SHA-256 of the plugin and the integration's identity (never a secret);
+    ``state`` the rule's JSON state (reserved send times, or a leaky bucket's level)."""
+
+    __tablename__ = "rate_budgets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
+
+
 #: Record tables by name, for counts and maintenance.
 RECORD_MODELS: dict[str, type[RecordMixin]] = {
     "users": UserRow,
