@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -250,3 +251,93 @@ def test_a_stopped_pass_makes_no_crm_call_after_a_takeover(
             assert writes["tasks_recovered"] >= 1 and writes["tasks_created"] >= 1, writes
         else:  # fields: the takeover finished the writes A had planned
             assert writes["fields_written"] >= 1, writes
+
+
+# --- three `syncd run` replicas (PostgreSQL) ---------------------------------------------------
+def _holder_pid(database: store.Database) -> tuple[int, int]:
+    with database.session() as session:
+        row = leases.current(session, "northwind")
+    return int(row.holder.split(":")[-2]), row.fence
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+def _runs(database: store.Database, status: str) -> int:
+    with database.session() as session:
+        return len(session.scalars(select(store.SyncRunRow.id).where(
+            store.SyncRunRow.status == status)).all())
+
+
+def _released_after(database: store.Database, fence: int) -> bool:
+    with database.session() as session:
+        row = leases.current(session, "northwind")
+    return row.fence > fence and row.holder is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_stopped_replica_makes_no_crm_call_after_another_took_over(
+        tmp_path: Path, db_url: str) -> None:
+    """Three `syncd run` replicas; each repetition makes the tenant due, SIGSTOPs whichever
+    replica claimed it on its 2nd write, and SIGCONTs it after another replica finished."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several replicas need PostgreSQL (SQLite: the one-off test above)")
+    with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN,
+                       burst_limit=200) as fake:
+        config = _config(tmp_path, db_url, fake.base_url)
+        settings = yaml.safe_load(config.read_text(encoding="utf-8"))
+        settings["replica"].update(poll_seconds=0.2, workers=1)
+        settings.update(http={"enabled": False}, interval_minutes=600)
+        config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        database = store.Database(db_url)
+        database.upgrade()
+        replicas = [subprocess.Popen(syncd_command(config, "run"), env=ENV,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    for _ in range(3)]
+        late: dict[int, list[Any]] = {}
+        try:
+            _wait_for(lambda: _runs(database, "ok") >= 1, "the baseline pass finished")
+            for rep in range(REPETITIONS):
+                _add_leads(fake, rep)
+                fault = (Fault("block", method="PATCH", nth=2) if rep % 2 == 0 else
+                         Fault("block", method="POST", path="/api/v2/activities", nth=2))
+                fake.faults = [fault]
+                with database.session() as session:
+                    leases.request_sync(session, "northwind")
+                assert fault.reached.wait(timeout=180), f"rep {rep}: no pass reached it"
+                pid, fence = _holder_pid(database)
+                os.kill(pid, signal.SIGSTOP)
+                fault.release.set()
+                assert fault.finished.wait(timeout=30)
+                fake.faults = None
+                _wait_for(lambda f=fence: _released_after(database, f),
+                          f"rep {rep}: another replica took over and finished")
+                writes_before = len(fake.writes)
+                lost_before = _runs(database, "lease_lost")
+                os.kill(pid, signal.SIGCONT)
+                _wait_for(lambda n=lost_before: _runs(database, "lease_lost") > n,
+                          f"rep {rep}: the resumed replica recorded its lost lease")
+                late[rep] = fake.writes[writes_before:]
+                assert _stale_fields(fake, database) == [], f"rep {rep}"
+            statuses = {status: _runs(database, status) for status in ("running", "failed")}
+        finally:
+            for replica in replicas:
+                replica.send_signal(signal.SIGCONT)
+                replica.terminate()
+            for replica in replicas:
+                try:
+                    replica.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    replica.kill()
+            database.dispose()
+        markers = _markers(fake)
+
+    assert all(writes == [] for writes in late.values()), late
+    assert len(markers) >= REPETITIONS * 3 and max(markers.values()) == 1, markers
+    assert statuses == {"running": 0, "failed": 0}
