@@ -31,7 +31,14 @@ from syncd.http import write_guard
 from syncd.lease import LeaseLost
 from syncd.plugins import make_plugin_manager
 from syncd.ratelimit import RateLimiter, SharedBudget
-from syncd.store.budget import Bucket, BudgetStore, Window, budget_key, rule_for
+from syncd.store.budget import (
+    Bucket,
+    BudgetStore,
+    Window,
+    budget_key,
+    rule_for,
+    sidecar_path,
+)
 from syncd.store.models import RateBudgetRow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,10 +201,18 @@ def test_a_connector_made_with_a_database_shares_its_budget(
     assert shared is not None and shared.rule == Window(7, 1.0, 0.1)
     assert shared.key == budget_key("amocrm", "http://127.0.0.1:9", token)
     assert shared.delay() == 0.0
-    with database.session() as session:
-        rows = session.execute(select(RateBudgetRow.key, RateBudgetRow.state)).all()
-    assert [row.key for row in rows] == [shared.key]
-    assert token not in json.dumps([tuple(row) for row in rows]), "no secret in the table"
+    states = BudgetStore(database).states([shared.key])
+    assert list(states) == [shared.key] and len(states[shared.key]["stamps"]) == 1
+    if database.dialect == "sqlite":  # beside the database file, never inside it
+        sidecar = sidecar_path(database)
+        stored = b"".join(path.read_bytes() for path in sidecar.parent.glob(sidecar.name + "*"))
+        with database.session() as session:
+            assert session.scalars(select(RateBudgetRow.key)).all() == []
+    else:
+        with database.session() as session:
+            stored = json.dumps([tuple(row) for row in session.execute(
+                select(RateBudgetRow.key, RateBudgetRow.state))]).encode()
+    assert shared.key.encode() in stored and token.encode() not in stored, "no secret kept"
 
 
 # --- end to end: two processes on one amoCRM integration ---------------------------------------

@@ -7,6 +7,12 @@ replicas, must share one budget. Each request *reserves a send time* in the inte
 row, in a short transaction (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE``
 on SQLite), and the process then sleeps until that time with no lock held.
 
+On SQLite the rows live in a small sidecar database next to the main file
+(``syncd.db.rate-budget``): SQLite has one writer lock per file, and a reservation must
+never queue behind a pass's page commit, nor wait for a lock its own process holds (a
+token refresh keeps the credentials row locked during its HTTP call). PostgreSQL locks
+rows, so there the table is in the main database.
+
 Rows are keyed by ``budget_key``: a SHA-256 over the plugin and the integration's identity
 (base URL, account, client id or token), so neither a secret nor an account name is stored.
 Times are wall-clock seconds (``time.time``): every process sharing a row must run on one
@@ -26,19 +32,23 @@ Both also honour ``blocked_until`` (set when the CRM said "nothing left": an
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, event, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from syncd.ratelimit import RateLimiter, SharedBudget
-from syncd.store.db import Database
+from syncd.store.db import SQLITE_BUSY_TIMEOUT_MS, Database, _sqlite_path
 from syncd.store.models import RateBudgetRow as R
 
 
@@ -95,12 +105,8 @@ class BudgetStore:
     """Reserve send times in the ``rate_budgets`` table of one database."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
         self.dialect = db.dialect
-        # SQLite: autocommit connections on which we issue BEGIN IMMEDIATE ourselves, so
-        # the read and the write of a reservation are one locked transaction.
-        self._engine = (db.engine.execution_options(isolation_level="AUTOCOMMIT")
-                        if self.dialect == "sqlite" else db.engine)
+        self._engine = db.engine if self.dialect == "postgresql" else _sidecar(db)
 
     def reserve(self, key: str, rule: Rule, clock: Callable[[], float] = time.time) -> float:
         """Reserve one send for ``key`` under ``rule``; returns the reserved time.
@@ -121,7 +127,7 @@ class BudgetStore:
         self._update(key, lambda state: rule.saturate(state, clock()))
 
     def states(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        with self.db.engine.connect() as connection:
+        with self._engine.connect() as connection:
             rows = connection.execute(select(R.key, R.state).where(R.key.in_(list(keys))))
             return {key: json.loads(state) for key, state in rows}
 
@@ -158,6 +164,57 @@ class BudgetStore:
         return float(result)
 
 
+_sidecars: dict[Path, Engine] = {}
+_sidecars_lock = threading.Lock()
+
+
+def sidecar_path(db: Database) -> Path | None:
+    """Where a SQLite database keeps its rate budgets (None: in-memory, nothing to share)."""
+    path = _sqlite_path(db.url)
+    return None if path is None else path.with_name(path.name + ".rate-budget")
+
+
+def _sidecar(db: Database) -> Engine:
+    """One engine per sidecar file and process: autocommit connections on which we issue
+    ``BEGIN IMMEDIATE`` ourselves, so a reservation's read and write are one locked
+    transaction."""
+    path = sidecar_path(db)
+    if path is None:
+        message = "an in-memory SQLite database has no rate budget to share"
+        raise ValueError(message)
+    with _sidecars_lock:
+        engine = _sidecars.get(path)
+        if engine is None:
+            engine = create_engine(f"sqlite:///{path}", isolation_level="AUTOCOMMIT",
+                                   connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            event.listen(engine, "connect", _sidecar_pragmas)
+            with _sidecar_lock(path):
+                R.__table__.create(engine, checkfirst=True)
+            _sidecars[path] = engine
+        return engine
+
+
+def _sidecar_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL, and no fsync: a reservation lost in a power cut costs nothing."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=OFF")
+    finally:
+        cursor.close()
+
+
+@contextlib.contextmanager
+def _sidecar_lock(path: Path) -> Iterator[None]:
+    """Processes creating the sidecar's table at once: one at a time."""
+    with path.with_name(path.name + "-lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def rule_for(limiter: Any) -> Window | Bucket:
     """The shared rule matching a limiter. Its margin is wider than the local one: a
     reservation is a send time, and the server counts the arrival, which a busy machine
@@ -173,9 +230,9 @@ def share_rate_budgets(connector: Any, db: Database | None) -> int:
     ``db``. A connector opts in with ``rate_budgets() -> [(limiter, key), ...]``; limiters
     on an injected clock (tests) keep to themselves. Returns how many were shared."""
     budgets = getattr(connector, "rate_budgets", None)
-    if db is None or budgets is None:
+    if db is None or budgets is None or (db.dialect == "sqlite" and sidecar_path(db) is None):
         return 0
-    store = BudgetStore(getattr(db, "inner", db))  # never through a lease-fenced session
+    store = BudgetStore(db)
     shared = 0
     for limiter, key in budgets():
         if getattr(limiter, "_clock", None) is not time.monotonic:
