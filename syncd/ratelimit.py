@@ -156,6 +156,7 @@ class RateLimiter:
                     break
             self.waited += delay
             self._sleep(delay)
+            recheck_write_guard()  # a lease can run out while we wait
         shared = self.shared
         if shared is not None:
             wait = shared.delay()

@@ -184,6 +184,26 @@ def test_a_lease_lost_while_waiting_sends_nothing_and_frees_the_slot() -> None:
     assert backend.saturated == 1
 
 
+def test_a_lease_lost_during_a_local_wait_sends_nothing() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, 1.0, clock=clock, sleep=clock.sleep)
+    limiter.release(limiter.acquire())
+    calls = []
+
+    def guard() -> None:
+        calls.append(clock.now)
+        raise LeaseLost("lease lost while waiting")
+
+    token = write_guard.set(guard)
+    try:
+        with pytest.raises(LeaseLost):
+            limiter.acquire()
+    finally:
+        write_guard.reset(token)
+    assert clock.sleeps and calls == [clock.now], "checked after the wait, before a slot"
+    assert len(limiter._slots) == 1, "no slot taken for the refused request"
+
+
 def test_shared_rules_are_wider_than_the_local_ones() -> None:
     assert rule_for(RateLimiter(7, 1.0)) == Window(7, 1.0, 0.1)
     assert rule_for(LeakyBucket(50, 2.0)) == Bucket(50, 2.0, 1.0)

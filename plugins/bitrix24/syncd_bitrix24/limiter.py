@@ -72,6 +72,7 @@ class LeakyBucket:
                 wait = 0.01 if self._in_flight and self._level <= 0 else excess / self.rate
             self.waited += wait
             self._sleep(wait)
+            recheck_write_guard()  # a lease can run out while we wait
         slot = object()
         shared = self.shared
         if shared is not None:
