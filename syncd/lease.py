@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from syncd.errors import SyncdError
@@ -140,12 +141,25 @@ class FencedDatabase(Database):
 
     def _check(self, session: Session) -> None:
         lease = self.lease
+        if lease.ttl is not None and not lease.lost.is_set():
+            bound_lock_hold(session, lease.ttl)
         if lease.lost.is_set() or not leases.holds(session, lease.tenant_key, lease.holder,
                                                     lease.fence):
             lease.lost.set()
             message = (f"tenant {lease.tenant_key}: lease lost (fence {lease.fence}); "
                        "another replica owns it, this commit is rejected")
             raise LeaseLost(message)
+
+
+def bound_lock_hold(session: Session, ttl: float) -> None:
+    """On PostgreSQL, end this transaction's session if it sits idle for half the lease
+    time: a process frozen (SIGSTOP, VM pause) while holding the lease row's lock would
+    otherwise keep every other replica from taking the tenant over (``SKIP LOCKED``)
+    until it wakes up. The frozen process's commit then fails and rolls back."""
+    if session.get_bind().dialect.name == "postgresql":
+        timeout_ms = str(max(100, int(ttl * 500)))
+        session.execute(text("SELECT set_config('idle_in_transaction_session_timeout', "
+                             ":ms, true)"), {"ms": timeout_ms})
 
 
 class LeaseGuard:
@@ -254,6 +268,7 @@ class Heartbeat:
             started = time.monotonic()  # the database stamps the expiry after this
             try:
                 with self.db.session() as session:
+                    bound_lock_hold(session, self.ttl.total_seconds())
                     ours = leases.renew(session, lease.tenant_key, lease.holder, lease.fence,
                                         ttl=self.ttl)
             except Exception as exc:  # database unreachable: give up before the TTL does

@@ -12,6 +12,7 @@ finds nothing to correct (no stale value was written over a newer one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -148,6 +149,27 @@ def _wait_until_expired(database: store.Database, timeout: float = 60) -> None:
     raise AssertionError("the stopped pass's lease never expired")
 
 
+def _stop(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it is stopped: ``kill`` returns
+    before a multi-threaded process has stopped, and a held answer released too early is
+    read by a thread still running (then its next request goes out late, as a request
+    already past its lease check does in production)."""
+    os.kill(pid, signal.SIGSTOP)
+    tasks = Path(f"/proc/{pid}/task")
+
+    def stopped() -> bool:
+        states = []
+        for task in tasks.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        return bool(states) and all(state in {"T", "t"} for state in states)
+
+    deadline = time.monotonic() + 30
+    while not stopped():
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.005)
+
+
 def _markers(fake: FakePipedrive) -> Counter:
     markers: Counter = Counter()
     for activity_id in fake.activities.ids():
@@ -192,7 +214,7 @@ def _stop_resume_once(config: Path, database: store.Database, fake: FakePipedriv
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert fault.reached.wait(timeout=180), "the pass never reached the faulted write"
-        first.send_signal(signal.SIGSTOP)
+        _stop(first.pid)
         fault.release.set()  # the held write lands while its sender is stopped
         assert fault.finished.wait(timeout=30)
         fake.faults = None
@@ -297,10 +319,15 @@ def test_a_stopped_replica_makes_no_crm_call_after_another_took_over(
         config.write_text(yaml.safe_dump(settings), encoding="utf-8")
         database = store.Database(db_url)
         database.upgrade()
-        replicas = [subprocess.Popen(syncd_command(config, "run"), env=ENV,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    for _ in range(3)]
+        logs = [tmp_path / f"replica-{n}.log" for n in range(3)]
+        replicas = []
+        for log in logs:
+            with log.open("w") as handle:  # the child keeps its own descriptor
+                replicas.append(subprocess.Popen(syncd_command(config, "run"), env=ENV,
+                                                 stdout=subprocess.DEVNULL, stderr=handle))
+        log_of = {replica.pid: log for replica, log in zip(replicas, logs, strict=True)}
         late: dict[int, list[Any]] = {}
+        stopped: dict[int, int] = {}
         try:
             _wait_for(lambda: _runs(database, "ok") >= 1, "the baseline pass finished")
             for rep in range(REPETITIONS):
@@ -312,7 +339,8 @@ def test_a_stopped_replica_makes_no_crm_call_after_another_took_over(
                     leases.request_sync(session, "northwind")
                 assert fault.reached.wait(timeout=180), f"rep {rep}: no pass reached it"
                 pid, fence = _holder_pid(database)
-                os.kill(pid, signal.SIGSTOP)
+                _stop(pid)
+                stopped[rep] = pid
                 fault.release.set()
                 assert fault.finished.wait(timeout=30)
                 fake.faults = None
@@ -338,6 +366,8 @@ def test_a_stopped_replica_makes_no_crm_call_after_another_took_over(
             database.dispose()
         markers = _markers(fake)
 
-    assert all(writes == [] for writes in late.values()), late
+    wrote = {rep: writes for rep, writes in late.items() if writes}
+    assert wrote == {}, "a resumed replica wrote to the CRM:\n" + "\n".join(
+        log_of[stopped[rep]].read_text(encoding="utf-8")[-3000:] for rep in wrote)
     assert len(markers) >= REPETITIONS * 3 and max(markers.values()) == 1, markers
     assert statuses == {"running": 0, "failed": 0}
