@@ -3,8 +3,8 @@
 The rules are pure functions of a row's state; the store makes each reservation one locked
 read-modify-write (so concurrent reservers never lose one another's updates); limiters
 wait for their reservation; connectors share one row per integration (a hash, never a
-secret); and end to end, a sync of two tenants on one amoCRM integration plus an inspect
-at the same time get no 429 from a fake that enforces amoCRM's 7 requests per second.
+secret); and end to end, a sync and three inspects on one amoCRM integration at the
+same time get no 429 from a fake that enforces amoCRM's 7 requests per second.
 """
 
 from __future__ import annotations
@@ -246,11 +246,13 @@ def _amo_tenant(base_url: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_two_syncs_and_an_inspect_on_one_integration_get_no_429(
+def test_a_sync_and_inspects_on_one_integration_get_no_429(
         tmp_path: Path, db_url: str) -> None:
     """amoCRM allows 7 requests/s per integration (kommo.com/developers/content/api/
-    recommendations; the fake enforces it over a rolling second). Two tenants on the same
-    integration synced by two processes and an inspect in a third, all at once."""
+    recommendations; the fake enforces it over a rolling second). A sync and three inspects
+    of two tenants on the same integration, in four processes at once (without the shared
+    budget the same run got 429s). One pass only: two concurrent passes on one SQLite file
+    are not what this test is about."""
     env = {**os.environ, "AMO_TOKEN": DEMO_LONG_LIVED_TOKEN}
     with FakeAmoCRM(sample_dataset(datetime.now(UTC)), rate_limit=7, window=1.0) as fake:
         config = write_config(tmp_path, db_url, {"a": _amo_tenant(fake.base_url),
@@ -258,7 +260,7 @@ def test_two_syncs_and_an_inspect_on_one_integration_get_no_429(
         migrate = store.Database(db_url)
         migrate.upgrade()  # so the three processes do not queue on the migration lock
         migrate.dispose()
-        commands = [["sync", "a"], ["sync", "b"], ["inspect", "a"], ["inspect", "b"]]
+        commands = [["sync", "a"], ["inspect", "a"], ["inspect", "b"], ["inspect", "a"]]
         processes = [subprocess.Popen([*_syncd(config), *args], env=env, cwd=REPO,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True) for args in commands]
