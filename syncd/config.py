@@ -32,6 +32,7 @@ from syncd.oauth import TokenCipher, TokenStore, load_cipher
 from syncd.plugins import ConnectorRegistry
 from syncd.salesbook import SalesBook, load_salesbook, problems_from_validation, read_yaml
 from syncd.sinks import SinkRegistry
+from syncd.store.budget import share_rate_budgets
 from syncd.store.db import Database
 
 DEFAULT_CONFIG = Path("config/syncd.yaml")
@@ -223,6 +224,7 @@ class Tenant:
         if db is not None and self.token_cipher is not None:
             connector.state = ConnectorState(tokens=TokenStore(
                 db, self.key, self.config.plugin, self.token_cipher))
+        share_rate_budgets(connector, db)  # one CRM budget for every process on this db
         return connector
 
 

@@ -10,6 +10,15 @@ ledger *before* calling the CRM, so one check per commit also guards every CRM w
 finds the lease gone, or no successful renewal for half the lease time (database
 unreachable), marks the lease lost, and the pass stops at its next page boundary.
 
+Commits are not the only side effects: the write-back phase talks to the CRM between
+them. ``fence_crm_calls`` installs a ``LeaseGuard`` as ``syncd.http.write_guard`` for that
+phase, so every CRM request attempt (each field batch, each task POST, each retry) first
+proves the lease is still ours: (a) the local deadline, the start of the last successful
+renewal plus the lease time minus a margin on the monotonic clock (which keeps running
+while the process is stopped), has not passed; (b) the lease row still carries our holder
+and fence, read from the database at most every ``recheck`` seconds. Once a guard fails
+the lease is marked lost and no further request is sent.
+
 ``SqliteGuard`` is the single-replica rule for SQLite: an exclusive lock file next to the
 database, taken at start and held for the life of the process.
 """
@@ -19,19 +28,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from syncd.errors import SyncdError
+from syncd.http import write_guard
 from syncd.store import leases
 from syncd.store.db import Database, _sqlite_path
 
@@ -79,10 +91,26 @@ class Lease:
         self.fence = fence
         self.holder = holder
         self.lost = threading.Event()
+        #: Monotonic time at which the last successful renewal (or the claim) *started*:
+        #: the database's expiry is at most ``renewed_at + ttl`` in local terms.
         self.renewed_at = time.monotonic()
+        #: The lease time in seconds, known once a ``Heartbeat`` renews this lease.
+        self.ttl: float | None = None
+
+    def deadline(self) -> float:
+        """The monotonic time after which the lease may already be someone else's."""
+        if self.ttl is None:
+            return math.inf
+        return self.renewed_at + self.ttl - deadline_margin(self.ttl)
 
     def __repr__(self) -> str:
         return f"Lease({self.tenant_key!r}, fence={self.fence})"
+
+
+def deadline_margin(ttl: float) -> float:
+    """How long before the nominal expiry a lease is treated as gone: it absorbs the time
+    between the database stamping a claim or renewal and our process noting it."""
+    return min(2.0, ttl / 10)
 
 
 class FencedDatabase(Database):
@@ -94,6 +122,9 @@ class FencedDatabase(Database):
         self.engine = inner.engine
         self._sessions = inner._sessions
         self.lease = lease
+        #: The unfenced database: for what a pass may record after losing its lease (its
+        #: own run row), never for tenant data.
+        self.inner = inner
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -110,12 +141,87 @@ class FencedDatabase(Database):
 
     def _check(self, session: Session) -> None:
         lease = self.lease
+        if lease.ttl is not None and not lease.lost.is_set():
+            bound_lock_hold(session, lease.ttl)
         if lease.lost.is_set() or not leases.holds(session, lease.tenant_key, lease.holder,
                                                     lease.fence):
             lease.lost.set()
             message = (f"tenant {lease.tenant_key}: lease lost (fence {lease.fence}); "
                        "another replica owns it, this commit is rejected")
             raise LeaseLost(message)
+
+
+def bound_lock_hold(session: Session, ttl: float) -> None:
+    """On PostgreSQL, end this transaction's session if it sits idle for half the lease
+    time: a process frozen (SIGSTOP, VM pause) while holding the lease row's lock would
+    otherwise keep every other replica from taking the tenant over (``SKIP LOCKED``)
+    until it wakes up. The frozen process's commit then fails and rolls back."""
+    if session.get_bind().dialect.name == "postgresql":
+        timeout_ms = str(max(100, int(ttl * 500)))
+        session.execute(text("SELECT set_config('idle_in_transaction_session_timeout', "
+                             ":ms, true)"), {"ms": timeout_ms})
+
+
+class LeaseGuard:
+    """``syncd.http.write_guard`` for one fenced pass: raises ``LeaseLost`` before a CRM
+    request when the lease is, or may be, no longer ours (see the module docstring)."""
+
+    def __init__(self, db: FencedDatabase, *, recheck: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.recheck = recheck
+        self._clock = clock
+        self._checked_at = -math.inf
+        self._lock = threading.Lock()
+        self.checks = 0  # database checks made (for tests and benchmarks)
+
+    def __call__(self) -> None:
+        lease = self.db.lease
+        if lease.lost.is_set():
+            self._fail("it was already lost")
+        now = self._clock()
+        if now >= lease.deadline():
+            self._fail("not renewed within the lease time (stalled or stopped)")
+        with self._lock:
+            if now - self._checked_at < self.recheck:
+                return
+            self._checked_at = now
+        self.checks += 1
+        with self.db.inner.session() as session:
+            row = leases.current(session, lease.tenant_key)
+            now_db = leases.db_now(session)
+        if (row is None or row.holder != lease.holder or row.fence != lease.fence
+                or row.expires_at is None or _aware(row.expires_at) <= now_db):
+            self._fail("another replica took it over")
+
+    def _fail(self, why: str) -> None:
+        lease = self.db.lease
+        if not lease.lost.is_set():
+            log.error("tenant %s: lease lost (%s); no further CRM call for this pass",
+                      lease.tenant_key, why)
+        lease.lost.set()
+        message = (f"tenant {lease.tenant_key}: lease lost (fence {lease.fence}, {why}); "
+                   "CRM call refused")
+        raise LeaseLost(message)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def fence_crm_calls(db: Database, *, recheck: float = 1.0) -> Iterator[LeaseGuard | None]:
+    """Guard every CRM request made inside the block by the lease of ``db`` (a
+    ``FencedDatabase``); a plain database (tests, tools) runs unguarded."""
+    if not isinstance(db, FencedDatabase):
+        yield None
+        return
+    guard = LeaseGuard(db, recheck=recheck)
+    token = write_guard.set(guard)
+    try:
+        yield guard
+    finally:
+        write_guard.reset(token)
 
 
 class Heartbeat:
@@ -135,7 +241,8 @@ class Heartbeat:
         return self
 
     def add(self, lease: Lease) -> None:
-        lease.renewed_at = time.monotonic()
+        # renewed_at stays the claim's time: moving it later would stretch the deadline.
+        lease.ttl = self.ttl.total_seconds()
         with self._lock:
             self._held[lease.tenant_key] = lease
 
@@ -158,8 +265,10 @@ class Heartbeat:
         with self._lock:
             held = list(self._held.values())
         for lease in held:
+            started = time.monotonic()  # the database stamps the expiry after this
             try:
                 with self.db.session() as session:
+                    bound_lock_hold(session, self.ttl.total_seconds())
                     ours = leases.renew(session, lease.tenant_key, lease.holder, lease.fence,
                                         ttl=self.ttl)
             except Exception as exc:  # database unreachable: give up before the TTL does
@@ -169,7 +278,7 @@ class Heartbeat:
                     self._lose(lease, "no renewal for half the lease time")
                 continue
             if ours:
-                lease.renewed_at = time.monotonic()
+                lease.renewed_at = started
             else:
                 self._lose(lease, "another replica took it over")
 
@@ -221,9 +330,12 @@ __all__ = [
     "FencedDatabase",
     "Heartbeat",
     "Lease",
+    "LeaseGuard",
     "LeaseLost",
     "ReplicaRefused",
     "SqliteGuard",
     "dead_local_holder",
+    "deadline_margin",
+    "fence_crm_calls",
     "replica_id",
 ]

@@ -14,15 +14,23 @@ small ``margin`` absorbs clock granularity and window rounding on the server.
 ``observe(headers)`` adopts what the server announces: ``x-ratelimit-limit`` replaces the
 configured limit, and ``x-ratelimit-remaining: 0`` blocks new requests for
 ``x-ratelimit-reset`` seconds. Clock and sleep are injectable so tests run instantly.
+
+Across processes: a CRM limits the integration, not the process. A limiter may carry a
+``SharedBudget`` (``syncd.store.budget``): after the local slot, every request also
+reserves a send time in the database row of its integration and sleeps until then, with
+no lock held; a server's "nothing left" pauses every process. If the database cannot be
+reached the limiter falls back to its local budget (and says so in the log).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,74 @@ class Slot:
 
     at: float
     done: bool = False
+
+
+class BudgetBackend(Protocol):
+    def reserve(self, key: str, rule: Any, clock: Callable[[], float]) -> float: ...
+
+    def block(self, key: str, until: float) -> None: ...
+
+    def saturate(self, key: str, rule: Any, clock: Callable[[], float]) -> None: ...
+
+
+class SharedBudget:
+    """The cross-process half of a limiter: one integration's row of reserved send times.
+
+    ``rule`` is a ``syncd.store.budget.Window`` or ``Bucket``; ``clock`` must be the wall
+    clock (``time.time``) every process sharing the row uses."""
+
+    def __init__(self, backend: BudgetBackend, key: str, rule: Any, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.key = key
+        self.rule = rule
+        self._clock = clock
+        self._failing = False
+        self.reservations = 0
+
+    def delay(self) -> float:
+        """Reserve the next send; seconds to wait for it (0 when the database fails)."""
+        try:
+            at = self.backend.reserve(self.key, self.rule, self._clock)
+        except Exception as exc:  # never fail a pass over its rate budget's bookkeeping
+            self._report(exc)
+            return 0.0
+        self._failing = False
+        self.reservations += 1
+        return max(0.0, at - self._clock())
+
+    def block(self, seconds: float) -> None:
+        try:
+            self.backend.block(self.key, self._clock() + seconds)
+        except Exception as exc:
+            self._report(exc)
+
+    def saturate(self) -> None:
+        """A leaky bucket the CRM refused a request from: full, for every process."""
+        try:
+            self.backend.saturate(self.key, self.rule, self._clock)
+        except Exception as exc:
+            self._report(exc)
+
+    def adopt_limit(self, limit: int) -> None:
+        if hasattr(self.rule, "limit"):
+            self.rule = dataclasses.replace(self.rule, limit=limit)
+
+    def _report(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("shared rate budget unavailable (%s); keeping this process's own "
+                        "budget only", type(exc).__name__)
+        self._failing = True
+
+
+def recheck_write_guard() -> None:
+    """After a rate-limit wait: the pass's write guard again (a lease may have run out
+    while we slept). Imported late: ``syncd.http`` imports this module."""
+    from syncd.http import write_guard
+
+    guard = write_guard.get()
+    if guard is not None:
+        guard()
 
 
 class RateLimiter:
@@ -64,6 +140,8 @@ class RateLimiter:
         self._slots: list[Slot] = []
         self._blocked_until = 0.0
         self.waited = 0.0  # total seconds spent waiting (for metrics and benchmarks)
+        #: The budget shared with other processes of the same integration, if any.
+        self.shared: SharedBudget | None = None
 
     # --- the request side ---------------------------------------------------------------
     def acquire(self) -> Slot:
@@ -75,9 +153,24 @@ class RateLimiter:
                 if delay <= 0:
                     slot = Slot(at=now)
                     self._slots.append(slot)
-                    return slot
+                    break
             self.waited += delay
             self._sleep(delay)
+            recheck_write_guard()  # a lease can run out while we wait
+        shared = self.shared
+        if shared is not None:
+            wait = shared.delay()
+            if wait > 0:
+                self.waited += wait
+                self._sleep(wait)
+                with self._lock:
+                    slot.at = max(slot.at, self._clock())
+                try:
+                    recheck_write_guard()
+                except BaseException:
+                    self.release(slot)
+                    raise
+        return slot
 
     def release(self, slot: Slot) -> None:
         """Mark the request of ``slot`` as answered (the server has surely counted it)."""
@@ -90,14 +183,19 @@ class RateLimiter:
         limit = _number(headers.get("x-ratelimit-limit"))
         remaining = _number(headers.get("x-ratelimit-remaining"))
         reset = _number(headers.get("x-ratelimit-reset"))
+        pause = None
         with self._lock:
             if limit is not None and limit >= 1 and int(limit) != self.limit:
                 log.info("rate limit adopted from server: %d per %.1f s", limit, self.window)
                 self.limit = int(limit)
+                if self.shared is not None:
+                    self.shared.adopt_limit(self.limit)
             if remaining is not None and remaining <= 0:
-                pause = min(reset if reset is not None else self.window, _MAX_RESET)
-                until = self._clock() + max(pause, 0.0) + self.margin
+                pause = max(min(reset if reset is not None else self.window, _MAX_RESET), 0.0)
+                until = self._clock() + pause + self.margin
                 self._blocked_until = max(self._blocked_until, until)
+        if pause is not None and self.shared is not None:
+            self.shared.block(pause + self.margin)  # every process pauses, not only us
 
     # --- internals ----------------------------------------------------------------------
     def _delay(self, now: float) -> float:

@@ -26,6 +26,7 @@ from syncd.connector import Connector, PullContext
 from syncd.errors import SyncdError
 from syncd.fieldcheck import check_stored_fields
 from syncd.kpi import load as kpi_load
+from syncd.lease import FencedDatabase, LeaseLost, fence_crm_calls
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
 from syncd.records import Page
@@ -107,13 +108,17 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
         _audit_and_score(db, tenant, tenant_id, run_id, now, summary)
         if summary.live and options.write and tenant.config.writeback.enabled:
-            result = run_writeback(db, connector, tenant, tenant_id, now,
-                                   stop_requested=options.stop_requested)
+            with fence_crm_calls(db):  # every CRM request proves the lease first
+                result = run_writeback(db, connector, tenant, tenant_id, now,
+                                       stop_requested=options.stop_requested)
             summary.writes = result.as_counts()
             summary.write_failures.extend(result.failures)
         status = "ok"
     except Interrupted:
         status = "interrupted"
+        raise
+    except LeaseLost as exc:
+        status, error = "lease_lost", describe_error(exc)
         raise
     except Exception as exc:
         error = describe_error(exc)  # never SQL parameters; bounded and redacted when stored
@@ -130,6 +135,9 @@ def _finish_run(db: store.Database, run_id: int, status: RunStatus,
                 summary: PassSummary, error: str | None) -> None:
     """Close the run row; if that fails (its counts or error refused), close it without
     them, so a pass that ended in this process never stays "running"."""
+    # A pass that lost its lease may still close its own run row (nothing else).
+    if isinstance(db, FencedDatabase) and status == "lease_lost":
+        db = db.inner
     try:
         with db.session() as session:
             store.finish_run(session, run_id, status=status, counts=summary.as_dict(),

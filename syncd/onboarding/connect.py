@@ -17,6 +17,7 @@ from syncd.oauth import TokenStore
 from syncd.onboarding.matching import match_columns, match_tab
 from syncd.plugins import ConnectorRegistry
 from syncd.salesbook import read_yaml
+from syncd.store.budget import share_rate_budgets
 from syncd.store.db import Database
 
 
@@ -34,6 +35,7 @@ class Account:
         if db is not None:
             connector.state = ConnectorState(tokens=TokenStore(
                 db, self.key, self.plugin, daemon.token_cipher))
+        share_rate_budgets(connector, db)  # `inspect` shares the CRM budget with syncs
         return connector
 
 

@@ -286,7 +286,7 @@ class SyncCursorRow(Base):
 
 
 class SyncRunRow(Base):
-    """One tenant pass. ``status``: running, ok, failed, interrupted or abandoned."""
+    """One tenant pass. ``status``: running, ok, failed, interrupted, lease_lost or abandoned."""
 
     __tablename__ = "sync_runs"
     __table_args__ = (Index("ix_sync_runs_tenant_started", "tenant_id", "started_at"),)
@@ -475,6 +475,18 @@ class GateChangeRow(Base):
     after: Mapped[Any] = mapped_column(JSONType, nullable=True)
     applied_at: Mapped[datetime]
     reverted_at: Mapped[datetime | None]
+
+
+class RateBudgetRow(Base):
+    """A CRM rate budget shared by every process on this database (``syncd.store.budget``).
+
+    ``key`` is a SHA-256 of the plugin and the integration's identity (never a secret);
+    ``state`` the rule's JSON state (reserved send times, or a leaky bucket's level)."""
+
+    __tablename__ = "rate_budgets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
 
 
 #: Record tables by name, for counts and maintenance.

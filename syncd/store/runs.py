@@ -19,8 +19,9 @@ from syncd.store._sql import insert_for, utcnow
 from syncd.store.models import SyncRunRow, TenantRow
 from syncd.store.sanitize import bounded_error, clean_json_text
 
-RunStatus = Literal["running", "ok", "failed", "interrupted", "abandoned"]
-FINAL_STATUSES = frozenset({"ok", "failed", "interrupted", "abandoned"})
+RunStatus = Literal["running", "ok", "failed", "interrupted", "abandoned", "lease_lost"]
+#: ``lease_lost``: another replica took the tenant over mid-pass; the run stopped there.
+FINAL_STATUSES = frozenset({"ok", "failed", "interrupted", "abandoned", "lease_lost"})
 ABANDONED_REASON = ("abandoned: the process running this pass stopped without closing it "
                     "(killed, crashed or lost its lease); closed when the next pass started")
 
@@ -77,8 +78,9 @@ def finish_run(session: Session, run_id: int, status: RunStatus, *,
     run.error = error
     if counts is not None:
         run.counts = clean_json_text(dict(counts))
-    session.execute(update(TenantRow).where(TenantRow.id == run.tenant_id).values(
-        last_sync_at=finished, last_status=status, last_error=error))
+    if status != "lease_lost":  # the tenant's outcome is the new holder's to record
+        session.execute(update(TenantRow).where(TenantRow.id == run.tenant_id).values(
+            last_sync_at=finished, last_status=status, last_error=error))
     session.flush()
 
 

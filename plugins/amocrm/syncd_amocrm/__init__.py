@@ -49,6 +49,7 @@ from syncd.connector import (
 from syncd.errors import BadPayloadError
 from syncd.records import FieldDef, Page, Pipeline, Stage
 from syncd.secrets import register
+from syncd.store.budget import budget_key
 from syncd.values import FieldProblem
 from syncd_amocrm.client import AmoCRMClient, embedded
 from syncd_amocrm.settings import AmoCRMSettings
@@ -430,6 +431,11 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
     def webhook_hint(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
         """The entity and ids an amoCRM webhook names (see ``syncd_amocrm.webhooks``)."""
         return parse_webhook(headers, body)
+
+    def rate_budgets(self) -> list[tuple[Any, str]]:
+        """amoCRM counts 7 requests/s per integration: one budget for every process."""
+        who = self.settings.client_id or self.settings.long_lived_token
+        return [(self.client.limiter, budget_key("amocrm", self.settings.base_url, who))]
 
     def close(self) -> None:
         self.client.close()

@@ -28,13 +28,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
 from syncd.connector import Connector, Gates, Inspection, PullContext, StageGate, WebhookHint
 from syncd.errors import BadPayloadError
 from syncd.records import Page, Record
+from syncd.store.budget import budget_key
 from syncd.values import FieldProblem
 from syncd_bitrix24.client import MAX_BATCH, Bitrix24Client
 from syncd_bitrix24.settings import Bitrix24Settings
@@ -448,6 +449,11 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
         """An outbound event (``event=ONCRMDEALUPDATE&data[FIELDS][ID]=42``, form-encoded;
         JSON accepted too). Only the id travels: the data is re-read through the API."""
         return parse_event(body)
+
+    def rate_budgets(self) -> list[tuple[Any, str]]:
+        """Bitrix24's leaky bucket is per portal: one bucket for every process."""
+        host = urlsplit(self.settings.webhook_url or self.settings.base_url).netloc
+        return [(self.client.limiter, budget_key("bitrix24", host))]
 
     def close(self) -> None:
         self.client.close()

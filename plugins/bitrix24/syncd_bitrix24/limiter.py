@@ -10,6 +10,10 @@ The model is an upper bound of the server's counter: a request is counted as arr
 the moment its response came back (the latest moment the server can have seen it; later
 arrivals only drain less), and requests still in flight count as a full unit. So the
 client waits exactly as long as the worst case requires, and no longer.
+
+The portal counts every process on this machine: with a ``shared`` budget
+(``syncd.ratelimit.SharedBudget`` over ``syncd.store.budget.Bucket``) each request also
+reserves its place in the portal's bucket kept in the database, and a 503 fills it for all.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+
+from syncd.ratelimit import SharedBudget, recheck_write_guard
 
 
 class LeakyBucket:
@@ -39,6 +45,8 @@ class LeakyBucket:
         self._in_flight = 0
         self.waited = 0.0  # seconds spent waiting (for benchmarks)
         self.refusals = 0  # 503 QUERY_LIMIT_EXCEEDED answers seen
+        #: The portal's bucket shared with other processes, if any.
+        self.shared: SharedBudget | None = None
 
     def _drain(self, now: float) -> None:
         self._level = max(0.0, self._level - (now - self._at) * self.rate)
@@ -59,11 +67,25 @@ class LeakyBucket:
                 excess = self._level + self._in_flight + 1 - (self.burst - self.margin)
                 if excess <= 0:
                     self._in_flight += 1
-                    return object()
+                    break
                 # Only in-flight requests fill the bucket: poll until one comes back.
                 wait = 0.01 if self._in_flight and self._level <= 0 else excess / self.rate
             self.waited += wait
             self._sleep(wait)
+            recheck_write_guard()  # a lease can run out while we wait
+        slot = object()
+        shared = self.shared
+        if shared is not None:
+            wait = shared.delay()
+            if wait > 0:
+                self.waited += wait
+                self._sleep(wait)
+                try:
+                    recheck_write_guard()
+                except BaseException:
+                    self.release(slot)
+                    raise
+        return slot
 
     def release(self, slot: object) -> None:
         """The response is back: the request now sits in the bucket, draining from now."""
@@ -81,3 +103,5 @@ class LeakyBucket:
             self.refusals += 1
             self._drain(self._clock())
             self._level = max(self._level, float(self.burst))
+        if self.shared is not None:
+            self.shared.saturate()  # the portal refused: every process waits

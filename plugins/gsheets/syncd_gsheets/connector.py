@@ -26,6 +26,7 @@ import requests
 from syncd.connector import STANDARD_STREAMS, Connector, FieldSpec, Inspection, PullContext
 from syncd.errors import SyncdError
 from syncd.records import Page
+from syncd.store.budget import budget_key
 from syncd_gsheets.auth import READONLY_SCOPES
 from syncd_gsheets.client import SheetsClient, a1
 from syncd_gsheets.files import read_path
@@ -215,6 +216,10 @@ class GSheetsConnector(TabularConnector):
                        f"(tabs: {known}); set connection.tabs.<entity>.tab")
             raise SyncdError(message)
         return grids
+
+    def rate_budgets(self) -> list[tuple[Any, str]]:
+        """The Sheets quota is per service account: one budget for every process."""
+        return [(self.client.limiter, budget_key("gsheets", self.client.account.email))]
 
     def close(self) -> None:
         self.client.close()

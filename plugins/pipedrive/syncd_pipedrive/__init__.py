@@ -41,6 +41,7 @@ from syncd.connector import (
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Deal, Page, StageChange
 from syncd.secrets import register
+from syncd.store.budget import budget_key
 from syncd.values import FieldProblem
 from syncd_pipedrive.client import PipedriveClient
 from syncd_pipedrive.settings import PipedriveSettings
@@ -329,6 +330,11 @@ class PipedriveConnector(PipedriveWriter, Connector):
     def webhook_hint(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
         """What a Pipedrive webhook says changed; our own custom-field writes are echoes."""
         return read_hint(headers, body)
+
+    def rate_budgets(self) -> list[tuple[Any, str]]:
+        """Pipedrive's burst limit is per token: one budget for every process using it."""
+        key = budget_key("pipedrive", self.settings.base_url, self.settings.api_token)
+        return [(self.client.limiter, key)]
 
     def close(self) -> None:
         self.client.close()
