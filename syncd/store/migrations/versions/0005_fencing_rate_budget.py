@@ -1,6 +1,6 @@
 """Rate budgets shared by every process on one database (issue 11, item 7).
 
-Revision ID: 0003_fencing
+Revision ID: 0005_fencing
 Revises: 0004_onboarding_gates
 Create Date: 2026-12-06
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_fencing"
+revision: str = "0005_fencing"
 down_revision: str | None = "0004_onboarding_gates"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
