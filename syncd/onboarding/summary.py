@@ -20,7 +20,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 
 from syncd import store
 from syncd.config import Tenant
@@ -91,9 +91,9 @@ def _months(first: datetime | None, last: datetime | None) -> int:
 
 
 def _coverage(session: Any, tenant_id: int, deals: list[Any]) -> dict[str, Any]:
-    with_activity = set(session.scalars(select(distinct(ActivityRow.deal_external_id)).where(
+    with_activity = set(session.scalars(select(ActivityRow.deal_external_id).where(
         ActivityRow.tenant_id == tenant_id, ActivityRow.deleted.is_(False),
-        ActivityRow.deal_external_id.is_not(None))))
+        ActivityRow.deal_external_id.is_not(None)).distinct()))
     created = [d.created_at for d in deals if d.created_at is not None]
     filled: Counter[str] = Counter()
     for deal in deals:
