@@ -455,6 +455,17 @@ class TestBadLossReason:
                              history=[move("negotiation", DEFERRED, ago(3))])
         assert self.problem(facts) is None
 
+    def test_lost_from_deferred_through_a_closed_stage_keeps_the_stage(self) -> None:
+        # Bitrix24: UC_DEFER -> LOSE moves the deal into an unmapped closed stage (to_key None);
+        # the deal is still judged as lost at deferred, from its last active stage.
+        history = [move("briefing", DEFERRED, ago(3)), move(DEFERRED, None, ago(1))]
+        finding, = of_rule(audit(self.lost_at(DEFERRED, "price", "Price", history=history)),
+                           "bad_loss_reason")
+        assert finding.details["problem"] == "not_allowed_at_stage"
+        assert finding.stage_key == "briefing"
+        history = [move("negotiation", DEFERRED, ago(3)), move(DEFERRED, None, ago(1))]
+        assert self.problem(self.lost_at(DEFERRED, "price", "Price", history=history)) is None
+
     def test_open_deals_have_no_loss_reason_to_check(self) -> None:
         assert self.problem(deal()) is None
 

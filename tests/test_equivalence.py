@@ -43,26 +43,15 @@ DEALS = dataset.build()
 TITLES = {d.key: d.title for d in DEALS}
 
 # --- known disagreements; remove a mark when its fix is merged --------------------
-CLOSED_MOVES = ("found by this test (not in issue 12): the KPI funnel of amoCRM and Bitrix24 "
-                "counts no deal as lost at a stage nor as won from 'Гарантия': their history "
-                "moves deals into closed statuses (142/143, WON/LOSE), which the funnel does "
-                "not read as 'lost there' / 'moved on'")
-DEFERRED_LOSS = ("found by this test (not in issue 12): a Bitrix24 deal lost while deferred "
-                 "has no stage it was lost from: its history's move UC_DEFER -> LOSE (into a "
-                 "closed stage) resets the walk's position (syncd/audit/timeline.py _step), so "
-                 "the loss reason's stage check is skipped")
-
 #: (source or "*", deal key) -> reason the spec's rows for that deal are not met today.
-SPEC_ROWS_XFAIL = {
-    ("bitrix24", "D52"): DEFERRED_LOSS,
-}
+SPEC_ROWS_XFAIL: dict[tuple[str, str], str] = {}
 #: source -> reason it disagrees with most sources (or the spec) today.
 READ_XFAIL: dict[str, str] = {}
-SAME_ROWS_XFAIL = {"bitrix24": DEFERRED_LOSS}
+SAME_ROWS_XFAIL: dict[str, str] = {}
 SAME_KARMA_XFAIL: dict[str, str] = {}
 SAME_PEOPLE_XFAIL: dict[str, str] = {}
 SAME_KPIS_XFAIL: dict[str, str] = {}
-FUNNEL_XFAIL = {"amocrm": CLOSED_MOVES, "bitrix24": CLOSED_MOVES}
+FUNNEL_XFAIL: dict[str, str] = {}
 SPEC_KARMA_XFAIL: dict[str, str] = {}
 
 

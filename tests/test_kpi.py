@@ -268,6 +268,33 @@ def test_updating_a_deal_equals_counting_from_scratch() -> None:
     assert incremental.contact_matrix(companies) == full.contact_matrix(companies)
 
 
+def test_a_move_into_a_closed_status_closes_the_deal_at_the_stage_it_left() -> None:
+    # amoCRM 142/143 and Bitrix24 WON/LOSE have no Sales Book stage: the move's to_key is None.
+    with_move = [
+        deal("L", "lost", history=hist(("briefing", "estimate", 20), ("estimate", None, 10)),
+             created=30, closed=10, stage=None),
+        deal("W", "won", history=hist(("negotiation", "warranty", 20), ("warranty", None, 5)),
+             created=30, closed=5, stage=None),
+    ]
+    without_move = [
+        deal("L", "lost", history=hist(("briefing", "estimate", 20)), created=30, closed=10,
+             stage="estimate"),
+        deal("W", "won", history=hist(("negotiation", "warranty", 20)), created=30, closed=5,
+             stage="warranty"),
+    ]
+    results = []
+    for deals in (with_move, without_move):
+        funnel = Funnel(BOOK, t(365), NOW)
+        for d in deals:
+            funnel.add(d)
+        results.append({r["stage"]: r for r in funnel.result()})
+    assert results[0] == results[1]
+    rows = results[0]
+    assert (rows["estimate"]["lost"], rows["estimate"]["moved_on"]) == (1, 0)
+    assert (rows["warranty"]["moved_on"], rows["warranty"]["lost"]) == (1, 0)
+    assert rows["estimate"]["mean_days"] == 10.0
+
+
 def test_days_in_stage_median_and_mean_match_the_exact_values() -> None:
     import statistics
 

@@ -210,8 +210,12 @@ class StageWalker:
                 self._judge(walk, source, t)
             walk.visited.add(t.to_key)
             walk.position = t.to_key
+        elif t.to_key == DEFERRED or t.to_key is None:
+            # Deferred keeps the stage it was parked from; a move into an unmapped stage (a CRM's
+            # closed status: amoCRM 142/143, Bitrix24 WON/LOSE) keeps the stage the deal left.
+            walk.position = source
         else:
-            walk.position = source if t.to_key == DEFERRED else None
+            walk.position = None
 
     def _judge(self, walk: StageWalk, source: str, t: Transition) -> None:
         start, end = self._order[source], self._order[t.to_key]

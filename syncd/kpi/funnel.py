@@ -61,14 +61,14 @@ class Funnel:
 
     def add(self, deal: DealRecord, sign: int = 1) -> None:
         """Count the deal's stays (the walk of ``model.stays``, inlined: it runs per deal)."""
-        history = deal.history
-        if history:
-            current, since = history[0].from_key, deal.created_at
+        if deal.history:
+            current, since = deal.history[0].from_key, deal.created_at
         else:
             current, since = deal.stage_key, deal.created_at
         seen: list[str] = []  # stages entered in the window (a deal counts once per stage)
         moved: list[str] = []
         order = self.order
+        history, closing_at = _without_closing_moves(deal)
         for transition in history:
             if current is not None:
                 to_key = transition.to_key
@@ -80,7 +80,8 @@ class Funnel:
             current, since = transition.to_key, transition.at
         if current is not None:
             if deal.status in {"won", "lost"}:
-                self._stay(current, since, deal.closed_at, deal.status, sign, seen, moved)
+                self._stay(current, since, deal.closed_at or closing_at, deal.status, sign, seen,
+                           moved)
             else:
                 self._stay(current, since, None, "open", sign, seen, moved)
         counts = self.counts
@@ -163,6 +164,17 @@ class ForwardMoves:
                 "weeks_on_target": sum(n >= self.target for n in nets),
             })
         return {"target": self.target, "weeks": self.weeks, "owners": owners}
+
+
+def _without_closing_moves(deal: DealRecord) -> tuple[tuple[Any, ...], datetime | None]:
+    """A closed deal's history without its trailing moves into a closed status (amoCRM
+    142/143, Bitrix24 WON/LOSE: no Sales Book stage, ``to_key`` None) and the time of the
+    first such move: the deal closed at the stage it left, as on sources without that move."""
+    history, closing_at = tuple(deal.history), None
+    if deal.status in {"won", "lost"}:
+        while history and history[-1].to_key is None and history[-1].from_key is not None:
+            closing_at, history = history[-1].at, history[:-1]
+    return history, closing_at
 
 
 def _week_start(week: str, tz: ZoneInfo) -> float:
