@@ -196,3 +196,19 @@ def test_the_language_follows_the_stage_names() -> None:
     english = Inspection(pipelines=[{"stages": [{"name": "Briefing"}, {"name": "Смета"},
                                                 {"name": "Estimate"}]}])
     assert guess_language(russian) == "ru" and guess_language(english) == "en"
+
+
+@pytest.mark.parametrize("plugin,drafted", [("spreadsheet", True), ("amocrm", False)])
+def test_an_exports_closing_stages_become_its_stage_status(b2b, plugin: str,
+                                                           drafted: bool) -> None:
+    """An export's stage column may hold the outcome (amoCRM/Bitrix24 exports): the draft
+    says so in connection.stage_status, or its won/lost deals would be audited as open.
+    A CRM gives the outcome as the deal's status, so its connection is left as given."""
+    inspection = Inspection(pipelines=[{"id": "1", "name": "Продажи", "stages": [
+        {"name": "Переговоры"}, {"name": "Успешно реализовано"},
+        {"name": "Закрыто и не реализовано"}]}])
+    draft = render(DraftInput(tenant="t", plugin=plugin, book=b2b,
+                              connection={"path": "deals.csv"}, inspection=inspection))
+    connection = yaml.safe_load(draft.text)["connection"]
+    expected = {"Успешно реализовано": "won", "Закрыто и не реализовано": "lost"}
+    assert connection.get("stage_status") == (expected if drafted else None)

@@ -25,6 +25,7 @@ from syncd.connector import Inspection
 from syncd.onboarding.matching import (
     Guess,
     book_kinds,
+    closed_semantics,
     match_fields,
     match_kind,
     match_pipeline,
@@ -106,6 +107,29 @@ class _Writer:
     def todo(self, indent: int, key: str, message: str) -> None:
         self.todos.append(key)
         self.line(" " * indent + f"# {TODO} [{key}] {_clean(message)}")
+
+
+#: Connectors that read an export or a sheet, where a deal's outcome may be a stage value.
+_TABULAR_PLUGINS = frozenset({"spreadsheet", "gsheets"})
+
+
+def _connection(data: DraftInput) -> dict[str, Any]:
+    """The connection as given; for an export whose stage column holds the outcome
+    («Успешно реализовано», "Closed - lost"), ``stage_status`` so those deals are won or
+    lost, not open deals in an ignored stage."""
+    connection = dict(data.connection)
+    if data.plugin not in _TABULAR_PLUGINS or "stage_status" in connection:
+        return connection
+    outcomes = {}
+    for pipeline in data.inspection.pipelines:
+        for stage in pipeline.get("stages") or []:
+            name = str(stage.get("name") or "")
+            outcome = closed_semantics(name, stage.get("semantics"))
+            if name and outcome is not None:
+                outcomes[name] = outcome
+    if outcomes:
+        connection["stage_status"] = outcomes
+    return connection
 
 
 def _deals(w: _Writer, usage: Usage | None, pipeline: str, stage: str) -> str:
@@ -266,7 +290,7 @@ def render(data: DraftInput) -> Draft:
     w.line(f"timezone: {scalar(data.timezone)}")
     w.line(f"currency: {scalar(data.currency)}")
     w.line(f"language: {data.language}")
-    connection = yaml.safe_dump({"connection": dict(data.connection)}, allow_unicode=True,
+    connection = yaml.safe_dump({"connection": _connection(data)}, allow_unicode=True,
                                 sort_keys=False, default_flow_style=False, width=100)
     w.lines.extend(connection.rstrip("\n").split("\n"))
     w.line("mapping:")
