@@ -212,3 +212,14 @@ def test_an_exports_closing_stages_become_its_stage_status(b2b, plugin: str,
     connection = yaml.safe_load(draft.text)["connection"]
     expected = {"Успешно реализовано": "won", "Закрыто и не реализовано": "lost"}
     assert connection.get("stage_status") == (expected if drafted else None)
+
+
+def test_amocrms_default_pipeline_in_russian_is_matched(b2b) -> None:
+    """amoCRM's default pipeline («Первичный контакт», «Переговоры», «Принимают решение»,
+    «Согласование договора»), as a consultant's export carried it."""
+    stages = [{"name": n} for n in ("Первичный контакт", "Переговоры", "Принимают решение",
+                                    "Согласование договора")]
+    guesses = match_pipeline(stages, b2b)
+    assert [g.target for g in guesses] == ["briefing", "negotiation", "negotiation",
+                                           "contract"]
+    assert all(g.decided for g in guesses)

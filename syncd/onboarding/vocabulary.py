@@ -43,11 +43,13 @@ def has_cyrillic(text: str) -> bool:
 #: Sales Book stage keys (of every shipped Sales Book) -> phrases that name that stage.
 STAGE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "briefing": ("briefing", "brief", "бриф", "брифинг", "discovery", "qualification",
-                 "квалификация", "выявление потребностей", "первичная встреча"),
+                 "квалификация", "выявление потребностей", "первичная встреча",
+                 "первичный контакт", "first contact", "initial contact"),
     "estimate": ("estimate", "estimation", "смета", "оценка", "расчет", "расчет стоимости",
                  "коммерческое предложение", "кп", "proposal", "quote"),
     "negotiation": ("negotiation", "negotiations", "awaiting decision", "decision",
                     "переговоры", "ожидание решения", "принятие решения", "согласование",
+                    "принимают решение", "making decision",
                     "decision making"),
     "contract": ("contract", "contract signing", "договор", "подписание договора",
                  "заключение договора", "согласование договора", "contract sent"),
