@@ -188,12 +188,7 @@ def due_rows(session: Session, tenant_id: int, kind: WriteKind,
 def failed_rows(session: Session, tenant_id: int,
                 kind: WriteKind | None = None) -> list[WritebackRow]:
     """Rows whose last write the CRM rejected (waiting for their retry), oldest first."""
-    stmt = select(WritebackRow).where(WritebackRow.tenant_id == tenant_id,
-                                      WritebackRow.status == "failed")
-    if kind is not None:
-        stmt = stmt.where(WritebackRow.kind == kind)
-    stmt = stmt.order_by(WritebackRow.updated_at, WritebackRow.id)
-    return list(session.scalars(stmt.execution_options(populate_existing=True)))
+    return _rows_with_status(session, tenant_id, "failed", kind)
 
 
 def failed_counts_by_tenant(session: Session) -> dict[int, int]:
@@ -206,8 +201,13 @@ def failed_counts_by_tenant(session: Session) -> dict[int, int]:
 def pending_rows(session: Session, tenant_id: int,
                  kind: WriteKind | None = None) -> list[WritebackRow]:
     """Rows left ``pending`` (a write that may or may not have happened), oldest first."""
+    return _rows_with_status(session, tenant_id, "pending", kind)
+
+
+def _rows_with_status(session: Session, tenant_id: int, status: str,
+                      kind: WriteKind | None) -> list[WritebackRow]:
     stmt = select(WritebackRow).where(WritebackRow.tenant_id == tenant_id,
-                                      WritebackRow.status == "pending")
+                                      WritebackRow.status == status)
     if kind is not None:
         stmt = stmt.where(WritebackRow.kind == kind)
     stmt = stmt.order_by(WritebackRow.updated_at, WritebackRow.id)
