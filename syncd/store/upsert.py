@@ -19,7 +19,7 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Table, false, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from syncd import records as rec
@@ -323,6 +323,9 @@ def upsert_page(session: Session, tenant_id: int, page: rec.Page, *,
 
 #: What storing one record can raise that is the record's fault, not the database's health.
 RECORD_ERRORS = (SQLAlchemyError, UnicodeError, ValueError, TypeError, OverflowError)
+#: Database errors that are not any record's fault (a lock, a lost connection): they fail
+#: the pass like before, so a busy SQLite file never quarantines good records.
+NOT_THE_RECORDS_FAULT = (OperationalError, InterfaceError)
 
 
 @dataclass
@@ -356,6 +359,8 @@ def upsert_page_isolating(session: Session, tenant_id: int, page: rec.Page, *,
     try:
         with session.begin_nested():
             return upsert_page(session, tenant_id, page, now=now), []
+    except NOT_THE_RECORDS_FAULT:
+        raise
     except RECORD_ERRORS:
         pass  # someone in the page is refused: find who, keep the others
     stats = UpsertStats()
@@ -364,6 +369,8 @@ def upsert_page_isolating(session: Session, tenant_id: int, page: rec.Page, *,
         try:
             with session.begin_nested():
                 stats.add(upsert_records(session, tenant_id, [record], now=now))
+        except NOT_THE_RECORDS_FAULT:
+            raise
         except RECORD_ERRORS as exc:
             failures.append(RecordFailure(record, record_external_id(record),
                                           describe_error(exc)))
