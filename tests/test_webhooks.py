@@ -211,7 +211,9 @@ def test_a_webhook_triggers_an_immediate_incremental_sync(tmp_path: Path, db_url
                     return "Changed after the first pass" in session.scalars(
                         select(store.DealRow.title)).all()
 
-            wait_for("the webhook's pass", stored_title)
+            # The title is committed with its page, before the pass ends: wait for the pass
+            # itself to finish too, or SIGTERM would interrupt it (seen under xdist load).
+            wait_for("the webhook's pass", lambda: stored_title() and ok_runs() == 2)
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
         finally:
