@@ -115,10 +115,11 @@ def update(domain: str) -> None:
             catalog = _read(lang, domain)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            catalog = Catalog(locale=lang, domain=domain, project="syncd", version="",
-                              copyright_holder="the syncd authors", charset="utf-8",
-                              fuzzy=False)
-            catalog.language_team = "syncd"
+            catalog = Catalog(locale=lang, domain=domain, project="syncd", charset="utf-8",
+                              fuzzy=False, header_comment=(
+                                  f"# Russian texts of syncd, domain {domain!r} (docs/i18n.md)."
+                                  "\n# Add or change a text: python -m syncd.i18n_catalogues "
+                                  f"update {domain}"))
         catalog.update(template, no_fuzzy_matching=True)
         with path.open("wb") as po:
             write_po(po, catalog, width=100, include_lineno=False, ignore_obsolete=True,

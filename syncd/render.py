@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from syncd.audit.registry import custom_title
+from syncd.i18n import N_, translator
 from syncd.salesbook import SalesBook
 
 RULE_ORDER = (
@@ -18,47 +19,50 @@ RULE_ORDER = (
     "won_no_followup", "unmapped_stage",
 )
 
-TEXTS: dict[str, dict[str, str]] = {
-    "en": {
-        "missing_action": "missing “{action}” at {stage}",
-        "skipped_stage": "skipped stage {stage}",
-        "backward_move": "moved back to {stage}",
-        "stalled": "stalled in {stage} (limit {max_days} d)",
-        "inactive": "no touch for over {limit} d",
-        "no_next_step": "no next step planned",
-        "bad_loss_reason": "loss reason not valid: “{reason}”",
-        "bad_loss_reason.empty": "no loss reason",
-        "bad_loss_reason.not_in_catalogue": "loss reason not in the catalogue: “{reason}”",
-        "bad_loss_reason.not_allowed_at_stage": "loss reason “{reason}” not allowed at {stage}",
-        "no_lead_source": "lead source missing",
-        "no_contact": "no contact person",
-        "deferred_no_reminder": "deferred, no reminder within {limit} d",
-        "won_no_followup": "won, no follow-up created",
-        "unmapped_stage": "CRM stage not mapped",
-        "header": "Sales Book: {count} issue(s)",
-        "task": "Fix: {text}",
-    },
-    "ru": {
-        "missing_action": "не выполнено «{action}» на этапе «{stage}»",
-        "skipped_stage": "пропущен этап «{stage}»",
-        "backward_move": "возврат на этап «{stage}»",
-        "stalled": "завис на этапе «{stage}» (лимит {max_days} дн.)",
-        "inactive": "нет касаний больше {limit} дн.",
-        "no_next_step": "нет запланированного следующего шага",
-        "bad_loss_reason": "недопустимая причина отказа: «{reason}»",
-        "bad_loss_reason.empty": "не указана причина отказа",
-        "bad_loss_reason.not_in_catalogue": "причины отказа нет в справочнике: «{reason}»",
-        "bad_loss_reason.not_allowed_at_stage": "причина отказа «{reason}» недопустима на "
-                                                "этапе «{stage}»",
-        "no_lead_source": "не указан источник лида",
-        "no_contact": "нет контактного лица",
-        "deferred_no_reminder": "отложена, нет напоминания за {limit} дн.",
-        "won_no_followup": "выиграна, нет последующей задачи",
-        "unmapped_stage": "этап CRM не сопоставлен",
-        "header": "Книга продаж: нарушений — {count}",
-        "task": "Исправить: {text}",
-    },
+#: What a person reads instead of a rule code (report tables, the HTML report, the dashboard).
+RULE_TITLES: dict[str, str] = {
+    "missing_action": N_("Mandatory action missing"),
+    "skipped_stage": N_("Stage skipped"),
+    "backward_move": N_("Moved back a stage"),
+    "stalled": N_("Stalled in a stage"),
+    "inactive": N_("No touch for too long"),
+    "no_next_step": N_("No next step planned"),
+    "bad_loss_reason": N_("Loss reason missing or not allowed"),
+    "no_lead_source": N_("Lead source missing"),
+    "no_contact": N_("No contact person"),
+    "deferred_no_reminder": N_("Deferred deal without a reminder"),
+    "won_no_followup": N_("Won deal without a follow-up"),
+    "unmapped_stage": N_("CRM stage not mapped to the Sales Book"),
 }
+
+#: One violation as a short phrase (CRM fields, tasks): rule or ``rule.problem`` -> text.
+PHRASES: dict[str, str] = {
+    "missing_action": N_("missing “{action}” at {stage}"),
+    "skipped_stage": N_("skipped stage {stage}"),
+    "backward_move": N_("moved back to {stage}"),
+    "stalled": N_("stalled in {stage} (limit {max_days} d)"),
+    "inactive": N_("no touch for over {limit} d"),
+    "no_next_step": N_("no next step planned"),
+    "bad_loss_reason": N_("loss reason not valid: “{reason}”"),
+    "bad_loss_reason.empty": N_("no loss reason"),
+    "bad_loss_reason.not_in_catalogue": N_("loss reason not in the catalogue: “{reason}”"),
+    "bad_loss_reason.not_allowed_at_stage": N_("loss reason “{reason}” not allowed at {stage}"),
+    "no_lead_source": N_("lead source missing"),
+    "no_contact": N_("no contact person"),
+    "deferred_no_reminder": N_("deferred, no reminder within {limit} d"),
+    "won_no_followup": N_("won, no follow-up created"),
+    "unmapped_stage": N_("CRM stage not mapped"),
+}
+HEADER = N_("Sales Book: {count} issue(s)")
+TASK = N_("Fix: {text}")
+DOMAIN = "crm"
+
+
+def rule_title(rule: str, language: str) -> str:
+    """A rule's title in a language (a plugin's rule: its own title; else the code)."""
+    if rule in RULE_TITLES:
+        return translator(language, DOMAIN).gettext(RULE_TITLES[rule])
+    return custom_title(rule, language) or rule
 
 
 def _rank(rule: str) -> int:
@@ -68,7 +72,7 @@ def _rank(rule: str) -> int:
 def violation_text(rule: str, stage_key: str | None, action_key: str | None,
                    details: dict[str, Any], book: SalesBook, language: str) -> str:
     """One violation as a short phrase."""
-    texts = TEXTS.get(language, TEXTS["en"])
+    t = translator(language, DOMAIN)
     stage = book.stage(stage_key) if stage_key and book.has_stage(stage_key) else None
     action = book.actions.get(action_key) if action_key else None
     values = {
@@ -79,10 +83,10 @@ def violation_text(rule: str, stage_key: str | None, action_key: str | None,
                    or details.get("reason") or details.get("lost_reason") or "—"),
         "limit": details.get("limit_days") or details.get("limit") or _limit(rule, book),
     }
-    if rule not in texts:  # a plugin's rule: its own title in the language
+    if rule not in PHRASES:  # a plugin's rule: its own title in the language
         return custom_title(rule, language) or rule
     variant = f"{rule}.{details['problem']}" if details.get("problem") else rule
-    return texts.get(variant, texts[rule]).format(**values)
+    return t.gettext(PHRASES.get(variant, PHRASES[rule])).format(**values)
 
 
 def _limit(rule: str, book: SalesBook) -> int:
@@ -100,10 +104,10 @@ def deal_summary(violations: Iterable[Any], book: SalesBook, language: str,
                                              v.action_key or ""))
     if not rows:
         return ""
-    texts = TEXTS.get(language, TEXTS["en"])
+    t = translator(language, DOMAIN)
     phrases = [violation_text(v.rule, v.stage_key, v.action_key, v.details or {}, book,
                               language) for v in rows]
-    text = texts["header"].format(count=len(rows)) + ": " + "; ".join(phrases)
+    text = t.gettext(HEADER).format(count=len(rows)) + ": " + "; ".join(phrases)
     return text if len(text) <= max_length else text[: max_length - 1] + "…"
 
 
@@ -113,33 +117,20 @@ def _stage_rank(book: SalesBook, key: str | None) -> int:
 
 def task_subject(rule: str, stage_key: str | None, action_key: str | None,
                  details: dict[str, Any], book: SalesBook, language: str) -> str:
-    texts = TEXTS.get(language, TEXTS["en"])
     text = violation_text(rule, stage_key, action_key, details, book, language)
-    return texts["task"].format(text=text)[:250]
+    return translator(language, DOMAIN).gettext(TASK).format(text=text)[:250]
 
 
 # -- records and writes that did not make it (report notes) ---------------------------------
-BAD_RECORD_TEXTS: dict[str, dict[str, str]] = {
-    "en": {
-        "quarantine": "{count} record(s) could not be read or stored and are held in "
-                      "quarantine (see \"quarantine\"); they are retried every pass.",
-        "write_failures": "{count} CRM write(s) or task(s) were rejected (see "
-                          "\"write_failures\"); they are retried with backoff.",
-    },
-    "ru": {
-        "quarantine": "Записей, которые не удалось прочитать или сохранить: {count}; они "
-                      "в карантине (см. «quarantine») и повторяются при каждой синхронизации.",
-        "write_failures": "Записей в CRM или задач, отклонённых CRM: {count} (см. "
-                          "«write_failures»); повтор — позже, пауза растёт после каждой ошибки.",
-    },
-}
+QUARANTINE_NOTE = N_("{count} record(s) could not be read or stored and are held in "
+                     "quarantine (see \"quarantine\"); they are retried every pass.")
+WRITE_FAILURES_NOTE = N_("{count} CRM write(s) or task(s) were rejected (see "
+                         "\"write_failures\"); they are retried with backoff.")
 
 
 def quarantine_note(count: int, language: str) -> str:
-    texts = BAD_RECORD_TEXTS.get(language, BAD_RECORD_TEXTS["en"])
-    return texts["quarantine"].format(count=count)
+    return translator(language, DOMAIN).gettext(QUARANTINE_NOTE).format(count=count)
 
 
 def write_failures_note(count: int, language: str) -> str:
-    texts = BAD_RECORD_TEXTS.get(language, BAD_RECORD_TEXTS["en"])
-    return texts["write_failures"].format(count=count)
+    return translator(language, DOMAIN).gettext(WRITE_FAILURES_NOTE).format(count=count)
