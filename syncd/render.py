@@ -76,9 +76,9 @@ def violation_text(rule: str, stage_key: str | None, action_key: str | None,
     stage = book.stage(stage_key) if stage_key and book.has_stage(stage_key) else None
     action = book.actions.get(action_key) if action_key else None
     values = {
-        "stage": stage.title if stage else (stage_key or ""),
+        "stage": stage.title_in(language) if stage else (stage_key or ""),
         "max_days": stage.max_days if stage else details.get("max_days", ""),
-        "action": action.title if action else (action_key or ""),
+        "action": action.title_in(language) if action else (action_key or ""),
         "reason": (details.get("reason_raw") or details.get("reason_key")
                    or details.get("reason") or details.get("lost_reason") or "—"),
         "limit": details.get("limit_days") or details.get("limit") or _limit(rule, book),

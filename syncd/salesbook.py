@@ -23,6 +23,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Titled(_Strict):
+    """A ``title`` in the Sales Book's own language, and ``titles`` in others
+    (``titles: {ru: Бриф}``): what a reader of that language is shown."""
+
+    title: str
+    titles: dict[str, str] = Field(default_factory=dict)
+
+    def title_in(self, language: str) -> str:
+        return self.titles.get(language) or self.title
+
+
 class Evidence(_Strict):
     """What proves an action was done: a done activity of one of ``activity_types`` linked
     to the deal, or a non-empty deal ``field`` (a canonical field key). Either suffices."""
@@ -35,22 +46,19 @@ class Evidence(_Strict):
         return not self.activity_types and not self.field
 
 
-class Action(_Strict):
-    title: str
+class Action(_Titled):
     evidence: Evidence
 
 
-class ActiveStage(_Strict):
+class ActiveStage(_Titled):
     key: str
-    title: str
     max_days: int | None = Field(default=None, ge=1)
     optional: bool = False
     goal: str = ""
     actions: tuple[str, ...] = ()
 
 
-class LossReason(_Strict):
-    title: str
+class LossReason(_Titled):
     #: Where the reason may be given: active stage keys and/or ``deferred`` (a deal lost
     #: while deferred). None: at every active stage and at ``deferred``.
     stages: tuple[str, ...] | None = None
@@ -112,9 +120,8 @@ class KpiPlan(_Strict):
     revenue_per_month: float | None = Field(default=None, gt=0)
 
 
-class SalesBook(_Strict):
+class SalesBook(_Titled):
     key: str
-    title: str
     language: str = "en"
     description: str = ""
     inactive_days: int = Field(default=14, ge=1)

@@ -107,6 +107,9 @@ class AuditRun:
         self.index = index
         self.cal = cal
         self.texts = texts(language)
+        book = index.book
+        self.titles = {s.key: s.title_in(language) for s in book.stages}  # the reader's titles
+        self.action_titles = {key: a.title_in(language) for key, a in book.actions.items()}
         self.stalled_before = {k: cal.start_of(-days) for k, days in index.max_days.items()}
         self.inactive_before = cal.start_of(-index.book.inactive_days)
         self.today_start = cal.start_of(0)
@@ -120,9 +123,9 @@ class AuditRun:
             return self.texts.say("word.deferred")
         if stage_key == WON:
             return self.texts.say("word.won")
-        if stage_key is None or stage_key not in self.index.titles:
+        if stage_key is None or stage_key not in self.titles:
             return stage_key or self.texts.say("word.unknown_stage")
-        return self.index.titles[stage_key]
+        return self.titles[stage_key]
 
     def subject(self, facts: DealFacts) -> Subject:
         mapped = self.index.is_mapped(facts.stage_key)
@@ -245,7 +248,8 @@ def _missing_action_findings(s: Subject, stage_key: str, exit_: Transition,
                    "evidence": {"activity_types": list(action.kinds), "field": action.field},
                    **history}
         explanation = t.say(message, stage=title(stage_key), to_stage=title(exit_.to_key),
-                            day=day, action=action.title, gap=_gap(action, t))
+                            day=day, action=s.run.action_titles.get(action.key, action.title),
+                            gap=_gap(action, t))
         yield _finding("missing_action", s, explanation, details, stage_key=stage_key,
                        action_key=action.key)
 

@@ -80,22 +80,39 @@ RULE_MESSAGES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Canonical activity kinds and deal fields as a reader names them (explanations list them).
+KIND_NAMES: dict[str, str] = {
+    "call": N_("call"), "meeting": N_("meeting"), "email": N_("email"), "task": N_("task"),
+    "note": N_("note"),
+}
+FIELD_NAMES: dict[str, str] = {
+    "lead_source": N_("lead source"), "estimate_link": N_("estimate link"),
+    "contract_number": N_("contract number"), "invoice_number": N_("invoice number"),
+}
+
+
 class Texts:
     """The explanations of one language (an unknown language falls back to English)."""
 
-    __slots__ = ("_templates", "language")
+    __slots__ = ("_fields", "_kinds", "_templates", "language")
 
     def __init__(self, language: str = DEFAULT_LANGUAGE) -> None:
         self.language = language if language in LANGUAGES else DEFAULT_LANGUAGE
         t = translator(self.language, DOMAIN)
         self._templates = {key: t.gettext(text) for key, text in MESSAGES.items()}
+        self._kinds = {key: t.gettext(text) for key, text in KIND_NAMES.items()}
+        self._fields = {key: t.gettext(text) for key, text in FIELD_NAMES.items()}
 
     def say(self, key: str, **values: Any) -> str:
+        """The message ``key`` filled with ``values`` (a canonical ``field`` by its name)."""
+        if "field" in values:
+            values["field"] = self._fields.get(values["field"], values["field"])
         return self._templates[key].format(**values)
 
     def or_list(self, words: Iterable[str]) -> str:
-        """``a``, ``a or b``, ``a, b or c`` (``или`` in Russian)."""
-        items = list(words)
+        """``a``, ``a or b``, ``a, b or c`` (``или`` in Russian); canonical activity kinds by
+        their names (``звонок или встреча``)."""
+        items = [self._kinds.get(word, word) for word in words]
         if len(items) <= 1:
             return "".join(items)
         return f"{', '.join(items[:-1])} {self._templates['word.or']} {items[-1]}"
