@@ -26,8 +26,8 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from syncd_amocrm import AmoCRMConnector, AmoCRMSettings
-from syncd_amocrm.fake.sample import scaled_dataset
-from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
+from syncd_fakes.amocrm.sample import scaled_dataset
+from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 
 from syncd.connector import STANDARD_STREAMS, FieldSpec, FieldWrite, PullContext
 

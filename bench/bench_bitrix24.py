@@ -31,7 +31,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 from syncd_bitrix24 import Bitrix24Connector, Bitrix24Settings
-from syncd_bitrix24.fake.sample import scaled_dataset
+from syncd_fakes.bitrix24.sample import scaled_dataset
 
 from syncd.connector import FieldSpec, FieldWrite, PullContext
 
@@ -55,7 +55,7 @@ def stats(base: str) -> dict[str, int]:
 def serve(deals: int, burst: int, rate: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "syncd_bitrix24.fake.server", "--scaled", "--deals",
+        [sys.executable, "-m", "syncd_fakes.bitrix24.server", "--scaled", "--deals",
          str(deals), "--port", str(port), "--code", CODE, "--burst", str(burst),
          "--rate", str(rate)], stdout=subprocess.DEVNULL, env=os.environ)
     base = f"http://127.0.0.1:{port}"

@@ -21,9 +21,9 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
+from syncd_fakes.pipedrive.sample import scaled_dataset
+from syncd_fakes.pipedrive.server import DEMO_TOKEN, FakePipedrive
 from syncd_pipedrive import PipedriveConnector, PipedriveSettings
-from syncd_pipedrive.fake.sample import scaled_dataset
-from syncd_pipedrive.fake.server import DEMO_TOKEN, FakePipedrive
 
 from syncd import store
 from syncd.connector import STANDARD_STREAMS, PullContext

@@ -64,8 +64,8 @@ def serve_fake(deals: int, latency: float) -> None:
     import threading
     from datetime import UTC, datetime
 
-    from syncd_pipedrive.fake.sample import sample_dataset
-    from syncd_pipedrive.fake.server import FakePipedrive
+    from syncd_fakes.pipedrive.sample import sample_dataset
+    from syncd_fakes.pipedrive.server import FakePipedrive
 
     def slow(request: object) -> None:
         time.sleep(latency)  # the simulated network round trip, per request

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from syncd_gsheets.fake.server import FakeSheets
+from syncd_fakes.gsheets.server import FakeSheets
 from syncd_gsheets.files import read_path
 from syncd_gsheets.settings import ReportSinkOptions, SpreadsheetSettings
 from syncd_gsheets.sink import SheetsReportSink

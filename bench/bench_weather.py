@@ -5,7 +5,7 @@
 
 Each trial is a first pass of a new tenant (pull everything, audit, create the write-back
 fields, write them, create the tasks) against its own fake CRM whose every request
-independently misbehaves with probability ``--rate`` (``syncd.fakehttp.Weather``, seeded
+independently misbehaves with probability ``--rate`` (``syncd_fakes.http.Weather``, seeded
 by the trial number): a 502 page (on writes possibly *after* the write was applied), a 503
 page, a 429 with ``Retry-After``, an HTML maintenance page under 200, or the real body cut
 in half. A clean tenant runs once against a fake without weather.
@@ -47,10 +47,10 @@ from typing import Any
 import yaml
 from cryptography.fernet import Fernet
 from sqlalchemy import select
+from syncd_fakes.http import Weather
 
 import syncd.http
 from syncd import exitcodes, store
-from syncd.fakehttp import Weather
 from syncd.store.models import RECORD_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,8 +97,8 @@ class Pipedrive(Plugin):
     name = "pipedrive"
 
     def start(self, weather: Weather | None, stack: contextlib.ExitStack) -> Setup:
-        from syncd_pipedrive.fake.sample import sample_dataset
-        from syncd_pipedrive.fake.server import FakePipedrive
+        from syncd_fakes.pipedrive.sample import sample_dataset
+        from syncd_fakes.pipedrive.server import FakePipedrive
         fake = stack.enter_context(FakePipedrive(sample_dataset(NOW, deals=30),
                                                  token="pd-weather-token",
                                                  burst_limit=1000, weather=weather))
@@ -133,8 +133,8 @@ class AmoCRM(Plugin):
     name = "amocrm"
 
     def start(self, weather: Weather | None, stack: contextlib.ExitStack) -> Setup:
-        from syncd_amocrm.fake.sample import sample_dataset
-        from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
+        from syncd_fakes.amocrm.sample import sample_dataset
+        from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
         fake = stack.enter_context(FakeAmoCRM(sample_dataset(NOW), rate_limit=50,
                                               weather=weather))
         tenant = yaml.safe_load((REPO / "config" / "tenants" / "amocrm.yaml.example")
@@ -171,8 +171,8 @@ class Bitrix24(Plugin):
     name = "bitrix24"
 
     def start(self, weather: Weather | None, stack: contextlib.ExitStack) -> Setup:
-        from syncd_bitrix24.fake.sample import sample_dataset
-        from syncd_bitrix24.fake.server import FakeBitrix24
+        from syncd_fakes.bitrix24.sample import sample_dataset
+        from syncd_fakes.bitrix24.server import FakeBitrix24
         fake = stack.enter_context(FakeBitrix24(sample_dataset(NOW), webhook_code="b24weather",
                                                 burst=1000, rate=1000.0, weather=weather))
         tenant = yaml.safe_load((REPO / "config" / "tenants" / "bitrix24.yaml.example")
@@ -212,7 +212,7 @@ class SheetsCRM(Plugin):
     email = "syncd-weather@bench.iam.gserviceaccount.com"
 
     def start(self, weather: Weather | None, stack: contextlib.ExitStack) -> Setup:
-        from syncd_gsheets.fake.server import FakeSheets
+        from syncd_fakes.gsheets.server import FakeSheets
         sample = _sample_export()
         fake = stack.enter_context(FakeSheets(per_minute=100_000, weather=weather))
         tabs = {title: [header, *[[_serial(v) for v in row] for row in rows]]

@@ -3,7 +3,7 @@
 edit, audit a client the way the hand-written mapping does?
 
 For the sample client of each CRM fake (Pipedrive, amoCRM, Bitrix24: the data their
-`demo()` serves), the sample CSV export (tests/data/sample_export) and the same export as
+`syncd_fakes.demo` serves), the sample CSV export (tests/data/sample_export) and the same export as
 a Russian-speaking client writes it (tabs, headers, stages, reasons, types in Russian;
 ``export-ru``), it runs
 `syncd init` against the fake / the export (same Sales Book, timezone and language as the
@@ -76,10 +76,12 @@ def todos(path: Path) -> int:
 @contextmanager
 def crm(plugin: str) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
     """The fake's connection with secrets as $env references, and that environment."""
+    from syncd_fakes.demo import DEMO_ACCOUNTS
+
     from syncd.plugins import make_plugin_manager
 
     cls = make_plugin_manager().connectors.get(plugin)
-    with cls.demo() as (connection, _server):
+    with DEMO_ACCOUNTS[plugin]() as (connection, _server):
         env, written = {}, {}
         for key, value in connection.items():
             if key in cls.settings_model.secret_keys:

@@ -290,11 +290,3 @@ class Connector(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release sessions and other resources."""
-
-    # Optional: a local fake account for `syncd demo` and tests.
-    @classmethod
-    def demo(cls) -> Any:
-        """A context manager serving a fake account on 127.0.0.1 for ``syncd demo``; it
-        yields ``(connection_dict, server)`` (``server.writes``, when present, lists what the
-        demo wrote back). ``None`` when the connector ships no demo."""
-        return None

@@ -1,9 +1,10 @@
 """`syncd demo`: the main job, end to end, with no credentials and nothing else installed.
 
-Every demo tenant in ``config/demo/tenants`` names a plugin whose connector ships a local
-fake account (``Connector.demo()``). The demo serves it on 127.0.0.1, points the tenant at
-it, runs one real pass (pull over HTTP, store in SQLite, audit, karma, write-back to the
-fake), and prints what was pulled, the violations, the karma and where the report is.
+Every demo tenant in ``config/demo/tenants`` names a plugin whose sample client the fakes
+package serves (``syncd_fakes.demo``, a test-support package production never loads). The
+demo serves it on 127.0.0.1, points the tenant at it, runs one real pass (pull over HTTP,
+store in SQLite, audit, karma, write-back to the fake), and prints what was pulled, the
+violations, the karma and where the report is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
+from syncd_fakes.demo import demo_account
 
 from syncd import exitcodes, store
 from syncd.config import Settings, load_settings, load_tenant
@@ -55,9 +57,10 @@ def _demo_tenant(settings: Settings, plugins: Plugins, database: store.Database,
     # The demo account's connection is only known once the fake runs, so the plugin is
     # looked up from the tenant file itself, before its connection is validated.
     plugin = str(read_yaml(settings.tenant_files()[key]).get("plugin", ""))
-    served = plugins.connectors.get(plugin).demo()
+    plugins.connectors.get(plugin)  # an unknown or blocked plugin fails here, by name
+    served = demo_account(plugin)
     if served is None:
-        message = f"plugin {plugin!r} ships no demo account"
+        message = f"plugin {plugin!r} has no demo account in syncd_fakes.demo"
         raise ConfigError(message)
     with served as (connection, server):
         tenant = load_tenant(settings, key, plugins.connectors, connection_overrides=connection)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 from support import SALESBOOKS
 from syncd_bitrix24 import Bitrix24Connector, Bitrix24Settings
-from syncd_bitrix24.fake.sample import sample_dataset
-from syncd_bitrix24.fake.server import FakeBitrix24
 from syncd_bitrix24.streams import normalize_activity
+from syncd_fakes.bitrix24.sample import sample_dataset
+from syncd_fakes.bitrix24.server import FakeBitrix24
 
 from syncd.config import TenantConfig
 from syncd.mapping import TenantMapper

@@ -22,8 +22,8 @@ from cryptography.fernet import Fernet
 from ledgers import karma_ledger, stage_history
 from sqlalchemy import func, select
 from support import REPO, report_json, run_syncd, syncd_command, write_config
-from syncd_amocrm.fake.sample import sample_dataset
-from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM, Fault
+from syncd_fakes.amocrm.sample import sample_dataset
+from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM, Fault
 from test_amocrm_e2e import tenant
 
 from syncd import store

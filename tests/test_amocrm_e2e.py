@@ -20,8 +20,8 @@ import yaml
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 from support import REPO, report_json, run_syncd, syncd_command, write_config
-from syncd_amocrm.fake.sample import sample_dataset
-from syncd_amocrm.fake.server import (
+from syncd_fakes.amocrm.sample import sample_dataset
+from syncd_fakes.amocrm.server import (
     CLIENT_ID,
     CLIENT_SECRET,
     DEMO_LONG_LIVED_TOKEN,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from syncd_amocrm.fake.sample import WON, sample_dataset
-from syncd_amocrm.fake.server import (
+from syncd_fakes.amocrm.sample import WON, sample_dataset
+from syncd_fakes.amocrm.server import (
     CLIENT_ID,
     CLIENT_SECRET,
     DEMO_LONG_LIVED_TOKEN,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 from support import FAST_BURST, fake_tenant, report_json, run_syncd, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import ApiProblem, FakePipedrive
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import ApiProblem, FakePipedrive
 
 from syncd import exitcodes, store
 

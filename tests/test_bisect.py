@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from support import FakeClock
 from syncd_amocrm import AmoCRMConnector
-from syncd_amocrm.fake.sample import sample_dataset
-from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 from syncd_amocrm.settings import AmoCRMSettings
+from syncd_fakes.amocrm.sample import sample_dataset
+from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 
 from syncd.bisect import send_bisecting
 from syncd.connector import FieldSpec, FieldWrite, TaskCreate

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from ledgers import karma_ledger, stage_history
 from support import report_json, run_syncd, syncd_command, write_config
-from syncd_bitrix24.fake.sample import sample_dataset
-from syncd_bitrix24.fake.server import FakeBitrix24, Fault
+from syncd_fakes.bitrix24.sample import sample_dataset
+from syncd_fakes.bitrix24.server import FakeBitrix24, Fault
 from test_e2e_bitrix24 import CODE, RATE, bitrix_tenant
 
 

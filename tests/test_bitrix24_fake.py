@@ -10,8 +10,8 @@ import pytest
 import requests
 from syncd_bitrix24 import Bitrix24Connector, Bitrix24Settings
 from syncd_bitrix24.client import php_query
-from syncd_bitrix24.fake.sample import sample_dataset
-from syncd_bitrix24.fake.server import FakeBitrix24, Fault
+from syncd_fakes.bitrix24.sample import sample_dataset
+from syncd_fakes.bitrix24.server import FakeBitrix24, Fault
 
 from syncd.connector import PullContext
 

@@ -4,7 +4,7 @@ Replicas are real processes killed with real signals. Nothing waits on a sleep: 
 polls the database, a fake's request log or a replica's log with a deadline. Lease times are
 short (config), datasets small, so the whole module stays around a minute.
 
-Weather: every request of a fake CRM independently misbehaves (``syncd.fakehttp.Weather``),
+Weather: every request of a fake CRM independently misbehaves (``syncd_fakes.http.Weather``),
 passes run in this process through the harness of ``bench/bench_weather.py`` with the test
 hook ``syncd.http.retry_sleeper`` counting backoff waits instead of sleeping them.
 """
@@ -32,8 +32,8 @@ import yaml
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from support import REPO, demo_tenant, syncd_command, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive, Fault
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive, Fault
 
 from syncd import store
 from syncd.store.models import TenantLeaseRow

@@ -29,8 +29,8 @@ from support import (
     syncd_command,
     write_config,
 )
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive, Fault
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive, Fault
 
 from syncd import store
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 from support import demo_tenant, syncd_command, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 
 from syncd import store
 
@@ -64,7 +64,7 @@ def test_daemon_isolates_a_failing_tenant_and_stops_on_sigterm(tmp_path: Path,
 
 def test_sigterm_mid_pull_commits_the_current_page_then_exits(tmp_path: Path,
                                                                db_url: str) -> None:
-    from syncd_pipedrive.fake.server import Fault
+    from syncd_fakes.pipedrive.server import Fault
 
     fault = Fault("block", method="GET", path="/api/v2/deals")
     with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, faults=[fault]) as fake:

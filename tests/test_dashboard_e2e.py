@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 from support import FAST_BURST, demo_tenant, report_json, run_syncd, syncd_command, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "pd-dash-e2e-token-77a1"

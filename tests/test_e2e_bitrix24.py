@@ -17,8 +17,8 @@ import yaml
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 from support import REPO, report_json, run_syncd, write_config
-from syncd_bitrix24.fake.sample import sample_dataset
-from syncd_bitrix24.fake.server import FakeBitrix24
+from syncd_fakes.bitrix24.sample import sample_dataset
+from syncd_fakes.bitrix24.server import FakeBitrix24
 
 from syncd import store
 
@@ -191,7 +191,7 @@ def test_oauth_tenant_rotates_tokens_through_the_store(tmp_path: Path, db_url: s
 def test_the_webhook_code_never_reaches_logs_reports_or_the_database(
         config: Path, db_url: str, fake: FakeBitrix24, env: dict[str, str]) -> None:
     fake.faults = []
-    from syncd_bitrix24.fake.server import Fault
+    from syncd_fakes.bitrix24.server import Fault
 
     fake.faults = [Fault("500", method="crm.deal.list", times=10)]  # > the 8 attempts
     failed = run_syncd(config, "sync", env={**env, "SYNCD_RETRY_WAIT_SCALE": "0"})
@@ -213,7 +213,7 @@ def test_the_webhook_code_never_reaches_logs_reports_or_the_database(
 def test_a_broken_answer_keeps_stored_data_and_cursors(config: Path, db_url: str,
                                                        fake: FakeBitrix24,
                                                        env: dict[str, str]) -> None:
-    from syncd_bitrix24.fake.server import Fault
+    from syncd_fakes.bitrix24.server import Fault
 
     assert run_syncd(config, "sync", env=env).returncode == 0
     database = store.Database(db_url)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 from support import FAST_BURST, fake_tenant, report_json, run_syncd, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 
 from syncd import store
 
@@ -173,7 +173,7 @@ def _field_key(fake: FakePipedrive, kind: str, name: str) -> str:
 
 def test_a_broken_page_fails_the_pass_and_keeps_stored_data(
         config: Path, db_url: str, fake: FakePipedrive) -> None:
-    from syncd_pipedrive.fake.server import Fault
+    from syncd_fakes.pipedrive.server import Fault
 
     assert run_syncd(config, "sync", env=ENV).returncode == 0
     database = store.Database(db_url)
@@ -204,7 +204,7 @@ def test_a_broken_page_fails_the_pass_and_keeps_stored_data(
 
 def test_rate_limit_errors_are_retried_and_html_block_stops_the_tenant(
         config: Path, fake: FakePipedrive) -> None:
-    from syncd_pipedrive.fake.server import Fault
+    from syncd_fakes.pipedrive.server import Fault
 
     fake.faults = [Fault("429", method="GET", path="/api/v2/organizations", times=2),
                    Fault("503", method="GET", path="/api/v2/persons", times=1)]

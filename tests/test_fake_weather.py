@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from syncd_amocrm.fake.sample import sample_dataset as amo_dataset
-from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
-
-from syncd.fakehttp import WEATHER_KINDS, Weather
+from syncd_fakes.amocrm.sample import sample_dataset as amo_dataset
+from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
+from syncd_fakes.http import WEATHER_KINDS, Weather
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 TOKEN = "pd-weather-test-token"

@@ -27,8 +27,8 @@ import pytest
 import yaml
 from sqlalchemy import select
 from support import demo_tenant, run_syncd, syncd_command, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive, Fault
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive, Fault
 
 from syncd import store
 from syncd.http import write_guard

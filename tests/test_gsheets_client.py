@@ -10,6 +10,7 @@ import pytest
 import responses
 from google.auth import jwt
 from support import FakeClock
+from syncd_fakes.gsheets.server import JWT_AUDIENCE, make_key
 from syncd_gsheets.client import (
     SheetsClient,
     a1,
@@ -18,7 +19,6 @@ from syncd_gsheets.client import (
     quote_sheet,
     shared_limiter,
 )
-from syncd_gsheets.fake.server import JWT_AUDIENCE, make_key
 
 from syncd.errors import AuthError, ConfigError, FatalAPIError, RateLimitedError
 from syncd.http import MAX_ATTEMPTS

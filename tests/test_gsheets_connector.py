@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from support import FakeClock
+from syncd_fakes.gsheets.server import FakeSheets
 from syncd_gsheets.connector import GSheetsConnector
-from syncd_gsheets.fake.server import FakeSheets
 from syncd_gsheets.settings import GSheetsSettings
 
 from syncd.connector import PullContext

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 from support import FAST_BURST, REPO, fake_tenant, report_json, run_syncd, write_config
-from syncd_gsheets.fake.server import FakeSheets
+from syncd_fakes.gsheets.server import FakeSheets
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 from syncd_gsheets.values import SERIAL_EPOCH
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
 
 from syncd.exitcodes import PARTIAL
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from support import FakeClock
+from syncd_fakes.gsheets.server import FakeSheets
 from syncd_gsheets import plugin
-from syncd_gsheets.fake.server import FakeSheets
 from syncd_gsheets.report_tabs import render
 from syncd_gsheets.settings import ReportSinkOptions
 from syncd_gsheets.sink import SheetsReportSink

@@ -22,8 +22,8 @@ import yaml
 from click.testing import CliRunner
 from sqlalchemy import select
 from support import FAST_BURST, demo_tenant, fake_tenant, run_syncd, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 from werkzeug.test import Client
 
 from syncd import exitcodes, store

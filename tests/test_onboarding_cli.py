@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 from support import REPO, run_syncd, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 from test_tabular_export import sample
 
 TOKEN = "onboarding-token-7f3a"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 from support import REPO, run_syncd, write_config
-from syncd_amocrm.fake.sample import sample_dataset as amo_dataset
-from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
+from syncd_fakes.amocrm.sample import sample_dataset as amo_dataset
+from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 
 from syncd import store
 from syncd.salesbook import load_salesbook
@@ -198,8 +198,8 @@ def test_first_report_opens_with_the_onboarding_summary(
 
 def test_bitrix24_drift_is_read_only_and_flags_a_closing_stage_mapped_as_work(
         tmp_path: Path) -> None:
-    from syncd_bitrix24.fake.sample import sample_dataset as b24_dataset
-    from syncd_bitrix24.fake.server import FakeBitrix24
+    from syncd_fakes.bitrix24.sample import sample_dataset as b24_dataset
+    from syncd_fakes.bitrix24.server import FakeBitrix24
 
     tenant = yaml.safe_load((REPO / "config" / "tenants" / "bitrix24.yaml.example")
                             .read_text("utf-8"))

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from sqlalchemy import select
 from support import demo_tenant, syncd_command, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive, Fault
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive, Fault
 from werkzeug.test import Client
 
 from syncd import store

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 import requests
+from syncd_fakes import demo
+from syncd_fakes.pipedrive.sample import K, sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive, Fault
 from syncd_pipedrive import PipedriveConnector, PipedriveSettings
-from syncd_pipedrive.fake.sample import K, sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive, Fault
 
 from syncd.connector import FieldSpec, FieldWrite, PullContext, TaskCreate
 from syncd.errors import AuthError, BadPayloadError, BlockedError, BudgetExhaustedError
@@ -322,7 +323,7 @@ def test_daily_budget_and_bad_token() -> None:
 
 
 def test_demo_serves_the_sample_and_stops() -> None:
-    with PipedriveConnector.demo() as (connection, server):
+    with demo.pipedrive() as (connection, server):
         assert connection["api_token"] == "demo-token"
         assert connection["base_url"].startswith("http://127.0.0.1:")
         conn = PipedriveConnector(PipedriveSettings(**connection), tenant="demo")

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 from support import FakeClock, write_config
-from syncd_amocrm.fake.sample import sample_dataset
-from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 from syncd_bitrix24.limiter import LeakyBucket
+from syncd_fakes.amocrm.sample import sample_dataset
+from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 
 from syncd import store
 from syncd.config import load_settings, load_tenant

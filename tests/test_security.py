@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 from support import demo_tenant, run_syncd, syncd_command, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 
 from syncd import store
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import responses
+from syncd_fakes.gsheets.server import make_key
 from syncd_gsheets.client import SheetsClient
-from syncd_gsheets.fake.server import make_key
 from syncd_gsheets.settings import SpreadsheetSettings
 from syncd_gsheets.tabular import read_tables
 

@@ -73,7 +73,7 @@ def serve(root: Path, deals: list[L.Deal], sources: tuple[str, ...] = SOURCES,
     (root / "tenants").mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if "pipedrive" in sources:
-            from syncd_pipedrive.fake.server import FakePipedrive
+            from syncd_fakes.pipedrive.server import FakePipedrive
 
             data, ids["pipedrive"] = render_pipedrive.render(deals)
             fake = stack.enter_context(FakePipedrive(data, token=PIPEDRIVE_TOKEN,
@@ -82,7 +82,7 @@ def serve(root: Path, deals: list[L.Deal], sources: tuple[str, ...] = SOURCES,
             tenants["pipedrive"]["connection"]["base_url"] = fake.base_url
             env["EQUIVALENCE_PIPEDRIVE_TOKEN"] = PIPEDRIVE_TOKEN
         if "amocrm" in sources:
-            from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
+            from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 
             data, ids["amocrm"] = render_amocrm.render(deals)
             amo = stack.enter_context(FakeAmoCRM(data, rate_limit=7))
@@ -90,7 +90,7 @@ def serve(root: Path, deals: list[L.Deal], sources: tuple[str, ...] = SOURCES,
             tenants["amocrm"]["connection"]["base_url"] = amo.base_url
             env["EQUIVALENCE_AMOCRM_TOKEN"] = DEMO_LONG_LIVED_TOKEN
         if "bitrix24" in sources:
-            from syncd_bitrix24.fake.server import FakeBitrix24
+            from syncd_fakes.bitrix24.server import FakeBitrix24
 
             data, ids["bitrix24"] = render_bitrix24.render(deals)
             bitrix = stack.enter_context(FakeBitrix24(data, webhook_code=BITRIX_CODE, rate=25))
@@ -98,7 +98,7 @@ def serve(root: Path, deals: list[L.Deal], sources: tuple[str, ...] = SOURCES,
             tenants["bitrix24"]["connection"]["base_url"] = bitrix.base_url
             env["EQUIVALENCE_BITRIX24_WEBHOOK"] = bitrix.webhook_url
         if "gsheets" in sources:
-            from syncd_gsheets.fake.server import FakeSheets
+            from syncd_fakes.gsheets.server import FakeSheets
 
             sheets = stack.enter_context(FakeSheets())
             tabs, ids["gsheets"] = render_sheet.sheets_tabs(deals)

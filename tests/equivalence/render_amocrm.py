@@ -8,7 +8,7 @@ custom fields are ``custom_fields_values`` (``null`` without values; select valu
 ``enum_id``; numeric values are text; dates are Unix seconds), done calls are call notes
 (``call_in``/``call_out``) and everything else is a task (type 1 "Связаться", 2 "Встреча",
 and this account's custom types); the history is the events log (``lead_added``,
-``lead_status_changed``). The server is the project's fake (``syncd_amocrm.fake.server``).
+``lead_status_changed``). The server is the project's fake (``syncd_fakes.amocrm.server``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from syncd_amocrm.fake.sample import (
+from syncd_fakes.amocrm.sample import (
     Dataset,
     Table,
     cf,

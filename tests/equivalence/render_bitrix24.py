@@ -16,7 +16,7 @@ PROVIDER_TYPE_ID says what they are: PRESENTATION (a meeting with the client), R
 значение должно быть равно 'REST_APP'; PROVIDER_TYPE_ID ... разработчик может указывать
 произвольные идентификаторы типа" (https://dev.1c-bitrix.ru/rest_help/crm/rest_activity/
 application_embedding/activity_application.php). The server is
-``syncd_bitrix24.fake.server``.
+``syncd_fakes.bitrix24.server``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from syncd_bitrix24.fake.sample import Dataset, Table, portal_time
+from syncd_fakes.bitrix24.sample import Dataset, Table, portal_time
 
 from . import dataset as L
 from .ids import IdMap

@@ -4,7 +4,7 @@ Shapes follow the Pipedrive API reference (https://developers.pipedrive.com/docs
 /v2): custom fields under ``custom_fields`` by 40-hex key, enum options as ints, monetary
 fields as ``{value, currency}``, v2 times RFC 3339 ``Z``; a lost deal keeps the stage it
 was lost from and a free-text ``lost_reason``; the deal's history is ``/v1/deals/{id}/flow``.
-The server is the project's fake (``syncd_pipedrive.fake.server``), fed this dataset.
+The server is the project's fake (``syncd_fakes.pipedrive.server``), fed this dataset.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from syncd_pipedrive.fake.sample import Dataset, Table, flow_row, v1_time, v2_time
+from syncd_fakes.pipedrive.sample import Dataset, Table, flow_row, v1_time, v2_time
 
 from . import dataset as L
 from .ids import IdMap

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -440,25 +439,6 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
     def close(self) -> None:
         self.client.close()
 
-    @classmethod
-    def demo(cls) -> AbstractContextManager[tuple[dict[str, Any], Any]]:
-        """Serve the "Northwind Engineering" sample as a fake amoCRM account on 127.0.0.1
-        (OAuth included) for as long as the context lasts."""
-        return _demo()
-
-
-@contextmanager
-def _demo() -> Iterator[tuple[dict[str, Any], Any]]:
-    from syncd_amocrm.fake.sample import sample_dataset
-    from syncd_amocrm.fake.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
-
-    fake = FakeAmoCRM(sample_dataset(datetime.now(UTC)))
-    base_url = fake.start()
-    try:
-        yield {"base_url": base_url, "long_lived_token": DEMO_LONG_LIVED_TOKEN}, fake
-    finally:
-        fake.stop()
-
 
 def normalize_many_pair(items: list[Any]) -> tuple[list[Pipeline], list[Stage]]:
     """Pipelines and stages of one ``/leads/pipelines`` answer; malformed: the page fails."""
@@ -493,4 +473,3 @@ def _read_cursor(stream: str, cursor: str | None) -> int | None:
     except ValueError:
         log.warning("amocrm %s: unreadable cursor %r; pulling everything", stream, cursor)
         return None
-

@@ -25,7 +25,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
@@ -83,8 +82,6 @@ DEAL_ENTITY_TYPE = 2
 #: Users (and departments) read per request: pages of 50 through ``start`` offsets.
 USER_PAGES = 40
 DEPARTMENT_PAGES = 10
-#: The local fake's webhook code: public on purpose, it opens nothing but the demo server.
-DEMO_CODE = "demo0webhook0code"
 
 
 class Bitrix24Connector(Bitrix24Writer, Connector):
@@ -458,11 +455,6 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
     def close(self) -> None:
         self.client.close()
 
-    @classmethod
-    def demo(cls) -> AbstractContextManager[tuple[dict[str, Any], Any]]:
-        """Serve the sample portal on 127.0.0.1 for as long as the context lasts."""
-        return _demo()
-
 
 EVENT_ENTITIES = {"DEAL": "deal", "COMPANY": "company", "CONTACT": "contact",
                   "ACTIVITY": "activity"}
@@ -515,18 +507,3 @@ def _read_cursor(stream: str, cursor: str | None) -> datetime | None:
     except (TypeError, ValueError):
         log.warning("bitrix24 %s: unreadable cursor %r; pulling everything", stream, cursor)
         return None
-
-
-@contextmanager
-def _demo() -> Iterator[tuple[dict[str, Any], Any]]:
-    from syncd_bitrix24.fake.sample import sample_dataset
-    from syncd_bitrix24.fake.server import FakeBitrix24
-
-    fake = FakeBitrix24(sample_dataset(datetime.now(UTC)), webhook_code=DEMO_CODE)
-    fake.start()
-    try:
-        yield {"base_url": fake.base_url, "webhook_url": fake.webhook_url}, fake
-    finally:
-        fake.stop()
-
-

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -66,8 +65,6 @@ from syncd_pipedrive.writer import PipedriveWriter
 __all__ = ["PipedriveConnector", "PipedriveSettings"]
 
 log = logging.getLogger(__name__)
-#: The local fake's token: public on purpose, it opens nothing but the demo server.
-DEMO_TOKEN = "demo-token"  # noqa: S105
 
 
 class PipedriveConnector(PipedriveWriter, Connector):
@@ -338,26 +335,6 @@ class PipedriveConnector(PipedriveWriter, Connector):
 
     def close(self) -> None:
         self.client.close()
-
-    @classmethod
-    def demo(cls) -> AbstractContextManager[tuple[dict[str, Any], Any]]:
-        """Serve the "Northwind Engineering" sample on 127.0.0.1 (a free port) for as long
-        as the context lasts; yields ``(connection_dict, server)``. The server object
-        exposes ``writes`` (what the demo wrote back)."""
-        return _demo()
-
-
-@contextmanager
-def _demo() -> Iterator[tuple[dict[str, Any], Any]]:
-    from syncd_pipedrive.fake.sample import sample_dataset
-    from syncd_pipedrive.fake.server import FakePipedrive
-
-    fake = FakePipedrive(sample_dataset(datetime.now(UTC)), token=DEMO_TOKEN, burst_limit=20)
-    base_url = fake.start()
-    try:
-        yield {"base_url": base_url, "api_token": DEMO_TOKEN, "burst_limit": 20}, fake
-    finally:
-        fake.stop()
 
 
 def _read_cursor(stream: str, cursor: str | None) -> datetime | None:

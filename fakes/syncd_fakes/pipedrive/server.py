@@ -19,12 +19,12 @@ the connector depends on, so a connector bug shows up here as it would against P
 * fault injection (``faults``): 429, 503, an HTML 403 block page, HTML 502, truncated
   JSON, 204 with no body, a dropped connection, or holding a request on a
   ``threading.Event`` (the crash test blocks the Nth write until it has killed the client);
-* weather (``weather``, a ``syncd.fakehttp.Weather``): every request independently gets a
+* weather (``weather``, a ``syncd_fakes.http.Weather``): every request independently gets a
   502, 503, 429, an HTML page under 200 or its body cut short, 502/truncation possibly
   after a write was applied. Pipedrive documents 429, 500, 503 (maintenance) and gateway
   answers: https://pipedrive.readme.io/docs/core-api-concepts-http-status-codes
 
-``python -m syncd_pipedrive.fake.server --port 8765 --deals 100`` serves one for manual runs.
+``python -m syncd_fakes.pipedrive.server --port 8765 --deals 100`` serves one for manual runs.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
-from syncd_pipedrive.fake.sample import (
+from syncd_fakes.http import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
+from syncd_fakes.pipedrive.sample import (
     STAGE_NAMES,
     Dataset,
     Table,

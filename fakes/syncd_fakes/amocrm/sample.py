@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from syncd_pipedrive.fake import sample as northwind
+from syncd_fakes.pipedrive import sample as northwind
 
 WON, LOST = 142, 143
 PIPELINE_IDS = {1: 3001, 2: 3002}  # Pipedrive pipeline id -> amoCRM pipeline id

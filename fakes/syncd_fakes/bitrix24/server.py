@@ -20,14 +20,14 @@ connector depends on, quirks included:
   truncated JSON, a dropped connection, ``expired`` (401 expired_token), ``inner`` (the
   matching command of a batch fails inside an HTTP 200), and ``block`` (hold the request
   until ``release`` is set, then apply and answer it; ``reached`` is set on arrival);
-* weather (``weather``, a ``syncd.fakehttp.Weather``): every HTTP request (a batch is one)
+* weather (``weather``, a ``syncd_fakes.http.Weather``): every HTTP request (a batch is one)
   independently gets a 502, 503 (an HTML page, not ``QUERY_LIMIT_EXCEEDED``), 429, an HTML
   page under 200 or its body cut short, 502/truncation possibly after the writes were
   applied. Bitrix24 lists 500/503 system errors
   (https://apidocs.bitrix24.com/api-reference/common/system-errors.html); the OAuth server
   ``/oauth/token/`` gets the same weather unless ``Weather(spare=...)`` exempts it.
 
-``python -m syncd_bitrix24.fake.server --port 8766`` serves the sample for manual runs.
+``python -m syncd_fakes.bitrix24.server --port 8766`` serves the sample for manual runs.
 """
 
 from __future__ import annotations
@@ -43,20 +43,20 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from syncd.fakehttp import (
+from syncd_fakes.bitrix24.sample import (
+    Dataset,
+    Table,
+    portal_time,
+    sample_dataset,
+    scaled_dataset,
+)
+from syncd_fakes.http import (
     FakeHandler,
     FakeHTTPServer,
     Fault,
     Forecast,
     Weather,
     choose_fault,
-)
-from syncd_bitrix24.fake.sample import (
-    Dataset,
-    Table,
-    portal_time,
-    sample_dataset,
-    scaled_dataset,
 )
 
 PAGE = 50
@@ -226,7 +226,7 @@ class FakeBitrix24(FakeHTTPServer):
 
     def move_deal(self, deal_id: int, stage: str) -> None:
         """Move a deal to ``stage`` as a user would: history row, semantics, MOVED_TIME."""
-        from syncd_bitrix24.fake.sample import SEMANTIC, history_row
+        from syncd_fakes.bitrix24.sample import SEMANTIC, history_row
 
         with self._lock:
             now = self.clock()
@@ -237,7 +237,7 @@ class FakeBitrix24(FakeHTTPServer):
                       CLOSED="N" if SEMANTIC[stage] == "P" else "Y")
 
     def add_deal(self, **values: Any) -> int:
-        from syncd_bitrix24.fake.sample import SEMANTIC, deal_row, history_row
+        from syncd_fakes.bitrix24.sample import SEMANTIC, deal_row, history_row
 
         with self._lock:
             now = self.clock()

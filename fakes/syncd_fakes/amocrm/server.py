@@ -20,14 +20,14 @@ the connector depends on, quirks included:
   ``ban_after`` 429s every request gets the HTML 403 ban page;
 * fault injection (``faults``): 429, 503, an HTML 403 ban page, HTML 502, truncated JSON,
   204, a dropped connection, or holding a request on a ``threading.Event``;
-* weather (``weather``, a ``syncd.fakehttp.Weather``): every request independently gets a
+* weather (``weather``, a ``syncd_fakes.http.Weather``): every request independently gets a
   502, 503, 429, an HTML page under 200 or its body cut short, 502/truncation possibly
   after a write was applied (amoCRM lists 429, 5xx and HTML answers among its errors:
   https://www.amocrm.com/developers/content/api/errors/). The token endpoint is not spared
   unless ``Weather(spare=...)`` says so: a refresh whose answer is lost has rotated the
   token, and the old one is refused, as documented for amoCRM.
 
-``python -m syncd_amocrm.fake.server --port 8766`` serves the sample for manual runs.
+``python -m syncd_fakes.amocrm.server --port 8766`` serves the sample for manual runs.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from syncd.fakehttp import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
-from syncd_amocrm.fake.sample import Dataset, Table, event, sample_dataset, scaled_dataset
+from syncd_fakes.amocrm.sample import Dataset, Table, event, sample_dataset, scaled_dataset
+from syncd_fakes.http import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
 
 DEMO_LONG_LIVED_TOKEN = "demo-amocrm-long-lived-token"  # noqa: S105 - the fake's own
 CLIENT_ID = "fake-client-id"

@@ -23,7 +23,7 @@ depends on, quirks included:
   left unchanged, ``""`` clears) and ``POST .../values:batchClear``;
 * the per-user quota: at most ``per_minute`` requests per rolling minute per account
   (429 ``RESOURCE_EXHAUSTED``), plus injected 429s (``quota_faults``);
-* weather (``weather``, a ``syncd.fakehttp.Weather``): every request, the token endpoint's
+* weather (``weather``, a ``syncd_fakes.http.Weather``): every request, the token endpoint's
   included, independently gets a 502, 503, 429, an HTML page under 200 or its body cut
   short (Google documents 429/500/503 as retryable with exponential backoff:
   https://developers.google.com/sheets/api/limits#exponential).
@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
-from syncd.fakehttp import FakeHTTPServer, Weather
+from syncd_fakes.http import FakeHTTPServer, Weather
 
 _CELL = re.compile(r"^([A-Z]*)(\d*)$")
 #: The audience Google requires in a service account's assertion, whatever the token_uri.

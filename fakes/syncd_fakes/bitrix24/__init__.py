@@ -1,0 +1,1 @@
+"""A local fake Bitrix24 portal (tests, demo, benchmark)."""

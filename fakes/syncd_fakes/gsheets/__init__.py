@@ -1,0 +1,1 @@
+"""A local fake Google Sheets + Drive API and OAuth token endpoint (tests, benchmark)."""

@@ -1,0 +1,1 @@
+"""A local fake Pipedrive account (tests, demo, benchmark)."""
