@@ -132,19 +132,19 @@ def _audit(facts: DealFacts, run: AuditRun, stats: AuditStats) -> list[Finding]:
     subject = run.subject(facts)
     rules = RULES if subject.walk is not None else UNMAPPED_RULES
     findings = [finding for rule in rules for finding in rule(subject)]
-    if findings and subject.snoozed:
-        findings = _apply_snooze(findings, facts, stats)
+    if findings and facts.snooze_until is not None and subject.snoozed:
+        findings = _apply_snooze(findings, facts.snooze_until, facts.snooze_reason, stats)
     for finding in findings:
         stats.findings[finding.rule] += 1
     return findings
 
 
-def _apply_snooze(findings: list[Finding], facts: DealFacts,
+def _apply_snooze(findings: list[Finding], until: date, reason: str | None,
                   stats: AuditStats) -> list[Finding]:
     kept = []
     for finding in findings:
         if finding.rule in SNOOZABLE:
-            stats.suppressed.append(Suppressed(finding, facts.snooze_until, facts.snooze_reason))
+            stats.suppressed.append(Suppressed(finding, until, reason))
         else:
             kept.append(finding)
     return kept

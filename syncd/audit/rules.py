@@ -148,6 +148,13 @@ class Subject:
         return (until is not None and until > self.run.cal.today
                 and is_present(self.facts.snooze_reason))
 
+    @property
+    def walked(self) -> StageWalk:
+        """The stage walk, for the rules in ``RULES`` (which only ever see mapped deals)."""
+        if self.walk is None:
+            raise ValueError(f"deal {self.facts.deal_id}: unmapped stage, no stage walk")
+        return self.walk
+
 
 Rule = Callable[[Subject], Sequence[Finding]]
 
@@ -208,7 +215,7 @@ def missing_action(s: Subject) -> Sequence[Finding]:
 
 def _passed_stages(s: Subject) -> dict[str, Transition]:
     """Stage -> how the deal left it: its last forward transition, or the win."""
-    walk, order = s.walk, s.run.index.order
+    walk, order = s.walked, s.run.index.order
     here = order.get(walk.position) if walk.position else None
     passed = {k: m for k, m in walk.left_forward.items() if here is None or order[k] < here}
     if s.facts.status == WON and walk.position is not None:
@@ -259,7 +266,7 @@ def _missing_action_findings(s: Subject, stage_key: str, exit_: Transition,
 
 def skipped_stage(s: Subject) -> Sequence[Finding]:
     """A forward transition jumped over a required stage; one finding per skipped stage."""
-    return [_skipped_finding(s, key, move) for key, move in s.walk.skips]
+    return [_skipped_finding(s, key, move) for key, move in s.walked.skips]
 
 
 def _skipped_finding(s: Subject, key: str, move: Move) -> Finding:
@@ -274,7 +281,7 @@ def _skipped_finding(s: Subject, key: str, move: Move) -> Finding:
 def backward_move(s: Subject) -> Sequence[Finding]:
     """Moved back to an earlier active stage; one finding per deal, naming the first move
     (its key stays stable as history grows) and listing all of them."""
-    moves = s.walk.backward
+    moves = s.walked.backward
     if not moves:
         return ()
     first, title, t = moves[0], s.run.title, s.run.texts
@@ -293,12 +300,13 @@ def stalled(s: Subject) -> Sequence[Finding]:
     """Open and in its current active stage longer than the stage's ``max_days``."""
     f = s.facts
     cutoff = s.run.stalled_before.get(f.stage_key or "")
-    if f.status != "open" or cutoff is None or s.walk.entered_at >= cutoff:
+    entered_at = s.walked.entered_at
+    if f.status != "open" or f.stage_key is None or cutoff is None or entered_at >= cutoff:
         return ()
-    days, limit = s.run.cal.days_since(s.walk.entered_at), s.run.index.max_days[f.stage_key]
+    days, limit = s.run.cal.days_since(entered_at), s.run.index.max_days[f.stage_key]
     explanation = s.run.texts.say("stalled", stage=s.run.title(f.stage_key), days=days,
-                                  day=_day(s, s.walk.entered_at), limit=limit)
-    details = {"stage": f.stage_key, "entered_at": s.walk.entered_at.isoformat(),
+                                  day=_day(s, entered_at), limit=limit)
+    details = {"stage": f.stage_key, "entered_at": entered_at.isoformat(),
                "days": days, "max_days": limit, **_history(s)}
     return (_finding("stalled", s, explanation, details, stage_key=f.stage_key),)
 
@@ -321,8 +329,9 @@ def inactive(s: Subject) -> Sequence[Finding]:
 def _last_touch(s: Subject) -> datetime:
     """Latest of: creation, a stage change, a done activity, a note."""
     last = s.facts.created_at
-    if s.walk.last_move_at is not None and s.walk.last_move_at > last:
-        last = s.walk.last_move_at
+    last_move_at = s.walked.last_move_at
+    if last_move_at is not None and last_move_at > last:
+        last = last_move_at
     for a in s.facts.activities:
         at = (a.created_at or a.done_at) if a.is_note else (
             (a.done_at or a.created_at) if a.done else None)
@@ -362,10 +371,10 @@ def bad_loss_reason(s: Subject) -> Sequence[Finding]:
     problem = _loss_problem(f, s.run.index, stage)
     if problem is None:
         return ()
-    details = {"problem": problem, "reason_raw": f.lost_reason_raw,
-               "reason_key": f.lost_reason_key, "lost_from": stage,
-               "lost_at": _iso(f.lost_at)}
-    if problem == "not_allowed_at_stage":
+    details: dict[str, Any] = {"problem": problem, "reason_raw": f.lost_reason_raw,
+                               "reason_key": f.lost_reason_key, "lost_from": stage,
+                               "lost_at": _iso(f.lost_at)}
+    if problem == "not_allowed_at_stage" and f.lost_reason_key is not None:
         details |= {"allowed_stages": s.run.index.allowed_stages(f.lost_reason_key),
                     **_history(s)}
     explanation = _loss_explanation(s, problem, stage)
@@ -391,7 +400,7 @@ def _loss_explanation(s: Subject, problem: str, stage: str | None) -> str:
     day = _day(s, f.lost_at)
     reason = f.lost_reason_raw or f.lost_reason_key
     allowed = ""
-    if problem == "not_allowed_at_stage":
+    if problem == "not_allowed_at_stage" and f.lost_reason_key is not None:
         quote = "«{}»" if t.language == "ru" else "'{}'"
         allowed = t.or_list(quote.format(s.run.title(k))
                             for k in index.allowed_stages(f.lost_reason_key))
@@ -416,7 +425,7 @@ def deferred_no_reminder(s: Subject) -> Sequence[Finding]:
     days = run.index.book.passive.deferred.remind_every_days
     explanation = run.texts.say("deferred_no_reminder", kinds=run.texts.or_list(kinds),
                                 days=days)
-    details = {"remind_every_days": days, "deferred_since": s.walk.entered_at.isoformat(),
+    details = {"remind_every_days": days, "deferred_since": s.walked.entered_at.isoformat(),
                "reminder_activity_types": list(kinds), **_history(s)}
     return (_finding("deferred_no_reminder", s, explanation, details, stage_key=DEFERRED),)
 

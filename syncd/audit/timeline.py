@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal, TypedDict
 from zoneinfo import ZoneInfo
 
 from syncd.audit.facts import DEFERRED, ActivityFact, DealFacts, Transition
@@ -100,7 +101,21 @@ def _activities_settled(activities: Sequence[ActivityFact], now: datetime) -> bo
     return True
 
 
-def _stage_at(facts: DealFacts, now: datetime) -> dict[str, object]:
+class _StageAt(TypedDict, total=False):
+    history: list[Transition]
+    stage_key: str | None
+    crm_stage: str
+
+
+class _OutcomeAt(TypedDict, total=False):
+    status: Literal["open", "won", "lost"]
+    won_at: datetime | None
+    lost_at: datetime | None
+    lost_reason_raw: str | None
+    lost_reason_key: str | None
+
+
+def _stage_at(facts: DealFacts, now: datetime) -> _StageAt:
     kept = [t for t in facts.history if t.at <= now]
     if len(kept) == len(facts.history):
         return {}
@@ -110,7 +125,7 @@ def _stage_at(facts: DealFacts, now: datetime) -> dict[str, object]:
     return {"history": kept, "stage_key": stage_key, "crm_stage": crm_stage}
 
 
-def _outcome_at(facts: DealFacts, now: datetime) -> dict[str, object]:
+def _outcome_at(facts: DealFacts, now: datetime) -> _OutcomeAt:
     if facts.status == "won" and facts.won_at and facts.won_at > now:
         return {"status": "open", "won_at": None}
     if facts.status == "lost" and facts.lost_at and facts.lost_at > now:
@@ -200,14 +215,15 @@ class StageWalker:
             walk.entered_at = t.at
         if walk.last_move_at is None or t.at > walk.last_move_at:
             walk.last_move_at = t.at
-        if t.from_key in self._order:
+        source: str | None
+        if t.from_key is not None and t.from_key in self._order:
             source = t.from_key
             walk.visited.add(source)
         else:
             source = walk.position if t.from_key == DEFERRED else None
-        if t.to_key in self._order:
+        if t.to_key is not None and t.to_key in self._order:
             if source is not None:
-                self._judge(walk, source, t)
+                self._judge(walk, source, t.to_key, t)
             walk.visited.add(t.to_key)
             walk.position = t.to_key
         elif t.to_key == DEFERRED or t.to_key is None:
@@ -217,8 +233,8 @@ class StageWalker:
         else:
             walk.position = None
 
-    def _judge(self, walk: StageWalk, source: str, t: Transition) -> None:
-        start, end = self._order[source], self._order[t.to_key]
+    def _judge(self, walk: StageWalk, source: str, target: str, t: Transition) -> None:
+        start, end = self._order[source], self._order[target]
         if end > start:
             walk.left_forward[source] = t
             if end > start + 1:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, Table, text
+from sqlalchemy import CursorResult, Engine, Result, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,7 @@ def in_chunk_size(session: Session, reserved: int = 10) -> int:
     return max(1, min(IN_CHUNK, max_params(session) - reserved))
 
 
-def insert_for(session: Session, table: Table) -> Any:
+def insert_for(session: Session, table: Table) -> sqlite.Insert | postgresql.Insert:
     """The dialect's INSERT (with ``on_conflict_do_update``/``do_nothing``)."""
     name = dialect_name(session)
     if name == "sqlite":
@@ -48,6 +48,13 @@ def insert_for(session: Session, table: Table) -> Any:
     if name == "postgresql":
         return postgresql.insert(table)
     raise ValueError(f"unsupported dialect {name}")
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched (executing DML yields a CursorResult)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"not the result of an UPDATE or DELETE: {type(result).__name__}")
+    return result.rowcount
 
 
 def sequence_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

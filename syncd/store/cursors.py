@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from syncd.records import Page
-from syncd.store._sql import insert_for, utcnow
+from syncd.store._sql import affected_rows, insert_for, utcnow
 from syncd.store.models import SyncCursorRow
 from syncd.store.types import to_utc
 from syncd.store.upsert import UpsertStats, upsert_page
@@ -79,7 +79,7 @@ def set_cursor(session: Session, tenant_id: int, stream: str, value: str, *,
     if kept == stored:
         return kept
     table = SyncCursorRow.__table__
-    stmt = insert_for(session, table).values(  # type: ignore[arg-type]
+    stmt = insert_for(session, table).values(
         tenant_id=tenant_id, stream=stream, value=kept, updated_at=now or utcnow())
     session.execute(stmt.on_conflict_do_update(
         index_elements=["tenant_id", "stream"],
@@ -93,7 +93,7 @@ def reset_cursors(session: Session, tenant_id: int, streams: list[str] | None = 
     stmt = delete(SyncCursorRow).where(SyncCursorRow.tenant_id == tenant_id)
     if streams is not None:
         stmt = stmt.where(SyncCursorRow.stream.in_(streams))
-    return session.execute(stmt).rowcount  # type: ignore[attr-defined,no-any-return]
+    return affected_rows(session.execute(stmt))
 
 
 def store_page(session: Session, tenant_id: int, page: Page, *,

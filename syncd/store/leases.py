@@ -21,7 +21,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
+from syncd.store._sql import affected_rows
 from syncd.store.models import TenantLeaseRow as L
 
 
@@ -31,7 +33,7 @@ class Claim:
     fence: int
 
 
-def db_now(session: Any) -> datetime:
+def db_now(session: Session) -> datetime:
     """The authoritative time: the database clock on PostgreSQL, ours on SQLite."""
     if session.get_bind().dialect.name == "postgresql":
         value = session.execute(text("SELECT clock_timestamp()")).scalar_one()
@@ -39,7 +41,7 @@ def db_now(session: Any) -> datetime:
     return datetime.now(UTC)
 
 
-def ensure_leases(session: Any, keys: Iterable[str]) -> None:
+def ensure_leases(session: Session, keys: Iterable[str]) -> None:
     """A lease row for every tenant key (new ones are due at once)."""
     rows = [{"tenant_key": key, "fence": 0} for key in keys]
     if not rows:
@@ -51,7 +53,7 @@ def ensure_leases(session: Any, keys: Iterable[str]) -> None:
         session.execute(statement.on_conflict_do_nothing(index_elements=["tenant_key"]))
 
 
-def claim_due(session: Any, keys: Sequence[str], holder: str, *, interval: timedelta,
+def claim_due(session: Session, keys: Sequence[str], holder: str, *, interval: timedelta,
               ttl: timedelta, limit: int) -> list[Claim]:
     """Claim up to ``limit`` due tenants among ``keys`` (oldest first) in one statement.
 
@@ -76,13 +78,13 @@ def claim_due(session: Any, keys: Sequence[str], holder: str, *, interval: timed
                   key=lambda claim: claim.tenant_key)
 
 
-def current(session: Any, key: str) -> Any:
+def current(session: Session, key: str) -> Any:
     """The lease row of ``key`` (holder, fence, acquired_at, expires_at) or None."""
     return session.execute(select(L.holder, L.fence, L.acquired_at, L.expires_at)
                            .where(L.tenant_key == key)).first()
 
 
-def claim_one(session: Any, key: str, holder: str, *, ttl: timedelta,
+def claim_one(session: Session, key: str, holder: str, *, ttl: timedelta,
               dead_holder: str | None = None) -> Claim | None:
     """Claim one tenant now, due or not, unless another process holds a live lease.
     ``dead_holder``: a holder known to be dead (its process is gone), taken over at once."""
@@ -99,18 +101,18 @@ def claim_one(session: Any, key: str, holder: str, *, ttl: timedelta,
     return Claim(row[0], row[1]) if row else None
 
 
-def renew(session: Any, key: str, holder: str, fence: int, *, ttl: timedelta) -> bool:
+def renew(session: Session, key: str, holder: str, fence: int, *, ttl: timedelta) -> bool:
     """Extend our lease; False means it is no longer ours (stop at once)."""
     now = db_now(session)
     statement = (update(L).where(L.tenant_key == key, L.holder == holder, L.fence == fence)
                  .values(expires_at=now + ttl).execution_options(synchronize_session=False))
-    return bool(session.execute(statement).rowcount)
+    return bool(affected_rows(session.execute(statement)))
 
 
 _KEEP: Any = object()
 
 
-def release(session: Any, key: str, holder: str, fence: int, *, due_now: bool = False,
+def release(session: Session, key: str, holder: str, fence: int, *, due_now: bool = False,
             acquired_at: datetime | None = _KEEP) -> bool:
     """Give the tenant back; with ``due_now`` the next claim may take it at once; with
     ``acquired_at`` the schedule is put back as it was (a what-if pass is not a sync)."""
@@ -121,27 +123,27 @@ def release(session: Any, key: str, holder: str, fence: int, *, due_now: bool = 
         values["acquired_at"] = acquired_at
     statement = (update(L).where(L.tenant_key == key, L.holder == holder, L.fence == fence)
                  .values(**values).execution_options(synchronize_session=False))
-    return bool(session.execute(statement).rowcount)
+    return bool(affected_rows(session.execute(statement)))
 
 
-def expire(session: Any, holder: str) -> int:
+def expire(session: Session, holder: str) -> int:
     """End every lease of ``holder`` now (a process known to be dead)."""
     statement = (update(L).where(L.holder == holder).values(expires_at=db_now(session))
                  .execution_options(synchronize_session=False))
-    return int(session.execute(statement).rowcount)
+    return affected_rows(session.execute(statement))
 
 
-def holders(session: Any) -> set[str]:
+def holders(session: Session) -> set[str]:
     return set(session.scalars(select(L.holder).where(L.holder.is_not(None)).distinct()))
 
 
-def request_sync(session: Any, key: str) -> None:
+def request_sync(session: Session, key: str) -> None:
     """Make a tenant due now (a webhook); a running pass is followed by another one."""
     session.execute(update(L).where(L.tenant_key == key).values(acquired_at=None)
                     .execution_options(synchronize_session=False))
 
 
-def holds(session: Any, key: str, holder: str, fence: int) -> bool:
+def holds(session: Session, key: str, holder: str, fence: int) -> bool:
     """Lock the lease row until this transaction ends and say whether it is still ours.
 
     Called just before a pass commits: a claim by another replica waits for our commit (and
@@ -151,7 +153,7 @@ def holds(session: Any, key: str, holder: str, fence: int) -> bool:
     return row is not None and row[0] == holder and row[1] == fence
 
 
-def lease_rows(session: Any) -> list[Any]:
+def lease_rows(session: Session) -> list[Any]:
     return list(session.execute(select(L.tenant_key, L.holder, L.fence, L.acquired_at,
                                        L.expires_at).order_by(L.tenant_key)))
 

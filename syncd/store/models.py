@@ -16,7 +16,7 @@ maps records (the tenant mapper) reads stored rows and fresh records alike.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -54,6 +55,10 @@ BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    if TYPE_CHECKING:
+        # Every model here is mapped to a Table (DeclarativeBase says FromClause, which
+        # has no ``name`` and is not accepted by insert()/update()).
+        __table__: ClassVar[Table]
     type_annotation_map = {
         datetime: UTCDateTime(),
         date: Date(),

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from syncd.store._sql import insert_for, sequence_chunks, utcnow
+from syncd.store._sql import affected_rows, insert_for, sequence_chunks, utcnow
 from syncd.store.models import QuarantineRow
 from syncd.store.sanitize import bounded_error, clean_json_text, clean_text
 from syncd.store.types import encode_json
@@ -41,7 +41,7 @@ def quarantine(session: Session, tenant_id: int, stream: str, external_id: str |
     now = now or utcnow()
     stored_id = quarantine_id(external_id, payload)
     table = QuarantineRow.__table__
-    stmt = insert_for(session, table).values(  # type: ignore[arg-type]
+    stmt = insert_for(session, table).values(
         tenant_id=tenant_id, stream=stream, external_id=stored_id, stage=stage,
         problem=bounded_error(problem) or "", payload=clean_json_text(payload),
         first_seen_at=now, last_seen_at=now, attempts=1)
@@ -49,7 +49,7 @@ def quarantine(session: Session, tenant_id: int, stream: str, external_id: str |
         index_elements=["tenant_id", "stream", "external_id"],
         set_={"stage": stmt.excluded.stage, "problem": stmt.excluded.problem,
               "payload": stmt.excluded.payload, "last_seen_at": stmt.excluded.last_seen_at,
-              "attempts": table.c.attempts + (1 if new_try else 0)},  # type: ignore[attr-defined]
+              "attempts": table.c.attempts + (1 if new_try else 0)},
     ))
     return stored_id
 
@@ -63,7 +63,7 @@ def release(session: Session, tenant_id: int, stream: str,
         result = session.execute(delete(QuarantineRow).where(
             QuarantineRow.tenant_id == tenant_id, QuarantineRow.stream == stream,
             QuarantineRow.external_id.in_(chunk)))
-        count += result.rowcount  # type: ignore[attr-defined]
+        count += affected_rows(result)
     return count
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from syncd.store._sql import insert_for, utcnow
+from syncd.store._sql import affected_rows, insert_for, utcnow
 from syncd.store.models import SyncRunRow, TenantRow
 from syncd.store.sanitize import bounded_error, clean_json_text
 
@@ -30,7 +30,7 @@ def ensure_tenant(session: Session, key: str, plugin: str, *,
                   now: datetime | None = None) -> int:
     """The id of tenant ``key``, created on first sight (race-safe); updates its plugin."""
     table = TenantRow.__table__
-    stmt = insert_for(session, table).values(  # type: ignore[arg-type]
+    stmt = insert_for(session, table).values(
         key=key, plugin=plugin, created_at=now or utcnow())
     session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
     tenant = session.execute(select(TenantRow.id, TenantRow.plugin).where(
@@ -101,7 +101,7 @@ def interrupt_stale_runs(session: Session, tenant_id: int | None = None, *,
         status="interrupted", finished_at=now or utcnow())
     if tenant_id is not None:
         stmt = stmt.where(SyncRunRow.tenant_id == tenant_id)
-    return session.execute(stmt).rowcount  # type: ignore[attr-defined,no-any-return]
+    return affected_rows(session.execute(stmt))
 
 
 def close_abandoned_runs(session: Session, tenant_id: int, *,
@@ -114,4 +114,4 @@ def close_abandoned_runs(session: Session, tenant_id: int, *,
     stmt = update(SyncRunRow).where(
         SyncRunRow.tenant_id == tenant_id, SyncRunRow.status == "running",
     ).values(status="abandoned", finished_at=now or utcnow(), error=ABANDONED_REASON)
-    return session.execute(stmt).rowcount  # type: ignore[attr-defined,no-any-return]
+    return affected_rows(session.execute(stmt))

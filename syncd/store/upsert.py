@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from syncd import records as rec
 from syncd.store import models as m
 from syncd.store._sql import (
+    affected_rows,
     dialect_name,
     in_chunk_size,
     insert_for,
@@ -142,7 +143,7 @@ class RecordSpec:
 
     kind: str  # the key of ``UpsertStats.changed_ids``
     stream: str
-    model: type[m.RecordMixin]
+    model: type[m.Base]
     to_row: Callable[[Any], Row]
     json_columns: tuple[str, ...] = field(init=False)
     scalars_of: Callable[[Row], tuple[Any, ...]] = field(init=False)
@@ -157,7 +158,7 @@ class RecordSpec:
 
     @property
     def table(self) -> Table:
-        return self.model.__table__  # type: ignore[attr-defined,no-any-return]
+        return self.model.__table__
 
 
 SPECS: dict[type, RecordSpec] = {
@@ -306,7 +307,7 @@ def mark_deleted(session: Session, tenant_id: int, stream: str, external_ids: Se
                    table.c.deleted == false())
             .values(deleted=True, content_hash=None, synced_at=now)
         )
-        count += result.rowcount  # type: ignore[attr-defined]
+        count += affected_rows(result)
     return count
 
 

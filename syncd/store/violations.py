@@ -156,18 +156,18 @@ def apply_findings(session: Session, tenant_id: int, findings: Iterable[Finding]
         .execution_options(yield_per=STREAM_CHUNK)
     )
     for row in session.execute(stmt):
-        finding = by_key.get(row.key)
-        if finding is None:
+        found = by_key.get(row.key)
+        if found is None:
             if scope is None or (row.deal_external_id is not None
                                  and row.deal_external_id in scope):
                 resolve_ids.append(row.id)
             continue
         seen.add(row.key)
-        if (finding.severity != row.severity or finding.explanation != row.explanation
-                or not _same_details(row.details, finding.details)):
-            changed.append({"_id": row.id, "severity": finding.severity,
-                            "explanation": finding.explanation,
-                            "details": _jsonable(finding.details), "last_seen_at": now})
+        if (found.severity != row.severity or found.explanation != row.explanation
+                or not _same_details(row.details, found.details)):
+            changed.append({"_id": row.id, "severity": found.severity,
+                            "explanation": found.explanation,
+                            "details": _jsonable(found.details), "last_seen_at": now})
         else:
             refresh_ids.append(row.id)
 
@@ -181,8 +181,8 @@ def apply_findings(session: Session, tenant_id: int, findings: Iterable[Finding]
         # executemany: the SET clause comes from the parameter keys.
         session.execute(update(table).where(table.c.id == bindparam("_id")), changed)
     new_keys = [key for key in by_key if key not in seen]
-    for chunk in sequence_chunks(new_keys, INSERT_CHUNK):
-        rows = [_new_row(tenant_id, by_key[key], key, now, run_id) for key in chunk]
+    for key_chunk in sequence_chunks(new_keys, INSERT_CHUNK):
+        rows = [_new_row(tenant_id, by_key[key], key, now, run_id) for key in key_chunk]
         result.opened.extend(_insert_opened(session, rows))
     result.refreshed = len(refresh_ids) + len(changed)
     result.resolved = len(resolve_ids)

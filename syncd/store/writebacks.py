@@ -87,7 +87,7 @@ def mark_pending_many(session: Session, tenant_id: int, kind: WriteKind,
     }
     if not rows:
         return 0
-    stmt = insert_for(session, WritebackRow.__table__)  # type: ignore[arg-type]
+    stmt = insert_for(session, WritebackRow.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=_IDENTITY,
         set_={"desired_value": stmt.excluded.desired_value, "status": "pending",
@@ -111,7 +111,7 @@ def _finish(session: Session, tenant_id: int, kind: WriteKind, key: LedgerKey, *
             values: dict[str, Any], now: datetime | None) -> None:
     """Upsert the row's outcome (creating the row if no intent was ever recorded)."""
     entity, external_id, field = key
-    stmt = insert_for(session, WritebackRow.__table__).values(  # type: ignore[arg-type]
+    stmt = insert_for(session, WritebackRow.__table__).values(
         tenant_id=tenant_id, kind=kind, entity=entity, external_id=external_id, field=field,
         updated_at=now or utcnow(), **{"attempts": 0, **values})
     session.execute(stmt.on_conflict_do_update(
