@@ -682,6 +682,81 @@ def db_upgrade(obj: Context) -> None:
               f"{database.current_revision()}")
 
 
+@main.group()
+def tokens() -> None:
+    """Dashboard access tokens: per tenant (read-only, that client only) or admin (all)."""
+
+
+@tokens.command("create")
+@click.argument("tenant", required=False)
+@click.option("--admin", is_flag=True, help="A token for every tenant (the consultancy).")
+@click.option("--label", default="", help="Who holds it (shown by `syncd tokens list`).")
+@pass_context
+@handle_errors
+def tokens_create(obj: Context, tenant: str | None, admin: bool, label: str) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from syncd.store.tokens import create_token
+
+    if admin == (tenant is not None):
+        message = "syncd tokens create: give exactly one of TENANT or --admin"
+        raise ConfigError(message)
+    if tenant is not None and tenant not in obj.settings.tenant_files():
+        message = f"no tenant {tenant!r} in {obj.settings.tenants_dir}"
+        raise ConfigError(message)
+    with obj.database().session() as session:
+        row, plain = create_token(session, tenant, label)
+        token_id = row.id
+    where = f"/t/{plain}/dashboard" + (f"/{tenant}" if tenant else "")
+    out.print(f"token {token_id} for {tenant or 'all tenants (admin)'}: {plain}",
+              highlight=False)
+    out.print(f"link: http://HOST:PORT{where}  (or header Authorization: Bearer <token>)",
+              highlight=False)
+    err.print("shown once: only its hash is stored", highlight=False)
+
+
+@tokens.command("list")
+@click.option("--all", "everything", is_flag=True, help="Include revoked tokens.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+@handle_errors
+def tokens_list(obj: Context, everything: bool, fmt: str) -> None:
+    """The tokens (id, prefix, tenant, label, created, revoked); never the tokens."""
+    from syncd.store.tokens import list_tokens
+
+    with obj.database().session() as session:
+        rows = [{"id": r.id, "prefix": r.prefix + "…", "tenant": r.tenant_key,
+                 "admin": r.tenant_key is None, "label": r.label,
+                 "created_at": r.created_at.isoformat(timespec="seconds"),
+                 "revoked_at": r.revoked_at.isoformat(timespec="seconds")
+                 if r.revoked_at else None}
+                for r in list_tokens(session, include_revoked=everything)]
+    if fmt == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        out.print("no tokens")
+    for r in rows:
+        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+        out.print(f"{r['id']:>4}  {r['prefix']:<12} {r['tenant'] or '(admin)':<20} "
+                  f"{r['created_at']}  {state}  {r['label']}", highlight=False)
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+@pass_context
+@handle_errors
+def tokens_revoke(obj: Context, token_id: int) -> None:
+    """Revoke a token by its id: refused from the next request on."""
+    from syncd.store.tokens import revoke_token
+
+    with obj.database().session() as session:
+        row = revoke_token(session, token_id)
+        if row is None:
+            message = f"no token with id {token_id} (see `syncd tokens list --all`)"
+            raise ConfigError(message)
+        out.print(f"token {token_id} ({row.tenant_key or 'admin'}) revoked", highlight=False)
+
+
 @main.command()
 @click.option("--config-dir", type=click.Path(file_okay=False), default="config/demo",
               show_default=True, help="The demo's config folder.")

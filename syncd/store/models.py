@@ -494,6 +494,39 @@ class RateBudgetRow(Base):
     state: Mapped[str] = mapped_column(Text)
 
 
+class DashboardTokenRow(Base):
+    """A dashboard access token (``syncd tokens``): only its SHA-256 is stored.
+
+    ``tenant_key`` NULL is an admin token (every tenant); otherwise the token shows that
+    tenant only. ``revoked_at`` set: refused from then on. ``prefix`` is the token's first
+    characters, kept so a person can tell tokens apart in ``syncd tokens list``."""
+
+    __tablename__ = "dashboard_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    tenant_key: Mapped[str | None] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class TenantSnapshotRow(Base):
+    """One tenant's figures on one day (``syncd.history``): open violations by rule,
+    karma and the KPIs, written by the first good pass of the tenant's local day.
+    ``figures`` is the JSON documented in docs/dashboard.md ("History")."""
+
+    __tablename__ = "tenant_snapshots"
+    __table_args__ = (UniqueConstraint("tenant_id", "day", name="uq_tenant_snapshots_day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = _tenant_fk()
+    day: Mapped[date]
+    taken_at: Mapped[datetime]
+    figures: Mapped[dict[str, Any]]
+
+
 #: Record tables by name, for counts and maintenance.
 RECORD_MODELS: dict[str, type[RecordMixin]] = {
     "users": UserRow,

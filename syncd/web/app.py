@@ -1,9 +1,9 @@
 """A small WSGI application (Werkzeug routing) and the thread that serves it.
 
-Werkzeug gives routing, request parsing and well-formed responses; the server is Werkzeug's
-threaded ``make_server`` on a background thread, stopped with ``WebServer.stop()``. syncd's
-pages are few and read-only and the webhooks are tiny, so this is enough; put a reverse proxy
-(TLS) in front when binding beyond localhost.
+Werkzeug gives routing, request parsing and well-formed responses; the server is waitress,
+a production WSGI server (pure Python, a fixed pool of worker threads, request-size and
+header limits, no development-only behaviour), run on a background thread and stopped with
+``WebServer.stop()``. Put a reverse proxy (TLS) in front when binding beyond localhost.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from waitress import wasyncore
+from waitress.server import create_server
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server, select_address_family
 from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger(__name__)
@@ -63,31 +64,55 @@ class WebApp:
             return Response("internal error\n", status=500, mimetype="text/plain")
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        move_path_token(environ)
         return self.dispatch(Request(environ))(environ, start_response)
+
+
+#: The environ key of a token given in the link form ``/t/<token>/...``.
+PATH_TOKEN = "syncd.path_token"  # noqa: S105 - an environ key, not a secret
+
+
+def move_path_token(environ: dict[str, Any]) -> None:
+    """``/t/<token>/rest``: the token goes to ``environ[PATH_TOKEN]``, ``/t/<token>`` to
+    ``SCRIPT_NAME`` (so ``request.script_root`` prefixes the page's own links and a shared
+    link keeps working page to page), and ``/rest`` is routed as usual."""
+    path = environ.get("PATH_INFO") or ""
+    if not path.startswith("/t/"):
+        return
+    token, slash, rest = path[3:].partition("/")
+    if token and slash:
+        environ[PATH_TOKEN] = token
+        environ["SCRIPT_NAME"] = f"{environ.get('SCRIPT_NAME', '')}/t/{token}"
+        environ["PATH_INFO"] = "/" + rest
 
 
 class WebServer:
     """Serve a ``WebApp`` on ``host:port`` from a daemon thread (port 0: pick a free one)."""
 
+    #: Worker threads answering requests (a page build takes a database read).
+    THREADS = 8
+
     def __init__(self, app: WebApp, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.host = host
-        # Werkzeug's access log prints request paths; webhook paths may carry a token.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        # Bind here, so a taken port is an OSError for the caller to report (Werkzeug
-        # would print its own message and exit the whole process with code 1).
+        # Bind here, so a taken port is an OSError for the caller to report.
         listener = _listen(host, port)
+        self._port = int(listener.getsockname()[1])
+        self._map: dict[int, Any] = {}
         try:
-            self._server: BaseWSGIServer = make_server(host, port, app, threaded=True,
-                                                       fd=listener.fileno())
-        finally:
-            listener.close()  # the server holds its own duplicate of the socket
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="syncd-web", daemon=True)
+            # waitress logs no request paths (webhook paths may carry a token).
+            self._server = create_server(app, map=self._map, sockets=[listener],
+                                         threads=self.THREADS, ident="syncd",
+                                         clear_untrusted_proxy_headers=True)
+        except Exception:
+            listener.close()
+            raise
+        self._thread = threading.Thread(target=self._server.run, name="syncd-web",
+                                        daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._port
 
     @property
     def url(self) -> str:
@@ -99,14 +124,15 @@ class WebServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop accepting, let the workers finish their requests, end the thread."""
+        self._server.task_dispatcher.shutdown()
+        wasyncore.close_all(self._map)  # the loop ends once its map is empty
         self._thread.join(timeout=5)
 
 
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (raises OSError, e.g. the port is taken)."""
-    family = select_address_family(host, port)
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

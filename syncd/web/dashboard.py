@@ -7,10 +7,14 @@ Routes (all GET):
   ``syncd report TENANT --format html``), refreshed by the browser every 5 minutes
 - ``/dashboard/<tenant>.json`` the report JSON the page is drawn from
 
-Access: bound to a loopback address, the pages are open to local users; bound anywhere
-else, every request must present ``http.auth_token`` as a bearer token or as the HTTP Basic
-password (a browser asks for it), and ``register`` refuses to mount the routes without a
-token. The pages only read the store; nothing here writes.
+Access (``syncd.web.access``): the consultancy's admin token (``http.auth_token``, or a
+``syncd tokens create --admin`` token) sees every tenant; a tenant token (``syncd tokens
+create TENANT``) sees that tenant only (any other tenant is a 404, as if it did not exist).
+A token comes as a bearer token, the HTTP Basic password (a browser asks for it) or in the
+link form ``/t/<token>/dashboard/...``. Bound to a loopback address with no admin token and
+no live token in the store, the pages are open to local users; bound anywhere else,
+``register`` refuses to mount the routes without ``http.auth_token``. The pages only read
+the store; nothing here writes.
 
 Context used: ``db``, ``settings``, ``plugins``; extras ``tenants`` (key -> Tenant, else
 loaded from the settings), ``auth_token``, ``http_host`` (else ``settings.daemon.http``).
@@ -18,7 +22,6 @@ loaded from the settings), ``auth_token``, ``http_host`` (else ``settings.daemon
 
 from __future__ import annotations
 
-import hmac
 import html
 import ipaddress
 import json
@@ -36,6 +39,7 @@ from syncd.errors import ConfigError, ConfigProblem
 from syncd.report import build_report
 from syncd.report_html import CSS, render_html
 from syncd.secrets import redact
+from syncd.web.access import Access, Gate
 from syncd.web.app import WebApp, WebContext
 
 REFRESH_SECONDS = 300
@@ -79,24 +83,25 @@ class Dashboard:
         self.context = context
         extras = context.extras
         self.token: str | None = extras.get("auth_token")
+        self.gate = Gate(context.db, self.token)
         self._tenants: dict[str, Any] = dict(extras.get("tenants") or {})
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     # -- access ------------------------------------------------------------------------------
-    def allowed(self, request: Request) -> bool:
-        if not self.token:
-            return True
-        auth = request.authorization
-        presented = None
-        if auth is not None:
-            presented = auth.token if auth.type == "bearer" else auth.password
-        return presented is not None and hmac.compare_digest(presented.encode(),
-                                                             self.token.encode())
+    def access(self, request: Request) -> Access | None:
+        """Who asks (None: refused, answer 401)."""
+        return self.gate.check(request)
 
     def _denied(self) -> Response:
         return Response("authentication required\n", status=401, mimetype="text/plain",
                         headers={"WWW-Authenticate": REALM})
+
+    def tenant_for(self, access: Access, key: str) -> Any:
+        """The tenant ``key`` if ``access`` may see it (else 404: no hint it exists)."""
+        if not access.sees(key):
+            raise NotFound(f"no tenant {key!r}")
+        return self.tenant(key)
 
     # -- data ----------------------------------------------------------------------------------
     def tenant(self, key: str) -> Any:
@@ -126,14 +131,15 @@ class Dashboard:
 
     # -- pages ---------------------------------------------------------------------------------
     def index(self, request: Request) -> Response:
-        if not self.allowed(request):
+        access = self.access(request)
+        if access is None:
             return self._denied()
         now = datetime.now(UTC)
         rows = []
         with self.context.db.session() as session:
             known = {t.key: t for t in store.list_tenants(session)}
             held = held_back(session)
-            for key in self.tenant_keys():
+            for key in filter(access.sees, self.tenant_keys()):
                 row = known.get(key)
                 runs = store.last_runs(session, row.id, limit=1) if row else []
                 run = ({"status": runs[0].status, "finished_at": runs[0].finished_at,
@@ -141,8 +147,10 @@ class Dashboard:
                 interval = getattr(self._tenants.get(key), "interval_minutes", 15)
                 rows.append((key, run, health(run, interval, now),
                              held.get(row.id, "") if row else ""))
+        root = html.escape(request.script_root)
         body = "".join(
-            f'<tr data-tenant="{html.escape(key)}"><td><a href="/dashboard/{html.escape(key)}">'
+            f'<tr data-tenant="{html.escape(key)}"><td><a href="{root}/dashboard/'
+            f'{html.escape(key)}">'
             f"{html.escape(key)}</a></td><td><span class=\"badge {state}\">{state}</span></td>"
             f"<td>{html.escape(_when(run))}</td>"
             f"<td class=\"neg\" data-k=\"held-back\">{html.escape(problems)}</td>"
@@ -160,14 +168,18 @@ class Dashboard:
         return Response(page, mimetype="text/html")
 
     def page(self, request: Request, tenant: str) -> Response:
-        if not self.allowed(request):
+        access = self.access(request)
+        if access is None:
             return self._denied()
+        self.tenant_for(access, tenant)
         return Response(render_html(self.report(tenant), refresh_seconds=REFRESH_SECONDS),
                         mimetype="text/html")
 
     def data(self, request: Request, tenant: str) -> Response:
-        if not self.allowed(request):
+        access = self.access(request)
+        if access is None:
             return self._denied()
+        self.tenant_for(access, tenant)
         return Response(json.dumps(self.report(tenant), ensure_ascii=False),
                         mimetype="application/json")
 
