@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -366,9 +367,16 @@ class ApiClient:
             **auth_headers,
         })
         self.requests_made = 0
+        self._thread = threading.local()  # requests made by each thread (``requests_here``)
         self.rate_limited = 0
         self.retries = 0  # attempts after a failed one (every request, every reason)
         self.recovered_writes = 0  # non-idempotent requests found applied by ``landed``
+
+    @property
+    def requests_here(self) -> int:
+        """Requests made so far by the calling thread (a page read ahead by another thread
+        is counted there: ``syncd.streams.prefetched``)."""
+        return int(getattr(self._thread, "count", 0))
 
     def url(self, path_or_url: str) -> str:
         if path_or_url.startswith(("http://", "https://")):
@@ -439,6 +447,7 @@ class ApiClient:
             guard()
         slot = self.limiter.acquire() if self.limiter is not None else None
         self.requests_made += 1
+        self._thread.count = getattr(self._thread, "count", 0) + 1
         if self.on_request is not None:
             self.on_request(1)
         try:

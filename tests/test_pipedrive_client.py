@@ -23,6 +23,7 @@ from syncd.errors import (
 )
 from syncd.plugins import make_plugin_manager
 from syncd.records import Activity, Company, Deal, StageChange
+from syncd.streams import watermark_at
 
 BASE = "https://acme.pipedrive.com"
 TOKEN = "pd-token-0123456789abcdef"
@@ -113,7 +114,8 @@ def test_deals_page_through_next_cursor_and_carry_the_max_update_time() -> None:
     pages = list(make().pull("deals", None, PullContext()))
 
     assert [len(p.records) for p in pages] == [2, 1]
-    assert [p.cursor for p in pages] == ["2026-11-20T11:00:00Z", "2026-11-21T08:00:00Z"]
+    assert [watermark_at(p.cursor) for p in pages] == ["2026-11-20T11:00:00Z",
+                                                       "2026-11-21T08:00:00Z"]
     assert [p.requests for p in pages] == [2, 1]  # field definitions + first page, then one
     first = responses.calls[1].request
     assert first.params == {"limit": "500", "status": "open,won,lost,deleted",
@@ -134,7 +136,7 @@ def test_incremental_asks_from_cursor_minus_overlap_and_keeps_cursor_when_empty(
     assert responses.calls[0].request.params["updated_since"] == "2026-11-20T09:50:00Z"
     assert len(pages) == 1
     assert pages[0].records == []
-    assert pages[0].cursor == "2026-11-20T10:00:00Z"  # the watermark never moves back
+    assert watermark_at(pages[0].cursor) == "2026-11-20T10:00:00Z"  # never moves back
 
 
 @responses.activate
@@ -155,14 +157,41 @@ def test_stop_requested_returns_after_the_current_page() -> None:
 
 
 @responses.activate
-def test_unsorted_page_freezes_the_cursor() -> None:
+def test_an_unsorted_list_moves_the_cursor_only_at_its_end_capped_at_the_read_start() -> None:
+    responses.add(responses.GET, f"{BASE}/api/v2/activities",
+                  match=[matchers.query_param_matcher({"cursor": "p2"}, strict_match=False)],
+                  json=ok([{"id": 3, "type": "call", "update_time": "2026-11-24T10:00:00Z"}],
+                          next_cursor=None))
     responses.add(responses.GET, f"{BASE}/api/v2/activities", json=ok([
         {"id": 1, "type": "call", "update_time": "2026-11-20T10:00:00Z"},
         {"id": 2, "type": "call", "update_time": "2026-11-19T10:00:00Z"},
-    ], next_cursor=None))
+    ], next_cursor="p2"))
     pages = list(make().pull("activities", None, PullContext()))
+    assert [len(p.records) for p in pages] == [2, 1]
     assert pages[0].cursor is None
-    assert len(pages[0].records) == 2
+    # a record stamped after the read began (NOW) may hide a change behind our position
+    assert watermark_at(pages[-1].cursor) == "2026-11-23T12:00:00Z"
+
+
+@responses.activate
+def test_the_next_pass_drops_what_it_read_in_the_same_version() -> None:
+    """The compound cursor: deals sharing the newest update_time are not read again, a
+    deal edited since (same time, new version... or later) is."""
+    same = "2026-11-20T11:00:00Z"
+    first = [deal_payload(i, same) for i in (1, 2, 3)]
+    responses.add(responses.GET, f"{BASE}/api/v2/deals", json=ok(first, next_cursor=None))
+    add_fields()
+    pages = list(make().pull("deals", None, PullContext()))
+    cursor = pages[-1].cursor
+    assert len(pages[-1].records) == 3
+
+    responses.reset()
+    add_fields()
+    again = [*first, deal_payload(4, same), deal_payload(2, "2026-11-20T11:05:00Z")]
+    responses.add(responses.GET, f"{BASE}/api/v2/deals", json=ok(again, next_cursor=None))
+    pages = list(make().pull("deals", cursor, PullContext()))
+    assert sorted(r.external_id for p in pages for r in p.records) == ["2", "4"]
+    assert watermark_at(pages[-1].cursor) == "2026-11-20T11:05:00Z"
 
 
 # --- normalization --------------------------------------------------------------------------

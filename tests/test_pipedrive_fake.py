@@ -20,6 +20,7 @@ from syncd.connector import FieldSpec, FieldWrite, PullContext, TaskCreate
 from syncd.errors import AuthError, BadPayloadError, BlockedError, BudgetExhaustedError
 from syncd.http import TransportError
 from syncd.records import Company, Deal, Page, StageChange
+from syncd.streams import watermark_at
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ENTITY_PATHS = {"companies": "/api/v2/organizations", "contacts": "/api/v2/persons",
@@ -117,8 +118,26 @@ def test_nothing_changed_costs_one_request_per_entity_stream(fake: FakePipedrive
         # deals: plus one request for the archived deals (read by default)
         assert sum(p.requests for p in pages[stream]) == (2 if stream == "deals" else 1), stream
     assert paths["/api/v2/deals/archived"] == 1
-    # the overlap re-reads only the last ten minutes: a handful of records at most
-    assert len(records(pages, "deals")) < len(fake.dataset.deals.rows)
+    # the overlap window is asked for again, but what was read in it is not read twice
+    assert all(records(pages, stream) == [] for stream in ENTITY_PATHS)
+
+
+def test_deals_sharing_the_newest_update_time_are_not_re_read(fake: FakePipedrive) -> None:
+    """Issue 13 item 3: a bulk edit stamps many deals with one second; a pass with nothing
+    changed must not read them again (the cursor is (update_time, id), not a timestamp)."""
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    bulk = sorted(fake.dataset.deals.rows)[:30]
+    for deal_id in bulk:
+        fake.edit("deals", deal_id, at=at, title=f"Bulk {deal_id}")
+    cursors: dict[str, str] = {}
+    first = run_pass(connector(fake, page_size=7), cursors, streams=("fields", "deals"))
+    assert {str(i) for i in bulk} <= {d.external_id for d in records(first, "deals")}
+
+    second = run_pass(connector(fake, page_size=7), cursors, streams=("fields", "deals"))
+    assert records(second, "deals") == []
+    fake.edit("deals", bulk[3], title="Edited again")
+    third = run_pass(connector(fake, page_size=7), cursors, streams=("fields", "deals"))
+    assert [d.external_id for d in records(third, "deals")] == [str(bulk[3])]
 
 
 def test_a_change_after_the_pull_is_picked_up_next_run(fake: FakePipedrive) -> None:
@@ -180,7 +199,7 @@ def test_a_late_write_during_the_pull_is_picked_up_by_the_overlap(fake: FakePipe
 
     def commit_late(stream: str, page: Page) -> None:
         if stream == "deals" and page.cursor and not edited and (
-                datetime.fromisoformat(page.cursor) >= late):
+                datetime.fromisoformat(watermark_at(page.cursor) or "") >= late):
             fake.edit("deals", target, at=late, title="Edited while we paged")
             edited.append(page.cursor)
 

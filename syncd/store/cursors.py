@@ -9,6 +9,7 @@ already covers (use ``reset_cursors`` to rewind on purpose).
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any
@@ -28,10 +29,17 @@ _INTEGER = re.compile(r"-?\d+")
 def _order_key(value: str) -> tuple[str, Any] | None:
     """A comparable form of a cursor: integers (ids, offsets) or ISO timestamps.
 
-    Anything else is an opaque token (a page token, an etag) with no order: it replaces the
-    stored value unconditionally.
+    A compound cursor (``syncd.streams.Watermark``, JSON) orders by its ``at``. Anything
+    else is an opaque token (a page token, an etag) with no order: it replaces the stored
+    value unconditionally.
     """
     text = value.strip()
+    if text.startswith("{"):
+        try:
+            at = json.loads(text).get("at")
+        except (ValueError, AttributeError):
+            return None
+        return _order_key(at) if isinstance(at, str) else None
     if _INTEGER.fullmatch(text):
         return ("int", int(text))
     try:

@@ -23,24 +23,24 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
 
 import requests
 
 from syncd.connector import (
     STANDARD_STREAMS,
-    Connector,
     GateChange,
     Gates,
     Inspection,
-    PullContext,
     StageGate,
     WebhookHint,
 )
 from syncd.errors import BadPayloadError, FatalAPIError
-from syncd.records import Deal, Page, StageChange
+from syncd.records import Deal, Page, Record, StageChange
 from syncd.secrets import register
 from syncd.store.budget import budget_key
+from syncd.streams import SETTLE, Read, Stream, StreamConnector, incremental
 from syncd.values import FieldProblem
 from syncd_pipedrive.client import PipedriveClient
 from syncd_pipedrive.settings import PipedriveSettings
@@ -53,10 +53,12 @@ from syncd_pipedrive.streams import (
     REFERENCE_STREAMS,
     EntityStream,
     FieldCatalog,
+    Normalizer,
+    ReferenceStream,
     format_time,
     is_deleted,
+    item_key,
     normalize_many,
-    parse_time,
     stage_changes,
 )
 from syncd_pipedrive.webhooks import read_hint
@@ -67,7 +69,7 @@ __all__ = ["PipedriveConnector", "PipedriveSettings"]
 log = logging.getLogger(__name__)
 
 
-class PipedriveConnector(PipedriveWriter, Connector):
+class PipedriveConnector(PipedriveWriter, StreamConnector):
     """One Pipedrive company account, for one tenant pass."""
 
     name: ClassVar[str] = "pipedrive"
@@ -94,19 +96,24 @@ class PipedriveConnector(PipedriveWriter, Connector):
         self._deals_seen: dict[str, tuple[datetime | None, str | None]] = {}
 
     # --- pulling ------------------------------------------------------------------------
-    def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
-        self.client.on_request = context.on_request
-        if stream in REFERENCE_STREAMS:
-            yield from self._pull_reference(stream)
-        elif stream == "fields":
-            yield from self._pull_fields(context)
-        elif stream in ENTITY_STREAMS:
-            yield from self._pull_entity(ENTITY_STREAMS[stream], cursor, context)
-        elif stream == "stage_history":
-            yield from self._pull_stage_history(context)
-        else:
-            message = f"pipedrive has no stream {stream!r}"
-            raise ValueError(message)
+    def declare_streams(self) -> list[Stream]:
+        """Reference lists, the field catalogs, the four incremental entity lists and the
+        per-deal flows, in ``STANDARD_STREAMS`` order."""
+        declared = [Stream(name, partial(self._read_reference, spec),
+                           reread=partial(self._reread, name, spec.normalize, None))
+                    for name, spec in REFERENCE_STREAMS.items()]
+        declared.append(Stream("fields", self._read_fields))
+        declared += [Stream(name, partial(self._read_entity, spec),
+                            reread=partial(self._reread_entity, spec))
+                     for name, spec in ENTITY_STREAMS.items()]
+        declared.append(Stream("stage_history", self._read_stage_history))
+        return declared
+
+    def requests_made(self) -> int:
+        return self.client.api.requests_here
+
+    def on_requests(self, callback: Callable[[int], None]) -> None:
+        self.client.on_request = callback
 
     def catalog(self, entity: str) -> FieldCatalog:
         """The field definitions of ``entity``, read once per pass (the ``fields`` stream
@@ -118,101 +125,65 @@ class PipedriveConnector(PipedriveWriter, Connector):
             self._catalogs[entity] = catalog
         return catalog
 
-    def reread(self, stream: str, payloads: Sequence[Mapping[str, Any]]) -> Page | None:
-        """Normalize quarantined payloads again (entity and reference streams)."""
-        if stream in ENTITY_STREAMS:
-            spec = ENTITY_STREAMS[stream]
-            catalog = self.catalog(spec.entity) if spec.entity else None
-            return Page(stream, normalize_many(stream, list(payloads), spec.normalize, catalog))
-        if stream in REFERENCE_STREAMS:
-            return Page(stream, normalize_many(stream, list(payloads),
-                                               REFERENCE_STREAMS[stream].normalize))
-        return None
+    def _reread(self, stream: str, normalize: Normalizer, catalog: FieldCatalog | None,
+                payloads: Sequence[Mapping[str, Any]]) -> list[Record]:
+        return normalize_many(stream, list(payloads), normalize, catalog)
 
-    def _pull_reference(self, stream: str) -> Iterator[Page]:
-        spec = REFERENCE_STREAMS[stream]
-        before = self.client.requests_made
+    def _reread_entity(self, spec: EntityStream,
+                       payloads: Sequence[Mapping[str, Any]]) -> list[Record]:
+        catalog = self.catalog(spec.entity) if spec.entity else None
+        return self._reread(spec.name, spec.normalize, catalog, payloads)
+
+    def _read_reference(self, spec: ReferenceStream, read: Read) -> Iterator[Page]:
         pages = self.client.iter_v2(spec.path) if spec.paged else iter(
             [self.client.get_list(spec.path)])
         for items in pages:
-            records = normalize_many(stream, items, spec.normalize)
-            yield Page(stream, records, None, requests=self.client.requests_made - before)
-            before = self.client.requests_made
+            yield Page(spec.name, normalize_many(spec.name, items, spec.normalize))
 
-    def _pull_fields(self, context: PullContext) -> Iterator[Page]:
+    def _read_fields(self, read: Read) -> Iterator[Page]:
         for entity in FIELD_PATHS:
-            before = self.client.requests_made
             self._catalogs.pop(entity, None)
-            catalog = self.catalog(entity)
-            yield Page("fields", catalog.field_defs(), None,
-                       requests=self.client.requests_made - before)
-            if context.stop_requested():
-                return
+            yield Page("fields", self.catalog(entity).field_defs())
 
-    def _pull_entity(self, spec: EntityStream, cursor: str | None,
-                     context: PullContext) -> Iterator[Page]:
-        start = None if context.full else _read_cursor(spec.name, cursor)
+    def _read_entity(self, spec: EntityStream, read: Read) -> Iterator[Page]:
+        """A v2 list sorted ascending by ``update_time`` from the watermark less the
+        overlap; items already read in the same version are dropped (``Watermark``).
+        Archived deals come first and move the cursor only with the main list."""
+        mark = read.watermark()
         params: dict[str, Any] = {**spec.params, "sort_by": "update_time",
                                   "sort_direction": "asc"}
-        if start is not None:
-            params["updated_since"] = format_time(start - context.overlap)
-        before = self.client.requests_made
+        since = mark.since(read.context.overlap)
+        if since is not None:
+            params["updated_since"] = format_time(since)
         catalog = self.catalog(spec.entity) if spec.entity else None
-        high = start
+        parse = partial(self._entity_page, spec, catalog)
+        started = self._now()
+        lists = [(spec.path, True)]
         if spec.name == "deals" and self.settings.include_archived:
-            archived_high = None
-            for page in self._entity_pages(spec, ARCHIVED_DEALS_PATH, params, catalog, None):
-                archived_high = _later(archived_high, _parse_page_cursor(page.cursor))
-                page.cursor = None  # committed only after the main list is read too
-                page.requests = self.client.requests_made - before
-                before = self.client.requests_made
-                yield page
-                if context.stop_requested():
-                    return
-            high = _later(high, archived_high)
-        for page in self._entity_pages(spec, spec.path, params, catalog, high):
-            page.requests = self.client.requests_made - before
-            before = self.client.requests_made
-            yield page
-            if context.stop_requested():
-                return
+            lists.insert(0, (ARCHIVED_DEALS_PATH, False))
+        for path, commit in lists:
+            yield from incremental(
+                f"pipedrive {spec.name}", read.prefetch(self.client.iter_v2(path, params)), parse,
+                mark, item_key, overlap=read.context.overlap, cap=started, commit=commit,
+                settled=started - SETTLE)
 
-    def _entity_pages(self, spec: EntityStream, path: str, params: dict[str, Any],
-                      catalog: FieldCatalog | None, high: datetime | None) -> Iterator[Page]:
-        """Pages of one sorted list; each page's cursor is the highest update_time so far.
+    def _entity_page(self, spec: EntityStream, catalog: FieldCatalog | None,
+                     items: list[Any]) -> Page:
+        problems: list[FieldProblem] = []
+        records = normalize_many(spec.name, items, spec.normalize, catalog,
+                                 problems=problems, tenant=self.tenant)
+        for record in records:
+            if isinstance(record, Deal):
+                self._deals_seen[record.external_id] = (record.updated_at, record.stage_id)
+        return Page(spec.name, records, deleted_ids=[r.external_id for r in records
+                                                     if is_deleted(r)],
+                    problems=[str(p) for p in problems])
 
-        If the API breaks its ascending order, the cursor stops moving for the rest of the
-        stream (the next pass re-reads from there) and a warning is logged.
-        """
-        last: datetime | None = None
-        frozen = False
-        for items in self.client.iter_v2(path, params):
-            problems: list[FieldProblem] = []
-            records = normalize_many(spec.name, items, spec.normalize, catalog,
-                                     problems=problems, tenant=self.tenant)
-            for record in records:
-                stamp = getattr(record, "updated_at", None)
-                if isinstance(record, Deal):
-                    self._deals_seen[record.external_id] = (stamp, record.stage_id)
-                if stamp is None:
-                    continue
-                if last is not None and stamp < last and not frozen:
-                    frozen = True
-                    log.warning("pipedrive %s: update_time not ascending at record %s; "
-                                "cursor kept at %s", spec.name, record.external_id,
-                                format_time(high) if high else None)
-                last = stamp if last is None else max(last, stamp)
-                if not frozen:
-                    high = _later(high, stamp)
-            deleted = [r.external_id for r in records if is_deleted(r)]
-            cursor = format_time(high) if high is not None and not frozen else None
-            yield Page(spec.name, records, cursor, deleted_ids=deleted,
-                       problems=[str(p) for p in problems])
-
-    def _pull_stage_history(self, context: PullContext) -> Iterator[Page]:
+    def _read_stage_history(self, read: Read) -> Iterator[Page]:
         days = self.settings.history_days
         if days == 0:
             return
+        context = read.context
         horizon = self._now() - timedelta(days=days)
         for deal_id, stored in context.stored_deals.items():  # owed by an unfinished pass
             self._deals_seen.setdefault(deal_id, stored)
@@ -227,14 +198,10 @@ class PipedriveConnector(PipedriveWriter, Connector):
                 continue
             wanted.append(deal_id)
         for first in range(0, len(wanted), HISTORY_BATCH):
-            before = self.client.requests_made
             records: list[StageChange] = []
             for deal_id in wanted[first: first + HISTORY_BATCH]:
                 records.extend(self._deal_history(deal_id))
-            yield Page("stage_history", records, None,
-                       requests=self.client.requests_made - before)
-            if context.stop_requested():
-                return
+            yield Page("stage_history", records, None)
 
     def _deal_history(self, deal_id: str) -> list[StageChange]:
         path = FLOW_PATH.format(id=int(deal_id))
@@ -335,28 +302,6 @@ class PipedriveConnector(PipedriveWriter, Connector):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _read_cursor(stream: str, cursor: str | None) -> datetime | None:
-    if not cursor:
-        return None
-    try:
-        return parse_time(cursor)
-    except (TypeError, ValueError):
-        log.warning("pipedrive %s: unreadable cursor %r; pulling everything", stream, cursor)
-        return None
-
-
-def _parse_page_cursor(cursor: str | None) -> datetime | None:
-    return parse_time(cursor) if cursor else None
-
-
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return max(a, b)
 
 
 def _id_order(value: str) -> tuple[int, str]:

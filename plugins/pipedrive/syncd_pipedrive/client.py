@@ -32,6 +32,7 @@ from syncd.errors import APIError, BadPayloadError, BudgetExhaustedError
 from syncd.http import ApiClient, default_classify, json_body
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact
+from syncd.streams import NextToken, Offset, paginate
 from syncd_pipedrive.settings import PipedriveSettings
 
 #: Headers that count the daily budget down (undocumented, reported by 3P clients), and the
@@ -195,35 +196,21 @@ class PipedriveClient:
         """A small, unpaged list (``/v1/users``, ``/v1/activityTypes``)."""
         return _as_list(self.call("GET", path, params=params), path)
 
-    # --- paging -------------------------------------------------------------------------
+    # --- paging (the loops are the core's: ``syncd.streams.paginate``) ---------------------
     def iter_v2(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
         """Every page of a v2 list, following ``additional_data.next_cursor``."""
-        query = {"limit": self.page_size, **(params or {})}
-        while True:
-            data, extra = _envelope(self.api.get(path, params=query), path)
-            yield _as_list(data, path)
-            next_cursor = extra.get("next_cursor") if isinstance(extra, dict) else None
-            if not next_cursor:
-                return
-            query = {**query, "cursor": next_cursor}
+        return paginate(lambda query: self.api.get(path, params=query),
+                        lambda body: _as_list(_envelope(body, path)[0], path),
+                        NextToken(lambda body: _extra(body).get("next_cursor")),
+                        {"limit": self.page_size, **(params or {})}, where=f"pipedrive {path}")
 
     def iter_v1(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
         """Every page of a v1 offset-paged list; ``data: null`` is an empty page."""
-        limit = min(self.page_size, V1_MAX_LIMIT)
-        start = 0
-        while True:
-            query = {**(params or {}), "start": start, "limit": limit}
-            data, extra = _envelope(self.api.get(path, params=query), path)
-            yield _as_list(data, path)
-            pagination = extra.get("pagination") if isinstance(extra, dict) else None
-            if not isinstance(pagination, dict) or not pagination.get("more_items_in_collection"):
-                return
-            next_start = pagination.get("next_start")
-            if not isinstance(next_start, int) or next_start <= start:
-                message = f"pipedrive {path}: pagination says more items but next_start is "
-                message += f"{next_start!r}"
-                raise BadPayloadError(message)
-            start = next_start
+        return paginate(lambda query: self.api.get(path, params=query),
+                        lambda body: _as_list(_envelope(body, path)[0], path),
+                        Offset("start", next_offset=_v1_next_start),
+                        {**(params or {}), "start": 0,
+                         "limit": min(self.page_size, V1_MAX_LIMIT)}, where=f"pipedrive {path}")
 
     def close(self) -> None:
         self.api.close()
@@ -236,6 +223,19 @@ def _envelope(body: Any, path: str) -> tuple[Any, Any]:
         message = f"pipedrive {path}: expected a JSON envelope with 'data', got {kind}"
         raise BadPayloadError(message)
     return body["data"], body.get("additional_data") or {}
+
+
+def _extra(body: Any) -> Mapping[str, Any]:
+    extra = body.get("additional_data") if isinstance(body, dict) else None
+    return extra if isinstance(extra, dict) else {}
+
+
+def _v1_next_start(body: Any) -> Any:
+    """v1 ``additional_data.pagination``: the next ``start`` while more items follow."""
+    pagination = _extra(body).get("pagination")
+    if not isinstance(pagination, dict) or not pagination.get("more_items_in_collection"):
+        return None
+    return pagination.get("next_start")
 
 
 def _as_list(data: Any, path: str) -> list[Any]:

@@ -517,6 +517,19 @@ REFERENCE_STREAMS: dict[str, ReferenceStream] = {
 }
 
 
+def item_key(item: Any) -> tuple[str, datetime] | None:
+    """A v2 item's identity and version (``id``, ``update_time``) for the compound cursor;
+    ``None`` when either is unreadable (the item is then always read, and normalized)."""
+    if not isinstance(item, dict):
+        return None
+    try:
+        stamp = parse_time(item.get("update_time"))
+        item_id = ident(item.get("id"))
+    except (TypeError, ValueError):
+        return None
+    return (item_id, stamp) if item_id is not None and stamp is not None else None
+
+
 def is_deleted(record: Record) -> bool:
     if isinstance(record, Deal):
         return record.status == "deleted"
