@@ -43,9 +43,10 @@ def send_bisecting(
         if on_split is not None:
             on_split(len(batch), exc)
     middle = len(batch) // 2
-    options = {"rejected": rejected, "failed": failed, "on_split": on_split}
-    return (send_bisecting(batch[:middle], send, **options)  # type: ignore[arg-type]
-            + send_bisecting(batch[middle:], send, **options))  # type: ignore[arg-type]
+    return (send_bisecting(batch[:middle], send, rejected=rejected, failed=failed,
+                           on_split=on_split)
+            + send_bisecting(batch[middle:], send, rejected=rejected, failed=failed,
+                             on_split=on_split))
 
 
 __all__ = ["send_bisecting"]

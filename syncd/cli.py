@@ -179,8 +179,9 @@ def plugins(obj: Context, fmt: str) -> None:
         version = f" {row['version']}" if row["version"] else ""
         out.print(f"[bold]{row['name']}[/]{version} ({row['distribution'] or 'local'}): "
                   f"connectors {', '.join(row['connectors']) or '-'}; "
-                  + "".join(f"{kind} {', '.join(row[kind])}; " for kind in ("sinks", "rules")
-                            if row.get(kind))
+                  + "".join(f"{kind} {', '.join(names)}; "
+                            for kind, names in (("sinks", row["sinks"]), ("rules", row["rules"]))
+                            if names)
                   + f"hooks {', '.join(row['hooks'])}", highlight=False)
 
 

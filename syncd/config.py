@@ -483,8 +483,9 @@ def rule_problems(config: TenantConfig, rules: RuleRegistry, book: SalesBook | N
     """``rules:`` switches name custom rules; the book's rule weights name known rules."""
     problems = [ConfigProblem(file, f"rules.{code}", message)
                 for code, message in rules.unknown(config.rules)]
-    weights = book.karma.employee.rule_weights if book is not None else {}
-    for code in weights:
+    if book is None:
+        return problems
+    for code in book.karma.employee.rule_weights:
         if code not in RULE_CODES and rules.get(code) is None:
             problems.append(ConfigProblem(
                 file, "salesbook", f"Sales Book {book.key!r}: karma.employee.rule_weights."

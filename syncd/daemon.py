@@ -328,7 +328,7 @@ class Daemon:
                     log.warning("took back %d lease(s) of %s (its process is gone)", count,
                                 holder)
 
-    def run(self, on_ready: Callable[[], None] | None = None,
+    def run(self, on_ready: Callable[[], object] | None = None,
             on_tick: Callable[[], None] | None = None) -> None:
         """Claim and run due tenants until stopped; then drain and release."""
         self.prepare()
@@ -582,12 +582,8 @@ def start_web(settings: Settings, daemon: Daemon, tenants: Sequence[Tenant],
     })
     app = WebApp()
     ops.register(app, context)
-    try:
-        from syncd.web import dashboard  # written separately; optional until it lands
-    except ImportError:
-        dashboard = None
-    if dashboard is not None:
-        dashboard.register(app, context)
+    from syncd.web import dashboard
+    dashboard.register(app, context)
     try:
         server = WebServer(app, http.host, http.port)
     except OSError as exc:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from syncd.errors import ConfigError, ConfigProblem, SyncdError
 
@@ -74,7 +75,7 @@ def field_problems(config: TenantConfig, known: Mapping[str, Iterable[str]], fil
     return problems
 
 
-def stored_field_names(session: Any, tenant_id: int) -> dict[str, list[str]]:
+def stored_field_names(session: Session, tenant_id: int) -> dict[str, list[str]]:
     """``entity -> names`` of the field definitions stored for a tenant (not deleted)."""
     from syncd.store import FieldDefRow
 

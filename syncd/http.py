@@ -467,11 +467,11 @@ class ApiClient:
         if self.limiter is not None:
             self.limiter.observe(response.headers)
         _observe(response.status_code)
-        error = self._classify(response)
-        if error is not None:
+        rejection = self._classify(response)
+        if rejection is not None:
             if response.status_code == 429:
                 self.rate_limited += 1
-            raise error
+            raise rejection
         return json_body(response)
 
     def close(self) -> None:

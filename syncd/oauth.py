@@ -194,9 +194,7 @@ class TokenStore:
                 rejected, reason = stored, redact(str(exc))
             else:
                 self._store(row, fresh)
-                rejected = None
-        if rejected is None:
-            return fresh  # committed above, before anyone uses it
+                return fresh  # committed when the session closes, before anyone uses it
         return self._after_rejection(rejected, reason)
 
     # -- internals -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
+from typing import NotRequired, TypedDict
 
 import pluggy
 
@@ -68,6 +69,19 @@ class ConnectorRegistry:
         return name in self._connectors
 
 
+class PluginRow(TypedDict):
+    """One row of ``syncd plugins``."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: list[str]
+    connectors: list[str]
+    sinks: list[str]
+    rules: list[str]
+    error: NotRequired[str]  # only for a plugin that failed to load
+
+
 @dataclass
 class Plugins:
     """The plugin manager plus what it registered."""
@@ -81,9 +95,9 @@ class Plugins:
     def hook(self) -> pluggy.HookRelay:
         return self.manager.hook
 
-    def describe(self) -> list[dict[str, object]]:
+    def describe(self) -> list[PluginRow]:
         """Name, distribution, version and implemented hooks of every plugin."""
-        rows = []
+        rows: list[PluginRow] = []
         for name, plugin in sorted(self.manager.list_name_plugin(), key=lambda x: x[0]):
             dist = self.distributions.get(name)
             hooks = sorted(h.name for h in self.manager.get_hookcallers(plugin) or [])

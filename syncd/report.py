@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from syncd import store
 from syncd.audit.texts import texts
 from syncd.config import Tenant
@@ -88,7 +90,7 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
 
 
 # -- people karma and KPIs ---------------------------------------------------------------------
-def _people_and_kpis(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
+def _people_and_kpis(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
                      now: datetime, *, live: bool,
                      ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """One pass over deals and activities for the KPIs; people karma from the stored ledger
@@ -248,7 +250,7 @@ def _notes(violations: list[dict[str, Any]], language: str = "en") -> list[str]:
 
 
 # -- records and writes that did not make it (docs/operations.md "Bad records") ---------------
-def quarantine_section(session: Any, tenant_id: int) -> list[dict[str, Any]]:
+def quarantine_section(session: Session, tenant_id: int) -> list[dict[str, Any]]:
     """The tenant's quarantined records: what could not be read or stored, and why."""
     return [{"stream": row.stream, "external_id": row.external_id, "stage": row.stage,
              "problem": row.problem, "first_seen_at": _iso(row.first_seen_at),
@@ -257,7 +259,7 @@ def quarantine_section(session: Any, tenant_id: int) -> list[dict[str, Any]]:
             for row in store.quarantined(session, tenant_id)]
 
 
-def write_failures_section(session: Any, tenant_id: int) -> list[dict[str, Any]]:
+def write_failures_section(session: Session, tenant_id: int) -> list[dict[str, Any]]:
     """Writes and tasks the CRM rejected, waiting for their next try (with backoff)."""
     return [{"kind": row.kind, "entity": row.entity, "external_id": row.external_id,
              "field": row.field, "desired_value": row.desired_value, "error": row.error,
@@ -303,10 +305,10 @@ def explain_company(db: store.Database, tenant: Tenant, company_id: str) -> dict
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         rows = store.karma_line_rows(session, tenant_id, "client", company_id)
         found = store.companies(session, tenant_id, [company_id])
-    lines = [{"criterion": r.criterion, "quantity": r.quantity,
-              "weight": _client_weight(r, weights),
-              "amount": round(_client_weight(r, weights) * r.quantity, 4),
-              "source_type": r.source_type, "source_id": r.source_id} for r in rows]
+    lines: list[dict[str, Any]] = [
+        {"criterion": r.criterion, "quantity": r.quantity, "weight": _client_weight(r, weights),
+         "amount": round(_client_weight(r, weights) * r.quantity, 4),
+         "source_type": r.source_type, "source_id": r.source_id} for r in rows]
     return {"tenant": tenant.key, "company_id": company_id,
             "company": found[0].name if found else None,
             "karma": round(sum(line["amount"] for line in lines), 2), "lines": lines}

@@ -150,10 +150,10 @@ class SalesBook(_Titled):
             if reserved in keys:
                 problems.append(f"stage key {reserved!r} is reserved for a passive status")
         for index, stage in enumerate(self.stages):
-            for action in stage.actions:
-                if action not in self.actions:
+            for action_key in stage.actions:
+                if action_key not in self.actions:
                     problems.append(
-                        f"stages[{index}] ({stage.key}).actions: unknown action {action!r}"
+                        f"stages[{index}] ({stage.key}).actions: unknown action {action_key!r}"
                     )
         for key, action in self.actions.items():
             if action.evidence.is_empty:
@@ -161,10 +161,10 @@ class SalesBook(_Titled):
                     f"actions.{key}.evidence: no evidence (give activity_types or field)"
                 )
         for key, reason in self.passive.lost.reasons.items():
-            for stage in reason.stages or ():
-                if stage not in keys and stage != "deferred":  # lost while deferred
+            for stage_key in reason.stages or ():
+                if stage_key not in keys and stage_key != "deferred":  # lost while deferred
                     problems.append(
-                        f"passive.lost.reasons.{key}.stages: unknown stage {stage!r}"
+                        f"passive.lost.reasons.{key}.stages: unknown stage {stage_key!r}"
                     )
         return problems
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from syncd import store
 from syncd.audit.engine import audit_deals
@@ -31,7 +32,7 @@ from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
 from syncd.records import Page
 from syncd.scoring import people
-from syncd.scoring.karma import client_karma_lines, line_amount, line_weight
+from syncd.scoring.karma import KarmaDeal, client_karma_lines, line_amount, line_weight
 from syncd.store.runs import RunStatus
 from syncd.store.sanitize import describe_error
 from syncd.writeback import WritebackResult, queue_tasks, run_writeback
@@ -102,7 +103,8 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         run_id = store.start_run(session, tenant_id, full=options.full, as_of=now)
     connector = tenant.make_connector(db)
-    status, error = "failed", None
+    status: RunStatus = "failed"
+    error: str | None = None
     try:
         _pull(db, connector, tenant_id, options, summary, run_id)
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
@@ -201,7 +203,7 @@ class _Held:
     payloads: dict[str, Any]
     tried: set[str] = field(default_factory=set)
 
-    def keep(self, session: Any, tenant_id: int, stream: str, external_id: str | None,
+    def keep(self, session: Session, tenant_id: int, stream: str, external_id: str | None,
              payload: Any, problem: str, stage: str) -> None:
         stored_id = store.quarantine_id(external_id, payload)
         store.quarantine(session, tenant_id, stream, external_id, payload, problem,
@@ -209,7 +211,7 @@ class _Held:
         self.tried.add(stored_id)
         self.payloads[stored_id] = payload
 
-    def release(self, session: Any, tenant_id: int, stream: str, stored: set[str]) -> None:
+    def release(self, session: Session, tenant_id: int, stream: str, stored: set[str]) -> None:
         released = stored & self.payloads.keys()
         if released:
             store.release(session, tenant_id, stream, released)
@@ -311,7 +313,7 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
         _score_people(session, tenant, tenant_id, mapper)
 
 
-def client_lines(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
+def client_lines(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
                  now: datetime) -> list[Any]:
     """Every client-karma line as of ``now`` (deals won or lost later do not count yet)."""
     return client_karma_lines(iter_karma_deals(session, tenant_id, mapper),
@@ -320,7 +322,7 @@ def client_lines(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMap
                               tenant.book.karma.client, now)
 
 
-def _score_people(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper) -> None:
+def _score_people(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper) -> None:
     """Replace the employee karma ledger (kind "employee") in the pass's transaction."""
     lines = people.employee_lines(
         kpi_load.deal_records(session, tenant_id, mapper),
@@ -333,7 +335,7 @@ def _score_people(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMa
                       people.employee_amount(line, weights)))
 
 
-def make_mapper(session: Any, tenant: Tenant, tenant_id: int) -> TenantMapper:
+def make_mapper(session: Session, tenant: Tenant, tenant_id: int) -> TenantMapper:
     """The tenant's mapper, knowing the CRM ids of the tasks syncd created (never evidence)."""
     mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
     mapper.own_task_ids = frozenset(
@@ -342,7 +344,7 @@ def make_mapper(session: Any, tenant: Tenant, tenant_id: int) -> TenantMapper:
     return mapper
 
 
-def _audit(session: Any, tenant: Tenant, tenant_id: int, now: datetime,
+def _audit(session: Session, tenant: Tenant, tenant_id: int, now: datetime,
            ) -> tuple[TenantMapper, list[Finding]]:
     mapper = make_mapper(session, tenant, tenant_id)
     facts = iter_facts(session, tenant_id, mapper)
@@ -356,7 +358,7 @@ def karma_weights_fn(tenant: Tenant) -> Callable[[Any], tuple[float, float]]:
     return lambda line: (line_weight(line, weights), line_amount(line, weights))
 
 
-def iter_facts(session: Any, tenant_id: int, mapper: TenantMapper) -> Iterator[DealFacts]:
+def iter_facts(session: Session, tenant_id: int, mapper: TenantMapper) -> Iterator[DealFacts]:
     """Stream every stored deal as audit facts, chunk by chunk."""
     for chunk in store.iter_deal_chunks(session, tenant_id):
         ids = [d.external_id for d in chunk]
@@ -369,11 +371,13 @@ def iter_facts(session: Any, tenant_id: int, mapper: TenantMapper) -> Iterator[D
                 continue  # mapped to null/ignore in the tenant file
             yield mapper.deal_facts(
                 deal, activities.get(deal.external_id, ()), changes.get(deal.external_id, ()),
-                company_acts.get(deal.company_id, ()) if deal.status == "won" else (),
+                company_acts.get(deal.company_id, ())
+                if deal.status == "won" and deal.company_id else (),
             )
 
 
-def iter_karma_deals(session: Any, tenant_id: int, mapper: TenantMapper) -> Iterator[Any]:
+def iter_karma_deals(session: Session, tenant_id: int,
+                     mapper: TenantMapper) -> Iterator[KarmaDeal]:
     for chunk in store.iter_deal_chunks(session, tenant_id):
         for deal in chunk:
             if not mapper.ignored(deal):

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from syncd import store
 from syncd.config import Tenant
 from syncd.connector import Connector, FieldSpec, FieldWrite, TaskCreate
@@ -61,7 +63,7 @@ def marker_for(violation_id: int) -> str:
     return f"syncd:v{violation_id}"
 
 
-def queue_tasks(session: Any, tenant: Tenant, tenant_id: int, opened: Iterable[Any],
+def queue_tasks(session: Session, tenant: Tenant, tenant_id: int, opened: Iterable[Any],
                 now: datetime) -> int:
     """Queue one task intent per newly opened violation (same transaction as the opening)."""
     config = tenant.config.writeback
@@ -181,7 +183,7 @@ def plan_field_writes(db: store.Database, tenant: Tenant, tenant_id: int,
     return writes
 
 
-def _settle(session: Any, tenant_id: int, ledger: dict[Any, Any], entity: str,
+def _settle(session: Session, tenant_id: int, ledger: dict[Any, Any], entity: str,
             external_id: str, field: str, value: str) -> None:
     """A pending write whose value is now right in the CRM (crashed after the write): done."""
     row = ledger.get((entity, external_id, field))
@@ -244,16 +246,35 @@ def _create_tasks(db: store.Database, connector: Connector, tenant: Tenant, tena
     for start in range(0, len(rows), size):
         if stop_requested():
             return
-        batch = [(row, TaskCreate(
-            deal_id=row.external_id, owner_id=owners.get(row.external_id),
-            subject=row.desired_value, note=f"{row.desired_value}\n\n[{row.field}]",
-            marker=row.field, due=due.date(), task_type=task_type,
-        )) for row in rows[start: start + size]]
-        _create_task_batch(db, connector, tenant_id, batch, result, now)
+        batch: list[tuple[store.WritebackRow, TaskCreate]] = []
+        for row in rows[start: start + size]:
+            if row.desired_value is None:
+                _no_task_text(db, tenant_id, row, result, now)
+                continue
+            batch.append((row, TaskCreate(
+                deal_id=row.external_id, owner_id=owners.get(row.external_id),
+                subject=row.desired_value, note=f"{row.desired_value}\n\n[{row.field}]",
+                marker=row.field, due=due.date(), task_type=task_type,
+            )))
+        if batch:
+            _create_task_batch(db, connector, tenant_id, batch, result, now)
+
+
+def _no_task_text(db: store.Database, tenant_id: int, row: store.WritebackRow,
+                  result: WritebackResult, now: datetime) -> None:
+    """A task intent whose text is missing from the ledger is never sent (the CRM would get
+    a task called "None"); it is listed as failed, like a task the CRM rejected."""
+    error = "no task text stored for this intent"
+    with db.session() as session:
+        retry_at = store.mark_failed(session, tenant_id, "task", "deal", row.external_id,
+                                     row.field, error, now=now)
+    result.tasks_failed += 1
+    _failure(result, f"task {row.field} for deal {row.external_id}", error, retry_at)
 
 
 def _create_task_batch(db: store.Database, connector: Connector, tenant_id: int,
-                       batch: list[tuple[Any, TaskCreate]], result: WritebackResult,
+                       batch: list[tuple[store.WritebackRow, TaskCreate]],
+                       result: WritebackResult,
                        now: datetime) -> None:
     retried = [task for row, task in batch if row.attempts > 0]
     existing = connector.find_tasks(retried) if retried else {}

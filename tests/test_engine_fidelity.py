@@ -201,6 +201,28 @@ def test_a_pass_after_task_creation_keeps_no_next_step_open(database: store.Data
     assert row["cells"]["2026-06"]["call"] == 1
 
 
+def test_a_task_intent_without_its_text_is_never_sent(database: store.Database) -> None:
+    """A task row whose text is missing (NULL desired_value: a damaged or hand-edited
+    ledger) must not reach the CRM as a task called "None"; it is reported as failed."""
+    data = CrmData(deals=[briefing_deal("D1")])
+    tenant = make_tenant(data)
+    sync(database, tenant)
+    with database.session() as session:
+        tenant_id = store.ensure_tenant(session, "acme", "memcrm")
+        store.mark_pending(session, tenant_id, "task", "deal", "D1", marker_for(4242), None)
+    summary = sync(database, tenant, at=NOW + timedelta(hours=1))
+    assert all(t.marker != marker_for(4242) for t in data.tasks)
+    assert not any("None" in (t.subject or "") or "None" in (t.note or "")
+                   for t in data.tasks)
+    assert summary.writes["tasks_failed"] == 1
+    assert any(marker_for(4242) in line and "no task text" in line
+               for line in summary.write_failures)
+    with database.session() as session:
+        (row,) = [r for r in store.failed_rows(session, tenant_id)
+                  if r.field == marker_for(4242)]
+        assert row.status == "failed"
+
+
 def test_tasks_are_created_with_the_configured_type(database: store.Database) -> None:
     data = CrmData(deals=[briefing_deal("D1")])
     tenant = make_tenant(data, writeback={"task_type": "todo"},

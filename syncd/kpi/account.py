@@ -60,7 +60,7 @@ class Accounts:
         self.wins: dict[str, list[tuple[datetime, str, float]]] = defaultdict(list)
         self.closed: Counter[tuple[str, str]] = Counter()  # (owner, won|lost)
         self.sources: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        self.revenue_by_month: Counter[str] = Counter()
+        self.revenue_by_month: defaultdict[str, float] = defaultdict(float)
         self.won_in_window = 0
         self.won_value_in_window = 0.0
         # per-company contributions to the account KPIs, refreshed only where wins changed

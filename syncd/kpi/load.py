@@ -64,11 +64,10 @@ def deal_records(session: Session, tenant_id: int, mapper: TenantMapper,
                                                 [d.external_id for d in chunk])
         for deal in chunk:
             record = deal_record(deal, changes.get(deal.external_id, ()), mapper)
-            if as_of is not None:
-                record = deal_record_as_of(record, as_of)
-                if record is None:
-                    continue
-            yield record
+            if as_of is None:
+                yield record
+            elif (then := deal_record_as_of(record, as_of)) is not None:
+                yield then
 
 
 def activity_records(session: Session, tenant_id: int, mapper: TenantMapper,

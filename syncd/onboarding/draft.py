@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -230,9 +231,10 @@ def _activity_types(w: _Writer, data: DraftInput) -> None:
 def _fields(w: _Writer, data: DraftInput, entity: str, canonical: Sequence[str],
             required: set[str]) -> None:
     names = list(data.inspection.fields.get(entity, []))
-    types = data.usage.types.get(entity, {}) if data.usage else {}
-    filled = data.usage.filled.get(entity, {}) if data.usage else {}
-    values = data.usage.values.get(entity, {}) if data.usage else {}
+    types: Mapping[str, str] = data.usage.types.get(entity, {}) if data.usage else {}
+    filled: Mapping[str, int] = data.usage.filled.get(entity, {}) if data.usage else {}
+    values: Mapping[str, Counter[str]] = (data.usage.values.get(entity, {}) if data.usage
+                                          else {})
     guesses = match_fields(canonical, names, types)
     decided = [g for g in guesses.values() if g.decided]
     w.line(f"    {entity}:" + ("" if decided else " {}"))

@@ -112,8 +112,9 @@ def _guess(source: str, ranked: list[tuple[str, float, str]], what: str) -> Gues
 
 # -- stages ----------------------------------------------------------------------------------
 def stage_candidates(book: SalesBook) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    candidates = {s.key: ((s.key.replace("_", " "), s.title), STAGE_SYNONYMS.get(s.key, ()))
-                  for s in book.stages}
+    candidates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+        s.key: ((s.key.replace("_", " "), s.title), STAGE_SYNONYMS.get(s.key, ()))
+        for s in book.stages}
     candidates["deferred"] = (("deferred",), STAGE_SYNONYMS["deferred"])
     return candidates
 
@@ -210,7 +211,7 @@ def match_kind(label: str, kinds: Sequence[str]) -> Guess:
     for text in filter(None, [name, *parts[1:], key]):
         for target, score, why in _rank(text, candidates):
             ranked.append((target, score, f"{text!r}: {why}"))
-    if base in kinds:
+    if base is not None and base in kinds:
         ranked.append((base, 0.75, f"Bitrix24 TYPE_ID {parts[0]} is {base}"))
     best: dict[str, tuple[str, float, str]] = {}
     for item in ranked:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+
 from rich.console import Console
 
 from syncd.onboarding import Vocabulary
@@ -17,8 +20,9 @@ def print_vocabulary(out: Console, found: Vocabulary) -> None:
     for pipeline in inspection.pipelines:
         out.print(f"  {pipeline.get('name')} ({pipeline.get('id')})", highlight=False)
         for stage in pipeline.get("stages") or []:
-            key = (str(pipeline.get("name")), str(stage.get("name")))
-            counts = (f"{usage.stages.get(key, 0):>6} {usage.open_stages.get(key, 0):>6}"
+            stage_id = (str(pipeline.get("name")), str(stage.get("name")))
+            counts = (f"{usage.stages.get(stage_id, 0):>6} "
+                      f"{usage.open_stages.get(stage_id, 0):>6}"
                       if usage else "")
             semantics = f" [{stage['semantics']}]" if stage.get("semantics") else ""
             out.print(f"    {counts}  {stage.get('name')}{semantics}", highlight=False)
@@ -37,8 +41,8 @@ def print_vocabulary(out: Console, found: Vocabulary) -> None:
         out.print(f"    {count}  {label}", highlight=False)
     for entity, names in inspection.fields.items():
         out.print(f"[bold]{entity} fields[/] (records with a value; values)")
-        filled = usage.filled.get(entity, {}) if usage else {}
-        values = usage.values.get(entity, {}) if usage else {}
+        filled: Mapping[str, int] = usage.filled.get(entity, {}) if usage else {}
+        values: Mapping[str, Counter[str]] = usage.values.get(entity, {}) if usage else {}
         for name in names:
             count = f"{filled.get(name, 0):>6}" if usage else ""
             shown = values.get(name)

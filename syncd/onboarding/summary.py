@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from syncd import store
 from syncd.config import Tenant
@@ -90,7 +91,7 @@ def _months(first: datetime | None, last: datetime | None) -> int:
     return max(0, (last.year - first.year) * 12 + last.month - first.month)
 
 
-def _coverage(session: Any, tenant_id: int, deals: list[Any]) -> dict[str, Any]:
+def _coverage(session: Session, tenant_id: int, deals: list[Any]) -> dict[str, Any]:
     with_activity = set(session.scalars(select(ActivityRow.deal_external_id).where(
         ActivityRow.tenant_id == tenant_id, ActivityRow.deleted.is_(False),
         ActivityRow.deal_external_id.is_not(None)).distinct()))

@@ -58,7 +58,7 @@ class WebApp:
             endpoint, args = adapter.match()
             return self.handlers[endpoint](request, **args)
         except HTTPException as exc:
-            return exc.get_response(request.environ)  # type: ignore[return-value]
+            return exc.get_response(request.environ)
         except Exception:
             log.exception("web handler failed for %s %s", request.method, request.path)
             return Response("internal error\n", status=500, mimetype="text/plain")

@@ -30,6 +30,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
@@ -184,7 +185,7 @@ class Dashboard:
                         mimetype="application/json")
 
 
-def held_back(session: Any) -> dict[int, str]:
+def held_back(session: Session) -> dict[int, str]:
     """``tenant id -> "N quarantined, M writes rejected"`` for tenants with any."""
     quarantined = store.quarantine_counts(session)
     rejected = store.failed_counts_by_tenant(session)
