@@ -288,5 +288,12 @@ class Connector(ABC):
         made (``target`` filled in for a created object, e.g. a new loss reason's id)."""
         raise NotImplementedError(f"{self.name} cannot change its CRM settings")
 
+    @classmethod
+    def deal_url(cls, settings: ConnectionSettings, deal_id: str) -> str | None:
+        """Optional: the address of deal ``deal_id``'s card in the CRM's web app, for the
+        dashboard's links (a sales head clicks through to fix the deal). Built from the
+        connection settings alone: no request, no secret. The default: no link."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release sessions and other resources."""

@@ -28,7 +28,10 @@ def syncd_register_connectors(registry: ConnectorRegistry) -> None:
     :param registry: the connector registry; ``add`` raises ``PluginError`` when a
         connector name is already taken, naming both plugins.
     A connector may also implement the optional ``read_gates()`` / ``apply_gate(change)``
-    (``syncd.connector``) for ``syncd drift``/``plan``/``apply`` (docs/plugins.md).
+    (``syncd.connector``) for ``syncd drift``/``plan``/``apply`` (docs/plugins.md), and
+    the classmethod ``deal_url(settings, deal_id) -> str | None``: the deal's card in the
+    CRM's web app, built from the connection settings only (no request, no secret); the
+    dashboard links each deal to it (docs/dashboard.md). Default: ``None`` (no link).
     Return nothing.
     """
 

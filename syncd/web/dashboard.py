@@ -6,6 +6,12 @@ Routes (all GET):
 - ``/dashboard/<tenant>`` the tenant's page (``syncd.report_html``: same as
   ``syncd report TENANT --format html``), refreshed by the browser every 5 minutes
 - ``/dashboard/<tenant>.json`` the report JSON the page is drawn from
+- ``/dashboard/<tenant>/deals`` every open violation deal by deal (``syncd.deal_list``),
+  filtered and sorted by the query string; every count on the tenant's page links here
+- ``/dashboard/static/<name>`` the vendored chart library and the page's chart script
+
+Pages speak the tenant's language (``language:``) unless ``?lang=ru|en`` says otherwise
+(``syncd.web.templating``).
 
 Access (``syncd.web.access``): the consultancy's admin token (``http.auth_token``, or a
 ``syncd tokens create --admin`` token) sees every tenant; a tenant token (``syncd tokens
@@ -22,7 +28,6 @@ loaded from the settings), ``auth_token``, ``http_host`` (else ``settings.daemon
 
 from __future__ import annotations
 
-import html
 import ipaddress
 import json
 import threading
@@ -34,18 +39,33 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
-from syncd import store
+from syncd import deal_list, store
 from syncd.config import load_tenant
 from syncd.errors import ConfigError, ConfigProblem
+from syncd.i18n import N_, translator
 from syncd.report import build_report
-from syncd.report_html import CSS, render_html
+from syncd.report_html import render_html
 from syncd.secrets import redact
+from syncd.web import templating
 from syncd.web.access import Access, Gate
 from syncd.web.app import WebApp, WebContext
 
 REFRESH_SECONDS = 300
 CACHE_SECONDS = 30.0
 REALM = 'Basic realm="syncd dashboard", charset="UTF-8"'
+#: Served pages may load scripts and styles from this server only (no CDN, works offline).
+CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'self' "
+       "'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'")
+STATIC_FILES = {
+    "chart.umd.min.js": (templating.TEMPLATES / "vendor" / "chart.umd.min.js", "text/javascript"),
+}
+HEALTH_TITLES = {"ok": N_("ok"), "failed": N_("failed"), "interrupted": N_("interrupted"),
+                 "stale": N_("stale"), "none": N_("never synced")}
+FILTER_FIELDS = (("owner", N_("Manager")), ("team", N_("Team")), ("pipeline", N_("Pipeline")),
+                 ("rule", N_("Rule")), ("stage", N_("Stage")))
+COLUMNS = (("deal", N_("Deal")), ("owner", N_("Owner")), ("team", N_("Team")),
+           ("pipeline", N_("Pipeline")), ("rule", N_("Rule")), ("stage", N_("Stage")),
+           ("since", N_("Since")), ("why", N_("Why")))
 
 
 def is_loopback(host: str) -> bool:
@@ -131,10 +151,17 @@ class Dashboard:
         return data
 
     # -- pages ---------------------------------------------------------------------------------
+    def html(self, body: str) -> Response:
+        return Response(body, mimetype="text/html", headers={
+            "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer", "Cache-Control": "private, no-store"})
+
     def index(self, request: Request) -> Response:
         access = self.access(request)
         if access is None:
             return self._denied()
+        lang, _ = templating.request_language(request, None)
+        t = translator(lang, templating.DOMAIN)
         now = datetime.now(UTC)
         rows = []
         with self.context.db.session() as session:
@@ -146,27 +173,59 @@ class Dashboard:
                 run = ({"status": runs[0].status, "finished_at": runs[0].finished_at,
                         "error": runs[0].error} if runs else None)
                 interval = getattr(self._tenants.get(key), "interval_minutes", 15)
-                rows.append((key, run, health(run, interval, now),
-                             held.get(row.id, "") if row else ""))
-        root = html.escape(request.script_root)
-        body = "".join(
-            f'<tr data-tenant="{html.escape(key)}"><td><a href="{root}/dashboard/'
-            f'{html.escape(key)}">'
-            f"{html.escape(key)}</a></td><td><span class=\"badge {state}\">{state}</span></td>"
-            f"<td>{html.escape(_when(run))}</td>"
-            f"<td class=\"neg\" data-k=\"held-back\">{html.escape(problems)}</td>"
-            f"<td class=\"neg\">{html.escape(redact((run or {}).get('error') or ''))}</td></tr>"
-            for key, run, state, problems in rows)
-        page = (
-            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">"
-            f"<title>syncd dashboard</title><style>{CSS}</style></head><body>"
-            "<header><h1>syncd</h1><div class=\"meta\">tenants, last sync and health</div>"
-            "</header><main><section class=\"wide\"><table><thead><tr><th>tenant</th>"
-            f"<th>health</th><th>last sync</th><th>held back</th><th>error</th></tr></thead>"
-            f"<tbody>{body}"
-            "</tbody></table></section></main></body></html>")
-        return Response(page, mimetype="text/html")
+                rows.append({"key": key, "state": health(run, interval, now),
+                             "when": _when(run, t), "held": held.get(row.id, "") if row else "",
+                             "error": redact((run or {}).get("error") or "")})
+        return self.html(templating.render(
+            "index.html", request, lang, rows=rows, refresh=REFRESH_SECONDS,
+            health_titles={k: t.gettext(v) for k, v in HEALTH_TITLES.items()}))
+
+    def language(self, request: Request, key: str) -> tuple[str, bool]:
+        return templating.request_language(request, self.tenant(key).config.language)
+
+    def deals(self, request: Request, tenant: str) -> Response:
+        """Every open violation of ``tenant``, filtered and sorted by the query string."""
+        access = self.access(request)
+        if access is None:
+            return self._denied()
+        loaded = self.tenant_for(access, tenant)
+        lang, override = self.language(request, tenant)
+        t = translator(lang, templating.DOMAIN)
+        report = self.report(tenant)
+        violations = report.get("violations") or []
+        with self.context.db.session() as session:
+            tenant_id = store.ensure_tenant(session, loaded.key, loaded.config.plugin)
+            where = deal_list.directory(session, loaded, tenant_id,
+                                        (str(v.get("deal_id")) for v in violations
+                                         if v.get("deal_id")))
+        every = deal_list.rows(violations, where, loaded.book, lang)
+        filters = deal_list.Filters.from_args(request.args)
+        shown = deal_list.select_rows(every, filters)
+        keep_lang = {"lang": lang} if override else {}
+
+        def sort_query(key: str) -> str:
+            flip = "desc" if filters.sort == key and filters.dir == "asc" else "asc"
+            return filters.query(sort=key, dir=flip) + (f"&lang={lang}" if override else "")
+
+        return self.html(templating.render(
+            "deals.html", request, lang, tenant=tenant, rows=shown, total=len(every),
+            deal_count=len({r.deal_id for r in shown if r.deal_id}), filters=filters,
+            fvals={f: getattr(filters, f) for f, _ in FILTER_FIELDS},
+            choices=deal_list.choices(every), sorts=deal_list.SORTS,
+            filter_fields=[(k, t.gettext(v)) for k, v in FILTER_FIELDS],
+            columns=[(k, t.gettext(v)) for k, v in COLUMNS], sort_query=sort_query,
+            lang_override=override, lang_only=f"lang={lang}" if keep_lang else "",
+            lang_suffix=f"?lang={lang}" if override else "",
+            notes=report.get("notes") or []))
+
+    def static(self, request: Request, name: str) -> Response:
+        """The vendored chart library and the chart script (no CDN: works offline)."""
+        if name not in STATIC_FILES:
+            raise NotFound(name)
+        path, mimetype = STATIC_FILES[name]
+        return Response(path.read_bytes(), mimetype=mimetype,
+                        headers={"Cache-Control": "public, max-age=86400",
+                                 "X-Content-Type-Options": "nosniff"})
 
     def page(self, request: Request, tenant: str) -> Response:
         access = self.access(request)
@@ -200,10 +259,10 @@ def held_back(session: Session) -> dict[int, str]:
     return out
 
 
-def _when(run: dict[str, Any] | None) -> str:
+def _when(run: dict[str, Any] | None, t: Any) -> str:
     if not run or run.get("finished_at") is None:
-        return "never" if not run else "running"
-    return str(run["finished_at"].isoformat(timespec="minutes"))
+        return t.gettext("never") if not run else t.gettext("running")
+    return str(t.datetime(run["finished_at"], "short"))
 
 
 def register(app: WebApp, context: WebContext) -> None:
@@ -215,6 +274,8 @@ def register(app: WebApp, context: WebContext) -> None:
                   str(settings.file) if settings is not None else "http")
     dashboard = Dashboard(context)
     app.route("/dashboard", endpoint="dashboard.index")(dashboard.index)
+    app.route("/dashboard/static/<name>", endpoint="dashboard.static")(dashboard.static)
+    app.route("/dashboard/<tenant>/deals", endpoint="dashboard.deals")(dashboard.deals)
     app.route("/dashboard/<tenant>.json", endpoint="dashboard.data")(dashboard.data)
     app.route("/dashboard/<tenant>", endpoint="dashboard.page")(dashboard.page)
 

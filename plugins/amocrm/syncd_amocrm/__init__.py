@@ -32,11 +32,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import requests
 
 from syncd.connector import (
     STANDARD_STREAMS,
+    ConnectionSettings,
     Connector,
     GateChange,
     Gates,
@@ -88,6 +90,11 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
 
     name: ClassVar[str] = "amocrm"
     settings_model: ClassVar[type[AmoCRMSettings]] = AmoCRMSettings
+
+    @classmethod
+    def deal_url(cls, settings: ConnectionSettings, deal_id: str) -> str | None:
+        """The lead's card: ``https://SUBDOMAIN.amocrm.ru/leads/detail/<id>``."""
+        return f"{settings.base_url.rstrip('/')}/leads/detail/{quote(str(deal_id), safe='')}"
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
 
     def __init__(

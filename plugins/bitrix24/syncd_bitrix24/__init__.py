@@ -27,11 +27,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import requests
 
-from syncd.connector import Connector, Gates, Inspection, PullContext, StageGate, WebhookHint
+from syncd.connector import (
+    ConnectionSettings,
+    Connector,
+    Gates,
+    Inspection,
+    PullContext,
+    StageGate,
+    WebhookHint,
+)
 from syncd.errors import BadPayloadError
 from syncd.records import Page, Record
 from syncd.store.budget import budget_key
@@ -89,6 +97,11 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
 
     name: ClassVar[str] = "bitrix24"
     settings_model: ClassVar[type[Bitrix24Settings]] = Bitrix24Settings
+
+    @classmethod
+    def deal_url(cls, settings: ConnectionSettings, deal_id: str) -> str | None:
+        """The deal's card on the portal: ``https://PORTAL/crm/deal/details/<id>/``."""
+        return f"{settings.base_url.rstrip('/')}/crm/deal/details/{quote(str(deal_id), safe='')}/"
     streams: ClassVar[tuple[str, ...]] = STREAMS
     task_batch_size: ClassVar[int] = MAX_BATCH
 

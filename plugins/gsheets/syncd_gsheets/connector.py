@@ -23,7 +23,14 @@ from typing import Any, ClassVar
 
 import requests
 
-from syncd.connector import STANDARD_STREAMS, Connector, FieldSpec, Inspection, PullContext
+from syncd.connector import (
+    STANDARD_STREAMS,
+    ConnectionSettings,
+    Connector,
+    FieldSpec,
+    Inspection,
+    PullContext,
+)
 from syncd.errors import SyncdError
 from syncd.records import Page
 from syncd.store.budget import budget_key
@@ -188,6 +195,12 @@ class GSheetsConnector(TabularConnector):
     name: ClassVar[str] = "gsheets"
     settings_model: ClassVar[type[GSheetsSettings]] = GSheetsSettings
     settings: GSheetsSettings
+
+    @classmethod
+    def deal_url(cls, settings: ConnectionSettings, deal_id: str) -> str | None:
+        """The spreadsheet itself (a row has no address of its own that survives sorting)."""
+        sheet = getattr(settings, "spreadsheet_id", None)
+        return f"https://docs.google.com/spreadsheets/d/{sheet}/edit" if sheet else None
 
     def __init__(self, settings: GSheetsSettings, *, tenant: str,
                  sleep: Callable[[float], None] = time.sleep,

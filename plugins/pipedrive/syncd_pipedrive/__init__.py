@@ -25,11 +25,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import requests
 
 from syncd.connector import (
     STANDARD_STREAMS,
+    ConnectionSettings,
     GateChange,
     Gates,
     Inspection,
@@ -74,6 +76,11 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
 
     name: ClassVar[str] = "pipedrive"
     settings_model: ClassVar[type[PipedriveSettings]] = PipedriveSettings
+
+    @classmethod
+    def deal_url(cls, settings: ConnectionSettings, deal_id: str) -> str | None:
+        """The deal's card in the web app: ``https://COMPANY.pipedrive.com/deal/<id>``."""
+        return f"{settings.base_url.rstrip('/')}/deal/{quote(str(deal_id), safe='')}"
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
 
     def __init__(

@@ -1,0 +1,245 @@
+"""The deals behind the numbers: every open violation as a row a sales head can act on.
+
+Each row names the deal (linked to its card in the client's CRM through the connector's
+``deal_url``), its owner and the owner's team, the pipeline, the rule by its title, the
+stage by its title, since when, and the explanation. ``Filters`` reads and writes the
+query string (``?owner=7&rule=stalled&period=2026-11&sort=since``), so every number on
+the dashboard can link to exactly the rows it counts, and a filtered list is a link too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import select
+
+from syncd.render import rule_title
+from syncd.store.models import DealRow, PipelineRow
+
+#: Columns a list can be sorted by (``?sort=``), each with ``?dir=asc|desc``.
+SORTS = ("since", "deal", "owner", "team", "pipeline", "rule", "stage")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the list shows. Empty fields filter nothing; ``period`` is a month
+    (``YYYY-MM``) or a day range ``since``..``until`` (``YYYY-MM-DD``), on the day the
+    violation was opened."""
+
+    owner: str = ""
+    team: str = ""
+    pipeline: str = ""
+    rule: str = ""
+    stage: str = ""
+    period: str = ""
+    since: str = ""
+    until: str = ""
+    sort: str = "since"
+    dir: str = "asc"
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> Filters:
+        """From a query string; unknown values of ``sort``/``dir`` fall back to the default,
+        malformed dates are dropped (a hand-edited link still shows a list)."""
+        values = {f.name: str(args.get(f.name) or "").strip()[:200] for f in fields(cls)}
+        if values["sort"] not in SORTS:
+            values["sort"] = "since"
+        if values["dir"] not in ("asc", "desc"):
+            values["dir"] = "asc"
+        for key in ("since", "until"):
+            if values[key] and _day(values[key]) is None:
+                values[key] = ""
+        if values["period"] and _month(values["period"]) is None:
+            values["period"] = ""
+        return cls(**values)
+
+    def query(self, **changes: str) -> str:
+        """This filter set (with ``changes``) as a query string: only what is set."""
+        merged = replace(self, **changes)
+        defaults = Filters()
+        pairs = [(f.name, getattr(merged, f.name)) for f in fields(merged)
+                 if getattr(merged, f.name) and getattr(merged, f.name) != getattr(defaults,
+                                                                                   f.name)]
+        return urlencode(pairs)
+
+    def active(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in
+                ("owner", "team", "pipeline", "rule", "stage", "period", "since", "until")
+                if getattr(self, name)}
+
+    def window(self) -> tuple[date | None, date | None]:
+        """The days a violation's opening must fall in (inclusive)."""
+        start, end = _day(self.since), _day(self.until)
+        month = _month(self.period)
+        if month is not None:
+            first = month
+            last = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+            start = max(filter(None, (start, first)))
+            end = min(filter(None, (end, date.fromordinal(last.toordinal() - 1))))
+        return start, end
+
+
+@dataclass(frozen=True)
+class Row:
+    deal_id: str
+    deal_title: str
+    deal_url: str | None
+    owner_id: str
+    owner: str
+    team_id: str
+    team: str
+    pipeline_id: str
+    pipeline: str
+    rule: str
+    rule_title: str
+    stage_key: str
+    stage: str
+    stage_order: int
+    since: date | None
+    explanation: str
+
+
+@dataclass
+class Directory:
+    """Names and links the rows need, read once per list from the store and config."""
+
+    users: dict[str, str]
+    teams: dict[str, str]  # member id -> manager id (a manager is in their own team)
+    pipelines: dict[str, str]  # id -> name
+    deal_pipelines: dict[str, str]  # deal id -> pipeline id
+    deal_url: Any  # (deal_id) -> str | None
+
+
+def directory(session: Any, tenant: Any, tenant_id: int, deal_ids: Iterable[str]) -> Directory:
+    """Owner names, teams, pipelines and the CRM link maker for ``tenant``."""
+    from syncd.kpi import load as kpi_load
+    from syncd.scoring import people as people_karma
+
+    users = kpi_load.people(session, tenant_id)
+    managed, _ = people_karma.resolve_teams(tenant.config.mapping.teams, users)
+    teams = {member: manager for manager, members in managed.items() for member in members}
+    teams.update({manager: manager for manager in managed})
+    wanted = sorted(set(deal_ids))
+    deal_pipelines: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        deal_pipelines.update({
+            row.external_id: row.pipeline_external_id or "" for row in session.execute(
+                select(DealRow.external_id, DealRow.pipeline_external_id).where(
+                    DealRow.tenant_id == tenant_id, DealRow.external_id.in_(chunk)))})
+    pipelines = {row.external_id: row.name for row in session.execute(
+        select(PipelineRow.external_id, PipelineRow.name).where(
+            PipelineRow.tenant_id == tenant_id))}
+    connector, settings = tenant.connector_class, tenant.settings
+
+    def deal_url(deal_id: str) -> str | None:
+        try:
+            return connector.deal_url(settings, deal_id)
+        except Exception:  # a plugin's bug must not take the list down
+            return None
+
+    return Directory({u.user_id: u.name for u in users}, teams, pipelines, deal_pipelines,
+                     deal_url)
+
+
+def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: Any,
+         language: str) -> list[Row]:
+    """One row per open violation of the report (``report["violations"]``)."""
+    order = {stage.key: index for index, stage in enumerate(book.stages)}
+    out = []
+    for v in violations:
+        deal_id = str(v.get("deal_id") or "")
+        owner = str(v.get("owner_id") or "")
+        team = where.teams.get(owner, "")
+        pipeline = where.deal_pipelines.get(deal_id, "")
+        stage_key = str(v.get("stage_key") or "")
+        stage = book.stage(stage_key) if stage_key and book.has_stage(stage_key) else None
+        out.append(Row(
+            deal_id=deal_id, deal_title=str(v.get("deal_title") or deal_id),
+            deal_url=where.deal_url(deal_id) if deal_id else None,
+            owner_id=owner, owner=where.users.get(owner, owner),
+            team_id=team, team=where.users.get(team, team),
+            pipeline_id=pipeline, pipeline=where.pipelines.get(pipeline, pipeline),
+            rule=str(v["rule"]), rule_title=rule_title(str(v["rule"]), language),
+            stage_key=stage_key,
+            stage=stage.title_in(language) if stage else str(v.get("crm_stage") or stage_key),
+            stage_order=order.get(stage_key, len(order)),
+            since=_opened(v.get("opened_at")), explanation=str(v.get("explanation") or "")))
+    return out
+
+
+def select_rows(all_rows: Iterable[Row], filters: Filters) -> list[Row]:
+    """The rows ``filters`` keeps, in its order."""
+    start, end = filters.window()
+    kept = [
+        r for r in all_rows
+        if (not filters.owner or r.owner_id == filters.owner)
+        and (not filters.team or r.team_id == filters.team)
+        and (not filters.pipeline or r.pipeline_id == filters.pipeline)
+        and (not filters.rule or r.rule == filters.rule)
+        and (not filters.stage or r.stage_key == filters.stage)
+        and (start is None or (r.since is not None and r.since >= start))
+        and (end is None or (r.since is not None and r.since <= end))
+    ]
+    key = {
+        "since": lambda r: (r.since or date.max, r.deal_title.casefold()),
+        "deal": lambda r: (r.deal_title.casefold(), r.deal_id),
+        "owner": lambda r: (r.owner.casefold(), r.since or date.max),
+        "team": lambda r: (r.team.casefold(), r.owner.casefold()),
+        "pipeline": lambda r: (r.pipeline.casefold(), r.stage_order),
+        "rule": lambda r: (r.rule_title.casefold(), r.since or date.max),
+        "stage": lambda r: (r.stage_order, r.stage.casefold(), r.since or date.max),
+    }[filters.sort]
+    return sorted(kept, key=key, reverse=filters.dir == "desc")
+
+
+def choices(all_rows: Iterable[Row]) -> dict[str, list[tuple[str, str]]]:
+    """The values each filter can take (value, label), from the rows themselves."""
+    found: dict[str, dict[str, str]] = {k: {} for k in ("owner", "team", "pipeline", "rule",
+                                                         "stage")}
+    order: dict[str, int] = {}
+    for r in all_rows:
+        if r.owner_id:
+            found["owner"][r.owner_id] = r.owner
+        if r.team_id:
+            found["team"][r.team_id] = r.team
+        if r.pipeline_id:
+            found["pipeline"][r.pipeline_id] = r.pipeline
+        found["rule"][r.rule] = r.rule_title
+        if r.stage_key:
+            found["stage"][r.stage_key] = r.stage
+            order[r.stage_key] = r.stage_order
+    out = {k: sorted(v.items(), key=lambda item: item[1].casefold()) for k, v in found.items()}
+    out["stage"] = sorted(found["stage"].items(), key=lambda item: order[item[0]])
+    return out
+
+
+def _opened(value: Any) -> date | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value)).date()
+    except ValueError:
+        return None
+
+
+def _day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _month(text: str) -> date | None:
+    try:
+        return date.fromisoformat(f"{text}-01") if len(text) == 7 else None
+    except ValueError:
+        return None
+
+
+__all__ = ["SORTS", "Directory", "Filters", "Row", "choices", "directory", "rows",
+           "select_rows"]
