@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 
 @dataclass
@@ -73,6 +73,13 @@ MAINTENANCE_PAGE = (b"<!DOCTYPE html><html><head><title>Technical works</title><
                     b"<h1>\xd0\xa2\xd0\xb5\xd1\x85\xd0\xbd\xd0\xb8\xd1\x87\xd0\xb5"
                     b"\xd1\x81\xd0\xba\xd0\xb8\xd0\xb5 \xd1\x80\xd0\xb0\xd0\xb1\xd0"
                     b"\xbe\xd1\x82\xd1\x8b</h1><p>We will be back soon.</p></body></html>")
+
+
+class Replier(Protocol):
+    """What the weather needs of a request handler: a way to send raw bytes."""
+
+    def reply_raw(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ class Weather:
                 self.landed_then_failed += 1
             return Forecast(kind, after)
 
-    def answer_instead(self, handler: FakeHandler, forecast: Forecast) -> None:
+    def answer_instead(self, handler: Replier, forecast: Forecast) -> None:
         """Answer a request that was *not* processed (a proxy or maintenance answer)."""
         kind = forecast.kind
         if kind == "502":
@@ -146,7 +153,7 @@ class Weather:
             message = f"weather kind {kind!r} needs the real answer"
             raise ValueError(message)
 
-    def spoil(self, handler: FakeHandler, forecast: Forecast, status: int, body: bytes,
+    def spoil(self, handler: Replier, forecast: Forecast, status: int, body: bytes,
               content_type: str, headers: dict[str, str] | None = None) -> None:
         """Answer a request that *was* processed: a 502 page, or its real body cut short
         (with a matching Content-Length, as a proxy that lost the upstream mid-body)."""
@@ -185,6 +192,8 @@ class FakeHTTPServer:
             message = "the fake server is not started"
             raise RuntimeError(message)
         host, port = self._server.server_address[:2]
+        if isinstance(host, bytes):  # only an AF_UNIX server has a bytes address
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def stop(self) -> None:

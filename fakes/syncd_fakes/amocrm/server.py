@@ -40,7 +40,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -318,8 +318,8 @@ class FakeAmoCRM(FakeHTTPServer):
             return
         forecast = (self.weather.draw(method, request.path, write=method != "GET")
                     if self.weather is not None else None)
-        if forecast is not None and not forecast.after:
-            self.weather.answer_instead(handler, forecast)  # type: ignore[union-attr]
+        if self.weather is not None and forecast is not None and not forecast.after:
+            self.weather.answer_instead(handler, forecast)
             return
         fault = self._fault_for(request)
         if fault is not None and fault.kind != "block":
@@ -481,7 +481,8 @@ class FakeAmoCRM(FakeHTTPServer):
             raise Problem(405, f"Method {request.method} not allowed")
         raise Problem(404, f"Unknown path {request.path}")
 
-    def _page(self, request: Request, key: str, rows: Iterator[dict[str, Any]] | list[Any],
+    def _page(self, request: Request, key: str,
+              rows: Iterator[dict[str, Any]] | list[Any] | _Lazy,
               max_limit: int = MAX_LIMIT) -> tuple[int, Any]:
         limit = _int(request.one("limit", "50"), "limit")
         page = _int(request.one("page", "1"), "page")
@@ -490,13 +491,14 @@ class FakeAmoCRM(FakeHTTPServer):
         if page < 1:
             raise Problem(400, "page must be positive")
         skip = (page - 1) * limit
-        if hasattr(rows, "__getitem__") and hasattr(rows, "__len__"):
-            chosen = list(rows[skip: skip + limit])  # type: ignore[index]
-            more = skip + limit < len(rows)  # type: ignore[arg-type]
-            rows = iter(())
+        rest: Iterator[dict[str, Any]]
+        if isinstance(rows, list | _Lazy):  # sliceable: only the page is built
+            chosen = list(rows[skip: skip + limit])
+            more = skip + limit < len(rows)
+            rest = iter(())
         else:
-            chosen, more = [], False
-        for position, row in enumerate(rows):
+            chosen, more, rest = [], False, rows
+        for position, row in enumerate(rest):
             if position < skip:
                 continue
             if len(chosen) == limit:
@@ -631,12 +633,13 @@ class FakeAmoCRM(FakeHTTPServer):
                 if direction != "asc":
                     raise Problem(400, "only ascending order is supported by the fake")
                 order = "updated_at" if name == "updated_at" else "id"
+        found: Iterable[dict[str, Any]]
         if ids:
             wanted = sorted({_int(i, "filter[id]") for i in ids})
-            rows: Any = [r for i in wanted if (r := collection.get(i)) and not r.get("_gone")]
+            found = [r for i in wanted if (r := collection.get(i)) and not r.get("_gone")]
         else:
-            rows = collection.walk(order, since, until)
-        return self._page(request, entity, (self._shape(entity, r, with_) for r in rows))
+            found = collection.walk(order, since, until)
+        return self._page(request, entity, (self._shape(entity, r, with_) for r in found))
 
     def _shape(self, entity: str, record: dict[str, Any], with_: set[str]) -> dict[str, Any]:
         out = dict(record)

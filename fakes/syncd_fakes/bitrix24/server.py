@@ -128,6 +128,8 @@ def _compare(key: str, actual: Any, wanted: Any) -> tuple[Any, Any]:
 def matches(row: dict[str, Any], filters: dict[str, Any]) -> bool:
     for raw_key, wanted in filters.items():
         match = re.match(r"^(>=|<=|!@|>|<|@|!|=)?(.*)$", raw_key)
+        if match is None:  # a key with a line break
+            raise ApiProblem(400, "INVALID_FILTER", f"filter {raw_key!r}")
         op, key = (match.group(1) or "="), match.group(2)
         actual = row.get(key)
         if op in {"@", "!@"}:
@@ -294,8 +296,8 @@ class FakeBitrix24(FakeHTTPServer):
             return
         forecast = self._forecast(verb, method, write=not all(
             m.endswith(_READ_SUFFIXES) for m in commands or [method]))
-        if forecast is not None and not forecast.after:
-            self.weather.answer_instead(handler, forecast)  # type: ignore[union-attr]
+        if self.weather is not None and forecast is not None and not forecast.after:
+            self.weather.answer_instead(handler, forecast)
             return
         fault = self._fault(commands or [method])
         inner_fail = None
@@ -391,8 +393,8 @@ class FakeBitrix24(FakeHTTPServer):
     def _handle_oauth(self, handler: _Handler, verb: str, path: str, query: str,
                       raw: bytes) -> None:
         forecast = self._forecast(verb, path, write=True)
-        if forecast is not None and not forecast.after:
-            self.weather.answer_instead(handler, forecast)  # type: ignore[union-attr]
+        if self.weather is not None and forecast is not None and not forecast.after:
+            self.weather.answer_instead(handler, forecast)
             return
         status, payload = self._oauth({**dict(parse_qsl(query)), **dict(parse_qsl(raw.decode()))})
         handler.reply(status, payload, None, forecast, self.weather)
@@ -563,9 +565,9 @@ class FakeBitrix24(FakeHTTPServer):
                     descending: bool) -> Iterator[int]:
         owner = filters.get("OWNER_ID")
         if owner is not None and table.by_owner is not None:
-            ids = set(table.by_owner(int(owner))) | {
+            owned = set(table.by_owner(int(owner))) | {
                 i for i, r in table.rows.items() if str(r.get("OWNER_ID")) == str(owner)}
-            yield from sorted(ids, reverse=descending)
+            yield from sorted(owned, reverse=descending)
             return
         after = filters.get(">ID")
         if isinstance(after, str) and after.startswith("$result["):

@@ -517,7 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
                                       path.endswith(":batchGet"))
                          if weather is not None else None)
         if weather is not None and self.forecast is not None and not self.forecast.after:
-            weather.answer_instead(self, self.forecast)  # type: ignore[arg-type]
+            weather.answer_instead(self, self.forecast)
             return
         try:
             if path == "/token" and method == "POST":

@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from syncd_fakes.http import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
@@ -306,8 +306,8 @@ class FakePipedrive(FakeHTTPServer):
             return
         forecast = (self.weather.draw(method, path, write=method != "GET")
                     if self.weather is not None else None)
-        if forecast is not None and not forecast.after:
-            self.weather.answer_instead(handler, forecast)  # type: ignore[union-attr]
+        if self.weather is not None and forecast is not None and not forecast.after:
+            self.weather.answer_instead(handler, forecast)
             return
         fault = self._fault_for(request)
         if fault is not None and fault.kind != "block":
@@ -490,8 +490,9 @@ class FakePipedrive(FakeHTTPServer):
     #: "Update stage details", PATCH /api/v2/stages/{id}: every body field optional;
     #: rotting is ``is_deal_rot_enabled`` (boolean) and ``days_to_rotten`` (integer, applies
     #: only when rotting is enabled). https://developers.pipedrive.com/docs/api/v1/Stages#updateStage
-    _STAGE_FIELDS = {"name": str, "pipeline_id": int, "deal_probability": int,
-                     "is_deal_rot_enabled": bool, "days_to_rotten": (int, type(None))}
+    _STAGE_FIELDS: ClassVar[dict[str, type | tuple[type, ...]]] = {
+        "name": str, "pipeline_id": int, "deal_probability": int,
+        "is_deal_rot_enabled": bool, "days_to_rotten": (int, type(None))}
 
     def _do_patch_stage(self, request: Request, stage_id: str) -> tuple[int, Any]:
         stage = next((s for s in self.dataset.stages if s["id"] == int(stage_id)), None)
