@@ -31,6 +31,7 @@ from syncd.daemon import Runner, TenantOutcome, config_outcome, log_broken
 from syncd.display import print_people_and_kpis, print_report, print_summary, pull_progress
 from syncd.errors import ConfigError, PluginError, SyncdError
 from syncd.fieldcheck import offline_problems
+from syncd.i18n import LANGUAGES, translator
 from syncd.logs import setup_logging
 from syncd.onboarding.todos import todo_problems
 from syncd.plugins import Plugins, make_plugin_manager
@@ -159,6 +160,12 @@ def parse_as_of(text: str | None, tz: ZoneInfo) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=tz)
 
 
+#: ``--lang``: the language of what a command prints, for this run (docs/i18n.md).
+LANG_OPTION = click.option(
+    "--lang", type=click.Choice(LANGUAGES), default=None,
+    help="Language of the output [default: the tenant's `language`].")
+
+
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_context
@@ -262,7 +269,7 @@ def sync(obj: Context, tenants: tuple[str, ...], full: bool, as_of: str | None,
             outcome = runner.run_tenant(tenant, options)
         outcomes.append(outcome)
         if fmt == "table":
-            _print_outcome(outcome)
+            _print_outcome(outcome, tenant.config.language)
     if fmt == "json":
         out.print_json(json.dumps([_outcome_dict(o) for o in outcomes]))
     sys.exit(exit_code_for(outcomes, named=bool(tenants)))
@@ -275,7 +282,7 @@ def _outcome_dict(outcome: TenantOutcome) -> dict[str, Any]:
             "summary": outcome.summary.as_dict() if outcome.summary else None}
 
 
-def _print_outcome(outcome: TenantOutcome) -> None:
+def _print_outcome(outcome: TenantOutcome, language: str = "en") -> None:
     if outcome.config_error:
         err.print(f"[red]{outcome.tenant}: skipped, its tenant file does not load:[/]",
                   highlight=False)
@@ -286,7 +293,7 @@ def _print_outcome(outcome: TenantOutcome) -> None:
         err.print(f"[red]{outcome.tenant}: failed:[/] {outcome.error}", highlight=False)
         return
     assert outcome.summary is not None
-    print_summary(out, outcome.summary.as_dict())
+    print_summary(out, outcome.summary.as_dict(), language)
     if outcome.report:
         out.print(f"report: {outcome.report}")
 
@@ -339,16 +346,17 @@ def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None, log_form
 @click.option("--onboarding/--no-onboarding", default=None,
               help="Open with the first-audit summary [default: when the tenant has at most "
               "one finished pass].")
+@LANG_OPTION
 @pass_context
 @handle_errors
 def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str | None,
-           benchmark: bool, onboarding: bool | None) -> None:
+           benchmark: bool, onboarding: bool | None, lang: str | None) -> None:
     """Violations, karma, people, KPIs and the contact matrix of one tenant (from the store)."""
     from syncd.onboarding import summary
 
     loaded = obj.tenants([tenant], offline=True)[0]
     database = obj.database()
-    data = build_report(database, loaded, as_of=parse_as_of(as_of, loaded.tz))
+    data = build_report(database, loaded, as_of=parse_as_of(as_of, loaded.tz), language=lang)
     if onboarding or (onboarding is None and summary.is_new(database, loaded)):
         data["onboarding"] = summary.onboarding_summary(database, loaded, data)
     if benchmark:
@@ -401,10 +409,11 @@ def _benchmark(obj: Context, database: store.Database, tenant: Tenant) -> dict[s
 @click.option("--user", "user_id", help="Explain a user's (and their team's) karma.")
 @click.option("--period", help="Only this month (YYYY-MM), with --user.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@LANG_OPTION
 @pass_context
 @handle_errors
 def explain(obj: Context, tenant: str, company_id: str | None, user_id: str | None,
-            period: str | None, fmt: str) -> None:
+            period: str | None, fmt: str, lang: str | None) -> None:
     """Why a company or a person has their karma: every ledger line and its source record."""
     from syncd.report import explain_company, explain_user
 
@@ -420,33 +429,42 @@ def explain(obj: Context, tenant: str, company_id: str | None, user_id: str | No
     if fmt == "json":
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
         return
-    _print_explanation(data)
+    _print_explanation(data, lang or loaded.config.language)
 
 
-def _print_explanation(data: dict[str, Any]) -> None:
+def _print_explanation(data: dict[str, Any], language: str = "en") -> None:
+    t = translator(language, "cli")
+
     def line_text(line: dict[str, Any]) -> str:
-        return (f"  {line['criterion']:<14}{line['quantity']:>14,.2f} x {line['weight']:>9g}"
-                f" = {line['amount']:>12,.2f}   {line['source_type']} {line['source_id']}")
+        quantity, amount = t.number(line["quantity"], 2), t.number(line["amount"], 2)
+        return (f"  {line['criterion']:<14}{quantity:>14} x {line['weight']:>9g}"
+                f" = {amount:>12}   {line['source_type']} {line['source_id']}")
 
     if "company_id" in data:
-        out.print(f"[bold]{data['company'] or data['company_id']}[/] ({data['company_id']}): "
-                  f"client karma {data['karma']:,.2f} = the sum of {len(data['lines'])} "
-                  "line(s)", highlight=False)
+        out.print(t.ngettext(
+            "[bold]{name}[/] ({id}): client karma {karma} = the sum of {n} line",
+            "[bold]{name}[/] ({id}): client karma {karma} = the sum of {n} lines",
+            len(data["lines"])).format(name=data["company"] or data["company_id"],
+                                       id=data["company_id"], karma=t.number(data["karma"], 2),
+                                       n=len(data["lines"])), highlight=False)
         for line in data["lines"]:
             out.print(line_text(line), highlight=False)
         return
     out.print(f"[bold]{data['name'] or data['user_id']}[/] ({data['user_id']})", highlight=False)
     if not data["periods"]:
-        out.print("  no employee karma lines")
+        out.print("  " + t.gettext("no employee karma lines"))
     for period in data["periods"]:
-        out.print(f" {period['period']}: karma {period['karma']:,.2f}, bonus "
-                  f"{period['bonus']:,.2f} (rate {data['bonus_rate']:g})", highlight=False)
+        out.print(" " + t.gettext("{period}: karma {karma}, bonus {bonus} (rate {rate})").format(
+            period=period["period"], karma=t.number(period["karma"], 2),
+            bonus=t.number(period["bonus"], 2), rate=f"{data['bonus_rate']:g}"),
+            highlight=False)
         for line in period["lines"]:
             out.print(line_text(line), highlight=False)
     for month in data["manager_karma"]:
-        members = ", ".join(f"{m['name']} {m['karma']:,.2f}" for m in month["members"])
-        out.print(f" manager karma {month['period']}: {month['karma']:,.2f} = mean of "
-                  f"{members}", highlight=False)
+        members = ", ".join(f"{m['name']} {t.number(m['karma'], 2)}" for m in month["members"])
+        out.print(" " + t.gettext("manager karma {period}: {karma} = mean of {members}").format(
+            period=month["period"], karma=t.number(month["karma"], 2), members=members),
+            highlight=False)
 
 
 @main.command()

@@ -11,7 +11,10 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from syncd.i18n import N_, Translator, translator
 from syncd.sync import PassOptions
+
+DOMAIN = "report"
 
 
 @contextmanager
@@ -29,50 +32,78 @@ def pull_progress(tenant: str, options: PassOptions, console: Console) -> Iterat
         yield
 
 
-def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary['tenant']}: pulled", show_header=True)
-    table.add_column("stream")
-    table.add_column("records", justify="right")
-    table.add_column("new/changed", justify="right")
+def print_summary(console: Console, summary: dict[str, Any], language: str = "en") -> None:
+    t = translator(language, DOMAIN)
+    table = Table(title=t.gettext("{tenant}: pulled").format(tenant=summary["tenant"]),
+                  show_header=True)
+    table.add_column(t.gettext("stream"))
+    table.add_column(t.gettext("records"), justify="right")
+    table.add_column(t.gettext("new/changed"), justify="right")
     for stream, count in summary["pulled"].items():
         table.add_row(stream, str(count), str(summary["changed"].get(stream, 0)))
     console.print(table)
-    console.print(
-        f"violations open: {summary['violations_open']} "
-        f"(opened {summary['violations_opened']}, resolved {summary['violations_resolved']}); "
-        f"companies with karma: {summary['companies_with_karma']}; "
-        f"requests: {summary['requests']}; writes: {summary['writes'] or 'none'}")
+    console.print(t.gettext(
+        "violations open: {open} (opened {opened}, resolved {resolved}); companies with "
+        "karma: {companies}; requests: {requests}; writes: {writes}").format(
+        open=summary["violations_open"], opened=summary["violations_opened"],
+        resolved=summary["violations_resolved"], companies=summary["companies_with_karma"],
+        requests=summary["requests"], writes=summary["writes"] or t.gettext("none")),
+        highlight=False)
     for line in summary.get("quarantined") or []:
-        console.print(f"[yellow]quarantined:[/] {escape(line)}")
+        console.print(f"[yellow]{t.gettext('quarantined:')}[/] {escape(line)}")
     for line in summary.get("write_failures") or []:
-        console.print(f"[yellow]write failed:[/] {escape(line)}")
+        console.print(f"[yellow]{t.gettext('write failed:')}[/] {escape(line)}")
+
+
+def report_translator(report: dict[str, Any]) -> Translator:
+    return translator(report.get("language") or "en", DOMAIN)
 
 
 def print_report(console: Console, report: dict[str, Any], limit: int = 25) -> None:
-    console.print(f"[bold]{report['tenant']}[/] ({report['plugin']}, Sales Book "
-                  f"{report['salesbook']}), as of {report['as_of']}")
-    counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
-    console.print(f"records: {counts}")
-    by_rule = Table(title="Open violations by rule")
-    by_rule.add_column("rule")
-    by_rule.add_column("count", justify="right")
+    t = report_translator(report)
+    console.print(t.gettext("[bold]{tenant}[/] ({plugin}, Sales Book {salesbook}), as of "
+                            "{as_of}").format(
+        tenant=escape(report["tenant"]), plugin=report["plugin"],
+        salesbook=escape(report.get("salesbook_title") or report["salesbook"]),
+        as_of=report["as_of"][:16].replace("T", " ")), highlight=False)
+    counts = ", ".join(f"{t.gettext(COUNT_NAMES.get(k, k))} {v}"
+                       for k, v in report["counts"].items())
+    console.print(t.gettext("records: {counts}").format(counts=counts), highlight=False)
+    titles = report.get("rule_titles") or {}
+    by_rule = Table(title=t.gettext("Open violations by rule"))
+    by_rule.add_column(t.gettext("rule"))
+    by_rule.add_column(t.gettext("count"), justify="right")
     for rule, count in report["violations_by_rule"].items():
-        by_rule.add_row(rule, str(count))
+        by_rule.add_row(escape(titles.get(rule, rule)), str(count))
     console.print(by_rule)
-    _violations_table(console, report["violations"], limit)
-    _karma_table(console, report, limit)
-    _bad_records_tables(console, report, limit)
+    _violations_table(console, report, limit, t)
+    _karma_table(console, report, limit, t)
+    _bad_records_tables(console, report, limit, t)
     for note in report["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]{t.gettext('note:')}[/] {escape(note)}", highlight=False)
 
 
-def _bad_records_tables(console: Console, report: dict[str, Any], limit: int) -> None:
+#: The report's record counts as a reader names them.
+COUNT_NAMES = {
+    "users": N_("users"), "pipelines": N_("pipelines"), "stages": N_("stages"),
+    "field_defs": N_("field definitions"), "activity_types": N_("activity types"),
+    "companies": N_("companies"), "contacts": N_("contacts"), "deals": N_("deals"),
+    "activities": N_("activities"), "stage_changes": N_("stage changes"),
+    "violations": N_("open violations"), "karma_lines": N_("karma lines"),
+    "writebacks": N_("CRM writes"), "sync_runs": N_("passes"), "sync_cursors": N_("cursors"),
+    "open_deals": N_("open deals"),
+}
+
+
+def _bad_records_tables(console: Console, report: dict[str, Any], limit: int,
+                        t: Translator) -> None:
     """Quarantined records and rejected writes, when there are any."""
     held = report.get("quarantine") or []
     if held:
-        table = Table(title=f"Quarantined records ({len(held)})")
-        for column in ("stream", "id", "problem", "first seen", "last seen", "tries"):
-            table.add_column(column, overflow="fold")
+        table = Table(title=t.gettext("Quarantined records ({n})").format(n=len(held)))
+        for column in (N_("stream"), N_("id"), N_("problem"), N_("first seen"),
+                       N_("last seen"), N_("tries")):
+            table.add_column(t.gettext(column), overflow="fold")
         for row in held[:limit]:
             table.add_row(*(escape(str(cell)) for cell in (
                 row["stream"], row["external_id"], row["problem"],
@@ -81,9 +112,10 @@ def _bad_records_tables(console: Console, report: dict[str, Any], limit: int) ->
         console.print(table)
     rejected = report.get("write_failures") or []
     if rejected:
-        table = Table(title=f"Rejected CRM writes ({len(rejected)})")
-        for column in ("kind", "record", "field/marker", "CRM's reason", "next try"):
-            table.add_column(column, overflow="fold")
+        table = Table(title=t.gettext("Rejected CRM writes ({n})").format(n=len(rejected)))
+        for column in (N_("kind"), N_("record"), N_("field/marker"), N_("CRM's reason"),
+                       N_("next try")):
+            table.add_column(t.gettext(column), overflow="fold")
         for row in rejected[:limit]:
             table.add_row(*(escape(str(cell)) for cell in (
                 row["kind"], f"{row['entity']} {row['external_id']}", row["field"],
@@ -91,61 +123,82 @@ def _bad_records_tables(console: Console, report: dict[str, Any], limit: int) ->
         console.print(table)
 
 
-def _violations_table(console: Console, violations: list[dict[str, Any]], limit: int) -> None:
-    table = Table(title=f"Violations (first {min(limit, len(violations))} of {len(violations)})")
-    for column in ("deal", "rule", "stage", "action", "explanation"):
-        table.add_column(column, overflow="fold")
+def _violations_table(console: Console, report: dict[str, Any], limit: int,
+                      t: Translator) -> None:
+    violations = report["violations"]
+    rules, stages = report.get("rule_titles") or {}, report.get("stage_titles") or {}
+    actions = report.get("action_titles") or {}
+    table = Table(title=t.gettext("Violations (first {shown} of {total})").format(
+        shown=min(limit, len(violations)), total=len(violations)))
+    for column in (N_("deal"), N_("rule"), N_("stage"), N_("action"), N_("explanation")):
+        table.add_column(t.gettext(column), overflow="fold")
     for row in violations[:limit]:
         deal = f"{row['deal_id']} {row['deal_title'] or ''}".strip() if row["deal_id"] else "—"
-        table.add_row(deal, row["rule"], row["stage_key"] or row["crm_stage"] or "",
-                      row["action_key"] or "", row["explanation"])
+        stage = stages.get(row["stage_key"] or "", row["stage_key"] or row["crm_stage"] or "")
+        table.add_row(*(escape(str(cell)) for cell in (
+            deal, rules.get(row["rule"], row["rule"]), stage,
+            actions.get(row["action_key"] or "", row["action_key"] or ""),
+            row.get("summary") or row["explanation"])))
     console.print(table)
 
 
-def _karma_table(console: Console, report: dict[str, Any], limit: int) -> None:
-    table = Table(title=f"Client karma ({report['currency']})")
-    for column in ("company", "segment", "karma", "lines"):
-        table.add_column(column, justify="right" if column in {"karma", "lines"} else "left")
+def _karma_table(console: Console, report: dict[str, Any], limit: int, t: Translator) -> None:
+    table = Table(title=t.gettext("Client karma ({currency})").format(
+        currency=report["currency"]))
+    for column, right in ((N_("company"), False), (N_("segment"), False), (N_("karma"), True),
+                          (N_("lines"), True)):
+        table.add_column(t.gettext(column), justify="right" if right else "left")
     for row in report["client_karma"][:limit]:
-        table.add_row(f"{row['company_id']} {row['company_name'] or ''}", row["segment"] or "",
-                      f"{row['karma']:.2f}", str(len(row["lines"])))
+        table.add_row(escape(f"{row['company_id']} {row['company_name'] or ''}"),
+                      escape(row["segment"] or ""), t.number(row["karma"], 2),
+                      str(len(row["lines"])))
     console.print(table)
-    segments = Table(title="Segment karma (mean)")
-    for column in ("segment", "mean karma", "companies"):
-        segments.add_column(column)
+    segments = Table(title=t.gettext("Segment karma (mean)"))
+    for column in (N_("segment"), N_("mean karma"), N_("companies")):
+        segments.add_column(t.gettext(column))
     for row in report["segments"]:
-        segments.add_row(row["segment"], f"{row['mean_karma']:.2f}", str(row["companies"]))
+        segments.add_row(escape(row["segment"]), t.number(row["mean_karma"], 2),
+                         str(row["companies"]))
     console.print(segments)
 
 
 def print_people_and_kpis(out: Console, data: dict[str, Any]) -> None:
     """The table format's people and KPI sections (the JSON and HTML formats have all)."""
+    t = report_translator(data)
     people, kpis = data.get("people") or {}, data.get("kpis") or {}
-    board = Table(title=f"Karma leaderboard {people.get('period', '')}")
-    for column in ("employee", "karma", "bonus"):
-        board.add_column(column, justify="left" if column == "employee" else "right")
+    board = Table(title=t.gettext("Karma leaderboard {period}").format(
+        period=people.get("period", "")))
+    for column in (N_("employee"), N_("karma"), N_("bonus")):
+        board.add_column(t.gettext(column), justify="left" if column == "employee" else "right")
     for row in [e for e in people.get("employees", []) if e["period"] == people.get("period")]:
-        board.add_row(row["name"], f"{row['karma']:,.2f}", f"{row['bonus']:,.2f}")
+        board.add_row(escape(row["name"]), t.number(row["karma"], 2), t.number(row["bonus"], 2))
     for row in [m for m in people.get("managers", []) if m["period"] == people.get("period")]:
-        board.add_row(f"{row['name']} (manager, team of {row['team_size']})",
-                      f"{row['karma']:,.2f}", "")
+        board.add_row(escape(t.ngettext("{name} (manager, team of {n})",
+                                        "{name} (manager, team of {n})", row["team_size"])
+                             .format(name=row["name"], n=row["team_size"])),
+                      t.number(row["karma"], 2), "")
     out.print(board)
-    funnel = Table(title="Funnel (last 12 months)")
-    for column in ("stage", "entered", "moved on", "lost", "conversion", "median days"):
-        funnel.add_column(column, justify="left" if column == "stage" else "right")
+    stage_titles = data.get("stage_titles") or {}
+    funnel = Table(title=t.gettext("Funnel (last 12 months)"))
+    for column in (N_("stage"), N_("entered"), N_("moved on"), N_("lost"), N_("conversion"),
+                   N_("median days")):
+        funnel.add_column(t.gettext(column), justify="left" if column == "stage" else "right")
     for row in kpis.get("funnel", []):
-        conversion = "-" if row["conversion"] is None else f"{row['conversion']:.0%}"
-        median = "-" if row["median_days"] is None else f"{row['median_days']:.1f}"
-        funnel.add_row(row["title"], str(row["entered"]), str(row["moved_on"]),
-                       str(row["lost"]), conversion, median)
+        conversion = "-" if row["conversion"] is None else t.percent(row["conversion"])
+        median = "-" if row["median_days"] is None else t.number(row["median_days"], 1)
+        funnel.add_row(escape(stage_titles.get(row.get("stage") or "", row["title"])),
+                       str(row["entered"]), str(row["moved_on"]), str(row["lost"]),
+                       conversion, median)
     out.print(funnel)
     rate = (kpis.get("win_rate") or {}).get("rate")
     new = kpis.get("new_clients") or {}
-    parts = [f"win rate {'-' if rate is None else f'{rate:.1%}'}",
-             f"new clients {new.get('total', 0)}"
-             + (f" of plan {new['plan']}" if new.get("plan") is not None else "")]
+    parts = [t.gettext("win rate {rate}").format(rate="-" if rate is None
+                                                 else t.percent(rate, 1)),
+             t.gettext("new clients {n}").format(n=new.get("total", 0))
+             + (t.gettext(" of plan {plan}").format(plan=new["plan"])
+                if new.get("plan") is not None else "")]
     inversion = kpis.get("plan_inversion")
     if inversion:
-        parts.append(f"plan: {inversion['deals_needed']} deals, {inversion['leads_needed']} "
-                     "leads a month")
-    out.print("KPIs: " + "; ".join(parts), highlight=False)
+        parts.append(t.gettext("plan: {deals} deals, {leads} leads a month").format(
+            deals=inversion["deals_needed"], leads=inversion["leads_needed"]))
+    out.print(t.gettext("KPIs: {parts}").format(parts="; ".join(parts)), highlight=False)

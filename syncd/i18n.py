@@ -53,6 +53,12 @@ def N_(msgid: str) -> str:
     return msgid
 
 
+def Nn_(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a counted text (both forms) for extraction; ``t.ngettext(*marked, n)`` shows it.
+    Mapping files name it as a keyword: ``keywords = Nn_:1,2``."""
+    return singular, plural
+
+
 def normalize_language(lang: str | None) -> str:
     """``"ru"``, ``"ru-RU"``, ``"ru_RU"``, ``"RU"`` -> ``"ru"``; an unknown language is an error."""
     code = (lang or "").strip().replace("-", "_").split("_", 1)[0].lower()
@@ -212,6 +218,7 @@ __all__ = [
     "LOCALE_DIR",
     "N_",
     "SOURCE_LANGUAGE",
+    "Nn_",
     "Translator",
     "catalogue_path",
     "domains",

@@ -20,11 +20,18 @@ from sqlalchemy.orm import Session
 from syncd import store
 from syncd.audit.texts import texts
 from syncd.config import Tenant
+from syncd.i18n import normalize_language, translator
 from syncd.kpi import compute_kpis
 from syncd.kpi import load as kpi_load
 from syncd.kpi.model import Clock
 from syncd.mapping import TenantMapper
-from syncd.render import quarantine_note, write_failures_note
+from syncd.render import (
+    RULE_TITLES,
+    quarantine_note,
+    rule_title,
+    violation_text,
+    write_failures_note,
+)
 from syncd.scoring import people as people_karma
 from syncd.scoring.karma import (
     KarmaLine,
@@ -41,8 +48,10 @@ IMPLIED_STAGES = {"won_no_followup": "won", "deferred_no_reminder": "deferred"}
 
 
 def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None = None,
-                 clock: datetime | None = None) -> dict[str, Any]:
+                 clock: datetime | None = None, language: str | None = None) -> dict[str, Any]:
+    """The report in ``language`` (default: the tenant's; docs/i18n.md)."""
     generated = clock or datetime.now(UTC)
+    lang = normalize_language(language or tenant.config.language)
     with db.session() as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         deals = {d.external_id: d for chunk in store.iter_deal_chunks(session, tenant_id)
@@ -63,11 +72,15 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
     violations = (_live_violations(stored, deals) if stored is not None
                   else _what_if_violations(db, tenant, as_of, deals))
     karma = _client_karma(lines, companies, mapper, tenant)
+    if lang != tenant.config.language:  # stored explanations are in the tenant's language
+        _add_summaries(violations, tenant, lang)
     return {
         "schema": SCHEMA,
         "tenant": tenant.key,
+        "language": lang,
         "plugin": tenant.config.plugin,
         "salesbook": tenant.book.key,
+        "salesbook_title": tenant.book.title_in(lang),
         "timezone": tenant.config.timezone,
         "currency": tenant.config.currency,
         "as_of": (as_of or generated).isoformat(),
@@ -84,9 +97,33 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "contact_matrix": matrix,
         "quarantine": held,
         "write_failures": rejected,
-        "notes": _notes(violations, tenant.config.language) + bad_record_notes(
-            held, rejected, tenant.config.language),
+        "notes": _notes(violations, lang) + bad_record_notes(held, rejected, lang),
+        **titles(tenant, lang, violations),
     }
+
+
+def titles(tenant: Tenant, language: str, violations: list[dict[str, Any]],
+           ) -> dict[str, dict[str, str]]:
+    """What a reader sees instead of codes: rule, stage and action titles in ``language``."""
+    book = tenant.book
+    t = translator(language, "report")
+    stage_titles = {s.key: s.title_in(language) for s in book.stages}
+    stage_titles |= {"deferred": t.gettext("Deferred"), "won": t.gettext("Won"),
+                     "lost": t.gettext("Lost")}
+    return {
+        "rule_titles": {rule: rule_title(rule, language)
+                        for rule in sorted({*RULE_TITLES, *(v["rule"] for v in violations)})},
+        "stage_titles": stage_titles,
+        "action_titles": {key: a.title_in(language) for key, a in book.actions.items()},
+    }
+
+
+def _add_summaries(violations: list[dict[str, Any]], tenant: Tenant, language: str) -> None:
+    """A report in another language than the tenant's: each violation also gets its short
+    phrase in that language (the stored ``explanation`` stays as the audit wrote it)."""
+    for v in violations:
+        v["summary"] = violation_text(v["rule"], v["stage_key"], v["action_key"],
+                                      v["details"] or {}, tenant.book, language)
 
 
 # -- people karma and KPIs ---------------------------------------------------------------------

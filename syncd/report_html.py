@@ -13,37 +13,18 @@ from __future__ import annotations
 
 import html
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+from markupsafe import Markup
+
+from syncd.i18n import jinja_env, normalize_language, translations
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSS = (TEMPLATES / "dashboard.css").read_text(encoding="utf-8")
 SCRIPT = (TEMPLATES / "dashboard.js").read_text(encoding="utf-8")
-
-BODY = """<header><h1 id="tenant"></h1><div class="meta" id="meta"></div></header>
-<main>
-<section class="wide"><div class="cards" id="cards"></div><div id="plan"></div></section>
-<section><h2>Open violations by rule</h2><div id="violations"></div></section>
-<section><h2>Open violations by owner</h2><div id="by-owner"></div></section>
-<section><h2>Client karma (top 15)</h2><div id="karma"></div></section>
-<section><h2>Segments</h2><div id="segments"></div></section>
-<section><h2>Karma leaderboard <span id="board-current-title" class="muted"></span></h2>
-<div id="board-current"></div><p class="muted">* bonus not final until the month ends</p></section>
-<section><h2>Last month <span id="board-previous-title" class="muted"></span></h2>
-<div id="board-previous"></div><h2>Managers (mean of the team)</h2><div id="managers"></div>
-</section>
-<section class="wide"><h2>Funnel by canonical stage</h2><div id="funnel"></div>
-<div id="funnel-table"></div></section>
-<section><h2>Forward moves a week (net), target <span id="moves-target"></span></h2>
-<div id="moves"></div></section>
-<section><h2>Lead-source conversion</h2><div id="sources"></div></section>
-<section class="wide"><h2>Contact matrix</h2><p class="legend muted"><span>number:
-calls + visits</span><span>K: contract</span><span>dashed: planned</span></p>
-<div id="matrix"></div></section>
-<section class="wide" id="bad-records" hidden><h2>Quarantined records</h2>
-<div id="quarantine"></div><h2>Rejected CRM writes</h2><div id="write-failures"></div></section>
-</main>"""
-
+DOMAIN = "report"
 
 def embed_json(data: Any) -> str:
     """JSON safe inside a ``<script>`` element (no ``</script>``, no ``<!--``)."""
@@ -100,28 +81,47 @@ def bad_records_view(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _body(report: dict[str, Any]) -> str:
-    """The page body; a new tenant's onboarding summary (``syncd.onboarding.summary``)
-    opens it, drawn here as escaped HTML."""
-    if not report.get("onboarding"):
-        return BODY
-    from syncd.onboarding.summary import summary_html
+def _body(report: dict[str, Any], language: str) -> str:
+    """The page body (templates/report_body.html) in ``language``; a new tenant's
+    onboarding summary (``syncd.onboarding.summary``, escaped HTML) opens it."""
+    onboarding = ""
+    if report.get("onboarding"):
+        from syncd.onboarding.summary import summary_html
 
-    return BODY.replace("<main>\n", "<main>\n" + summary_html(report["onboarding"]), 1)
+        onboarding = summary_html(report["onboarding"])
+    return _template(language).render(onboarding=Markup(onboarding))  # noqa: S704  (escaped by summary_html)
 
 
-def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -> str:
-    """The whole page for one tenant's report (one self-contained document)."""
+@cache
+def _template(language: str) -> Any:
+    return jinja_env(language, DOMAIN).get_template("report_body.html")
+
+
+def page_texts(language: str) -> dict[str, str]:
+    """The script's texts: the "report" catalogue of ``language`` (English: none needed)."""
+    found = translations(language, DOMAIN)
+    return {key: text for key, text in getattr(found, "_catalog", {}).items()
+            if isinstance(key, str) and key}
+
+
+def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None,
+                language: str | None = None) -> str:
+    """The whole page for one tenant's report (one self-contained document), in
+    ``language`` (default: the report's)."""
+    lang = normalize_language(language or report.get("language") or "en")
     title = html.escape(f"syncd · {report.get('tenant', '')}")
     refresh = (f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">'
                if refresh_seconds else "")
+    view = {**page_view(report), "language": lang}
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<!DOCTYPE html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
-        f"{refresh}<title>{title}</title><style>{CSS}</style></head><body>{_body(report)}"
-        f"<script type=\"application/json\" id=\"report-data\">{embed_json(page_view(report))}"
+        f"{refresh}<title>{title}</title><style>{CSS}</style></head><body>{_body(report, lang)}"
+        f"<script type=\"application/json\" id=\"report-data\">{embed_json(view)}"
+        "</script>"
+        f"<script type=\"application/json\" id=\"report-texts\">{embed_json(page_texts(lang))}"
         "</script>"
         f"<script>{SCRIPT}</script></body></html>\n"
     )

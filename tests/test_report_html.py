@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (Russian texts)
 """`syncd report --format html`: one self-contained file; CRM text cannot inject markup."""
 
 from __future__ import annotations
@@ -105,3 +106,66 @@ def test_the_page_embeds_counts_not_every_record() -> None:
     assert view["contact_matrix"]["rows_total"] == 100
     assert [e["period"] for e in view["people"]["employees"]] == ["2026-05", "2026-06"]
     assert len(report["violations"]) == 100  # the report itself is untouched
+
+
+def test_the_page_speaks_the_reports_language() -> None:
+    """Headings from the template, the script's texts embedded, rule titles not codes."""
+    report = minimal_report()
+    report.update(language="ru", violations_by_rule={"no_next_step": 2},
+                  rule_titles={"no_next_step": "Не запланирован следующий шаг"})
+    page = render_html(report)
+    assert page.startswith('<!DOCTYPE html>\n<html lang="ru">')
+    assert "<h2>Открытые нарушения по правилам</h2>" in page
+    assert "Open violations by rule" not in page.split("<script")[0]
+    texts = json.loads(re.search(r'id="report-texts">(.*?)</script>', page).group(1))
+    assert texts["open violations"] == "открытые нарушения"
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', page).group(1))
+    assert data["language"] == "ru" and data["rule_titles"]["no_next_step"].startswith("Не ")
+    english = render_html(report, language="en")
+    assert '<html lang="en">' in english and "<h2>Open violations by rule</h2>" in english
+    assert re.search(r'id="report-texts">\{\}</script>', english)
+
+
+def test_report_lang_overrides_the_tenants_language(tmp_path: Path, db_url: str) -> None:
+    config = write_config(tmp_path, db_url, {"northwind": demo_tenant("http://127.0.0.1:9")})
+    env = {"NORTHWIND_PIPEDRIVE_TOKEN": "unused-token-123"}
+    table = run_syncd(config, "report", "northwind", "--lang", "ru", env=env)
+    assert table.returncode == 0, table.stderr
+    assert "Открытые нарушения по правилам" in table.stdout
+    assert "Книга продаж «Сложные B2B-услуги (9 этапов)»" in table.stdout
+    assert "Open violations" not in table.stdout
+    data = json.loads(run_syncd(config, "report", "northwind", "--format", "json", "--lang",
+                                "ru", env=env).stdout)
+    assert data["language"] == "ru"
+    assert data["rule_titles"]["no_next_step"] == "Не запланирован следующий шаг"
+    assert data["stage_titles"]["briefing"] == "Бриф"
+    english = json.loads(run_syncd(config, "report", "northwind", "--format", "json",
+                                   env=env).stdout)
+    assert english["language"] == "en" and english["stage_titles"]["briefing"] == "Briefing"
+    refused = run_syncd(config, "report", "northwind", "--lang", "de", env=env)
+    assert refused.returncode == 2 and "'de' is not one of 'ru', 'en'" in refused.stderr
+
+
+def test_chromium_draws_the_russian_page(tmp_path: Path) -> None:
+    """The script's texts and number formats in Russian (Intl), with no script error."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)",
+                    pytrace=False)
+    report = minimal_report()
+    report.update(language="ru", violations_by_rule={"no_next_step": 1234},
+                  rule_titles={"no_next_step": "Не запланирован следующий шаг"})
+    report["violations"] = [{"rule": "no_next_step", "owner_id": "1"}] * 1234
+    page = tmp_path / "page.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         page.as_uri()], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert re.search(r'<body[^>]*data-rendered="1"', dom)
+    assert 'data-k="violations-open">1&nbsp;234<' in dom  # Russian digit groups
+    assert '<div class="l">открытые нарушения</div>' in dom
+    assert ">Не запланирован следующий шаг</text>" in dom  # the bar's label: a title, not a code
+    assert "Кармы клиентов пока нет." not in dom.split("<script")[0]  # one company has karma

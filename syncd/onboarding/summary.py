@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001 - Russian text
+
 """The first audit as a deliverable: the onboarding summary that opens a new tenant's report.
 
 ``syncd report TENANT`` adds it (JSON key ``onboarding``, and the first section of the HTML
@@ -17,7 +17,7 @@ Read from the store only (what the first pass pulled); nothing is written.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,55 +25,47 @@ from sqlalchemy.orm import Session
 
 from syncd import store
 from syncd.config import Tenant
+from syncd.i18n import N_, Nn_, translator
 from syncd.mapping import TenantMapper
 from syncd.onboarding.matching import book_kinds
 from syncd.onboarding.todos import file_todos
+from syncd.render import rule_title
 from syncd.store.models import ActivityRow, FieldDefRow, SyncRunRow
 
 #: A tenant with at most this many finished passes gets the summary without asking.
 NEW_TENANT_PASSES = 1
 TOP_FINDINGS = 5
 
-FINDINGS: dict[str, dict[str, str]] = {
-    "en": {
-        "missing_action": "{n} deal(s) moved on without a step the Sales Book requires",
-        "skipped_stage": "{n} deal(s) skipped a stage of the sales process",
-        "backward_move": "{n} deal(s) went back to an earlier stage",
-        "stalled": "{n} deal(s) sit in a stage longer than the Sales Book allows",
-        "inactive": "{n} deal(s) have had no contact with the client for too long",
-        "no_next_step": "{n} open deal(s) have no next step planned",
-        "bad_loss_reason": "{n} lost deal(s) have no valid loss reason: you cannot learn "
-                           "why you lose",
-        "no_lead_source": "{n} deal(s) do not say where the client came from",
-        "no_contact": "{n} deal(s) have no contact person",
-        "deferred_no_reminder": "{n} deferred deal(s) have no reminder: they will be "
-                                "forgotten",
-        "won_no_followup": "{n} won deal(s) have no follow-up with the client",
-        "unmapped_stage": "{n} deal(s) are in CRM stages not yet matched to the Sales Book",
-        "other": "{n} violation(s) of rule {rule}",
-        "headline": "First audit of {tenant}: {deals} deal(s), {violations} issue(s) found",
-        "none": "No violations found in the data read.",
-    },
-    "ru": {
-        "missing_action": "{n} сделок ушли дальше без шага, который требует Книга продаж",
-        "skipped_stage": "{n} сделок перескочили этап воронки",
-        "backward_move": "{n} сделок вернулись на более ранний этап",
-        "stalled": "{n} сделок стоят на этапе дольше, чем допускает Книга продаж",
-        "inactive": "{n} сделок слишком давно без контакта с клиентом",
-        "no_next_step": "у {n} открытых сделок не запланирован следующий шаг",
-        "bad_loss_reason": "у {n} проигранных сделок нет допустимой причины отказа: "
-                           "не видно, почему вы теряете клиентов",
-        "no_lead_source": "у {n} сделок не указано, откуда пришёл клиент",
-        "no_contact": "у {n} сделок нет контактного лица",
-        "deferred_no_reminder": "у {n} отложенных сделок нет напоминания: о них забудут",
-        "won_no_followup": "у {n} выигранных сделок нет последующего контакта с клиентом",
-        "unmapped_stage": "{n} сделок на этапах CRM, ещё не сопоставленных с Книгой продаж",
-        "other": "нарушений правила {rule}: {n}",
-        "headline": "Первый аудит {tenant}: сделок — {deals}, найдено нарушений — "
-                    "{violations}",
-        "none": "В прочитанных данных нарушений не найдено.",
-    },
+#: rule -> (singular, plural) of the finding's sentence, counted by ``n``.
+FINDINGS: dict[str, tuple[str, str]] = {
+    "missing_action": Nn_("{n} deal moved on without a step the Sales Book requires",
+                          "{n} deals moved on without a step the Sales Book requires"),
+    "skipped_stage": Nn_("{n} deal skipped a stage of the sales process",
+                         "{n} deals skipped a stage of the sales process"),
+    "backward_move": Nn_("{n} deal went back to an earlier stage",
+                         "{n} deals went back to an earlier stage"),
+    "stalled": Nn_("{n} deal sits in a stage longer than the Sales Book allows",
+                   "{n} deals sit in a stage longer than the Sales Book allows"),
+    "inactive": Nn_("{n} deal has had no contact with the client for too long",
+                    "{n} deals have had no contact with the client for too long"),
+    "no_next_step": Nn_("{n} open deal has no next step planned",
+                        "{n} open deals have no next step planned"),
+    "bad_loss_reason": Nn_("{n} lost deal has no valid loss reason: you cannot learn why "
+                           "you lose",
+                           "{n} lost deals have no valid loss reason: you cannot learn why "
+                           "you lose"),
+    "no_lead_source": Nn_("{n} deal does not say where the client came from",
+                          "{n} deals do not say where the client came from"),
+    "no_contact": Nn_("{n} deal has no contact person", "{n} deals have no contact person"),
+    "deferred_no_reminder": Nn_("{n} deferred deal has no reminder: it will be forgotten",
+                                "{n} deferred deals have no reminder: they will be forgotten"),
+    "won_no_followup": Nn_("{n} won deal has no follow-up with the client",
+                           "{n} won deals have no follow-up with the client"),
+    "unmapped_stage": Nn_("{n} deal is in a CRM stage not yet matched to the Sales Book",
+                          "{n} deals are in CRM stages not yet matched to the Sales Book"),
 }
+OTHER_FINDING = Nn_("{rule}: {n} violation", "{rule}: {n} violations")
+DOMAIN = "report"
 
 
 def is_new(db: store.Database, tenant: Tenant) -> bool:
@@ -141,16 +133,18 @@ def _gaps(tenant: Tenant, mapper: TenantMapper, deals: list[Any],
 
 
 def _findings(report: dict[str, Any], language: str) -> list[str]:
-    texts = FINDINGS.get(language, FINDINGS["en"])
+    t = translator(language, DOMAIN)
     rules = Counter(v["rule"] for v in report.get("violations") or [])
-    return [texts.get(rule, texts["other"]).format(n=n, rule=rule)
+    return [t.ngettext(*FINDINGS.get(rule, OTHER_FINDING), n).format(
+                n=n, rule=rule_title(rule, language))
             for rule, n in rules.most_common(TOP_FINDINGS)]
 
 
 def onboarding_summary(db: store.Database, tenant: Tenant,
                        report: dict[str, Any]) -> dict[str, Any]:
-    """The ``onboarding`` section of ``report`` (docs/report-schema.md)."""
-    language = tenant.config.language
+    """The ``onboarding`` section of ``report`` (docs/report-schema.md), in the report's
+    language."""
+    language = report.get("language") or tenant.config.language
     with db.session() as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         deals = [d for chunk in store.iter_deal_chunks(session, tenant_id) for d in chunk]
@@ -160,72 +154,62 @@ def onboarding_summary(db: store.Database, tenant: Tenant,
             select(ActivityRow.type, func.count()).where(
                 ActivityRow.tenant_id == tenant_id, ActivityRow.deleted.is_(False))
             .group_by(ActivityRow.type)).all()))
-    texts = FINDINGS.get(language, FINDINGS["en"])
+    t = translator(language, DOMAIN)
     findings = _findings(report, language)
+    read = t.ngettext("{n} deal", "{n} deals", coverage["deals"]).format(n=coverage["deals"])
+    issues = len(report.get("violations") or [])
     return {
         "language": language,
-        "headline": texts["headline"].format(
-            tenant=tenant.key, deals=coverage["deals"],
-            violations=len(report.get("violations") or [])),
+        "headline": t.gettext("First audit of {tenant}: {deals}, {issues}").format(
+            tenant=tenant.key, deals=read,
+            issues=t.ngettext("{n} issue found", "{n} issues found", issues).format(n=issues)),
         "coverage": coverage,
         "gaps": _gaps(tenant, mapper, deals, activity_types),
-        "findings": findings or [texts["none"]],
+        "findings": findings or [t.gettext("No violations found in the data read.")],
     }
-
-
-LABELS: dict[str, dict[str, str]] = {
-    "en": {"title": "First audit: summary", "coverage": "What the data covers",
-           "deals": "deals", "open": "open", "won": "won", "lost": "lost",
-           "history": "history: {months} month(s), from {first}",
-           "activities": "{share:.0%} of deals have at least one activity (call, meeting, "
-                         "task)",
-           "never": "deal fields never filled: {names}",
-           "gaps": "Not yet matched to the Sales Book",
-           "stages": "CRM stages", "loss_reasons": "loss reasons",
-           "activity_types": "activity types", "todos": "open questions in the setup",
-           "findings": "Main findings", "no_gaps": "everything is matched"},
-    "ru": {"title": "Первый аудит: итоги", "coverage": "Что охватывают данные",
-           "deals": "сделок", "open": "открыто", "won": "выиграно", "lost": "проиграно",
-           "history": "история: {months} мес., с {first}",
-           "activities": "у {share:.0%} сделок есть хотя бы одно действие (звонок, встреча, "
-                         "задача)",
-           "never": "поля сделки, которые никто не заполняет: {names}",
-           "gaps": "Ещё не сопоставлено с Книгой продаж",
-           "stages": "этапы CRM", "loss_reasons": "причины отказа",
-           "activity_types": "типы действий", "todos": "открытые вопросы настройки",
-           "findings": "Главное", "no_gaps": "всё сопоставлено"},
-}
 
 
 def summary_html(section: dict[str, Any]) -> str:
     """The summary as the first section of the report page (every text escaped)."""
     from html import escape
 
-    labels = LABELS.get(section.get("language") or "en", LABELS["en"])
+    t = translator(section.get("language") or "en", DOMAIN)
     cov = section["coverage"]
-    items = [f"{cov['deals']} {labels['deals']} ({labels['open']} {cov['open']}, "
-             f"{labels['won']} {cov['won']}, {labels['lost']} {cov['lost']})"]
+    items = [t.ngettext("{n} deal ({open} open, {won} won, {lost} lost)",
+                        "{n} deals ({open} open, {won} won, {lost} lost)", cov["deals"]).format(
+        n=cov["deals"], open=cov["open"], won=cov["won"], lost=cov["lost"])]
     if cov.get("first_deal_at"):
-        items.append(labels["history"].format(months=cov["history_months"],
-                                              first=cov["first_deal_at"][:10]))
-    items.append(labels["activities"].format(share=cov["share_with_activities"]))
+        first = t.date(date.fromisoformat(cov["first_deal_at"][:10]), "short")
+        items.append(t.ngettext("history: {months} month, from {first}",
+                                "history: {months} months, from {first}",
+                                cov["history_months"]).format(months=cov["history_months"],
+                                                              first=first))
+    items.append(t.gettext("{share} of deals have at least one activity (call, meeting, task)")
+                 .format(share=t.percent(cov["share_with_activities"])))
     if cov["fields_never_filled"]:
-        items.append(labels["never"].format(names=", ".join(cov["fields_never_filled"])))
+        items.append(t.gettext("deal fields never filled: {names}").format(
+            names=", ".join(cov["fields_never_filled"])))
     gaps = []
-    for key in ("stages", "loss_reasons", "activity_types"):
+    for key, label in (("stages", N_("CRM stages")), ("loss_reasons", N_("loss reasons")),
+                       ("activity_types", N_("activity types"))):
         rows = section["gaps"][key]
         if rows:
-            gaps.append(f"{labels[key]}: " + ", ".join(f"{r['name']} ({r['count']})"
-                                                       for r in rows))
+            gaps.append(f"{t.gettext(label)}: " + ", ".join(f"{r['name']} ({r['count']})"
+                                                            for r in rows))
     if section["gaps"]["todos"]:
-        gaps.append(f"{labels['todos']}: {len(section['gaps']['todos'])}")
+        gaps.append(t.gettext("open questions in the setup: {n}").format(
+            n=len(section["gaps"]["todos"])))
 
     def bullets(lines: list[str]) -> str:
         return "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>"
 
-    return (f'<section class="wide" id="onboarding"><h2>{escape(labels["title"])}</h2>'
+    title, main = t.gettext("First audit: summary"), t.gettext("Main findings")
+    covers, unmatched = t.gettext("What the data covers"), t.gettext(
+        "Not yet matched to the Sales Book")
+    return (f'<section class="wide" id="onboarding"><h2>{escape(title)}</h2>'
             f"<p><strong>{escape(section['headline'])}</strong></p>"
-            f"<h3>{escape(labels['findings'])}</h3>{bullets(section['findings'])}"
-            f"<h3>{escape(labels['coverage'])}</h3>{bullets(items)}"
-            f"<h3>{escape(labels['gaps'])}</h3>{bullets(gaps or [labels['no_gaps']])}"
+            f"<h3>{escape(main)}</h3>{bullets(section['findings'])}"
+            f"<h3>{escape(covers)}</h3>{bullets(items)}"
+            f"<h3>{escape(unmatched)}</h3>"
+            f"{bullets(gaps or [t.gettext('everything is matched')])}"
             "</section>\n")
