@@ -117,10 +117,10 @@ class Translator:
         return self._t.ngettext(singular, plural, n)
 
     def pgettext(self, context: str, message: str) -> str:
-        return self._t.pgettext(context, message)
+        return str(self._t.pgettext(context, message))
 
     def npgettext(self, context: str, singular: str, plural: str, n: int) -> str:
-        return self._t.npgettext(context, singular, plural, n)
+        return str(self._t.npgettext(context, singular, plural, n))
 
     def number(self, value: float, digits: int | None = None) -> str:
         """``1234.5`` -> ``1,234.5`` (en) / ``1 234,5`` (ru)."""

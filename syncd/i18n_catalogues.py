@@ -58,7 +58,8 @@ def _fields(text: str) -> set[str]:
 
 def _message_problems(where: str, message: Message, plurals: int) -> list[str]:
     ident = message.id if isinstance(message.id, str) else message.id[0]
-    texts = message.string if isinstance(message.string, tuple | list) else (message.string,)
+    strings = message.string if isinstance(message.string, tuple | list) else (message.string,)
+    texts = [text or "" for text in strings]
     problems = []
     if message.fuzzy:
         problems.append(f"{where}: {ident!r} is fuzzy (check it, drop the flag)")
@@ -67,8 +68,8 @@ def _message_problems(where: str, message: Message, plurals: int) -> list[str]:
     if not all(texts):
         problems.append(f"{where}: {ident!r} has no translation")
         return problems
-    wanted = set().union(*(_fields(part) for part in
-                           (message.id if isinstance(message.id, tuple | list) else (message.id,))))
+    ids = message.id if isinstance(message.id, tuple | list) else (message.id,)
+    wanted = set().union(*(_fields(part) for part in ids))
     for text in texts:
         if not _fields(text) <= wanted:
             problems.append(f"{where}: the translation of {ident!r} uses "
