@@ -319,11 +319,17 @@ def inactive(s: Subject) -> Sequence[Finding]:
     last = _last_touch(s)
     if last >= cutoff:
         return ()
+    return (inactive_finding(s, last),)
+
+
+def inactive_finding(s: Subject, last: datetime) -> Finding:
+    """The ``inactive`` finding of an open deal last touched at ``last``."""
+    f = s.facts
     days, limit = s.run.cal.days_since(last), s.run.index.book.inactive_days
     explanation = s.run.texts.say("inactive", days=days, day=_day(s, last), limit=limit)
     details = {"stage": f.stage_key, "last_touch_at": last.isoformat(), "days": days,
                "inactive_days": limit, **_history(s)}
-    return (_finding("inactive", s, explanation, details, stage_key=f.stage_key),)
+    return _finding("inactive", s, explanation, details, stage_key=f.stage_key)
 
 
 def _last_touch(s: Subject) -> datetime:
@@ -352,10 +358,16 @@ def no_next_step(s: Subject) -> Sequence[Finding]:
         if a.due_at >= today_start:
             return ()
         overdue += 1
+    return (no_next_step_finding(s, overdue),)
+
+
+def no_next_step_finding(s: Subject, overdue: int) -> Finding:
+    """The ``no_next_step`` finding of an open deal with ``overdue`` past-due plans."""
+    f = s.facts
     today = s.run.cal.today.isoformat()
     explanation = s.run.texts.say("no_next_step", stage=s.run.title(f.stage_key), today=today)
     details = {"stage": f.stage_key, "today": today, "overdue_planned": overdue}
-    return (_finding("no_next_step", s, explanation, details, stage_key=f.stage_key),)
+    return _finding("no_next_step", s, explanation, details, stage_key=f.stage_key)
 
 
 # -- passive statuses --------------------------------------------------------------------
@@ -422,12 +434,19 @@ def deferred_no_reminder(s: Subject) -> Sequence[Finding]:
             return ()
         if not a.done and a.due_at and run.today_start <= a.due_at < run.reminders_until:
             return ()
+    return (deferred_no_reminder_finding(s),)
+
+
+def deferred_no_reminder_finding(s: Subject) -> Finding:
+    """The ``deferred_no_reminder`` finding of a deferred deal."""
+    run = s.run
+    kinds = run.index.reminder_kinds
     days = run.index.book.passive.deferred.remind_every_days
     explanation = run.texts.say("deferred_no_reminder", kinds=run.texts.or_list(kinds),
                                 days=days)
     details = {"remind_every_days": days, "deferred_since": s.walked.entered_at.isoformat(),
                "reminder_activity_types": list(kinds), **_history(s)}
-    return (_finding("deferred_no_reminder", s, explanation, details, stage_key=DEFERRED),)
+    return _finding("deferred_no_reminder", s, explanation, details, stage_key=DEFERRED)
 
 
 def won_no_followup(s: Subject) -> Sequence[Finding]:
@@ -442,12 +461,20 @@ def won_no_followup(s: Subject) -> Sequence[Finding]:
         created = a.created_at or a.done_at or a.due_at
         if not a.is_note and a.kind in kinds and created is not None and created >= f.won_at:
             return ()
+    return (won_no_followup_finding(s),)
+
+
+def won_no_followup_finding(s: Subject) -> Finding:
+    """The ``won_no_followup`` finding of a deal won (``won_at``) without a follow-up."""
+    f, run = s.facts, s.run
+    assert f.won_at is not None
+    kinds = run.index.followup_kinds
     days, limit = run.cal.days_since(f.won_at), run.index.book.passive.won.followup_within_days
     explanation = run.texts.say("won_no_followup", day=_day(s, f.won_at), days=days,
                                 kinds=run.texts.or_list(kinds), limit=limit)
     details = {"won_at": f.won_at.isoformat(), "days": days, "followup_within_days": limit,
                "company_id": f.company_id}
-    return (_finding("won_no_followup", s, explanation, details, stage_key=WON),)
+    return _finding("won_no_followup", s, explanation, details, stage_key=WON)
 
 
 # -- deal-level data ---------------------------------------------------------------------
@@ -457,8 +484,12 @@ def no_lead_source(s: Subject) -> Sequence[Finding]:
     """The canonical ``lead_source`` field is empty (every status)."""
     if is_present(s.facts.fields.get(LEAD_SOURCE_FIELD)):
         return ()
+    return (no_lead_source_finding(s),)
+
+
+def no_lead_source_finding(s: Subject) -> Finding:
     explanation = s.run.texts.say("no_lead_source")
-    return (_finding("no_lead_source", s, explanation, {"field": LEAD_SOURCE_FIELD}),)
+    return _finding("no_lead_source", s, explanation, {"field": LEAD_SOURCE_FIELD})
 
 
 def no_contact(s: Subject) -> Sequence[Finding]:

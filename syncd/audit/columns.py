@@ -1,0 +1,340 @@
+"""Deals, their stage histories and activities as columns: the columnar engine's input.
+
+One :class:`DealTable` holds a whole tenant as NumPy arrays (a few dozen bytes per deal,
+transition and activity, where ``DealFacts`` objects cost about a kilobyte per deal), so
+the audit (:mod:`syncd.audit.vector`) can judge every deal with array expressions.
+
+Encodings (all fixed by the Sales Book the table is built against):
+
+- times: int64 microseconds since 1970-01-01 UTC; ``NONE`` (int64 min) is "no time".
+- stages: the book's stage index (0..S-1), ``S`` for ``deferred``, ``UNMAPPED`` (-1) for
+  None and ``UNKNOWN`` (-2) for a key the book does not know.
+- statuses: ``OPEN``, ``WON``, ``LOST``, ``OTHER`` (e.g. deleted: never audited).
+- strings that repeat (CRM stages, loss reasons, activity kinds) are codes into a list of
+  distinct values; ids are kept once each in a compact :class:`Strings` column.
+- activities are grouped by deal (``act_offsets``), transitions too (``hist_offsets``);
+  company activities (for ``won_no_followup``) are grouped by a *company group* that deals
+  point at with ``company_group`` (-1: none) — a company, or the deal itself when built
+  from ``DealFacts``, whose company activities are per deal.
+
+Built from ``DealFacts`` by :meth:`DealTable.from_facts` (tests, small tenants) or column by
+column by a loader or a benchmark generator (the ``DealTable`` constructor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from syncd.audit.facts import DEFERRED, ActivityFact, DealFacts
+from syncd.salesbook import SalesBook
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+I16 = npt.NDArray[np.int16]
+I8 = npt.NDArray[np.int8]
+F64 = npt.NDArray[np.float64]
+BOOL = npt.NDArray[np.bool_]
+
+NONE = np.iinfo(np.int64).min
+UNMAPPED, UNKNOWN = -1, -2
+OPEN, WON, LOST, OTHER = 0, 1, 2, 3
+STATUS_CODES = {"open": OPEN, "won": WON, "lost": LOST}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+LEAD_SOURCE_FIELD = "lead_source"
+
+
+def micros(moment: datetime | None) -> int:
+    """``moment`` as int64 microseconds since the epoch (exact), ``NONE`` for None."""
+    return NONE if moment is None else (moment - EPOCH) // MICROSECOND
+
+
+def moment(value: int) -> datetime | None:
+    """The UTC datetime of ``micros`` (None for ``NONE``)."""
+    return None if value == NONE else EPOCH + timedelta(microseconds=int(value))
+
+
+class Strings(Sequence[str]):
+    """Many short strings in two arrays (UTF-8 bytes and offsets): ~10 bytes per id where a
+    list of ``str`` costs ~60."""
+
+    __slots__ = ("_data", "_offsets")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        encoded = [v.encode() for v in values]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)),
+                  out=self._offsets[1:])
+        self._data = b"".join(encoded)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        offsets = self._offsets
+        return self._data[offsets[index]:offsets[index + 1]].decode()
+
+    def nbytes(self) -> int:
+        return len(self._data) + self._offsets.nbytes
+
+
+class Numbered(Sequence[str]):
+    """Ids that are a prefix and the row number (``D0``, ``D1``...): no memory at all."""
+
+    __slots__ = ("_count", "_prefix")
+
+    def __init__(self, prefix: str, count: int) -> None:
+        self._prefix, self._count = prefix, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return f"{self._prefix}{index}"
+
+
+class Codes:
+    """Distinct values and their codes, in order of first appearance."""
+
+    def __init__(self, values: Sequence[Any] = ()) -> None:
+        self.values: list[Any] = []
+        self.index: dict[Any, int] = {}
+        for value in values:
+            self.code(value)
+
+    def code(self, value: Any) -> int:
+        found = self.index.get(value)
+        if found is None:
+            found = self.index[value] = len(self.values)
+            self.values.append(value)
+        return found
+
+
+def is_present(value: object) -> bool:
+    """The rules' notion of a filled field (syncd.audit.rules.is_present)."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, list | tuple | dict | set):
+        return bool(value)
+    return True
+
+
+def book_fields(book: SalesBook) -> list[str]:
+    """The deal fields the rules read: ``lead_source`` and every action's evidence field."""
+    names = [LEAD_SOURCE_FIELD]
+    for action in book.actions.values():
+        if action.evidence.field and action.evidence.field not in names:
+            names.append(action.evidence.field)
+    return names
+
+
+@dataclass(slots=True)
+class ActivityColumns:
+    """Activities grouped by an owner row (deal or company group): ``offsets[i]`` to
+    ``offsets[i + 1]`` are owner ``i``'s, in their original order."""
+
+    offsets: I64
+    kind: I32  # code into DealTable.kinds
+    done: BOOL
+    is_note: BOOL
+    done_at: I64
+    due_at: I64
+    created_at: I64
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @classmethod
+    def empty(cls, owners: int) -> ActivityColumns:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(np.zeros(owners + 1, dtype=np.int64), np.zeros(0, dtype=np.int32),
+                   np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), none, none, none)
+
+    def owner(self) -> npt.NDArray[np.intp]:
+        """The owner row of every activity."""
+        return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
+
+
+@dataclass(slots=True)
+class DealTable:
+    """A tenant's deals as columns (see the module docstring for the encodings)."""
+
+    stage_keys: list[str]  # the book's active stage keys, in order (code = index)
+    deal_id: Sequence[str]  # a list, Strings or Numbered
+    status: I8
+    stage: I16
+    crm_stage: I32  # code into crm_stages
+    crm_stages: list[str]
+    stage_ignored: BOOL
+    created_at: I64
+    won_at: I64
+    lost_at: I64
+    lost_reason_raw: I32  # code into reasons_raw, -1: None
+    reasons_raw: list[str]
+    lost_reason_key: I32  # code into reason_keys, -1: None
+    reason_keys: list[str]
+    contact_count: I32
+    fields: dict[str, BOOL]  # field name -> filled (is_present)
+    history_derived: BOOL
+    snooze_until: I32  # proleptic ordinal of the date, -1: none
+    snooze_reason: BOOL  # a non-empty snooze reason
+    snooze_reasons: list[str | None] | None  # the reasons themselves (explanations), or None
+    hist_offsets: I64
+    hist_from: I16
+    hist_to: I16
+    hist_at: I64
+    hist_source: Sequence[str]
+    kinds: list[str]  # activity kind codes
+    activities: ActivityColumns
+    company_group: I32  # row in company_activities, -1: none
+    company_activities: ActivityColumns
+    company_id: Sequence[str | None] | None = None  # per company group, for explanations
+    #: what karma and KPIs read besides the audit's columns (None: not loaded)
+    owner: I32 | None = None  # code into owners, -1: none
+    owners: Sequence[str] | None = None
+    value: F64 | None = None
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def stage_code(self, key: str | None) -> int:
+        if key is None:
+            return UNMAPPED
+        if key == DEFERRED:
+            return len(self.stage_keys)
+        try:
+            return self.stage_keys.index(key)
+        except ValueError:
+            return UNKNOWN
+
+    def stage_name(self, code: int) -> str | None:
+        """The key of a stage code (None for ``UNMAPPED`` and ``UNKNOWN``: no rule names
+        a stage the book does not know)."""
+        if code == len(self.stage_keys):
+            return DEFERRED
+        if 0 <= code < len(self.stage_keys):
+            return self.stage_keys[code]
+        return None
+
+    @classmethod
+    def from_facts(cls, deals: Iterable[DealFacts], book: SalesBook) -> DealTable:
+        """The columns of ``deals`` (times rendered back in UTC by explanations)."""
+        return _FactsBuilder(book).build(deals)
+
+
+class _FactsBuilder:
+    def __init__(self, book: SalesBook) -> None:
+        self.stage_keys = [s.key for s in book.stages]
+        self.codes = {key: i for i, key in enumerate(self.stage_keys)}
+        self.codes[DEFERRED] = len(self.stage_keys)
+        self.fields = book_fields(book)
+        self.crm_stages, self.reasons_raw, self.reason_keys = Codes(), Codes(), Codes()
+        self.kinds = Codes()
+
+    def stage(self, key: str | None) -> int:
+        if key is None:
+            return UNMAPPED
+        return self.codes.get(key, UNKNOWN)
+
+    def build(self, deals: Iterable[DealFacts]) -> DealTable:
+        cols: dict[str, list[Any]] = {name: [] for name in (
+            "deal_id", "status", "stage", "crm_stage", "stage_ignored", "created_at", "won_at",
+            "lost_at", "raw", "key", "contacts", "derived", "snooze", "snooze_reason",
+            "snooze_reasons", "company_id")}
+        present: dict[str, list[bool]] = {name: [] for name in self.fields}
+        hist: dict[str, list[Any]] = {"from": [], "to": [], "at": [], "source": []}
+        hist_counts: list[int] = []
+        acts: list[list[ActivityFact]] = []
+        company_acts: list[list[ActivityFact]] = []
+        for f in deals:
+            cols["deal_id"].append(f.deal_id)
+            cols["status"].append(STATUS_CODES.get(f.status, OTHER))
+            cols["stage"].append(self.stage(f.stage_key))
+            cols["crm_stage"].append(self.crm_stages.code(f.crm_stage))
+            cols["stage_ignored"].append(f.stage_ignored)
+            cols["created_at"].append(micros(f.created_at))
+            cols["won_at"].append(micros(f.won_at))
+            cols["lost_at"].append(micros(f.lost_at))
+            cols["raw"].append(-1 if f.lost_reason_raw is None
+                               else self.reasons_raw.code(f.lost_reason_raw))
+            cols["key"].append(-1 if f.lost_reason_key is None
+                               else self.reason_keys.code(f.lost_reason_key))
+            cols["contacts"].append(f.contact_count)
+            cols["derived"].append(f.history_derived)
+            cols["snooze"].append(-1 if f.snooze_until is None else f.snooze_until.toordinal())
+            cols["snooze_reason"].append(is_present(f.snooze_reason))
+            cols["snooze_reasons"].append(f.snooze_reason)
+            cols["company_id"].append(f.company_id)
+            for name in self.fields:
+                present[name].append(is_present(f.fields.get(name)))
+            for t in f.history:
+                hist["from"].append(self.stage(t.from_key))
+                hist["to"].append(self.stage(t.to_key))
+                hist["at"].append(micros(t.at))
+                hist["source"].append(t.source_id)
+            hist_counts.append(len(f.history))
+            acts.append(f.activities)
+            company_acts.append(f.company_activities)
+        n = len(cols["deal_id"])
+        return DealTable(
+            stage_keys=self.stage_keys, deal_id=cols["deal_id"],
+            status=np.array(cols["status"], dtype=np.int8),
+            stage=np.array(cols["stage"], dtype=np.int16),
+            crm_stage=np.array(cols["crm_stage"], dtype=np.int32),
+            crm_stages=self.crm_stages.values,
+            stage_ignored=np.array(cols["stage_ignored"], dtype=bool),
+            created_at=np.array(cols["created_at"], dtype=np.int64),
+            won_at=np.array(cols["won_at"], dtype=np.int64),
+            lost_at=np.array(cols["lost_at"], dtype=np.int64),
+            lost_reason_raw=np.array(cols["raw"], dtype=np.int32),
+            reasons_raw=self.reasons_raw.values,
+            lost_reason_key=np.array(cols["key"], dtype=np.int32),
+            reason_keys=self.reason_keys.values,
+            contact_count=np.array(cols["contacts"], dtype=np.int32),
+            fields={name: np.array(values, dtype=bool) for name, values in present.items()},
+            history_derived=np.array(cols["derived"], dtype=bool),
+            snooze_until=np.array(cols["snooze"], dtype=np.int32),
+            snooze_reason=np.array(cols["snooze_reason"], dtype=bool),
+            snooze_reasons=cols["snooze_reasons"],
+            hist_offsets=_offsets(hist_counts),
+            hist_from=np.array(hist["from"], dtype=np.int16),
+            hist_to=np.array(hist["to"], dtype=np.int16),
+            hist_at=np.array(hist["at"], dtype=np.int64),
+            hist_source=hist["source"], kinds=self.kinds.values,
+            activities=self.activity_columns(acts),
+            company_group=np.arange(n, dtype=np.int32),
+            company_activities=self.activity_columns(company_acts),
+            company_id=cols["company_id"],
+        )
+
+    def activity_columns(self, groups: list[list[ActivityFact]]) -> ActivityColumns:
+        flat = [a for group in groups for a in group]
+        return ActivityColumns(
+            offsets=_offsets([len(group) for group in groups]),
+            kind=np.array([self.kinds.code(a.kind) for a in flat], dtype=np.int32),
+            done=np.array([a.done for a in flat], dtype=bool),
+            is_note=np.array([a.is_note for a in flat], dtype=bool),
+            done_at=np.array([micros(a.done_at) for a in flat], dtype=np.int64),
+            due_at=np.array([micros(a.due_at) for a in flat], dtype=np.int64),
+            created_at=np.array([micros(a.created_at) for a in flat], dtype=np.int64),
+        )
+
+
+def _offsets(counts: Sequence[int]) -> I64:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(counts, dtype=np.int64), out=offsets[1:])
+    return offsets
+
+
+def date_of_ordinal(value: int) -> date | None:
+    return None if value < 0 else date.fromordinal(int(value))
