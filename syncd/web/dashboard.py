@@ -170,8 +170,9 @@ class Dashboard:
             for key in filter(access.sees, self.tenant_keys()):
                 row = known.get(key)
                 runs = store.last_runs(session, row.id, limit=1) if row else []
-                run = ({"status": runs[0].status, "finished_at": runs[0].finished_at,
-                        "error": runs[0].error} if runs else None)
+                run: dict[str, Any] | None = (
+                    {"status": runs[0].status, "finished_at": runs[0].finished_at,
+                     "error": runs[0].error} if runs else None)
                 interval = getattr(self._tenants.get(key), "interval_minutes", 15)
                 rows.append({"key": key, "state": health(run, interval, now),
                              "when": _when(run, t), "held": held.get(row.id, "") if row else "",

@@ -12,6 +12,7 @@ model edits cannot change what this revision creates. ``UTCDateTime`` is stored 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,24 +26,24 @@ depends_on: str | Sequence[str] | None = None
 BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _ts(name: str, nullable: bool = True) -> sa.Column:
+def _ts(name: str, nullable: bool = True) -> sa.Column[Any]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
-def _json(name: str) -> sa.Column:
+def _json(name: str) -> sa.Column[Any]:
     return sa.Column(name, sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
                      nullable=False)
 
 
-def _str(name: str, length: int = 255, nullable: bool = True) -> sa.Column:
+def _str(name: str, length: int = 255, nullable: bool = True) -> sa.Column[Any]:
     return sa.Column(name, sa.String(length=length), nullable=nullable)
 
 
-def _text(name: str, nullable: bool = True) -> sa.Column:
+def _text(name: str, nullable: bool = True) -> sa.Column[Any]:
     return sa.Column(name, sa.Text(), nullable=nullable)
 
 
-def _bool(name: str) -> sa.Column:
+def _bool(name: str) -> sa.Column[Any]:
     return sa.Column(name, sa.Boolean(), nullable=False)
 
 
@@ -51,7 +52,7 @@ def _tenant_fk(table: str) -> sa.ForeignKeyConstraint:
                                    name=f"fk_{table}_tenant_id_tenants", ondelete="CASCADE")
 
 
-def _record_table(table: str, *columns: sa.Column, fields: bool = False) -> None:
+def _record_table(table: str, *columns: sa.Column[Any], fields: bool = False) -> None:
     """A CRM record table: identity, the record's columns, then the common tail."""
     op.create_table(
         table,
