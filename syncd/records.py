@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 DealStatus = Literal["open", "won", "lost", "deleted"]
+FieldEntity = Literal["deal", "company", "contact", "activity"]
 
 
 @dataclass(slots=True)
@@ -50,7 +51,7 @@ class Stage:
 class FieldDef:
     """A CRM field definition (custom or standard), for name-based mapping."""
 
-    entity: Literal["deal", "company", "contact", "activity"]
+    entity: FieldEntity
     key: str  # the CRM's key (e.g. Pipedrive's 40-char hash)
     name: str  # the human name shown in the CRM
     type: str = "text"

@@ -259,10 +259,10 @@ class SheetsClient:
         the tabs are not there: see the module doc),
         each with at least ``sizes[title] = (rows, columns)`` cells and ``frozen[title] =
         (rows, columns)`` frozen (headers stay in view); returns the new tabs."""
-        requests_ = []
+        requests_: list[dict[str, Any]] = []
         for title in titles:
             rows, columns = (sizes or {}).get(title, (DEFAULT_ROWS, DEFAULT_COLUMNS))
-            grid = {"rowCount": max(rows, DEFAULT_ROWS),
+            grid: dict[str, int] = {"rowCount": max(rows, DEFAULT_ROWS),
                     "columnCount": max(columns, DEFAULT_COLUMNS)}
             frozen_rows, frozen_columns = (frozen or {}).get(title, (0, 0))
             if frozen_rows:
@@ -279,11 +279,11 @@ class SheetsClient:
         created = {}
         for asked, reply in zip(requests_, body.get("replies") or (), strict=False):
             props = ((reply or {}).get("addSheet") or {}).get("properties") or {}
-            grid = asked["addSheet"]["properties"]["gridProperties"]
+            asked_grid = asked["addSheet"]["properties"]["gridProperties"]
             if "title" in props:
                 created[str(props["title"])] = SheetInfo(
-                    sheet_id=int(props.get("sheetId") or 0), rows=grid["rowCount"],
-                    columns=grid["columnCount"])
+                    sheet_id=int(props.get("sheetId") or 0), rows=asked_grid["rowCount"],
+                    columns=asked_grid["columnCount"])
         return created
 
     def _added(self, titles: list[str]) -> dict[str, Any] | None:

@@ -101,7 +101,8 @@ class TabularConnector(Connector):
         key = title.strip().casefold() if title else None
         problems = capped([str(p) for p in data.problems if p.tab.strip().casefold() == key],
                           title)
-        deleted, new_cursor = (), None
+        deleted: tuple[str, ...] = ()
+        new_cursor: str | None = None
         if stream in DELETABLE:
             deleted, new_cursor = removed_rows(stream, records, data, cursor)
         chunks = [records[i:i + PAGE_SIZE] for i in range(0, len(records), PAGE_SIZE)] or [[]]
@@ -249,7 +250,8 @@ class SpreadsheetConnector(TabularConnector):
         """``entity -> custom-field names`` (header texts) of every tab in the export, for
         ``syncd check`` (syncd.fieldcheck): a local file is readable offline."""
         data = self.data()
-        names = {FIELD_ENTITY[tab]: [] for tab in data.tabs_read if tab in FIELD_ENTITY}
+        names: dict[str, list[str]] = {FIELD_ENTITY[tab]: [] for tab in data.tabs_read
+                                       if tab in FIELD_ENTITY}
         for entity, found in _field_names(data).items():
             names.setdefault(entity, []).extend(found)
         return names

@@ -8,7 +8,7 @@ works as it does for any CRM.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeGuard, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from syncd.connector import ConnectionSettings
 
 Entity = Literal["deals", "companies", "contacts", "activities", "stage_history", "users"]
+
+
+def is_entity(name: str) -> TypeGuard[Entity]:
+    return name in get_args(Entity)
+
 
 #: The standard columns of each tab. ``id`` is required (stage_history: deal, to_stage, at).
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -95,8 +100,12 @@ class TabularSettings(ConnectionSettings):
                 raise ValueError(message)
         return tabs
 
+    def tab_mapping(self, entity: str) -> TabMapping | None:
+        """The configured mapping of ``entity``'s tab, if any."""
+        return self.tabs.get(entity) if is_entity(entity) else None
+
     def tab_title(self, entity: str) -> str:
-        spec = self.tabs.get(entity)  # type: ignore[call-overload]
+        spec = self.tab_mapping(entity)
         return spec.tab if spec is not None and spec.tab else DEFAULT_TABS[entity]
 
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from syncd.errors import BadPayloadError
@@ -34,7 +34,9 @@ from syncd.records import (
     Company,
     Contact,
     Deal,
+    DealStatus,
     FieldDef,
+    FieldEntity,
     Pipeline,
     Stage,
     StageChange,
@@ -51,9 +53,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "activities": ("id", "type"), "stage_history": ("deal", "to_stage", "at"),
     "users": ("id",),
 }
-STATUS_WORDS = {"open": "open", "won": "won", "lost": "lost", "deleted": "deleted"}
-FIELD_ENTITY = {"deals": "deal", "companies": "company", "contacts": "contact",
-                "activities": "activity"}
+STATUS_WORDS: dict[str, DealStatus] = {"open": "open", "won": "won", "lost": "lost",
+                                       "deleted": "deleted"}
+FIELD_ENTITY: dict[str, FieldEntity] = {"deals": "deal", "companies": "company",
+                                        "contacts": "contact", "activities": "activity"}
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def split_tab(title: str, grid: Grid, entity: str, settings: TabularSettings) ->
         return Tab(title, [], [])
     header = [cell.text(v) for v in rows[start]]
     positions = {_header_key(h): i for i, h in reversed(list(enumerate(header))) if h}
-    spec = settings.tabs.get(entity)  # type: ignore[call-overload]
+    spec = settings.tab_mapping(entity)
     explicit = spec.columns if spec is not None else {}
     where: dict[str, int] = {}
     for key in COLUMNS[entity]:
@@ -237,7 +240,7 @@ class TabularReader:
         self.data.pipelines = list(self._pipelines.values())
         self.data.stages = list(self._stages.values())
         self.data.fields = [
-            FieldDef(entity=FIELD_ENTITY[e], key=h, name=h)  # type: ignore[arg-type]
+            FieldDef(entity=FIELD_ENTITY[e], key=h, name=h)
             for e, tab in tabs.items() if e in FIELD_ENTITY for h in tab.extra_headers
         ]
         kinds = dict.fromkeys(a.type for a in self.data.activities)
@@ -308,7 +311,7 @@ class TabularReader:
         """Custom columns by header. Values of ``date_fields``/``number_fields`` columns are
         read as dates/numbers; one that cannot be read is a problem naming the tab, row,
         column and value, and only that field is left empty (the row is kept)."""
-        spec = self.settings.tabs.get(entity)  # type: ignore[call-overload]
+        spec = self.settings.tab_mapping(entity)
         dates = set(spec.date_fields) if spec is not None else set()
         numbers = set(spec.number_fields) if spec is not None else set()
         out: dict[str, Any] = {}
@@ -318,7 +321,8 @@ class TabularReader:
                 continue
             try:
                 if header in dates:
-                    out[header] = cell.day(value).isoformat()  # type: ignore[union-attr]
+                    parsed = cell.day(value)  # a non-blank cell: a date, or ValueError
+                    out[header] = parsed.isoformat() if parsed is not None else None
                 else:
                     out[header] = cell.number(value)
             except (ValueError, TypeError) as exc:
@@ -389,7 +393,7 @@ class TabularReader:
     def _companies_ref(self, value: Any) -> str | None:
         return self._companies.resolve(value)
 
-    def _stage_outcome(self, row: Row) -> str | None:
+    def _stage_outcome(self, row: Row) -> Literal["won", "lost"] | None:
         """won/lost when the status cell is empty and the stage cell is an outcome
         (``connection.stage_status``)."""
         if cell.text(row.get("status")):
@@ -397,7 +401,8 @@ class TabularReader:
         outcomes = {k.strip().casefold(): v for k, v in self.settings.stage_status.items()}
         return outcomes.get(cell.text(row.get("stage")).strip().casefold())
 
-    def _status(self, row: Row, won_at: datetime | None, lost_at: datetime | None) -> str:
+    def _status(self, row: Row, won_at: datetime | None,
+                lost_at: datetime | None) -> DealStatus:
         raw = cell.text(row.get("status"))
         if not raw:
             return self._stage_outcome(row) or ("won" if won_at else "lost" if lost_at
@@ -426,7 +431,7 @@ class TabularReader:
         contact = self._contacts.resolve(row.get("contact"))
         value = cell.number(row.get("value"))
         return Deal(
-            external_id=ident, title=cell.text(row.get("title")), status=status,  # type: ignore[arg-type]
+            external_id=ident, title=cell.text(row.get("title")), status=status,
             pipeline_id=pipeline, stage_id=self._stage_id(pipeline, stage) if stage else None,
             owner_id=self._owner(row.get("owner")),
             company_id=self._companies_ref(row.get("company")),
@@ -497,7 +502,8 @@ class TabularReader:
         if "companies" in tabs:
             return
         seen: dict[str, None] = {}
-        for record in (*self.data.deals, *self.data.contacts):
+        naming: list[Deal | Contact] = [*self.data.deals, *self.data.contacts]
+        for record in naming:
             if record.company_id:
                 seen.setdefault(record.company_id)
         self.data.companies = [Company(external_id=c, name=c, raw={"derived_from": "deals"})
