@@ -347,10 +347,13 @@ def run(obj: Context, tenants: tuple[str, ...], max_passes: int | None, log_form
               help="Open with the first-audit summary [default: when the tenant has at most "
               "one finished pass].")
 @LANG_OPTION
+@click.option("--compare", "compare_month", metavar="YYYY-MM",
+              help="Compare with that month's last daily snapshot (JSON key `compare`).")
 @pass_context
 @handle_errors
 def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str | None,
-           benchmark: bool, onboarding: bool | None, lang: str | None) -> None:
+           benchmark: bool, onboarding: bool | None, lang: str | None,
+           compare_month: str | None) -> None:
     """Violations, karma, people, KPIs and the contact matrix of one tenant (from the store)."""
     from syncd.onboarding import summary
 
@@ -361,6 +364,11 @@ def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str |
         data["onboarding"] = summary.onboarding_summary(database, loaded, data)
     if benchmark:
         data["benchmark"] = _benchmark(obj, database, loaded)
+    if compare_month:
+        from syncd import history
+
+        data["compare"] = history.compare_section(database, loaded, data,
+                                                  _month_option(compare_month))
     if fmt == "html":
         from syncd.report_html import render_html
 
@@ -381,6 +389,24 @@ def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str |
                 out.print(f"- {line}", highlight=False)
         print_report(out, data)
         print_people_and_kpis(out, data)
+        _print_compare(data, loaded)
+
+
+def _print_compare(data: dict[str, Any], tenant: Tenant) -> None:
+    if data.get("compare"):
+        from syncd.history import compare_lines
+
+        for line in compare_lines(data["compare"], data.get("language") or tenant.config.language):
+            out.print(line, highlight=False)
+
+
+def _month_option(text: str) -> str:
+    try:
+        datetime.strptime(text, "%Y-%m")
+    except ValueError:
+        message = f"--compare: {text!r} is not a month (YYYY-MM)"
+        raise ConfigError(message) from None
+    return text
 
 
 def _benchmark(obj: Context, database: store.Database, tenant: Tenant) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
-from syncd import __version__, exitcodes, secrets, store
+from syncd import __version__, exitcodes, history, secrets, store
 from syncd.config import ReplicaConfig, Settings, Tenant, TenantSet
 from syncd.errors import BadPayloadError, ConfigError, ConfigProblem, SyncdError
 from syncd.http import response_observer
@@ -180,6 +180,11 @@ class Runner:
         except Exception:
             log.exception("tenant %s: the report could not be written", tenant.key)
             return None
+        if options.as_of is None:
+            try:  # the day's snapshot for the trends (first good pass of the local day)
+                history.record_report(db, tenant, report)
+            except Exception:
+                log.exception("tenant %s: the day's snapshot could not be stored", tenant.key)
         if options.as_of is None:
             failures = publish_report(self.plugins, tenant, report)
             if summary is not None:
