@@ -53,6 +53,7 @@ from syncd_pipedrive.streams import (
     FLOW_PATH,
     HISTORY_BATCH,
     REFERENCE_STREAMS,
+    Entity,
     EntityStream,
     FieldCatalog,
     Normalizer,
@@ -60,7 +61,9 @@ from syncd_pipedrive.streams import (
     format_time,
     is_deleted,
     item_key,
+    normalize_activity_type,
     normalize_many,
+    normalize_user,
     stage_changes,
 )
 from syncd_pipedrive.webhooks import read_hint
@@ -98,7 +101,7 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
         register(settings.api_token)
         self.client = PipedriveClient(settings, sleep=sleep, clock=clock, session=session)
         self._now = now
-        self._catalogs: dict[str, FieldCatalog] = {}
+        self._catalogs: dict[Entity, FieldCatalog] = {}
         #: deal id -> (update_time, stage id) of deals read in this pass (for stage history).
         self._deals_seen: dict[str, tuple[datetime | None, str | None]] = {}
 
@@ -122,13 +125,13 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
     def on_requests(self, callback: Callable[[int], None]) -> None:
         self.client.on_request = callback
 
-    def catalog(self, entity: str) -> FieldCatalog:
+    def catalog(self, entity: Entity) -> FieldCatalog:
         """The field definitions of ``entity``, read once per pass (the ``fields`` stream
         reads them first, so entity streams cost no extra request)."""
         catalog = self._catalogs.get(entity)
         if catalog is None:
             definitions = [d for page in self.client.iter_v2(FIELD_PATHS[entity]) for d in page]
-            catalog = FieldCatalog(entity, definitions)  # type: ignore[arg-type]
+            catalog = FieldCatalog(entity, definitions)
             self._catalogs[entity] = catalog
         return catalog
 
@@ -265,12 +268,11 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
         Lost reasons), so the reasons are collected from the lost deals themselves: the
         texts actually in use are what a tenant's mapping must cover anyway.
         """
-        users = normalize_many("users", self.client.get_list("/v1/users"),
-                               REFERENCE_STREAMS["users"].normalize)
+        users = normalize_many("users", self.client.get_list("/v1/users"), normalize_user)
         pipelines = [p for page in self.client.iter_v2("/api/v2/pipelines") for p in page]
         stages = [s for page in self.client.iter_v2("/api/v2/stages") for s in page]
         types = normalize_many("activity_types", self.client.get_list("/v1/activityTypes"),
-                               REFERENCE_STREAMS["activity_types"].normalize)
+                               normalize_activity_type)
         reasons: set[str] = set()
         for page in self.client.iter_v2("/api/v2/deals", {"status": "lost"}):
             for deal in page:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, TypeVar
 
 from syncd.badrecords import reject
 from syncd.errors import BadPayloadError
@@ -392,16 +392,18 @@ def normalize_activity_type(payload: Mapping[str, Any], catalog: FieldCatalog | 
 
 
 Normalizer = Callable[[Mapping[str, Any], FieldCatalog | None], Record]
+R = TypeVar("R", bound=Record)
 
 
-def normalize_many(stream: str, items: Sequence[Any], normalize: Normalizer,
+def normalize_many(stream: str, items: Sequence[Any],
+                   normalize: Callable[[Mapping[str, Any], FieldCatalog | None], R],
                    catalog: FieldCatalog | None = None, *,
                    problems: list[FieldProblem] | None = None,
-                   tenant: str | None = None) -> list[Record]:
+                   tenant: str | None = None) -> list[R]:
     """Normalize a page; any unreadable record fails the page, naming stream and id.
     With ``problems``, a custom field value that cannot be read is reported there (naming
     tenant, stream, record id, field and value) and left empty; the record is kept."""
-    records: list[Record] = []
+    records: list[R] = []
     for item in items:
         if not isinstance(item, dict):
             message = f"pipedrive {stream}: expected an object, got {type(item).__name__}"
@@ -530,7 +532,9 @@ def item_key(item: Any) -> tuple[str, datetime] | None:
     return (item_id, stamp) if item_id is not None and stamp is not None else None
 
 
-def is_deleted(record: Record) -> bool:
+def is_deleted(record: Record) -> TypeGuard[Deal | Company | Contact | Activity]:
+    """A deal whose status is deleted, or a record flagged deleted (only those four have
+    either)."""
     if isinstance(record, Deal):
         return record.status == "deleted"
     return bool(getattr(record, "deleted", False))

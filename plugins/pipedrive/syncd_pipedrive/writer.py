@@ -30,6 +30,7 @@ from syncd.errors import (
 from syncd.records import Record
 from syncd.secrets import redact
 from syncd_pipedrive.streams import (
+    Entity,
     FieldCatalog,
     FieldInfo,
     field_info,
@@ -67,7 +68,7 @@ class PipedriveWriter:
 
     client: PipedriveClient
 
-    def catalog(self, entity: str) -> FieldCatalog:  # provided by the connector
+    def catalog(self, entity: Entity) -> FieldCatalog:  # provided by the connector
         raise NotImplementedError
 
     def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
