@@ -96,9 +96,15 @@ class DaemonConfig(_Model):
 
 
 class FieldMapping(_Model):
-    deal: dict[str, str] = Field(default_factory=dict)  # canonical key -> CRM field name
-    company: dict[str, str] = Field(default_factory=dict)
-    contact: dict[str, str] = Field(default_factory=dict)
+    #: canonical key -> CRM field name; ``null``: the CRM has no such field (docs/config.md:
+    #: a Sales Book action evidenced only by it is not audited, and the report says so).
+    deal: dict[str, str | None] = Field(default_factory=dict)
+    company: dict[str, str | None] = Field(default_factory=dict)
+    contact: dict[str, str | None] = Field(default_factory=dict)
+
+    def absent(self, entity: str = "deal") -> frozenset[str]:
+        """The canonical keys mapped to ``null`` (the CRM has no such field)."""
+        return frozenset(k for k, name in getattr(self, entity).items() if name is None)
 
 
 class Team(_Model):
@@ -410,7 +416,9 @@ def _load_tenant(
         settings=settings_obj,
         interval_minutes=config.interval_minutes or settings.daemon.interval_minutes,
         token_cipher=settings.token_cipher,
-        custom_rules=custom_rules, book=with_rule_weights(book, custom_rules),
+        custom_rules=custom_rules,
+        book=with_rule_weights(book, custom_rules).without_evidence_fields(
+            config.mapping.fields.absent()),
     )
     return tenant, problems
 
@@ -570,6 +578,38 @@ def _task_type_problems(config: TenantConfig, file: str) -> list[ConfigProblem]:
         f"maps to {task_kind!r}; choose a type mapped to 'task' (or not mapped at all)")]
 
 
+def evidence_gap_text(action_key: str, action: Any, field: str) -> str:
+    """What mapping an evidence field to null means for one action (check and report)."""
+    if action.evidence.activity_types:
+        return (f"null: the CRM has no {field!r} field, so Sales Book action {action_key!r} "
+                f"is proven only by a done {' or '.join(action.evidence.activity_types)}")
+    return (f"null: the CRM has no {field!r} field, so Sales Book action {action_key!r} "
+            "(proven only by that field) is not audited; the report says so")
+
+
+def _evidence_field_problems(config: TenantConfig, book: SalesBook,
+                             file: str) -> list[ConfigProblem]:
+    """Each deal field a Sales Book action needs as evidence is mapped (or null: absent)."""
+    problems = []
+    absent = config.mapping.fields.absent()
+    for action_key, action in book.actions.items():
+        needed = action.evidence.field
+        if needed and needed in absent:
+            problems.append(ConfigProblem(
+                file, f"mapping.fields.deal.{needed}",
+                evidence_gap_text(action_key, action, needed), severity="warning"))
+        elif needed and needed not in config.mapping.fields.deal:
+            severity = "warning" if action.evidence.activity_types else "error"
+            then = ("only its activities prove it" if action.evidence.activity_types
+                    else "the action is not audited")
+            problems.append(ConfigProblem(
+                file, f"mapping.fields.deal.{needed}",
+                f"Sales Book action {action_key!r} needs deal field {needed!r} as evidence; "
+                f"map it to a CRM field name, or to null if the CRM has no such field ({then}; "
+                "docs/onboarding.md)", severity=severity))
+    return problems
+
+
 def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[ConfigProblem]:
     """Mapping targets must exist in the Sales Book; the book's evidence fields be mapped."""
     problems = []
@@ -597,14 +637,7 @@ def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[C
                 file, f"mapping.loss_reasons.{crm_reason}",
                 f"unknown loss reason {target!r} (catalogue: "
                 f"{', '.join(sorted(book.passive.lost.reasons))}; or null/ignore)"))
-    for action_key, action in book.actions.items():
-        needed = action.evidence.field
-        if needed and needed not in config.mapping.fields.deal:
-            severity = "warning" if action.evidence.activity_types else "error"
-            problems.append(ConfigProblem(
-                file, f"mapping.fields.deal.{needed}",
-                f"Sales Book action {action_key!r} needs deal field {needed!r} as evidence; "
-                "map it to a CRM field name", severity=severity))
+    problems += _evidence_field_problems(config, book, file)
     problems += _task_type_problems(config, file)
     if config.writeback.enabled and not config.writeback.company_karma_field:
         problems.append(ConfigProblem(file, "writeback.company_karma_field", "empty field name"))

@@ -59,9 +59,9 @@ def field_problems(config: TenantConfig, known: Mapping[str, Iterable[str]], fil
         if entity not in known:
             continue
         names = list(known[entity])
-        mapped: dict[str, str] = getattr(config.mapping.fields, entity)
+        mapped: dict[str, str | None] = getattr(config.mapping.fields, entity)
         for canonical, name in mapped.items():
-            if name in names:
+            if name is None or name in names:  # None: the CRM has no such field, on purpose
                 continue
             hint = closest(name, names)
             if hint:

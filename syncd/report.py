@@ -32,6 +32,7 @@ from syncd.render import (
     violation_text,
     write_failures_note,
 )
+from syncd.salesbook import SalesBook
 from syncd.scoring import people as people_karma
 from syncd.scoring.karma import (
     KarmaLine,
@@ -97,7 +98,8 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "contact_matrix": matrix,
         "quarantine": held,
         "write_failures": rejected,
-        "notes": _notes(violations, lang) + bad_record_notes(held, rejected, lang),
+        "notes": _notes(violations, lang) + evidence_gap_notes(tenant.book, lang)
+        + bad_record_notes(held, rejected, lang),
         **titles(tenant, lang, violations),
     }
 
@@ -284,6 +286,24 @@ def _notes(violations: list[dict[str, Any]], language: str = "en") -> list[str]:
     if not derived:
         return []
     return [texts(language).say("note.derived_history", count=len(derived))]
+
+
+def evidence_gap_notes(book: SalesBook, language: str) -> list[str]:
+    """What the audit cannot see because the CRM lacks an evidence field (mapped to null)."""
+    t = translator(language, "report")
+    notes = []
+    for gap in book.evidence_gaps:
+        values = {"action": gap.action.title_in(language), "field": gap.field}
+        if gap.audited:
+            notes.append(t.gettext(
+                "Action «{action}» is proven only by activities: the CRM has no field for "
+                "{field} (mapping.fields.deal.{field}: null).").format(**values))
+        else:
+            notes.append(t.gettext(
+                "Action «{action}» is not audited: the CRM has no field for {field}, the only "
+                "evidence the Sales Book accepts for it (mapping.fields.deal.{field}: null)."
+            ).format(**values))
+    return notes
 
 
 # -- records and writes that did not make it (docs/operations.md "Bad records") ---------------

@@ -8,6 +8,7 @@ each tenant maps its CRM's types and fields onto them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,17 @@ class LossReason(_Titled):
     #: Where the reason may be given: active stage keys and/or ``deferred`` (a deal lost
     #: while deferred). None: at every active stage and at ``deferred``.
     stages: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EvidenceGap:
+    """A Sales Book action whose evidence field the tenant's CRM does not have: proven by
+    its activities only (``audited``), or, with no activity kinds, not audited at all."""
+
+    key: str
+    action: Action
+    field: str
+    audited: bool
 
 
 class DeferredRules(_Strict):
@@ -131,6 +143,7 @@ class SalesBook(_Titled):
     karma: KarmaWeights = KarmaWeights()
     kpis: KpiPlan = KpiPlan()
     _stage_index: dict[str, int] = PrivateAttr(default_factory=dict)
+    _evidence_gaps: tuple[EvidenceGap, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _check_references(self) -> SalesBook:
@@ -138,6 +151,36 @@ class SalesBook(_Titled):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def without_evidence_fields(self, absent: frozenset[str]) -> SalesBook:
+        """This book for a CRM that lacks the deal fields ``absent``: they prove nothing; an
+        action only they could prove is left out of its stages (not audited), its key kept
+        in ``unaudited_actions``. The same book when nothing is absent."""
+        touched = {key: a for key, a in self.actions.items() if a.evidence.field in absent}
+        if not touched:
+            return self
+        actions = dict(self.actions)
+        dropped = set()
+        for key, action in touched.items():
+            if action.evidence.activity_types:
+                actions[key] = action.model_copy(update={"evidence": action.evidence.model_copy(
+                    update={"field": None})})
+            else:
+                dropped.add(key)
+                del actions[key]
+        stages = tuple(stage.model_copy(update={"actions": tuple(
+            a for a in stage.actions if a not in dropped)}) for stage in self.stages)
+        book = self.model_copy(update={"actions": actions, "stages": stages})
+        book._stage_index = {s.key: i for i, s in enumerate(stages)}
+        book._evidence_gaps = tuple(EvidenceGap(key, action, str(action.evidence.field),
+                                                audited=key not in dropped)
+                                    for key, action in sorted(touched.items()))
+        return book
+
+    @property
+    def evidence_gaps(self) -> tuple[EvidenceGap, ...]:
+        """The actions whose evidence field the tenant's CRM lacks (``without_evidence_fields``)."""
+        return self._evidence_gaps
 
     def reference_problems(self) -> list[str]:
         """Cross-references that pydantic cannot check field by field."""

@@ -53,7 +53,7 @@ def _audit(report: dict[str, Any]) -> list[tuple[str, str | None]]:
 def test_csv_and_xlsx_exports_are_audited_without_credentials(config: Path) -> None:
     env = {key: "" for key in ("GOOGLE_APPLICATION_CREDENTIALS",)}
     result = run_syncd(config, "sync", "--format", "json", env=env)
-    assert result.returncode == PARTIAL, result.stderr  # ran; the bad row skipped
+    assert result.returncode == PARTIAL, result.stderr  # ran; the bad row quarantined
     outcomes = {o["tenant"]: o for o in json.loads(result.stdout)}
     tab, row = sample.BAD_ROW
     for key in ("from_csv", "from_xlsx"):
@@ -61,11 +61,18 @@ def test_csv_and_xlsx_exports_are_audited_without_credentials(config: Path) -> N
         assert outcomes[key]["ok"], outcomes[key]
         assert summary["requests"] == 0, "a local export makes no HTTP request"
         assert summary["pulled"]["deals"] == len(sample.DEALS) - 1, "only the bad row skipped"
-        assert len(summary["problems"]) == 1
-        assert summary["problems"][0].startswith(f"tab {tab!r} row {row}: created_at"), summary
+        # held in quarantine like any unreadable record, naming its tab and row
+        assert summary["problems"] == [], summary
+        assert len(summary["quarantined"]) == 1
+        assert f"tab {tab!r} row {row}: created_at" in summary["quarantined"][0], summary
         assert f"tenant {key}: tab {tab!r} row {row}" in result.stderr, "logged too"
 
     from_csv, from_xlsx = (report_json(config, key) for key in ("from_csv", "from_xlsx"))
+    for report in (from_csv, from_xlsx):
+        held = report["quarantine"]
+        assert [(h["stream"], h["stage"]) for h in held] == [("deals", "read")]
+        assert held[0]["payload"]["tab"] == tab and held[0]["payload"]["row"] == row
+        assert f"tab {tab!r} row {row}" in held[0]["problem"]
     assert _audit(from_csv) == _audit(from_xlsx), "same data, same audit, whatever the format"
     found = set(_audit(from_csv))
     for expected in [("no_lead_source", "D-003"), ("no_contact", "00123"),
@@ -128,3 +135,20 @@ def test_a_relative_export_path_is_relative_to_the_tenant_file(tmp_path: Path,
     result = run_syncd(config, "sync", "rel", "--format", "json")  # cwd is the repository
     assert result.returncode == PARTIAL, result.stderr  # ran; the sample's bad row skipped
     assert json.loads(result.stdout)[0]["summary"]["pulled"]["deals"] > 0
+
+
+def test_a_quarantined_row_is_released_once_the_export_is_fixed(tmp_path: Path,
+                                                                 db_url: str) -> None:
+    csv_dir = sample.write_csv_dir(tmp_path / "export_csv")
+    config = write_config(tmp_path, db_url, {"shop": _tenant(csv_dir)})
+    first = run_syncd(config, "sync", "shop")
+    assert first.returncode == PARTIAL, first.stderr
+    held = report_json(config, "shop")["quarantine"]
+    assert [h["external_id"] for h in held] == ["D-006"]
+    deals = csv_dir / "Deals.csv"
+    deals.write_text(deals.read_text("utf-8-sig").replace("someday", "2026-05-02"), "utf-8-sig")
+    second = run_syncd(config, "sync", "shop")
+    assert second.returncode == 0, second.stderr
+    report = report_json(config, "shop")
+    assert report["quarantine"] == []
+    assert report["counts"]["deals"] == len(sample.DEALS)

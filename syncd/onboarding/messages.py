@@ -35,7 +35,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "filled": "filled on {n} record(s); ",
         "values": "values",
         "field_todo": "the Sales Book needs this field as evidence; name the CRM field that "
-                      "holds it ({hint})",
+                      "holds it ({hint}), or write null if the CRM has none (the report then "
+                      "says which action is not audited)",
         "closest": "closest: {name} ({confidence})",
         "no_similar": "no field with a similar name",
         "optional": "not found ({why}; optional)",
@@ -72,8 +73,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fields": "Ключ поля Sales Book -> название поля в CRM (точно, с учётом регистра).",
         "filled": "заполнено в записях: {n}; ",
         "values": "значения",
-        "field_todo": "Sales Book проверяет действие по этому полю; укажите поле CRM, в "
-                      "котором оно хранится ({hint})",
+        "field_todo": "Книга продаж проверяет действие по этому полю; укажите поле CRM, в "
+                      "котором оно хранится ({hint}), или null, если такого поля в CRM нет "
+                      "(отчёт тогда скажет, какое действие не проверяется)",
         "closest": "ближайшее: {name} ({confidence})",
         "no_similar": "похожих полей нет",
         "optional": "не найдено ({why}; необязательное)",

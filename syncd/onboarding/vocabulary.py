@@ -28,7 +28,8 @@ _NON_WORD = re.compile(r"[^\w]+|_+")
 def normalise(text: str) -> str:
     """Case-folded words separated by one space; ``ё`` is ``е``; punctuation and ``_`` are
     spaces ("Closed - won" -> "closed won", "UC_PRICE" -> "uc price")."""
-    return " ".join(_NON_WORD.sub(" ", str(text).casefold().replace("ё", "е")).split())
+    text = str(text).casefold().replace("ё", "е").replace("№", " номер ")  # "№" is "number"
+    return " ".join(_NON_WORD.sub(" ", text).split())
 
 
 def transliterate(text: str) -> str:
@@ -183,7 +184,7 @@ TAB_SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 COLUMN_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     "deals": {
-        "id": ("id", "deal id", "id сделки", "ид", "номер сделки"),
+        "id": ("id", "deal id", "id сделки", "ид", "номер сделки", "номер"),
         "title": ("deal", "title", "name", "deal name", "название", "сделка",
                   "название сделки"),
         "status": ("status", "статус", "состояние"),
@@ -198,7 +199,7 @@ COLUMN_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "created_at": ("created", "created at", "date created", "дата создания", "создана"),
         "updated_at": ("updated", "updated at", "modified", "дата изменения", "изменена"),
         "stage_changed_at": ("stage changed", "stage changed at", "дата смены этапа",
-                             "этап изменен"),
+                             "этап изменен", "изменение этапа", "смена этапа"),
         "won_at": ("won on", "won at", "won", "won date", "дата выигрыша",
                    "дата успешного закрытия"),
         "lost_at": ("lost on", "lost at", "lost date", "дата проигрыша", "дата отказа"),
@@ -218,7 +219,7 @@ COLUMN_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "owner": ("owner", "responsible", "ответственный"),
     },
     "activities": {
-        "id": ("id", "activity id", "ид"),
+        "id": ("id", "activity id", "ид", "номер"),
         "type": ("type", "kind", "тип", "вид"),
         "subject": ("subject", "title", "тема", "название", "описание"),
         "done": ("done", "completed", "выполнено", "завершено", "выполнена"),

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from syncd.badrecords import reject
 from syncd.connector import (
     STANDARD_STREAMS,
     ConnectionSettings,
@@ -38,7 +39,14 @@ from syncd_gsheets.auth import READONLY_SCOPES
 from syncd_gsheets.client import SheetsClient, a1
 from syncd_gsheets.files import read_path
 from syncd_gsheets.settings import GSheetsSettings, SpreadsheetSettings, TabularSettings
-from syncd_gsheets.tabular import FIELD_ENTITY, Grid, TabularData, read_tables, tab_titles
+from syncd_gsheets.tabular import (
+    FIELD_ENTITY,
+    Grid,
+    RowProblem,
+    TabularData,
+    read_tables,
+    tab_titles,
+)
 
 log = logging.getLogger(__name__)
 #: Records per Page (one store transaction each).
@@ -99,8 +107,9 @@ class TabularConnector(Connector):
         entity = _ENTITY_OF.get(stream)
         title = self.settings.tab_title(entity) if entity else None
         key = title.strip().casefold() if title else None
-        problems = capped([str(p) for p in data.problems if p.tab.strip().casefold() == key],
-                          title)
+        problems = capped([str(p) for p in data.problems
+                           if p.tab.strip().casefold() == key
+                           and not (p.skipped and _quarantine(stream, p))], title)
         deleted: tuple[str, ...] = ()
         new_cursor: str | None = None
         if stream in DELETABLE:
@@ -134,6 +143,14 @@ class TabularConnector(Connector):
         message = (f"the {self.name} connector is read-only: set writeback.enabled: false in "
                    f"the tenant file (reports go to Google Sheets through reports: gsheets:)")
         raise SyncdError(message)
+
+
+def _quarantine(stream: str, problem: RowProblem) -> bool:
+    """Hand a skipped row to the core's quarantine (with its tab, row and cells), as any
+    connector does with a record it cannot read; False outside a pass (then it stays a
+    listed row problem)."""
+    payload = {"tab": problem.tab, "row": problem.row, "cells": problem.cells}
+    return reject(stream, payload, str(problem), external_id=problem.ident)
 
 
 #: Which tab a stream's row problems belong to.

@@ -61,11 +61,18 @@ FIELD_ENTITY: dict[str, FieldEntity] = {"deals": "deal", "companies": "company",
 
 @dataclass(frozen=True)
 class RowProblem:
-    """A row that could not be read; ``row`` is the sheet's own row number (header = 1)."""
+    """A row that could not be read; ``row`` is the sheet's own row number (header = 1).
+    A row skipped as a whole keeps its ``cells`` and ``ident`` (the core quarantines it)."""
 
     tab: str
     row: int
     problem: str
+    cells: dict[str, Any] | None = field(default=None, compare=False)
+    ident: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.cells is not None
 
     def __str__(self) -> str:
         return f"tab {self.tab!r} row {self.row}: {self.problem}"
@@ -253,8 +260,11 @@ class TabularReader:
             try:
                 record = read_row(tab, row)
             except (ValueError, TypeError) as exc:
-                self.data.problems.append(RowProblem(tab.title, row.number, str(exc)))
-                self._remember_skip(entity, row)
+                ident = self._remember_skip(entity, row)
+                cells = {key: cell.plain(v) for key, v in {**row.standard, **row.extra}.items()
+                         if not cell.blank(v)}
+                self.data.problems.append(RowProblem(tab.title, row.number, str(exc),
+                                                     cells=cells, ident=ident))
                 continue
             ident = getattr(record, "external_id", None)
             if ident is not None and ident in seen:
@@ -266,8 +276,9 @@ class TabularReader:
                 seen[ident] = row.number
             self._keep(record)
 
-    def _remember_skip(self, entity: str, row: Row) -> None:
-        """A skipped row still exists: its record must not be taken for deleted."""
+    def _remember_skip(self, entity: str, row: Row) -> str | None:
+        """A skipped row still exists: its record must not be taken for deleted. Returns
+        its id (None when that cell is unreadable too)."""
         try:
             ident = cell.ident(row.get("id"))
         except (ValueError, TypeError):
@@ -276,6 +287,7 @@ class TabularReader:
             self.data.unknown_skips.add(entity)
         else:
             self.data.skipped_ids.setdefault(entity, set()).add(ident)
+        return ident
 
     def _keep(self, record: Any) -> None:
         target = {User: None, Company: self.data.companies, Contact: self.data.contacts,
