@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from support import REPO, run_syncd, write_config
+from support import REPO, report_json, run_syncd, write_config
 from test_tabular_export import sample
 
 from syncd.config import TenantConfig, load_salesbook, mapping_problems
@@ -77,3 +77,39 @@ def test_plain_check_opens_a_local_export_and_checks_its_names(tmp_path: Path) -
     assert (f"warning: {tmp_path / 'tenants' / 'csv.yaml'}: mapping.stages.{pipeline}."
             f"{stage[:-1]}: pipeline {pipeline!r} has no stage {stage[:-1]!r}; did you mean "
             f"{stage!r}?") in typo.stderr
+
+
+def test_an_evidence_field_the_crm_lacks_is_mapped_to_null(tmp_path: Path) -> None:
+    """The documented way out (docs/onboarding.md): `null` says the CRM has no such field;
+    check warns with the consequence, the audit leaves out what nothing can prove, and the
+    report says so."""
+    missing = {p.key: p.severity for p in mapping_problems(
+        _config(fields={"deal": {"estimate_link": "Offer link"}}), BOOK, "t.yaml")}
+    assert missing["mapping.fields.deal.invoice_number"] == "error"  # only that field proves it
+    absent = mapping_problems(_config(fields={"deal": {
+        "lead_source": "Source", "estimate_link": None, "invoice_number": None}}), BOOK, "t.yaml")
+    said = {p.key: p for p in absent if p.key.startswith("mapping.fields")}
+    assert {p.severity for p in said.values()} == {"warning"}
+    assert "'invoice_issued' (proven only by that field) is not audited" in str(
+        said["mapping.fields.deal.invoice_number"])
+    assert "'offer_sent' is proven only by a done email" in str(
+        said["mapping.fields.deal.estimate_link"])
+
+    tenant = copy.deepcopy(sample.SAMPLE_TENANT)
+    tenant["connection"]["path"] = str(sample.write_csv_dir(tmp_path / "export_csv"))
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
+    assert run_syncd(config, "sync", "csv").returncode in (0, 4)
+    before = report_json(config, "csv")
+    won_without_invoice = [v for v in before["violations"] if v["action_key"] == "invoice_issued"]
+
+    tenant["mapping"]["fields"]["deal"]["invoice_number"] = None
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
+    checked = run_syncd(config, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "mapping.fields.deal.invoice_number: null: the CRM has no" in checked.stderr
+    assert run_syncd(config, "sync", "csv").returncode in (0, 4)
+    after = report_json(config, "csv")
+    assert not [v for v in after["violations"] if v["action_key"] == "invoice_issued"]
+    assert len(after["violations"]) == len(before["violations"]) - len(won_without_invoice)
+    assert any(note.startswith("Action «Invoice issued» is not audited") for note in
+               after["notes"]), after["notes"]
