@@ -54,7 +54,7 @@ from syncd.errors import (
     RateLimitedError,
     RetriableAPIError,
 )
-from syncd.ratelimit import RateLimiter
+from syncd.ratelimit import Limiter
 from syncd.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -342,7 +342,7 @@ class ApiClient:
         base_url: str,
         *,
         auth_headers: Mapping[str, str],
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         timeout: tuple[float, float] = (10, 60),
         max_attempts: int = MAX_ATTEMPTS,
         max_wait: float = 60.0,

@@ -116,6 +116,17 @@ def recheck_write_guard() -> None:
         guard()
 
 
+class Limiter(Protocol):
+    """What ``syncd.http.ApiClient`` needs of a limiter: ``RateLimiter`` below, or a
+    plugin's own (Bitrix24's leaky bucket). ``acquire``'s slot goes back to ``release``."""
+
+    def acquire(self) -> Any: ...
+
+    def release(self, slot: Any) -> None: ...
+
+    def observe(self, headers: Mapping[str, str]) -> None: ...
+
+
 class RateLimiter:
     """At most ``limit`` requests per rolling ``window`` seconds (thread-safe)."""
 

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from syncd.badrecords import reject
 from syncd.errors import BadPayloadError
@@ -32,6 +32,7 @@ from syncd.records import (
     Company,
     Contact,
     Deal,
+    DealStatus,
     FieldDef,
     Pipeline,
     Record,
@@ -222,7 +223,7 @@ def resolve_values(kind: str, values: Any, name: str = "") -> Any:
 Reasons = Mapping[str, str]  # loss reason id -> name
 
 
-def lead_status(payload: Mapping[str, Any]) -> str:
+def lead_status(payload: Mapping[str, Any]) -> DealStatus:
     if payload.get("is_deleted"):
         return "deleted"
     status = ident(payload.get("status_id"))
@@ -250,7 +251,7 @@ def normalize_lead(payload: Mapping[str, Any], catalog: FieldCatalog | None,
     return Deal(
         external_id=required_id(payload),
         title=str(payload.get("name") or ""),
-        status=status,  # type: ignore[arg-type]
+        status=status,
         pipeline_id=ident(payload.get("pipeline_id")),
         stage_id=stage_key(payload.get("pipeline_id"), payload.get("status_id")),
         owner_id=ident(payload.get("responsible_user_id")),
@@ -297,11 +298,20 @@ def normalize_contact(payload: Mapping[str, Any], catalog: FieldCatalog | None,
     )
 
 
-_LINKS = {"leads": "deal_id", "companies": "company_id", "contacts": "contact_id"}
+class _Links(TypedDict):
+    """The record an activity is attached to (amoCRM's ``entity_type`` + ``entity_id``)."""
+
+    deal_id: str | None
+    company_id: str | None
+    contact_id: str | None
 
 
-def _links(entity_type: Any, entity_id: Any) -> dict[str, str | None]:
-    links: dict[str, str | None] = dict.fromkeys(_LINKS.values())
+_LINKS: dict[str, Literal["deal_id", "company_id", "contact_id"]] = {
+    "leads": "deal_id", "companies": "company_id", "contacts": "contact_id"}
+
+
+def _links(entity_type: Any, entity_id: Any) -> _Links:
+    links: _Links = {"deal_id": None, "company_id": None, "contact_id": None}
     key = _LINKS.get(str(entity_type or ""))
     if key is not None:
         links[key] = ident(entity_id)

@@ -36,11 +36,12 @@ from syncd.errors import (
     FatalAPIError,
     RetriableAPIError,
 )
-from syncd.records import Record
+from syncd.records import Company, Deal, Record
 from syncd.secrets import redact
 from syncd_amocrm.client import embedded
 from syncd_amocrm.streams import (
     ENTITY_PATHS,
+    Entity,
     FieldCatalog,
     FieldInfo,
     field_info,
@@ -81,7 +82,7 @@ class AmoCRMWriter:
     settings: AmoCRMSettings
     task_batch_size: int
 
-    def catalog(self, entity: str) -> FieldCatalog:  # provided by the connector
+    def catalog(self, entity: Entity) -> FieldCatalog:  # provided by the connector
         raise NotImplementedError
 
     def loss_reasons(self) -> dict[str, str]:  # provided by the connector
@@ -90,7 +91,8 @@ class AmoCRMWriter:
     # --- fields ---------------------------------------------------------------------------
     def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
         """Create the custom fields in ``specs`` that do not exist yet (matched by name)."""
-        for entity in ("deal", "company"):
+        entities: tuple[Entity, ...] = ("deal", "company")
+        for entity in entities:
             catalog = self.catalog(entity)
             missing = []
             for spec in (s for s in specs if s.entity == entity):
@@ -102,7 +104,7 @@ class AmoCRMWriter:
                                 entity, spec.name, existing.type, spec.type)
             if not missing:
                 continue
-            path = f"/api/v4/{ENTITY_PATHS[entity]}/custom_fields"  # type: ignore[index]
+            path = f"/api/v4/{ENTITY_PATHS[entity]}/custom_fields"
             body = [{"name": s.name, "type": FIELD_TYPES[s.type],
                      "is_api_only": self.settings.api_only_fields, "sort": 1000}
                     for s in missing]
@@ -128,7 +130,7 @@ class AmoCRMWriter:
     def write_fields(self, changes: Sequence[FieldWrite]) -> list[WriteResult]:
         """Batched PATCHes per entity; one result per change, in order."""
         results: list[WriteResult | None] = [None] * len(changes)
-        by_entity: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        by_entity: dict[Entity, list[tuple[int, dict[str, Any]]]] = {}
         for index, change in enumerate(changes):
             item, problem = self._patch_item(change)
             if problem is not None:
@@ -136,7 +138,7 @@ class AmoCRMWriter:
             else:
                 by_entity.setdefault(change.entity, []).append((index, item))
         for entity, items in by_entity.items():
-            path = f"/api/v4/{ENTITY_PATHS[entity]}"  # type: ignore[index]
+            path = f"/api/v4/{ENTITY_PATHS[entity]}"
             size = self.settings.batch_size
             for first in range(0, len(items), size):
                 for index, outcome in self._patch_batch(path, items[first: first + size]):
@@ -183,7 +185,7 @@ class AmoCRMWriter:
                                   "amocrm rejected a batch of %d writes (%s); bisecting",
                                   size, redact(str(exc))))
 
-    def _attach_records(self, entity: str, changes: Sequence[FieldWrite],
+    def _attach_records(self, entity: Entity, changes: Sequence[FieldWrite],
                         results: list[WriteResult | None]) -> None:
         """Read the written records back so the store holds what amoCRM now holds."""
         wanted = sorted({changes[i].external_id for i, r in enumerate(results)
@@ -191,13 +193,13 @@ class AmoCRMWriter:
         records: dict[str, Record] = {}
         for first in range(0, len(wanted), REREAD_CHUNK):
             for record in self._read_records(entity, wanted[first: first + REREAD_CHUNK]):
-                records[record.external_id] = record  # type: ignore[union-attr]
+                records[record.external_id] = record
         for index, result in enumerate(results):
             if result is not None and result.ok and changes[index].entity == entity:
                 result.record = records.get(changes[index].external_id)
 
-    def _read_records(self, entity: str, ids: list[str]) -> list[Record]:
-        path = f"/api/v4/{ENTITY_PATHS[entity]}"  # type: ignore[index]
+    def _read_records(self, entity: Entity, ids: list[str]) -> list[Deal | Company]:
+        path = f"/api/v4/{ENTITY_PATHS[entity]}"
         params: dict[str, Any] = {"filter[id][]": ids}
         if entity == "deal":
             params["with"] = "contacts,loss_reason"
@@ -205,8 +207,8 @@ class AmoCRMWriter:
         normalize = normalize_lead if entity == "deal" else normalize_company
         reasons = self.loss_reasons() if entity == "deal" else None
         stream = "deals" if entity == "deal" else "companies"
-        out: list[Record] = []
-        for items in self.client.iter_pages(path, ENTITY_PATHS[entity], params,  # type: ignore[index]
+        out: list[Deal | Company] = []
+        for items in self.client.iter_pages(path, ENTITY_PATHS[entity], params,
                                             limit=REREAD_CHUNK):
             out.extend(normalize_many(stream, items, normalize, catalog, reasons))
         return out

@@ -213,7 +213,7 @@ class Bitrix24Client:
             self.endpoint = f"{settings.base_url}/rest"
         self.limiter = shared_bucket(settings, clock=clock, sleep=sleep)
         self.api = ApiClient(
-            self.endpoint, auth_headers={}, limiter=self.limiter,  # type: ignore[arg-type]
+            self.endpoint, auth_headers={}, limiter=self.limiter,
             timeout=(10, settings.timeout_seconds), sleep=sleep, on_request=self._count,
             classify=make_classifier(self.limiter), session=session,
         )

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from syncd.badrecords import reject
 from syncd.errors import BadPayloadError, FatalAPIError
@@ -25,6 +25,7 @@ from syncd.records import (
     Company,
     Contact,
     Deal,
+    DealStatus,
     FieldDef,
     Pipeline,
     Record,
@@ -59,7 +60,7 @@ ACTIVITY_KINDS = {"1": "meeting", "2": "call", "3": "task", "4": "email", "5": "
 ACTIVITY_TYPE_NAMES = {"meeting": "Meeting", "call": "Call", "task": "Task", "email": "E-mail",
                        "event": "Calendar event", "todo": "To-do", "other": "Other"}
 OWNER_TYPES = {"2": "deal", "3": "contact", "4": "company"}
-SEMANTIC_STATUS = {"S": "won", "F": "lost"}
+SEMANTIC_STATUS: dict[str, DealStatus] = {"S": "won", "F": "lost"}
 
 
 # --- small readers -------------------------------------------------------------------------
@@ -223,7 +224,7 @@ class StageInfo:
     loss_field: FieldInfo | None = None
 
 
-def deal_status(payload: Mapping[str, Any], info: StageInfo) -> str:
+def deal_status(payload: Mapping[str, Any], info: StageInfo) -> DealStatus:
     semantic = str(payload.get("STAGE_SEMANTIC_ID") or "").upper()
     if not semantic:
         stage = info.stages.get(str(payload.get("STAGE_ID") or ""))
@@ -255,7 +256,7 @@ def normalize_deal(payload: Mapping[str, Any], catalog: FieldCatalog | None,
     return Deal(
         external_id=deal_id,
         title=str(payload.get("TITLE") or ""),
-        status=status,  # type: ignore[arg-type]
+        status=status,
         pipeline_id=str(ident(payload.get("CATEGORY_ID")) or "0"),
         stage_id=stage_id,
         owner_id=ident(payload.get("ASSIGNED_BY_ID")),
@@ -384,11 +385,11 @@ def department_managers(users: Sequence[Mapping[str, Any]],
     heads: dict[str, str | None] = {}
     parents: dict[str, str | None] = {}
     for row in departments:
-        dept = ident(row.get("ID"))
-        if dept is None:
+        department = ident(row.get("ID"))
+        if department is None:
             continue
-        heads[dept] = ident(row.get("UF_HEAD"))
-        parents[dept] = ident(row.get("PARENT"))
+        heads[department] = ident(row.get("UF_HEAD"))
+        parents[department] = ident(row.get("PARENT"))
     out: dict[str, str] = {}
     for user in users:
         user_id = ident(user.get("ID"))
@@ -438,14 +439,17 @@ def activity_types() -> list[ActivityType]:
     return [ActivityType(key=key, name=name) for key, name in ACTIVITY_TYPE_NAMES.items()]
 
 
+R = TypeVar("R", bound=Record)
+
+
 def normalize_many(stream: str, items: Iterable[Any],
-                   normalize: Callable[[Mapping[str, Any]], Record], *,
+                   normalize: Callable[[Mapping[str, Any]], R], *,
                    problems: list[FieldProblem] | None = None,
-                   tenant: str | None = None) -> list[Record]:
+                   tenant: str | None = None) -> list[R]:
     """Normalize a page; any unreadable record fails the page, naming stream and id.
     With ``problems``, a custom field value that cannot be read is reported there (naming
     tenant, stream, record id, field and value) and left empty; the record is kept."""
-    records: list[Record] = []
+    records: list[R] = []
     for item in items:
         if not isinstance(item, Mapping):
             message = f"bitrix24 {stream}: expected an object, got {type(item).__name__}"

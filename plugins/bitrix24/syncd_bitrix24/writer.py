@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from syncd.connector import FieldSpec, FieldWrite, TaskCreate, WriteResult
 from syncd.errors import BadPayloadError, FatalAPIError
-from syncd.records import Record
+from syncd.records import Company, Deal, Record
 from syncd.secrets import redact
 from syncd_bitrix24.client import MAX_BATCH, BatchResult
 from syncd_bitrix24.streams import (
@@ -69,7 +69,7 @@ class Bitrix24Writer:
         raise NotImplementedError
 
     def deal_records(self, rows: Sequence[Any], catalog: FieldCatalog | None,
-                     ) -> list[Record]:  # implemented by the connector
+                     ) -> list[Deal]:  # implemented by the connector
         raise NotImplementedError
 
     _catalogs: dict[str, FieldCatalog]
@@ -157,11 +157,12 @@ class Bitrix24Writer:
                  catalog: FieldCatalog) -> dict[str, Record]:
         if not rows:
             return {}
+        records: list[Deal] | list[Company]
         if entity == "deal":
             records = self.deal_records(rows, catalog)
         else:
             records = normalize_many("companies", rows, lambda r: normalize_company(r, catalog))
-        return {r.external_id: r for r in records}  # type: ignore[union-attr]
+        return {r.external_id: r for r in records}
 
     # --- tasks --------------------------------------------------------------------------
     def find_task(self, task: TaskCreate) -> str | None:
