@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 #: an item that has neither (it is always read).
 ItemKey = tuple[str, datetime]
 KeyOf = Callable[[Any], ItemKey | None]
-#: How old a version must be when read to be remembered as read: CRMs stamp changes to the
-#: second, so a record read in the second it changed may change again with the same stamp
-#: (and the CRM's clock may run behind ours). Younger versions are simply read again.
+#: How far from the moment of the read a version's stamp must be for it to be remembered as
+#: read: CRMs stamp changes to the second, so a record read in the second it changed may
+#: change again with the same stamp (and the CRM's clock may differ from ours a little).
+#: Versions stamped that close to the read are simply read again next time.
 SETTLE = timedelta(minutes=1)
 
 
@@ -107,10 +108,11 @@ class Watermark:
         if key is not None:
             self.seen[key[0]] = key[1]
 
-    def note_all(self, keys: Iterable[ItemKey | None], settled: datetime | None) -> None:
-        """Remember these items as read, those stamped before ``settled`` only."""
+    def note_all(self, keys: Iterable[ItemKey | None], read_at: datetime | None) -> None:
+        """Remember these items as read, except versions stamped within ``SETTLE`` of
+        ``read_at`` (the moment of the read)."""
         for key in keys:
-            if key is not None and (settled is None or key[1] < settled):
+            if key is not None and (read_at is None or abs(key[1] - read_at) >= SETTLE):
                 self.seen[key[0]] = key[1]
 
     def capped(self, cap: datetime | None) -> datetime | None:
@@ -148,7 +150,7 @@ def incremental(name: str, raw_pages: Iterable[Sequence[Any]],
                 parse: Callable[[list[Any]], Page], mark: Watermark, key: KeyOf, *,
                 overlap: timedelta, ordered: bool | Callable[[], bool] = True,
                 cap: datetime | None = None, commit: bool = True,
-                settled: datetime | None = None,
+                read_at: datetime | None = None,
                 replication_key: str = "updated_at") -> Iterator[Page]:
     """Pages of an incremental list, each carrying the cursor it lets the stream reach.
 
@@ -160,9 +162,9 @@ def incremental(name: str, raw_pages: Iterable[Sequence[Any]],
     and the last one carries the highest value read, never later than ``cap`` (the moment
     the read started: a record changed behind our position is read next time).
     ``commit=False``: no page moves the cursor (a first list of several; ``mark.high``
-    carries what it read into the next call). Only items stamped before ``settled`` are
-    remembered as read (``SETTLE``): a version stamped in the last moments may still
-    change within the same second, and is read again next time.
+    carries what it read into the next call). Versions stamped within ``SETTLE`` of
+    ``read_at`` (when the read began) are not remembered as read: such a record may change
+    again within the same second, keeping its stamp, so it is read again next time.
     """
     last: datetime | None = None
     in_order = True
@@ -182,7 +184,7 @@ def incremental(name: str, raw_pages: Iterable[Sequence[Any]],
                             getattr(record, "external_id", "?"))
             last = stamp if last is None else max(last, stamp)
             mark.high = stamp if mark.high is None else max(mark.high, stamp)
-        mark.note_all(keys, settled)
+        mark.note_all(keys, read_at)
         if commit and in_order and (ordered() if callable(ordered) else ordered):
             if held is not None:
                 yield held

@@ -19,6 +19,7 @@ from syncd.oauth import TokenCipher, TokenSet, TokenStore
 from syncd.plugins import make_plugin_manager
 from syncd.records import Activity, Deal, StageChange
 from syncd.store import Database
+from syncd.streams import watermark_at
 
 BASE = "https://acme.amocrm.ru"
 TOKEN = "amo-long-lived-0123456789"
@@ -93,6 +94,12 @@ def test_the_plugin_registers_the_amocrm_connector() -> None:
 
 
 # --- pulling -----------------------------------------------------------------------------------
+def unix(cursor: str | None) -> str | None:
+    """A compound cursor's watermark as Unix seconds (amoCRM's own time format)."""
+    at = watermark_at(cursor)
+    return None if at is None else str(int(datetime.fromisoformat(at).timestamp()))
+
+
 @responses.activate
 def test_deals_walk_updated_at_as_a_keyset_and_carry_cursors() -> None:
     mock_reference(responses)
@@ -112,7 +119,7 @@ def test_deals_walk_updated_at_as_a_keyset_and_carry_cursors() -> None:
     assert [(c["filter[updated_at][from]"][0], c["page"][0]) for c in calls[:4]] == [
         ("500", "1"), ("1000", "1"), ("1000", "2"), ("1005", "1")], \
         "restart at the newest second read; page on only within one second"
-    assert {p.cursor for p in pages if p.records} == {"2000"}, \
+    assert {unix(p.cursor) for p in pages if p.records} == {"2000"}, \
         "never behind the stored cursor"
 
 
@@ -168,7 +175,7 @@ def test_history_reads_status_events_in_a_closed_window() -> None:
     assert sent["filter[created_at][from]"] == ["1400"]
     assert sent["filter[created_at][to]"] == [str(int(NOW.timestamp()))]
     assert sent["limit"] == ["100"], "events are capped at 100 per page"
-    assert pages[-1].cursor == str(int(NOW.timestamp()))
+    assert unix(pages[-1].cursor) == str(int(NOW.timestamp()))
 
 
 @responses.activate
@@ -187,7 +194,7 @@ def test_activities_are_tasks_and_call_notes_with_one_final_cursor() -> None:
     assert [(r.external_id, r.type, r.done, r.deal_id, r.contact_id) for r in records] == [
         ("task:5", "task_2", True, "7", None), ("note:contacts:6", "call_out", True, None, "9")]
     assert isinstance(records[0], Activity) and records[0].subject == "Kickoff"
-    assert [p.cursor for p in pages] == [None, "1200"]
+    assert [unix(p.cursor) for p in pages] == [None, "1200"]
     note_query = query(responses.calls[2])
     assert note_query["filter[note_type][]"] == ["call_in", "call_out"]
 
@@ -414,7 +421,7 @@ def test_an_unsorted_answer_falls_back_to_plain_pages_and_holds_the_cursor() -> 
     responses.get(f"{BASE}/api/v4/leads", status=204)  # with=only_deleted
     pages = list(make(page_size=2).pull("deals", None, PullContext()))
     assert [r.external_id for p in pages for r in p.records] == ["1", "2", "3"]
-    assert [p.cursor for p in pages if p.records] == [None, "1005"], \
+    assert [unix(p.cursor) for p in pages if p.records] == [None, "1005"], \
         "only the completed walk moves the cursor"
     calls = [query(c) for c in responses.calls if urlsplit(c.request.url).path == "/api/v4/leads"]
     assert [c["page"][0] for c in calls[:3]] == ["1", "1", "2"]

@@ -27,6 +27,7 @@ from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM, Fault
 from test_amocrm_e2e import tenant
 
 from syncd import store
+from syncd.streams import watermark_at
 
 ENV = {"AMO_TOKEN": DEMO_LONG_LIVED_TOKEN, "SYNCD_SECRET_KEY": Fernet.generate_key().decode()}
 
@@ -71,8 +72,9 @@ def _cursor_consistent(db_url: str) -> None:
         cursor = session.scalar(select(store.SyncCursorRow.value).where(
             store.SyncCursorRow.stream == "deals"))
         newest = session.scalar(select(func.max(store.DealRow.updated_at)))
-    assert cursor is not None and newest is not None
-    assert datetime.fromtimestamp(int(cursor), UTC) <= newest.replace(tzinfo=UTC), \
+    at = watermark_at(cursor)
+    assert at is not None and newest is not None
+    assert datetime.fromisoformat(at) <= newest.replace(tzinfo=UTC), \
         "cursor ahead of committed data"
 
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from itertools import pairwise
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -39,11 +40,9 @@ import requests
 from syncd.connector import (
     STANDARD_STREAMS,
     ConnectionSettings,
-    Connector,
     GateChange,
     Gates,
     Inspection,
-    PullContext,
     StageGate,
     WebhookHint,
 )
@@ -51,6 +50,7 @@ from syncd.errors import BadPayloadError
 from syncd.records import FieldDef, Page, Pipeline, Stage
 from syncd.secrets import register
 from syncd.store.budget import budget_key
+from syncd.streams import Read, Stream, StreamConnector, incremental
 from syncd.values import FieldProblem
 from syncd_amocrm.client import AmoCRMClient, embedded
 from syncd_amocrm.settings import AmoCRMSettings
@@ -85,7 +85,7 @@ __all__ = ["AmoCRMConnector", "AmoCRMSettings"]
 log = logging.getLogger(__name__)
 
 
-class AmoCRMConnector(AmoCRMWriter, Connector):
+class AmoCRMConnector(AmoCRMWriter, StreamConnector):
     """One amoCRM or Kommo account, for one tenant pass."""
 
     name: ClassVar[str] = "amocrm"
@@ -127,39 +127,40 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
         self.field_batch_size = max(settings.batch_size, REREAD_CHUNK)
 
     # --- pulling ------------------------------------------------------------------------
-    def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
-        self.client.on_request = context.on_request
-        before = self.client.requests_made
-        for page in self._pages(stream, cursor, context):
-            page.requests = self.client.requests_made - before
-            before = self.client.requests_made
-            yield page
-            if context.stop_requested():
-                return
+    def declare_streams(self) -> list[Stream]:
+        """Reference lists, the three keyset-walked entity lists, activities (tasks and
+        call notes) and the lead events log, in ``STANDARD_STREAMS`` order."""
+        return [
+            Stream("users", self._read_users),
+            Stream("pipelines", partial(self._read_pipelines, "pipelines")),
+            Stream("stages", partial(self._read_pipelines, "stages")),
+            Stream("fields", self._read_fields),
+            Stream("activity_types", self._read_activity_types),
+            *(Stream(name, partial(self._read_entity, spec))
+              for name, spec in ENTITY_STREAMS.items()),
+            Stream("activities", self._read_activities),
+            Stream("stage_history", self._read_history),
+        ]
 
-    def _pages(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
-        if stream == "users":
-            for items in self.client.iter_pages("/api/v4/users", "users"):
-                yield Page("users", normalize_many("users", items, normalize_user))
-        elif stream in {"pipelines", "stages"}:
-            pipelines, stages = self.pipelines(refresh=stream == "pipelines")
-            yield Page(stream, pipelines if stream == "pipelines" else stages)
-        elif stream == "fields":
-            yield from self._pull_fields()
-        elif stream == "activity_types":
-            account = self.client.call("GET", "/api/v4/account", params={"with": "task_types"})
-            inner = account.get("_embedded") if isinstance(account, dict) else None
-            types = inner.get("task_types") if isinstance(inner, dict) else None
-            yield Page("activity_types", activity_types(types or ()))
-        elif stream in ENTITY_STREAMS:
-            yield from self._pull_entity(ENTITY_STREAMS[stream], cursor, context)
-        elif stream == "activities":
-            yield from self._pull_activities(cursor, context)
-        elif stream == "stage_history":
-            yield from self._pull_history(cursor, context)
-        else:
-            message = f"amocrm has no stream {stream!r}"
-            raise ValueError(message)
+    def requests_made(self) -> int:
+        return self.client.api.requests_here
+
+    def on_requests(self, callback: Callable[[int], None]) -> None:
+        self.client.on_request = callback
+
+    def _read_users(self, read: Read) -> Iterator[Page]:
+        for items in self.client.iter_pages("/api/v4/users", "users"):
+            yield Page("users", normalize_many("users", items, normalize_user))
+
+    def _read_pipelines(self, stream: str, read: Read) -> Iterator[Page]:
+        pipelines, stages = self.pipelines(refresh=stream == "pipelines")
+        yield Page(stream, pipelines if stream == "pipelines" else stages)
+
+    def _read_activity_types(self, read: Read) -> Iterator[Page]:
+        account = self.client.call("GET", "/api/v4/account", params={"with": "task_types"})
+        inner = account.get("_embedded") if isinstance(account, dict) else None
+        types = inner.get("task_types") if isinstance(inner, dict) else None
+        yield Page("activity_types", activity_types(types or ()))
 
     # --- reference data -------------------------------------------------------------------
     def pipelines(self, *, refresh: bool = False) -> tuple[list[Pipeline], list[Stage]]:
@@ -193,7 +194,7 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
             self._reasons = reasons
         return self._reasons
 
-    def _pull_fields(self) -> Iterator[Page]:
+    def _read_fields(self, read: Read) -> Iterator[Page]:
         for entity in ENTITY_PATHS:
             self._catalogs.pop(entity, None)
             records: list[FieldDef] = self.catalog(entity).field_defs()
@@ -203,39 +204,29 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
             yield Page("fields", records)
 
     # --- entities -------------------------------------------------------------------------
-    def _pull_entity(self, spec: EntityStream, cursor: str | None,
-                     context: PullContext) -> Iterator[Page]:
-        start = None if context.full else _read_cursor(spec.name, cursor)
-        since = None if start is None else start - int(context.overlap.total_seconds())
+    def _read_entity(self, spec: EntityStream, read: Read) -> Iterator[Page]:
+        """A keyset walk from the watermark less the overlap (``_keyset``); items read
+        before in the same version are dropped (``syncd.streams.Watermark``)."""
+        mark = read.watermark(_legacy_cursor)
+        start = mark.since(read.context.overlap)
+        since = None if start is None else to_unix(start)
         catalog = self.catalog(spec.entity) if spec.entity else None
         reasons = self.loss_reasons() if spec.name == "deals" else None
-        high = start
         walk = _Keyset(since)
-        held: Page | None = None
-        for items in self._keyset(spec.path, spec.key, dict(spec.params), walk):
+
+        def parse(items: list[Any]) -> Page:
             problems: list[FieldProblem] = []
             records = normalize_many(spec.name, items, spec.normalize, catalog, reasons,
                                      problems=problems, tenant=self.tenant)
-            for record in records:
-                stamp = record.updated_at
-                if stamp is not None:
-                    high = max(high or 0, to_unix(stamp))
-            deleted = [r.external_id for r in records if getattr(r, "status", "") == "deleted"
-                       or getattr(r, "deleted", False)]
-            page = Page(spec.name, records, None, deleted_ids=deleted,
+            deleted = [r.external_id for r in records
+                       if getattr(r, "status", "") == "deleted" or getattr(r, "deleted", False)]
+            return Page(spec.name, records, None, deleted_ids=deleted,
                         problems=[str(p) for p in problems])
-            if walk.ordered:
-                page.cursor = str(high) if high is not None else None
-                yield page
-                continue
-            # Unsorted answers: no page may move the cursor until the walk is complete.
-            if held is not None:
-                held.cursor = None
-                yield held
-            held = page
-        if held is not None:
-            held.cursor = str(high) if high is not None else None
-            yield held
+
+        yield from incremental(
+            f"amocrm {spec.name}", self._keyset(spec.path, spec.key, dict(spec.params), walk),
+            parse, mark, _item_key(""), overlap=read.context.overlap,
+            ordered=lambda: walk.ordered, read_at=self._now())
         if spec.name == "deals":
             yield from self._deleted_leads(since)
 
@@ -304,56 +295,62 @@ class AmoCRMConnector(AmoCRMWriter, Connector):
                         self.tenant, ignored)
 
     # --- activities -----------------------------------------------------------------------
-    def _pull_activities(self, cursor: str | None, context: PullContext) -> Iterator[Page]:
-        """Tasks, then call notes; the cursor moves on the last page only."""
-        start = None if context.full else _read_cursor("activities", cursor)
-        began = to_unix(self._now())
+    def _read_activities(self, read: Read) -> Iterator[Page]:
+        """Tasks, then call notes (sorted by id, so the cursor moves on the last page only,
+        never past the moment the read began)."""
+        mark = read.watermark(_legacy_cursor)
+        began = self._now()
         base: dict[str, Any] = {"order[id]": "asc"}
+        start = mark.since(read.context.overlap)
         if start is not None:
-            base["filter[updated_at][from]"] = start - int(context.overlap.total_seconds())
-        high: int | None = None
-        sources: list[tuple[str, str, dict[str, Any], Callable[[list[Any]], list[Any]]]] = [
-            (TASKS.path, TASKS.key, base, lambda items: normalize_many(
-                "activities", items, TASKS.normalize))]
+            base["filter[updated_at][from]"] = to_unix(start)
         note_params = {**base, "filter[note_type][]": list(CALL_NOTE_TYPES)}
-        for entity, path in NOTE_PATHS.items():
-            sources.append((path, "notes", note_params,
-                            lambda items, e=entity: normalize_many(
-                                "activities", items, normalize_call_note, e)))
-        pages: list[Page] = []
-        for path, key, params, normalize in sources:
-            for items in self.client.iter_pages(path, key, params):
-                records = normalize(items)
-                for record in records:
-                    if record.updated_at is not None:
-                        high = max(high or 0, to_unix(record.updated_at))
-                if not records:
-                    continue  # a 204: nothing from this source
-                pages.append(Page("activities", records))
-                if len(pages) > 1:
-                    yield pages.pop(0)
-        last = pages.pop() if pages else Page("activities", [])
-        if high is not None:
-            last.cursor = str(max(min(high, began), start or 0))
-        yield last
+        sources = [("task", TASKS.path, TASKS.key, base),
+                   *((entity, path, "notes", note_params) for entity, path in NOTE_PATHS.items())]
+
+        def raw_pages() -> Iterator[list[tuple[str, Any]]]:
+            for source, path, key, params in sources:
+                for items in self.client.iter_pages(path, key, params):
+                    if items:  # a 204: nothing from this source
+                        yield [(source, item) for item in items]
+
+        def parse(tagged: list[tuple[str, Any]]) -> Page:
+            records: list[Any] = []
+            for source in dict.fromkeys(s for s, _ in tagged):
+                items = [i for s, i in tagged if s == source]
+                records += (normalize_many("activities", items, TASKS.normalize)
+                            if source == "task" else
+                            normalize_many("activities", items, normalize_call_note, source))
+            return Page("activities", records)
+
+        yield from incremental("amocrm activities", raw_pages(), parse, mark,
+                               lambda pair: _item_key(pair[0])(pair[1]),
+                               overlap=read.context.overlap, ordered=False, cap=began,
+                               read_at=began)
 
     # --- stage history --------------------------------------------------------------------
-    def _pull_history(self, cursor: str | None, context: PullContext) -> Iterator[Page]:
-        start = None if context.full else _read_cursor("stage_history", cursor)
-        until = to_unix(self._now())
+    def _read_history(self, read: Read) -> Iterator[Page]:
+        """Events created in ``[watermark - overlap, now]``; events read before are dropped,
+        and the watermark moves to the end of the window."""
+        mark = read.watermark(_legacy_cursor)
+        until = self._now()
         params: dict[str, Any] = {"filter[type]": EVENT_TYPES, "filter[entity]": "lead",
-                                  "filter[created_at][to]": until}
+                                  "filter[created_at][to]": to_unix(until)}
+        start = mark.since(read.context.overlap)
         if start is not None:
-            params["filter[created_at][from]"] = start - int(context.overlap.total_seconds())
+            params["filter[created_at][from]"] = to_unix(start)
         pending: Page | None = None
         for items in self.client.iter_pages(EVENTS_PATH, "events", params,
                                             limit=min(EVENTS_PAGE, self.settings.page_size)):
             if pending is not None:
                 yield pending
-            pending = Page("stage_history", normalize_many("stage_history", items,
+            keys = [_event_key(item) for item in items]
+            fresh = [i for i, k in zip(items, keys, strict=True) if mark.fresh(k)]
+            mark.note_all(keys, until)
+            pending = Page("stage_history", normalize_many("stage_history", fresh,
                                                            stage_change))
         last = pending or Page("stage_history", [])
-        last.cursor = str(until)
+        last.cursor = mark.dump(until, read.context.overlap)
         yield last
 
     # --- the CRM's own gates (syncd drift / plan / apply) ---------------------------------
@@ -472,11 +469,29 @@ def _stamp(item: dict[str, Any]) -> int | None:
     return to_unix(moment) if moment is not None else None
 
 
-def _read_cursor(stream: str, cursor: str | None) -> int | None:
-    if not cursor:
+def _legacy_cursor(text: str) -> datetime | None:
+    """A cursor written before compound cursors: Unix seconds."""
+    return from_unix(int(text))
+
+
+def _item_key(prefix: str) -> Callable[[Any], tuple[str, datetime] | None]:
+    """``(id, updated_at)`` of an amoCRM item; ``prefix`` keeps tasks and notes apart."""
+    def key(item: Any) -> tuple[str, datetime] | None:
+        if not isinstance(item, dict) or ident(item.get("id")) is None:
+            return None
+        try:
+            stamp = from_unix(item.get("updated_at"))
+        except (TypeError, ValueError):
+            return None
+        return (f"{prefix}{item['id']}", stamp) if stamp is not None else None
+    return key
+
+
+def _event_key(item: Any) -> tuple[str, datetime] | None:
+    if not isinstance(item, dict) or not item.get("id"):
         return None
     try:
-        return int(cursor)
-    except ValueError:
-        log.warning("amocrm %s: unreadable cursor %r; pulling everything", stream, cursor)
+        stamp = from_unix(item.get("created_at"))
+    except (TypeError, ValueError):
         return None
+    return (str(item["id"]), stamp) if stamp is not None else None

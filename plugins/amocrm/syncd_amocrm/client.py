@@ -48,6 +48,7 @@ from syncd.http import ApiClient, default_classify
 from syncd.oauth import RefreshRejected, TokenSet
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact, register
+from syncd.streams import PageNumber, paginate
 from syncd_amocrm.settings import AmoCRMSettings
 
 if TYPE_CHECKING:
@@ -307,19 +308,15 @@ class AmoCRMClient:
                     found[index] = item
         return found
 
-    # --- paging -----------------------------------------------------------------------------
+    # --- paging (the loop is the core's: ``syncd.streams.paginate``) ----------------------
     def iter_pages(self, path: str, key: str, params: Mapping[str, Any] | None = None, *,
                    limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
         """Every page of a HAL list (``page`` from 1, ``limit``); 204 is an empty end."""
         query = {**(params or {}), "limit": limit or self.settings.page_size}
-        page = int(query.pop("page", 1))
-        while True:
-            body = self.call("GET", path, params={**query, "page": page})
-            items, more = embedded(body, key, path)
-            yield items
-            if not more:
-                return
-            page += 1
+        query["page"] = int(query.pop("page", 1))
+        return paginate(lambda q: self.call("GET", path, params=q),
+                        lambda body: embedded(body, key, path)[0],
+                        PageNumber(lambda body: embedded(body, key, path)[1]), query)
 
     def close(self) -> None:
         self.api.close()

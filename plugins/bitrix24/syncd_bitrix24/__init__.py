@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -33,16 +34,15 @@ import requests
 
 from syncd.connector import (
     ConnectionSettings,
-    Connector,
     Gates,
     Inspection,
-    PullContext,
     StageGate,
     WebhookHint,
 )
 from syncd.errors import BadPayloadError
 from syncd.records import Page, Record
 from syncd.store.budget import budget_key
+from syncd.streams import Read, Stream, StreamConnector, incremental
 from syncd.values import FieldProblem
 from syncd_bitrix24.client import MAX_BATCH, Bitrix24Client
 from syncd_bitrix24.settings import Bitrix24Settings
@@ -74,6 +74,13 @@ __all__ = ["Bitrix24Connector", "Bitrix24Settings"]
 
 log = logging.getLogger(__name__)
 
+#: How the rows of each entity list but deals (``deal_records``) become records.
+_NORMALIZERS: dict[str, Callable[[Any, FieldCatalog | None], Record]] = {
+    "companies": normalize_company,
+    "contacts": normalize_contact,
+    "activities": lambda row, catalog: normalize_activity(row),
+}
+
 STREAMS = ("users", "pipelines", "stages", "fields", "activity_types", "companies",
            "contacts", "stage_history", "deals", "activities")
 ENTITIES = ("deal", "company", "contact")
@@ -92,7 +99,7 @@ USER_PAGES = 40
 DEPARTMENT_PAGES = 10
 
 
-class Bitrix24Connector(Bitrix24Writer, Connector):
+class Bitrix24Connector(Bitrix24Writer, StreamConnector):
     """One Bitrix24 portal, for one tenant pass."""
 
     name: ClassVar[str] = "bitrix24"
@@ -128,36 +135,30 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
         self._last_stage: dict[str, str] = {}  # deal id -> its latest stage seen in history
 
     # --- pulling ------------------------------------------------------------------------
-    def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
-        self.client.on_request = context.on_request
-        before = self.client.requests_made
-        pages: Iterator[Page]
-        if stream == "users":
-            pages = iter([Page("users", self._users())])
-        elif stream == "pipelines":
-            pages = iter([Page("pipelines", [normalize_pipeline(c) for c in self.categories(
-                refresh=True)])])
-        elif stream == "stages":
-            self._stage_info = None
-            pages = iter([Page("stages", self._stages())])
-        elif stream == "fields":
-            pages = iter([Page("fields", [d for e in ENTITIES for d in
-                                          self.catalog(e).field_defs()])])
-        elif stream == "activity_types":
-            pages = iter([Page("activity_types", activity_types())])
-        elif stream in ENTITY_LISTS:
-            pages = self._pull_entity(stream, cursor, context)
-        elif stream == "stage_history":
-            pages = self._pull_history(cursor, context)
-        else:
-            message = f"bitrix24 has no stream {stream!r}"
-            raise ValueError(message)
-        for page in pages:
-            page.requests = self.client.requests_made - before
-            before = self.client.requests_made
-            yield page
-            if context.stop_requested():
-                return
+    def declare_streams(self) -> list[Stream]:
+        """Reference lists (one page each), the four ID-ordered entity lists and the stage
+        history, in ``STREAMS`` order."""
+        return [
+            Stream("users", lambda read: [Page("users", self._users())]),
+            Stream("pipelines", lambda read: [Page("pipelines", [
+                normalize_pipeline(c) for c in self.categories(refresh=True)])]),
+            Stream("stages", self._read_stages),
+            Stream("fields", lambda read: [Page("fields", [
+                d for e in ENTITIES for d in self.catalog(e).field_defs()])]),
+            Stream("activity_types", lambda read: [Page("activity_types", activity_types())]),
+            *(Stream(name, partial(self._read_entity, name)) for name in ENTITY_LISTS),
+            Stream("stage_history", self._read_history),
+        ]
+
+    def requests_made(self) -> int:
+        return self.client.api.requests_here
+
+    def on_requests(self, callback: Callable[[int], None]) -> None:
+        self.client.on_request = callback
+
+    def _read_stages(self, read: Read) -> list[Page]:
+        self._stage_info = None
+        return [Page("stages", self._stages())]
 
     # --- reference data -------------------------------------------------------------------
     def categories(self, *, refresh: bool = False) -> list[dict[str, Any]]:
@@ -270,40 +271,43 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
             u, managers.get(str(ident(u.get("ID"))))))
 
     # --- entity streams -----------------------------------------------------------------
-    def _pull_entity(self, stream: str, cursor: str | None,
-                     context: PullContext) -> Iterator[Page]:
+    def _read_entity(self, stream: str, read: Read) -> Iterator[Page]:
+        """Rows in ID order modified since the watermark less the overlap; rows read before
+        in the same version are dropped, and the cursor moves once, at the end, never past
+        the moment the read started (a row changed behind our position is read next time).
+        """
         method, select, entity, modified = ENTITY_LISTS[stream]
-        since = None if context.full else _read_cursor(stream, cursor)
+        mark = read.watermark(parse_time)
         filters: dict[str, Any] = {}
+        since = mark.since(read.context.overlap)
         if since is not None:
-            filters[f">={modified}"] = format_time(since - context.overlap)
+            filters[f">={modified}"] = format_time(since)
         catalog = self.catalog(entity) if entity else None
         spec = ListSpec(method, {"select": select, "filter": filters})
         started = self._now()
-        high = since
-        for rows in iter_by_id(self.client, spec, batch_size=self.settings.batch_size):
+
+        def parse(rows: list[Any]) -> Page:
             problems: list[FieldProblem] = []
-            read = {"problems": problems, "tenant": self.tenant}
             if stream == "deals":
                 records = self.deal_records(rows, catalog, problems=problems)
-            elif stream == "companies":
-                records = normalize_many(stream, rows, lambda r: normalize_company(r, catalog),
-                                         **read)
-            elif stream == "contacts":
-                records = normalize_many(stream, rows, lambda r: normalize_contact(r, catalog),
-                                         **read)
             else:
-                records = normalize_many(stream, rows, normalize_activity, **read)
-            for record in records:
-                stamp = getattr(record, "updated_at", None)
-                if stamp is not None and (high is None or stamp > high):
-                    high = stamp
-            yield Page(stream, records, problems=[str(p) for p in problems])
-        # Rows come in ID order: one changed during the read behind our position is seen
-        # only next time, so the cursor never passes the moment the read started.
-        if high is not None:
-            high = min(high, started)
-        yield Page(stream, [], format_time(high) if high is not None else cursor)
+                normalize = _NORMALIZERS[stream]
+                records = normalize_many(stream, rows, lambda r: normalize(r, catalog),
+                                         problems=problems, tenant=self.tenant)
+            return Page(stream, records, problems=[str(p) for p in problems])
+
+        def key(row: Any) -> tuple[str, datetime] | None:
+            try:
+                stamp = parse_time(row.get(modified)) if isinstance(row, Mapping) else None
+            except (TypeError, ValueError):
+                return None
+            item = ident(row.get("ID")) if stamp is not None else None
+            return (item, stamp) if item is not None and stamp is not None else None
+
+        rows = iter_by_id(self.client, spec, batch_size=self.settings.batch_size)
+        yield from incremental(
+            f"bitrix24 {stream}", rows, parse, mark, key, overlap=read.context.overlap,
+            ordered=False, cap=started, read_at=started)
 
     def deal_records(self, rows: Sequence[Any], catalog: FieldCatalog | None, *,
                      problems: list[FieldProblem] | None = None) -> list[Record]:
@@ -334,9 +338,12 @@ class Bitrix24Connector(Bitrix24Writer, Connector):
                     info.closed_from[deal] = str(items[0]["STAGE_ID"])
 
     # --- stage history ------------------------------------------------------------------
-    def _pull_history(self, cursor: str | None, context: PullContext) -> Iterator[Page]:
+    def _read_history(self, read: Read) -> Iterator[Page]:
+        """History rows by ascending ID after the cursor (the last ID read): nothing is
+        read twice, every page moves the cursor."""
+        cursor = read.cursor
         after = 0
-        if cursor and not context.full:
+        if cursor and not read.full:
             try:
                 after = int(cursor)
             except ValueError:
@@ -510,13 +517,3 @@ def parse_event(body: bytes) -> WebhookHint:
 def _category_of(row: Mapping[str, Any]) -> str:
     entity = str(row.get("ENTITY_ID") or "DEAL_STAGE")
     return entity.removeprefix("DEAL_STAGE").removeprefix("_") or "0"
-
-
-def _read_cursor(stream: str, cursor: str | None) -> datetime | None:
-    if not cursor:
-        return None
-    try:
-        return parse_time(cursor)
-    except (TypeError, ValueError):
-        log.warning("bitrix24 %s: unreadable cursor %r; pulling everything", stream, cursor)
-        return None

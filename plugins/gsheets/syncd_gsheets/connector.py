@@ -18,6 +18,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,14 +28,13 @@ from syncd.badrecords import reject
 from syncd.connector import (
     STANDARD_STREAMS,
     ConnectionSettings,
-    Connector,
     FieldSpec,
     Inspection,
-    PullContext,
 )
 from syncd.errors import SyncdError
 from syncd.records import Page
 from syncd.store.budget import budget_key
+from syncd.streams import Read, Stream, StreamConnector
 from syncd_gsheets.auth import READONLY_SCOPES
 from syncd_gsheets.client import SheetsClient, a1
 from syncd_gsheets.files import read_path
@@ -64,7 +64,7 @@ def capped(problems: list[str], tab: str | None) -> list[str]:
     return [*problems[:MAX_PROBLEMS], f"tab {tab!r}: {more} more unreadable rows skipped"]
 
 
-class TabularConnector(Connector):
+class TabularConnector(StreamConnector):
     """Reads all tabs once per pass (on the first ``pull``) and serves every stream."""
 
     complete_vocabulary = False  # stages and reasons are what the rows use
@@ -76,6 +76,7 @@ class TabularConnector(Connector):
         super().__init__(settings, tenant=tenant)
         self._data: TabularData | None = None
         self._requests = 0
+        self._on_request: Callable[[int], None] = lambda n: None
         self.problems: list[str] = []
 
     def load_grids(self) -> Mapping[str, Grid]:
@@ -93,17 +94,22 @@ class TabularConnector(Connector):
                             len(self.problems) - MAX_PROBLEMS)
         return self._data
 
-    def pull(self, stream: str, cursor: str | None, context: PullContext) -> Iterator[Page]:
-        if stream not in self.streams:
-            message = f"{self.name} has no stream {stream!r}"
-            raise ValueError(message)
-        first = self._data is None
+    def declare_streams(self) -> list[Stream]:
+        """Every stream is served from the one read of all tabs (``data``)."""
+        return [Stream(name, partial(self._read, name)) for name in self.streams]
+
+    def requests_made(self) -> int:
+        return self._requests
+
+    def on_requests(self, callback: Callable[[int], None]) -> None:
+        self._on_request = callback
+
+    def _read(self, stream: str, read: Read) -> Iterator[Page]:
         before = self._requests
         data = self.data()
         records = data.stream(stream)
-        made = self._requests - before
-        if made:
-            context.on_request(made)
+        if self._requests > before:
+            self._on_request(self._requests - before)
         entity = _ENTITY_OF.get(stream)
         title = self.settings.tab_title(entity) if entity else None
         key = title.strip().casefold() if title else None
@@ -113,13 +119,12 @@ class TabularConnector(Connector):
         deleted: tuple[str, ...] = ()
         new_cursor: str | None = None
         if stream in DELETABLE:
-            deleted, new_cursor = removed_rows(stream, records, data, cursor)
+            deleted, new_cursor = removed_rows(stream, records, data, read.cursor)
         chunks = [records[i:i + PAGE_SIZE] for i in range(0, len(records), PAGE_SIZE)] or [[]]
         for index, chunk in enumerate(chunks):
             last = index == len(chunks) - 1
             yield Page(stream, chunk, new_cursor if last else None,
                        deleted_ids=deleted if last else (),
-                       requests=made if index == 0 and first else 0,
                        problems=problems if index == 0 else [])
 
     def inspect(self) -> Inspection:

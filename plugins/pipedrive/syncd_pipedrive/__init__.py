@@ -42,7 +42,7 @@ from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Deal, Page, Record, StageChange
 from syncd.secrets import register
 from syncd.store.budget import budget_key
-from syncd.streams import SETTLE, Read, Stream, StreamConnector, incremental
+from syncd.streams import Read, Stream, StreamConnector, incremental
 from syncd.values import FieldProblem
 from syncd_pipedrive.client import PipedriveClient
 from syncd_pipedrive.settings import PipedriveSettings
@@ -175,7 +175,7 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
             yield from incremental(
                 f"pipedrive {spec.name}", read.prefetch(self.client.iter_v2(path, params)), parse,
                 mark, item_key, overlap=read.context.overlap, cap=started, commit=commit,
-                settled=started - SETTLE)
+                read_at=started)
 
     def _entity_page(self, spec: EntityStream, catalog: FieldCatalog | None,
                      items: list[Any]) -> Page:
