@@ -12,13 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from syncd.render import rule_title
 from syncd.store.models import DealRow, PipelineRow
+
+if TYPE_CHECKING:
+    from syncd.config import Tenant
 
 #: Columns a list can be sorted by (``?sort=``), each with ``?dir=asc|desc``.
 SORTS = ("since", "deal", "owner", "team", "pipeline", "rule", "stage")
@@ -114,7 +118,8 @@ class Directory:
     deal_url: Any  # (deal_id) -> str | None
 
 
-def directory(session: Any, tenant: Any, tenant_id: int, deal_ids: Iterable[str]) -> Directory:
+def directory(session: Session, tenant: Tenant, tenant_id: int,
+              deal_ids: Iterable[str]) -> Directory:
     """Owner names, teams, pipelines and the CRM link maker for ``tenant``."""
     from syncd.kpi import load as kpi_load
     from syncd.scoring import people as people_karma

@@ -15,14 +15,19 @@ dashboard's trend charts and ``syncd report --compare`` read.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from syncd.i18n import N_
 from syncd.store.models import TenantSnapshotRow
+
+if TYPE_CHECKING:
+    from syncd.config import Tenant
+    from syncd.store import Database
 
 #: The KPIs kept per day, and the fields of each (its rate and the counts behind it).
 KPI_FIELDS = {
@@ -77,7 +82,7 @@ def local_day(moment: datetime, timezone: str) -> date:
     return moment.astimezone(ZoneInfo(timezone)).date()
 
 
-def record(session: Any, tenant_id: int, day: date, data: dict[str, Any],
+def record(session: Session, tenant_id: int, day: date, data: dict[str, Any],
            taken_at: datetime | None = None) -> bool:
     """Store ``data`` as ``day``'s snapshot unless the day has one; True when stored."""
     if session.scalar(select(TenantSnapshotRow.id).where(
@@ -92,7 +97,7 @@ def record(session: Any, tenant_id: int, day: date, data: dict[str, Any],
     return True
 
 
-def record_report(db: Any, tenant: Any, report: dict[str, Any]) -> bool:
+def record_report(db: Database, tenant: Tenant, report: dict[str, Any]) -> bool:
     """After a good live pass: the day's snapshot from its report (first pass of the day)."""
     if not report.get("live", True):
         return False
@@ -105,7 +110,7 @@ def record_report(db: Any, tenant: Any, report: dict[str, Any]) -> bool:
                       figures(report), moment)
 
 
-def snapshots(session: Any, tenant_id: int, since: date | None = None,
+def snapshots(session: Session, tenant_id: int, since: date | None = None,
               until: date | None = None) -> list[tuple[date, dict[str, Any]]]:
     query = select(TenantSnapshotRow.day, TenantSnapshotRow.figures).where(
         TenantSnapshotRow.tenant_id == tenant_id).order_by(TenantSnapshotRow.day)
@@ -126,7 +131,7 @@ def month_list(today: date, count: int = 12) -> list[str]:
     return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index - count + 1, index + 1)]
 
 
-def months(session: Any, tenant_id: int, today: date, count: int = 12) -> list[dict[str, Any]]:
+def months(session: Session, tenant_id: int, today: date, count: int = 12) -> list[dict[str, Any]]:
     """One entry per month of the last ``count`` (oldest first): the month's last snapshot
     (``day`` and ``figures``), or ``None`` figures for a month without one."""
     wanted = month_list(today, count)
@@ -175,7 +180,8 @@ def compare(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list
     return rows
 
 
-def compare_section(db: Any, tenant: Any, report: dict[str, Any], month: str) -> dict[str, Any]:
+def compare_section(db: Database, tenant: Tenant, report: dict[str, Any],
+                    month: str) -> dict[str, Any]:
     """``syncd report --compare MONTH``: the report's own figures against MONTH's last
     snapshot (``snapshot_day`` None: no snapshot that month, nothing to compare)."""
     from syncd import store

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from syncd.store.models import DashboardTokenRow as T
 
@@ -24,7 +24,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(session: Any, tenant_key: str | None, label: str = "",
+def create_token(session: Session, tenant_key: str | None, label: str = "",
                  ) -> tuple[DashboardTokenRow, str]:
     """A new token for ``tenant_key`` (None: admin, every tenant); returns (row, plain)."""
     plain = PREFIX + secrets.token_urlsafe(32)
@@ -35,14 +35,14 @@ def create_token(session: Any, tenant_key: str | None, label: str = "",
     return row, plain
 
 
-def list_tokens(session: Any, *, include_revoked: bool = False) -> list[DashboardTokenRow]:
+def list_tokens(session: Session, *, include_revoked: bool = False) -> list[DashboardTokenRow]:
     query = select(T).order_by(T.id)
     if not include_revoked:
         query = query.where(T.revoked_at.is_(None))
     return list(session.scalars(query))
 
 
-def revoke_token(session: Any, token_id: int) -> DashboardTokenRow | None:
+def revoke_token(session: Session, token_id: int) -> DashboardTokenRow | None:
     """Revoke a token by id (already revoked: unchanged); None when there is no such id."""
     row = session.get(T, token_id)
     if row is not None and row.revoked_at is None:
@@ -50,7 +50,7 @@ def revoke_token(session: Any, token_id: int) -> DashboardTokenRow | None:
     return row
 
 
-def find_token(session: Any, presented: str) -> DashboardTokenRow | None:
+def find_token(session: Session, presented: str) -> DashboardTokenRow | None:
     """The live token row matching ``presented`` (None: unknown or revoked)."""
     if not presented.startswith(PREFIX):
         return None

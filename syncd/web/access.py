@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import exists, select
 from werkzeug.wrappers import Request
@@ -26,6 +26,9 @@ from werkzeug.wrappers import Request
 from syncd.store.models import DashboardTokenRow
 from syncd.store.tokens import find_token
 from syncd.web.app import PATH_TOKEN
+
+if TYPE_CHECKING:
+    from syncd.store import Database
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def presented_token(request: Request) -> str | None:
 
 
 class Gate:
-    def __init__(self, db: Any, admin_token: str | None) -> None:
+    def __init__(self, db: Database, admin_token: str | None) -> None:
         self.db = db
         self.admin_token = admin_token
 
