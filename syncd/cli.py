@@ -704,6 +704,53 @@ def init(obj: Context, tenant: str, plugin: str | None, connection: tuple[str, .
               f"syncd report {tenant}", highlight=False)
 
 
+@main.command()
+@click.argument("tenant")
+@click.option("--kind", type=click.Choice(["weekly", "monthly"]), required=True)
+@click.option("--period", help="2026-W49 (weekly) or 2026-11 (monthly) [default: the latest].")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be sent, to whom; send nothing, claim nothing.")
+@pass_context
+@handle_errors
+def digest(obj: Context, tenant: str, kind: str, period: str | None, dry_run: bool) -> None:
+    """A tenant's weekly (managers) or monthly (director) digest: preview it, or send a
+    missed one now (an address that already got it is not sent it again)."""
+    from syncd.digests.render import as_text
+    from syncd.digests.service import DigestService
+
+    loaded = obj.tenants([tenant], offline=True)[0]
+    if loaded.config.digests is None:
+        raise ConfigError(f"{loaded.file}: digests: the tenant has no digests configured "
+                          "(see docs/digests.md)")
+    service = DigestService(obj.database(), lambda: [loaded])
+    try:
+        if dry_run:
+            slot, found = service.preview(loaded, kind, period)
+        else:
+            outcomes = service.send_period(loaded, kind, period)
+    except ValueError as exc:
+        raise ConfigError(f"--period: {exc}") from None
+    if not dry_run:
+        for outcome in outcomes:
+            line = f"{outcome.address}: {outcome.status}"
+            out.print(line + (f" ({outcome.error})" if outcome.error else ""), highlight=False)
+        if not outcomes:
+            out.print("nothing to send: every address has it already (or is being sent it)")
+        if any(o.status in {"retry", "failed"} for o in outcomes):
+            sys.exit(exitcodes.TENANT_FAILED)
+        return
+    out.print(f"# {kind} digest of {loaded.key} for {slot.period} (due "
+              f"{slot.at:%Y-%m-%d %H:%M %Z}); dry run: nothing is sent", highlight=False)
+    for target, text, reason in found:
+        status = f" [{reason}]" if reason else ""
+        out.print(f"\n== to {target.address} ({target.who}){status}", highlight=False)
+        out.print(as_text(text) if text is not None else "(nothing: " + (reason or "") + ")",
+                  highlight=False, markup=False)
+    if not found:
+        out.print("no recipients configured for this kind (digests.managers / "
+                  "digests.director)")
+
+
 @main.command("secret-key")
 def secret_key() -> None:
     """Print a new key for OAuth tokens at rest (for SYNCD_SECRET_KEY or secret_key_file)."""

@@ -27,6 +27,7 @@ from syncd.audit.facts import DEFERRED
 from syncd.audit.registry import CustomRule, RuleRegistry, unknown_name_message
 from syncd.audit.rules import RULE_CODES
 from syncd.connector import ConnectionSettings, Connector, ConnectorState
+from syncd.digests.config import DigestsConfig, inline_secrets
 from syncd.errors import ConfigError, ConfigProblem, PluginError
 from syncd.oauth import TokenCipher, TokenStore, load_cipher
 from syncd.plugins import ConnectorRegistry
@@ -81,6 +82,18 @@ class ReplicaConfig(_Model):
         return self.heartbeat_seconds or self.lease_seconds / 4
 
 
+class DigestTimerConfig(_Model):
+    """The daemon's digest timer (docs/digests.md); what and when is in each tenant file."""
+
+    #: How often each replica looks for due digests.
+    check_seconds: float = Field(default=60, gt=0)
+    #: A claimed digest is the claimer's this long; after that (it died between claim and
+    #: send) another replica sends it.
+    claim_seconds: float = Field(default=300, gt=0)
+    #: Delivery rows are kept this long (the retention timer prunes older ones daily).
+    retention_days: int = Field(default=400, ge=60)
+
+
 class DaemonConfig(_Model):
     database_url: str = "sqlite:///../var/syncd.db"
     interval_minutes: int = Field(default=15, ge=1)
@@ -93,6 +106,7 @@ class DaemonConfig(_Model):
     secret_key_file: str = "../var/secret.key"  # noqa: S105 - a path, not a secret
     http: HttpConfig = Field(default_factory=HttpConfig)
     replica: ReplicaConfig = Field(default_factory=ReplicaConfig)
+    digests: DigestTimerConfig = Field(default_factory=DigestTimerConfig)
 
 
 class FieldMapping(_Model):
@@ -192,6 +206,8 @@ class TenantConfig(_Model):
     #: Shared secret of this tenant's CRM webhooks (``{$env: NAME}`` / ``{$file: path}``);
     #: without it the tenant's webhook endpoint answers 404. See docs/operations.md.
     webhook_secret: Any = None
+    #: Weekly digests to managers, monthly to the director (docs/digests.md).
+    digests: DigestsConfig | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -408,6 +424,7 @@ def _load_tenant(
         problems.extend(mapping_problems(config, book, file))
     problems.extend(report_problems(config, registry.sinks, path))
     problems.extend(rule_problems(config, registry.rules, book, file))
+    problems.extend(digest_problems(config, path))
     if book is None or connector_class is None or settings_obj is None:
         return None, problems
     custom_rules = registry.rules.for_tenant(config.rules)
@@ -484,6 +501,28 @@ def _placeholder_secrets(value: Any) -> Any:
     if isinstance(value, list):
         return [_placeholder_secrets(v) for v in value]
     return value
+
+
+def digest_problems(config: TenantConfig, path: Path) -> list[ConfigProblem]:
+    """Warnings about ``digests:`` that do not stop the tenant (its sync never depends on
+    its digests): inline secrets, and secrets that cannot be resolved here."""
+    if config.digests is None:
+        return []
+    file, problems = str(path), []
+    for key in inline_secrets(config.digests):
+        problems.append(ConfigProblem(file, key, "secret written inline; use {$env: NAME} or "
+                                      "{$file: path}", severity="warning"))
+    references = {"digests.email.password": config.digests.email and config.digests.email.password,
+                  "digests.telegram.bot_token": config.digests.telegram
+                  and config.digests.telegram.bot_token}
+    for key, value in references.items():
+        if secrets.is_reference(value):
+            try:
+                secrets.resolve(value, base_dir=path.parent)
+            except secrets.SecretError as exc:
+                problems.append(ConfigProblem(file, key, f"missing secret: {exc}; digests "
+                                              "over this channel will fail", severity="warning"))
+    return problems
 
 
 def rule_problems(config: TenantConfig, rules: RuleRegistry, book: SalesBook | None,

@@ -6,6 +6,13 @@ flags. The first SIGTERM/SIGINT asks for a warm stop: no new claim, each running
 finishes its current page (committed with its cursor), its lease is handed back due, and the
 process exits within the drain budget. A second signal exits at once (exit code 130);
 committed data is consistent either way, and unreleased leases simply expire.
+
+The in-process timers are ``schedule`` jobs on one ``schedule.Scheduler`` per daemon: the
+claim tick (every ``poll_seconds``; also at once when a pass ends or a webhook is due), the
+digest tick (``syncd.digests.service``, every ``digests.check_seconds``, in its own thread
+so a slow SMTP server never delays a claim) and retention (daily). They only say *when this
+replica looks*; what is due and who does it lives in the database (the lease table for
+passes, ``digest_deliveries`` for digests), so replicas and restarts agree.
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
+import schedule
+
 from syncd import __version__, exitcodes, history, secrets, store
-from syncd.config import ReplicaConfig, Settings, Tenant, TenantSet
+from syncd.config import DigestTimerConfig, ReplicaConfig, Settings, Tenant, TenantSet
+from syncd.digests.service import DigestService
 from syncd.errors import BadPayloadError, ConfigError, ConfigProblem, SyncdError
 from syncd.http import response_observer
 from syncd.lease import (
@@ -219,7 +229,8 @@ class Daemon:
                  max_passes: int | None = None, replica: ReplicaConfig | None = None,
                  metrics: Metrics | None = None, holder: str | None = None,
                  watcher: TenantWatcher | None = None,
-                 broken: dict[str, list[ConfigProblem]] | None = None) -> None:
+                 broken: dict[str, list[ConfigProblem]] | None = None,
+                 digest_timer: DigestTimerConfig | None = None) -> None:
         self.runner = runner
         #: The tenants that load (and are enabled); updated in place when files change.
         self.tenants = {tenant.key: tenant for tenant in tenants}
@@ -245,6 +256,20 @@ class Daemon:
         self._groups: dict[int, list[str]] = defaultdict(list)
         self._regroup()
         self._report_config()
+        self.digest_timer = digest_timer or DigestTimerConfig()
+        self.digests = DigestService(runner.db, self._tenant_list, holder=self.holder,
+                                     claim_seconds=self.digest_timer.claim_seconds,
+                                     metrics=self.metrics)
+        self._digest_thread: threading.Thread | None = None
+        #: The in-process timers (``schedule``); see the module docstring.
+        self.timers = schedule.Scheduler()
+        self._claim_job = self.timers.every(self.replica.poll_seconds).seconds.do(self.tick)
+        self.timers.every(self.digest_timer.check_seconds).seconds.do(self.start_digests)
+        self.timers.every(1).days.do(self.retention)
+
+    def _tenant_list(self) -> list[Tenant]:
+        with self._lock:
+            return list(self.tenants.values())
 
     def _regroup(self) -> None:
         groups: dict[int, list[str]] = defaultdict(list)
@@ -344,12 +369,18 @@ class Daemon:
         if on_ready is not None:
             on_ready()
         try:
+            self._claim_job.run()  # the first claim at once, then every poll_seconds
+            self.start_digests()
             while not self.stopping:
-                self.tick()
                 if on_tick is not None:
                     on_tick()
                 self.wake.wait(self._wait_seconds())
-                self.wake.clear()
+                if self.stopping:
+                    break
+                if self.wake.is_set() or self._pending_due():  # a pass ended, a webhook
+                    self.wake.clear()
+                    self._claim_job.run()  # claims now and restarts its interval
+                self.timers.run_pending()
             self._drain()
         finally:
             self.heartbeat.stop()
@@ -388,11 +419,47 @@ class Daemon:
         return claims
 
     def _wait_seconds(self) -> float:
-        wait = self.replica.poll_seconds
+        """Until the next timer is due or a debounced webhook must be flushed; never longer
+        than ``poll_seconds`` (``schedule`` reads the wall clock, which may jump)."""
+        idle = self.timers.idle_seconds
+        wait = self.replica.poll_seconds if idle is None else min(self.replica.poll_seconds,
+                                                                  max(0.0, idle))
         with self._lock:
             if self._pending:
                 wait = min(wait, max(0.0, min(self._pending.values()) - time.monotonic()))
         return wait
+
+    def _pending_due(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return any(at <= now for at in self._pending.values())
+
+    # -- digests and retention -------------------------------------------------------------
+    def start_digests(self) -> None:
+        """The digest timer: one digest tick at a time, in its own thread."""
+        if self.stopping or (self._digest_thread is not None
+                             and self._digest_thread.is_alive()):
+            return
+        self._digest_thread = threading.Thread(target=self._digest_tick,
+                                               name="syncd-digests", daemon=True)
+        self._digest_thread.start()
+
+    def _digest_tick(self) -> None:
+        try:
+            self.digests.tick()
+        except Exception as exc:  # the database is away: the next tick tries again
+            log.warning("digests: %s", redact(f"{type(exc).__name__}: {exc}"))
+
+    def retention(self) -> None:
+        """The retention timer: forget old digest deliveries."""
+        try:
+            pruned = self.digests.prune(self.digest_timer.retention_days)
+        except Exception as exc:
+            log.warning("retention: %s", redact(f"{type(exc).__name__}: {exc}"))
+            return
+        if pruned:
+            log.info("retention: %d digest delivery row(s) older than %d days removed",
+                     pruned, self.digest_timer.retention_days)
 
     def _start(self, claim: leases.Claim) -> None:
         lease = Lease(claim.tenant_key, claim.fence, self.holder)
@@ -472,6 +539,8 @@ class Daemon:
         deadline = time.monotonic() + self.replica.drain_seconds
         with self._lock:
             threads = [thread for _, thread in self._running.values()]
+        if self._digest_thread is not None:  # a digest being sent finishes, in budget
+            threads.append(self._digest_thread)
         for thread in threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
@@ -620,7 +689,7 @@ def serve(settings: Settings, plugins: Any, db: store.Database, tenants: Sequenc
                         options_factory=lambda: PassOptions(overlap=overlap))
         daemon = Daemon(runner, tenants, max_passes=max_passes,
                         replica=settings.daemon.replica, holder=holder, watcher=watcher,
-                        broken=broken)
+                        broken=broken, digest_timer=settings.daemon.digests)
         log_broken(daemon.broken)
         daemon.install_signal_handlers()
         server = start_web(settings, daemon, tenants, plugins)

@@ -54,6 +54,8 @@ class Metrics:
         self.tenant_config_errors = Gauge(
             "syncd_tenant_config_errors", "Errors in the tenant's file (0: it loads; more: "
             "the tenant is skipped until the file is fixed).", ["tenant"], registry=r)
+        self.digests = Counter("syncd_digests", "Digest deliveries by outcome (sent, retry, "
+                               "failed).", ["tenant", "kind", "channel", "status"], registry=r)
         self.scheduler_tick = Gauge("syncd_scheduler_last_tick_timestamp_seconds",
                                     "When the scheduler loop last ran (Unix time).",
                                     registry=r)

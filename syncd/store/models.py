@@ -527,6 +527,38 @@ class TenantSnapshotRow(Base):
     figures: Mapped[dict[str, Any]]
 
 
+class DigestDeliveryRow(Base):
+    """One digest to one address for one period (``syncd.store.digests``): claimed by one
+    replica before it is sent, marked sent after. The unique key is what makes a digest go
+    out once per period however many replicas and restarts there are.
+
+    ``recipient`` is ``email:<address>`` or ``telegram:<chat>``; ``period`` ``2026-W49``
+    (weekly) or ``2026-11`` (monthly). ``status``: ``claimed`` (being sent by
+    ``claimed_by`` until ``claim_expires_at``), ``retry`` (failed; again from
+    ``next_attempt_at``), ``sent``, ``failed`` (given up). ``attempts`` counts claims and
+    fences a stale claimer: only the claim with the current count may mark the row."""
+
+    __tablename__ = "digest_deliveries"
+    __table_args__ = (
+        UniqueConstraint("tenant_key", "kind", "recipient", "period",
+                         name="uq_digest_deliveries_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_key: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(320))
+    period: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    claimed_at: Mapped[datetime | None]
+    claim_expires_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 #: Record tables by name, for counts and maintenance.
 RECORD_MODELS: dict[str, type[RecordMixin]] = {
     "users": UserRow,
