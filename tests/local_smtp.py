@@ -63,7 +63,7 @@ class LocalSmtp:
     directory: Path
     security: str = "starttls"
     username: str = "digests"
-    password: str = "smtp-secret-7d1e"  # noqa: S105 - the test server's own password
+    password: str = "smtp-secret-7d1e"
     messages: list[EmailMessage] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
@@ -100,7 +100,7 @@ class LocalSmtp:
             self.logins.append(self.username)
         return AuthResult(success=ok, handled=False)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.messages.append(message)  # type: ignore[arg-type]

@@ -22,28 +22,8 @@ from typing import Any
 
 from syncd.digests.i18n import Translator, day, money, number, percent, translator
 from syncd.digests.periods import Slot
+from syncd.render import rule_title
 from syncd.salesbook import SalesBook
-
-
-def N_(message: str) -> str:  # the gettext convention: marks a msgid for Babel
-    return message
-
-
-#: Rule titles (msgids in digests.po), so a reader never sees a rule code.
-RULE_TITLES = {
-    "missing_action": N_("Required action missing"),
-    "skipped_stage": N_("Stage skipped"),
-    "backward_move": N_("Moved back"),
-    "stalled": N_("Stuck in a stage"),
-    "inactive": N_("No activity"),
-    "no_next_step": N_("No next step planned"),
-    "bad_loss_reason": N_("Wrong loss reason"),
-    "no_lead_source": N_("No lead source"),
-    "no_contact": N_("No contact person"),
-    "deferred_no_reminder": N_("Deferred deal without a reminder"),
-    "won_no_followup": N_("Won deal without a follow-up"),
-    "unmapped_stage": N_("CRM stage not mapped"),
-}
 
 
 @dataclass(frozen=True)
@@ -71,11 +51,6 @@ class Digest:
 
 class NoTeam(LookupError):
     """The configured manager matches no manager with a team in the tenant's data."""
-
-
-def rule_title(t: Translator, rule: str) -> str:
-    title = RULE_TITLES.get(rule)
-    return t.gettext(title) if title else rule.replace("_", " ")
 
 
 def _name_index(report: dict[str, Any]) -> dict[str, str]:
@@ -143,7 +118,7 @@ def weekly_digest(report: dict[str, Any], book: SalesBook, slot: Slot, manager: 
     digest = Digest("weekly", slot.period, language, subject, intro)
     digest.sections.append(_fix_first_section(t, mine, book, now, top, names, deal_url))
     digest.sections.append(_by_rule_section(t, mine, new))
-    digest.sections.append(_team_karma_section(t, report, manager_id, language))
+    digest.sections.append(_team_karma_section(t, report, manager_id))
     return digest
 
 
@@ -161,9 +136,9 @@ def _fix_first_section(t: Translator, violations: list[dict[str, Any]], book: Sa
         since = _opened(violation)
         section.rows.append([
             Span(title, url=url, bold=True),
-            Span(" — " + rule_title(t, violation["rule"])),
+            Span(" — " + rule_title(violation["rule"], t.lang)),
             Span(" · " + t.gettext("owner: {owner}").format(owner=owner)),
-            Span(" · " + t.gettext("since {day}").format(day=day(since))),
+            Span(" · " + t.gettext("since {day}").format(day=day(t, since))),
             Span(". " + violation.get("explanation", "")),
         ])
     if not section.rows:
@@ -176,14 +151,14 @@ def _by_rule_section(t: Translator, mine: list[dict[str, Any]],
     section = Section(t.gettext("Open violations by rule"))
     counts, fresh = Counter(v["rule"] for v in mine), Counter(v["rule"] for v in new)
     for rule, count in counts.most_common():
-        section.rows.append([Span(rule_title(t, rule) + ": "), Span(str(count), bold=True),
+        section.rows.append([Span(rule_title(rule, t.lang) + ": "), Span(str(count), bold=True),
                              Span(" " + t.gettext("(new this week: {new})").format(
                                  new=fresh.get(rule, 0)))])
     return section
 
 
 def _team_karma_section(t: Translator, report: dict[str, Any], manager_id: str,
-                        language: str) -> Section:
+                        ) -> Section:
     people = report.get("people") or {}
     period = people.get("period")
     section = Section(t.gettext("Team karma, {month} so far").format(month=period))
@@ -193,10 +168,10 @@ def _team_karma_section(t: Translator, report: dict[str, Any], manager_id: str,
         section.rows.append([Span(t.gettext("No karma this month yet."))])
         return section
     section.rows.append([Span(t.gettext("Team (mean): ")),
-                         Span(number(row["karma"], language, 1), bold=True)])
+                         Span(number(t, row["karma"], 1), bold=True)])
     for member in sorted(row["member_karma"], key=lambda m: m["karma"], reverse=True):
         section.rows.append([Span(f"{member['name']}: "),
-                             Span(number(member["karma"], language, 1))])
+                             Span(number(t, member["karma"], 1))])
     return section
 
 
@@ -211,14 +186,14 @@ def monthly_digest(report: dict[str, Any], book: SalesBook, slot: Slot, *,
     intro = t.gettext("Karma, bonuses and KPIs for {month}. Open violations now: {open}.") \
         .format(month=month, open=open_now)
     digest = Digest("monthly", month, language, subject, intro)
-    digest.sections.append(_bonus_section(t, report, month, language))
-    digest.sections.append(_teams_section(t, report, month, language))
-    digest.sections.append(_kpi_section(t, report, book, month, language))
+    digest.sections.append(_bonus_section(t, report, month))
+    digest.sections.append(_teams_section(t, report, month))
+    digest.sections.append(_kpi_section(t, report, book, month))
     return digest
 
 
 def _bonus_section(t: Translator, report: dict[str, Any], month: str,
-                   language: str) -> Section:
+                   ) -> Section:
     people = report.get("people") or {}
     currency = report.get("currency", "")
     section = Section(t.gettext("Karma and bonus per employee"))
@@ -226,15 +201,15 @@ def _bonus_section(t: Translator, report: dict[str, Any], month: str,
     for row in sorted(rows, key=lambda r: r["karma"], reverse=True):
         section.rows.append([
             Span(f"{row['name']}: "),
-            Span(t.gettext("karma {karma}").format(karma=number(row["karma"], language, 1)),
+            Span(t.gettext("karma {karma}").format(karma=number(t, row["karma"], 1)),
                  bold=True),
             Span(", " + t.gettext("bonus {bonus}").format(
-                bonus=money(row["bonus"], currency, language))),
+                bonus=money(t, row["bonus"], currency))),
         ])
     if rows:
         total = sum(r["bonus"] for r in rows)
         section.rows.append([Span(t.gettext("Bonuses in total: ")),
-                             Span(money(total, currency, language), bold=True)])
+                             Span(money(t, total, currency), bold=True)])
         if not all(r.get("bonus_final") for r in rows):
             section.rows.append([Span(t.gettext("The month is not over yet: figures may "
                                                 "still change."))])
@@ -245,13 +220,13 @@ def _bonus_section(t: Translator, report: dict[str, Any], month: str,
 
 
 def _teams_section(t: Translator, report: dict[str, Any], month: str,
-                   language: str) -> Section:
+                   ) -> Section:
     people = report.get("people") or {}
     section = Section(t.gettext("Team karma (mean of the members)"))
     rows = [r for r in people.get("managers", []) if r["period"] == month]
     for row in sorted(rows, key=lambda r: r["karma"], reverse=True):
         section.rows.append([Span(t.gettext("Team of {manager}: ").format(manager=row["name"])),
-                             Span(number(row["karma"], language, 1), bold=True),
+                             Span(number(t, row["karma"], 1), bold=True),
                              Span(" " + t.gettext("({n} people)").format(n=row["team_size"]))])
     if not rows:
         section.rows.append([Span(t.gettext("No teams configured (mapping.teams)."))])
@@ -259,7 +234,7 @@ def _teams_section(t: Translator, report: dict[str, Any], month: str,
 
 
 def _kpi_section(t: Translator, report: dict[str, Any], book: SalesBook, month: str,
-                 language: str) -> Section:
+                 ) -> Section:
     kpis = report.get("kpis") or {}
     currency = report.get("currency", "")
     plan = book.kpis
@@ -267,13 +242,13 @@ def _kpi_section(t: Translator, report: dict[str, Any], book: SalesBook, month: 
     revenue = (kpis.get("revenue_by_month") or {}).get(month, 0.0)
     if plan.revenue_per_month:
         section.rows.append([
-            Span(t.gettext("Revenue: ")), Span(money(revenue, currency, language), bold=True),
+            Span(t.gettext("Revenue: ")), Span(money(t, revenue, currency), bold=True),
             Span(" " + t.gettext("of plan {plan} ({share})").format(
-                plan=money(plan.revenue_per_month, currency, language),
-                share=percent(revenue / plan.revenue_per_month, language)))])
+                plan=money(t, plan.revenue_per_month, currency),
+                share=percent(t, revenue / plan.revenue_per_month)))])
     else:
         section.rows.append([Span(t.gettext("Revenue: ")),
-                             Span(money(revenue, currency, language), bold=True),
+                             Span(money(t, revenue, currency), bold=True),
                              Span(" " + t.gettext("(no plan set)"))])
     new_clients = next((m for m in (kpis.get("new_clients") or {}).get("by_month", [])
                         if m["month"] == month), None)
@@ -298,11 +273,11 @@ def _kpi_section(t: Translator, report: dict[str, Any], book: SalesBook, month: 
     if win:
         closed = (win.get("won") or 0) + (win.get("lost") or 0)
         section.rows.append([Span(t.gettext("Win rate (12 months): ")),
-                             Span(percent(win.get("rate"), language), bold=True),
+                             Span(percent(t, win.get("rate")), bold=True),
                              Span(" " + t.gettext("({won} won of {closed} closed)").format(
                                  won=win.get("won") or 0, closed=closed))])
     return section
 
 
-__all__ = ["RULE_TITLES", "Digest", "NoTeam", "Section", "Span", "find_team", "fix_first",
-           "monthly_digest", "rule_title", "violation_weight", "weekly_digest"]
+__all__ = ["Digest", "NoTeam", "Section", "Span", "find_team", "fix_first",
+           "monthly_digest", "violation_weight", "weekly_digest"]
