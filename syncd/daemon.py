@@ -263,8 +263,10 @@ class Daemon:
         self._digest_thread: threading.Thread | None = None
         #: The in-process timers (``schedule``); see the module docstring.
         self.timers = schedule.Scheduler()
-        self._claim_job = self.timers.every(self.replica.poll_seconds).seconds.do(self.tick)
-        self.timers.every(self.digest_timer.check_seconds).seconds.do(self.start_digests)
+        # schedule types the interval as int; a float (poll_seconds: 0.5) works the same
+        poll, check = self.replica.poll_seconds, self.digest_timer.check_seconds
+        self._claim_job = self.timers.every(poll).seconds.do(self.tick)  # type: ignore[arg-type]
+        self.timers.every(check).seconds.do(self.start_digests)  # type: ignore[arg-type]
         self.timers.every(1).days.do(self.retention)
 
     def _tenant_list(self) -> list[Tenant]:

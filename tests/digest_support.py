@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 from support import FAST_BURST, fake_tenant, run_syncd, write_config
-from syncd_pipedrive.fake.sample import sample_dataset
-from syncd_pipedrive.fake.server import FakePipedrive
+from syncd_fakes.pipedrive.sample import sample_dataset
+from syncd_fakes.pipedrive.server import FakePipedrive
 
 from syncd.config import Tenant, load_settings, load_tenant
 from syncd.plugins import make_plugin_manager

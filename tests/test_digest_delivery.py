@@ -1,5 +1,5 @@
 """Digest delivery against a real local SMTP server (aiosmtpd) and a fake Telegram Bot API
-built from its documentation (tests/fake_telegram.py): exactly one digest per address and
+built from its documentation (syncd_fakes.telegram): exactly one digest per address and
 period with two replicas and a restart, a crash between claim and send, Telegram's flood
 control, TLS variants, and secrets that never show. The clock is the test's (no sleeps)."""
 
@@ -23,8 +23,8 @@ from digest_support import (
     set_digests,
     synced_config,
 )
-from fake_telegram import FakeTelegram
 from local_smtp import LocalSmtp
+from syncd_fakes.telegram import FakeTelegram
 
 from syncd import store
 from syncd.config import load_settings
@@ -170,7 +170,7 @@ def test_a_dead_local_claimer_is_taken_over_at_once(synced: Path, db_url: str,
 
 def test_telegram_flood_control_is_retried_after_retry_after_on_the_test_clock(
         synced: Path, db_url: str, tmp_path: Path) -> None:
-    from syncd.fakehttp import Fault
+    from syncd_fakes.http import Fault
 
     flood = Fault("429", method="POST", path="/sendMessage")
     with LocalSmtp(tmp_path) as smtp, FakeTelegram(BOT_TOKEN, CHATS, faults=[flood],

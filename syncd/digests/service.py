@@ -95,15 +95,13 @@ def digest_language(tenant: Tenant, config: DigestsConfig) -> str:
     return config.language or tenant.config.language
 
 
-def deal_url_for(tenant: Tenant) -> Callable[[str], str | None] | None:
+def deal_url_for(tenant: Tenant) -> Callable[[str], str | None]:
     """The CRM link of a deal, when the tenant's connector knows how to make one."""
-    maker = getattr(tenant.connector_class, "deal_url", None)
-    if maker is None:
-        return None
+    connector, settings = tenant.connector_class, tenant.settings
 
     def url(deal_id: str) -> str | None:
         try:
-            return maker(tenant.settings, deal_id)
+            return connector.deal_url(settings, deal_id)
         except Exception:  # a link is a convenience: never a reason not to send
             return None
     return url

@@ -75,10 +75,10 @@ def claim(session: Any, *, tenant_key: str, kind: str, recipient: str, period: s
               "claimed_at": now, "claim_expires_at": now + ttl}
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (insert(D).values(**values)
-                 .on_conflict_do_nothing(index_elements=list(key))
-                 .returning(D.id))
-    inserted = session.execute(statement).scalar()
+    insert_new = (insert(D).values(**values)
+                  .on_conflict_do_nothing(index_elements=list(key))
+                  .returning(D.id))
+    inserted = session.execute(insert_new).scalar()
     if inserted is not None:
         return DigestClaim(inserted, tenant_key, kind, recipient, period, holder, 1)
     takeover = or_(
@@ -87,14 +87,14 @@ def claim(session: Any, *, tenant_key: str, kind: str, recipient: str, period: s
     )
     if dead_holder is not None:
         takeover = or_(takeover, and_(D.status == CLAIMED, D.claimed_by == dead_holder))
-    statement = (update(D)
+    take_over = (update(D)
                  .where(D.tenant_key == tenant_key, D.kind == kind, D.recipient == recipient,
                         D.period == period, takeover)
                  .values(status=CLAIMED, attempts=D.attempts + 1, claimed_by=holder,
                          claimed_at=now, claim_expires_at=now + ttl)
                  .returning(D.id, D.attempts)
                  .execution_options(synchronize_session=False))
-    row = session.execute(statement).first()
+    row = session.execute(take_over).first()
     if row is None:
         return None
     return DigestClaim(row[0], tenant_key, kind, recipient, period, holder, row[1])

@@ -21,7 +21,7 @@
   replaced with the corresponding HTML entities". "On success, the sent Message is
   returned" (``message_id``, ``date``, ``chat``, ``text``).
 
-Faults (``syncd.fakehttp.Fault``, matched against ``/<method name>``): ``429`` (flood
+Faults (``syncd_fakes.http.Fault``, matched against ``/<method name>``): ``429`` (flood
 control, ``retry_after`` seconds: the fake's attribute) and ``502`` (a proxy's HTML page).
 """
 
@@ -34,7 +34,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from syncd.fakehttp import GATEWAY_PAGE, FakeHandler, FakeHTTPServer, Fault, choose_fault
+from syncd_fakes.http import GATEWAY_PAGE, FakeHandler, FakeHTTPServer, Fault, choose_fault
 
 ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span",
                 "tg-spoiler", "a", "tg-emoji", "code", "pre", "blockquote"}

@@ -1,8 +1,8 @@
 """Digest deliveries: one row per (tenant, kind, recipient, period), claimed before sending
 and marked sent after (issue 15, item 7).
 
-Revision ID: 0006_digests
-Revises: 0005_fencing
+Revision ID: 0007_digests
+Revises: 0006_dashboard
 Create Date: 2026-12-06
 """
 
@@ -13,9 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
-revision: str = "0006_digests"
-down_revision: str | None = "0005_fencing"
+revision: str = "0007_digests"
+down_revision: str | None = "0006_dashboard"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
