@@ -104,3 +104,13 @@ class BudgetExhaustedError(FatalAPIError):
 
 class BadPayloadError(APIError):
     """The response body could not be read as the documented JSON."""
+
+
+class SourceMappingError(BadPayloadError):
+    """The source lacks a name the tenant file maps (an export's column): the tenant file is
+    wrong at ``key`` (``connection.tabs.deals.columns.lost_reason``), not the data.
+    ``syncd check`` reports it as an error on that key."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from syncd.errors import ConfigError, ConfigProblem, SyncdError
+from syncd.errors import ConfigError, ConfigProblem, SourceMappingError, SyncdError
 
 if TYPE_CHECKING:
     from syncd.config import Settings, Tenant, TenantConfig
@@ -116,6 +116,9 @@ def offline_problems(settings: Settings, registry: ConnectorRegistry) -> list[Co
         connector = tenant.make_connector()
         try:
             known = connector.offline_fields()  # type: ignore[attr-defined]
+        except SourceMappingError as exc:  # the file is there; the tenant file names wrongly
+            problems.append(ConfigProblem(str(path), exc.key, str(exc)))
+            continue
         except (SyncdError, OSError, ValueError) as exc:
             problems.append(ConfigProblem(  # may appear later (a nightly export): warn
                 str(path), "connection", f"the export cannot be read, so its column names "

@@ -113,3 +113,27 @@ def test_an_evidence_field_the_crm_lacks_is_mapped_to_null(tmp_path: Path) -> No
     assert len(after["violations"]) == len(before["violations"]) - len(won_without_invoice)
     assert any(note.startswith("Action «Invoice issued» is not audited") for note in
                after["notes"]), after["notes"]
+
+
+def test_plain_check_calls_a_misspelt_export_column_an_error_once(tmp_path: Path) -> None:
+    """A consultant's walk-through: plain `check` said both "not checked" and "did you
+    mean". The file is there and the tenant file names a column wrongly: one error on the
+    key, with the closest header; a missing file is a warning (a nightly export may come)."""
+    tenant = copy.deepcopy(sample.SAMPLE_TENANT)
+    tenant["connection"]["path"] = str(sample.write_csv_dir(tmp_path / "export_csv"))
+    tenant["connection"]["tabs"]["deals"]["columns"]["lost_reason"] = "Los reason"
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
+    result = run_syncd(config, "check")
+    assert result.returncode == 2, result.stderr
+    said = "".join(result.stderr.split())  # the console wraps long lines: compare unspaced
+    assert said.count("nocolumn'Losreason'") == 1, said
+    assert "".join((f"error: {tmp_path / 'tenants' / 'csv.yaml'}: connection.tabs.deals.columns."
+                    "lost_reason: tab 'Deals': no column 'Los reason' (mapped to lost_reason); "
+                    "did you mean 'Loss reason'").split()) in said
+    assert "notchecked" not in said
+
+    tenant["connection"]["path"] = str(tmp_path / "not-yet-there")
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
+    missing = run_syncd(config, "check")
+    assert missing.returncode == 0, missing.stderr
+    assert "werenotchecked" in "".join(missing.stderr.split())

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from syncd.config import Tenant
 from syncd.connector import Connector, GateChange, Gates
 from syncd.errors import ConfigError
+from syncd.i18n import translator
 from syncd.store import Database, GateChangeRow
 
 
@@ -188,10 +189,27 @@ def read_drift(tenant: Tenant, connector: Connector) -> list[Drift]:
     try:
         gates = connector.read_gates()
     except NotImplementedError as exc:
-        message = (f"tenant {tenant.key}: the {tenant.config.plugin} connector cannot read "
-                   "its CRM settings (see docs/onboarding.md, 'The CRM's own gates')")
-        raise ConfigError(message) from exc
+        raise ConfigError(no_gates_text(tenant)) from exc
     return drift(tenant, gates)
+
+
+def no_gates_text(tenant: Tenant) -> str:
+    """Why ``drift``/``plan``/``apply`` do not apply to this tenant (exit 2, docs/cli.md)."""
+    t = translator(tenant.config.language, "cli")
+    if not tenant.connector_class.complete_vocabulary:  # an export or a sheet: records only
+        return t.gettext(
+            "tenant {tenant} is read from an export or a sheet ({plugin}): it holds deals, "
+            "not the CRM's own settings (stage rotting days, the loss-reason list, required "
+            "fields), so there are no CRM gates to compare with the Sales Book and nothing "
+            "to change. Connect the client's CRM through its API (pipedrive, amocrm, "
+            "bitrix24) to use drift, plan and apply; until then set those settings by hand "
+            "(docs/onboarding.md, 'Make the CRM enforce the Sales Book')."
+        ).format(tenant=tenant.key, plugin=tenant.config.plugin)
+    return t.gettext(
+        "tenant {tenant}: the {plugin} connector does not read the CRM's own settings, so "
+        "drift, plan and apply do not apply to it (docs/onboarding.md, 'Make the CRM enforce "
+        "the Sales Book')."
+    ).format(tenant=tenant.key, plugin=tenant.config.plugin)
 
 
 def plan(drifts: Sequence[Drift]) -> list[GateChange]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from syncd.config import Settings, TenantConfig
-from syncd.errors import ConfigError, ConfigProblem, SyncdError
+from syncd.errors import ConfigError, ConfigProblem, SourceMappingError, SyncdError
 from syncd.fieldcheck import closest, field_problems
 from syncd.onboarding import Vocabulary, read_vocabulary
 from syncd.onboarding.connect import tenant_account
@@ -153,6 +153,10 @@ def online_problems(settings: Settings, registry: ConnectorRegistry,
         except ConfigError as exc:
             if not local_only:
                 problems.extend(exc.problems)
+            continue
+        except SourceMappingError as exc:  # an export's: fieldcheck.offline_problems says it
+            if not hasattr(account.connector_class, "offline_fields"):
+                problems.append(ConfigProblem(str(path), exc.key, str(exc)))
             continue
         except (SyncdError, OSError, ValueError) as exc:
             if local_only:

@@ -26,7 +26,7 @@ from datetime import datetime, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from syncd.errors import BadPayloadError
+from syncd.errors import BadPayloadError, SourceMappingError
 from syncd.fieldcheck import closest
 from syncd.records import (
     Activity,
@@ -148,7 +148,7 @@ def split_tab(title: str, grid: Grid, entity: str, settings: TabularSettings) ->
             hint = ("; did you mean " + " or ".join(repr(n) for n in near) + "?") if near else ""
             message = (f"tab {title!r}: no column {wanted!r} (mapped to {key}){hint}; the "
                        f"header row has: {', '.join(h for h in header if h)}")
-            raise BadPayloadError(message)
+            raise SourceMappingError(message, f"connection.tabs.{entity}.columns.{key}")
         if index is not None:
             where[key] = index
     missing = [k for k in REQUIRED[entity] if k not in where]
@@ -156,7 +156,7 @@ def split_tab(title: str, grid: Grid, entity: str, settings: TabularSettings) ->
         message = (f"tab {title!r}: no {', '.join(missing)} column (map it under "
                    f"connection.tabs.{entity}.columns); the header row has: "
                    f"{', '.join(h for h in header if h)}")
-        raise BadPayloadError(message)
+        raise SourceMappingError(message, f"connection.tabs.{entity}.columns")
     used = set(where.values())
     extras: list[tuple[int, str]] = []
     seen = {_header_key(header[i]) for i in used}
