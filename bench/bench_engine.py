@@ -38,8 +38,13 @@ from syncd.audit.columns import (
     Numbered,
     micros,
 )
-from syncd.audit.vector import audit_table
+from syncd.audit.vector import RULE_ORDER, audit_table
+from syncd.kpi import CompanyRecord
+from syncd.kpi.columnar import table_kpis
 from syncd.salesbook import SalesBook, load_salesbook
+from syncd.scoring.columnar import ViolationColumns, table_client_totals, table_employee_totals
+from syncd.scoring.karma import KarmaCompany, segment_karma
+from syncd.scoring.people import Person, manager_karma, resolve_teams
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
@@ -52,6 +57,8 @@ STEPS = np.array([0, 1, 2, 3, 3, 4, 5, 6])  # stage changes per deal: ~3 on aver
 CRM_STAGES = ["Sales / Qualification", "Old pipeline / Waiting", "Partners / New"]
 REASONS = ["price", "competitor", "no_budget", "no_need", "no_response", "timing"]
 USERS = 60
+SOURCES = ["Website", "Referral", "Cold call", "Exhibition"]
+SEGMENTS = ["smb", "mid", "enterprise", "public"]
 
 
 def generate(book: SalesBook, deals: int, per_deal: int, seed: int) -> DealTable:
@@ -122,7 +129,28 @@ def generate(book: SalesBook, deals: int, per_deal: int, seed: int) -> DealTable
         company_id=Numbered("C", companies), owners=Numbered("U", USERS),
         owner=rng.integers(0, USERS, n).astype(np.int32), value=(
             rng.integers(0, 500, n) * 1000).astype(np.float64),
+        lead_source=np.where(rng.random(n) < 0.9, rng.integers(0, len(SOURCES), n), -1
+                             ).astype(np.int32), lead_sources=SOURCES,
+        profit=np.where(rng.random(n) < 0.7, rng.integers(-50, 200, n) * 100.0, np.nan),
+        is_tender=rng.random(n) < 0.1, public_incident=rng.random(n) < 0.01,
+        groups_are_companies=True,
     )
+
+
+def company_records(table: DealTable) -> tuple[dict[str, CompanyRecord], list[KarmaCompany]]:
+    """The tenant's companies: segments, NPS answers, channels, a few public incidents."""
+    assert table.company_id is not None
+    records, karma = {}, []
+    for i in range(len(table.company_id)):
+        cid = table.company_id[i]
+        records[cid] = CompanyRecord(cid, f"Company {i}", f"U{i % USERS}",
+                                     segment=SEGMENTS[i % len(SEGMENTS)],
+                                     nps=float(i % 11) if i % 3 == 0 else None,
+                                     channel=("direct", "partner")[i % 2],
+                                     region=("North", "South", "East")[i % 3])
+        karma.append(KarmaCompany(cid, records[cid].name, records[cid].segment,
+                                  1.0 if i % 97 == 0 else 0.0))
+    return records, karma
 
 
 def _activities(rng: np.random.Generator, start: np.ndarray, last: np.ndarray,
@@ -187,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     table = generate(book, args.deals, args.activities_per_deal, args.seed)
+    companies, karma_companies = company_records(table)
+    people = [Person(f"U{i}", f"User {i}", None, f"U{(i // 10) * 10}" if i % 10 else None)
+              for i in range(USERS)]
+    names = {p.user_id: p.name for p in people}
     generated = time.perf_counter() - started
     acts = len(table.activities) + len(table.company_activities)
     print(f"generated:     {len(table):,} deals, {len(table.hist_at):,} stage changes, "
@@ -201,6 +233,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"audit:         {len(result):,} findings  {phases[-1][1]:6.1f} s")
     for rule, count in sorted(by_rule.items()):
         print(f"  {rule:<22}{count:>10,}")
+
+    clock = time.perf_counter()
+    kept = ~result.suppressed
+    violations = ViolationColumns(result.deal[kept], result.rule[kept], RULE_ORDER,
+                                  np.full(int(kept.sum()), micros(NOW), dtype=np.int64))
+    client = table_client_totals(table, karma_companies, book.karma.client, NOW)
+    segments = segment_karma(client, karma_companies)
+    employee = table_employee_totals(table, companies, violations, book, TZ)
+    teams, _ = resolve_teams([], people)
+    managers = manager_karma(employee, teams)
+    phases.append(("karma", time.perf_counter() - clock))
+    print(f"karma:         {len(client):,} clients, {len(segments)} segments, "
+          f"{len(employee):,} user-months, {len(managers):,} manager-months  "
+          f"{phases[-1][1]:6.1f} s")
+
+    clock = time.perf_counter()
+    kpis, matrix = table_kpis(table, book, TZ, NOW, companies, names)
+    phases.append(("kpis", time.perf_counter() - clock))
+    print(f"KPIs:          funnel {len(kpis['funnel'])} stages, win rate "
+          f"{kpis['win_rate']['rate']}, contact matrix {len(matrix['rows']):,} clients  "
+          f"{phases[-1][1]:6.1f} s")
+    del matrix
 
     total = sum(seconds for _, seconds in phases)
     cpu_total = time.process_time() - cpu

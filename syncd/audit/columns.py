@@ -203,6 +203,15 @@ class DealTable:
     owner: I32 | None = None  # code into owners, -1: none
     owners: Sequence[str] | None = None
     value: F64 | None = None
+    lead_source: I32 | None = None  # code into lead_sources, -1: none
+    lead_sources: Sequence[str] | None = None
+    profit: F64 | None = None  # NaN: no profit
+    is_tender: BOOL | None = None
+    public_incident: BOOL | None = None
+    #: True when ``company_group`` is the deal's company (a code into ``company_id``) and
+    #: company activities are grouped by company: what karma and KPIs need. ``from_facts``
+    #: tables group per deal (audit only).
+    groups_are_companies: bool = False
 
     def __len__(self) -> int:
         return len(self.status)

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -78,6 +79,7 @@ LONG_AGO_US = micros(LONG_AGO)
 LATEST = np.iinfo(np.int64).max
 WON_RANK = 1 << 40  # sorts the stage a deal was won in after every stage it left forward
 MAX_STAGES = 62  # stage sets are bit masks in one uint64
+Ints = npt.NDArray[np.integer[Any]]
 
 
 @dataclass(slots=True)
@@ -140,7 +142,9 @@ class TableFindings:
 
     def stats(self) -> AuditStats:
         """The ``AuditStats`` the reference run fills (suppressed findings rendered)."""
-        stats = AuditStats(**self.counts)
+        c = self.counts
+        stats = AuditStats(deals=c["deals"], not_created_yet=c["not_created_yet"],
+                           not_audited_status=c["not_audited_status"], unmapped=c["unmapped"])
         stats.findings = self.by_rule()
         until, reasons = self.table.snooze_until, self.table.snooze_reasons
         for finding, row in self._rendered(np.flatnonzero(self.suppressed)):
@@ -462,12 +466,12 @@ class _Audit:
         return TableFindings(t, self.run, rows, self.w, v, self.unmapped(unmapped_deals),
                              counts)
 
-    def rows(self, rule: int, mask: BOOL, *, sub: I64 | None = None, stage: I64 | None = None,
-             action: int = -1, ref: I64 | None = None) -> _Rows:
+    def rows(self, rule: int, mask: BOOL, *, sub: Ints | None = None,
+             stage: Ints | None = None, action: int = -1, ref: Ints | None = None) -> _Rows:
         deal = np.flatnonzero(mask)
         size = len(deal)
 
-        def pick(values: I64 | None, fill: int) -> I64:
+        def pick(values: Ints | None, fill: int) -> I64:
             if values is None:
                 return np.full(size, fill, dtype=np.int64)
             return np.asarray(values, dtype=np.int64)[deal]
@@ -569,8 +573,8 @@ class _Audit:
         limited = np.array([key in reasons and reasons[key] is not None
                             for key in t.reason_keys] + [False])
         allowed = np.zeros((len(t.reason_keys) + 1, S + 1), dtype=bool)
-        for code, key in enumerate(t.reason_keys):
-            stages = reasons.get(key)
+        for code, reason in enumerate(t.reason_keys):
+            stages = reasons.get(reason)
             if stages is not None:
                 for s, stage_key in enumerate([*t.stage_keys, DEFERRED]):
                     allowed[code, s] = stage_key in stages

@@ -98,6 +98,11 @@ class Clock:
                 self._labels.append(f"{year:04d}-{month:02d}")
         self._starts.append(datetime(LAST_YEAR + 1, 1, 1, tzinfo=tz).timestamp())
 
+    def month_table(self) -> tuple[list[float], list[str]]:
+        """What ``month`` bisects: local month starts (epoch seconds, one more than labels:
+        the end of the table) and their ``"YYYY-MM"`` labels."""
+        return self._starts, self._labels
+
     def local(self, moment: datetime) -> datetime:
         return moment.astimezone(self.tz)
 
