@@ -131,6 +131,34 @@ def parse_id(value: Any, *, zero_is_none: bool = False, numeric: bool = False,
     return text
 
 
+# --- yes/no ----------------------------------------------------------------------------------
+#: Words read as yes / no (case-insensitive, trimmed): APIs (``true``, ``1``, Bitrix24's
+#: ``Y``/``N``) and people (``да``, ``нет``, ``x``, ``✓`` in a spreadsheet cell).
+TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x", "да", "д", "done", "✓", "✔"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "n", "нет", "н", "-"})
+
+
+def parse_flag(value: Any, *, strict: bool = False) -> bool:
+    """A yes/no value: booleans, numbers (non-zero is yes), or one of ``TRUE_WORDS`` /
+    ``FALSE_WORDS``; None is no. Anything else is no, or with ``strict`` (a person typed it)
+    a ``ValueProblem``."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        word = value.strip().casefold()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS or not strict:
+            return False
+    elif not strict:
+        return bool(value)
+    raise ValueProblem(value, "yes or no")
+
+
 # --- numbers ---------------------------------------------------------------------------------
 #: Currency signs and codes (case-insensitive) -> ISO 4217 code.
 CURRENCIES: dict[str, str] = {

@@ -5,6 +5,7 @@ the documented ambiguity rules, and problems reported per record."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 
 from syncd import values
 from syncd.values import (
+    FALSE_WORDS,
     NUMBER_STYLES,
+    TRUE_WORDS,
     Amount,
     FieldProblem,
     ValueProblem,
@@ -24,6 +27,7 @@ from syncd.values import (
     parse_amount,
     parse_date,
     parse_datetime,
+    parse_flag,
     parse_number,
     reading_record,
 )
@@ -265,3 +269,45 @@ def test_an_id_reads_the_same_whatever_its_json_type(number, shape):
     if shape is float and abs(number) > 2**53:
         return
     assert values.parse_id(shape(number)) == str(number)
+
+
+# --- yes/no: one reader for every plugin ---------------------------------------------------
+def _padded(word: str) -> st.SearchStrategy[str]:
+    return st.tuples(st.sampled_from(["", " ", "\t"]), st.booleans(),
+                     st.sampled_from(["", " ", "\n"])).map(
+        lambda t: t[0] + (word.upper() if t[1] else word) + t[2])
+
+
+@given(st.sampled_from(sorted(TRUE_WORDS)).flatmap(_padded), st.booleans())
+def test_parse_flag_reads_every_yes_word_in_any_case(word: str, strict: bool) -> None:
+    assert parse_flag(word, strict=strict) is True
+
+
+@given(st.sampled_from(sorted(FALSE_WORDS)).flatmap(_padded), st.booleans())
+def test_parse_flag_reads_every_no_word_in_any_case(word: str, strict: bool) -> None:
+    assert parse_flag(word, strict=strict) is False
+
+
+@given(st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False)))
+def test_parse_flag_of_booleans_and_numbers(value: Any) -> None:
+    assert parse_flag(value) is (bool(value) if isinstance(value, bool) else value != 0)
+
+
+@given(st.text(max_size=8).filter(
+    lambda t: t.strip().casefold() not in TRUE_WORDS | FALSE_WORDS))
+def test_parse_flag_an_unknown_word_is_no_or_strictly_a_problem(text: str) -> None:
+    assert parse_flag(text) is False
+    with pytest.raises(ValueProblem, match="as yes or no"):
+        parse_flag(text, strict=True)
+
+
+@given(st.one_of(st.none(), st.booleans(), st.integers(-2, 2),
+                 st.sampled_from(sorted(TRUE_WORDS | FALSE_WORDS))))
+def test_every_plugin_reads_yes_no_alike(value: Any) -> None:
+    """Pipedrive's, Bitrix24's and the spreadsheets' yes/no are the shared reader."""
+    from syncd_bitrix24.streams import flag as bitrix24_flag
+    from syncd_gsheets.values import flag as sheet_flag
+    from syncd_pipedrive.streams import flag as pipedrive_flag
+
+    assert pipedrive_flag(value) == bitrix24_flag(value) == sheet_flag(value) \
+        == parse_flag(value)

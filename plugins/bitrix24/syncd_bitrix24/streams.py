@@ -39,6 +39,7 @@ from syncd.values import (
     field_value,
     parse_date,
     parse_datetime,
+    parse_flag,
     parse_id,
     parse_number,
     reading_record,
@@ -98,10 +99,8 @@ def number(value: Any) -> float | None:
 
 
 def flag(value: Any) -> bool:
-    """``"Y"``/``"N"``, ``"1"``/``"0"``, booleans."""
-    if isinstance(value, str):
-        return value.strip().upper() in {"Y", "1", "TRUE"}
-    return bool(value)
+    """``"Y"``/``"N"``, ``"1"``/``"0"``, booleans (``syncd.values.parse_flag``)."""
+    return parse_flag(value)
 
 
 # --- fields --------------------------------------------------------------------------------

@@ -19,14 +19,13 @@ from syncd.values import (
     from_serial,
     parse_date,
     parse_datetime,
+    parse_flag,
     parse_id,
     parse_number,
 )
 
 __all__ = ["SERIAL_EPOCH", "blank", "day", "flag", "from_serial", "ident", "moment", "number",
            "plain", "text"]
-TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x", "да", "done", "✓", "✔"})
-FALSE_WORDS = frozenset({"", "0", "false", "no", "n", "нет", "-"})
 
 
 def blank(value: Any) -> bool:
@@ -58,17 +57,8 @@ def number(value: Any) -> float | None:
 
 
 def flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value != 0
-    word = str(value or "").strip().casefold()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    message = f"expected yes/no, got {value!r}"
-    raise ValueError(message)
+    """A yes/no cell, strictly (``syncd.values.parse_flag``): an unknown word is a problem."""
+    return parse_flag(value, strict=True)
 
 
 def moment(value: Any, tz: tzinfo) -> datetime | None:

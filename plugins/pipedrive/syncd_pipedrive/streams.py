@@ -36,6 +36,7 @@ from syncd.values import (
     field_value,
     parse_date,
     parse_datetime,
+    parse_flag,
     parse_id,
     parse_number,
     reading_record,
@@ -97,10 +98,8 @@ def number(value: Any) -> float | None:
 
 
 def flag(value: Any) -> bool:
-    """v2 booleans, v1 ``0/1`` and ``"0"/"1"``."""
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes"}
-    return bool(value)
+    """v2 booleans, v1 ``0/1`` and ``"0"/"1"`` (``syncd.values.parse_flag``)."""
+    return parse_flag(value)
 
 
 # --- custom fields --------------------------------------------------------------------------
