@@ -11,6 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from syncd_bitrix24.streams import flag as bitrix24_flag
+from syncd_gsheets.values import flag as sheet_flag
+from syncd_pipedrive.streams import flag as pipedrive_flag
 
 from syncd import values
 from syncd.values import (
@@ -305,9 +308,5 @@ def test_parse_flag_an_unknown_word_is_no_or_strictly_a_problem(text: str) -> No
                  st.sampled_from(sorted(TRUE_WORDS | FALSE_WORDS))))
 def test_every_plugin_reads_yes_no_alike(value: Any) -> None:
     """Pipedrive's, Bitrix24's and the spreadsheets' yes/no are the shared reader."""
-    from syncd_bitrix24.streams import flag as bitrix24_flag
-    from syncd_gsheets.values import flag as sheet_flag
-    from syncd_pipedrive.streams import flag as pipedrive_flag
-
     assert pipedrive_flag(value) == bitrix24_flag(value) == sheet_flag(value) \
         == parse_flag(value)
