@@ -51,7 +51,7 @@ from syncd.records import FieldDef, Page, Pipeline, Stage
 from syncd.secrets import register
 from syncd.store.budget import budget_key
 from syncd.streams import Read, Stream, StreamConnector, incremental
-from syncd.values import FieldProblem
+from syncd.values import FieldProblem, from_unix
 from syncd_amocrm.client import AmoCRMClient, embedded
 from syncd_amocrm.settings import AmoCRMSettings
 from syncd_amocrm.streams import (
@@ -63,10 +63,10 @@ from syncd_amocrm.streams import (
     EVENTS_PATH,
     NOTE_PATHS,
     TASKS,
+    Entity,
     EntityStream,
     FieldCatalog,
     activity_types,
-    from_unix,
     ident,
     loss_reason_field,
     normalize_call_note,
@@ -171,14 +171,14 @@ class AmoCRMConnector(AmoCRMWriter, StreamConnector):
             self._pipelines = normalize_many_pair(items)
         return self._pipelines
 
-    def catalog(self, entity: str) -> FieldCatalog:
+    def catalog(self, entity: Entity) -> FieldCatalog:
         """The custom field definitions of ``entity``, read once per pass."""
         catalog = self._catalogs.get(entity)
         if catalog is None:
-            path = f"/api/v4/{ENTITY_PATHS[entity]}/custom_fields"  # type: ignore[index]
+            path = f"/api/v4/{ENTITY_PATHS[entity]}/custom_fields"
             definitions = [d for page in self.client.iter_pages(path, "custom_fields",
                                                                 limit=50) for d in page]
-            catalog = FieldCatalog(entity, definitions)  # type: ignore[arg-type]
+            catalog = FieldCatalog(entity, definitions)
             self._catalogs[entity] = catalog
         return catalog
 

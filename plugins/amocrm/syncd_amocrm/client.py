@@ -280,8 +280,9 @@ class AmoCRMClient:
 
     def _find_tasks(self, body: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         """``{index in body: {id, request_id}}`` of the tasks that exist already."""
-        wanted = {i: key for i, key in enumerate(_task_key(b) for b in body)}
-        leads = sorted({lead for lead, _ in wanted.values() if lead is not None}, key=int)
+        # every body has a key (_read_back checked); one without could not be found anyway
+        wanted = {i: key for i, b in enumerate(body) if (key := _task_key(b)) is not None}
+        leads = sorted({lead for lead, _ in wanted.values()}, key=int)
         found: dict[int, dict[str, Any]] = {}
         for first in range(0, len(leads), FIND_CHUNK):
             params = {"filter[entity_type]": "leads",

@@ -40,13 +40,14 @@ from syncd.connector import (
     WebhookHint,
 )
 from syncd.errors import BadPayloadError
-from syncd.records import Page, Record
+from syncd.records import Deal, Page, Record, User
 from syncd.store.budget import budget_key
 from syncd.streams import Read, Stream, StreamConnector, incremental
 from syncd.values import FieldProblem
 from syncd_bitrix24.client import MAX_BATCH, Bitrix24Client
 from syncd_bitrix24.settings import Bitrix24Settings
 from syncd_bitrix24.streams import (
+    Entity,
     FieldCatalog,
     ListSpec,
     StageInfo,
@@ -83,7 +84,7 @@ _NORMALIZERS: dict[str, Callable[[Any, FieldCatalog | None], Record]] = {
 
 STREAMS = ("users", "pipelines", "stages", "fields", "activity_types", "companies",
            "contacts", "stage_history", "deals", "activities")
-ENTITIES = ("deal", "company", "contact")
+ENTITIES: tuple[Entity, ...] = ("deal", "company", "contact")
 #: stream -> (list method, select, the entity whose fields resolve values, modified key)
 ENTITY_LISTS: dict[str, tuple[str, list[str], str | None, str]] = {
     "companies": ("crm.company.list", ["*", "UF_*"], "company", "DATE_MODIFY"),
@@ -226,10 +227,10 @@ class Bitrix24Connector(Bitrix24Writer, StreamConnector):
                     error = answer.errors.get(f"c{i}", "no result")
                     message = f"bitrix24 crm.{name}.fields failed inside a batch: {error}"
                     raise BadPayloadError(message)
-                self._catalogs[name] = FieldCatalog(name, described)  # type: ignore[arg-type]
+                self._catalogs[name] = FieldCatalog(name, described)
         return self._catalogs[entity]
 
-    def _users(self) -> list[Record]:
+    def _users(self) -> list[User]:
         users: list[dict[str, Any]] = []
         departments: list[dict[str, Any]] = []
         start = 0
@@ -288,6 +289,7 @@ class Bitrix24Connector(Bitrix24Writer, StreamConnector):
 
         def parse(rows: list[Any]) -> Page:
             problems: list[FieldProblem] = []
+            records: Sequence[Record]
             if stream == "deals":
                 records = self.deal_records(rows, catalog, problems=problems)
             else:
@@ -310,7 +312,7 @@ class Bitrix24Connector(Bitrix24Writer, StreamConnector):
             ordered=False, cap=started, read_at=started)
 
     def deal_records(self, rows: Sequence[Any], catalog: FieldCatalog | None, *,
-                     problems: list[FieldProblem] | None = None) -> list[Record]:
+                     problems: list[FieldProblem] | None = None) -> list[Deal]:
         """Deals of one page; closed deals get the stage they were closed from. With
         ``problems``, unreadable custom field values are reported there, per deal."""
         info = self.stage_info()
