@@ -245,7 +245,7 @@ def _code(values: list[str], code: int | np.integer) -> str | None:
     return None if code < 0 else values[int(code)]
 
 
-def _cat(parts: list[npt.NDArray], dtype: type) -> npt.NDArray:
+def _cat(parts: list[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
 
@@ -406,7 +406,8 @@ def _walk(t: DealTable, v: _View, optional: list[bool]) -> _Walk:
 
 
 # -- segment reductions (activities and transitions are grouped by owner) -------------------------
-def _segment(ufunc: np.ufunc, values: npt.NDArray, offsets: I64, empty: object) -> npt.NDArray:
+def _segment(ufunc: np.ufunc, values: npt.NDArray[Any], offsets: I64,
+             empty: object) -> npt.NDArray[Any]:
     counts = np.diff(offsets)
     out = np.full(len(counts), empty, dtype=values.dtype)
     filled = counts > 0
