@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (Russian texts: Cyrillic letters that look Latin are meant)
 
 """Digests: the tenant file's ``digests:`` block, the tenant-local periods on a test clock,
 what a manager's and a director's digest say (from a real synced tenant), and
@@ -20,7 +21,7 @@ from syncd import store
 from syncd.config import TenantConfig
 from syncd.digests import render
 from syncd.digests.config import DigestsConfig
-from syncd.digests.content import fix_first, violation_weight
+from syncd.digests.content import fix_first, problem_since, violation_weight
 from syncd.digests.periods import due_slot, latest_slot, slot_for_period
 from syncd.digests.service import DigestService, compose
 from syncd.report import build_report
@@ -155,6 +156,12 @@ def test_weekly_digest_lists_the_teams_costliest_violations_in_russian(
     assert [row[0].text for row in first.rows] == [v["deal_title"] for v in expected]
     weights = [violation_weight(tenant.book, v["rule"]) for v in expected]
     assert weights == sorted(weights, reverse=True)
+    # "since" is when the problem began (in the stage since, no touch since), not when a
+    # pass first saw it: on a first sync those are all today
+    for row, violation in zip(first.rows, expected, strict=True):
+        since = problem_since(violation)
+        assert since is not None and f"с {since:%d.%m.%Y}" in row[3].text
+    assert any(problem_since(v) != datetime.fromisoformat(v["opened_at"]) for v in expected)
     text = render.as_text(digest)
     assert "Карма команды" in text
     for rule in {v["rule"] for v in theirs}:

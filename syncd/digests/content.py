@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from syncd.digests.i18n import Translator, day, money, number, percent, translator
@@ -86,17 +86,40 @@ def violation_weight(book: SalesBook, rule: str) -> float:
     return employee.violation_penalty * employee.rule_weights.get(rule, 1.0)
 
 
+#: The ``details`` keys (docs/rules.md) that date when a violation's problem began: in a
+#: stage since, no touch since, deferred since, left a stage, lost, won, moved.
+SINCE_KEYS = ("entered_at", "last_touch_at", "deferred_since", "left_at", "lost_at",
+              "won_at", "at")
+
+
 def _opened(violation: dict[str, Any]) -> datetime | None:
     value = violation.get("opened_at")
     return datetime.fromisoformat(value) if value else None
 
 
+def problem_since(violation: dict[str, Any]) -> datetime | None:
+    """When the problem began: the rule's own date when it has one (a deal stalled since it
+    entered the stage, inactive since its last touch), else when a pass first saw it."""
+    found = [_opened(violation)]
+    details = violation.get("details") or {}
+    for key in SINCE_KEYS:
+        value = details.get(key)
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            found.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    known = [moment for moment in found if moment is not None]
+    return min(known) if known else None
+
+
 def fix_first(violations: Sequence[dict[str, Any]], book: SalesBook, now: datetime,
               top: int) -> list[dict[str, Any]]:
-    """The ``top`` violations costing the most karma, the oldest first among equals."""
+    """The ``top`` violations costing the most karma, the oldest problem first among equals."""
     def order(v: dict[str, Any]) -> tuple[float, float, str]:
-        opened = _opened(v)
-        age = (now - opened).total_seconds() if opened else 0.0
+        since = problem_since(v)
+        age = (now - since).total_seconds() if since else 0.0
         return (-violation_weight(book, v["rule"]), -age, str(v.get("deal_id")))
     return sorted(violations, key=order)[:top]
 
@@ -133,7 +156,7 @@ def _fix_first_section(t: Translator, violations: list[dict[str, Any]], book: Sa
             or "—")
         url = deal_url(str(deal_id)) if deal_url and deal_id else None
         owner = names.get(violation.get("owner_id") or "", violation.get("owner_id") or "—")
-        since = _opened(violation)
+        since = problem_since(violation)
         section.rows.append([
             Span(title, url=url, bold=True),
             Span(" — " + rule_title(violation["rule"], t.lang)),
@@ -280,4 +303,4 @@ def _kpi_section(t: Translator, report: dict[str, Any], book: SalesBook, month: 
 
 
 __all__ = ["Digest", "NoTeam", "Section", "Span", "find_team", "fix_first",
-           "monthly_digest", "violation_weight", "weekly_digest"]
+           "monthly_digest", "problem_since", "violation_weight", "weekly_digest"]

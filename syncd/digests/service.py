@@ -161,7 +161,8 @@ class DigestService:
             if not todo:
                 continue
             if report is None:
-                report = build_report(self.db, tenant, clock=now)
+                report = build_report(self.db, tenant, clock=now,
+                                      language=digest_language(tenant, config))
             outcomes += self.deliver(tenant, slot, todo, report, now)
         return outcomes
 
@@ -291,7 +292,8 @@ class DigestService:
         assert config is not None
         slot = self.slot(tenant, kind, period)
         now = self.clock()
-        report = build_report(self.db, tenant, clock=now)
+        report = build_report(self.db, tenant, clock=now,
+                              language=digest_language(tenant, config))
         with self.db.session() as session:
             rows = {row.recipient: row.status for row in deliveries.deliveries(
                 session, tenant.key, slot.kind, slot.period)}
@@ -316,7 +318,9 @@ class DigestService:
         todo = self.open_targets(tenant, config, slot, now)
         if not todo:
             return []
-        return self.deliver(tenant, slot, todo, build_report(self.db, tenant, clock=now), now)
+        report = build_report(self.db, tenant, clock=now,
+                              language=digest_language(tenant, config))
+        return self.deliver(tenant, slot, todo, report, now)
 
     # -- retention -----------------------------------------------------------------------------
     def prune(self, days: int = 400) -> int:
