@@ -384,11 +384,21 @@ def _naive(value: Any, numbers: str) -> datetime | date | None:
         raise ValueProblem(value, "a date (YYYY-MM-DD, DD.MM.YYYY or ISO 8601)") from None
 
 
+#: The shape APIs write (RFC 3339 with ``Z`` or an offset): read by the C parser directly,
+#: a few microseconds per value saved on every timestamp of every record pulled.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})\Z")
+
+
 def parse_datetime(value: Any, tz: tzinfo | None = UTC, *,
                    numbers: Literal["serial", "unix"] = "serial") -> datetime | None:
     """A date or datetime as aware UTC; values without an offset are in ``tz`` (a date
     alone is its midnight in ``tz``). ``tz=None``: an offset is required (a source that
     always writes one, like Bitrix24, sent something else)."""
+    if type(value) is str and _RFC3339.match(value):
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except ValueError:
+            pass  # e.g. month 13: the general reader below names the problem
     parsed = _naive(value, numbers)
     if parsed is None:
         return None

@@ -310,3 +310,20 @@ def test_every_plugin_reads_yes_no_alike(value: Any) -> None:
     """Pipedrive's, Bitrix24's and the spreadsheets' yes/no are the shared reader."""
     assert pipedrive_flag(value) == bitrix24_flag(value) == sheet_flag(value) \
         == parse_flag(value)
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1),
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=3)),
+                                               timezone(timedelta(hours=-5, minutes=-30))])),
+       st.sampled_from(["seconds", "microseconds"]), st.booleans())
+def test_rfc3339_text_reads_the_same_fast_or_general(moment: datetime, spec: str,
+                                                     zulu: bool) -> None:
+    """API timestamps (``...Z``, ``+03:00``) take a fast path; it must agree with the
+    general reader (the same text with a space in front goes the general way)."""
+    text = moment.isoformat(timespec=spec)
+    if zulu and moment.utcoffset() == timedelta(0):
+        text = text.replace("+00:00", "Z")
+    fast = parse_datetime(text)
+    assert fast == parse_datetime(f" {text}") == moment.astimezone(UTC).replace(
+        microsecond=moment.microsecond if spec == "microseconds" else 0)
+    assert fast is not None and fast.tzinfo is UTC
