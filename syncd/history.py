@@ -143,6 +143,13 @@ def months(session: Session, tenant_id: int, today: date, count: int = 12) -> li
              "figures": last[m][1] if m in last else None} for m in wanted]
 
 
+def trend(session: Any, tenant_id: int, today: date, count: int = 12) -> dict[str, Any]:
+    """The report's ``history``: the last ``count`` months, each the compared measures of
+    its last snapshot (``flat``; ``day`` None: no snapshot that month)."""
+    return {"months": [{"month": m["month"], "day": m["day"], **flat(m["figures"])}
+                       for m in months(session, tenant_id, today, count)]}
+
+
 def flat(data: dict[str, Any] | None) -> dict[str, Any]:
     """The compared measures of one snapshot: each ``{"value", "n", "of"}`` (counts behind a
     rate; None where the snapshot has no such figure)."""
@@ -226,4 +233,4 @@ def _show(cell: dict[str, Any] | None, t: Any) -> str:
 
 
 __all__ = ["compare", "compare_lines", "compare_section", "figures", "flat", "month_list",
-           "months", "record", "record_report", "snapshots"]
+           "months", "record", "record_report", "snapshots", "trend"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from syncd import store
+from syncd import history, store
 from syncd.audit.texts import texts
 from syncd.config import Tenant
 from syncd.i18n import normalize_language, translator
@@ -70,6 +70,8 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
                                                 as_of or generated, live=as_of is None)
         held = quarantine_section(session, tenant_id)
         rejected = write_failures_section(session, tenant_id)
+        trend = history.trend(session, tenant_id, history.local_day(
+            as_of or generated, tenant.config.timezone))
     violations = (_live_violations(stored, deals) if stored is not None
                   else _what_if_violations(db, tenant, as_of, deals))
     karma = _client_karma(lines, companies, mapper, tenant)
@@ -100,6 +102,7 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "write_failures": rejected,
         "notes": _notes(violations, lang) + evidence_gap_notes(tenant.book, lang)
         + bad_record_notes(held, rejected, lang),
+        "history": trend,
         **titles(tenant, lang, violations),
     }
 

@@ -22,8 +22,12 @@ from markupsafe import Markup
 from syncd.i18n import jinja_env, normalize_language, translations
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-CSS = (TEMPLATES / "dashboard.css").read_text(encoding="utf-8")
+CSS = "\n".join((TEMPLATES / name).read_text(encoding="utf-8")
+                for name in ("dashboard.css", "dashboard/desk.css"))
 SCRIPT = (TEMPLATES / "dashboard.js").read_text(encoding="utf-8")
+#: The desk's charts (syncd/desk.py) and the vendored Chart.js they are drawn with.
+CHARTS = (TEMPLATES / "dashboard" / "charts.js").read_text(encoding="utf-8")
+CHART_LIBRARY = TEMPLATES / "vendor" / "chart.umd.min.js"
 DOMAIN = "report"
 
 def embed_json(data: Any) -> str:
@@ -81,15 +85,24 @@ def bad_records_view(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _body(report: dict[str, Any], language: str) -> str:
+def _body(report: dict[str, Any], language: str, desk: dict[str, Any]) -> str:
     """The page body (templates/report_body.html) in ``language``; a new tenant's
-    onboarding summary (``syncd.onboarding.summary``, escaped HTML) opens it."""
+    onboarding summary (``syncd.onboarding.summary``, escaped HTML) opens it, then the
+    desk's caveats and trends (templates/dashboard/desk_*.html, autoescaped)."""
     onboarding = ""
     if report.get("onboarding"):
         from syncd.onboarding.summary import summary_html
 
         onboarding = summary_html(report["onboarding"])
-    return _template(language).render(onboarding=Markup(onboarding))  # noqa: S704  (escaped by summary_html)
+    parts = {name: Markup(_desk_template(language, name).render(d=desk))  # noqa: S704  (autoescaped)
+             for name in ("desk_top", "desk_rules")}
+    parts["nav"] = Markup(_desk_template(language, "desk_nav").render(d=desk))  # noqa: S704  (autoescaped)
+    return _template(language).render(onboarding=Markup(onboarding), **parts)  # noqa: S704  (escaped by summary_html)
+
+
+@cache
+def _desk_template(language: str, name: str) -> Any:
+    return jinja_env(language, "dashboard").get_template(f"dashboard/{name}.html")
 
 
 @cache
@@ -104,24 +117,46 @@ def page_texts(language: str) -> dict[str, str]:
             if isinstance(key, str) and key}
 
 
+@cache
+def _chart_library() -> str:
+    return CHART_LIBRARY.read_text(encoding="utf-8")
+
+
 def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None,
-                language: str | None = None) -> str:
+                language: str | None = None, deals_url: str | None = None,
+                chart_src: str | None = None) -> str:
     """The whole page for one tenant's report (one self-contained document), in
-    ``language`` (default: the report's)."""
+    ``language`` (default: the report's).
+
+    Served by the dashboard, ``deals_url`` is the tenant's deals page (every count links
+    to its deals) and ``chart_src`` the address of the vendored Chart.js; written to a
+    file, there are no links and Chart.js is inlined (the page works offline either way).
+    """
+    from syncd.desk import deals_link, desk
+
     lang = normalize_language(language or report.get("language") or "en")
     title = html.escape(f"syncd · {report.get('tenant', '')}")
     refresh = (f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">'
                if refresh_seconds else "")
-    view = {**page_view(report), "language": lang}
+    board = desk(report, lang, deals_link(deals_url))
+    view = {**page_view(report), "language": lang,
+            "desk": {"rates": board["rates"], "links": board["links"],
+                     "texts": board["texts"]}}
+    charts = {"rules": board["rules"], "trend": {"chart": board["trend"]["chart"]}}
+    library = (f'<script src="{html.escape(chart_src)}"></script>' if chart_src
+               else f"<script>{_chart_library()}</script>")
+    scripts = "'self' 'unsafe-inline'" if chart_src else "'unsafe-inline'"
     return (
         f"<!DOCTYPE html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-        "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
-        f"{refresh}<title>{title}</title><style>{CSS}</style></head><body>{_body(report, lang)}"
+        f"style-src 'unsafe-inline'; script-src {scripts}; img-src data:\">"
+        f"{refresh}<title>{title}</title><style>{CSS}</style></head><body>"
+        f"{_body(report, lang, board)}"
         f"<script type=\"application/json\" id=\"report-data\">{embed_json(view)}"
         "</script>"
         f"<script type=\"application/json\" id=\"report-texts\">{embed_json(page_texts(lang))}"
         "</script>"
-        f"<script>{SCRIPT}</script></body></html>\n"
+        f"<script type=\"application/json\" id=\"desk-data\">{embed_json(charts)}</script>"
+        f"<script>{SCRIPT}</script>{library}<script>{CHARTS}</script></body></html>\n"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,12 @@ def test_pages_on_loopback_without_token(client_factory) -> None:
     page = client.get("/dashboard/northwind")
     assert page.status_code == 200 and page.mimetype == "text/html"
     text = page.get_data(as_text=True)
-    assert 'id="report-data"' in text and "<script src" not in text
+    assert 'id="report-data"' in text
+    # scripts from this server only: the vendored chart library, no CDN
+    assert re.findall(r'<script src="([^"]+)"', text) == ["/dashboard/static/chart.umd.min.js"]
+    library = client.get("/dashboard/static/chart.umd.min.js")
+    assert library.status_code == 200 and b"Chart.js v4" in library.get_data()
+    assert client.get("/dashboard/static/../../cli.py").status_code == 404
     data = json.loads(client.get("/dashboard/northwind.json").get_data(as_text=True))
     assert data["schema"] == "syncd.report/1" and data["tenant"] == "northwind"
     assert {"people", "kpis", "contact_matrix"} <= set(data)

@@ -37,8 +37,15 @@ function bars(rows, opts){ // rows: [{label, value, note}]
 function table(head, rows){const t=el('table',{}),tr=el('tr',{});
   head.forEach(h=>tr.append(el('th',{},h)));t.append(el('thead',{},tr));
   const b=el('tbody',{});rows.forEach(r=>b.append(r));t.append(b);return t;}
-function card(key,label,value){return el('div',{class:'card'},
-  el('div',{class:'v','data-k':key},value),el('div',{class:'l'},label));}
+// The desk (syncd/desk.py): each rate's counts ("5 of 16"), small samples, links to deals.
+const DK=R.desk||{rates:{},links:{},texts:{}}, DL=DK.links||{};
+const link=(tpl,o)=>tpl?fmt(tpl,Object.fromEntries(Object.entries(o).map(([k,v])=>[k,encodeURIComponent(v)]))):null;
+function card(key,label,value,href){const r=(DK.rates||{})[key];
+  return el('div',{class:'card'},
+  href?el('a',{class:'v num',href:href,'data-k':key},value):el('div',{class:'v','data-k':key},value),
+  el('div',{class:'l'},label),
+  r&&r.of?el('div',{class:'of','data-k':key+'-of','data-n':r.n,'data-total':r.total},r.of):null,
+  r&&r.small?el('span',{class:'small-sample',title:DK.texts.small_title},DK.texts.small):null);}
 const K=R.kpis||{}, P=R.people||{employees:[],managers:[]};
 
 // header
@@ -53,7 +60,7 @@ $('meta').append(...[fmt(_('{plugin} · Sales Book {salesbook} · as of {as_of} 
 // summary cards
 const nc=K.new_clients||{};
 $('cards').append(
-  card('violations-open',_('open violations'),num(R.violations_open)),
+  card('violations-open',_('open violations'),num(R.violations_open),DL.deals),
   card('open-deals',_('open deals'),num(R.counts?R.counts.open_deals:null)),
   card('win-rate',_('win rate'),pct(K.win_rate?K.win_rate.rate:null)),
   card('new-clients',_('new clients')+(nc.plan!==null&&nc.plan!==undefined?fmt(_(' (plan {plan})'),{plan:nc.plan}):''),num(nc.total)),
@@ -71,15 +78,16 @@ $('plan').append(pi?el('p',{},_('Plan inversion: revenue plan '),el('b',{'data-k
 
 // violations
 const vr=Object.entries(R.violations_by_rule||{}).sort((a,b)=>b[1]-a[1]);
-$('violations').append(vr.length?bars(vr.map(([k,v])=>({label:RT[k]||k,value:v})),{color:'#f79009',labelWidth:260})
+if($('violations'))$('violations').append(vr.length?bars(vr.map(([k,v])=>({label:RT[k]||k,value:v})),{color:'#f79009',labelWidth:260})
   :el('p',{class:'muted'},_('No open violations.')));
 const owners=R.violations_by_owner||{}, rules=vr.map(x=>x[0]);
 const names={};(P.employees||[]).forEach(e=>names[e.user_id]=e.name);
 ((K.win_rate||{}).by_owner||[]).forEach(o=>{if(o.owner_id)names[o.owner_id]=o.name;});
 $('by-owner').append(table([_('owner'),...rules.map(r=>RT[r]||r),_('total')],Object.entries(owners).map(([o,c])=>{
   const tr=el('tr',{'data-owner':o},el('td',{},names[o]||o));
-  let t=0;rules.forEach(r=>{t+=c[r]||0;tr.append(el('td',{},c[r]||''));});
-  tr.append(el('td',{class:'total'},t));return tr;})));
+  const cell=(n,href)=>href&&n?el('a',{class:'num',href:href},n):n;
+  let t=0;rules.forEach(r=>{t+=c[r]||0;tr.append(el('td',{},cell(c[r]||'',o==='(none)'?null:link(DL.owner_rule,{owner:o,rule:r}))));});
+  tr.append(el('td',{class:'total'},cell(t,o==='(none)'?null:link(DL.owner,{owner:o}))));return tr;})));
 
 // client karma and segments
 const ck=(R.client_karma||[]).slice(0,15);

@@ -106,7 +106,7 @@ class Dashboard:
         self.token: str | None = extras.get("auth_token")
         self.gate = Gate(context.db, self.token)
         self._tenants: dict[str, Any] = dict(extras.get("tenants") or {})
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cache: dict[tuple[str, str | None], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     # -- access ------------------------------------------------------------------------------
@@ -139,15 +139,16 @@ class Dashboard:
             keys |= set(self.context.settings.tenant_files())
         return sorted(keys)
 
-    def report(self, key: str) -> dict[str, Any]:
+    def report(self, key: str, language: str | None = None) -> dict[str, Any]:
+        """The tenant's live report (in ``language``; None: the tenant's), cached 30 s."""
         tenant = self.tenant(key)
         with self._lock:
-            cached = self._cache.get(key)
+            cached = self._cache.get((key, language))
             if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
                 return cached[1]
-        data = build_report(self.context.db, tenant)
+        data = build_report(self.context.db, tenant, language=language)
         with self._lock:
-            self._cache[key] = (time.monotonic(), data)
+            self._cache[(key, language)] = (time.monotonic(), data)
         return data
 
     # -- pages ---------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class Dashboard:
         loaded = self.tenant_for(access, tenant)
         lang, override = self.language(request, tenant)
         t = translator(lang, templating.DOMAIN)
-        report = self.report(tenant)
+        report = self.report(tenant, lang)
         violations = report.get("violations") or []
         with self.context.db.session() as session:
             tenant_id = store.ensure_tenant(session, loaded.key, loaded.config.plugin)
@@ -233,8 +234,12 @@ class Dashboard:
         if access is None:
             return self._denied()
         self.tenant_for(access, tenant)
-        return Response(render_html(self.report(tenant), refresh_seconds=REFRESH_SECONDS),
-                        mimetype="text/html")
+        lang, override = self.language(request, tenant)
+        root = f"{request.script_root}/dashboard"
+        deals = f"{root}/{tenant}/deals" + (f"?lang={lang}" if override else "")
+        return self.html(render_html(self.report(tenant, lang), refresh_seconds=REFRESH_SECONDS,
+                                     language=lang, deals_url=deals,
+                                     chart_src=f"{root}/static/chart.umd.min.js"))
 
     def data(self, request: Request, tenant: str) -> Response:
         access = self.access(request)
