@@ -45,7 +45,7 @@ def row_of(dom: str, attrs: str) -> str:
 
 
 def cell_of(row: str, css_class: str) -> str:
-    found = re.findall(rf'<td class="{re.escape(css_class)}[^"]*">([^<]*)</td>', row)
+    found = re.findall(rf'<td class="{re.escape(css_class)}[^"]*"[^>]*>([^<]*)</td>', row)
     assert len(found) == 1, (css_class, row)
     return html.unescape(found[0])
 
