@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo
 
 import click
@@ -40,16 +40,17 @@ from syncd.secrets import redact
 from syncd.sync import PassOptions
 
 log = logging.getLogger("syncd")
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def handle_errors(func: F) -> F:
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Map our errors onto the documented exit codes with a clean one-line message."""
 
     @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
@@ -82,7 +83,7 @@ def handle_errors(func: F) -> F:
                       "(a bug in syncd; the traceback is in the log)", highlight=False)
             sys.exit(exitcodes.INTERNAL_ERROR)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 class Context:

@@ -182,6 +182,7 @@ def install(env: jinja2.Environment, lang: str, domain_names: Sequence[str]) -> 
     ``number``, ``percent`` and ``day`` in the language's formats.
     """
     env.add_extension("jinja2.ext.i18n")
+    # attr-defined: jinja2.ext.i18n adds this method to the Environment at runtime
     env.install_gettext_translations(  # type: ignore[attr-defined]
         merged_translations(lang, domain_names), newstyle=True)
     t = Translator(lang, domain_names[0])

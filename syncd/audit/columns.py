@@ -76,6 +76,7 @@ class Strings(Sequence[str]):
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
+    # override: ids are read one index at a time, never sliced (Sequence also takes slices)
     def __getitem__(self, index: int) -> str:  # type: ignore[override]
         offsets = self._offsets
         return self._data[offsets[index]:offsets[index + 1]].decode()
@@ -95,6 +96,7 @@ class Numbered(Sequence[str]):
     def __len__(self) -> int:
         return self._count
 
+    # override: ids are read one index at a time, never sliced (Sequence also takes slices)
     def __getitem__(self, index: int) -> str:  # type: ignore[override]
         if not 0 <= index < self._count:
             raise IndexError(index)

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -79,6 +79,8 @@ LONG_AGO_US = micros(LONG_AGO)
 LATEST = np.iinfo(np.int64).max
 WON_RANK = 1 << 40  # sorts the stage a deal was won in after every stage it left forward
 MAX_STAGES = 62  # stage sets are bit masks in one uint64
+#: DealFacts.status by the table's status code (0, 1, 2).
+_STATUSES: tuple[Literal["open", "won", "lost"], ...] = ("open", "won", "lost")
 Ints = npt.NDArray[np.integer[Any]]
 
 
@@ -170,10 +172,10 @@ class TableFindings:
         """The deal as the rules read it (no activities: the rows already say what they
         found), with its stage walk."""
         t, v, w = self.table, self.view, self.walk
-        status = ("open", "won", "lost")[int(v.status[row])]
+        status = _STATUSES[int(v.status[row])]
         stage = int(v.stage[row])
         facts = DealFacts(
-            deal_id=t.deal_id[row], title="", status=status,  # type: ignore[arg-type]
+            deal_id=t.deal_id[row], title="", status=status,
             stage_key=t.stage_name(stage), crm_stage="", created_at=_at(t.created_at[row]),
             company_id=_company(t, row),
             won_at=moment(v.won_at[row]), lost_at=moment(v.lost_at[row]),

@@ -275,8 +275,10 @@ class PeopleLedger:
         if owner and not deal.history_derived:
             order, month = self.order, self.clock.month
             for index, transition in enumerate(deal.history):
-                start = order.get(transition.from_key)  # type: ignore[arg-type]
-                end = order.get(transition.to_key)  # type: ignore[arg-type]
+                if transition.from_key is None or transition.to_key is None:
+                    continue  # from or to an unmapped stage: not a move along the funnel
+                start = order.get(transition.from_key)
+                end = order.get(transition.to_key)
                 if start is not None and end is not None and end > start:
                     source = transition.source_id or f"{deal.deal_id}#{index}"
                     lines.append(PeopleLine(USER, owner, "forward_move", 1.0, "stage_change",
