@@ -6,7 +6,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, time, timedelta
 from functools import wraps
 from pathlib import Path
@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 
 from syncd import __version__, exitcodes, store
@@ -36,6 +37,7 @@ from syncd.logs import setup_logging
 from syncd.onboarding.todos import todo_problems
 from syncd.plugins import Plugins, make_plugin_manager
 from syncd.report import build_report
+from syncd.salesbook import read_yaml
 from syncd.secrets import redact
 from syncd.sync import PassOptions
 
@@ -196,9 +198,10 @@ def plugins(obj: Context, fmt: str) -> None:
 @main.command()
 @click.option("--online", is_flag=True, help="Also read each account: every mapped name must "
               "exist there; unmapped CRM stages and the mapping's outcome are shown.")
+@LANG_OPTION
 @pass_context
 @handle_errors
-def check(obj: Context, online: bool) -> None:
+def check(obj: Context, online: bool, lang: str | None) -> None:
     """Validate the daemon config, every tenant and Sales Book (exit 2 on errors)."""
     problems = check_all(obj.settings, obj.plugins.connectors)
     problems += offline_problems(obj.settings, obj.plugins.connectors)  # local exports
@@ -210,17 +213,48 @@ def check(obj: Context, online: bool) -> None:
                                       obj.database() if online else None,
                                       local_only=not online)
     problems += found
+    languages = tenant_languages(obj.settings.tenant_files(), lang)
     for preview in previews:
-        out.print(preview.line(), highlight=False)
+        out.print(preview.line(languages.get(preview.tenant, lang or "en")), highlight=False)
     errors = [p for p in problems if p.severity == "error"]
+    by_file = {str(path): languages.get(key, "en")
+               for key, path in obj.settings.tenant_files().items()}
     for problem in problems:
-        colour = "red" if problem.severity == "error" else "yellow"
-        err.print(f"[{colour}]{problem.severity}:[/] {redact(str(problem))}", highlight=False)
+        said = translator(by_file.get(problem.file, lang or "en"), "cli")
+        colour, word = (("red", said.gettext("error:")) if problem.severity == "error"
+                        else ("yellow", said.gettext("warning:")))
+        err.print(f"[{colour}]{word}[/] {escape(redact(problem.say(said.lang)))}",
+                  highlight=False)
+    t = translator(lang or _common(languages.values()), "cli")
     tenants = len(obj.settings.tenant_files())
-    out.print(f"{tenants} tenant(s) checked: {len(errors)} error(s), "
-              f"{len(problems) - len(errors)} warning(s)")
+    out.print(t.ngettext("{n} tenant checked: {errors} error(s), {warnings} warning(s)",
+                         "{n} tenants checked: {errors} error(s), {warnings} warning(s)",
+                         tenants).format(n=tenants, errors=len(errors),
+                                         warnings=len(problems) - len(errors)))
     if errors:
         sys.exit(exitcodes.CONFIG_ERROR)
+
+
+def tenant_languages(files: dict[str, Path], override: str | None) -> dict[str, str]:
+    """``tenant -> the language its messages are said in``: ``override`` (``--lang``), else
+    the tenant file's ``language`` (read leniently: a broken file is said in English)."""
+    found = {}
+    for key, path in files.items():
+        language = override
+        if language is None:
+            try:
+                data = read_yaml(path)
+                language = data.get("language") if isinstance(data, dict) else None
+            except ConfigError:
+                language = None
+        found[key] = language if language in LANGUAGES else "en"
+    return found
+
+
+def _common(languages: Iterable[str]) -> str:
+    """The one language every tenant shares, else English."""
+    distinct = set(languages)
+    return distinct.pop() if len(distinct) == 1 else "en"
 
 
 def exit_code_for(outcomes: list[TenantOutcome], *, named: bool = False) -> int:

@@ -29,6 +29,7 @@ from syncd.audit.rules import RULE_CODES
 from syncd.connector import ConnectionSettings, Connector, ConnectorState
 from syncd.digests.config import DigestsConfig, inline_secrets
 from syncd.errors import ConfigError, ConfigProblem, PluginError
+from syncd.i18n import Text, TitleText
 from syncd.oauth import TokenCipher, TokenStore, load_cipher
 from syncd.plugins import ConnectorRegistry
 from syncd.salesbook import SalesBook, load_salesbook, problems_from_validation, read_yaml
@@ -590,11 +591,12 @@ def _connection_settings(
 
 
 #: Why ``won``/``lost`` are not stage targets: the outcome is a status, read by the connector.
-_OUTCOME_HINT = {
-    outcome: f"; {outcome!r} is an outcome, not a stage: a CRM gives it as the deal's status, "
-             f"and an export whose stage column holds it maps it under connection.stage_status"
-    for outcome in ("won", "lost")
-}
+def _outcome_hint(target: str) -> Text | str:
+    if target not in ("won", "lost"):
+        return ""
+    return Text("; {outcome!r} is an outcome, not a stage: a CRM gives it as the deal's "
+                "status, and an export whose stage column holds it maps it under "
+                "connection.stage_status", outcome=target)
 
 
 def _task_type_problems(config: TenantConfig, file: str) -> list[ConfigProblem]:
@@ -617,13 +619,15 @@ def _task_type_problems(config: TenantConfig, file: str) -> list[ConfigProblem]:
         f"maps to {task_kind!r}; choose a type mapped to 'task' (or not mapped at all)")]
 
 
-def evidence_gap_text(action_key: str, action: Any, field: str) -> str:
-    """What mapping an evidence field to null means for one action (check and report)."""
+def evidence_gap_text(action_key: str, action: Any, field: str) -> Text:
+    """What mapping an evidence field to null means for one action (check)."""
     if action.evidence.activity_types:
-        return (f"null: the CRM has no {field!r} field, so Sales Book action {action_key!r} "
-                f"is proven only by a done {' or '.join(action.evidence.activity_types)}")
-    return (f"null: the CRM has no {field!r} field, so Sales Book action {action_key!r} "
-            "(proven only by that field) is not audited; the report says so")
+        return Text("null: the CRM has no {field!r} field, so Sales Book action {action!r} is "
+                    "proven only by a done {kinds}", field=field, action=action_key,
+                    kinds=" / ".join(action.evidence.activity_types))
+    return Text("null: the CRM has no {field!r} field, so Sales Book action {action!r} "
+                "(proven only by that field) is not audited; the report says so",
+                field=field, action=action_key)
 
 
 def _evidence_field_problems(config: TenantConfig, book: SalesBook,
@@ -639,13 +643,14 @@ def _evidence_field_problems(config: TenantConfig, book: SalesBook,
                 evidence_gap_text(action_key, action, needed), severity="warning"))
         elif needed and needed not in config.mapping.fields.deal:
             severity = "warning" if action.evidence.activity_types else "error"
-            then = ("only its activities prove it" if action.evidence.activity_types
-                    else "the action is not audited")
+            then = (Text("only its activities prove it") if action.evidence.activity_types
+                    else Text("the action is not audited"))
             problems.append(ConfigProblem(
                 file, f"mapping.fields.deal.{needed}",
-                f"Sales Book action {action_key!r} needs deal field {needed!r} as evidence; "
-                f"map it to a CRM field name, or to null if the CRM has no such field ({then}; "
-                "docs/onboarding.md)", severity=severity))
+                Text("Sales Book action {action!r} needs deal field {field!r} as evidence; map "
+                     "it to a CRM field name, or to null if the CRM has no such field ({then}; "
+                     "docs/onboarding.md)", action=action_key, field=needed, then=then),
+                severity=severity))
     return problems
 
 
@@ -662,20 +667,21 @@ def mapping_problems(config: TenantConfig, book: SalesBook, file: str) -> list[C
             if target not in stage_keys:
                 problems.append(ConfigProblem(
                     file, f"mapping.stages.{pipeline}.{crm_stage}",
-                    f"unknown stage key {target!r} (Sales Book {book.key} has: "
-                    f"{', '.join(sorted(stage_keys))}; or null/ignore)"
-                    + _OUTCOME_HINT.get(target, "")))
+                    Text("unknown stage key {target!r} (Sales Book {book} has: {keys}; or "
+                         "null/ignore){hint}", target=target, book=book.key,
+                         keys=", ".join(sorted(stage_keys)), hint=_outcome_hint(target))))
     for stage in book.stages:
         if stage.key not in mapped:  # also with no stage mapping at all (docs/config.md)
             problems.append(ConfigProblem(
-                file, "mapping.stages", f"Sales Book stage {stage.key!r} has no CRM stage mapped "
-                "onto it", severity="warning"))
+                file, "mapping.stages", Text(
+                    "Sales Book stage {stage!r} ({title}) has no CRM stage mapped onto it",
+                    stage=stage.key, title=TitleText(stage)), severity="warning"))
     for crm_reason, target in config.mapping.loss_reasons.items():
         if target is not None and target not in book.passive.lost.reasons:
             problems.append(ConfigProblem(
                 file, f"mapping.loss_reasons.{crm_reason}",
-                f"unknown loss reason {target!r} (catalogue: "
-                f"{', '.join(sorted(book.passive.lost.reasons))}; or null/ignore)"))
+                Text("unknown loss reason {target!r} (catalogue: {keys}; or null/ignore)",
+                     target=target, keys=", ".join(sorted(book.passive.lost.reasons)))))
     problems += _evidence_field_problems(config, book, file)
     problems += _task_type_problems(config, file)
     if config.writeback.enabled and not config.writeback.company_karma_field:

@@ -43,6 +43,14 @@ class ConfigProblem:
         where = ": ".join(part for part in (self.file, self.key) if part)
         return f"{where}: {self.problem}" if where else self.problem
 
+    def say(self, lang: str) -> str:
+        """The problem in ``lang`` (a ``syncd.i18n.Text`` is translated; other text as is)."""
+        from syncd.i18n import say
+
+        where = ": ".join(part for part in (self.file, self.key) if part)
+        problem = say(self.problem, lang)
+        return f"{where}: {problem}" if where else problem
+
 
 class ConfigError(SyncdError):
     """Configuration is invalid; carries every problem found, each with file and key."""

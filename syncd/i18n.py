@@ -59,6 +59,55 @@ def Nn_(singular: str, plural: str) -> tuple[str, str]:
     return singular, plural
 
 
+class Text(str):
+    """A message meant for a person, said in English and able to be said again in another
+    language: ``str(text)`` (logs, JSON, tests) is the English; ``text.say("ru")`` the
+    translation from the ``cli`` catalogue, values that are ``Text`` said too. Mapping files
+    name it as a keyword (``keywords = Text``), so ``Text("...", name=x)`` is extracted."""
+
+    msgid: str
+    values: dict[str, Any]
+
+    def __new__(cls, msgid: str, /, **values: Any) -> Text:
+        made = str.__new__(cls, msgid.format(**values))
+        made.msgid, made.values = msgid, values
+        return made
+
+    def say(self, lang: str, domain: str = "cli") -> str:
+        values = {k: v.say(lang, domain) if isinstance(v, Text) else v
+                  for k, v in self.values.items()}
+        return translator(lang, domain).gettext(self.msgid).format(**values)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy/pickle keep the message, not just text
+        return (_text, (self.msgid, self.values))
+
+
+class TitleText(Text):
+    """A Sales Book object's title (``title``/``titles``) said in the reader's language."""
+
+    titled: Any
+
+    def __new__(cls, titled: Any, /) -> TitleText:
+        made = str.__new__(cls, titled.title)
+        made.msgid, made.values, made.titled = "{title}", {"title": titled.title}, titled
+        return made
+
+    def say(self, lang: str, domain: str = "cli") -> str:
+        return str(self.titled.title_in(lang))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TitleText, (self.titled,))
+
+
+def _text(msgid: str, values: dict[str, Any]) -> Text:
+    return Text(msgid, **values)
+
+
+def say(text: str, lang: str) -> str:
+    """``text`` in ``lang`` when it is a ``Text``; any other string as it is."""
+    return text.say(lang) if isinstance(text, Text) else text
+
+
 def normalize_language(lang: str | None) -> str:
     """``"ru"``, ``"ru-RU"``, ``"ru_RU"``, ``"RU"`` -> ``"ru"``; an unknown language is an error."""
     code = (lang or "").strip().replace("-", "_").split("_", 1)[0].lower()
@@ -220,6 +269,8 @@ __all__ = [
     "N_",
     "SOURCE_LANGUAGE",
     "Nn_",
+    "Text",
+    "TitleText",
     "Translator",
     "catalogue_path",
     "domains",
@@ -227,6 +278,7 @@ __all__ = [
     "jinja_env",
     "merged_translations",
     "normalize_language",
+    "say",
     "translations",
     "translator",
 ]

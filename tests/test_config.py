@@ -117,7 +117,7 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
         "acme": demo_tenant("https://acme.pipedrive.com")})
     ok = run_syncd(good, "check", env={"NORTHWIND_PIPEDRIVE_TOKEN": "abcdef123456"})
     assert ok.returncode == 0, ok.stderr
-    assert "1 tenant(s) checked: 0 error(s)" in ok.stdout
+    assert "1 tenant checked: 0 error(s)" in ok.stdout
     bad = run_syncd(good, "check", env={"NORTHWIND_PIPEDRIVE_TOKEN": ""})
     assert bad.returncode == 2
     assert "connection.api_token" in bad.stderr
@@ -181,7 +181,7 @@ def test_check_names_a_misspelt_export_column(tmp_path: Path, registry) -> None:
     result = run_syncd(config, "check")
     assert result.returncode == 2, result.stderr
     assert "did you mean 'Source'?" in result.stderr
-    assert "2 tenant(s) checked: 1 error(s)" in result.stdout
+    assert "2 tenants checked: 1 error(s)" in result.stdout
 
 
 def test_sync_stops_only_the_tenant_with_a_misspelt_field(tmp_path: Path, db_url: str) -> None:

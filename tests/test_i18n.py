@@ -164,3 +164,24 @@ def test_jinja_templates_speak_the_language_with_escaping(tree: Path) -> None:
     assert "1\xa0234,5" in html
     en = i18n.jinja_env("en", "shop", loader=loader).get_template("page.html")
     assert en.render(name="x", n=1, x=2).startswith("<p>Basket: x</p><p>1 deal</p>")
+
+
+def test_a_text_is_english_until_said_in_another_language() -> None:
+    import copy
+    import pickle
+
+    from syncd.errors import ConfigProblem
+    from syncd.i18n import Text
+
+    hint = Text("did you mean {names}?", names="'Бриф'")
+    text = Text("pipeline {pipeline!r} has no stage {stage!r}; {hint}", pipeline="Продажи",
+                stage="Брфи", hint=hint)
+    assert text == "pipeline 'Продажи' has no stage 'Брфи'; did you mean 'Бриф'?"
+    assert text.say("ru") == ("в воронке 'Продажи' нет этапа 'Брфи'; возможно, имелось в "
+                              "виду 'Бриф'?")
+    for copied in (copy.deepcopy(text), pickle.loads(pickle.dumps(text))):
+        assert copied.say("ru") == text.say("ru")
+    problem = ConfigProblem("t.yaml", "mapping.stages.Продажи.Брфи", text)
+    assert str(problem).endswith("did you mean 'Бриф'?")
+    assert problem.say("ru").startswith("t.yaml: mapping.stages.Продажи.Брфи: в воронке")
+    assert ConfigProblem("t.yaml", "k", "plain text").say("ru") == "t.yaml: k: plain text"

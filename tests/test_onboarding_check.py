@@ -65,7 +65,7 @@ def test_plain_check_opens_a_local_export_and_checks_its_names(tmp_path: Path) -
     clean = run_syncd(config, "check")
     assert clean.returncode == 0, clean.stderr
     preview = next(line for line in clean.stdout.splitlines() if line.startswith("csv:"))
-    assert "deal(s)" in preview and "in unmapped stages" in preview
+    assert " deals: " in preview and "in unmapped stages" in preview
 
     pipeline, stages = next(iter(tenant["mapping"]["stages"].items()))
     stage = next(iter(stages))
@@ -137,3 +137,22 @@ def test_plain_check_calls_a_misspelt_export_column_an_error_once(tmp_path: Path
     missing = run_syncd(config, "check")
     assert missing.returncode == 0, missing.stderr
     assert "werenotchecked" in "".join(missing.stderr.split())
+
+
+def test_check_speaks_each_tenants_language_and_lang_overrides(tmp_path: Path) -> None:
+    tenant = copy.deepcopy(sample.SAMPLE_TENANT)
+    tenant["connection"]["path"] = str(sample.write_csv_dir(tmp_path / "export_csv"))
+    tenant["language"] = "ru"
+    del tenant["mapping"]["stages"]["Sales"]["Objections"]
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {"csv": tenant})
+    russian = run_syncd(config, "check")
+    assert russian.returncode == 0, russian.stderr
+    said = " ".join(russian.stderr.split())
+    assert ("предупреждение: " f"{tmp_path / 'tenants' / 'csv.yaml'}: mapping.stages: на этап "
+            "Книги продаж 'objections' («Возражения») не сопоставлен ни один этап CRM") in said
+    assert "проверен 1 клиент: ошибок 0" in russian.stdout
+    assert any(line.startswith("csv: ") and "сдел" in line for line in russian.stdout.splitlines())
+    english = run_syncd(config, "check", "--lang", "en")
+    said = " ".join(english.stderr.split())
+    assert "Sales Book stage 'objections' (Objections) has no CRM stage mapped onto it" in said
+    assert "1 tenant checked: 0 error(s)" in english.stdout

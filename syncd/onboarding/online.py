@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from syncd.config import Settings, TenantConfig
 from syncd.errors import ConfigError, ConfigProblem, SourceMappingError, SyncdError
 from syncd.fieldcheck import closest, field_problems
+from syncd.i18n import Text, translator
 from syncd.onboarding import Vocabulary, read_vocabulary
 from syncd.onboarding.connect import tenant_account
 from syncd.onboarding.matching import split_type
@@ -36,18 +37,24 @@ class Preview:
     unmapped: int = 0
     ignored: int = 0
 
-    def line(self) -> str:
-        share = 100.0 * self.unmapped / self.deals if self.deals else 0.0
+    def line(self, lang: str = "en") -> str:
+        t = translator(lang, "cli")
+        share = self.unmapped / self.deals if self.deals else 0.0
         stages = ", ".join(f"{k} {n}" for k, n in self.per_stage.items())
-        return (f"{self.tenant}: {self.deals} deal(s): {stages or 'none mapped'}; "
-                f"ignored {self.ignored}; in unmapped stages {self.unmapped} ({share:.0f}%)")
+        return t.ngettext(
+            "{tenant}: {n} deal: {stages}; ignored {ignored}; in unmapped stages {unmapped} "
+            "({share})",
+            "{tenant}: {n} deals: {stages}; ignored {ignored}; in unmapped stages {unmapped} "
+            "({share})", self.deals).format(
+            tenant=self.tenant, n=self.deals, stages=stages or t.gettext("none mapped"),
+            ignored=self.ignored, unmapped=self.unmapped, share=t.percent(share))
 
 
-def _hint(name: str, known: list[str]) -> str:
+def _hint(name: str, known: list[str]) -> Text:
     near = closest(name, known)
     if near:
-        return "did you mean " + " or ".join(repr(n) for n in near) + "?"
-    return f"known: {', '.join(known) or 'none'}"
+        return Text("did you mean {names}?", names=" / ".join(repr(n) for n in near))
+    return Text("known: {names}", names=", ".join(known) or "-")
 
 
 def kind_covers(mapped: str, crm_type: str) -> bool:
@@ -69,16 +76,16 @@ def _names_problems(config: TenantConfig, found: Vocabulary, file: str,
         if reason not in reasons:
             problems.append(ConfigProblem(
                 file, f"mapping.loss_reasons.{reason}",
-                "no lost deal and no loss-reason list of the account has this text; "
-                + _hint(reason, reasons), severity="warning"))
+                Text("no lost deal and no loss-reason list of the account has this text; "
+                     "{hint}", hint=_hint(reason, reasons)), severity="warning"))
     types = [split_type(t)[0] for t in inspection.activity_types]
     types += list(inspection.activity_kinds) + list(usage.activity_types if usage else [])
     for crm_type in mapping.activity_types:
         if not any(kind_covers(crm_type, t) for t in types):
             problems.append(ConfigProblem(
                 file, f"mapping.activity_types.{crm_type}",
-                "the account has no activity type with this key; " + _hint(crm_type, types),
-                severity="warning"))
+                Text("the account has no activity type with this key; {hint}",
+                     hint=_hint(crm_type, types)), severity="warning"))
     return problems
 
 
@@ -98,15 +105,17 @@ def compare(config: TenantConfig, found: Vocabulary, file: str, tenant: str, *,
     for pipeline, targets in mapping.stages.items():
         if pipeline not in stages:
             problems.append(ConfigProblem(file, f"mapping.stages.{pipeline}",
-                                          f"the account has no pipeline {pipeline!r}; "
-                                          + _hint(pipeline, list(stages)), missing))
+                                          Text("the account has no pipeline {pipeline!r}; {hint}",
+                                               pipeline=pipeline,
+                                               hint=_hint(pipeline, list(stages))), missing))
             continue
         for stage in targets:
             if stage not in stages[pipeline]:
                 problems.append(ConfigProblem(
                     file, f"mapping.stages.{pipeline}.{stage}",
-                    f"pipeline {pipeline!r} has no stage {stage!r}; "
-                    + _hint(stage, stages[pipeline]), missing))
+                    Text("pipeline {pipeline!r} has no stage {stage!r}; {hint}",
+                         pipeline=pipeline, stage=stage, hint=_hint(stage, stages[pipeline])),
+                    missing))
     preview = Preview(tenant)
     for pipeline, names in stages.items():
         for stage in names:
@@ -116,8 +125,9 @@ def compare(config: TenantConfig, found: Vocabulary, file: str, tenant: str, *,
                 preview.unmapped += count
                 problems.append(ConfigProblem(
                     file, f"mapping.stages.{pipeline}",
-                    f"CRM stage {stage!r} ({count} deal(s)) is mapped onto nothing: its open "
-                    "deals are reported as unmapped_stage", severity="warning"))
+                    Text("CRM stage {stage!r} ({count} deal(s)) is mapped onto nothing: its "
+                         "open deals are reported as unmapped_stage", stage=stage, count=count),
+                    severity="warning"))
             elif mapped[stage] is None:
                 preview.ignored += count
             else:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from syncd.errors import ConfigProblem
+from syncd.i18n import Text
 
 _COMMENT = re.compile(r"#\s*TODO\(syncd init\)\s*(?:\[(?P<key>[^\]]*)\])?\s*(?P<text>.*)$")
 
@@ -40,14 +41,15 @@ def file_todos(path: Path) -> list[ConfigProblem]:
         if found:
             problems.append(ConfigProblem(
                 str(path), found.group("key") or f"line {number}",
-                f"TODO left by syncd init (line {number}): {found.group('text').strip()}",
+                Text("TODO left by syncd init (line {line}): {text}", line=number,
+                     text=found.group("text").strip()),
                 severity="warning"))
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         return problems
     for key in _todo_values(data):
-        problems.append(ConfigProblem(str(path), key, "value is TODO: decide it",
+        problems.append(ConfigProblem(str(path), key, Text("value is TODO: decide it"),
                                       severity="warning"))
     return problems
 
