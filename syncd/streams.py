@@ -146,6 +146,26 @@ def _id_order(value: str) -> tuple[int, str]:
     return (int(value), "") if value.isdigit() else (1 << 62, value)
 
 
+def version_key(id_field: str, stamp_field: str, read_id: Callable[[Any], str | None],
+                read_stamp: Callable[[Any], datetime | None], prefix: str = "") -> KeyOf:
+    """How a list's raw items name their identity and version for ``incremental``:
+    ``(prefix + read_id(item[id_field]), read_stamp(item[stamp_field]))``, or None when
+    either is missing or unreadable (the item is then always read, and the normalizer says
+    what is wrong with it)."""
+    def key(item: Any) -> ItemKey | None:
+        if not isinstance(item, Mapping):
+            return None
+        try:
+            item_id = read_id(item.get(id_field))
+            stamp = read_stamp(item.get(stamp_field))
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if item_id is None or not isinstance(stamp, datetime):
+            return None
+        return f"{prefix}{item_id}", stamp
+    return key
+
+
 def incremental(name: str, raw_pages: Iterable[Sequence[Any]],
                 parse: Callable[[list[Any]], Page], mark: Watermark, key: KeyOf, *,
                 overlap: timedelta, ordered: bool | Callable[[], bool] = True,

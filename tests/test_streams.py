@@ -28,6 +28,7 @@ from syncd.streams import (
     incremental,
     paginate,
     prefetched,
+    version_key,
     watermark_at,
 )
 
@@ -236,3 +237,12 @@ def test_unknown_streams_and_rereads_go_through_the_declarations() -> None:
     page = connector.reread("deals", [{"id": 5, "at": T0}])
     assert page is not None and [r.external_id for r in page.records] == ["5"]
     assert connector.reread("users", []) is None
+
+
+def test_version_key_reads_identity_and_version_or_gives_up() -> None:
+    key_of = version_key("id", "at", lambda v: str(v) if v else None,
+                         lambda v: datetime.fromisoformat(v) if v else None, prefix="task:")
+    assert key_of({"id": 5, "at": "2026-11-20T10:00:00+00:00"}) == ("task:5", T0)
+    assert key_of({"id": 5, "at": "yesterday"}) is None  # always read; the parser complains
+    assert key_of({"id": None, "at": "2026-11-20T10:00:00+00:00"}) is None
+    assert key_of(["not", "an", "object"]) is None

@@ -20,7 +20,15 @@ from syncd import ConnectionSettings, Inspection
 from syncd.http import ApiClient
 from syncd.ratelimit import RateLimiter
 from syncd.records import Deal, Page, Pipeline, Record, Stage, User
-from syncd.streams import NextToken, Read, Stream, StreamConnector, incremental, paginate
+from syncd.streams import (
+    NextToken,
+    Read,
+    Stream,
+    StreamConnector,
+    incremental,
+    paginate,
+    version_key,
+)
 from syncd.values import parse_datetime, parse_id, parse_number
 
 __all__ = ["TinyConnector", "TinySettings"]
@@ -69,14 +77,8 @@ def deal(item: Mapping[str, Any]) -> Deal:
                 updated_at=parse_datetime(item.get("updated_at"), UTC), raw=dict(item))
 
 
-def deal_version(item: Any) -> tuple[str, datetime] | None:
-    """A deal's identity and version for the compound cursor: (id, updated_at)."""
-    try:
-        stamp = parse_datetime(item.get("updated_at"), UTC)
-        item_id = parse_id(item.get("id"))
-    except (AttributeError, TypeError, ValueError):
-        return None
-    return (item_id, stamp) if item_id is not None and isinstance(stamp, datetime) else None
+#: A deal's identity and version for the compound cursor: (id, updated_at).
+deal_version = version_key("id", "updated_at", parse_id, lambda v: parse_datetime(v, UTC))
 
 
 # --- the connector ---------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from syncd.errors import BadPayloadError
 from syncd.records import FieldDef, Page, Pipeline, Stage
 from syncd.secrets import register
 from syncd.store.budget import budget_key
-from syncd.streams import Read, Stream, StreamConnector, incremental
+from syncd.streams import KeyOf, Read, Stream, StreamConnector, incremental, version_key
 from syncd.values import FieldProblem, from_unix
 from syncd_amocrm.client import AmoCRMClient, embedded
 from syncd_amocrm.settings import AmoCRMSettings
@@ -474,24 +474,10 @@ def _legacy_cursor(text: str) -> datetime | None:
     return from_unix(int(text))
 
 
-def _item_key(prefix: str) -> Callable[[Any], tuple[str, datetime] | None]:
+def _item_key(prefix: str) -> KeyOf:
     """``(id, updated_at)`` of an amoCRM item; ``prefix`` keeps tasks and notes apart."""
-    def key(item: Any) -> tuple[str, datetime] | None:
-        if not isinstance(item, dict) or ident(item.get("id")) is None:
-            return None
-        try:
-            stamp = from_unix(item.get("updated_at"))
-        except (TypeError, ValueError):
-            return None
-        return (f"{prefix}{item['id']}", stamp) if stamp is not None else None
-    return key
+    return version_key("id", "updated_at", ident, from_unix, prefix)
 
 
-def _event_key(item: Any) -> tuple[str, datetime] | None:
-    if not isinstance(item, dict) or not item.get("id"):
-        return None
-    try:
-        stamp = from_unix(item.get("created_at"))
-    except (TypeError, ValueError):
-        return None
-    return (str(item["id"]), stamp) if stamp is not None else None
+#: An event's identity and version: events never change, ``created_at`` will do.
+_event_key = version_key("id", "created_at", lambda v: str(v) if v else None, from_unix)

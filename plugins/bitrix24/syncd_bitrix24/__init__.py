@@ -42,7 +42,7 @@ from syncd.connector import (
 from syncd.errors import BadPayloadError
 from syncd.records import Deal, Page, Record, User
 from syncd.store.budget import budget_key
-from syncd.streams import Read, Stream, StreamConnector, incremental
+from syncd.streams import Read, Stream, StreamConnector, incremental, version_key
 from syncd.values import FieldProblem
 from syncd_bitrix24.client import MAX_BATCH, Bitrix24Client
 from syncd_bitrix24.settings import Bitrix24Settings
@@ -298,14 +298,7 @@ class Bitrix24Connector(Bitrix24Writer, StreamConnector):
                                          problems=problems, tenant=self.tenant)
             return Page(stream, records, problems=[str(p) for p in problems])
 
-        def key(row: Any) -> tuple[str, datetime] | None:
-            try:
-                stamp = parse_time(row.get(modified)) if isinstance(row, Mapping) else None
-            except (TypeError, ValueError):
-                return None
-            item = ident(row.get("ID")) if stamp is not None else None
-            return (item, stamp) if item is not None and stamp is not None else None
-
+        key = version_key("ID", modified, ident, parse_time)
         rows = iter_by_id(self.client, spec, batch_size=self.settings.batch_size)
         yield from incremental(
             f"bitrix24 {stream}", rows, parse, mark, key, overlap=read.context.overlap,

@@ -31,6 +31,7 @@ from syncd.records import (
     User,
 )
 from syncd.secrets import redact
+from syncd.streams import version_key
 from syncd.values import (
     FieldProblem,
     field_value,
@@ -518,17 +519,8 @@ REFERENCE_STREAMS: dict[str, ReferenceStream] = {
 }
 
 
-def item_key(item: Any) -> tuple[str, datetime] | None:
-    """A v2 item's identity and version (``id``, ``update_time``) for the compound cursor;
-    ``None`` when either is unreadable (the item is then always read, and normalized)."""
-    if not isinstance(item, dict):
-        return None
-    try:
-        stamp = parse_time(item.get("update_time"))
-        item_id = ident(item.get("id"))
-    except (TypeError, ValueError):
-        return None
-    return (item_id, stamp) if item_id is not None and stamp is not None else None
+#: A v2 item's identity and version (``id``, ``update_time``) for the compound cursor.
+item_key = version_key("id", "update_time", ident, parse_time)
 
 
 def is_deleted(record: Record) -> TypeGuard[Deal | Company | Contact | Activity]:
