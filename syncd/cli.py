@@ -447,7 +447,8 @@ def _month_option(text: str) -> str:
 def _benchmark(obj: Context, database: store.Database, tenant: Tenant) -> dict[str, Any]:
     """Funnels of every tenant on the same Sales Book (tenants that fail to load are left
     out, with a warning), compared anonymously."""
-    from syncd.kpi.benchmark import benchmark, tenant_funnel
+    from syncd.kpi.benchmark import benchmark
+    from syncd.load import tenant_funnel
 
     now = datetime.now(tenant.tz)
     funnels = {tenant.key: tenant_funnel(database, tenant, now)}

@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from syncd import history, store
+from syncd import load as kpi_load
 from syncd.audit.texts import texts
 from syncd.config import Tenant
+from syncd.engine_model import Clock
 from syncd.i18n import normalize_language, translator
 from syncd.kpi import compute_kpis
-from syncd.kpi import load as kpi_load
-from syncd.kpi.model import Clock
 from syncd.mapping import TenantMapper
 from syncd.render import (
     RULE_TITLES,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from syncd import load as kpi_load
 from syncd import store
 from syncd.audit.engine import audit_deals
 from syncd.audit.facts import DealFacts, Finding
@@ -26,7 +27,6 @@ from syncd.config import Tenant
 from syncd.connector import Connector, PullContext
 from syncd.errors import SyncdError
 from syncd.fieldcheck import check_stored_fields
-from syncd.kpi import load as kpi_load
 from syncd.lease import FencedDatabase, LeaseLost, fence_crm_calls
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins

@@ -9,12 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syncd.audit.facts import DEFERRED, Transition
-from syncd.kpi import compute_kpis, nps, plan_inversion, window
-from syncd.kpi.account import Accounts
-from syncd.kpi.benchmark import benchmark, peer_label
-from syncd.kpi.funnel import ForwardMoves, Funnel
-from syncd.kpi.matrix import ContactMatrix
-from syncd.kpi.model import (
+from syncd.engine_model import (
     ActivityRecord,
     Clock,
     CompanyRecord,
@@ -23,6 +18,11 @@ from syncd.kpi.model import (
     shift_month,
     stays,
 )
+from syncd.kpi import compute_kpis, nps, plan_inversion, window
+from syncd.kpi.account import Accounts
+from syncd.kpi.benchmark import benchmark, peer_label
+from syncd.kpi.funnel import ForwardMoves, Funnel
+from syncd.kpi.matrix import ContactMatrix
 from syncd.salesbook import KpiPlan, load_salesbook
 
 BOOK = load_salesbook(Path(__file__).resolve().parents[1] / "config/salesbooks/b2b-services-9.yaml")

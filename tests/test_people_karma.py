@@ -13,7 +13,7 @@ from sqlalchemy import select
 from syncd import store
 from syncd.audit.facts import DEFERRED, Transition
 from syncd.config import Team
-from syncd.kpi.model import CompanyRecord, DealRecord
+from syncd.engine_model import CompanyRecord, DealRecord
 from syncd.salesbook import EmployeeKarmaWeights, load_salesbook
 from syncd.scoring.people import (
     KIND,

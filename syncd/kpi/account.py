@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, NamedTuple
 
-from syncd.kpi.model import Clock, CompanyRecord, DealRecord
+from syncd.engine_model import Clock, CompanyRecord, DealRecord
 
 NO_SOURCE = "(none)"
 YEAR_SECONDS = 365.25 * 86_400

@@ -3,7 +3,8 @@
 Every tenant maps its CRM onto canonical Sales Book stages, so tenants on the same Sales
 Book can be compared stage by stage — something no single CRM can do. Other tenants'
 names never appear: they are "Peer A", "Peer B"... in an order derived from a hash of
-their key (stable, but not alphabetical, so the order gives nothing away).
+their key (stable, but not alphabetical, so the order gives nothing away). Each tenant's
+funnel is read by ``syncd.load.tenant_funnel``; this module only compares them.
 """
 
 from __future__ import annotations
@@ -12,27 +13,7 @@ import hashlib
 import statistics
 import string
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
-
-from syncd import store
-from syncd.kpi.compute import window
-from syncd.kpi.funnel import Funnel
-from syncd.kpi.load import deal_records
-from syncd.mapping import TenantMapper
-
-
-def tenant_funnel(db: store.Database, tenant: Any, now: datetime) -> dict[str, Any]:
-    """``{salesbook, deals, funnel}`` of one tenant over the KPI window."""
-    with db.session() as session:
-        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
-        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
-        funnel = Funnel(tenant.book, window(now, mapper.tz).start, now)
-        deals = 0
-        for deal in deal_records(session, tenant_id, mapper):
-            funnel.add(deal)
-            deals += 1
-    return {"salesbook": tenant.book.key, "deals": deals, "funnel": funnel.result()}
 
 
 def peer_label(index: int) -> str:

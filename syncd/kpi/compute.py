@@ -12,10 +12,7 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd.kpi.account import Accounts
-from syncd.kpi.funnel import ForwardMoves, Funnel
-from syncd.kpi.matrix import ContactMatrix
-from syncd.kpi.model import (
+from syncd.engine_model import (
     ActivityRecord,
     Clock,
     CompanyRecord,
@@ -23,6 +20,9 @@ from syncd.kpi.model import (
     iso_weeks_back,
     shift_month,
 )
+from syncd.kpi.account import Accounts
+from syncd.kpi.funnel import ForwardMoves, Funnel
+from syncd.kpi.matrix import ContactMatrix
 from syncd.salesbook import SalesBook
 
 DEFAULT_MONTHS = 12

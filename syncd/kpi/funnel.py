@@ -16,7 +16,7 @@ from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd.kpi.model import DealRecord, move_direction
+from syncd.engine_model import DealRecord, move_direction
 from syncd.salesbook import SalesBook
 
 DAY = 86_400.0

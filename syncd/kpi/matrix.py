@@ -14,7 +14,7 @@ from bisect import bisect_right
 from datetime import datetime
 from typing import Any
 
-from syncd.kpi.model import ActivityRecord, Clock, CompanyRecord, DealRecord, shift_month
+from syncd.engine_model import ActivityRecord, Clock, CompanyRecord, DealRecord, shift_month
 
 CALL, VISIT = "call", "meeting"
 MONTHS_BACK, MONTHS_FORWARD = 36, 12

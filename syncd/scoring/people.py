@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from syncd.kpi.model import Clock, CompanyRecord, DealRecord
+from syncd.engine_model import Clock, CompanyRecord, DealRecord
 from syncd.salesbook import EmployeeKarmaWeights, SalesBook
 
 USER = "user"

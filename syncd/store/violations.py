@@ -22,13 +22,38 @@ from typing import Any, Protocol, cast
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from syncd.audit.facts import Finding
 from syncd.store._sql import in_chunk_size, note_inserts, sequence_chunks
 from syncd.store.models import ViolationRow
 from syncd.store.types import EncodedJSON, json_dumps
 
 #: Rows fetched per round trip while streaming a tenant's open violations.
 STREAM_CHUNK = 10_000
+
+
+class Finding(Protocol):
+    """What the store keeps of one finding: the engine's ``syncd.audit.facts.Finding`` fits.
+
+    The store knows no rules: a finding's identity across runs (``key``) and its texts come
+    from the engine; the store only opens, refreshes and resolves rows by that key."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def deal_id(self) -> str | None: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def explanation(self) -> str: ...
+    @property
+    def stage_key(self) -> str | None: ...
+    @property
+    def action_key(self) -> str | None: ...
+    @property
+    def crm_stage(self) -> str | None: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
 
 
 class ViolationView(Protocol):

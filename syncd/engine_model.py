@@ -1,9 +1,12 @@
 """What KPIs and people karma read: deals, activities and companies in Sales Book terms.
 
-These are small, CRM-free records built by ``syncd.kpi.load`` from the store (through the
+These are small, CRM-free records built by ``syncd.load`` from the store (through the
 tenant mapper) or by a benchmark generator. Stage keys are canonical; activity kinds are
 canonical (``call``, ``meeting``...). Months are ``"YYYY-MM"`` in the tenant's timezone and
 ISO weeks ``"YYYY-Www"``, so every figure is reproducible from an explicit "now".
+
+A neutral module of the engine: ``syncd.kpi`` and ``syncd.scoring`` both read it, and
+neither imports the other.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Read KPI and people-karma inputs from the store, through the tenant's mapping.
+"""Read the engine's KPI and people-karma inputs from the store, through the tenant's mapping.
+
+The pass's loader (beside the store, outside the engine): the engine receives these records
+and never reads the store itself.
 
 Deals stream chunk by chunk with their stage changes; activities stream in keyset pages
 with their company taken from the activity or, when it names none, from its deal (one SQL
@@ -16,7 +19,9 @@ from sqlalchemy.orm import Session
 
 from syncd import store
 from syncd.audit.facts import Transition
-from syncd.kpi.model import ActivityRecord, CompanyRecord, DealRecord
+from syncd.engine_model import ActivityRecord, CompanyRecord, DealRecord
+from syncd.kpi.compute import window
+from syncd.kpi.funnel import Funnel
 from syncd.mapping import TenantMapper, to_float
 from syncd.scoring.people import Person, ViolationRecord
 from syncd.store.models import ActivityRow, DealRow, UserRow, ViolationRow
@@ -147,3 +152,17 @@ def violation_records(session: Session, tenant_id: int) -> Iterator[ViolationRec
             .where(table.tenant_id == tenant_id).order_by(table.id))
     for row in session.execute(stmt).yield_per(10_000):
         yield ViolationRecord(str(row[0]), row[1], row[2], row[3])
+
+
+def tenant_funnel(db: store.Database, tenant: Any, now: datetime) -> dict[str, Any]:
+    """``{salesbook, deals, funnel}`` of one tenant over the KPI window (for the
+    cross-tenant benchmark, ``syncd.kpi.benchmark``)."""
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+        funnel = Funnel(tenant.book, window(now, mapper.tz).start, now)
+        deals = 0
+        for deal in deal_records(session, tenant_id, mapper):
+            funnel.add(deal)
+            deals += 1
+    return {"salesbook": tenant.book.key, "deals": deals, "funnel": funnel.result()}
