@@ -22,9 +22,8 @@ from syncd.connector import (
     WriteResult,
 )
 from syncd.records import Page
+from syncd.version import PROJECT_NAME, __version__
 
-__version__ = "0.1.0"
-PROJECT_NAME = "syncd"
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [

@@ -14,7 +14,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from syncd.audit.registry import RuleRegistry
-    from syncd.plugins import ConnectorRegistry
+    from syncd.registry import ConnectorRegistry
     from syncd.sinks import SinkRegistry
 
 hookspec = pluggy.HookspecMarker("syncd")

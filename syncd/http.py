@@ -44,7 +44,6 @@ from tenacity import (
 )
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from syncd import __version__
 from syncd.errors import (
     APIError,
     AuthError,
@@ -56,6 +55,8 @@ from syncd.errors import (
 )
 from syncd.ratelimit import Limiter
 from syncd.secrets import redact
+from syncd.version import __version__
+from syncd.writeguard import write_guard
 
 log = logging.getLogger(__name__)
 
@@ -325,12 +326,6 @@ class _Wait:
 #: transport failure). The daemon sets it per tenant pass to count API calls and 429s.
 response_observer: ContextVar[Callable[[int], None] | None] = ContextVar(
     "syncd_response_observer", default=None)
-
-#: Set by the pass for its write-back phase: called before *every* request attempt (retries
-#: included) while it is set, and raises (e.g. ``LeaseLost``) when this process may no longer
-#: write for the tenant. Fencing of CRM calls, not only of commits (issue 11).
-write_guard: ContextVar[Callable[[], None] | None] = ContextVar(
-    "syncd_write_guard", default=None)
 
 
 # --- the client ----------------------------------------------------------------------------

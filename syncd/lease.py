@@ -11,8 +11,8 @@ finds the lease gone, or no successful renewal for half the lease time (database
 unreachable), marks the lease lost, and the pass stops at its next page boundary.
 
 Commits are not the only side effects: the write-back phase talks to the CRM between
-them. ``fence_crm_calls`` installs a ``LeaseGuard`` as ``syncd.http.write_guard`` for that
-phase, so every CRM request attempt (each field batch, each task POST, each retry) first
+them. ``fence_crm_calls`` installs a ``LeaseGuard`` as ``syncd.writeguard.write_guard`` for
+that phase, so every CRM request attempt (each field batch, each task POST, each retry) first
 proves the lease is still ours: (a) the local deadline, the start of the last successful
 renewal plus the lease time minus a margin on the monotonic clock (which keeps running
 while the process is stopped), has not passed; (b) the lease row still carries our holder
@@ -43,9 +43,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from syncd.errors import SyncdError
-from syncd.http import write_guard
 from syncd.store import leases
 from syncd.store.db import Database, _sqlite_path
+from syncd.writeguard import write_guard
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def bound_lock_hold(session: Session, ttl: float) -> None:
 
 
 class LeaseGuard:
-    """``syncd.http.write_guard`` for one fenced pass: raises ``LeaseLost`` before a CRM
+    """``syncd.writeguard.write_guard`` for one fenced pass: raises ``LeaseLost`` before a CRM
     request when the lease is, or may be, no longer ours (see the module docstring)."""
 
     def __init__(self, db: FencedDatabase, *, recheck: float = 1.0,

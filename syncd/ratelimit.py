@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from syncd.writeguard import check_write_guard
+
 log = logging.getLogger(__name__)
 
 #: While every counted slot is still in flight we cannot know when one frees up: poll.
@@ -108,12 +110,8 @@ class SharedBudget:
 
 def recheck_write_guard() -> None:
     """After a rate-limit wait: the pass's write guard again (a lease may have run out
-    while we slept). Imported late: ``syncd.http`` imports this module."""
-    from syncd.http import write_guard
-
-    guard = write_guard.get()
-    if guard is not None:
-        guard()
+    while we slept)."""
+    check_write_guard()
 
 
 class Limiter(Protocol):

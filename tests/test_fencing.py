@@ -31,9 +31,9 @@ from syncd_fakes.pipedrive.sample import sample_dataset
 from syncd_fakes.pipedrive.server import FakePipedrive, Fault
 
 from syncd import store
-from syncd.http import write_guard
 from syncd.lease import FencedDatabase, Heartbeat, Lease, LeaseGuard, LeaseLost, fence_crm_calls
 from syncd.store import leases
+from syncd.writeguard import write_guard
 
 TOKEN = "pd-fencing-token-5d2e"
 ENV = {**os.environ, "NORTHWIND_PIPEDRIVE_TOKEN": TOKEN}

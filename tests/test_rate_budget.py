@@ -27,7 +27,6 @@ from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 
 from syncd import store
 from syncd.config import load_settings, load_tenant
-from syncd.http import write_guard
 from syncd.lease import LeaseLost
 from syncd.plugins import make_plugin_manager
 from syncd.ratelimit import RateLimiter, SharedBudget
@@ -40,6 +39,7 @@ from syncd.store.budget import (
     sidecar_path,
 )
 from syncd.store.models import RateBudgetRow
+from syncd.writeguard import write_guard
 
 REPO = Path(__file__).resolve().parents[1]
 
