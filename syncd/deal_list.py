@@ -121,7 +121,7 @@ class Directory:
 def directory(session: Session, tenant: Tenant, tenant_id: int,
               deal_ids: Iterable[str]) -> Directory:
     """Owner names, teams, pipelines and the CRM link maker for ``tenant``."""
-    from syncd.kpi import load as kpi_load
+    from syncd import load as kpi_load
     from syncd.scoring import people as people_karma
 
     users = kpi_load.people(session, tenant_id)
