@@ -35,11 +35,11 @@ from syncd.audit.columns import (
     micros,
 )
 from syncd.audit.facts import DEFERRED
+from syncd.engine_model import ActivityRecord, Clock, CompanyRecord, DealRecord
 from syncd.kpi.account import NO_SOURCE, YEAR_SECONDS, Accounts, _Totals
 from syncd.kpi.compute import DEFAULT_MONTHS, DEFAULT_WEEKS, KpiState
 from syncd.kpi.funnel import DAY, STEPS_PER_DAY, ForwardMoves, Funnel
 from syncd.kpi.matrix import CALL, VISIT, ContactMatrix
-from syncd.kpi.model import ActivityRecord, Clock, CompanyRecord, DealRecord
 from syncd.salesbook import SalesBook
 
 __all__ = ["MonthIndex", "table_from_records", "table_kpis"]

@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from syncd.audit.columns import I64, LOST, NONE, OPEN, WON, DealTable, micros
+from syncd.engine_model import Clock, CompanyRecord
 from syncd.kpi.columnar import MonthIndex
-from syncd.kpi.model import Clock, CompanyRecord
 from syncd.salesbook import ClientKarmaWeights, SalesBook
 from syncd.scoring.karma import KarmaCompany
 from syncd.scoring.people import LOYAL_NPS, employee_weight
