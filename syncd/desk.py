@@ -119,6 +119,25 @@ def rules(report: dict[str, Any], link: DealsUrl) -> list[dict[str, Any]]:
              "href": link({"rule": rule}) if link else None} for rule, count in by_rule]
 
 
+def teams(report: dict[str, Any], link: DealsUrl) -> list[dict[str, Any]]:
+    """Open violations per team (a manager and their members, this month's teams)."""
+    people = report.get("people") or {}
+    managers = [m for m in people.get("managers") or [] if m.get("period") == people.get("period")]
+    team_of: dict[str, str] = {}
+    for manager in managers:
+        for member in [manager["user_id"], *manager.get("members", [])]:
+            team_of.setdefault(str(member), str(manager["user_id"]))
+    counts: dict[str, int] = {}
+    for v in report.get("violations") or []:
+        team = team_of.get(str(v.get("owner_id") or ""))
+        if team:
+            counts[team] = counts.get(team, 0) + 1
+    names = {str(m["user_id"]): m.get("name") or m["user_id"] for m in managers}
+    return [{"manager_id": team, "name": names.get(team, team), "count": count,
+             "href": link({"team": team}) if link else None}
+            for team, count in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]
+
+
 def desk(report: dict[str, Any], language: str, link: DealsUrl) -> dict[str, Any]:
     """Everything the page's desk parts show, in ``language``."""
     t = translator(language, DOMAIN)
@@ -127,6 +146,7 @@ def desk(report: dict[str, Any], language: str, link: DealsUrl) -> dict[str, Any
         "caveats": caveats(report, t),
         "rates": honest_rates(report, t),
         "rules": rules(report, link),
+        "teams": teams(report, link),
         "trend": trend,
         "language": language,
         "links": {"deals": link({}) if link else None,

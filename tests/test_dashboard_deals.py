@@ -158,3 +158,28 @@ def test_each_crm_links_a_deal_to_its_card() -> None:
     # an id is a path segment, never a way to another address
     assert PipedriveConnector.deal_url(settings(base_url="https://acme.pipedrive.com"),
                                        "../x?y") == "https://acme.pipedrive.com/deal/..%2Fx%3Fy"
+
+
+def test_teams_count_and_filter_their_members_deals() -> None:
+    from datetime import date
+
+    from syncd.deal_list import Row, select_rows
+    from syncd.desk import deals_link, teams
+
+    report = {"people": {"period": "2026-12", "managers": [
+        {"user_id": "9", "name": "Orlova", "period": "2026-12", "members": ["1", "2"]},
+        {"user_id": "9", "name": "Orlova", "period": "2026-11", "members": ["3"]}]},
+        "violations": [{"owner_id": "1"}, {"owner_id": "2"}, {"owner_id": "9"},
+                       {"owner_id": "3"}, {"owner_id": None}]}
+    (team,) = teams(report, deals_link("/dashboard/northwind/deals?lang=en"))
+    assert (team["name"], team["count"]) == ("Orlova", 3)  # members and the manager, this month
+    assert team["href"] == "/dashboard/northwind/deals?lang=en&team=9"
+
+    def row(owner: str, team: str) -> Row:
+        return Row(deal_id=owner, deal_title=f"Deal {owner}", deal_url=None, owner_id=owner,
+                   owner=owner, team_id=team, team=team, pipeline_id="", pipeline="",
+                   rule="stalled", rule_title="Stalled", stage_key="", stage="",
+                   stage_order=0, since=date(2026, 12, 1), explanation="")
+
+    kept = select_rows([row("1", "9"), row("3", ""), row("9", "9")], Filters(team="9"))
+    assert [r.owner_id for r in kept] == ["1", "9"]
