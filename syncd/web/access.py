@@ -54,7 +54,7 @@ def presented_token(request: Request) -> str | None:
 
 
 class Gate:
-    def __init__(self, db: Database, admin_token: str | None) -> None:
+    def __init__(self, db: Database | None, admin_token: str | None) -> None:
         self.db = db
         self.admin_token = admin_token
 

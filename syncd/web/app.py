@@ -13,13 +13,18 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waitress import wasyncore
 from waitress.server import create_server
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+
+if TYPE_CHECKING:
+    from syncd.config import Settings
+    from syncd.plugins import Plugins
+    from syncd.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +35,17 @@ Handler = Callable[..., Response]
 class WebContext:
     """What route handlers may use. Fields are filled by whoever builds the server."""
 
-    settings: Any = None  # syncd.config.Settings
-    db: Any = None  # syncd.store.Database
-    plugins: Any = None  # syncd.plugins.Plugins
+    settings: Settings | None = None
+    db: Database | None = None
+    plugins: Plugins | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def database(self) -> Database:
+        """``db``, for the routes that read the store (every server but a bare test's)."""
+        if self.db is None:
+            raise RuntimeError("this web server was built without a database")
+        return self.db
 
 
 class WebApp:

@@ -146,7 +146,7 @@ class Dashboard:
             cached = self._cache.get((key, language))
             if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
                 return cached[1]
-        data = build_report(self.context.db, tenant, language=language)
+        data = build_report(self.context.database, tenant, language=language)
         with self._lock:
             self._cache[(key, language)] = (time.monotonic(), data)
         return data
@@ -165,7 +165,7 @@ class Dashboard:
         t = translator(lang, templating.DOMAIN)
         now = datetime.now(UTC)
         rows = []
-        with self.context.db.session() as session:
+        with self.context.database.session() as session:
             known = {t.key: t for t in store.list_tenants(session)}
             held = held_back(session)
             for key in filter(access.sees, self.tenant_keys()):
@@ -195,7 +195,7 @@ class Dashboard:
         t = translator(lang, templating.DOMAIN)
         report = self.report(tenant, lang)
         violations = report.get("violations") or []
-        with self.context.db.session() as session:
+        with self.context.database.session() as session:
             tenant_id = store.ensure_tenant(session, loaded.key, loaded.config.plugin)
             where = deal_list.directory(session, loaded, tenant_id,
                                         (str(v.get("deal_id")) for v in violations

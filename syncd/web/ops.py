@@ -83,8 +83,8 @@ class Ops:
 
     def readyz(self, request: Request) -> Response:
         checks = {"database": False, "schema": False, "scheduler": False, "draining": False}
-        db = self.context.db
         try:
+            db = self.context.database
             with db.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
             checks["database"] = True
