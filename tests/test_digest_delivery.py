@@ -107,6 +107,12 @@ def test_two_replicas_and_a_restart_send_one_digest_per_address_per_period(
     assert smtp.logins == ["digests"] * 4, "logged in over STARTTLS each time"
     assert telegram.messages[0]["chat"]["id"] == 1001
     assert "What to fix first" in telegram.messages[0]["text"]
+    # deal titles link to the deal in the CRM (the connector's deal_url), in both channels
+    links = telegram.messages[0]["links"]
+    assert links and all(link.startswith("http://127.0.0.1:") and "/deal/" in link
+                         for link in links)
+    html = anna[0].get_body(("html",)).get_content()
+    assert f'<a href="{links[0]}">' in html
     periods = Counter((row.period, row.status) for row in _rows(db_url))
     assert sorted(periods.values()) == [3, 3] and all(s == "sent" for _, s in periods)
 

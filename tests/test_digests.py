@@ -15,7 +15,7 @@ import pytest
 from digest_support import ENV, Clock, digests_block, load, set_digests, synced_config
 from local_smtp import LocalSmtp
 from pydantic import ValidationError
-from support import run_syncd
+from support import demo_tenant, run_syncd, write_config
 
 from syncd import store
 from syncd.config import TenantConfig
@@ -251,3 +251,21 @@ def test_an_unknown_manager_is_skipped_with_a_warning_and_the_others_still_get_t
     assert len(warnings) == 1, "warned once per period, not every minute"
     assert "has no team" in warnings[0]
     assert [m["To"] for m in smtp.messages] == ["anna@client.example", "dmitry@client.example"]
+
+
+def test_check_warns_about_digest_secrets_without_stopping_the_tenant(tmp_path: Path,
+                                                                      db_url: str) -> None:
+    tenant = demo_tenant("https://northwind.pipedrive.com")
+    tenant["digests"] = {
+        "email": {"host": "smtp.x.ru", "sender": "a@x.ru", "username": "u",
+                  "password": "inline-smtp-pass-3141"},
+        "telegram": {"bot_token": {"$env": "DIGEST_UNSET_TOKEN"}},
+        "director": {"email": "boss@x.ru", "telegram": 42}}
+    config = write_config(tmp_path, db_url, {"northwind": tenant})
+    result = run_syncd(config, "check", env=ENV)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out  # warnings: the tenant still syncs
+    assert "digests.email.password: secret written inline; use {$env: NAME}" in out
+    assert ("digests.telegram.bot_token: missing secret: environment variable "
+            "DIGEST_UNSET_TOKEN is not set; digests over this channel will fail") in out
+    assert "inline-smtp-pass-3141" not in out
