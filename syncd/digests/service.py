@@ -87,6 +87,14 @@ def targets(config: DigestsConfig, kind: str) -> list[Target]:
     return [Target(DIRECTOR, a) for a in config.director.addresses()]
 
 
+def open_of(wanted: list[Target], rows: dict[str, Any], now: datetime) -> list[Target]:
+    """The targets no replica has sent, given up, is sending, or waits to retry."""
+    return [target for target in wanted
+            if target.address not in rows
+            or deliveries.claimable(rows[target.address], now,
+                                    dead_local_holder(rows[target.address].claimed_by))]
+
+
 def digest_zone(tenant: Tenant, config: DigestsConfig) -> ZoneInfo:
     return ZoneInfo(config.timezone or tenant.config.timezone)
 
@@ -136,28 +144,62 @@ class DigestService:
 
     # -- the timer ---------------------------------------------------------------------------
     def tick(self) -> list[Outcome]:
-        """Send what is due now; one tenant's failure never stops the others."""
-        outcomes: list[Outcome] = []
+        """Send what is due now; one tenant's failure never stops the others. The rows of
+        every due period are read in one query per (kind, period), not one per tenant."""
         now = self.clock()
+        due: list[tuple[Tenant, DigestsConfig, list[Slot]]] = []
         for tenant in list(self.tenants()):
             config = tenant.config.digests
             if config is None or not config.enabled:
                 continue
             try:
-                outcomes += self._tenant(tenant, config, now)
+                zone = digest_zone(tenant, config)
+                slots = [slot for kind in KINDS
+                         if (slot := due_slot(kind, config, zone, now)) is not None]
+            except Exception as exc:  # a bad zone or schedule hurts only its tenant
+                self._tenant_failed(tenant, exc)
+                continue
+            if slots:
+                due.append((tenant, config, slots))
+        if not due:
+            return []
+        sent = self._rows({(slot.kind, slot.period): [] for _, _, slots in due
+                           for slot in slots}, due)
+        outcomes: list[Outcome] = []
+        for tenant, config, slots in due:
+            try:
+                outcomes += self._tenant(tenant, config, slots, sent, now)
             except Exception as exc:
-                log.error("tenant %s: digests failed: %s", tenant.key,  # noqa: TRY400
-                          redact(f"{type(exc).__name__}: {exc}"), extra={"tenant": tenant.key})
+                self._tenant_failed(tenant, exc)
         return outcomes
 
-    def _tenant(self, tenant: Tenant, config: DigestsConfig, now: datetime) -> list[Outcome]:
+    @staticmethod
+    def _tenant_failed(tenant: Tenant, exc: Exception) -> None:
+        log.error("tenant %s: digests failed: %s", tenant.key,
+                  redact(f"{type(exc).__name__}: {exc}"), extra={"tenant": tenant.key})
+
+    def _rows(self, periods: dict[tuple[str, str], list[str]],
+              due: list[tuple[Tenant, DigestsConfig, list[Slot]]],
+              ) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """``(tenant, kind, period) -> recipient -> row`` of every due period."""
+        for tenant, _, slots in due:
+            for slot in slots:
+                periods[(slot.kind, slot.period)].append(tenant.key)
+        found: dict[tuple[str, str, str], dict[str, Any]] = {}
+        with self.db.session() as session:
+            for (kind, period), keys in periods.items():
+                for row in deliveries.deliveries_of(session, kind, period, keys):
+                    found.setdefault((row.tenant_key, kind, period), {})[row.recipient] = row
+        return found
+
+    def _tenant(self, tenant: Tenant, config: DigestsConfig, slots: list[Slot],
+                rows: dict[tuple[str, str, str], dict[str, Any]],
+                now: datetime) -> list[Outcome]:
         outcomes: list[Outcome] = []
         report: dict[str, Any] | None = None
-        for kind in KINDS:
-            slot = due_slot(kind, config, digest_zone(tenant, config), now)
-            if slot is None:
-                continue
-            todo = self.open_targets(tenant, config, slot, now)
+        for slot in slots:
+            todo = open_of(targets(config, slot.kind),
+                           rows.get((tenant.key, slot.kind, slot.period), {}), now)
             if not todo:
                 continue
             if report is None:
@@ -172,10 +214,7 @@ class DigestService:
         with self.db.session() as session:
             rows = {row.recipient: row for row in deliveries.deliveries(
                 session, tenant.key, slot.kind, slot.period)}
-        return [target for target in targets(config, slot.kind)
-                if target.address not in rows
-                or deliveries.claimable(rows[target.address], now,
-                                        dead_local_holder(rows[target.address].claimed_by))]
+        return open_of(targets(config, slot.kind), rows, now)
 
     def deliver(self, tenant: Tenant, slot: Slot, todo: list[Target],
                 report: dict[str, Any], now: datetime) -> list[Outcome]:
