@@ -49,10 +49,11 @@ def print_summary(console: Console, summary: dict[str, Any], language: str = "en
         resolved=summary["violations_resolved"], companies=summary["companies_with_karma"],
         requests=summary["requests"], writes=summary["writes"] or t.gettext("none")),
         highlight=False)
+    held, failed = t.gettext("quarantined:"), t.gettext("write failed:")
     for line in summary.get("quarantined") or []:
-        console.print(f"[yellow]{t.gettext('quarantined:')}[/] {escape(line)}")
+        console.print(f"[yellow]{held}[/] {escape(line)}")
     for line in summary.get("write_failures") or []:
-        console.print(f"[yellow]{t.gettext('write failed:')}[/] {escape(line)}")
+        console.print(f"[yellow]{failed}[/] {escape(line)}")
 
 
 def report_translator(report: dict[str, Any]) -> Translator:
@@ -79,8 +80,9 @@ def print_report(console: Console, report: dict[str, Any], limit: int = 25) -> N
     _violations_table(console, report, limit, t)
     _karma_table(console, report, limit, t)
     _bad_records_tables(console, report, limit, t)
+    word = t.gettext("note:")
     for note in report["notes"]:
-        console.print(f"[yellow]{t.gettext('note:')}[/] {escape(note)}", highlight=False)
+        console.print(f"[yellow]{word}[/] {escape(note)}", highlight=False)
 
 
 #: The report's record counts as a reader names them.
@@ -107,7 +109,7 @@ def _bad_records_tables(console: Console, report: dict[str, Any], limit: int,
         for row in held[:limit]:
             table.add_row(*(escape(str(cell)) for cell in (
                 row["stream"], row["external_id"], row["problem"],
-                (row["first_seen_at"] or "")[:16], (row["last_seen_at"] or "")[:16],
+                _moment(row["first_seen_at"]), _moment(row["last_seen_at"]),
                 row["attempts"])))
         console.print(table)
     rejected = report.get("write_failures") or []
@@ -119,8 +121,19 @@ def _bad_records_tables(console: Console, report: dict[str, Any], limit: int,
         for row in rejected[:limit]:
             table.add_row(*(escape(str(cell)) for cell in (
                 row["kind"], f"{row['entity']} {row['external_id']}", row["field"],
-                row["error"] or "", (row["next_attempt_at"] or "")[:16])))
+                row["error"] or "", _moment(row["next_attempt_at"]))))
         console.print(table)
+
+
+def _moment(iso: str | None) -> str:
+    """``2026-12-06T07:47:12+00:00`` -> ``2026-12-06 07:47``."""
+    return (iso or "")[:16].replace("T", " ")
+
+
+def _company(row: dict[str, Any]) -> str:
+    """The company's id and name (once, when an export names companies by name)."""
+    name = row["company_name"] or ""
+    return name if name == row["company_id"] else f"{row['company_id']} {name}".strip()
 
 
 def _violations_table(console: Console, report: dict[str, Any], limit: int,
@@ -149,7 +162,7 @@ def _karma_table(console: Console, report: dict[str, Any], limit: int, t: Transl
                           (N_("lines"), True)):
         table.add_column(t.gettext(column), justify="right" if right else "left")
     for row in report["client_karma"][:limit]:
-        table.add_row(escape(f"{row['company_id']} {row['company_name'] or ''}"),
+        table.add_row(escape(_company(row)),
                       escape(row["segment"] or ""), t.number(row["karma"], 2),
                       str(len(row["lines"])))
     console.print(table)

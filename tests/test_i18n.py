@@ -185,3 +185,17 @@ def test_a_text_is_english_until_said_in_another_language() -> None:
     assert str(problem).endswith("did you mean 'Бриф'?")
     assert problem.say("ru").startswith("t.yaml: mapping.stages.Продажи.Брфи: в воронке")
     assert ConfigProblem("t.yaml", "k", "plain text").say("ru") == "t.yaml: k: plain text"
+
+
+def test_explanations_name_days_kinds_and_fields_as_their_reader_writes_them() -> None:
+    from syncd.audit.texts import Texts
+
+    ru, en = Texts("ru"), Texts("en")
+    assert "с 05.02.2026 (лимит 14 дн.)" in ru.say("inactive", days=3, day="2026-02-05",
+                                                    limit=14)
+    assert "since 2026-02-05 (limit 14 days)" in en.say("inactive", days=3, day="2026-02-05",
+                                                       limit=14)
+    assert ru.say("gap.kinds", kinds=ru.or_list(["call", "meeting"])).endswith(
+        "звонок или встреча")
+    assert ru.say("gap.field", field="lead_source") == "не заполнено поле «источник лида»"
+    assert en.say("gap.field", field="lead_source") == "the lead source field is empty"

@@ -8,6 +8,7 @@ is never half-translated. Stage and action titles come from the Sales Book as wr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,6 +81,8 @@ RULE_MESSAGES: dict[str, tuple[str, ...]] = {
 }
 
 
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
 #: Canonical activity kinds and deal fields as a reader names them (explanations list them).
 KIND_NAMES: dict[str, str] = {
     "call": N_("call"), "meeting": N_("meeting"), "email": N_("email"), "task": N_("task"),
@@ -104,9 +107,15 @@ class Texts:
         self._fields = {key: t.gettext(text) for key, text in FIELD_NAMES.items()}
 
     def say(self, key: str, **values: Any) -> str:
-        """The message ``key`` filled with ``values`` (a canonical ``field`` by its name)."""
+        """The message ``key`` filled with ``values`` (a canonical ``field`` by its name;
+        ISO days as the reader writes them: 05.02.2026 in Russian)."""
         if "field" in values:
             values["field"] = self._fields.get(values["field"], values["field"])
+        if self.language == "ru":
+            for name in ("day", "today"):
+                day = values.get(name)
+                if isinstance(day, str) and _ISO_DAY.fullmatch(day):
+                    values[name] = f"{day[8:10]}.{day[5:7]}.{day[:4]}"
         return self._templates[key].format(**values)
 
     def or_list(self, words: Iterable[str]) -> str:
