@@ -104,18 +104,20 @@ def assert_close(got: Any, expected: Any, where: str = "") -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 10**6), st.integers(1, 40))
-def test_kpis_equal_the_reference(seed: int, size: int) -> None:
+@given(st.integers(0, 10**6), st.integers(1, 40), st.sampled_from((1, 7, 200_000)))
+def test_kpis_equal_the_reference(seed: int, size: int, part_size: int) -> None:
     deals, acts, companies = tenant(seed, size)
     names = {"U1": "Anna", "U2": "Boris"}
     expected = compute_kpis(BOOK, TZ, NOW, deals, acts, companies, names)
     table = table_from_records(deals, acts, BOOK)
-    assert_close(table_kpis(table, BOOK, TZ, NOW, companies, names), expected)
+    got = table_kpis(table, BOOK, TZ, NOW, companies, names, part_size=part_size)
+    assert_close(got, expected)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 10**6), st.integers(1, 40))
-def test_employee_and_manager_karma_equal_the_ledger(seed: int, size: int) -> None:
+@given(st.integers(0, 10**6), st.integers(1, 40), st.sampled_from((1, 7, 200_000)))
+def test_employee_and_manager_karma_equal_the_ledger(seed: int, size: int,
+                                                     part_size: int) -> None:
     deals, _, companies = tenant(seed, size)
     rng = random.Random(seed)
     violations = [ViolationRecord(f"v{i}", rng.choice(deals).deal_id, rng.choice(RULES),
@@ -134,7 +136,7 @@ def test_employee_and_manager_karma_equal_the_ledger(seed: int, size: int) -> No
         rule=np.array([RULES.index(v.rule) for v in violations], dtype=np.int64),
         rules=RULES, opened_at=np.array([micros(v.opened_at) for v in violations],
                                         dtype=np.int64))
-    got = table_employee_totals(table, companies, columns, book, TZ)
+    got = table_employee_totals(table, companies, columns, book, TZ, part_size=part_size)
     assert_close(got, expected)
     teams, _ = resolve_teams([], [Person("U2", "B", None, "U1"), Person("U3", "C", None, "U1")])
     managers, reference = manager_karma(got, teams), manager_karma(expected, teams)

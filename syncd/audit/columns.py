@@ -23,7 +23,10 @@ column by a loader or a benchmark generator (the ``DealTable`` constructor).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import ctypes
+import ctypes.util
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -48,6 +51,8 @@ STATUS_CODES = {"open": OPEN, "won": WON, "lost": LOST}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 LEAD_SOURCE_FIELD = "lead_source"
+#: Deals per part (DealTable.parts): the engine's temporaries stay around 100 MB.
+PART_SIZE = 200_000
 
 
 def micros(moment: datetime | None) -> int:
@@ -162,6 +167,14 @@ class ActivityColumns:
         return cls(np.zeros(owners + 1, dtype=np.int64), np.zeros(0, dtype=np.int32),
                    np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), none, none, none)
 
+    def part(self, start: int, stop: int) -> ActivityColumns:
+        """The activities of owners ``start..stop`` (views)."""
+        first, last = int(self.offsets[start]), int(self.offsets[stop])
+        return ActivityColumns(self.offsets[start:stop + 1] - first, self.kind[first:last],
+                               self.done[first:last], self.is_note[first:last],
+                               self.done_at[first:last], self.due_at[first:last],
+                               self.created_at[first:last])
+
     def owner(self) -> npt.NDArray[np.intp]:
         """The owner row of every activity."""
         return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
@@ -236,6 +249,27 @@ class DealTable:
         if 0 <= code < len(self.stage_keys):
             return self.stage_keys[code]
         return None
+
+    def parts(self, size: int = PART_SIZE) -> Iterator[tuple[int, DealTable]]:
+        """``(first row, the table of rows first..first+size)``, covering every row: the
+        engine works part by part so its temporaries stay bounded whatever the tenant."""
+        for start in range(0, max(len(self), 1), size):
+            yield start, self.part(start, min(start + size, len(self)))
+
+    def part(self, start: int, stop: int) -> DealTable:
+        """Rows ``start..stop`` (views, no copy of the columns; company activities shared)."""
+        per_deal = {name: getattr(self, name)[start:stop] for name in _PER_DEAL
+                    if getattr(self, name) is not None}
+        first, last = int(self.hist_offsets[start]), int(self.hist_offsets[stop])
+        return dataclasses.replace(
+            self, **per_deal, deal_id=_Shifted(self.deal_id, start, stop),
+            fields={name: values[start:stop] for name, values in self.fields.items()},
+            snooze_reasons=None if self.snooze_reasons is None
+            else self.snooze_reasons[start:stop],
+            hist_offsets=self.hist_offsets[start:stop + 1] - first,
+            hist_from=self.hist_from[first:last], hist_to=self.hist_to[first:last],
+            hist_at=self.hist_at[first:last], hist_source=_Shifted(self.hist_source, first, last),
+            activities=self.activities.part(start, stop))
 
     @classmethod
     def from_facts(cls, deals: Iterable[DealFacts], book: SalesBook) -> DealTable:
@@ -339,6 +373,50 @@ class _FactsBuilder:
             due_at=np.array([micros(a.due_at) for a in flat], dtype=np.int64),
             created_at=np.array([micros(a.created_at) for a in flat], dtype=np.int64),
         )
+
+
+_PER_DEAL = ("status", "stage", "crm_stage", "stage_ignored", "created_at", "won_at", "lost_at",
+             "lost_reason_raw", "lost_reason_key", "contact_count", "history_derived",
+             "snooze_until", "snooze_reason", "company_group", "owner", "value", "lead_source",
+             "profit", "is_tender", "public_incident")
+
+
+class _Shifted(Sequence[str]):
+    """Items ``start..stop`` of a string column, without copying them."""
+
+    __slots__ = ("_start", "_stop", "_values")
+
+    def __init__(self, values: Sequence[str], start: int, stop: int) -> None:
+        self._values, self._start, self._stop = values, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        return self._values[self._start + index]
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(
+            ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc: nothing to give back this way
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Hand the heap's free pages back to the system after a phase of large arrays.
+
+    glibc raises its mmap threshold after large frees, so the next arrays of the same size
+    come from the heap, and the holes they leave keep the process's RSS at the phase's
+    peak; a daemon that recomputes a tenant and then idles for minutes should not. No-op
+    where the C library is not glibc."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def _offsets(counts: Sequence[int]) -> I64:

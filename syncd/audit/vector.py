@@ -34,10 +34,12 @@ from syncd.audit.columns import (
     NONE,
     OPEN,
     OTHER,
+    PART_SIZE,
     UNMAPPED,
     WON,
     ActivityColumns,
     DealTable,
+    give_back_memory,
     is_present,
     micros,
     moment,
@@ -96,25 +98,44 @@ class _Rows:
     ref: I64  # a (kept) transition index, a time or a count: per rule, see the renderer
 
 
+@dataclass(slots=True)
+class _Sorted:
+    """Finding rows in the reference engine's order, in compact columns."""
+
+    deal: npt.NDArray[np.int32]
+    rule: npt.NDArray[np.int8]
+    stage: npt.NDArray[np.int16]
+    action: npt.NDArray[np.int16]
+    ref: I64
+
+    @classmethod
+    def of(cls, rows: list[_Rows]) -> _Sorted:
+        parts = [r for r in rows if len(r.deal)]
+        deal = _cat([r.deal for r in parts], np.int32)
+        rule = _cat([np.full(len(r.deal), r.rule, dtype=np.int8) for r in parts], np.int8)
+        order = np.lexsort((_cat([r.sub for r in parts], np.int64), rule, deal))
+        return cls(deal[order], rule[order], _cat([r.stage for r in parts], np.int16)[order],
+                   _cat([r.action for r in parts], np.int16)[order],
+                   _cat([r.ref for r in parts], np.int64)[order])
+
+    @classmethod
+    def joined(cls, parts: list[_Sorted]) -> _Sorted:
+        """Parts cover increasing deal rows: their concatenation stays sorted."""
+        return cls(*(np.concatenate([getattr(p, name) for p in parts])
+                     for name in ("deal", "rule", "stage", "action", "ref")))
+
+
 class TableFindings:
     """The findings of one columnar run: rows (``deal``, ``rule``, ``stage``, ``action``,
     ``ref``) in the reference engine's order, a ``suppressed`` mask (snoozes), and the
     ``unmapped_stage`` rows. ``findings()`` renders them as :class:`Finding` objects."""
 
-    def __init__(self, table: DealTable, run: AuditRun, rows: list[_Rows], walk: _Walk,
+    def __init__(self, table: DealTable, run: AuditRun, rows: _Sorted, walk: _Walk,
                  view: _View, unmapped: list[tuple[str, list[str], int]],
                  counts: dict[str, int]) -> None:
         self.table, self.run, self.walk, self.view = table, run, walk, view
-        parts = [r for r in rows if len(r.deal)]
-        deal = _cat([r.deal for r in parts], np.intp)
-        rule = _cat([np.full(len(r.deal), r.rule, dtype=np.int8) for r in parts], np.int8)
-        sub = _cat([r.sub for r in parts], np.int64)
-        order = np.lexsort((sub, rule, deal))
-        self.deal, self.rule = deal[order].astype(np.int32), rule[order]
-        self.stage = _cat([r.stage for r in parts], np.int16)[order]
-        self.action = _cat([r.action for r in parts], np.int16)[order]
-        self.ref = _cat([r.ref for r in parts], np.int64)[order]
-        del deal, rule, sub, order, parts
+        self.deal, self.rule, self.stage = rows.deal, rows.rule, rows.stage
+        self.action, self.ref = rows.action, rows.ref
         snoozed = view.snoozed[self.deal] if len(self.deal) else np.zeros(0, dtype=bool)
         self.suppressed = snoozed & np.isin(self.rule, SNOOZABLE_CODES)
         self.unmapped = unmapped
@@ -429,7 +450,7 @@ def _kind_mask(a: ActivityColumns, kinds: list[str], names: tuple[str, ...]) -> 
 
 # -- the run --------------------------------------------------------------------------------------
 def audit_table(table: DealTable, book: SalesBook, now: datetime, tz: ZoneInfo, *,
-                language: str = "en") -> TableFindings:
+                language: str = "en", part_size: int = PART_SIZE) -> TableFindings:
     """Every built-in finding of every deal in ``table`` as of ``now`` (aware), like
     ``audit_deals(deals, book, now, tz, language=language)`` over the same deals."""
     run = _run(book, now, tz, language)
@@ -437,12 +458,63 @@ def audit_table(table: DealTable, book: SalesBook, now: datetime, tz: ZoneInfo, 
         raise ValueError(f"the columnar audit handles up to {MAX_STAGES} stages")
     if table.stage_keys != [s.key for s in book.stages]:
         raise ValueError("the deal table was built against another Sales Book")
-    return _Audit(table, run).execute()
+    parts: list[_Part] = []
+    kept_base = 0
+    for start, part in table.parts(part_size):
+        hist_base = int(table.hist_offsets[start])
+        parts.append(_Audit(part, run, start, kept_base, hist_base).execute())
+        kept_base += len(parts[-1].view.kept)
+        give_back_memory()
+    found = _merge(table, run, parts)
+    del parts
+    give_back_memory()
+    return found
+
+
+@dataclass(slots=True)
+class _Part:
+    """What one part of the table gave (rows and views with global indexes)."""
+
+    rows: _Sorted
+    view: _View
+    walk: _Walk
+    unmapped: list[tuple[str, list[str], int]]
+    counts: dict[str, int]
+
+
+def _merge(table: DealTable, run: AuditRun, parts: list[_Part]) -> TableFindings:
+    views, walks = [p.view for p in parts], [p.walk for p in parts]
+    kept_offsets = np.concatenate([*(v.kept_offsets[:-1] for v in views),
+                                   [sum(len(v.kept) for v in views)]]).astype(np.int64)
+
+    def cat(items: list[Any], name: str) -> npt.NDArray[Any]:
+        return np.concatenate([getattr(x, name) for x in items])
+
+    view = _View(**{name: cat(views, name) for name in (
+        "live", "status", "stage", "crm_stage", "won_at", "lost_at", "reason_raw",
+        "reason_key", "kept", "snoozed")}, kept_offsets=kept_offsets)
+    empty = np.zeros((0, 0), dtype=np.int32)
+    walk = _Walk(cat(walks, "entered"), cat(walks, "position"), cat(walks, "last_move"),
+                 empty, empty, empty, cat(walks, "source"), cat(walks, "backward"),
+                 cat(walks, "backward_first"), kept_offsets)
+    unmapped: dict[str, tuple[list[str], int]] = {}
+    for part in parts:
+        for crm_stage, examples, count in part.unmapped:
+            before, total = unmapped.get(crm_stage, ([], 0))
+            unmapped[crm_stage] = ([*before, *examples][:EXAMPLE_DEALS], total + count)
+    counts = {key: sum(p.counts[key] for p in parts) for key in parts[0].counts}
+    return TableFindings(table, run, _Sorted.joined([p.rows for p in parts]), walk, view,
+                         [(k, *unmapped[k]) for k in sorted(unmapped)], counts)
 
 
 class _Audit:
-    def __init__(self, table: DealTable, run: AuditRun) -> None:
+    """One part of the table; ``base``: its first deal row, ``kept_base``: how many
+    transitions the parts before kept, ``hist_base``: its first transition."""
+
+    def __init__(self, table: DealTable, run: AuditRun, base: int = 0, kept_base: int = 0,
+                 hist_base: int = 0) -> None:
         self.t, self.run = table, run
+        self.base, self.kept_base, self.hist_base = base, kept_base, hist_base
         cal = run.cal
         self.now = micros(cal.now)
         self.S = len(table.stage_keys)
@@ -455,7 +527,7 @@ class _Audit:
         self.mapped = self.v.live & (self.v.stage >= 0) & (self.v.stage <= self.S)
         self.open = self.v.live & (self.v.status == OPEN)
 
-    def execute(self) -> TableFindings:
+    def execute(self) -> _Part:
         rows = [*self.missing_action(), *self.skipped_stage(), self.backward_move(),
                 self.stalled(), self.inactive(), self.no_next_step(), self.bad_loss_reason(),
                 self.no_lead_source(), self.no_contact(), self.deferred_no_reminder(),
@@ -466,8 +538,21 @@ class _Audit:
         counts = {"deals": len(t), "not_audited_status": int((t.status == OTHER).sum()),
                   "not_created_yet": int(((t.status != OTHER) & ~v.live).sum()),
                   "unmapped": int(unmapped_deals.sum())}
-        return TableFindings(t, self.run, rows, self.w, v, self.unmapped(unmapped_deals),
-                             counts)
+        return _Part(_Sorted.of(rows), self.globalised_view(), self.globalised_walk(),
+                     self.unmapped(unmapped_deals), counts)
+
+    def globalised_view(self) -> _View:
+        """The view with transition indexes into the whole table's columns."""
+        v = self.v
+        v.kept = v.kept + self.hist_base
+        v.kept_offsets = v.kept_offsets + self.kept_base
+        return v
+
+    def globalised_walk(self) -> _Walk:
+        w = self.w
+        w.backward_first = np.where(w.backward_first >= 0, w.backward_first + self.kept_base,
+                                    -1)
+        return w
 
     def rows(self, rule: int, mask: BOOL, *, sub: Ints | None = None,
              stage: Ints | None = None, action: int = -1, ref: Ints | None = None) -> _Rows:
@@ -479,8 +564,11 @@ class _Audit:
                 return np.full(size, fill, dtype=np.int64)
             return np.asarray(values, dtype=np.int64)[deal]
 
-        return _Rows(deal, rule, pick(sub, 0), pick(stage, -1),
-                     np.full(size, action, dtype=np.int64), pick(ref, -1))
+        reference = pick(ref, -1)
+        if rule in (MISSING_ACTION, SKIPPED_STAGE, BACKWARD_MOVE):  # kept transitions
+            reference = np.where(reference >= 0, reference + self.kept_base, -1)
+        return _Rows(deal + self.base, rule, pick(sub, 0), pick(stage, -1),
+                     np.full(size, action, dtype=np.int64), reference)
 
     # -- rules ------------------------------------------------------------------------------------
     def first_done(self, kind: str) -> I64:
@@ -646,6 +734,6 @@ class _Audit:
         for code in np.flatnonzero(counts):
             examples = rows[codes == code][:EXAMPLE_DEALS]
             found.append((self.crm_stages[code], [self.t.deal_id[int(i)] for i in examples],
-                          int(counts[code])))
+                          int(counts[code])))  # deal_id of a part counts from its first row
         return sorted(found, key=lambda x: x[0])
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -27,11 +26,13 @@ from syncd.audit.columns import (
     NONE,
     OPEN,
     OTHER,
+    PART_SIZE,
     UNMAPPED,
     WON,
     ActivityColumns,
     Codes,
     DealTable,
+    give_back_memory,
     micros,
 )
 from syncd.audit.facts import DEFERRED
@@ -85,17 +86,22 @@ def _need(table: DealTable) -> None:
 def table_kpis(table: DealTable, book: SalesBook, tz: ZoneInfo, now: datetime,
                companies: dict[str, CompanyRecord], names: dict[str, str], *,
                months: int = DEFAULT_MONTHS, weeks: int = DEFAULT_WEEKS,
-               ) -> tuple[dict[str, Any], dict[str, Any]]:
+               part_size: int = PART_SIZE) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(kpis, contact_matrix)`` as ``compute_kpis`` gives them for the same deals and
     activities (the table's deal and company activities)."""
     _need(table)
     if table.stage_keys != [s.key for s in book.stages]:
         raise ValueError("the deal table was built against another Sales Book")
     state = KpiState(book, tz, now, months=months, weeks=weeks)
-    _funnel(state.funnel, table)
-    _moves(state.moves, table)
+    for _, part in table.parts(part_size):  # bounded temporaries: one part of the deals at a time
+        _funnel(state.funnel, part)
+        _moves(state.moves, part)
+        _matrix(state.matrix, part, _deal_company(part), part.activities, deals=True)
+        give_back_memory()
+    _matrix(state.matrix, table, table.company_activities.owner(), table.company_activities,
+            deals=False)
     _accounts(state.accounts, table)
-    _matrix(state.matrix, table)
+    give_back_memory()
     return state.kpis(companies, names), state.contact_matrix(companies)
 
 
@@ -175,10 +181,12 @@ def _count_stays(f: Funnel, t: DealTable, deal: I64, stage: I64, entered: I64, l
     timed_stage = stage[timed]
     for s, stage_key in enumerate(t.stage_keys):
         c = f.counts[stage_key]
-        c.entered, c.moved_on = int(entered_count[s]), int(moved_count[s])
-        c.lost, c.open_now = int(lost_count[s]), int(open_count[s])
+        c.entered += int(entered_count[s])
+        c.moved_on += int(moved_count[s])
+        c.lost += int(lost_count[s])
+        c.open_now += int(open_count[s])
         values, numbers = _counted(steps[timed_stage == s])
-        c.days = Counter(dict(zip(values.tolist(), numbers.tolist(), strict=True)))
+        c.days.update(dict(zip(values.tolist(), numbers.tolist(), strict=True)))
 
 
 def _counted(values: I64) -> tuple[I64, I64]:
@@ -321,31 +329,32 @@ def _win_order(t: DealTable, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]
     return order
 
 
-def _matrix(matrix: ContactMatrix, t: DealTable) -> None:
-    """Calls, visits and contracts per client and month (``ContactMatrix``)."""
+def _matrix(matrix: ContactMatrix, t: DealTable, company: npt.NDArray[np.integer],
+            acts: ActivityColumns, *, deals: bool) -> None:
+    """Calls and visits of ``acts`` (whose companies are ``company``), and the contracts
+    of the table's deals when ``deals``, per client and month (``ContactMatrix``)."""
     assert t.company_id is not None
     bounds = np.array([round(b * US) for b in matrix.bounds], dtype=np.int64)
     months = len(matrix.months)
     current = matrix.current_index
-    keys = []
     kinds = t.kinds
     call = kinds.index(CALL) if CALL in kinds else -1
     visit = kinds.index(VISIT) if VISIT in kinds else -1
-    for acts, company in ((t.activities, _deal_company(t)),
-                          (t.company_activities, t.company_activities.owner())):
-        when = np.where(acts.done, acts.done_at, acts.due_at)
-        index = np.searchsorted(bounds, when, side="right") - 1
-        useful = (((acts.kind == call) | (acts.kind == visit)) & (company >= 0)
-                  & (when != NONE) & (when >= bounds[0]) & (when < bounds[-1])
-                  & np.where(acts.done, index <= current, index > current))
-        slot = (acts.kind[useful] == visit).astype(np.int64)
-        keys.append((company[useful].astype(np.int64) * months + index[useful]) * 3 + slot)
-    won = ((t.status == WON) & (t.won_at != NONE) & (t.company_group >= 0)
-           & (t.won_at >= bounds[0]) & (t.won_at < bounds[-1]))
-    index = np.searchsorted(bounds, t.won_at[won], side="right") - 1
-    contract = index <= current
-    keys.append((t.company_group[won][contract].astype(np.int64) * months
-                 + index[contract]) * 3 + 2)
+    when = np.where(acts.done, acts.done_at, acts.due_at)
+    index = np.searchsorted(bounds, when, side="right") - 1
+    useful = (((acts.kind == call) | (acts.kind == visit)) & (company >= 0)
+              & (when != NONE) & (when >= bounds[0]) & (when < bounds[-1])
+              & np.where(acts.done, index <= current, index > current))
+    slot = (acts.kind[useful] == visit).astype(np.int64)
+    keys = [(company[useful].astype(np.int64) * months + index[useful]) * 3 + slot]
+    del when, index, useful, slot
+    if deals:
+        won = ((t.status == WON) & (t.won_at != NONE) & (t.company_group >= 0)
+               & (t.won_at >= bounds[0]) & (t.won_at < bounds[-1]))
+        index = np.searchsorted(bounds, t.won_at[won], side="right") - 1
+        contract = index <= current
+        keys.append((t.company_group[won][contract].astype(np.int64) * months
+                     + index[contract]) * 3 + 2)
     values, numbers = _counted(np.concatenate(keys))
     if not len(values):
         return

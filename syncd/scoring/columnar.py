@@ -19,7 +19,17 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from syncd.audit.columns import I64, LOST, NONE, OPEN, WON, DealTable, micros
+from syncd.audit.columns import (
+    I64,
+    LOST,
+    NONE,
+    OPEN,
+    PART_SIZE,
+    WON,
+    DealTable,
+    give_back_memory,
+    micros,
+)
 from syncd.engine_model import Clock, CompanyRecord
 from syncd.kpi.columnar import MonthIndex
 from syncd.salesbook import ClientKarmaWeights, SalesBook
@@ -94,7 +104,8 @@ def table_client_totals(t: DealTable, companies: Iterable[KarmaCompany],
 
 def table_employee_totals(t: DealTable, companies: Mapping[str, CompanyRecord],
                           violations: ViolationColumns | None, book: SalesBook,
-                          tz: ZoneInfo) -> dict[tuple[str, str], float]:
+                          tz: ZoneInfo, *, part_size: int = PART_SIZE,
+                          ) -> dict[tuple[str, str], float]:
     """``(user id, "YYYY-MM") -> karma``, as ``employee_totals`` of a ``PeopleLedger``
     loaded with the same deals, companies and violations."""
     has_company = _company_ok(t)
@@ -102,25 +113,33 @@ def table_employee_totals(t: DealTable, companies: Mapping[str, CompanyRecord],
     assert t.company_id is not None
     weights = book.karma.employee
     months = MonthIndex(Clock(tz))
-    users: list[npt.NDArray[np.integer]] = []
-    periods: list[npt.NDArray[np.integer]] = []
-    amounts: list[F64] = []
+    sums: dict[tuple[int, int], float] = {}
 
     def add(user: npt.NDArray[np.integer], moment: I64, amount: F64) -> None:
-        users.append(user)
-        periods.append(months.codes(moment))
-        amounts.append(amount)
+        """Sum amounts per (user, month) as they come: no line is kept."""
+        if not len(user):
+            return
+        period = months.codes(moment)
+        width = int(period.max()) + 1
+        key = user.astype(np.int64) * width + period
+        present = np.flatnonzero(np.bincount(key))
+        totals = np.bincount(key, weights=amount)[present]
+        for k, v in zip(present.tolist(), totals.tolist(), strict=True):
+            pair = divmod(k, width)
+            sums[pair] = sums.get(pair, 0.0) + v
 
     owner = t.owner
     has_owner = owner >= 0
-    # forward moves
+    # forward moves, one part of the deals at a time (bounded temporaries)
     S = len(t.stage_keys)
-    deal_of = np.repeat(np.arange(len(t)), np.diff(t.hist_offsets))
-    fr, to = t.hist_from.astype(np.int64), t.hist_to.astype(np.int64)
-    moves = (has_owner[deal_of] & ~t.history_derived[deal_of] & (fr >= 0) & (fr < S)
-             & (to >= 0) & (to < S) & (to > fr))
-    add(owner[deal_of[moves]], t.hist_at[moves],
-        np.full(int(moves.sum()), employee_weight("forward_move", weights)))
+    for _, part in t.parts(part_size):
+        assert part.owner is not None
+        deal_of = np.repeat(np.arange(len(part)), np.diff(part.hist_offsets))
+        fr, to = part.hist_from, part.hist_to
+        moves = ((part.owner[deal_of] >= 0) & ~part.history_derived[deal_of] & (fr >= 0)
+                 & (fr < S) & (to >= 0) & (to < S) & (to > fr))
+        add(part.owner[deal_of[moves]], part.hist_at[moves],
+            np.full(int(moves.sum()), employee_weight("forward_move", weights)))
     # wins: won deal, won value, up-sale (a company's wins after its first)
     won = (t.status == WON) & (t.won_at != NONE)
     position = _win_positions(t, np.flatnonzero(won & has_company))
@@ -140,19 +159,15 @@ def table_employee_totals(t: DealTable, companies: Mapping[str, CompanyRecord],
     if violations is not None and len(violations.deal):
         rule_weight = np.array([float(book.karma.employee.rule_weights.get(r, 1.0))
                                 for r in violations.rules])
-        rows = np.asarray(violations.deal)
-        useful = has_owner[rows]
-        add(owner[rows[useful]], violations.opened_at[useful],
-            employee_weight("violation", weights) * rule_weight[violations.rule[useful]])
-    user = np.concatenate(users).astype(np.int64)
-    period = np.concatenate(periods).astype(np.int64)
-    amount = np.concatenate(amounts)
-    width = len(months.labels)
-    key = user * width + period  # users x months: a small range, counted directly
-    present = np.flatnonzero(np.bincount(key))
-    sums = np.bincount(key, weights=amount)[present]
-    return {(names[int(k // width)], months.labels[int(k % width)]): float(v)
-            for k, v in zip(present.tolist(), sums.tolist(), strict=True)}
+        penalty = employee_weight("violation", weights)
+        for start in range(0, len(violations.deal), PART_SIZE):
+            rows = np.asarray(violations.deal[start:start + PART_SIZE])
+            useful = has_owner[rows]
+            add(owner[rows[useful]], violations.opened_at[start:start + PART_SIZE][useful],
+                penalty * rule_weight[violations.rule[start:start + PART_SIZE][useful]])
+    give_back_memory()
+    return {(names[user], months.labels[period]): value
+            for (user, period), value in sums.items()}
 
 
 def _win_positions(t: DealTable, rows: npt.NDArray[np.intp]) -> I64:
