@@ -301,7 +301,7 @@ def sync(obj: Context, tenants: tuple[str, ...], full: bool, as_of: str | None,
         options = PassOptions(full=full, as_of=parse_as_of(as_of, tenant.tz),
                               write=not no_write, overlap=overlap)
         with pull_progress(tenant.key, options, err):
-            outcome = runner.run_tenant(tenant, options)
+            outcome = runner.run_one_off(tenant, options)
         outcomes.append(outcome)
         if fmt == "table":
             _print_outcome(outcome, tenant.config.language)

@@ -100,19 +100,54 @@ class Runner:
     options_factory: Callable[[], PassOptions] = PassOptions
     stop_event: threading.Event = field(default_factory=threading.Event)
 
-    def run_tenant(self, tenant: Tenant, options: PassOptions | None = None, *,
-                   db: store.Database | None = None,
-                   stop: Callable[[], bool] | None = None) -> TenantOutcome:
-        """One pass. The daemon passes ``db``, a view fenced by the lease it claimed, and
-        ``stop``, an extra reason to stop at the next page boundary (a lost lease); without
-        them (``syncd sync``) the pass takes the tenant's lease itself, so a one-off pass
-        never runs alongside a replica's pass of the same tenant."""
-        if db is None:
-            return self._run_leased(tenant, options)
+    # Two entry points, one pass: ``run_one_off`` (``syncd sync``, ``syncd demo``) claims the
+    # tenant's lease itself, then runs ``run_under_lease``, which the daemon (``syncd run``)
+    # calls directly with the lease it claimed. Every pass runs fenced by a lease.
+
+    def run_one_off(self, tenant: Tenant, options: PassOptions | None = None) -> TenantOutcome:
+        """One pass outside the daemon (``syncd sync``): it takes the tenant's lease itself,
+        so a one-off pass never runs alongside a replica's pass of the same tenant, and
+        releases it after (a what-if pass, ``as_of``, leaves the schedule alone)."""
         options = options or self.options_factory()
-        options.stop_requested = (self.stop_event.is_set if stop is None
-                                  else lambda: self.stop_event.is_set() or stop())
-        db = db or self.db
+        replica = self.settings.daemon.replica if self.settings is not None else ReplicaConfig()
+        ttl = timedelta(seconds=replica.lease_seconds)
+        holder = replica_id("sync")
+        with self.db.session() as session:
+            leases.ensure_leases(session, [tenant.key])
+            before = leases.current(session, tenant.key)
+            claim = leases.claim_one(session, tenant.key, holder, ttl=ttl,
+                                     dead_holder=dead_local_holder(before.holder))
+        if claim is None:
+            message = (f"tenant {tenant.key} is being synced by {before.holder} right now "
+                       f"(lease until {before.expires_at:%Y-%m-%d %H:%M:%S} UTC); "
+                       "try again when it has finished")
+            log.error("%s", message)
+            return TenantOutcome(tenant.key, ok=False, error=message)
+        lease = Lease(tenant.key, claim.fence, holder)
+        heartbeat = Heartbeat(self.db, ttl, replica.heartbeat).start()
+        heartbeat.add(lease)
+        try:
+            outcome = self.run_under_lease(tenant, lease, options)
+        finally:
+            heartbeat.stop()
+        if not lease.lost.is_set():
+            with self.db.session() as session:  # a what-if pass leaves the schedule alone
+                if options.as_of is not None:
+                    leases.release(session, tenant.key, holder, claim.fence,
+                                   acquired_at=before.acquired_at)
+                else:
+                    leases.release(session, tenant.key, holder, claim.fence,
+                                   due_now=outcome.interrupted)
+        return outcome
+
+    def run_under_lease(self, tenant: Tenant, lease: Lease,
+                        options: PassOptions | None = None) -> TenantOutcome:
+        """One pass under ``lease``, already claimed (the daemon's, or ``run_one_off``'s):
+        every commit and CRM write is fenced by it, and the pass stops at its next page
+        boundary when the lease is lost or the runner is asked to stop."""
+        options = options or self.options_factory()
+        options.stop_requested = lambda: self.stop_event.is_set() or lease.lost.is_set()
+        db = FencedDatabase(self.db, lease)
         try:
             self._close_abandoned(db, tenant)
             summary = run_pass(db, self.plugins, tenant, options)
@@ -134,40 +169,6 @@ class Runner:
             return TenantOutcome(tenant.key, ok=False, error=message)
         path = self._write_report(tenant, options, db, summary)
         return TenantOutcome(tenant.key, ok=True, summary=summary, report=path)
-
-    def _run_leased(self, tenant: Tenant, options: PassOptions | None) -> TenantOutcome:
-        options = options or self.options_factory()
-        replica = self.settings.daemon.replica if self.settings is not None else ReplicaConfig()
-        ttl = timedelta(seconds=replica.lease_seconds)
-        holder = replica_id("sync")
-        with self.db.session() as session:
-            leases.ensure_leases(session, [tenant.key])
-            before = leases.current(session, tenant.key)
-            claim = leases.claim_one(session, tenant.key, holder, ttl=ttl,
-                                     dead_holder=dead_local_holder(before.holder))
-        if claim is None:
-            message = (f"tenant {tenant.key} is being synced by {before.holder} right now "
-                       f"(lease until {before.expires_at:%Y-%m-%d %H:%M:%S} UTC); "
-                       "try again when it has finished")
-            log.error("%s", message)
-            return TenantOutcome(tenant.key, ok=False, error=message)
-        lease = Lease(tenant.key, claim.fence, holder)
-        heartbeat = Heartbeat(self.db, ttl, replica.heartbeat).start()
-        heartbeat.add(lease)
-        try:
-            outcome = self.run_tenant(tenant, options, db=FencedDatabase(self.db, lease),
-                                      stop=lease.lost.is_set)
-        finally:
-            heartbeat.stop()
-        if not lease.lost.is_set():
-            with self.db.session() as session:  # a what-if pass leaves the schedule alone
-                if options.as_of is not None:
-                    leases.release(session, tenant.key, holder, claim.fence,
-                                   acquired_at=before.acquired_at)
-                else:
-                    leases.release(session, tenant.key, holder, claim.fence,
-                                   due_now=outcome.interrupted)
-        return outcome
 
     @staticmethod
     def _close_abandoned(db: store.Database, tenant: Tenant) -> None:
@@ -212,7 +213,7 @@ class Runner:
         for tenant in tenants:
             if self.stop_event.is_set():
                 break
-            outcomes.append(self.run_tenant(tenant))
+            outcomes.append(self.run_one_off(tenant))
         return outcomes
 
 
@@ -488,8 +489,7 @@ class Daemon:
                 problems = self.broken.get(lease.tenant_key, [])
                 outcome = config_outcome(lease.tenant_key, problems)
             else:
-                outcome = self.runner.run_tenant(
-                    tenant, db=FencedDatabase(self.runner.db, lease), stop=lease.lost.is_set)
+                outcome = self.runner.run_under_lease(tenant, lease)
         finally:
             response_observer.reset(observer)
             self.heartbeat.remove(lease)

@@ -67,7 +67,7 @@ def _demo_tenant(settings: Settings, plugins: Plugins, database: store.Database,
         console.print(f"[bold]syncd demo[/]: tenant {key} on a local fake "
                       f"{tenant.config.plugin} at {connection['base_url']}")
         runner = Runner(settings, plugins, database)
-        outcome = runner.run_tenant(tenant, PassOptions())
+        outcome = runner.run_one_off(tenant, PassOptions())
         if not outcome.ok or outcome.summary is None:
             console.print(f"[red]demo pass failed:[/] {outcome.error}")
             return exitcodes.TENANT_FAILED

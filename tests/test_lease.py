@@ -236,17 +236,17 @@ def test_a_one_off_pass_respects_a_replicas_lease_and_takes_a_dead_ones(
         settings = load_settings(tmp_path / "syncd.yaml")
         runner = Runner(settings, plugins, database)
         _hold(database, "northwind", "run:elsewhere:4242:abcdef")
-        refused = runner.run_tenant(tenant)
+        refused = runner.run_one_off(tenant)
         requests_while_refused = fake.requests_count
 
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)
         dead = f"sync:{socket.gethostname()}:{gone.stdout.strip()}:0a0b0c"
         _hold(database, "northwind", dead)
-        taken = runner.run_tenant(tenant)
+        taken = runner.run_one_off(tenant)
         with database.session() as session:
             after_live = leases.current(session, "northwind")
-        what_if = runner.run_tenant(tenant, PassOptions(as_of=datetime.now(UTC)))
+        what_if = runner.run_one_off(tenant, PassOptions(as_of=datetime.now(UTC)))
         with database.session() as session:
             after_what_if = leases.current(session, "northwind")
 
