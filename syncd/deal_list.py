@@ -152,9 +152,12 @@ def directory(session: Session, tenant: Tenant, tenant_id: int,
 
 
 def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: Any,
-         language: str) -> list[Row]:
-    """One row per open violation of the report (``report["violations"]``)."""
+         language: str, stage_titles: Mapping[str, str] | None = None) -> list[Row]:
+    """One row per open violation of the report (``report["violations"]``). A report in
+    another language than the tenant's carries each violation's ``summary`` in it: that
+    is shown instead of the stored explanation (written in the tenant's language)."""
     order = {stage.key: index for index, stage in enumerate(book.stages)}
+    titles = dict(stage_titles or {})
     out = []
     for v in violations:
         deal_id = str(v.get("deal_id") or "")
@@ -171,9 +174,11 @@ def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: Any,
             pipeline_id=pipeline, pipeline=where.pipelines.get(pipeline, pipeline),
             rule=str(v["rule"]), rule_title=rule_title(str(v["rule"]), language),
             stage_key=stage_key,
-            stage=stage.title_in(language) if stage else str(v.get("crm_stage") or stage_key),
+            stage=(stage.title_in(language) if stage else titles.get(stage_key)
+                   or str(v.get("crm_stage") or stage_key)),
             stage_order=order.get(stage_key, len(order)),
-            since=_opened(v.get("opened_at")), explanation=str(v.get("explanation") or "")))
+            since=_opened(v.get("opened_at")),
+            explanation=str(v.get("summary") or v.get("explanation") or "")))
     return out
 
 

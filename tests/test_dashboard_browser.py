@@ -159,6 +159,7 @@ def test_a_sales_head_works_from_the_dashboard(served: dict, browser: Any,
     rows = browser.find_elements(By.CSS_SELECTOR, "tr[data-deal]")
     assert len(rows) == report["violations_by_rule"][rule]
     assert {r.get_attribute("data-rule") for r in rows} == {rule}
+    assert fits(browser)
     shot(browser, shots, "2-deals-of-a-rule")
 
     # filter by one manager (the form, as a person uses it)

@@ -27,6 +27,7 @@ from syncd.web.dashboard import register
 
 TOKEN = "pd-deals-token-5521"
 ENV = {"NORTHWIND_PIPEDRIVE_TOKEN": TOKEN}
+CYRILLIC = "[\u0400-\u04ff]"
 
 
 @pytest.fixture
@@ -38,12 +39,12 @@ def synced(tmp_path: Path, db_url: str, monkeypatch) -> Path:
         path = tmp_path / "tenants" / "northwind.yaml"
         tenant = yaml.safe_load(path.read_text(encoding="utf-8"))
         tenant["connection"].update(base_url=fake.base_url, burst_limit=fake.burst_limit)
+        tenant["language"] = "ru"  # Russian readers: the audit explains in Russian
         path.write_text(yaml.safe_dump(tenant), encoding="utf-8")
         result = run_syncd(config, "sync", env=ENV)
         assert result.returncode == 0, result.stderr
-    # the tenant as the consultant configured it: its real CRM address, Russian readers
+    # the tenant as the consultant configured it: its real CRM address
     tenant["connection"]["base_url"] = "https://northwind.pipedrive.com"
-    tenant["language"] = "ru"
     path.write_text(yaml.safe_dump(tenant), encoding="utf-8")
     return config
 
@@ -112,6 +113,11 @@ def test_english_on_request_and_filters_in_links(synced: Path, database: store.D
     english = client.get("/dashboard/northwind/deals?lang=en").get_data(as_text=True)
     assert '<html lang="en">' in english and "Open violations" in english
     assert "Открытые нарушения" in russian and "Open violations" not in russian
+    # the explanations too: the stored ones are Russian (the tenant's), English is asked
+    why = [row["cells"][7] for row in deal_rows(english)]
+    assert why and not any(re.search(CYRILLIC, text) for text in why), why
+    assert any(re.search(CYRILLIC, row["cells"][7]) for row in deal_rows(russian))
+    assert not any(row["cells"][5] in {"won", "deferred"} for row in deal_rows(english))
     # the language switch keeps the filters
     switch = re.search(r'data-lang="en" href="\?([^"]+)"',
                        client.get("/dashboard/northwind/deals?rule=stalled").get_data(

@@ -161,3 +161,33 @@ def test_no_secret_in_logs_metrics_reports_errors_or_the_database(tmp_path: Path
     for name, text in outputs.items():
         for secret in secrets:
             assert secret not in text, f"a secret leaked into the {name}"
+
+
+def test_a_dashboard_token_in_a_link_stays_out_of_logs_and_pages(caplog: Any) -> None:
+    """The link form /t/<token>/...: the token is taken off the path before routing, so a
+    handler's failure logs the path without it; a denied request does not echo it."""
+    import logging
+
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Response
+
+    from syncd.web import WebApp
+
+    token = "sdt_link-secret-4471"
+    app = WebApp()
+
+    @app.route("/dashboard/boom")
+    def boom(request: Any) -> Response:
+        raise RuntimeError("the page broke")
+
+    @app.route("/dashboard/root")
+    def root(request: Any) -> Response:
+        return Response(request.script_root)
+
+    client = Client(app)
+    with caplog.at_level(logging.INFO):
+        failed = client.get(f"/t/{token}/dashboard/boom")
+    assert failed.status_code == 500 and token not in failed.get_data(as_text=True)
+    assert "/dashboard/boom" in caplog.text and token not in caplog.text
+    # the page's own links keep the prefix, so the next click is still authorised
+    assert client.get(f"/t/{token}/dashboard/root").get_data(as_text=True) == f"/t/{token}"

@@ -200,7 +200,7 @@ class Dashboard:
             where = deal_list.directory(session, loaded, tenant_id,
                                         (str(v.get("deal_id")) for v in violations
                                          if v.get("deal_id")))
-        every = deal_list.rows(violations, where, loaded.book, lang)
+        every = deal_list.rows(violations, where, loaded.book, lang, report.get("stage_titles"))
         filters = deal_list.Filters.from_args(request.args)
         shown = deal_list.select_rows(every, filters)
         keep_lang = {"lang": lang} if override else {}
