@@ -32,7 +32,7 @@ from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
 from syncd.records import Page
 from syncd.scoring import people
-from syncd.scoring.karma import KarmaDeal, client_karma_lines, line_amount, line_weight
+from syncd.scoring.karma import KarmaDeal, KarmaLine, client_karma_lines, line_amount, line_weight
 from syncd.store.runs import RunStatus
 from syncd.store.sanitize import describe_error
 from syncd.writeback import WritebackResult, queue_tasks, run_writeback
@@ -314,7 +314,7 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
 
 
 def client_lines(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
-                 now: datetime) -> list[Any]:
+                 now: datetime) -> list[KarmaLine]:
     """Every client-karma line as of ``now`` (deals won or lost later do not count yet)."""
     return client_karma_lines(iter_karma_deals(session, tenant_id, mapper),
                               [mapper.karma_company(c) for c in
@@ -353,7 +353,7 @@ def _audit(session: Session, tenant: Tenant, tenant_id: int, now: datetime,
                                     custom_rules=tenant.custom_rules))
 
 
-def karma_weights_fn(tenant: Tenant) -> Callable[[Any], tuple[float, float]]:
+def karma_weights_fn(tenant: Tenant) -> Callable[[KarmaLine], tuple[float, float]]:
     weights = tenant.book.karma.client
     return lambda line: (line_weight(line, weights), line_amount(line, weights))
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -36,6 +35,7 @@ from syncd.connector import Connector, FieldSpec, FieldWrite, TaskCreate
 from syncd.mapping import to_float
 from syncd.render import deal_summary, task_subject
 from syncd.store.sanitize import bounded_error
+from syncd.store.writebacks import LedgerKey
 
 log = logging.getLogger(__name__)
 BATCH = 50
@@ -63,7 +63,8 @@ def marker_for(violation_id: int) -> str:
     return f"syncd:v{violation_id}"
 
 
-def queue_tasks(session: Session, tenant: Tenant, tenant_id: int, opened: Iterable[Any],
+def queue_tasks(session: Session, tenant: Tenant, tenant_id: int,
+                opened: Iterable[store.OpenedViolation],
                 now: datetime) -> int:
     """Queue one task intent per newly opened violation (same transaction as the opening)."""
     config = tenant.config.writeback
@@ -183,7 +184,8 @@ def plan_field_writes(db: store.Database, tenant: Tenant, tenant_id: int,
     return writes
 
 
-def _settle(session: Session, tenant_id: int, ledger: dict[Any, Any], entity: str,
+def _settle(session: Session, tenant_id: int,
+            ledger: Mapping[LedgerKey, store.WritebackRow], entity: str,
             external_id: str, field: str, value: str) -> None:
     """A pending write whose value is now right in the CRM (crashed after the write): done."""
     row = ledger.get((entity, external_id, field))
