@@ -29,7 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from syncd import store
-from syncd.digests.config import DigestsConfig
+from syncd.digest_config import DigestsConfig
 from syncd.digests.periods import latest_slot
 from syncd.digests.service import DigestService, targets
 from syncd.store import digests as deliveries

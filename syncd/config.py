@@ -27,7 +27,7 @@ from syncd.audit.facts import DEFERRED
 from syncd.audit.registry import CustomRule, RuleRegistry, unknown_name_message
 from syncd.audit.rules import RULE_CODES
 from syncd.connector import ConnectionSettings, Connector, ConnectorState
-from syncd.digests.config import DigestsConfig, inline_secrets
+from syncd.digest_config import DigestsConfig, inline_secrets
 from syncd.errors import ConfigError, ConfigProblem, PluginError
 from syncd.i18n import Text, TitleText
 from syncd.oauth import TokenCipher, TokenStore, load_cipher

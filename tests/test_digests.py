@@ -19,8 +19,8 @@ from support import demo_tenant, run_syncd, write_config
 
 from syncd import store
 from syncd.config import TenantConfig
+from syncd.digest_config import DigestsConfig
 from syncd.digests import render
-from syncd.digests.config import DigestsConfig
 from syncd.digests.content import fix_first, problem_since, violation_weight
 from syncd.digests.periods import due_slot, latest_slot, slot_for_period
 from syncd.digests.service import DigestService, compose

@@ -2,7 +2,8 @@
 
 The data path reads top to bottom:
 
-- ``config``: the tenant file's ``digests:`` block (pydantic; recipients, channels, when).
+- ``syncd.digest_config`` (beside ``syncd.config``, in the settings layer): the tenant
+  file's ``digests:`` block (pydantic; recipients, channels, when).
 - ``periods``: which period is due at a moment, in the tenant's own timezone.
 - ``content``: what a digest says, built from the tenant's report (``syncd.report``).
 - ``render``: the same digest as plain text, an e-mail's HTML and a Telegram message.

@@ -26,7 +26,7 @@ from typing import Any
 import requests
 
 from syncd import secrets
-from syncd.digests.config import SmtpConfig, TelegramConfig
+from syncd.digest_config import SmtpConfig, TelegramConfig
 from syncd.secrets import redact
 
 

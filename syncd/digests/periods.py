@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from syncd.digests.config import WEEKDAYS, DigestsConfig
+from syncd.digest_config import WEEKDAYS, DigestsConfig
 
 KINDS = ("weekly", "monthly")
 

@@ -36,8 +36,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from syncd.config import Tenant
+from syncd.digest_config import DigestsConfig
 from syncd.digests import channels, render
-from syncd.digests.config import DigestsConfig
 from syncd.digests.content import Digest, NoTeam, monthly_digest, weekly_digest
 from syncd.digests.periods import KINDS, Slot, due_slot, slot_for_period
 from syncd.lease import dead_local_holder, replica_id

@@ -1,5 +1,8 @@
 """The ``digests:`` block of a tenant file, validated by pydantic (docs/digests.md).
 
+It lives with the settings (``syncd.config`` embeds it in ``TenantConfig``), not inside the
+``syncd.digests`` package, whose senders import the report: no import cycle.
+
 Every problem names its dotted key (``digests.managers.0.email``), so ``syncd check`` can
 say what is wrong and where. Secrets (the SMTP password, the bot token) are given as
 ``{$env: NAME}`` or ``{$file: path}`` and resolved only when a digest is sent; an inline
