@@ -11,7 +11,6 @@ so both paths print the same thing. ``table_from_records`` builds a table from t
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -93,16 +92,18 @@ def table_kpis(table: DealTable, book: SalesBook, tz: ZoneInfo, now: datetime,
     if table.stage_keys != [s.key for s in book.stages]:
         raise ValueError("the deal table was built against another Sales Book")
     state = KpiState(book, tz, now, months=months, weeks=weeks)
+    assert table.company_id is not None
+    cells = np.zeros(len(table.company_id) * len(state.matrix.months) * 3, dtype=np.int64)
     for _, part in table.parts(part_size):  # bounded temporaries: one part of the deals at a time
         _funnel(state.funnel, part)
         _moves(state.moves, part)
-        _matrix(state.matrix, part, _deal_company(part), part.activities, deals=True)
+        cells += _matrix(state.matrix, part, _deal_company(part), part.activities, deals=True)
         give_back_memory()
-    _matrix(state.matrix, table, table.company_activities.owner(), table.company_activities,
-            deals=False)
+    cells += _matrix(state.matrix, table, table.company_activities.owner(),
+                     table.company_activities, deals=False)
     _accounts(state.accounts, table)
     give_back_memory()
-    return state.kpis(companies, names), state.contact_matrix(companies)
+    return state.kpis(companies, names), _matrix_result(state.matrix, table, cells, companies)
 
 
 def _segment_max(values: I64, offsets: I64, empty: int) -> I64:
@@ -330,9 +331,10 @@ def _win_order(t: DealTable, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]
 
 
 def _matrix(matrix: ContactMatrix, t: DealTable, company: npt.NDArray[np.integer],
-            acts: ActivityColumns, *, deals: bool) -> None:
+            acts: ActivityColumns, *, deals: bool) -> I64:
     """Calls and visits of ``acts`` (whose companies are ``company``), and the contracts
-    of the table's deals when ``deals``, per client and month (``ContactMatrix``)."""
+    of the table's deals when ``deals``, counted per client x month x kind (the cells of
+    ``ContactMatrix``)."""
     assert t.company_id is not None
     bounds = np.array([round(b * US) for b in matrix.bounds], dtype=np.int64)
     months = len(matrix.months)
@@ -355,26 +357,43 @@ def _matrix(matrix: ContactMatrix, t: DealTable, company: npt.NDArray[np.integer
         contract = index <= current
         keys.append((t.company_group[won][contract].astype(np.int64) * months
                      + index[contract]) * 3 + 2)
-    values, numbers = _counted(np.concatenate(keys))
-    if not len(values):
-        return
-    width = months * 3
-    rows, cells = np.divmod(values, width)
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    ends = np.r_[starts[1:], len(rows)]
-    for begin, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        company_id = t.company_id[int(rows[begin])]
+    return np.bincount(np.concatenate(keys), minlength=len(t.company_id) * months * 3)
+
+
+def _matrix_result(matrix: ContactMatrix, t: DealTable, cells: I64,
+                   companies: dict[str, CompanyRecord]) -> dict[str, Any]:
+    """``ContactMatrix.result`` of the counted cells (company x month x call/visit/contract),
+    reading only the months each client has facts in."""
+    assert t.company_id is not None
+    months, current = matrix.months, matrix.current_index
+    counts: npt.NDArray[np.int64] = cells.reshape(len(t.company_id), len(months), 3)
+    used = (counts != 0).sum(axis=2) > 0  # client x month: any fact
+    calls = counts[:, :current + 1, 0].sum(axis=1)
+    visits = counts[:, :current + 1, 1].sum(axis=1)
+    contracts = counts[:, :, 2].sum(axis=1)
+    rows = []
+    for code in np.flatnonzero(used.sum(axis=1) > 0).tolist():
+        company_id = t.company_id[code]
         if not company_id:
             continue
-        counts = np.zeros(width, dtype=np.int32)
-        counts[cells[begin:end]] = numbers[begin:end]
-        row = matrix.cells.get(company_id)
-        if row is None:
-            matrix.cells[company_id] = array("i", counts.tobytes())
-        else:
-            for i, number in zip(cells[begin:end].tolist(), numbers[begin:end].tolist(),
-                                 strict=True):
-                row[i] += number
+        months_used = np.flatnonzero(used[code]).tolist()
+        values = counts[code, months_used].tolist()
+        company = companies.get(company_id)
+        rows.append({
+            "company_id": company_id,
+            "company": company.name if company else company_id,
+            "segment": company.segment if company else None,
+            "channel": company.channel if company else None,
+            "sub_channel": company.sub_channel if company else None,
+            "region": company.region if company else None,
+            "totals": {"call": int(calls[code]), "visit": int(visits[code]),
+                       "contract": int(contracts[code])},
+            "cells": {months[i]: {"call": c, "visit": v, "contract": k, "planned": i > current}
+                      for i, (c, v, k) in zip(months_used, values, strict=True)},
+        })
+    rows.sort(key=lambda r: (r["channel"] or "", r["sub_channel"] or "", r["region"] or "",
+                             str(r["company"]).casefold(), r["company_id"]))
+    return {"months": months, "current_month": matrix.current, "rows": rows}
 
 
 def _deal_company(t: DealTable) -> npt.NDArray[np.int32]:
