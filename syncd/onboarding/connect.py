@@ -13,6 +13,7 @@ from typing import Any
 from syncd.config import Settings, _connection_settings
 from syncd.connector import ConnectionSettings, Connector, ConnectorState
 from syncd.errors import ConfigError, ConfigProblem, PluginError
+from syncd.i18n import Text
 from syncd.oauth import TokenStore
 from syncd.onboarding.matching import match_columns, match_tab
 from syncd.plugins import ConnectorRegistry
@@ -86,7 +87,7 @@ def export_tabs(path: Path, delimiter: str = "auto", encoding: str = "utf-8-sig"
     for title, grid in grids.items():
         entity = match_tab(title)
         if entity is None:
-            notes.append(f"tab {title!r}: not a known entity, not read")
+            notes.append(Text("tab {title!r}: not a known entity, not read", title=title))
             continue
         header = next(([str(c).strip() for c in row if c not in (None, "")]
                        for row in grid if any(c not in (None, "") for c in row)), [])
@@ -97,7 +98,9 @@ def export_tabs(path: Path, delimiter: str = "auto", encoding: str = "utf-8-sig"
         spec["columns"] = {column: guess.source for column, guess in columns.items()}
         tabs[entity] = spec
         custom = [h for h in header if h not in spec["columns"].values()]
-        notes.append(f"tab {title!r} = {entity}: " + ", ".join(
-            f"{c} <- {g.source!r} ({g.confidence:.2f})" for c, g in columns.items())
-            + (f"; custom fields: {', '.join(custom)}" if custom else ""))
+        found = ", ".join(f"{c} <- {g.source!r} ({g.confidence:.2f})"
+                          for c, g in columns.items())
+        notes.append(Text("tab {title!r} = {entity}: {columns}; custom fields: {custom}",
+                          title=title, entity=entity, columns=found,
+                          custom=", ".join(custom) or "-"))
     return tabs, notes

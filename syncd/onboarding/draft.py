@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from syncd.connector import Inspection
+from syncd.i18n import Text, say
 from syncd.onboarding.matching import (
     Guess,
     book_kinds,
@@ -61,12 +62,6 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _alts(guess: Guess) -> str:
-    if not guess.alternatives:
-        return ""
-    return "; or: " + ", ".join(f"{t} {s:.2f}" for t, s in guess.alternatives)
-
-
 @dataclass
 class Draft:
     """The drafted file's text and what it left undecided."""
@@ -94,13 +89,27 @@ class DraftInput:
 
 class _Writer:
     def __init__(self, language: str = "en") -> None:
-        self.messages = MESSAGES.get(language, MESSAGES["en"])
+        self.language = language if language in MESSAGES else "en"
+        self.messages = MESSAGES[self.language]
         self.lines: list[str] = []
         self.decided = 0
         self.todos: list[str] = []
 
     def t(self, key: str, **values: Any) -> str:
         return self.messages[key].format(**values)
+
+    def say(self, text: str) -> str:
+        """Evidence (a ``syncd.i18n.Text``) in the file's language."""
+        return say(text, self.language)
+
+    def clean(self, text: str) -> str:
+        return _clean(self.say(text))
+
+    def alts(self, guess: Guess) -> str:
+        if not guess.alternatives:
+            return ""
+        return self.t("alternatives", names=", ".join(f"{t} {s:.2f}"
+                                                       for t, s in guess.alternatives))
 
     def line(self, text: str = "") -> None:
         self.lines.append(text)
@@ -163,11 +172,11 @@ def _stages(w: _Writer, data: DraftInput) -> None:
                 w.decided += 1
                 target = "ignore" if guess.ignore else guess.target
                 w.line(f"      {scalar(stage_name)}: {target}  # {counts}"
-                       f"{_clean(guess.evidence)} ({guess.confidence:.2f}){_alts(guess)}")
+                       f"{w.clean(guess.evidence)} ({guess.confidence:.2f}){w.alts(guess)}")
             else:
                 hint = (w.t("best", target=guess.target,
-                            confidence=f"{guess.confidence:.2f}: {guess.evidence}")
-                        + _alts(guess) if guess.target else guess.evidence)
+                            confidence=f"{guess.confidence:.2f}: {w.say(guess.evidence)}")
+                        + w.alts(guess) if guess.target else w.say(guess.evidence))
                 w.todo(6, f"mapping.stages.{name}.{stage_name}",
                        w.t("stage_todo", counts=counts, hint=hint))
                 w.line(f"      # {scalar(stage_name)}: TODO")
@@ -186,11 +195,11 @@ def _loss_reasons(w: _Writer, data: DraftInput) -> None:
         if guess.decided:
             w.decided += 1
             target = "ignore" if guess.ignore else guess.target
-            w.line(f"    {scalar(reason)}: {target}  # {used}{_clean(guess.evidence)} "
-                   f"({guess.confidence:.2f}){_alts(guess)}")
+            w.line(f"    {scalar(reason)}: {target}  # {used}{w.clean(guess.evidence)} "
+                   f"({guess.confidence:.2f}){w.alts(guess)}")
         else:
             hint = (w.t("best", target=guess.target, confidence=f"{guess.confidence:.2f}")
-                    + _alts(guess) if guess.target else guess.evidence)
+                    + w.alts(guess) if guess.target else w.say(guess.evidence))
             w.todo(4, f"mapping.loss_reasons.{reason}",
                    w.t("reason_todo", used=used, hint=hint))
             w.line(f"    # {scalar(reason)}: TODO")
@@ -219,10 +228,10 @@ def _activity_types(w: _Writer, data: DraftInput) -> None:
         elif guess.decided:
             w.decided += 1
             w.line(f"    {scalar(guess.source)}: {guess.target}  # {used}{_clean(label)}: "
-                   f"{_clean(guess.evidence)} ({guess.confidence:.2f}){_alts(guess)}")
+                   f"{w.clean(guess.evidence)} ({guess.confidence:.2f}){w.alts(guess)}")
         else:
             hint = (w.t("best", target=guess.target, confidence=f"{guess.confidence:.2f}")
-                    if guess.target else guess.evidence)
+                    if guess.target else w.say(guess.evidence))
             w.todo(4, f"mapping.activity_types.{guess.source}",
                    w.t("kind_todo", used=used, label=_clean(label), hint=hint))
             w.line(f"    # {scalar(guess.source)}: TODO")
@@ -243,8 +252,8 @@ def _fields(w: _Writer, data: DraftInput, entity: str, canonical: Sequence[str],
         if guess.decided:
             w.decided += 1
             used = w.t("filled", n=filled.get(guess.source, 0)) if data.usage else ""
-            w.line(f"      {key}: {scalar(guess.source)}  # {used}{_clean(guess.evidence)} "
-                   f"({guess.confidence:.2f}){_alts(guess)}")
+            w.line(f"      {key}: {scalar(guess.source)}  # {used}{w.clean(guess.evidence)} "
+                   f"({guess.confidence:.2f}){w.alts(guess)}")
             shown = values.get(guess.source)
             if shown and key in ("segment", "lead_source", "is_tender", "channel", "region"):
                 listed = ", ".join(f"{v} {n}" for v, n in shown.most_common(12))
@@ -255,7 +264,7 @@ def _fields(w: _Writer, data: DraftInput, entity: str, canonical: Sequence[str],
             w.todo(6, f"mapping.fields.{entity}.{key}", w.t("field_todo", hint=hint))
             w.line(f"      # {key}: TODO")
         else:
-            w.line(f"      # {key}: " + w.t("optional", why=_clean(guess.evidence)))
+            w.line(f"      # {key}: " + w.t("optional", why=w.clean(guess.evidence)))
 
 
 def _teams(w: _Writer, data: DraftInput) -> None:
@@ -273,7 +282,7 @@ def _teams(w: _Writer, data: DraftInput) -> None:
         w.decided += 1
         members = ", ".join(names.get(m, m) for m in team.members)
         w.line(f"    - manager: {scalar(team.manager)}  # {names.get(team.manager, '')}: "
-               f"{_clean(team.evidence)}; members {_clean(members)}")
+               f"{w.clean(team.evidence)}; members {_clean(members)}")
         w.line("      members: [" + ", ".join(scalar(m) for m in team.members) + "]")
 
 
@@ -286,7 +295,7 @@ def render(data: DraftInput) -> Draft:
     w.line("# " + w.t("todo"))
     w.line(f"plugin: {scalar(data.plugin)}")
     w.line(f"salesbook: {scalar(book.key)}"
-           + (f"  # {_clean(data.book_reason)}" if data.book_reason else ""))
+           + (f"  # {w.clean(data.book_reason)}" if data.book_reason else ""))
     if not data.timezone_given:
         w.todo(0, "timezone", w.t("timezone_todo", timezone=data.timezone))
     w.line(f"timezone: {scalar(data.timezone)}")
@@ -331,5 +340,6 @@ def pick_salesbook(books: Sequence[SalesBook], inspection: Inspection,
     scored.sort(key=lambda s: (-s[0], s[1]))
     best = scored[0]
     others = ", ".join(f"{k} {s:g}" for s, k, _ in scored[1:])
-    return best[2], (f"chosen by `syncd init`: its stages match the account's best "
-                     f"(score {best[0]:g}{'; ' + others if others else ''})")
+    return best[2], Text("chosen by `syncd init`: its stages match the account's best (score "
+                         "{score}{others})", score=format(best[0], "g"),
+                         others="; " + others if others else "")

@@ -13,6 +13,7 @@ import click
 from syncd.config import Settings
 from syncd.connector import Inspection
 from syncd.errors import ConfigError, ConfigProblem
+from syncd.i18n import Text, say
 from syncd.onboarding import read_vocabulary
 from syncd.onboarding.connect import export_tabs, open_account
 from syncd.onboarding.draft import Draft, DraftInput, pick_salesbook, render
@@ -143,12 +144,12 @@ def run_init(settings: Settings, registry: ConnectorRegistry, options: InitOptio
             known = ", ".join(b.key for b in books)
             raise ConfigError(f"--salesbook {options.salesbook!r}: no such Sales Book "
                               f"(known: {known})")
-        book, reason = chosen, "given with --salesbook"
+        book, reason = chosen, Text("given with --salesbook")
     elif options.interactive:
         key = click.prompt("Sales Book", type=click.Choice([b.key for b in books]),
                            default=best.key)
         book = {b.key: b for b in books}[key]
-        reason = reason if book is best else "chosen by hand"
+        reason = reason if book is best else Text("chosen by hand")
     else:
         book = best
     language = options.language or guess_language(found.inspection)
@@ -161,7 +162,7 @@ def run_init(settings: Settings, registry: ConnectorRegistry, options: InitOptio
         timezone_given=bool(options.timezone)))
     text = draft.text
     if notes:
-        text += "".join(f"# export: {note}\n" for note in notes)
+        text += "".join(f"# export: {say(note, language)}\n" for note in notes)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return InitResult(path, Draft(text, draft.decided, draft.todos))

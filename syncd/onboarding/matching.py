@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncd.i18n import Text
 from syncd.onboarding.vocabulary import (
     BITRIX_TYPE_IDS,
     COLUMN_SYNONYMS,
@@ -65,17 +66,17 @@ def _phrases_score(text: str, phrases: Iterable[str]) -> tuple[float, str]:
         if not norm or not words:
             continue
         if words == norm:
-            return 1.0, f"same words as {phrase!r}"
+            return 1.0, Text("same words as {phrase!r}", phrase=phrase)
         lat = transliterate(phrase)
         if latin == lat:
-            score, reason = 0.9, f"transliteration of {phrase!r}"
+            score, reason = 0.9, Text("transliteration of {phrase!r}", phrase=phrase)
         elif len(norm) >= 3 and re.search(rf"(^| ){re.escape(norm)}( |$)", words):
-            score, reason = 0.7, f"contains {phrase!r}"
+            score, reason = 0.7, Text("contains {phrase!r}", phrase=phrase)
         else:
             ratio = max(difflib.SequenceMatcher(None, words, norm).ratio(),
                         difflib.SequenceMatcher(None, latin, lat).ratio())
-            score, reason = (ratio * 0.8, f"spelled like {phrase!r}") if ratio >= 0.8 else (
-                0.0, "")
+            score, reason = (ratio * 0.8, Text("spelled like {phrase!r}", phrase=phrase)
+                             ) if ratio >= 0.8 else (0.0, "")
         if score > best:
             best, why = score, reason
     return best, why
@@ -91,8 +92,8 @@ def _rank(text: str, candidates: Mapping[str, tuple[Sequence[str], Sequence[str]
             syn_score, syn_why = _phrases_score(text, synonyms)
             syn_score = min(syn_score, 0.9)
             if syn_score > score:
-                score, why = syn_score, (f"synonym: {syn_why}" if syn_score >= 0.9
-                                         else syn_why)
+                score, why = syn_score, (Text("synonym: {why}", why=syn_why)
+                                         if syn_score >= 0.9 else syn_why)
         if score > 0:
             ranked.append((target, round(score, 2), why))
     ranked.sort(key=lambda r: (-r[1], r[0]))
@@ -101,12 +102,12 @@ def _rank(text: str, candidates: Mapping[str, tuple[Sequence[str], Sequence[str]
 
 def _guess(source: str, ranked: list[tuple[str, float, str]], what: str) -> Guess:
     if not ranked:
-        return Guess(source, None, 0.0, f"no {what} matched")
+        return Guess(source, None, 0.0, Text("no {what} matched", what=what))
     target, score, why = ranked[0]
     alternatives = tuple((t, s) for t, s, _ in ranked[1:4])
     if alternatives and alternatives[0][1] >= score - 0.05 and score < 1.0:
         score = round(score * 0.8, 2)  # two meanings as likely: not sure
-        why += f"; as close to {alternatives[0][0]!r}"
+        why = Text("{why}; as close to {other!r}", why=why, other=alternatives[0][0])
     return Guess(source, target, score, why, alternatives)
 
 
@@ -138,16 +139,18 @@ def closed_semantics(name: str, semantics: str | None) -> str | None:
 def match_stage(name: str, book: SalesBook, semantics: str | None = None) -> Guess:
     outcome = closed_semantics(name, semantics)
     if outcome is not None:
-        by = "the CRM's stage semantics" if semantics and semantics != "in progress" else (
-            "its name")
-        return Guess(name, IGNORE, 0.95 if by != "its name" else 0.85,
-                     f"a closed ({outcome}) stage by {by}: the outcome is the deal's status, "
-                     "and a closed deal is audited at the stage it was closed from",
+        crm_says = bool(semantics and semantics != "in progress")
+        by = Text("the CRM's stage semantics") if crm_says else Text("its name")
+        return Guess(name, IGNORE, 0.95 if crm_says else 0.85,
+                     Text("a closed ({outcome}) stage by {by}: the outcome is the deal's "
+                          "status, and a closed deal is audited at the stage it was closed "
+                          "from", outcome=outcome, by=by),
                      ignore=True)
     if normalise(name) in {normalise(w) for w in INBOX_WORDS}:
-        return Guess(name, IGNORE, 0.7, "the CRM's inbox of unsorted requests, not a sales "
-                     "stage (amoCRM's first status)", ignore=True)
-    return _guess(name, _rank(name, stage_candidates(book)), "Sales Book stage")
+        return Guess(name, IGNORE, 0.7, Text("the CRM's inbox of unsorted requests, not a "
+                                             "sales stage (amoCRM's first status)"),
+                     ignore=True)
+    return _guess(name, _rank(name, stage_candidates(book)), Text("Sales Book stage"))
 
 
 def match_pipeline(stages: Sequence[Mapping[str, Any]], book: SalesBook) -> list[Guess]:
@@ -168,8 +171,10 @@ def match_pipeline(stages: Sequence[Mapping[str, Any]], book: SalesBook) -> list
         if high - low == 2:
             target = order[low + 1]
             guesses[i] = Guess(guess.source, target, DECIDED,
-                               f"stage order: between {before.source!r} ({before.target}) "
-                               f"and {after.source!r} ({after.target})",
+                               Text("stage order: between {before!r} ({before_key}) and "
+                                    "{after!r} ({after_key})", before=before.source,
+                                    before_key=before.target, after=after.source,
+                                    after_key=after.target),
                                guess.alternatives)
     return guesses
 
@@ -179,11 +184,12 @@ def match_reason(text: str, book: SalesBook) -> Guess:
     words = normalise(text)
     for word in IGNORE_REASON_WORDS:
         if words == normalise(word) or normalise(word) in words.split():
-            return Guess(text, IGNORE, 0.8, f"says {word!r}: not a real deal, left out",
+            return Guess(text, IGNORE, 0.8,
+                         Text("says {word!r}: not a real deal, left out", word=word),
                          ignore=True)
     candidates = {key: ((key.replace("_", " "), reason.title), REASON_SYNONYMS.get(key, ()))
                   for key, reason in book.passive.lost.reasons.items()}
-    return _guess(text, _rank(text, candidates), "catalogue reason")
+    return _guess(text, _rank(text, candidates), Text("catalogue reason"))
 
 
 # -- activity kinds --------------------------------------------------------------------------
@@ -203,22 +209,23 @@ def book_kinds(book: SalesBook) -> list[str]:
 def match_kind(label: str, kinds: Sequence[str]) -> Guess:
     key, name = split_type(label)
     if key in kinds:
-        return Guess(key, key, 1.0, "the same key as the canonical kind")
+        return Guess(key, key, 1.0, Text("the same key as the canonical kind"))
     parts = [p for p in re.split(r"[:|/]", key) if p]
     base = BITRIX_TYPE_IDS.get(parts[0]) if parts and parts[0].isdigit() else None
     candidates = {k: ((k,), KIND_SYNONYMS.get(k, ())) for k in kinds}
     ranked: list[tuple[str, float, str]] = []
     for text in filter(None, [name, *parts[1:], key]):
         for target, score, why in _rank(text, candidates):
-            ranked.append((target, score, f"{text!r}: {why}"))
+            ranked.append((target, score, Text("{text!r}: {why}", text=text, why=why)))
     if base is not None and base in kinds:
-        ranked.append((base, 0.75, f"Bitrix24 TYPE_ID {parts[0]} is {base}"))
+        ranked.append((base, 0.75, Text("Bitrix24 TYPE_ID {id} is {kind}", id=parts[0],
+                                        kind=base)))
     best: dict[str, tuple[str, float, str]] = {}
     for item in ranked:
         if item[0] not in best or item[1] > best[item[0]][1]:
             best[item[0]] = item
     ordered = sorted(best.values(), key=lambda r: (-r[1], r[0]))
-    return _guess(key, ordered, "activity kind")
+    return _guess(key, ordered, Text("activity kind"))
 
 
 # -- fields ----------------------------------------------------------------------------------
@@ -256,9 +263,10 @@ def match_fields(canonical: Sequence[str], names: Sequence[str],
                 continue
             family = type_family(types.get(name))
             if family and families and family not in families:
-                score, why = score * 0.66, why + f"; but its type is {types.get(name)}"
+                score, why = score * 0.66, Text("{why}; but its type is {type}", why=why,
+                                                type=types.get(name))
             elif family and families:
-                why += f"; type {types.get(name)} fits"
+                why = Text("{why}; type {type} fits", why=why, type=types.get(name))
             per_key.setdefault(key, []).append((name, round(score, 2)))
             scored.append((round(score, 2), key, name, why, []))
     scored.sort(key=lambda s: (-s[0], s[1], s[2]))
@@ -275,7 +283,7 @@ def match_fields(canonical: Sequence[str], names: Sequence[str],
         guesses[key] = Guess(name, key, score, why, alternatives)
     for key in canonical:
         if key not in guesses:
-            guesses[key] = Guess("", key, 0.0, "no CRM field matched")
+            guesses[key] = Guess("", key, 0.0, Text("no CRM field matched"))
     return guesses
 
 
@@ -322,7 +330,7 @@ def teams_from_hierarchy(users: Sequence[Mapping[str, Any]]) -> list[TeamGuess]:
         if not manager or str(manager) == str(user.get("id")) or user.get("active") is False:
             continue
         team = teams.setdefault(str(manager), TeamGuess(
-            str(manager), evidence=f"the CRM's hierarchy: {names.get(str(manager), manager)} "
-            "heads their department"))
+            str(manager), evidence=Text("the CRM's hierarchy: {name} heads their department",
+                                        name=names.get(str(manager), manager))))
         team.members.append(str(user.get("id")))
     return list(teams.values())

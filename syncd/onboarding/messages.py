@@ -39,6 +39,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                       "says which action is not audited)",
         "closest": "closest: {name} ({confidence})",
         "no_similar": "no field with a similar name",
+        "alternatives": "; or: {names}",
         "optional": "not found ({why}; optional)",
         "no_teams": "Teams (optional, for manager karma): the CRM reports no manager "
                     "hierarchy.",
@@ -78,6 +79,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                       "(отчёт тогда скажет, какое действие не проверяется)",
         "closest": "ближайшее: {name} ({confidence})",
         "no_similar": "похожих полей нет",
+        "alternatives": "; или: {names}",
         "optional": "не найдено ({why}; необязательное)",
         "no_teams": "Команды (необязательно, для кармы руководителя): CRM не сообщает "
                     "иерархию.",
