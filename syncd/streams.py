@@ -52,6 +52,10 @@ KeyOf = Callable[[Any], ItemKey | None]
 #: change again with the same stamp (and the CRM's clock may differ from ours a little).
 #: Versions stamped that close to the read are simply read again next time.
 SETTLE = timedelta(minutes=1)
+#: At most this many items are remembered in a cursor (the newest versions): a bulk import
+#: that stamped a whole account within the overlap window must not make every page's
+#: commit write a megabyte of cursor. Items beyond it are simply read again next pass.
+MAX_SEEN = 5000
 
 
 # --- the compound cursor ---------------------------------------------------------------------
@@ -121,16 +125,23 @@ class Watermark:
             return self.high
         return cap if self.at is None else max(cap, self.at)
 
+    def prune(self, horizon: datetime) -> None:
+        """Forget items the next read (from ``horizon``) will not return, and all but the
+        ``MAX_SEEN`` newest."""
+        kept = [(item, stamp) for item, stamp in self.seen.items() if stamp >= horizon]
+        if len(kept) > MAX_SEEN:
+            kept = sorted(kept, key=lambda pair: pair[1], reverse=True)[:MAX_SEEN]
+        self.seen = dict(kept)
+
     def dump(self, at: datetime | None, overlap: timedelta) -> str | None:
         """The cursor text for watermark ``at``: only items the next read (from ``at -
-        overlap``) would return again are kept in ``seen``."""
+        overlap``) would return again are kept in ``seen``, ``MAX_SEEN`` at most."""
         if at is None:
             return None
-        horizon = at - overlap
+        self.prune(at - overlap)
         grouped: dict[str, list[str]] = {}
         for item, stamp in self.seen.items():
-            if stamp >= horizon:
-                grouped.setdefault(_iso(stamp), []).append(item)
+            grouped.setdefault(_iso(stamp), []).append(item)
         return json.dumps({"at": _iso(at), "seen": {k: sorted(v, key=_id_order)
                                                     for k, v in sorted(grouped.items())}},
                           separators=(",", ":"))
@@ -205,6 +216,10 @@ def incremental(name: str, raw_pages: Iterable[Sequence[Any]],
             last = stamp if last is None else max(last, stamp)
             mark.high = stamp if mark.high is None else max(mark.high, stamp)
         mark.note_all(keys, read_at)
+        if len(mark.seen) > 2 * MAX_SEEN:  # an unordered list commits only at its end
+            horizon = mark.capped(cap)
+            if horizon is not None:
+                mark.prune(horizon - overlap)
         if commit and in_order and (ordered() if callable(ordered) else ordered):
             if held is not None:
                 yield held

@@ -17,6 +17,7 @@ from syncd.connector import Inspection, PullContext
 from syncd.records import Deal, Page
 from syncd.store.cursors import newer_cursor
 from syncd.streams import (
+    MAX_SEEN,
     NextToken,
     Offset,
     PageNumber,
@@ -246,3 +247,11 @@ def test_version_key_reads_identity_and_version_or_gives_up() -> None:
     assert key_of({"id": 5, "at": "yesterday"}) is None  # always read; the parser complains
     assert key_of({"id": None, "at": "2026-11-20T10:00:00+00:00"}) is None
     assert key_of(["not", "an", "object"]) is None
+
+
+def test_a_cursor_remembers_at_most_the_newest_max_seen_items() -> None:
+    many = {str(i): T0 + timedelta(seconds=i % 600) for i in range(MAX_SEEN + 700)}
+    loaded = Watermark.load(Watermark(seen=dict(many)).dump(T0 + timedelta(minutes=10),
+                                                            OVERLAP))
+    assert len(loaded.seen) == MAX_SEEN
+    assert min(loaded.seen.values()) >= min(sorted(many.values(), reverse=True)[:MAX_SEEN])
