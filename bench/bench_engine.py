@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from syncd.audit import audit_deals
 from syncd.audit.columns import (
     LOST,
     NONE,
@@ -197,6 +198,22 @@ def _company_followups(rng: np.random.Generator, company: np.ndarray, at: np.nda
                            np.full(size, NONE, dtype=np.int64), at + 3 * DAY, at)
 
 
+def reference(table: DealTable, book: SalesBook, sample: int, audit_cpu: float) -> None:
+    """The first ``sample`` deals through the reference engine, from DealFacts built from
+    the same columns: the findings must be the same; CPU per deal compared."""
+    facts = list(table.facts(0, sample))
+    cpu = time.process_time()
+    expected = list(audit_deals(facts, book, NOW, TZ))
+    reference_cpu = time.process_time() - cpu
+    same = list(audit_table(table.part(0, sample), book, NOW, TZ).findings()) == expected
+    per_deal = reference_cpu / sample * 1e6
+    columnar = audit_cpu / len(table) * 1e6
+    print(f"reference:     audit_deals on the first {sample:,} deals: {reference_cpu:.1f} s CPU "
+          f"= {per_deal:.1f} µs/deal (~{per_deal * len(table) / 1e6:.0f} s CPU for "
+          f"{len(table):,}); columnar {columnar:.2f} µs/deal -> {per_deal / columnar:.0f}x; "
+          f"same {len(expected):,} findings: {'yes' if same else 'NO'}")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -209,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--book", default=str(ROOT / "config/salesbooks/b2b-services-9.yaml"))
     parser.add_argument("--render", type=int, default=100_000,
                         help="render this many findings as Finding objects (explanations)")
+    parser.add_argument("--reference", type=int, default=20_000,
+                        help="also audit the first N deals with the reference engine "
+                             "(DealFacts, audit_deals): same findings? CPU per deal?")
     args = parser.parse_args(argv)
     book = load_salesbook(Path(args.book))
     print(f"load average:  {os.getloadavg()[0]:.2f} (1 min; 2-core machine) at start")
@@ -229,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.perf_counter()
     result = audit_table(table, book, NOW, TZ)
     phases.append(("audit", time.perf_counter() - clock))
+    audit_cpu = time.process_time() - cpu
     by_rule = result.by_rule()
     print(f"audit:         {len(result):,} findings  {phases[-1][1]:6.1f} s")
     for rule, count in sorted(by_rule.items()):
@@ -275,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rendering:     {rendered:,} Finding objects (explanation + details) "
               f"{seconds:.1f} s = {seconds / max(rendered, 1) * 1e6:.1f} µs each (on demand, "
               "not in the total)")
+    if args.reference:
+        reference(table, book, min(args.reference, len(table)), audit_cpu)
     print(f"load average:  {os.getloadavg()[0]:.2f} (1 min) at the end")
     return 0
 

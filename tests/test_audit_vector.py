@@ -134,6 +134,21 @@ def test_a_realistic_tenant_gives_the_same_findings() -> None:
     assert list(result.findings()) == expected
 
 
+def test_the_engine_benchmark_tenant_audits_the_same_both_ways() -> None:
+    """bench_engine's columns, read back as DealFacts (DealTable.facts), through the
+    reference engine: the same findings as the columnar audit of those columns."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_engine
+
+    table = bench_engine.generate(B2B, 1_500, 5, seed=11)
+    expected = list(audit_deals(table.facts(), B2B, bench_engine.NOW, bench_engine.TZ))
+    result = audit_table(table, B2B, bench_engine.NOW, bench_engine.TZ, part_size=400)
+    assert len(expected) > 3_000
+    assert list(result.findings()) == expected
+
+
 def test_a_table_of_another_book_is_refused() -> None:
     table = DealTable.from_facts([], SIMPLE)
     with pytest.raises(ValueError, match="another Sales Book"):

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from syncd.audit.facts import DEFERRED, ActivityFact, DealFacts
+from syncd.audit.facts import DEFERRED, ActivityFact, DealFacts, Transition
 from syncd.salesbook import SalesBook
 
 I64 = npt.NDArray[np.int64]
@@ -175,6 +175,13 @@ class ActivityColumns:
                                self.done_at[first:last], self.due_at[first:last],
                                self.created_at[first:last])
 
+    def facts(self, owner: int, kinds: Sequence[str], prefix: str) -> list[ActivityFact]:
+        """Owner ``owner``'s activities as ``ActivityFact`` (ids: prefix + position)."""
+        return [ActivityFact(f"{prefix}{i}", kinds[int(self.kind[i])], bool(self.done[i]),
+                             moment(int(self.done_at[i])), moment(int(self.due_at[i])),
+                             moment(int(self.created_at[i])), bool(self.is_note[i]))
+                for i in range(int(self.offsets[owner]), int(self.offsets[owner + 1]))]
+
     def owner(self) -> npt.NDArray[np.intp]:
         """The owner row of every activity."""
         return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
@@ -270,6 +277,47 @@ class DealTable:
             hist_from=self.hist_from[first:last], hist_to=self.hist_to[first:last],
             hist_at=self.hist_at[first:last], hist_source=_Shifted(self.hist_source, first, last),
             activities=self.activities.part(start, stop))
+
+    def facts(self, start: int = 0, stop: int | None = None) -> Iterator[DealFacts]:
+        """Rows ``start..stop`` back as ``DealFacts`` (for the reference engine and custom
+        rules; times in UTC, activity ids made up from their position, a filled field
+        stands as ``"x"``, a snooze reason as ``"snoozed"`` unless the reasons are kept)."""
+        stop = len(self) if stop is None else stop
+        statuses = {OPEN: "open", WON: "won", LOST: "lost"}
+        for row in range(start, stop):
+            group = int(self.company_group[row])
+            company = (self.company_id[group] if self.company_id is not None and group >= 0
+                       else None)
+            first, last = int(self.hist_offsets[row]), int(self.hist_offsets[row + 1])
+            yield DealFacts(
+                deal_id=self.deal_id[row], title=self.deal_id[row],
+                status=statuses.get(int(self.status[row]), "deleted"),  # type: ignore[arg-type]
+                stage_key=self._key(int(self.stage[row])),
+                crm_stage=self.crm_stages[int(self.crm_stage[row])],
+                created_at=_utc(int(self.created_at[row])), company_id=company,
+                owner_id=(self.owners[int(self.owner[row])] if self.owner is not None
+                          and self.owners is not None and self.owner[row] >= 0 else None),
+                value=float(self.value[row]) if self.value is not None else 0.0,
+                won_at=moment(int(self.won_at[row])), lost_at=moment(int(self.lost_at[row])),
+                lost_reason_raw=_pick(self.reasons_raw, int(self.lost_reason_raw[row])),
+                lost_reason_key=_pick(self.reason_keys, int(self.lost_reason_key[row])),
+                contact_count=int(self.contact_count[row]),
+                fields={name: "x" for name, filled in self.fields.items() if filled[row]},
+                history=[Transition(self._key(int(self.hist_from[i])),
+                                    self._key(int(self.hist_to[i])), _utc(int(self.hist_at[i])),
+                                    self.hist_source[i]) for i in range(first, last)],
+                history_derived=bool(self.history_derived[row]),
+                activities=self.activities.facts(row, self.kinds, "a"),
+                company_activities=(self.company_activities.facts(group, self.kinds, "c")
+                                    if group >= 0 else []),
+                snooze_until=(date.fromordinal(int(self.snooze_until[row]))
+                              if self.snooze_until[row] >= 0 else None),
+                snooze_reason=(self.snooze_reasons[row] if self.snooze_reasons is not None
+                               else "snoozed" if self.snooze_reason[row] else None),
+                stage_ignored=bool(self.stage_ignored[row]))
+
+    def _key(self, code: int) -> str | None:
+        return "(unknown stage)" if code == UNKNOWN else self.stage_name(code)
 
     @classmethod
     def from_facts(cls, deals: Iterable[DealFacts], book: SalesBook) -> DealTable:
@@ -419,11 +467,19 @@ def give_back_memory() -> None:
         _TRIM(0)
 
 
+def _utc(value: int) -> datetime:
+    found = moment(value)
+    if found is None:
+        raise ValueError("a deal's creation or a transition has no time")
+    return found
+
+
+def _pick(values: Sequence[str], code: int) -> str | None:
+    return None if code < 0 else values[code]
+
+
 def _offsets(counts: Sequence[int]) -> I64:
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(np.asarray(counts, dtype=np.int64), out=offsets[1:])
     return offsets
 
-
-def date_of_ordinal(value: int) -> date | None:
-    return None if value < 0 else date.fromordinal(int(value))
