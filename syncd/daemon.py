@@ -27,9 +27,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import schedule
+
+if TYPE_CHECKING:
+    from syncd.web import WebServer
 
 from syncd import __version__, exitcodes, history, secrets, store
 from syncd.config import DigestTimerConfig, ReplicaConfig, Settings, Tenant, TenantSet
@@ -634,7 +637,7 @@ def webhook_secrets(tenants: Sequence[Tenant]) -> dict[str, str]:
 
 
 def start_web(settings: Settings, daemon: Daemon, tenants: Sequence[Tenant],
-              plugins: Any) -> Any:
+              plugins: Plugins) -> WebServer | None:
     """Serve the ops routes (and the dashboard's, when installed); None when disabled."""
     from syncd.web import WebApp, WebContext, WebServer, ops
 

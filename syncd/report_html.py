@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from markupsafe import Markup
 
 from syncd.i18n import jinja_env, normalize_language, translations
@@ -101,12 +102,12 @@ def _body(report: dict[str, Any], language: str, desk: dict[str, Any]) -> str:
 
 
 @cache
-def _desk_template(language: str, name: str) -> Any:
+def _desk_template(language: str, name: str) -> jinja2.Template:
     return jinja_env(language, "dashboard").get_template(f"dashboard/{name}.html")
 
 
 @cache
-def _template(language: str) -> Any:
+def _template(language: str) -> jinja2.Template:
     return jinja_env(language, DOMAIN).get_template("report_body.html")
 
 

@@ -40,7 +40,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
 from syncd import deal_list, store
-from syncd.config import load_tenant
+from syncd.config import Tenant, load_tenant
 from syncd.errors import ConfigError, ConfigProblem
 from syncd.i18n import N_, translator
 from syncd.report import build_report
@@ -105,7 +105,7 @@ class Dashboard:
         extras = context.extras
         self.token: str | None = extras.get("auth_token")
         self.gate = Gate(context.db, self.token)
-        self._tenants: dict[str, Any] = dict(extras.get("tenants") or {})
+        self._tenants: dict[str, Tenant] = dict(extras.get("tenants") or {})
         self._cache: dict[tuple[str, str | None], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
@@ -118,14 +118,14 @@ class Dashboard:
         return Response("authentication required\n", status=401, mimetype="text/plain",
                         headers={"WWW-Authenticate": REALM})
 
-    def tenant_for(self, access: Access, key: str) -> Any:
+    def tenant_for(self, access: Access, key: str) -> Tenant:
         """The tenant ``key`` if ``access`` may see it (else 404: no hint it exists)."""
         if not access.sees(key):
             raise NotFound(f"no tenant {key!r}")
         return self.tenant(key)
 
     # -- data ----------------------------------------------------------------------------------
-    def tenant(self, key: str) -> Any:
+    def tenant(self, key: str) -> Tenant:
         if key not in self._tenants:
             settings, plugins = self.context.settings, self.context.plugins
             if settings is None or plugins is None or key not in settings.tenant_files():

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import jinja2
 from werkzeug.wrappers import Request
 
 from syncd.i18n import LANGUAGES, jinja_env, normalize_language
@@ -25,11 +26,11 @@ CSS = "\n".join((TEMPLATES / name).read_text(encoding="utf-8")
 #: Each language's own name, as its readers write it.
 LANGUAGE_NAMES = {"ru": "Русский", "en": "English"}
 
-_envs: dict[str, Any] = {}
+_envs: dict[str, jinja2.Environment] = {}
 _lock = threading.Lock()
 
 
-def environment(lang: str) -> Any:
+def environment(lang: str) -> jinja2.Environment:
     with _lock:
         if lang not in _envs:
             _envs[lang] = jinja_env(lang, DOMAIN)
