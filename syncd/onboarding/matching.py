@@ -68,6 +68,7 @@ def _phrases_score(text: str, phrases: Iterable[str]) -> tuple[float, str]:
         if words == norm:
             return 1.0, Text("same words as {phrase!r}", phrase=phrase)
         lat = transliterate(phrase)
+        reason: str  # a Text, or "" for no reason
         if latin == lat:
             score, reason = 0.9, Text("transliteration of {phrase!r}", phrase=phrase)
         elif len(norm) >= 3 and re.search(rf"(^| ){re.escape(norm)}( |$)", words):
