@@ -680,7 +680,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve(settings: Settings, plugins: Any, db: store.Database, tenants: Sequence[Tenant], *,
+def serve(settings: Settings, plugins: Plugins, db: store.Database, tenants: Sequence[Tenant], *,
           max_passes: int | None = None, holder: str | None = None,
           watcher: TenantWatcher | None = None,
           broken: dict[str, list[ConfigProblem]] | None = None) -> int:

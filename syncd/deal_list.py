@@ -23,6 +23,7 @@ from syncd.store.models import DealRow, PipelineRow
 
 if TYPE_CHECKING:
     from syncd.config import Tenant
+    from syncd.salesbook import SalesBook
 
 #: Columns a list can be sorted by (``?sort=``), each with ``?dir=asc|desc``.
 SORTS = ("since", "deal", "owner", "team", "pipeline", "rule", "stage")
@@ -151,7 +152,7 @@ def directory(session: Session, tenant: Tenant, tenant_id: int,
                      deal_url)
 
 
-def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: Any,
+def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: SalesBook,
          language: str, stage_titles: Mapping[str, str] | None = None) -> list[Row]:
     """One row per open violation of the report (``report["violations"]``). A report in
     another language than the tenant's carries each violation's ``summary`` in it: that

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session
@@ -25,6 +25,9 @@ from syncd.kpi.funnel import Funnel
 from syncd.mapping import TenantMapper, to_float
 from syncd.scoring.people import Person, ViolationRecord
 from syncd.store.models import ActivityRow, DealRow, UserRow, ViolationRow
+
+if TYPE_CHECKING:
+    from syncd.config import Tenant
 
 ACTIVITY_PAGE = 20_000
 
@@ -154,7 +157,7 @@ def violation_records(session: Session, tenant_id: int) -> Iterator[ViolationRec
         yield ViolationRecord(str(row[0]), row[1], row[2], row[3])
 
 
-def tenant_funnel(db: store.Database, tenant: Any, now: datetime) -> dict[str, Any]:
+def tenant_funnel(db: store.Database, tenant: Tenant, now: datetime) -> dict[str, Any]:
     """``{salesbook, deals, funnel}`` of one tenant over the KPI window (for the
     cross-tenant benchmark, ``syncd.kpi.benchmark``)."""
     with db.session() as session:
