@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 #: Columns a list can be sorted by (``?sort=``), each with ``?dir=asc|desc``.
 SORTS = ("since", "deal", "owner", "team", "pipeline", "rule", "stage")
+#: Rows on one page of the list (``?page=``); the counts always cover every row.
+PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Filters:
     until: str = ""
     sort: str = "since"
     dir: str = "asc"
+    page: str = ""
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> Filters:
@@ -60,7 +63,15 @@ class Filters:
                 values[key] = ""
         if values["period"] and _month(values["period"]) is None:
             values["period"] = ""
+        if not values["page"].isdigit() or int(values["page"]) < 2:
+            values["page"] = ""
         return cls(**values)
+
+    def page_of(self, rows: list[Row]) -> tuple[list[Row], int, int]:
+        """(this page's rows, page number, pages) of ``rows`` (a page past the end: the last)."""
+        pages = max(1, -(-len(rows) // PAGE_SIZE))
+        number = min(int(self.page or 1), pages)
+        return rows[(number - 1) * PAGE_SIZE:number * PAGE_SIZE], number, pages
 
     def query(self, **changes: str) -> str:
         """This filter set (with ``changes``) as a query string: only what is set."""
@@ -88,7 +99,7 @@ class Filters:
         return start, end
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Row:
     deal_id: str
     deal_title: str
@@ -159,6 +170,9 @@ def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: SalesB
     is shown instead of the stored explanation (written in the tenant's language)."""
     order = {stage.key: index for index, stage in enumerate(book.stages)}
     titles = dict(stage_titles or {})
+    stages: dict[str, Any] = {}
+    rule_titles: dict[str, str] = {}
+    urls: dict[str, str | None] = {}
     out = []
     for v in violations:
         deal_id = str(v.get("deal_id") or "")
@@ -166,14 +180,22 @@ def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: SalesB
         team = where.teams.get(owner, "")
         pipeline = where.deal_pipelines.get(deal_id, "")
         stage_key = str(v.get("stage_key") or "")
-        stage = book.stage(stage_key) if stage_key and book.has_stage(stage_key) else None
+        if stage_key not in stages:
+            stages[stage_key] = (book.stage(stage_key) if stage_key and book.has_stage(stage_key)
+                                 else None)
+        stage = stages[stage_key]
+        rule = str(v["rule"])
+        if rule not in rule_titles:
+            rule_titles[rule] = rule_title(rule, language)
+        if deal_id and deal_id not in urls:
+            urls[deal_id] = where.deal_url(deal_id)
         out.append(Row(
             deal_id=deal_id, deal_title=str(v.get("deal_title") or deal_id),
-            deal_url=where.deal_url(deal_id) if deal_id else None,
+            deal_url=urls.get(deal_id),
             owner_id=owner, owner=where.users.get(owner, owner),
             team_id=team, team=where.users.get(team, team),
             pipeline_id=pipeline, pipeline=where.pipelines.get(pipeline, pipeline),
-            rule=str(v["rule"]), rule_title=rule_title(str(v["rule"]), language),
+            rule=rule, rule_title=rule_titles[rule],
             stage_key=stage_key,
             stage=(stage.title_in(language) if stage else titles.get(stage_key)
                    or str(v.get("crm_stage") or stage_key)),

@@ -189,3 +189,23 @@ def test_teams_count_and_filter_their_members_deals() -> None:
 
     kept = select_rows([row("1", "9"), row("3", ""), row("9", "9")], Filters(team="9"))
     assert [r.owner_id for r in kept] == ["1", "9"]
+
+
+def test_a_long_list_comes_in_pages_and_counts_every_row() -> None:
+    from datetime import date
+
+    from syncd.deal_list import PAGE_SIZE, Row
+
+    rows = [Row(deal_id=str(i), deal_title=f"Deal {i}", deal_url=None, owner_id="1", owner="A",
+                team_id="", team="", pipeline_id="", pipeline="", rule="stalled",
+                rule_title="Stalled", stage_key="", stage="", stage_order=0,
+                since=date(2026, 12, 1), explanation="") for i in range(PAGE_SIZE * 2 + 3)]
+    first, number, pages = Filters.from_args({}).page_of(rows)
+    assert (len(first), number, pages) == (PAGE_SIZE, 1, 3)
+    last, number, _ = Filters.from_args({"page": "3"}).page_of(rows)
+    assert (len(last), number, last[-1].deal_id) == (3, 3, rows[-1].deal_id)
+    beyond, number, _ = Filters.from_args({"page": "99"}).page_of(rows)
+    assert number == 3 and beyond == last
+    assert Filters.from_args({"page": "-1"}).page == "" and Filters.from_args(
+        {"page": "x"}).page == ""
+    assert parse_qs(Filters(owner="1", page="2").query(page="")) == {"owner": ["1"]}

@@ -203,14 +203,20 @@ class Dashboard:
         every = deal_list.rows(violations, where, loaded.book, lang, report.get("stage_titles"))
         filters = deal_list.Filters.from_args(request.args)
         shown = deal_list.select_rows(every, filters)
+        page_rows, page, pages = filters.page_of(shown)
         keep_lang = {"lang": lang} if override else {}
+        suffix = f"&lang={lang}" if override else ""
 
         def sort_query(key: str) -> str:
             flip = "desc" if filters.sort == key and filters.dir == "asc" else "asc"
-            return filters.query(sort=key, dir=flip) + (f"&lang={lang}" if override else "")
+            return filters.query(sort=key, dir=flip, page="") + suffix
+
+        def page_query(number: int) -> str:
+            return filters.query(page=str(number) if number > 1 else "") + suffix
 
         return self.html(templating.render(
-            "deals.html", request, lang, tenant=tenant, rows=shown, total=len(every),
+            "deals.html", request, lang, tenant=tenant, rows=page_rows, shown=len(shown),
+            total=len(every), page=page, pages=pages, page_query=page_query,
             deal_count=len({r.deal_id for r in shown if r.deal_id}), filters=filters,
             fvals={f: getattr(filters, f) for f, _ in FILTER_FIELDS},
             choices=deal_list.choices(every), sorts=deal_list.SORTS,
