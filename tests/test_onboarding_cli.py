@@ -5,6 +5,7 @@ mapping still describes the account, with usage counts."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -165,3 +166,53 @@ def test_check_online_finds_misspelt_names_and_previews_the_mapping(
     assert "did you mean 'Too expensive'?" in result.stderr
     preview = next(line for line in result.stdout.splitlines() if line.startswith("nw:"))
     assert "estimate" in preview and "in unmapped stages" in preview
+
+
+RU_EXPORT = REPO / "tests" / "data" / "ru_export"  # written by hand, as a client sends it
+
+
+def test_a_russian_export_from_first_call_to_first_report(tmp_path: Path) -> None:
+    """The consultant's path (docs/onboarding.md) on a Russian CSV export we did not
+    generate: Cyrillic tab and column names, ';' between cells, '1 250 000,50' amounts,
+    dd.mm.yyyy dates, the outcome in the stage column, one amount "abc"."""
+    export = tmp_path / "export"
+    shutil.copytree(RU_EXPORT, export)
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", {})
+    result = run_syncd(config, "init", "stroy", "--yes", "--export", str(export),
+                       "--language", "ru", "--timezone", "Europe/Moscow")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "tenants" / "stroy.yaml"
+    text = path.read_text("utf-8")
+    data = yaml.safe_load(text)
+    assert data["connection"]["tabs"]["deals"]["columns"]["id"] == "№"
+    assert data["connection"]["stage_status"] == {"Успешно реализовано": "won",
+                                                  "Закрыто и не реализовано": "lost"}
+    # counted with the outcome applied: a closed stage holds no open deal
+    assert "Закрыто и не реализовано: ignore  # сделок: 2, открытых: 0;" in text
+    assert "Дорого: price  # проигранных сделок: 1; синоним: те же слова" in text
+    assert "TODO(syncd init) [mapping.fields.deal.contract_number]" in text
+
+    checked = run_syncd(config, "check")
+    assert checked.returncode == 2  # the contract number: no CRM field holds it
+    text = text.replace("      # contract_number: TODO",
+                        "      contract_number: null  # в CRM клиента нет номера договора")
+    path.write_text(text, "utf-8")
+    checked = run_syncd(config, "check")
+    said = " ".join(checked.stderr.split())
+    assert checked.returncode == 0, said
+    assert "null: в CRM нет поля 'contract_number'" in said
+    assert "проверен 1 клиент: ошибок 0" in checked.stdout
+
+    synced = run_syncd(config, "sync", "stroy", "--format", "json")
+    assert synced.returncode == 4, synced.stderr  # the "abc" row is quarantined
+    summary = json.loads(synced.stdout)[0]["summary"]
+    assert summary["pulled"]["deals"] == 9
+    report = json.loads(run_syncd(config, "report", "stroy", "--format", "json").stdout)
+    assert [(q["external_id"], q["payload"]["row"]) for q in report["quarantine"]] == [
+        ("106", 7)]
+    assert any(n.startswith("Действие «Договор подписан» не проверяется") for n in
+               report["notes"])
+    assert report["rule_titles"]["no_contact"] == "Нет контактного лица"
+    table = run_syncd(config, "report", "stroy")
+    assert "Открытые нарушения по правилам" in table.stdout
+    assert "Записи в карантине (1)" in table.stdout

@@ -124,14 +124,19 @@ _TABULAR_PLUGINS = frozenset({"spreadsheet", "gsheets"})
 
 
 def _connection(data: DraftInput) -> dict[str, Any]:
+    return draft_connection(data.plugin, data.connection, data.inspection)
+
+
+def draft_connection(plugin: str, given: Mapping[str, Any],
+                     inspection: Inspection) -> dict[str, Any]:
     """The connection as given; for an export whose stage column holds the outcome
     («Успешно реализовано», "Closed - lost"), ``stage_status`` so those deals are won or
     lost, not open deals in an ignored stage."""
-    connection = dict(data.connection)
-    if data.plugin not in _TABULAR_PLUGINS or "stage_status" in connection:
+    connection = dict(given)
+    if plugin not in _TABULAR_PLUGINS or "stage_status" in connection:
         return connection
     outcomes = {}
-    for pipeline in data.inspection.pipelines:
+    for pipeline in inspection.pipelines:
         for stage in pipeline.get("stages") or []:
             name = str(stage.get("name") or "")
             outcome = closed_semantics(name, stage.get("semantics"))

@@ -16,7 +16,13 @@ from syncd.errors import ConfigError, ConfigProblem
 from syncd.i18n import Text, say
 from syncd.onboarding import read_vocabulary
 from syncd.onboarding.connect import export_tabs, open_account
-from syncd.onboarding.draft import Draft, DraftInput, pick_salesbook, render
+from syncd.onboarding.draft import (
+    Draft,
+    DraftInput,
+    draft_connection,
+    pick_salesbook,
+    render,
+)
 from syncd.onboarding.vocabulary import has_cyrillic
 from syncd.plugins import ConnectorRegistry
 from syncd.salesbook import SalesBook, load_salesbook
@@ -106,6 +112,24 @@ def _books(settings: Settings) -> list[SalesBook]:
     return books
 
 
+def _source(options: InitOptions, plugin: str, connection: dict[str, Any],
+            ) -> tuple[list[str], str]:
+    """An export's drafted tabs (into ``connection``) and notes; the source's short name."""
+    source = str(connection.get("base_url") or "")
+    export_path = options.export or (connection.get("path") if plugin == EXPORT_PLUGIN
+                                     else None)
+    if not export_path:
+        return [], (urlsplit(source).hostname or source) if source else source
+    export = Path(str(export_path)).expanduser().resolve()
+    connection["path"] = str(export)
+    if options.timezone:
+        connection.setdefault("timezone", options.timezone)
+    tabs, notes = export_tabs(export, connection.get("delimiter", "auto"),
+                              connection.get("encoding", "utf-8-sig"))
+    connection["tabs"] = tabs
+    return notes, export.name
+
+
 def run_init(settings: Settings, registry: ConnectorRegistry, options: InitOptions,
              database: Callable[[], Database] | None = None) -> InitResult:
     path = (options.output or settings.tenants_dir / f"{options.tenant}.yaml").resolve()
@@ -118,24 +142,20 @@ def run_init(settings: Settings, registry: ConnectorRegistry, options: InitOptio
     if plugin is None:
         raise ConfigError("init: give --plugin NAME (see `syncd plugins`) or --export PATH")
     connection = _connection(options, registry, plugin)
-    notes: list[str] = []
-    source = str(connection.get("base_url") or "")
-    export_path = options.export or (connection.get("path") if plugin == EXPORT_PLUGIN
-                                     else None)
-    if export_path:
-        export = Path(str(export_path)).expanduser().resolve()
-        connection["path"] = str(export)
-        if options.timezone:
-            connection.setdefault("timezone", options.timezone)
-        tabs, notes = export_tabs(export, connection.get("delimiter", "auto"),
-                                  connection.get("encoding", "utf-8-sig"))
-        connection["tabs"] = tabs
-        source = export.name
-    elif source:
-        source = urlsplit(source).hostname or source
-    account = open_account(plugin, connection, registry, options.tenant, path)
+    notes, source = _source(options, plugin, connection)
     db = database() if database is not None else None
-    found = read_vocabulary(account.connector(settings, db), counts=options.counts)
+
+    def read(connection: dict[str, Any]) -> Any:
+        account = open_account(plugin, connection, registry, options.tenant, path)
+        return read_vocabulary(account.connector(settings, db), counts=options.counts)
+
+    found = read(connection)
+    drafted = draft_connection(plugin, connection, found.inspection)
+    if drafted.get("stage_status") != connection.get("stage_status"):
+        # an export whose stage column holds the outcome: count its deals as won/lost
+        # (the draft's comments say "lost deals: 2", not "open: 2" for a closed stage)
+        connection = drafted
+        found = read(connection)
     books = _books(settings)
     best, reason = pick_salesbook(books, found.inspection, found.usage)
     if options.salesbook:

@@ -62,7 +62,6 @@ def _phrases_score(text: str, phrases: Iterable[str]) -> tuple[float, str]:
     latin = transliterate(text)
     best, why = 0.0, ""
     for phrase in phrases:
-        reason: str
         norm = normalise(phrase)
         if not norm or not words:
             continue
