@@ -123,6 +123,12 @@ def test_english_on_request_and_filters_in_links(synced: Path, database: store.D
                        client.get("/dashboard/northwind/deals?rule=stalled").get_data(
                            as_text=True)).group(1)
     assert parse_qs(html.unescape(switch)) == {"rule": ["stalled"], "lang": ["en"]}
+    # the tenant page in English: its counts link to the English list
+    page = client.get("/dashboard/northwind?lang=en").get_data(as_text=True)
+    assert '<html lang="en">' in page and 'data-lang="ru" href="?lang=ru"' in page
+    links = re.findall(r'href="(/dashboard/northwind/deals[^"]*)"', page)
+    assert links and all("lang=en" in html.unescape(link) for link in links), links
+    assert any("rule=" in link for link in links)
     # sorting links carry the filters
     sort = re.search(r'href="\?([^"]+)" data-sort="owner"', english).group(1)
     assert parse_qs(html.unescape(sort))["sort"] == ["owner"]
