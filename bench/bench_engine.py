@@ -296,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rendering:     {rendered:,} Finding objects (explanation + details) "
               f"{seconds:.1f} s = {seconds / max(rendered, 1) * 1e6:.1f} µs each (on demand, "
               "not in the total)")
+    clock, cpu = time.perf_counter(), time.process_time()
+    keys = sum(1 for _ in result.finding_keys())
+    print(f"keys:          {keys:,} Finding.key strings (what a pass compares with the stored "
+          f"violations) {time.perf_counter() - clock:.1f} s wall, "
+          f"{time.process_time() - cpu:.1f} s CPU (not in the total)")
     if args.reference:
         reference(table, book, min(args.reference, len(table)), audit_cpu)
     print(f"load average:  {os.getloadavg()[0]:.2f} (1 min) at the end")

@@ -113,6 +113,7 @@ def test_columnar_audit_equals_the_reference(tenant, language, part_size) -> Non
     result = audit_table(DealTable.from_facts(deals, book), book, NOW, TZ, language=language,
                          part_size=part_size)  # parts of the table are audited one by one
     assert list(result.findings()) == expected
+    assert list(result.finding_keys()) == [f.key for f in expected]  # without rendering
     stats = result.stats()
     assert stats == expected_stats
     assert len(result) == len(expected)
@@ -147,6 +148,7 @@ def test_the_engine_benchmark_tenant_audits_the_same_both_ways() -> None:
     result = audit_table(table, B2B, bench_engine.NOW, bench_engine.TZ, part_size=400)
     assert len(expected) > 3_000
     assert list(result.findings()) == expected
+    assert list(result.finding_keys()) == [f.key for f in expected]
 
 
 def test_a_table_of_another_book_is_refused() -> None:

@@ -163,6 +163,34 @@ class TableFindings:
         for crm_stage, examples, count in self.unmapped:
             yield unmapped_stage(crm_stage, examples, count, t)
 
+    def finding_keys(self) -> Iterator[str]:
+        """``Finding.key`` of every kept finding, in ``findings()``' order, without
+        rendering them: a full pass compares these with the stored violations and renders
+        only the new ones."""
+        t, v, w = self.table, self.view, self.walk
+        S = len(t.stage_keys)
+        names = [*t.stage_keys, DEFERRED]
+        actions = [spec.key for _, spec in self.actions]
+        for i in np.flatnonzero(~self.suppressed).tolist():
+            rule, row = int(self.rule[i]), int(self.deal[i])
+            if rule in (MISSING_ACTION, SKIPPED_STAGE):
+                stage = names[int(self.stage[i])]
+            elif rule == BACKWARD_MOVE:
+                stage = t.stage_name(int(t.hist_to[v.kept[int(self.ref[i])]])) or ""
+            elif rule in (STALLED, INACTIVE, NO_NEXT_STEP):
+                stage = t.stage_name(int(v.stage[row])) or ""
+            elif rule == BAD_LOSS_REASON:
+                position = int(w.position[row]) if 0 <= v.stage[row] <= S else -1
+                stage = names[position] if position >= 0 else ""
+            elif rule == DEFERRED_NO_REMINDER:
+                stage = DEFERRED
+            else:  # deal-level rules name no stage; won_no_followup's stays out of its key
+                stage = ""
+            action = actions[int(self.action[i])] if rule == MISSING_ACTION else ""
+            yield f"{RULE_ORDER[rule]}|{t.deal_id[row]}|{stage}|{action}|"
+        for crm_stage, _, _ in self.unmapped:
+            yield f"unmapped_stage||||{crm_stage}"
+
     def stats(self) -> AuditStats:
         """The ``AuditStats`` the reference run fills (suppressed findings rendered)."""
         c = self.counts
