@@ -10,7 +10,7 @@ join, no per-row look-ups).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from syncd.kpi.compute import window
 from syncd.kpi.funnel import Funnel
 from syncd.mapping import TenantMapper, to_float
 from syncd.scoring.people import Person, ViolationRecord
+from syncd.store._sql import in_chunk_size, sequence_chunks
 from syncd.store.models import ActivityRow, DealRow, UserRow, ViolationRow
 
 if TYPE_CHECKING:
@@ -121,10 +122,11 @@ class _ActivityView:
         self.created_at = None
 
 
-def company_records(session: Session, tenant_id: int,
-                    mapper: TenantMapper) -> dict[str, CompanyRecord]:
+def company_records(session: Session, tenant_id: int, mapper: TenantMapper,
+                    ids: Iterable[str] | None = None) -> dict[str, CompanyRecord]:
+    """Every non-deleted company as a KPI record (or those in ``ids``)."""
     result = {}
-    for company in store.companies(session, tenant_id):
+    for company in store.companies(session, tenant_id, ids):
         def text(key: str, fields: Any = company.fields) -> str | None:
             value = mapper.company_field(fields, key)
             return str(value) if value not in (None, "") else None
@@ -148,11 +150,18 @@ def people(session: Session, tenant_id: int) -> list[Person]:
             for row in session.execute(stmt)]
 
 
-def violation_records(session: Session, tenant_id: int) -> Iterator[ViolationRecord]:
-    """Every violation ever opened for the tenant (resolved ones too: opened is opened)."""
+def violation_records(session: Session, tenant_id: int,
+                      deal_ids: Sequence[str] | None = None) -> Iterator[ViolationRecord]:
+    """Every violation ever opened for the tenant (resolved ones too: opened is opened),
+    or for the deals ``deal_ids``."""
     table = ViolationRow.__table__.c
     stmt = (select(table.id, table.deal_external_id, table.rule, table.opened_at)
             .where(table.tenant_id == tenant_id).order_by(table.id))
+    if deal_ids is not None:
+        for chunk in sequence_chunks(list(deal_ids), in_chunk_size(session)):
+            for row in session.execute(stmt.where(table.deal_external_id.in_(chunk))):
+                yield ViolationRecord(str(row[0]), row[1], row[2], row[3])
+        return
     for row in session.execute(stmt).yield_per(10_000):
         yield ViolationRecord(str(row[0]), row[1], row[2], row[3])
 

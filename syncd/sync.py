@@ -18,21 +18,27 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syncd import load as kpi_load
 from syncd import store
 from syncd.audit.engine import audit_deals
 from syncd.audit.facts import DealFacts, Finding
+from syncd.audit_pass import SAFETY, audit_store, chunk_facts, save_state
 from syncd.badrecords import BadRecord, collecting, drain
 from syncd.config import Tenant
 from syncd.connector import Connector, PullContext
 from syncd.errors import SyncdError
 from syncd.fieldcheck import check_stored_fields
+from syncd.karma_pass import (
+    KarmaScope,
+    client_lines,
+    iter_karma_deals,
+    karma_weights_fn,
+    score_store,
+)
 from syncd.lease import FencedDatabase, LeaseLost, fence_crm_calls
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
 from syncd.records import Page
-from syncd.scoring import people
-from syncd.scoring.karma import KarmaDeal, KarmaLine, client_karma_lines, line_amount, line_weight
+from syncd.store import auditstate
 from syncd.store.runs import RunStatus
 from syncd.store.sanitize import describe_error
 from syncd.writeback import WritebackResult, queue_tasks, run_writeback
@@ -80,6 +86,8 @@ class PassSummary:
     write_failures: list[str] = field(default_factory=list)
     #: Report sinks that failed to publish this pass's report: "sink: reason".
     report_sink_failures: list[str] = field(default_factory=list)
+    #: How the audit ran: "mode" (full or incremental), "deals_audited", "karma".
+    audit: dict[str, Any] = field(default_factory=dict)
 
     @property
     def partial(self) -> bool:
@@ -108,7 +116,7 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
     try:
         _pull(db, connector, tenant_id, options, summary, run_id)
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
-        _audit_and_score(db, tenant, tenant_id, run_id, now, summary)
+        _audit_and_score(db, tenant, tenant_id, run_id, now, summary, full=options.full)
         if summary.live and options.write and tenant.config.writeback.enabled:
             with fence_crm_calls(db):  # every CRM request proves the lease first
                 result = run_writeback(db, connector, tenant, tenant_id, now,
@@ -287,52 +295,49 @@ def _history_owed(db: store.Database, tenant_id: int, run_id: int | None,
 
 # -- audit and karma ---------------------------------------------------------------------------
 def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int,
-                     now: datetime, summary: PassSummary) -> None:
-    with db.session() as session:
-        mapper, findings = _audit(session, tenant, tenant_id, now)
-    for finding in findings:
-        summary.violations_by_rule[finding.rule] = summary.violations_by_rule.get(
-            finding.rule, 0) + 1
-    summary.violations_open = len(findings)
-    if not summary.live:  # what-if: karma as of that moment, nothing persisted
+                     now: datetime, summary: PassSummary, *, full: bool = False) -> None:
+    if not summary.live:  # what-if: audit and karma as of that moment, nothing persisted
+        with db.session() as session:
+            mapper, findings = _audit(session, tenant, tenant_id, now)
+        for finding in findings:
+            summary.violations_by_rule[finding.rule] = summary.violations_by_rule.get(
+                finding.rule, 0) + 1
+        summary.violations_open = len(findings)
         with db.session() as session:
             lines = client_lines(session, tenant, tenant_id, mapper, now)
         summary.companies_with_karma = len({line.subject_id for line in lines})
         return
     with db.session() as session:
+        mapper = make_mapper(session, tenant, tenant_id)
         first_audit = not store.has_violation_history(session, tenant_id)
-        result = store.apply_findings(session, tenant_id, findings, now, run_id)
-        summary.violations_opened = len(result.opened)
-        summary.violations_resolved = result.resolved
-        if not first_audit:  # the first audit is the baseline: no flood of tasks
-            queue_tasks(session, tenant, tenant_id, result.opened, now)
-        lines = client_lines(session, tenant, tenant_id, mapper, now)
-        store.replace_karma_lines(session, tenant_id, "client", lines,
-                                  karma_weights_fn(tenant))
-        summary.companies_with_karma = len({line.subject_id for line in lines})
-        _score_people(session, tenant, tenant_id, mapper)
 
+    def queue(session: Any, opened: list[Any]) -> None:
+        queue_tasks(session, tenant, tenant_id, opened, now)
 
-def client_lines(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
-                 now: datetime) -> list[KarmaLine]:
-    """Every client-karma line as of ``now`` (deals won or lost later do not count yet)."""
-    return client_karma_lines(iter_karma_deals(session, tenant_id, mapper),
-                              [mapper.karma_company(c) for c in
-                               store.companies(session, tenant_id)],
-                              tenant.book.karma.client, now)
-
-
-def _score_people(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper) -> None:
-    """Replace the employee karma ledger (kind "employee") in the pass's transaction."""
-    lines = people.employee_lines(
-        kpi_load.deal_records(session, tenant_id, mapper),
-        kpi_load.company_records(session, tenant_id, mapper).values(),
-        kpi_load.violation_records(session, tenant_id), tenant.book, mapper.tz)
-    weights = tenant.book.karma.employee
-    store.replace_karma_lines(
-        session, tenant_id, people.KIND, lines,
-        lambda line: (people.employee_weight(line.criterion, weights),
-                      people.employee_amount(line, weights)))
+    # The first audit is the baseline: no flood of tasks.
+    outcome = audit_store(db, tenant, tenant_id, run_id, now, mapper=mapper, full=full,
+                          queue_tasks=None if first_audit else queue)
+    summary.audit = {"mode": "full" if outcome.full else "incremental",
+                     "deals_audited": outcome.audited}
+    summary.violations_opened = outcome.opened
+    summary.violations_resolved = outcome.resolved
+    with db.session() as session:
+        summary.violations_by_rule = store.open_counts_by_rule(session, tenant_id)
+        summary.violations_open = sum(summary.violations_by_rule.values())
+    previous = outcome.previous
+    karma_due_at = previous.karma_due_at if previous is not None else None
+    scope = None  # whole: after a full audit, or when a karma window edge has come
+    if not outcome.full and previous is not None and not (
+            karma_due_at is not None and karma_due_at <= now):
+        with db.session() as session:
+            companies = auditstate.changed_company_ids(session, tenant_id,
+                                                       previous.watermark - SAFETY)
+        scope = KarmaScope(outcome.changed_ids | outcome.opened_deal_ids, companies)
+    done, karma_due_at = score_store(db, tenant, tenant_id, mapper, now, scope, karma_due_at)
+    summary.audit["karma"] = done
+    with db.session() as session:
+        summary.companies_with_karma = store.karma_subject_count(session, tenant_id, "client")
+    save_state(db, tenant_id, outcome, karma_due_at)
 
 
 def make_mapper(session: Session, tenant: Tenant, tenant_id: int) -> TenantMapper:
@@ -353,35 +358,10 @@ def _audit(session: Session, tenant: Tenant, tenant_id: int, now: datetime,
                                     custom_rules=tenant.custom_rules))
 
 
-def karma_weights_fn(tenant: Tenant) -> Callable[[KarmaLine], tuple[float, float]]:
-    weights = tenant.book.karma.client
-    return lambda line: (line_weight(line, weights), line_amount(line, weights))
-
-
 def iter_facts(session: Session, tenant_id: int, mapper: TenantMapper) -> Iterator[DealFacts]:
     """Stream every stored deal as audit facts, chunk by chunk."""
     for chunk in store.iter_deal_chunks(session, tenant_id):
-        ids = [d.external_id for d in chunk]
-        activities = store.activities_for_deals(session, tenant_id, ids)
-        changes = store.stage_changes_for_deals(session, tenant_id, ids)
-        won_companies = {d.company_id for d in chunk if d.status == "won" and d.company_id}
-        company_acts = store.activities_for_companies(session, tenant_id, won_companies)
-        for deal in chunk:
-            if mapper.ignored(deal):
-                continue  # mapped to null/ignore in the tenant file
-            yield mapper.deal_facts(
-                deal, activities.get(deal.external_id, ()), changes.get(deal.external_id, ()),
-                company_acts.get(deal.company_id, ())
-                if deal.status == "won" and deal.company_id else (),
-            )
-
-
-def iter_karma_deals(session: Session, tenant_id: int,
-                     mapper: TenantMapper) -> Iterator[KarmaDeal]:
-    for chunk in store.iter_deal_chunks(session, tenant_id):
-        for deal in chunk:
-            if not mapper.ignored(deal):
-                yield mapper.karma_deal(deal)
+        yield from chunk_facts(session, tenant_id, mapper, chunk)
 
 
 def audit_now(db: store.Database, tenant: Tenant, now: datetime) -> list[Finding]:
@@ -392,4 +372,4 @@ def audit_now(db: store.Database, tenant: Tenant, now: datetime) -> list[Finding
 
 
 __all__ = ["Interrupted", "PassOptions", "PassSummary", "WritebackResult", "audit_now",
-           "run_pass"]
+           "client_lines", "iter_karma_deals", "karma_weights_fn", "run_pass"]

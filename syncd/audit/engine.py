@@ -18,7 +18,8 @@ from syncd.audit.rules import RULES, SNOOZABLE, UNMAPPED_RULES, AuditRun, BookIn
 from syncd.audit.timeline import Calendar, as_of
 from syncd.salesbook import SalesBook
 
-__all__ = ["AuditStats", "Suppressed", "as_of", "audit_deal", "audit_deals"]
+__all__ = ["AuditStats", "DealVerdict", "Suppressed", "as_of", "audit_deal", "audit_deals",
+           "audit_each"]
 
 EXAMPLE_DEALS = 5
 AUDITED_STATUSES = frozenset({"open", "won", "lost"})
@@ -68,6 +69,41 @@ def audit_deals(deals: Iterable[DealFacts], book: SalesBook, now: datetime, tz: 
     stats = stats if stats is not None else AuditStats()
     context = RuleContext(run.cal.now, run.cal.today, tz, book, language)
     return _stream(deals, run, stats, custom_rules, context)
+
+
+@dataclass(slots=True)
+class DealVerdict:
+    """One deal's audit: the deal as of "now" (None: not audited, see ``AuditStats``), its
+    findings (custom rules' included), and the CRM stage it counts under for
+    ``unmapped_stage`` (None: mapped or ignored)."""
+
+    facts: DealFacts
+    current: DealFacts | None
+    findings: list[Finding]
+    unmapped_stage: str | None = None
+
+
+def audit_each(deals: Iterable[DealFacts], book: SalesBook, now: datetime, tz: ZoneInfo, *,
+               stats: AuditStats | None = None, language: str = "en",
+               custom_rules: Sequence[CustomRule] = ()) -> Iterator[DealVerdict]:
+    """``audit_deals`` deal by deal: one verdict per deal, no ``unmapped_stage`` rows (the
+    caller aggregates ``DealVerdict.unmapped_stage``, e.g. over a whole tenant's store when
+    only some deals are re-audited)."""
+    run = _run(book, now, tz, language)
+    stats = stats if stats is not None else AuditStats()
+    context = RuleContext(run.cal.now, run.cal.today, tz, book, language)
+    for deal in deals:
+        current = _current(deal, run, stats)
+        if current is None:
+            yield DealVerdict(deal, None, [])
+            continue
+        unmapped = None
+        if not run.index.is_mapped(current.stage_key) and not current.stage_ignored:
+            unmapped = current.crm_stage
+        findings = _audit(current, run, stats)
+        if custom_rules:
+            findings = [*findings, *_count(run_custom(custom_rules, current, context), stats)]
+        yield DealVerdict(deal, current, findings, unmapped)
 
 
 def _stream(deals: Iterable[DealFacts], run: AuditRun, stats: AuditStats,

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from syncd.store.cursors import get_cursor, get_cursors, reset_cursors, set_cursor, store_page
 from syncd.store.db import Database, alembic_config, head_revision, normalize_url, redacted_url
-from syncd.store.karma import karma_line_rows, karma_totals, replace_karma_lines
+from syncd.store.karma import (
+    karma_line_rows,
+    karma_subject_count,
+    karma_totals,
+    karma_units_of_sources,
+    replace_karma_lines,
+    replace_karma_units,
+)
 from syncd.store.models import (
     ActivityRow,
     ActivityTypeRow,
+    AuditStateRow,
     Base,
     CompanyRow,
     ContactRow,
@@ -73,9 +81,13 @@ from syncd.store.violations import (
     LifecycleResult,
     OpenedViolation,
     ViolationView,
+    apply_deal_findings,
     apply_findings,
+    apply_stage_findings,
     has_violation_history,
+    open_counts_by_rule,
     open_violations,
+    resolve_orphans,
     violation_history,
 )
 from syncd.store.writebacks import (
@@ -97,6 +109,7 @@ __all__ = [
     "ActivityRow",
     "ActivityTypeRow",
     "ActivityView",
+    "AuditStateRow",
     "Base",
     "CompanyRow",
     "CompanyView",
@@ -128,7 +141,9 @@ __all__ = [
     "activities_for_companies",
     "activities_for_deals",
     "alembic_config",
+    "apply_deal_findings",
     "apply_findings",
+    "apply_stage_findings",
     "backoff",
     "close_abandoned_runs",
     "companies",
@@ -150,7 +165,9 @@ __all__ = [
     "interrupt_stale_runs",
     "iter_deal_chunks",
     "karma_line_rows",
+    "karma_subject_count",
     "karma_totals",
+    "karma_units_of_sources",
     "last_runs",
     "list_tenants",
     "mark_attempt",
@@ -160,6 +177,7 @@ __all__ = [
     "mark_pending",
     "mark_pending_many",
     "normalize_url",
+    "open_counts_by_rule",
     "open_violations",
     "pending_rows",
     "quarantine",
@@ -170,7 +188,9 @@ __all__ = [
     "redacted_url",
     "release",
     "replace_karma_lines",
+    "replace_karma_units",
     "reset_cursors",
+    "resolve_orphans",
     "set_cursor",
     "stage_changes_for_deals",
     "stages_by_id",

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from syncd.store._sql import note_inserts, utcnow
+from syncd.store._sql import in_chunk_size, note_inserts, sequence_chunks, utcnow
 from syncd.store.models import KarmaLineRow
 
 
@@ -49,25 +49,67 @@ def _row(tenant_id: int, kind: str, line: Any, weights_fn: WeightsFn,
 
 
 def replace_karma_lines(session: Session, tenant_id: int, kind: str, lines: Iterable[Any],
-                        weights_fn: WeightsFn, *, now: datetime | None = None) -> int:
+                        weights_fn: WeightsFn, *, now: datetime | None = None,
+                        unit_fn: Callable[[Any], str] | None = None) -> int:
     """Replace the tenant's ledger lines of ``kind`` with ``lines``; returns their number.
 
-    ``weights_fn(line) -> (weight, amount)``. Two lines with the same identity (subject,
+    ``weights_fn(line) -> (weight, amount)``; ``unit_fn(line)``: the line's recomputation
+    unit (see ``replace_karma_units``). Two lines with the same identity (subject,
     criterion, source, period) are a caller bug and raise ``ValueError`` before anything
     is written.
     """
-    now = now or utcnow()
+    rows = _rows(tenant_id, kind, lines, weights_fn, now or utcnow(), unit_fn)
+    session.execute(delete(KarmaLineRow).where(KarmaLineRow.tenant_id == tenant_id,
+                                               KarmaLineRow.kind == kind))
+    return _insert(session, rows)
+
+
+def replace_karma_units(session: Session, tenant_id: int, kind: str, units: Iterable[str],
+                        lines: Iterable[Any], weights_fn: WeightsFn,
+                        unit_fn: Callable[[Any], str], *, now: datetime | None = None) -> int:
+    """Replace the lines of ``kind`` whose unit is one of ``units`` with ``lines`` (each
+    of which must belong to one of them); the other units' lines stay as they are."""
+    wanted = sorted(set(units))
+    rows = _rows(tenant_id, kind, lines, weights_fn, now or utcnow(), unit_fn)
+    outside = {row["unit"] for row in rows} - set(wanted)
+    if outside:
+        raise ValueError(f"karma lines of units not being replaced: {sorted(outside)[:5]}")
+    table = KarmaLineRow.__table__
+    for chunk in sequence_chunks(wanted, in_chunk_size(session)):
+        session.execute(delete(table).where(table.c.tenant_id == tenant_id,
+                                            table.c.kind == kind, table.c.unit.in_(chunk)))
+    return _insert(session, rows)
+
+
+def karma_units_of_sources(session: Session, tenant_id: int, kind: str, source_type: str,
+                           source_ids: Iterable[str]) -> set[str]:
+    """The units of the ``kind`` lines whose source is one of ``source_ids``."""
+    table = KarmaLineRow.__table__
+    found: set[str] = set()
+    for chunk in sequence_chunks(sorted(set(source_ids)), in_chunk_size(session)):
+        found.update(u for u in session.scalars(select(table.c.unit).where(
+            table.c.tenant_id == tenant_id, table.c.kind == kind,
+            table.c.source_type == source_type, table.c.source_id.in_(chunk)).distinct())
+            if u is not None)
+    return found
+
+
+def _rows(tenant_id: int, kind: str, lines: Iterable[Any], weights_fn: WeightsFn,
+          now: datetime, unit_fn: Callable[[Any], str] | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     identities: set[tuple[str, ...]] = set()
     for line in lines:
         row = _row(tenant_id, kind, line, weights_fn, now)
+        row["unit"] = unit_fn(line) if unit_fn is not None else None
         identity = tuple(row[name] for name in _IDENTITY)
         if identity in identities:
             raise ValueError(f"duplicate karma line {kind}: {identity}")
         identities.add(identity)
         rows.append(row)
-    session.execute(delete(KarmaLineRow).where(KarmaLineRow.tenant_id == tenant_id,
-                                               KarmaLineRow.kind == kind))
+    return rows
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> int:
     if rows:
         session.execute(insert(KarmaLineRow.__table__), rows)
         note_inserts(session, KarmaLineRow.__tablename__, len(rows))
@@ -94,3 +136,10 @@ def karma_line_rows(session: Session, tenant_id: int, kind: str,
         stmt = stmt.where(KarmaLineRow.subject_id == subject_id)
     stmt = stmt.order_by(KarmaLineRow.id).execution_options(populate_existing=True)
     return list(session.scalars(stmt))
+
+
+def karma_subject_count(session: Session, tenant_id: int, kind: str) -> int:
+    """How many subjects have ledger lines of ``kind``."""
+    stmt = (select(func.count(func.distinct(KarmaLineRow.subject_id)))
+            .where(KarmaLineRow.tenant_id == tenant_id, KarmaLineRow.kind == kind))
+    return int(session.scalar(stmt) or 0)

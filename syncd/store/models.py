@@ -167,7 +167,8 @@ class ActivityTypeRow(RecordMixin, Base):
 
 class CompanyRow(RecordMixin, Base):
     __tablename__ = "companies"
-    __table_args__ = _record_args("companies")
+    __table_args__ = _record_args(
+        "companies", Index("ix_companies_tenant_synced", "tenant_id", "synced_at"))
 
     name: Mapped[str] = mapped_column(Text)
     owner_external_id: Mapped[str | None] = mapped_column(String(255))
@@ -203,6 +204,8 @@ class DealRow(RecordMixin, Base):
         # Keyset pagination of the audit (tenant, id order) and company look-ups.
         Index("ix_deals_tenant_id_id", "tenant_id", "id"),
         Index("ix_deals_tenant_company", "tenant_id", "company_external_id"),
+        # What changed since the last audit (the incremental audit's watermark).
+        Index("ix_deals_tenant_synced", "tenant_id", "synced_at"),
     )
 
     title: Mapped[str] = mapped_column(Text)
@@ -234,6 +237,7 @@ class ActivityRow(RecordMixin, Base):
         "activities",
         Index("ix_activities_tenant_deal", "tenant_id", "deal_external_id"),
         Index("ix_activities_tenant_company", "tenant_id", "company_external_id"),
+        Index("ix_activities_tenant_synced", "tenant_id", "synced_at"),
     )
 
     type: Mapped[str] = mapped_column(String(255))
@@ -263,6 +267,7 @@ class StageChangeRow(RecordMixin, Base):
     __table_args__ = _record_args(
         "stage_changes",
         Index("ix_stage_changes_tenant_deal_at", "tenant_id", "deal_external_id", "at"),
+        Index("ix_stage_changes_tenant_synced", "tenant_id", "synced_at"),
     )
 
     deal_external_id: Mapped[str] = mapped_column(String(255))
@@ -348,6 +353,7 @@ class KarmaLineRow(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "kind", "subject_type", "subject_id", "criterion",
                          "source_type", "source_id", "period", name="uq_karma_lines_identity"),
+        Index("ix_karma_lines_tenant_kind_unit", "tenant_id", "kind", "unit"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -363,6 +369,9 @@ class KarmaLineRow(Base):
     source_id: Mapped[str] = mapped_column(String(255))
     period: Mapped[str] = mapped_column(String(50))
     computed_at: Mapped[datetime]
+    #: The unit of recomputation that produced the line (e.g. a company's or a deal's
+    #: lines), so a pass replaces only the units its changes touch; None: written whole.
+    unit: Mapped[str | None] = mapped_column(String(300))
 
 
 class WritebackRow(Base):
@@ -557,6 +566,43 @@ class DigestDeliveryRow(Base):
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditStateRow(Base):
+    """Where a tenant's incremental audit stands (``syncd.store.auditstate``).
+
+    ``fingerprint``: digest of everything besides the records that decides a verdict (the
+    Sales Book, the mapping, the timezone, the language, the CRM's stage names, the custom
+    rules, the audit code): when it differs, the next pass audits every deal.
+    ``audited_at``: the "now" of the last live audit. ``watermark``: the wall-clock time
+    from which stored records count as changed for the next pass. ``karma_due_at``: the
+    earliest "now" at which karma can change without new data (a karma window edge).
+    """
+
+    __tablename__ = "audit_states"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    audited_at: Mapped[datetime]
+    watermark: Mapped[datetime]
+    karma_due_at: Mapped[datetime | None]
+
+
+class DealDueRow(Base):
+    """The due-time index: per audited deal, the earliest instant at which its verdict can
+    change without new data (None: never), and the CRM stage it counts under for
+    ``unmapped_stage`` (None: mapped). ``deal_row_id`` keeps the audit's deal order."""
+
+    __tablename__ = "deal_due"
+    __table_args__ = (Index("ix_deal_due_tenant_due", "tenant_id", "due_at"),)
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    deal_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    deal_row_id: Mapped[int] = mapped_column(BigInteger)
+    due_at: Mapped[datetime | None]
+    unmapped_stage: Mapped[str | None] = mapped_column(Text)
 
 
 #: Record tables by name, for counts and maintenance.

@@ -23,6 +23,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from syncd import records as rec
+from syncd.store import auditstate
 from syncd.store import models as m
 from syncd.store._sql import (
     affected_rows,
@@ -243,17 +244,21 @@ def _upsert_rows(session: Session, tenant_id: int, spec: RecordSpec, rows: dict[
     """Upsert one chunk of rows of one type (``rows`` keyed by external id, deduplicated)."""
     stored = _stored_hashes(session, tenant_id, spec, list(rows))
     to_write: list[Row] = []
+    updated: list[Row] = []
     changed = stats.changed_ids.setdefault(spec.kind, set())
     for external_id, row in rows.items():
         if external_id not in stored:
             stats.inserted += 1
         elif stored[external_id] != row["content_hash"]:
             stats.updated += 1
+            updated.append(row)
         else:
             stats.unchanged += 1
             continue
         to_write.append(row)
         changed.add(external_id)
+    if updated and spec.table.name in auditstate.LINKED_TABLES:
+        auditstate.note_relinks(session, tenant_id, spec.table, updated)
     if to_write:
         session.execute(_upsert_statement(session, spec.table), to_write)
         note_inserts(session, spec.table.name, len(to_write))

@@ -14,7 +14,7 @@ once, and ORM instances for all of them cost gigabytes and a minute for nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -101,6 +101,7 @@ class LifecycleResult:
     opened: list[OpenedViolation] = field(default_factory=list)  # in findings order
     refreshed: int = 0
     resolved: int = 0
+    changed: int = 0  # refreshed rows whose severity, explanation or details changed
 
 
 def _jsonable(details: dict[str, Any]) -> Any:
@@ -167,24 +168,80 @@ def apply_findings(session: Session, tenant_id: int, findings: Iterable[Finding]
     for finding in findings:
         by_key[finding.key] = finding
     scope = None if scope_deal_ids is None else set(scope_deal_ids)
-    result = LifecycleResult()
+    stmt = (_open_rows().where(ViolationRow.tenant_id == tenant_id,
+                               ViolationRow.resolved_at.is_(None))
+            .execution_options(yield_per=STREAM_CHUNK))
+    return _apply(session, tenant_id, by_key, session.execute(stmt),
+                  lambda row: scope is None or (row.deal_external_id is not None
+                                                and row.deal_external_id in scope),
+                  now, run_id)
 
+
+def apply_deal_findings(session: Session, tenant_id: int, deal_ids: Collection[str],
+                        findings: Iterable[Finding], now: datetime,
+                        run_id: int | None) -> LifecycleResult:
+    """``apply_findings`` for exactly the deals ``deal_ids`` (a chunk of an audit):
+    only their open rows are read, refreshed or resolved; ``findings`` are theirs."""
+    by_key = {finding.key: finding for finding in findings}
+    ids = list(dict.fromkeys(deal_ids))
+
+    def rows() -> Iterator[Any]:
+        for chunk in sequence_chunks(ids, in_chunk_size(session)):
+            yield from session.execute(_open_rows().where(
+                ViolationRow.tenant_id == tenant_id, ViolationRow.resolved_at.is_(None),
+                ViolationRow.deal_external_id.in_(chunk)))
+
+    return _apply(session, tenant_id, by_key, rows(), lambda row: True, now, run_id)
+
+
+def apply_stage_findings(session: Session, tenant_id: int, findings: Iterable[Finding],
+                         now: datetime, run_id: int | None) -> LifecycleResult:
+    """``apply_findings`` for the per-CRM-stage rows (no deal): all of them in scope."""
+    by_key = {finding.key: finding for finding in findings}
+    rows = session.execute(_open_rows().where(
+        ViolationRow.tenant_id == tenant_id, ViolationRow.resolved_at.is_(None),
+        ViolationRow.deal_external_id.is_(None)))
+    return _apply(session, tenant_id, by_key, rows, lambda row: True, now, run_id)
+
+
+def resolve_orphans(session: Session, tenant_id: int, now: datetime,
+                    live_deal_ids: Any) -> int:
+    """Resolve open rows of deals that are not in ``live_deal_ids`` (a subquery of the
+    deals still held): deals deleted or gone since their violation was opened."""
+    table = ViolationRow.__table__
+    result = session.execute(update(table).where(
+        table.c.tenant_id == tenant_id, table.c.resolved_at.is_(None),
+        table.c.deal_external_id.is_not(None),
+        table.c.deal_external_id.not_in(live_deal_ids)).values(resolved_at=now))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def open_counts_by_rule(session: Session, tenant_id: int) -> dict[str, int]:
+    """Open violations per rule."""
+    stmt = (select(ViolationRow.rule, func.count())
+            .where(ViolationRow.tenant_id == tenant_id, ViolationRow.resolved_at.is_(None))
+            .group_by(ViolationRow.rule))
+    return {rule: int(count) for rule, count in session.execute(stmt)}
+
+
+def _open_rows() -> Any:
+    return select(ViolationRow.id, ViolationRow.key, ViolationRow.severity,
+                  ViolationRow.explanation, ViolationRow.details,
+                  ViolationRow.deal_external_id)
+
+
+def _apply(session: Session, tenant_id: int, by_key: dict[str, Finding],
+           open_rows: Iterable[Any], in_scope: Callable[[Any], bool], now: datetime,
+           run_id: int | None) -> LifecycleResult:
+    result = LifecycleResult()
     seen: set[str] = set()
     refresh_ids: list[int] = []
     resolve_ids: list[int] = []
     changed: list[dict[str, Any]] = []
-    stmt = (
-        select(ViolationRow.id, ViolationRow.key, ViolationRow.severity,
-               ViolationRow.explanation, ViolationRow.details,
-               ViolationRow.deal_external_id)
-        .where(ViolationRow.tenant_id == tenant_id, ViolationRow.resolved_at.is_(None))
-        .execution_options(yield_per=STREAM_CHUNK)
-    )
-    for row in session.execute(stmt):
+    for row in open_rows:
         found = by_key.get(row.key)
         if found is None:
-            if scope is None or (row.deal_external_id is not None
-                                 and row.deal_external_id in scope):
+            if in_scope(row):
                 resolve_ids.append(row.id)
             continue
         seen.add(row.key)
@@ -211,6 +268,7 @@ def apply_findings(session: Session, tenant_id: int, findings: Iterable[Finding]
         result.opened.extend(_insert_opened(session, rows))
     result.refreshed = len(refresh_ids) + len(changed)
     result.resolved = len(resolve_ids)
+    result.changed = len(changed)
     return result
 
 

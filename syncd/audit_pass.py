@@ -1,0 +1,241 @@
+"""The pass's audit stage: which deals are audited, chunk by chunk, and the violations and
+due-time index kept in step with them (issue 13, items 1 and 2).
+
+A live pass audits
+
+- every deal when the tenant's audit fingerprint changed (Sales Book, mapping, timezone,
+  language, the CRM's stage names, custom rules, the audit code), on the first audit, when
+  "now" went back before the last audit, or when a full audit is asked for;
+- otherwise only the deals whose inputs were stored since the last audit (the deal, its
+  activities, its stage changes, its company's activities for a won deal) and the deals
+  whose due time (``syncd.audit.due``) has come.
+
+Either way deals are read, audited and written ``CHUNK`` at a time, each chunk in its own
+transaction (the due rows, the violation lifecycle of exactly those deals, the tasks the
+newly opened ones queue), so memory stays flat whatever the tenant's size. The
+``unmapped_stage`` rows aggregate the due-time index's ``unmapped_stage`` column, so they
+stay those of a full audit. The audit state (fingerprint, "now", watermark) is written
+last: a pass killed in between leaves the old state, and the next pass redoes the work.
+
+Open violations of deals that were not re-audited keep their ``last_seen_at``: the
+tenant's ``audited_at`` (``syncd.store.auditstate``) says when they were last known to
+hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import false, select
+
+from syncd import store
+from syncd.audit.due import DueClock, next_due
+from syncd.audit.engine import audit_each
+from syncd.audit.facts import DealFacts, Finding
+from syncd.audit.rules import unmapped_stage
+from syncd.audit.texts import texts
+from syncd.config import Tenant
+from syncd.mapping import TenantMapper
+from syncd.store import auditstate
+from syncd.store.auditstate import AuditState, DealDue
+
+#: Deals read, audited and written per transaction.
+CHUNK = 2000
+#: Records stored this long before the last audit's watermark still count as changed. Zero:
+#: a tenant's records are written only by its own pass (the lease makes it the only one),
+#: whose pull commits before its audit reads, and whose write-back stores after the
+#: watermark was taken. Replicas stamp with their own clocks, so their clocks must agree
+#: (NTP) to well within a pass interval, as the leases already assume.
+SAFETY = timedelta(0)
+#: Source files whose code decides verdicts: a new version re-audits every deal.
+_LOGIC = ("audit/engine.py", "audit/rules.py", "audit/timeline.py", "audit/texts.py",
+          "audit/facts.py", "audit/due.py", "audit/registry.py", "mapping.py")
+
+
+@dataclass
+class AuditOutcome:
+    full: bool
+    audited: int = 0
+    opened: int = 0
+    resolved: int = 0
+    changed: int = 0
+    #: Deals whose stored inputs changed (or that a moved activity or stage change left),
+    #: and deals that got a new violation: what karma must look at (incremental only).
+    changed_ids: set[str] = field(default_factory=set)
+    opened_deal_ids: set[str] = field(default_factory=set)
+    #: The state to save once the pass's later stages (karma) are done.
+    state: AuditState | None = None
+    previous: AuditState | None = None
+
+    @property
+    def lifecycle_changed(self) -> bool:
+        return bool(self.opened or self.resolved or self.changed)
+
+
+def audit_store(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int | None,
+                now: datetime, *, mapper: TenantMapper, full: bool = False,
+                queue_tasks: Any = None) -> AuditOutcome:
+    """Audit the tenant's stored deals as of ``now`` (live: the lifecycle is written).
+
+    ``queue_tasks(session, opened)`` is called with each chunk's newly opened violations
+    in that chunk's transaction (None: queue nothing, e.g. on the baseline audit)."""
+    wall = datetime.now(UTC)
+    fingerprint = audit_fingerprint(tenant, mapper.stage_names)
+    with db.session() as session:
+        previous = auditstate.audit_state(session, tenant_id)
+        full = (full or previous is None or previous.fingerprint != fingerprint
+                or now < previous.audited_at)
+        if full:
+            auditstate.forget_audit_state(session, tenant_id)
+            auditstate.drop_due(session, tenant_id)
+            wanted: list[str] | None = None
+        else:
+            assert previous is not None
+            changed = (auditstate.changed_deal_ids(session, tenant_id,
+                                                   previous.watermark - SAFETY)
+                       | auditstate.due_deal_ids(session, tenant_id, auditstate.DUE_NOW))
+            wanted = sorted(changed | auditstate.due_deal_ids(session, tenant_id, now))
+    outcome = AuditOutcome(full=full, previous=previous)
+    if wanted is not None:
+        outcome.changed_ids = changed
+    clock = DueClock(tenant.book, now, mapper.tz, custom_rules=bool(tenant.custom_rules))
+    chunks = _all_chunks(db, tenant_id) if wanted is None else _id_chunks(tenant_id, wanted)
+    for ids, rows_of in chunks:
+        with db.session() as session:
+            rows = rows_of(session)
+            verdicts = audit_each(chunk_facts(session, tenant_id, mapper, rows), tenant.book, now,
+                                  mapper.tz, language=tenant.config.language,
+                                  custom_rules=tenant.custom_rules)
+            findings: list[Finding] = []
+            due: list[DealDue] = []
+            row_ids = {row.external_id: row.id for row in rows}
+            for verdict in verdicts:
+                findings.extend(verdict.findings)
+                deal_id = verdict.facts.deal_id
+                due.append(DealDue(deal_id, row_ids[deal_id], next_due(verdict, clock),
+                                   verdict.unmapped_stage))
+            audited = {d.deal_external_id for d in due}
+            if wanted is not None:
+                auditstate.drop_due(session, tenant_id, [i for i in ids if i not in audited])
+            auditstate.store_due(session, tenant_id, due)
+            result = store.apply_deal_findings(session, tenant_id, ids, findings, now, run_id)
+            if queue_tasks is not None and result.opened:
+                queue_tasks(session, result.opened)
+            _count(outcome, result)
+            outcome.opened_deal_ids.update(v.deal_external_id for v in result.opened
+                                           if v.deal_external_id is not None)
+            outcome.audited += len(due)
+    with db.session() as session:
+        if wanted is None:
+            live = select(store.DealRow.external_id).where(
+                store.DealRow.tenant_id == tenant_id, store.DealRow.deleted == false())
+            outcome.resolved += store.resolve_orphans(session, tenant_id, now, live)
+        t = texts(tenant.config.language)
+        stage_findings = [unmapped_stage(crm_stage, examples, count, t) for crm_stage, count,
+                          examples in auditstate.unmapped_stages(session, tenant_id)]
+        result = store.apply_stage_findings(session, tenant_id, stage_findings, now, run_id)
+        _count(outcome, result)
+    outcome.state = AuditState(fingerprint, now, wall, None)
+    return outcome
+
+
+def save_state(db: store.Database, tenant_id: int, outcome: AuditOutcome,
+               karma_due_at: datetime | None) -> None:
+    """Record the audit (and karma) as done: the next pass starts from here."""
+    assert outcome.state is not None
+    state = AuditState(outcome.state.fingerprint, outcome.state.audited_at,
+                       outcome.state.watermark, karma_due_at)
+    with db.session() as session:
+        auditstate.save_audit_state(session, tenant_id, state)
+
+
+def _count(outcome: AuditOutcome, result: store.LifecycleResult) -> None:
+    outcome.opened += len(result.opened)
+    outcome.resolved += result.resolved
+    outcome.changed += result.changed
+
+
+RowsOf = Any  # Callable[[Session], list[DealView]]
+
+
+def _all_chunks(db: store.Database, tenant_id: int,
+                ) -> Iterator[tuple[list[str], RowsOf]]:
+    """Every live deal, CHUNK at a time in id order (a keyset page per transaction)."""
+    last_id = 0
+    while True:
+        with db.session() as session:
+            page = auditstate.deal_page(session, tenant_id, last_id, CHUNK)
+        if not page:
+            return
+        last_id = page[-1].id
+        yield [row.external_id for row in page], lambda _session, page=page: page
+
+
+def _id_chunks(tenant_id: int, ids: Sequence[str]) -> Iterator[tuple[list[str], RowsOf]]:
+    """The given deals (deleted or gone ones read as nothing), CHUNK ids at a time."""
+    for start in range(0, len(ids), CHUNK):
+        chunk = list(ids[start:start + CHUNK])
+        yield chunk, lambda session, chunk=chunk: auditstate.live_deal_rows(
+            session, tenant_id, chunk)
+
+
+def chunk_facts(session: Any, tenant_id: int, mapper: TenantMapper,
+           rows: Sequence[Any]) -> Iterator[DealFacts]:
+    """Audit facts of one chunk of deal rows (ignored deals left out)."""
+    ids = [d.external_id for d in rows]
+    activities = store.activities_for_deals(session, tenant_id, ids)
+    changes = store.stage_changes_for_deals(session, tenant_id, ids)
+    won_companies = {d.company_id for d in rows if d.status == "won" and d.company_id}
+    company_acts = store.activities_for_companies(session, tenant_id, won_companies)
+    for deal in rows:
+        if mapper.ignored(deal):
+            continue
+        yield mapper.deal_facts(
+            deal, activities.get(deal.external_id, ()), changes.get(deal.external_id, ()),
+            company_acts.get(deal.company_id, ())
+            if deal.status == "won" and deal.company_id else (),
+        )
+
+
+def audit_fingerprint(tenant: Tenant, stage_names: Any) -> str:
+    """Digest of everything besides the records that decides a tenant's verdicts."""
+    payload = {
+        "logic": _logic_digest(),
+        "book": tenant.book.model_dump(mode="json"),
+        "mapping": tenant.config.mapping.model_dump(mode="json"),
+        "timezone": tenant.config.timezone,
+        "language": tenant.config.language,
+        "stages": sorted((k, list(v)) for k, v in stage_names.items()),
+        "custom_rules": [_rule_identity(rule) for rule in tenant.custom_rules],
+    }
+    text = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.cache
+def _logic_digest() -> str:
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in _LOGIC:
+        path = root / name
+        digest.update(path.read_bytes() if path.exists() else name.encode())
+    return digest.hexdigest()
+
+
+def _rule_identity(rule: Any) -> list[Any]:
+    check = rule.check
+    code = getattr(check, "__code__", None)
+    body = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest() \
+        if code is not None else ""
+    module = sys.modules.get(getattr(check, "__module__", "") or "")
+    return [rule.code, dict(rule.title), dict(rule.explanation), rule.severity,
+            getattr(check, "__module__", ""), getattr(check, "__qualname__", ""),
+            getattr(module, "__version__", ""), body]
