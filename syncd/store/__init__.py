@@ -9,6 +9,8 @@ from __future__ import annotations
 from syncd.store.cursors import get_cursor, get_cursors, reset_cursors, set_cursor, store_page
 from syncd.store.db import Database, alembic_config, head_revision, normalize_url, redacted_url
 from syncd.store.karma import (
+    delete_karma_lines,
+    insert_karma_lines,
     karma_line_rows,
     karma_subject_count,
     karma_totals,
@@ -149,6 +151,7 @@ __all__ = [
     "companies",
     "counts",
     "deal_owners",
+    "delete_karma_lines",
     "describe_quarantined",
     "due_rows",
     "ensure_tenant",
@@ -162,6 +165,7 @@ __all__ = [
     "get_tenant",
     "has_violation_history",
     "head_revision",
+    "insert_karma_lines",
     "interrupt_stale_runs",
     "iter_deal_chunks",
     "karma_line_rows",

@@ -81,6 +81,36 @@ def replace_karma_units(session: Session, tenant_id: int, kind: str, units: Iter
     return _insert(session, rows)
 
 
+#: Rows per INSERT batch when a whole ledger is streamed in.
+INSERT_BATCH = 10_000
+
+
+def delete_karma_lines(session: Session, tenant_id: int, kind: str) -> None:
+    """Delete the tenant's lines of ``kind`` (before ``insert_karma_lines`` streams a whole
+    new ledger in, in the same transaction)."""
+    session.execute(delete(KarmaLineRow).where(KarmaLineRow.tenant_id == tenant_id,
+                                               KarmaLineRow.kind == kind))
+
+
+def insert_karma_lines(session: Session, tenant_id: int, kind: str,
+                       lines: Iterable[tuple[str | None, Any]], weights_fn: WeightsFn, *,
+                       now: datetime | None = None) -> int:
+    """Insert ``(unit, line)`` pairs in batches, never holding a whole ledger: for a
+    tenant's full recomputation. A duplicate identity is refused by the table's unique
+    constraint (the transaction fails), as ``replace_karma_lines`` refuses it up front."""
+    now = now or utcnow()
+    count = 0
+    batch: list[dict[str, Any]] = []
+    for unit, line in lines:
+        row = _row(tenant_id, kind, line, weights_fn, now)
+        row["unit"] = unit
+        batch.append(row)
+        if len(batch) >= INSERT_BATCH:
+            count += _insert(session, batch)
+            batch = []
+    return count + _insert(session, batch)
+
+
 def karma_units_of_sources(session: Session, tenant_id: int, kind: str, source_type: str,
                            source_ids: Iterable[str]) -> set[str]:
     """The units of the ``kind`` lines whose source is one of ``source_ids``."""
