@@ -26,6 +26,7 @@ Retries and the rate limit stay in ``syncd.http`` (one policy for every request)
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import queue
@@ -369,7 +370,12 @@ def prefetched(pages: Iterator[Any], *, meter: Callable[[], int] | None = None,
         except BaseException as exc:  # handed to the caller, raised there
             hand_over((_DONE, 0, exc))
 
-    worker = threading.Thread(target=produce, name="syncd-prefetch", daemon=True)
+    # The fetching thread runs in a copy of the caller's context: per-pass context
+    # variables (the response observer counting a tenant's API calls and 429s, the write
+    # guard) see its requests as the caller's.
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(produce,), name="syncd-prefetch",
+                              daemon=True)
     worker.start()
     try:
         while True:

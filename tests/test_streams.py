@@ -255,3 +255,25 @@ def test_a_cursor_remembers_at_most_the_newest_max_seen_items() -> None:
                                                             OVERLAP))
     assert len(loaded.seen) == MAX_SEEN
     assert min(loaded.seen.values()) >= min(sorted(many.values(), reverse=True)[:MAX_SEEN])
+
+
+def test_pages_read_ahead_are_seen_by_the_callers_context() -> None:
+    """The per-pass response observer (API calls and 429s per tenant) counts requests the
+    read-ahead thread makes."""
+    from syncd.http import response_observer
+
+    seen: list[int] = []
+
+    def pages() -> Iterator[int]:
+        for n in range(3):
+            observer = response_observer.get()
+            assert observer is not None
+            observer(200)
+            yield n
+
+    token = response_observer.set(seen.append)
+    try:
+        assert list(prefetched(pages())) == [0, 1, 2]
+    finally:
+        response_observer.reset(token)
+    assert seen == [200, 200, 200]
