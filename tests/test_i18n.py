@@ -199,3 +199,33 @@ def test_explanations_name_days_kinds_and_fields_as_their_reader_writes_them() -
         "звонок или встреча")
     assert ru.say("gap.field", field="lead_source") == "не заполнено поле «источник лида»"
     assert en.say("gap.field", field="lead_source") == "the lead source field is empty"
+
+
+def test_every_file_that_asks_for_a_translation_belongs_to_a_domain() -> None:
+    """A module calling gettext (or marking N_/Nn_/Text) that no mapping file names would
+    never be extracted: its texts would stay English without the test above noticing."""
+    import re
+
+    from babel.messages.frontend import parse_mapping_cfg
+    from babel.util import pathmatch
+
+    root = i18n_catalogues.ROOT
+    patterns = []
+    for cfg in i18n.LOCALE_DIR.glob("*.cfg"):
+        with cfg.open(encoding="utf-8") as f:
+            patterns += [pattern for pattern, _ in parse_mapping_cfg(f)[0]]
+    asks = re.compile(r"\b(?:n?p?gettext)\(|(?<![\w.])(?:N_|Nn_|Text|_)\(")
+    machinery = {"syncd/i18n.py", "syncd/i18n_catalogues.py"}
+    sources = [*root.glob("syncd/**/*.py"), *root.glob("plugins/*/*/**/*.py"),
+               *root.glob("syncd/templates/**/*.html"), *root.glob("syncd/templates/**/*.js")]
+    asking, orphans = [], []
+    for path in sources:
+        name = path.relative_to(root).as_posix()
+        if (name in machinery or "/vendor/" in name
+                or not asks.search(path.read_text(encoding="utf-8"))):
+            continue
+        asking.append(name)
+        if not any(pathmatch(pattern, name) for pattern in patterns):
+            orphans.append(name)
+    assert {"syncd/render.py", "syncd/templates/report_body.html"} <= set(asking)
+    assert orphans == [], "add them to a syncd/locale/<domain>.cfg (docs/i18n.md)"
