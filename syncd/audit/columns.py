@@ -291,6 +291,8 @@ class DealTable:
             first, last = int(self.hist_offsets[row]), int(self.hist_offsets[row + 1])
             yield DealFacts(
                 deal_id=self.deal_id[row], title=self.deal_id[row],
+                # arg-type: an OTHER row (a deleted deal, never audited) reads back as
+                # "deleted", outside DealFacts' open/won/lost
                 status=statuses.get(int(self.status[row]), "deleted"),  # type: ignore[arg-type]
                 stage_key=self._key(int(self.stage[row])),
                 crm_stage=self.crm_stages[int(self.crm_stage[row])],
@@ -440,6 +442,7 @@ class _Shifted(Sequence[str]):
     def __len__(self) -> int:
         return self._stop - self._start
 
+    # override: read one index at a time, never sliced (Sequence also takes slices)
     def __getitem__(self, index: int) -> str:  # type: ignore[override]
         return self._values[self._start + index]
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from syncd.store._sql import in_chunk_size, note_inserts, sequence_chunks
+from syncd.store._sql import affected_rows, in_chunk_size, note_inserts, sequence_chunks
 from syncd.store.models import ViolationRow
 from syncd.store.types import EncodedJSON, json_dumps
 
@@ -213,7 +213,7 @@ def resolve_orphans(session: Session, tenant_id: int, now: datetime,
         table.c.tenant_id == tenant_id, table.c.resolved_at.is_(None),
         table.c.deal_external_id.is_not(None),
         table.c.deal_external_id.not_in(live_deal_ids)).values(resolved_at=now))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return affected_rows(result)
 
 
 def open_counts_by_rule(session: Session, tenant_id: int) -> dict[str, int]:
