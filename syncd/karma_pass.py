@@ -94,45 +94,35 @@ def score_store(db: store.Database, tenant: Tenant, tenant_id: int, mapper: Tena
 
 def _score_whole(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
                  now: datetime) -> datetime | None:
-    """Both ledgers recomputed whole, streamed chunk by chunk into the store; returns the
-    karma due time."""
+    """Both ledgers recomputed whole from one read of the deals, streamed chunk by chunk
+    into the store (one transaction: readers see the old ledgers or the new ones);
+    returns the karma due time."""
     due = KarmaDue(now, tenant.book.karma.client.window_days)
     for kind in (CLIENT, people.KIND):
         store.delete_karma_lines(session, tenant_id, kind)
-    store.insert_karma_lines(session, tenant_id, CLIENT,
-                             _client_whole(session, tenant, tenant_id, mapper, now, due),
-                             karma_weights_fn(tenant))
-    store.insert_karma_lines(session, tenant_id, people.KIND,
-                             _employee_whole(session, tenant, tenant_id, mapper),
-                             employee_weights_fn(tenant))
+    store.insert_karma_lines(session, tenant_id,
+                             _whole_lines(session, tenant, tenant_id, mapper, now, due),
+                             {CLIENT: karma_weights_fn(tenant),
+                              people.KIND: employee_weights_fn(tenant)})
     return due.at
 
 
-def _client_whole(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
-                  now: datetime, due: KarmaDue) -> Iterator[tuple[str, Any]]:
-    """Every client karma line with its unit, a chunk of deals at a time (a deal's lines
-    depend on that deal alone), then the companies' own lines."""
+def _whole_lines(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
+                 now: datetime, due: KarmaDue) -> Iterator[tuple[str, str, Any]]:
+    """Every karma line as ``(kind, unit, line)``, each chunk of deals read once for both
+    ledgers. Client lines depend on one deal (or one company), an employee deal unit on
+    one deal and its violations: both go out with their chunk. The employee company
+    units follow once every won deal is known. Equal to ``client_karma_lines`` and
+    ``PeopleLedger.load`` over all deals, holding only the won deals and the companies."""
     weights = tenant.book.karma.client
+    ledger = people.PeopleLedger(tenant.book, mapper.tz).start(
+        kpi_load.company_records(session, tenant_id, mapper).values())
     for chunk in store.iter_deal_chunks(session, tenant_id):
         deals = [mapper.karma_deal(row) for row in chunk if not mapper.ignored(row)]
         for deal in deals:
             due.see(deal)
         for line in client_karma_lines(deals, (), weights, now):
-            yield _client_unit(line), line
-    companies = [mapper.karma_company(c) for c in store.companies(session, tenant_id)]
-    for line in client_karma_lines((), companies, weights, now):
-        yield _client_unit(line), line
-
-
-def _employee_whole(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
-                    ) -> Iterator[tuple[str, Any]]:
-    """Every employee karma line with its unit: each chunk's deal units as soon as the
-    chunk is added (a deal unit depends on that deal and its violations alone), the
-    company units once every won deal is known. Equal to ``PeopleLedger.load`` over all
-    deals, holding only the won deals and the companies."""
-    ledger = people.PeopleLedger(tenant.book, mapper.tz).start(
-        kpi_load.company_records(session, tenant_id, mapper).values())
-    for chunk in store.iter_deal_chunks(session, tenant_id):
+            yield CLIENT, _client_unit(line), line
         ids = [row.external_id for row in chunk]
         changes = store.stage_changes_for_deals(session, tenant_id, ids)
         for violation in kpi_load.violation_records(session, tenant_id, ids):
@@ -140,14 +130,17 @@ def _employee_whole(session: Session, tenant: Tenant, tenant_id: int, mapper: Te
         for row in chunk:
             ledger.add(kpi_load.deal_record(row, changes.get(row.external_id, ()), mapper))
         for deal_id in ids:
-            for line in ledger.deal_units.pop(deal_id, ()):
-                yield DEAL_UNIT + deal_id, line
+            for person_line in ledger.deal_units.pop(deal_id, ()):
+                yield people.KIND, DEAL_UNIT + deal_id, person_line
             ledger.owners.pop(deal_id, None)
             ledger.violations.pop(deal_id, None)
+    companies = [mapper.karma_company(c) for c in store.companies(session, tenant_id)]
+    for line in client_karma_lines((), companies, weights, now):
+        yield CLIENT, _client_unit(line), line
     ledger.finish()
     for company_id, lines in ledger.company_units.items():
-        for line in lines:
-            yield COMPANY_UNIT + company_id, line
+        for person_line in lines:
+            yield people.KIND, COMPANY_UNIT + company_id, person_line
 
 
 def _score_units(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper,

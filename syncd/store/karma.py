@@ -8,7 +8,7 @@ applied at write time through ``weights_fn`` (the Sales Book's table), and each 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -92,17 +92,19 @@ def delete_karma_lines(session: Session, tenant_id: int, kind: str) -> None:
                                                KarmaLineRow.kind == kind))
 
 
-def insert_karma_lines(session: Session, tenant_id: int, kind: str,
-                       lines: Iterable[tuple[str | None, Any]], weights_fn: WeightsFn, *,
+def insert_karma_lines(session: Session, tenant_id: int,
+                       lines: Iterable[tuple[str, str | None, Any]],
+                       weights_fns: Mapping[str, WeightsFn], *,
                        now: datetime | None = None) -> int:
-    """Insert ``(unit, line)`` pairs in batches, never holding a whole ledger: for a
-    tenant's full recomputation. A duplicate identity is refused by the table's unique
-    constraint (the transaction fails), as ``replace_karma_lines`` refuses it up front."""
+    """Insert ``(kind, unit, line)`` triples in batches, never holding a whole ledger: for
+    a tenant's full recomputation (``weights_fns[kind](line)`` weighs each line). A
+    duplicate identity is refused by the table's unique constraint (the transaction
+    fails), as ``replace_karma_lines`` refuses it up front."""
     now = now or utcnow()
     count = 0
     batch: list[dict[str, Any]] = []
-    for unit, line in lines:
-        row = _row(tenant_id, kind, line, weights_fn, now)
+    for kind, unit, line in lines:
+        row = _row(tenant_id, kind, line, weights_fns[kind], now)
         row["unit"] = unit
         batch.append(row)
         if len(batch) >= INSERT_BATCH:
