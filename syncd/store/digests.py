@@ -137,16 +137,6 @@ def mark_failed(session: Any, claim_: DigestClaim, error: str, *,
     return bool(session.execute(statement).rowcount)
 
 
-def release(session: Any, claim_: DigestClaim) -> bool:
-    """Hand a claim back unsent (nothing was tried: e.g. the digest had nothing to say
-    yet): due again at once, the attempt not counted."""
-    statement = (update(D).where(_ours(claim_))
-                 .values(status=RETRY, next_attempt_at=None, claim_expires_at=None,
-                         attempts=D.attempts - 1)
-                 .execution_options(synchronize_session=False))
-    return bool(session.execute(statement).rowcount)
-
-
 def prune(session: Any, before: datetime) -> int:
     """Retention: forget final rows older than ``before`` (their periods are long past, so
     no replica would claim them again: the send window is at most six days)."""
@@ -157,4 +147,4 @@ def prune(session: Any, before: datetime) -> int:
 
 
 __all__ = ["CLAIMED", "FAILED", "FINAL", "RETRY", "SENT", "DigestClaim", "claim", "claimable",
-           "deliveries", "deliveries_of", "mark_failed", "mark_sent", "prune", "release"]
+           "deliveries", "deliveries_of", "mark_failed", "mark_sent", "prune"]
