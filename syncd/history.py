@@ -104,7 +104,7 @@ def record_report(db: Database, tenant: Tenant, report: dict[str, Any]) -> bool:
     from syncd import store
 
     moment = datetime.fromisoformat(report["as_of"])
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         return record(session, tenant_id, local_day(moment, tenant.config.timezone),
                       figures(report), moment)

@@ -126,20 +126,7 @@ class FencedDatabase(Database):
         #: own run row), never for tenant data.
         self.inner = inner
 
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        session = self._sessions()
-        try:
-            yield session
-            self._check(session)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
-
-    def _check(self, session: Session) -> None:
+    def _before_commit(self, session: Session) -> None:
         lease = self.lease
         if lease.ttl is not None and not lease.lost.is_set():
             bound_lock_hold(session, lease.ttl)

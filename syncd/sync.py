@@ -107,7 +107,7 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
                           as_of=now.isoformat(), live=options.as_of is None)
     plugins.hook.syncd_before_sync(tenant=tenant.key, plugin=tenant.config.plugin,
                                    full=options.full)
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         run_id = store.start_run(session, tenant_id, full=options.full, as_of=now)
     connector = tenant.make_connector(db)
@@ -149,12 +149,12 @@ def _finish_run(db: store.Database, run_id: int, status: RunStatus,
     if isinstance(db, FencedDatabase) and status == "lease_lost":
         db = db.inner
     try:
-        with db.session() as session:
+        with db.session(immediate=True) as session:
             store.finish_run(session, run_id, status=status, counts=summary.as_dict(),
                              error=error)
     except Exception as exc:
         log.exception("could not record the outcome of sync run %s", run_id)
-        with db.session() as session:
+        with db.session(immediate=True) as session:
             store.finish_run(session, run_id, status="failed" if status == "ok" else status,
                              error=f"{error or ''} (outcome not recorded: "
                                    f"{describe_error(exc)})".strip())
@@ -231,7 +231,7 @@ def _store_page(db: store.Database, tenant_id: int, page: Page, rejected: list[B
                 held: _Held) -> store.UpsertStats:
     """Store a page's good records, quarantine its bad ones and move the cursor, in one
     transaction; records held in quarantine that went through now are released."""
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         stats, failures = store.upsert_page_isolating(session, tenant_id, page)
         for bad in rejected:
             held.keep(session, tenant_id, bad.stream, bad.external_id, bad.payload,

@@ -151,7 +151,7 @@ def plan_field_writes(db: store.Database, tenant: Tenant, tenant_id: int,
     """The writes that make the CRM right; values already right are counted, not written."""
     config = tenant.config.writeback
     writes: list[FieldWrite] = []
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         pending = store.get_ledger(session, tenant_id, "field")
         totals = store.karma_totals(session, tenant_id, "client")
         for company in store.companies(session, tenant_id):
@@ -199,12 +199,12 @@ def _apply_field_writes(db: store.Database, connector: Connector, tenant_id: int
     size = max(1, connector.field_batch_size)
     for start in range(0, len(writes), size):
         batch = writes[start: start + size]
-        with db.session() as session:
+        with db.session(immediate=True) as session:
             for write in batch:
                 store.mark_pending(session, tenant_id, "field", write.entity, write.external_id,
                                    write.field_name, _text(write.value))
         outcomes = connector.write_fields(batch)
-        with db.session() as session:
+        with db.session(immediate=True) as session:
             for write, outcome in zip(batch, outcomes, strict=True):
                 if outcome.ok:
                     result.fields_written += 1
@@ -267,7 +267,7 @@ def _no_task_text(db: store.Database, tenant_id: int, row: store.WritebackRow,
     """A task intent whose text is missing from the ledger is never sent (the CRM would get
     a task called "None"); it is listed as failed, like a task the CRM rejected."""
     error = "no task text stored for this intent"
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         retry_at = store.mark_failed(session, tenant_id, "task", "deal", row.external_id,
                                      row.field, error, now=now)
     result.tasks_failed += 1
@@ -281,7 +281,7 @@ def _create_task_batch(db: store.Database, connector: Connector, tenant_id: int,
     retried = [task for row, task in batch if row.attempts > 0]
     existing = connector.find_tasks(retried) if retried else {}
     todo = []
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         for row, task in batch:
             if task.marker in existing:
                 store.mark_done(session, tenant_id, "task", "deal", row.external_id,
@@ -294,7 +294,7 @@ def _create_task_batch(db: store.Database, connector: Connector, tenant_id: int,
     if not todo:
         return
     outcomes = connector.create_tasks([task for _, task in todo])
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         for (row, _), outcome in zip(todo, outcomes, strict=True):
             if outcome.ok:
                 store.mark_done(session, tenant_id, "task", "deal", row.external_id,

@@ -136,17 +136,38 @@ class Database:
         return f"Database({self.redacted_url()!r})"
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
+    def session(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        ``immediate=True`` is for a transaction that reads and then writes (an upsert that
+        compares hashes first, a ledger update): on SQLite it begins with ``BEGIN
+        IMMEDIATE``, taking the write lock before the first read. A deferred transaction
+        that has read cannot take the write lock once another connection has committed
+        since its read began (the lease heartbeat, another replica): SQLite then fails at
+        once with "database is locked" (SQLITE_BUSY_SNAPSHOT) without waiting the busy
+        timeout. An immediate one waits its turn instead. Other databases ignore it (their
+        row locks and MVCC need no such step). Keep such transactions short: readers are
+        never blocked (WAL), other writers wait up to the busy timeout. Needed wherever a
+        transaction is begun by something other than a write (a savepoint, ``begin_nested``)
+        and reads before it writes: pysqlite itself begins one only at the first write.
+        """
         session = self._sessions()
         try:
+            if immediate and self.dialect == "sqlite":
+                # pysqlite opens no transaction of its own before a statement that is not
+                # DML, so this BEGIN is the transaction the session commits or rolls back.
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
+            self._before_commit(session)
             session.commit()
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+
+    def _before_commit(self, session: Session) -> None:
+        """A last check before a session commits (a fenced database proves its lease)."""
 
     def upgrade(self, revision: str = "head") -> None:
         """Migrate the schema to ``revision``; a no-op when already there."""
