@@ -37,6 +37,8 @@ def write_config(root: Path, database_url: str, tenants: dict[str, dict[str, Any
         "salesbooks_dir": str(SALESBOOKS),
         "reports_dir": "reports",
         "log_level": "INFO",
+        # An ephemeral port: parallel workers running daemons must not race for 8765.
+        "http": {"host": "127.0.0.1", "port": 0},
     }
     path = root / "syncd.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
