@@ -108,6 +108,17 @@ def parse_id(value: Any, *, zero_is_none: bool = False, numeric: bool = False,
     ``numeric``: only integers are ids (Bitrix24). ``keep_text``: digit strings are kept as
     written (``"00123"`` stays ``"00123"``: a sheet's ids are text); otherwise a digit string
     is normalized (``"0037"`` -> ``"37"``). Booleans and fractional numbers are errors."""
+    # What APIs send almost always (an int, or a canonical digit string), decided at once:
+    # every id of every record pulled comes through here.
+    if type(value) is int:
+        return None if zero_is_none and value == 0 else str(value)
+    if type(value) is str and value.isascii() and value.isdigit() and value[0] != "0":
+        return value
+    return _parse_id(value, zero_is_none=zero_is_none, numeric=numeric, keep_text=keep_text)
+
+
+def _parse_id(value: Any, *, zero_is_none: bool, numeric: bool, keep_text: bool,
+              ) -> str | None:
     if blank(value):
         return None
     if isinstance(value, bool):

@@ -327,3 +327,18 @@ def test_rfc3339_text_reads_the_same_fast_or_general(moment: datetime, spec: str
     assert fast == parse_datetime(f" {text}") == moment.astimezone(UTC).replace(
         microsecond=moment.microsecond if spec == "microseconds" else 0)
     assert fast is not None and fast.tzinfo is UTC
+
+
+@given(st.one_of(st.integers(-10**15, 10**15), st.integers(0, 10**15).map(str),
+                 st.text(alphabet="0123456789 -٣", max_size=8)),
+       st.booleans(), st.booleans(), st.booleans())
+def test_parse_id_fast_path_agrees_with_the_general_reader(
+        value: Any, zero_is_none: bool, numeric: bool, keep_text: bool) -> None:
+    options = {"zero_is_none": zero_is_none, "numeric": numeric, "keep_text": keep_text}
+    try:
+        expected = values._parse_id(value, **options)
+    except ValueProblem:
+        with pytest.raises(ValueProblem):
+            values.parse_id(value, **options)
+        return
+    assert values.parse_id(value, **options) == expected
