@@ -148,12 +148,16 @@ def test_a_google_spreadsheet_as_the_clients_crm(tmp_path: Path, db_url: str,
     config = write_config(tmp_path, db_url, {"sheetcrm": tenant})
 
     result = run_syncd(config, "sync", "--format", "json")
-    assert result.returncode == PARTIAL, result.stderr  # ran; the bad row skipped
+    assert result.returncode == PARTIAL, result.stderr  # ran; the bad row quarantined
     summary = json.loads(result.stdout)[0]["summary"]
     assert summary["pulled"]["deals"] == len(sample.DEALS) - 1
-    assert summary["problems"] == [
-        "tab 'Deals' row 7: created_at: cannot read 'someday' as a date (YYYY-MM-DD, "
-        "DD.MM.YYYY or ISO 8601)"]
+    # an unreadable row is held in quarantine (not a loose problem), naming its tab and row
+    tab, row = sample.BAD_ROW
+    unreadable = (f"tab {tab!r} row {row}: created_at: cannot read 'someday' as a date "
+                  "(YYYY-MM-DD, DD.MM.YYYY or ISO 8601)")
+    assert summary["problems"] == [], summary
+    assert [q for q in summary["quarantined"] if unreadable in q] == summary["quarantined"]
+    assert len(summary["quarantined"]) == 1, summary
     crm_reads = [(m, p, q) for m, p, q, _ in sheets.requests if CRM_SHEET in p]
     assert [(m, p.rsplit("/", 1)[-1]) for m, p, _ in crm_reads] == [
         ("GET", CRM_SHEET), ("GET", "values:batchGet")], "two requests read the whole CRM"
@@ -162,6 +166,11 @@ def test_a_google_spreadsheet_as_the_clients_crm(tmp_path: Path, db_url: str,
     assert sorted(query["ranges"]) == sorted(f"'{t}'" for t in sample.TABS)
 
     report = report_json(config, "sheetcrm")
+    held = report["quarantine"]
+    assert [(h["stream"], h["stage"], h["external_id"]) for h in held] == [
+        ("deals", "read", "D-006")]
+    assert (held[0]["payload"]["tab"], held[0]["payload"]["row"]) == (tab, row)
+    assert unreadable in held[0]["problem"]
     found = {(v["rule"], v["deal_id"]) for v in report["violations"]}
     assert {("no_lead_source", "D-003"), ("no_contact", "00123"),
             ("bad_loss_reason", "D-007")} <= found
