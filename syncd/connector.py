@@ -69,6 +69,11 @@ class PullContext:
     #: them for deals it did not read itself, so a rerun after an interruption applies the
     #: same history horizon (and first stage) as an uninterrupted pass.
     stored_deals: dict[str, tuple[datetime | None, str | None]] = field(default_factory=dict)
+    #: Set for a connector with a ``history_backfill``: the deals whose stage history this
+    #: pass reads, in order (instead of ``changed_deal_ids``), and the most requests it may
+    #: spend on them (stop before the request that would exceed it).
+    history_deals: list[str] | None = None
+    history_allowance: int | None = None
     #: True once the daemon was asked to stop: finish the current page and return.
     stop_requested: Callable[[], bool] = lambda: False
     #: Called with the number of HTTP requests as they happen (progress display).
@@ -200,6 +205,16 @@ class WebhookHint:
     echo: bool = False
 
 
+@dataclass(frozen=True)
+class HistoryBackfill:
+    """A connector whose stage history costs a request per deal (``syncd.store.backlog``):
+    at most ``requests_per_day`` history requests per local day, for deals updated within
+    ``horizon_days``."""
+
+    requests_per_day: int
+    horizon_days: int
+
+
 class Connector(ABC):
     """One CRM. Subclasses set ``name`` and ``settings_model`` and implement the methods."""
 
@@ -271,6 +286,13 @@ class Connector(ABC):
         """Create ``tasks``; one result per task, in order. Override with the CRM's batch
         call; the default calls ``create_task`` one by one."""
         return [self.create_task(task) for task in tasks]
+
+    def history_backfill(self) -> HistoryBackfill | None:
+        """How this connector's per-deal stage history is budgeted; None: its history comes
+        with the pull (no backfill). A connector returning one reads, in ``stage_history``,
+        the ``PullContext.history_deals`` within ``history_allowance`` requests and names
+        the deals each page completes in ``Page.covered``."""
+        return None
 
     def webhook_hint(self, headers: Mapping[str, str], body: bytes) -> WebhookHint:
         """Read a webhook call's payload (already authenticated by the core). The default

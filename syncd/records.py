@@ -170,6 +170,8 @@ class Page:
     #: Source rows that could not be read and were skipped, each naming where (e.g. a
     #: spreadsheet's tab and row number); surfaced in the pass summary, never fatal.
     problems: Sequence[str] = ()
+    #: ``stage_history`` of a backfilled connector: deals whose history this page completes.
+    covered: Sequence[str] = ()
 
 
 PageIterator = Iterator[Page]

@@ -41,6 +41,7 @@ from syncd.scoring.karma import (
     line_weight,
     segment_karma,
 )
+from syncd.store import backlog
 from syncd.sync import audit_now, client_lines, make_mapper
 
 SCHEMA = "syncd.report/1"
@@ -69,11 +70,13 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         people, kpis, matrix = _people_and_kpis(session, tenant, tenant_id, mapper,
                                                 as_of or generated, live=as_of is None)
         held = quarantine_section(session, tenant_id)
+        backfill = stage_history_section(session, tenant_id)
         rejected = write_failures_section(session, tenant_id)
         trend = history.trend(session, tenant_id, history.local_day(
             as_of or generated, tenant.config.timezone))
     violations = (_live_violations(stored, deals) if stored is not None
                   else _what_if_violations(db, tenant, as_of, deals))
+    _mark_history_pending(violations, backfill.pop("pending_ids"))
     karma = _client_karma(lines, companies, mapper, tenant)
     if lang != tenant.config.language:  # stored explanations are in the tenant's language
         _add_summaries(violations, tenant, lang)
@@ -101,7 +104,8 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "quarantine": held,
         "write_failures": rejected,
         "notes": _notes(violations, lang) + evidence_gap_notes(tenant.book, lang)
-        + bad_record_notes(held, rejected, lang),
+        + bad_record_notes(held, rejected, lang) + stage_history_notes(backfill, lang),
+        "stage_history": backfill,
         "history": trend,
         **titles(tenant, lang, violations),
     }
@@ -281,6 +285,36 @@ def _segments(karma: list[dict[str, Any]], companies: list[Any],
     result = segment_karma(totals, [mapper.karma_company(c) for c in companies])
     return [{"segment": s.segment, "mean_karma": round(s.mean, 2), "companies": s.count}
             for s in result]
+
+
+# -- stage history still being backfilled (syncd.store.backlog) -------------------------------
+def stage_history_section(session: Session, tenant_id: int) -> dict[str, Any]:
+    """Coverage of the stage-history backfill: deals with their history of those owing it
+    (``pending_ids``: the deals still waiting, taken out by ``build_report``)."""
+    done, owed = backlog.coverage(session, tenant_id)
+    return {"with_history": done, "owed": owed, "pending": owed - done,
+            "coverage": round(done / owed, 4) if owed else None,
+            "pending_ids": backlog.pending(session, tenant_id) if done < owed else set()}
+
+
+def _mark_history_pending(violations: list[dict[str, Any]], pending: set[str]) -> None:
+    """A finding built without history because the deal's history is still to be read says
+    so (``details.history: "pending"``), instead of claiming the CRM has none."""
+    for violation in violations:
+        details = violation.get("details")
+        if violation.get("deal_id") in pending and isinstance(details, dict) and \
+                details.get("history") == "derived":
+            violation["details"] = {**details, "history": "pending"}
+
+
+def stage_history_notes(section: dict[str, Any], language: str) -> list[str]:
+    if not section["pending"]:
+        return []
+    return [translator(language, "report").gettext(
+        "Stage history is still being read for {pending} deal(s) ({done} of {owed} done, "
+        "within the daily API budget): until it arrives, their findings use the current "
+        "stage only.").format(pending=section["pending"], done=section["with_history"],
+                              owed=section["owed"])]
 
 
 def _notes(violations: list[dict[str, Any]], language: str = "en") -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syncd import store
+from syncd import backfill, store
 from syncd.audit.engine import audit_deals
 from syncd.audit.facts import DealFacts, Finding
 from syncd.audit_pass import SAFETY, audit_store, chunk_facts, save_state
@@ -114,7 +114,8 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
     status: RunStatus = "failed"
     error: str | None = None
     try:
-        _pull(db, connector, tenant_id, options, summary, run_id)
+        _pull(db, connector, tenant_id, options, summary, run_id,
+              timezone=tenant.config.timezone)
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
         _audit_and_score(db, tenant, tenant_id, run_id, now, summary, full=options.full)
         if summary.live and options.write and tenant.config.writeback.enabled:
@@ -169,15 +170,21 @@ def _after_sync(plugins: Plugins, tenant: str, summary: PassSummary) -> None:
 
 # -- pull ------------------------------------------------------------------------------------
 def _pull(db: store.Database, connector: Connector, tenant_id: int, options: PassOptions,
-          summary: PassSummary, run_id: int | None = None) -> None:
+          summary: PassSummary, run_id: int | None = None, *, timezone: str = "UTC") -> None:
     context = PullContext(full=options.full, overlap=options.overlap,
                           stop_requested=options.stop_requested, on_request=options.on_request)
     changed_deals: set[str] = set()
+    history_budget = connector.history_backfill()  # None: history comes with the pull
+    now = options.clock()
+    today = backfill.local_day(now, timezone)
     for stream in connector.streams:
         options.on_stream(stream)
         if stream == "stage_history":
             context.stored_deals = _history_owed(db, tenant_id, run_id)
             context.changed_deal_ids = changed_deals | set(context.stored_deals)
+            if history_budget is not None:
+                backfill.plan(db, tenant_id, history_budget, context.changed_deal_ids,
+                              context, now, today)
         with db.session() as session:
             cursor = None if options.full else store.get_cursor(session, tenant_id, stream)
             held = _Held({row.external_id: row.payload
@@ -193,6 +200,8 @@ def _pull(db: store.Database, connector: Connector, tenant_id: int, options: Pas
                 summary.requests += page.requests
                 summary.problems.extend(page.problems)
                 changed_deals |= stats.changed_ids.get("deal", set())
+                if history_budget is not None and stream == "stage_history":
+                    backfill.record(db, tenant_id, page, now, today)
                 if options.stop_requested():
                     message = f"stopped during stream {stream} after a committed page"
                     raise Interrupted(message)

@@ -605,6 +605,31 @@ class DealDueRow(Base):
     unmapped_stage: Mapped[str | None] = mapped_column(Text)
 
 
+class HistoryBacklogRow(Base):
+    """A deal owing its stage history (``syncd.store.backlog``): queued when a pass stored
+    it changed, ``done_at`` set once its history was read (None: still pending)."""
+
+    __tablename__ = "history_backlog"
+    __table_args__ = (Index("ix_history_backlog_tenant_done", "tenant_id", "done_at"),)
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    deal_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    queued_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+
+
+class HistorySpendRow(Base):
+    """CRM requests stage history spent for one tenant on one local day."""
+
+    __tablename__ = "history_spend"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    requests: Mapped[int]
+
+
 #: Record tables by name, for counts and maintenance.
 RECORD_MODELS: dict[str, type[RecordMixin]] = {
     "users": UserRow,

@@ -10,7 +10,9 @@ Streams, in ``STANDARD_STREAMS`` order:
   ``update_time``, so every page can carry the highest ``update_time`` read so far as its
   cursor. A pass with nothing new costs exactly one request per entity stream;
 * ``stage_history``: the v1 deal flow of each changed deal updated within
-  ``history_days``, 50 deals per page, cursor ``None``.
+  ``history_days``, 50 deals per page, cursor ``None``. One request per deal: it is a
+  budgeted backfill (``history_backfill``; ``syncd.store.backlog``): each pass reads the
+  deals the core hands over, within ``history_budget_share`` of ``daily_token_budget``.
 
 Archived deals (excluded from the deal list by Pipedrive since 2025-07-15) are read too
 unless ``include_archived: false``: they are real sales and count for karma (one more
@@ -34,6 +36,7 @@ from syncd.connector import (
     ConnectionSettings,
     GateChange,
     Gates,
+    HistoryBackfill,
     Inspection,
     StageGate,
     WebhookHint,
@@ -51,6 +54,7 @@ from syncd_pipedrive.streams import (
     ENTITY_STREAMS,
     FIELD_PATHS,
     FLOW_PATH,
+    FLOW_TOKENS,
     HISTORY_BATCH,
     REFERENCE_STREAMS,
     Entity,
@@ -189,11 +193,23 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
                                                      if is_deleted(r)],
                     problems=[str(p) for p in problems])
 
+    def history_backfill(self) -> HistoryBackfill | None:
+        """Flow reads within the configured share of the daily token budget."""
+        if self.settings.history_days == 0:
+            return None
+        share = self.settings.daily_token_budget * self.settings.history_budget_share
+        return HistoryBackfill(requests_per_day=int(share // FLOW_TOKENS),
+                               horizon_days=self.settings.history_days)
+
     def _read_stage_history(self, read: Read) -> Iterator[Page]:
         days = self.settings.history_days
         if days == 0:
             return
         context = read.context
+        if context.history_deals is not None:
+            yield from self._backfill_history(read, context.history_deals,
+                                              context.history_allowance)
+            return
         horizon = self._now() - timedelta(days=days)
         for deal_id, stored in context.stored_deals.items():  # owed by an unfinished pass
             self._deals_seen.setdefault(deal_id, stored)
@@ -210,15 +226,56 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
         for first in range(0, len(wanted), HISTORY_BATCH):
             records: list[StageChange] = []
             for deal_id in wanted[first: first + HISTORY_BATCH]:
-                records.extend(self._deal_history(deal_id))
+                records.extend(self._deal_history(deal_id) or [])
             yield Page("stage_history", records, None)
 
-    def _deal_history(self, deal_id: str) -> list[StageChange]:
+    def _backfill_history(self, read: Read, deal_ids: list[str],
+                          allowance: int | None) -> Iterator[Page]:
+        """The flows of ``deal_ids`` in order, stopping before the request that would
+        exceed ``allowance``; each page names the deals it completes (``covered``)."""
+        for deal_id, stored in read.context.stored_deals.items():  # their current stage
+            self._deals_seen.setdefault(deal_id, stored)
+        start = read.meter()
+
+        def affordable() -> bool:
+            return allowance is None or read.meter() - start < allowance
+
+        for first in range(0, len(deal_ids), HISTORY_BATCH):
+            records: list[StageChange] = []
+            covered: list[str] = []
+            for deal_id in deal_ids[first: first + HISTORY_BATCH]:
+                if not deal_id.isdigit():
+                    log.warning("pipedrive stage_history: %r is not a deal id; skipped", deal_id)
+                    covered.append(deal_id)
+                    continue
+                if not affordable():
+                    break
+                changes = self._deal_history(deal_id, affordable)
+                if changes is not None:
+                    records.extend(changes)
+                    covered.append(deal_id)
+            if records or covered:
+                yield Page("stage_history", records, None, covered=covered)
+            if not affordable() or read.context.stop_requested():
+                return
+
+    def _deal_history(self, deal_id: str,
+                      affordable: Callable[[], bool] = lambda: True) -> list[StageChange] | None:
+        """One deal's transitions; None when ``affordable`` ran out between its flow pages
+        (the deal stays owed: its history is read whole or not at all)."""
         path = FLOW_PATH.format(id=int(deal_id))
         rows: list[Any] = []
+
+        def before_next() -> None:
+            if not affordable():
+                raise _OutOfAllowance
+
         try:
-            for items in self.client.iter_v1(path, {"items": "dealChange"}):
+            for items in self.client.iter_v1(path, {"items": "dealChange"},
+                                             before_next=before_next):
                 rows.extend(items)
+        except _OutOfAllowance:
+            return None
         except FatalAPIError as exc:
             if exc.status in {404, 410}:  # deleted for good since we read it: no history
                 log.info("pipedrive deal %s has no flow (HTTP %s)", deal_id, exc.status)
@@ -315,3 +372,7 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
 
 def _id_order(value: str) -> tuple[int, str]:
     return (int(value), "") if value.isdigit() else (1 << 62, value)
+
+
+class _OutOfAllowance(Exception):
+    """The history allowance ran out between two pages of one deal's flow."""

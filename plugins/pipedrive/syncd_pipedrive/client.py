@@ -204,9 +204,16 @@ class PipedriveClient:
                         NextToken(lambda body: _extra(body).get("next_cursor")),
                         {"limit": self.page_size, **(params or {})}, where=f"pipedrive {path}")
 
-    def iter_v1(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[Any]]:
-        """Every page of a v1 offset-paged list; ``data: null`` is an empty page."""
-        return paginate(lambda query: self.api.get(path, params=query),
+    def iter_v1(self, path: str, params: Mapping[str, Any] | None = None, *,
+                before_next: Callable[[], None] | None = None) -> Iterator[list[Any]]:
+        """Every page of a v1 offset-paged list; ``data: null`` is an empty page.
+        ``before_next`` is called before each request after the first (it may raise)."""
+        def fetch(query: dict[str, Any]) -> Any:
+            if before_next is not None and query.get("start"):
+                before_next()
+            return self.api.get(path, params=query)
+
+        return paginate(fetch,
                         lambda body: _as_list(_envelope(body, path)[0], path),
                         Offset("start", next_offset=_v1_next_start),
                         {**(params or {}), "start": 0,

@@ -31,6 +31,12 @@ class PipedriveSettings(ConnectionSettings):
     page_size: int = Field(default=500, ge=1, le=500)
     #: Stage history is read only for changed deals updated within this many days; 0: never.
     history_days: int = Field(default=365, ge=0)
+    #: The company's daily API token budget (30,000 x plan multiplier x seats, plus
+    #: top-ups; Lite with one seat: 30,000). Shared with every other integration.
+    daily_token_budget: int = Field(default=30_000, ge=1)
+    #: The share of ``daily_token_budget`` stage history may spend per day (a deal flow
+    #: read costs ``FLOW_TOKENS``); the rest is left to the pull, write-back and others.
+    history_budget_share: float = Field(default=0.5, ge=0, le=1)
     #: Read timeout of one request, seconds.
     timeout_seconds: float = Field(default=60, gt=0)
     #: Also read ``/api/v2/deals/archived`` (one more request per pass; archived deals are
