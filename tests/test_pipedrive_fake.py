@@ -376,3 +376,38 @@ def test_sample_is_deterministic_and_uses_the_vocabulary() -> None:
             assert moves[-1]["data"]["log_time"].replace(" ", "T") + "Z" == deal[
                 "stage_change_time"]
     assert len(sample_dataset(NOW, deals=200).deals.rows) == 200
+
+
+def test_legacy_client_mode_query_token_v1_fields_and_whole_second_reset() -> None:
+    """What third-party clients such as tap-pipedrive need (bench/bench_tap_pipedrive.py):
+    ``?api_token=`` only when enabled, v1 field lists in start/limit pages, and the reset
+    header in whole seconds."""
+    with FakePipedrive(sample_dataset(NOW), burst_limit=3, window=2.0) as strict:
+        refused = requests.get(f"{strict.base_url}/v1/dealFields",
+                               params={"api_token": strict.token}, timeout=10)
+        assert refused.status_code == 401
+    with FakePipedrive(sample_dataset(NOW), burst_limit=50, window=2.0, query_token=True,
+                       whole_second_reset=True) as fake:
+        url = f"{fake.base_url}/v1/dealFields"
+        first = requests.get(url, params={"api_token": fake.token, "start": 0, "limit": 5},
+                             timeout=10)
+        assert first.status_code == 200
+        body = first.json()
+        assert len(body["data"]) == 5
+        assert body["additional_data"]["pagination"] == {
+            "start": 0, "limit": 5, "more_items_in_collection": True, "next_start": 5}
+        assert {"id", "key", "name", "field_type"} <= set(body["data"][0])
+        keys: list[str] = [f["key"] for f in body["data"]]
+        start = 5
+        while start is not None:
+            page = requests.get(url, params={"api_token": fake.token, "start": start,
+                                             "limit": 5}, timeout=10).json()
+            keys += [f["key"] for f in page["data"] or []]
+            start = page["additional_data"]["pagination"].get("next_start")
+        assert keys == [d["field_code"] for d in fake.field_defs["dealFields"]]
+        assert K["Lead source"] in keys
+        headers = first.headers
+        assert headers["x-ratelimit-reset"].isdigit()
+        notes = requests.get(f"{fake.base_url}/v1/noteFields",
+                             params={"api_token": fake.token}, timeout=10).json()
+        assert notes["additional_data"]["pagination"]["more_items_in_collection"] is False

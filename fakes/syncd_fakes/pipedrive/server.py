@@ -4,17 +4,24 @@ Used by the tests, ``syncd demo`` and the benchmark. It follows the documented b
 the connector depends on, so a connector bug shows up here as it would against Pipedrive:
 
 * ``x-api-token`` header auth (401 ``{success: false, error}`` otherwise; a token in the
-  query string is *not* accepted);
+  query string is *not* accepted unless ``query_token=True``: the ``api_token`` query
+  parameter is Pipedrive's older documented transport, still used by third-party clients
+  such as tap-pipedrive, https://pipedrive.readme.io/docs/core-api-concepts-authentication);
 * v2 lists with cursor paging (``limit`` <= 500, opaque ``next_cursor``), ``updated_since``
   (>=) / ``updated_until`` (<), ``sort_by`` ``id|update_time|add_time``, ``sort_direction``,
   deal ``status`` (default: everything but deleted; archived deals only under
   ``/deals/archived``), activity ``deal_id``/``org_id``/``person_id``/``owner_id``/``done``;
+* v1 field lists ``dealFields``, ``organizationFields``, ``personFields``, ``activityFields``
+  (``start``/``limit`` offset paging, ``additional_data.pagination``; fields carry ``key``,
+  ``name``, ``field_type``: https://developers.pipedrive.com/docs/api/v1/DealFields#getDealFields);
 * v1 ``users``, ``activityTypes`` and ``deals/{id}/flow`` (offset paging, ``data: null``
   when empty, string old/new values, ``YYYY-MM-DD HH:MM:SS`` times, newest first);
 * PATCH of deal/organization ``custom_fields`` (rejecting unknown keys and numbers sent as
   strings, bumping ``update_time``), POST of activities and of custom fields (v1);
 * a rolling ``window``-second limit of ``burst_limit`` requests per token: 429 with
-  ``x-ratelimit-limit/remaining/reset`` (those headers are on every response);
+  ``x-ratelimit-limit/remaining/reset`` (those headers are on every response; the reset in
+  fractional seconds, or rounded up to whole seconds with ``whole_second_reset=True`` as in
+  the rate-limit page's example value ``2``, https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting);
   optionally a daily budget (429 with ``x-daily-ratelimit-token-remaining: 0``);
 * fault injection (``faults``): 429, 503, an HTML 403 block page, HTML 502, truncated
   JSON, 204 with no body, a dropped connection, or holding a request on a
@@ -34,6 +41,7 @@ import base64
 import bisect
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -174,6 +182,29 @@ class Request:
 FaultPolicy = Callable[[Request], "Fault | str | None"] | list[Fault]
 
 
+def _standard_fields(*fields: tuple[str, str, str]) -> list[dict[str, Any]]:
+    return [{"field_code": code, "field_name": name, "field_type": kind,
+             "is_custom_field": False, "options": None} for code, name, kind in fields]
+
+
+#: v1 field lists of the entities the fake keeps no custom fields for: standard fields only.
+_STANDARD_ONLY_FIELDS: dict[str, list[dict[str, Any]]] = {
+    "activityFields": _standard_fields(
+        ("id", "ID", "int"), ("subject", "Subject", "varchar"), ("type", "Type", "enum"),
+        ("done", "Done", "boolean"), ("due_date", "Due date", "date"),
+        ("deal_id", "Deal", "int"), ("org_id", "Organization", "int"),
+        ("person_id", "Person", "int"), ("owner_id", "Assigned to user", "user"),
+        ("update_time", "Update time", "date")),
+    "noteFields": _standard_fields(
+        ("id", "ID", "int"), ("content", "Content", "text"), ("deal_id", "Deal", "int"),
+        ("org_id", "Organization", "int"), ("person_id", "Person", "int"),
+        ("update_time", "Update time", "date")),
+    "productFields": _standard_fields(
+        ("id", "ID", "int"), ("name", "Name", "varchar"), ("code", "Product code", "varchar"),
+        ("unit", "Unit", "varchar"), ("update_time", "Update time", "date")),
+}
+
+
 class _RollingWindow:
     """Arrival times of the last ``window`` seconds, per token."""
 
@@ -212,9 +243,13 @@ class FakePipedrive(FakeHTTPServer):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         host: str = "127.0.0.1",
         port: int = 0,
+        query_token: bool = False,
+        whole_second_reset: bool = False,
     ) -> None:
         self.dataset = dataset
         self.token = token
+        self.query_token = query_token
+        self.whole_second_reset = whole_second_reset
         self.burst_limit = burst_limit
         self.window = window
         self.faults = faults
@@ -291,12 +326,15 @@ class FakePipedrive(FakeHTTPServer):
         with self.lock:
             self.requests.append((method, path, query, body))
             self.requests_count += 1
-        if handler.headers.get("x-api-token") != self.token:
+        token = handler.headers.get("x-api-token")
+        if token is None and self.query_token:
+            token = query.get("api_token")
+        if token != self.token:
             handler.reply(401, {"success": False, "error": "unauthorized access",
                                 "errorCode": 401,
                                 "error_info": "Please check developers.pipedrive.com"})
             return
-        headers, limited = self._rate(handler.headers.get("x-api-token", ""))
+        headers, limited = self._rate(token)
         if limited is not None:  # rejected before anything else happens, as a real 429 is
             with self.lock:
                 self.rate_limited_count += 1
@@ -353,7 +391,8 @@ class FakePipedrive(FakeHTTPServer):
             admitted, remaining, reset = window.admit(now)
             headers = {"x-ratelimit-limit": str(self.burst_limit),
                        "x-ratelimit-remaining": str(remaining),
-                       "x-ratelimit-reset": f"{reset:.3f}"}
+                       "x-ratelimit-reset": (str(math.ceil(reset)) if self.whole_second_reset
+                                             else f"{reset:.3f}")}
             problem = None if admitted else "Request over limit"
             if self.daily_budget is not None:
                 if admitted:
@@ -400,6 +439,8 @@ class FakePipedrive(FakeHTTPServer):
         ("GET", re.compile(r"/api/v2/(dealFields|organizationFields|personFields)"), "fields"),
         ("POST", re.compile(r"/(?:api/)?v1/(dealFields|organizationFields)"), "create_field"),
         ("GET", re.compile(r"/(?:api/)?v1/(users|activityTypes)"), "v1_list"),
+        ("GET", re.compile(r"/(?:api/)?v1/(dealFields|organizationFields|personFields"
+                           r"|activityFields|noteFields|productFields)"), "v1_fields"),
         ("GET", re.compile(r"/(?:api/)?v1/deals/(\d+)/flow"), "flow"),
     )
 
@@ -530,6 +571,32 @@ class FakePipedrive(FakeHTTPServer):
     def _do_v1_list(self, request: Request, kind: str) -> tuple[int, Any]:
         rows = self.dataset.users if kind == "users" else self.dataset.activity_types
         return 200, {"success": True, "data": rows or None}
+
+    def _do_v1_fields(self, request: Request, kind: str) -> tuple[int, Any]:
+        """v1 "Get all deal fields" (and organization/person/activity fields): offset paging
+        with ``start``/``limit`` (max 500) and ``additional_data.pagination``; each field has
+        ``id``, ``key`` (the hash for custom fields), ``name``, ``field_type`` and, for
+        enum/set, ``options``. The fake has no activity, note or product custom fields:
+        those lists hold standard fields only (v1 NoteFields, ProductFields,
+        ActivityFields in the same reference)."""
+        start = _int(request.query.get("start", 0), "start")
+        limit = _int(request.query.get("limit", DEFAULT_LIMIT), "limit")
+        if start < 0 or not 1 <= limit <= MAX_LIMIT:
+            raise ApiProblem(400, f"start must be >= 0 and limit between 1 and {MAX_LIMIT}")
+        defs = self.field_defs.get(kind) or _STANDARD_ONLY_FIELDS[kind]
+        rows = [{"id": number, "key": d["field_code"], "name": d["field_name"],
+                 "field_type": d["field_type"], "edit_flag": d["is_custom_field"],
+                 "active_flag": True, "mandatory_flag": False, "order_nr": number,
+                 **({"options": d["options"]} if d.get("options") else {})}
+                for number, d in enumerate(defs, start=1)]
+        page = rows[start: start + limit]
+        more = start + limit < len(rows)
+        pagination: dict[str, Any] = {"start": start, "limit": limit,
+                                      "more_items_in_collection": more}
+        if more:
+            pagination["next_start"] = start + limit
+        return 200, {"success": True, "data": page or None,
+                     "additional_data": {"pagination": pagination}}
 
     def _do_flow(self, request: Request, deal_id: str) -> tuple[int, Any]:
         number = int(deal_id)

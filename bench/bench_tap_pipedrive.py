@@ -1,0 +1,163 @@
+"""Benchmark: `syncd sync` against tap-pipedrive on the same fake Pipedrive, same limits.
+
+    python -m venv /tmp/tapvenv && /tmp/tapvenv/bin/pip install tap-pipedrive==2.1.0
+    python bench/bench_tap_pipedrive.py --deals 20000 --tap-python /tmp/tapvenv/bin/python
+
+Serves ``scaled_dataset`` (organizations ~ deals/4, persons ~ deals/2, activities ~ 3 x
+deals) from ``syncd_fakes.pipedrive`` at the Lite burst limit (20 requests per rolling 2 s)
+and times, each against a fresh fake (fresh rate window):
+
+* tap-pipedrive (the Singer tap from PyPI, run unmodified in its own venv; only its
+  hard-coded ``https://api.pipedrive.com`` base is pointed at the fake) syncing users,
+  pipelines, stages, activity types, deal fields, organizations, persons, deals and
+  activities from ``start_date`` 2000-01-01 into a file (what a Singer target would read);
+* ``syncd sync`` (a subprocess, as a user runs it) of one tenant on the same streams into a
+  fresh SQLite store, with the audit, karma and report that follow the pull.
+
+Same work on both sides: stage history (one request per deal for both) is off
+(``history_days: 0``; the tap's ``dealflow`` is not selected) and so is syncd's write-back
+(the tap writes nothing back). The fake accepts the tap's ``?api_token=`` and reports
+``x-ratelimit-reset`` in whole seconds (the documented example value), for both runs.
+Prints both wall times, requests, 429s, the ratio (target >= 4) and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from syncd_fakes.pipedrive.sample import scaled_dataset
+from syncd_fakes.pipedrive.server import DEMO_TOKEN, FakePipedrive
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_TENANT = REPO / "config" / "demo" / "tenants" / "northwind.yaml"
+TAP_STREAMS = ("users", "pipelines", "stages", "activity_types", "deal_fields",
+               "organizations", "persons", "deals", "activities")
+#: The tap's config.BASE_URL is imported by name into tap_pipedrive.tap; point it at the fake.
+TAP_LAUNCHER = ("import sys, tap_pipedrive.tap as tap; tap.BASE_URL = sys.argv.pop(1); "
+                "from tap_pipedrive.cli import main; main()")
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f} / {five:.2f} (1/5 min)"
+
+
+def fake(dataset: object, args: argparse.Namespace) -> FakePipedrive:
+    return FakePipedrive(dataset, burst_limit=args.burst_limit, window=args.window,
+                         query_token=True, whole_second_reset=True)
+
+
+def run_tap(python: str, base_url: str, work: Path) -> tuple[float, dict[str, int]]:
+    config = work / "tap-config.json"
+    config.write_text(json.dumps({"api_token": DEMO_TOKEN,
+                                  "start_date": "2000-01-01T00:00:00Z"}), encoding="utf-8")
+    launcher = [python, "-c", TAP_LAUNCHER, base_url, "--config", str(config)]
+    discovered = subprocess.run([*launcher, "--discover"], capture_output=True, text=True,
+                                check=True)
+    catalog = json.loads(discovered.stdout)
+    for stream in catalog["streams"]:
+        chosen = stream["tap_stream_id"] in TAP_STREAMS
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = chosen
+    catalog_path = work / "tap-catalog.json"
+    catalog_path.write_text(json.dumps(catalog), encoding="utf-8")
+    output = work / "tap-output.jsonl"
+    started = time.monotonic()
+    with output.open("w", encoding="utf-8") as sink:
+        done = subprocess.run([*launcher, "--catalog", str(catalog_path)], stdout=sink,
+                              stderr=subprocess.PIPE, text=True, check=False)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-3000:])
+        message = f"tap-pipedrive exited with {done.returncode}"
+        raise SystemExit(message)
+    records: dict[str, int] = {}
+    with output.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith('{"type": "RECORD"') or line.startswith('{"type":"RECORD"'):
+                stream = json.loads(line)["stream"]
+                records[stream] = records.get(stream, 0) + 1
+    return wall, records
+
+
+def run_syncd(base_url: str, args: argparse.Namespace, work: Path) -> tuple[float, str]:
+    tenant = yaml.safe_load(DEMO_TENANT.read_text(encoding="utf-8"))
+    tenant["connection"].update({"base_url": base_url,
+                                 "api_token": {"$env": "BENCH_PIPEDRIVE_TOKEN"},
+                                 "burst_limit": args.burst_limit, "history_days": 0})
+    tenant["writeback"] = {"enabled": False}
+    (work / "tenants").mkdir()
+    (work / "tenants" / "bench.yaml").write_text(yaml.safe_dump(tenant), encoding="utf-8")
+    config = work / "syncd.yaml"
+    config.write_text(yaml.safe_dump({
+        "database_url": f"sqlite:///{work / 'syncd.db'}", "tenants_dir": "tenants",
+        "salesbooks_dir": str(REPO / "config" / "salesbooks"), "reports_dir": "reports",
+        "log_level": "WARNING", "http": {"host": "127.0.0.1", "port": 0}}), encoding="utf-8")
+    env = {**os.environ, "BENCH_PIPEDRIVE_TOKEN": DEMO_TOKEN}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "syncd.cli", "--config", str(config), "sync",
+                           "--format", "json"], capture_output=True, text=True, env=env,
+                          check=False, cwd=work)
+    wall = time.monotonic() - started
+    if done.returncode not in (0, 4):  # 4: violations/quarantine found, the pass completed
+        sys.stderr.write(done.stderr[-3000:])
+        message = f"syncd sync exited with {done.returncode}"
+        raise SystemExit(message)
+    return wall, done.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, default=20_000)
+    parser.add_argument("--burst-limit", type=int, default=20, help="requests per window")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds")
+    parser.add_argument("--tap-python", default="/tmp/tapvenv/bin/python",
+                        help="the python of a venv with tap-pipedrive installed")
+    args = parser.parse_args(argv)
+    if not Path(args.tap_python).exists():
+        print(f"no {args.tap_python}: python -m venv /tmp/tapvenv && "
+              "/tmp/tapvenv/bin/pip install tap-pipedrive==2.1.0")
+        return 2
+    version = subprocess.run([args.tap_python, "-m", "pip", "show", "tap-pipedrive"],
+                             capture_output=True, text=True, check=False).stdout
+    version = next((line.split(":", 1)[1].strip() for line in version.splitlines()
+                    if line.startswith("Version:")), "unknown")
+    dataset = scaled_dataset(args.deals, now=datetime.now(UTC))
+    print(f"fake Pipedrive: {dataset.name}; {len(dataset.deals)} deals, "
+          f"{len(dataset.organizations)} organizations, {len(dataset.persons)} persons, "
+          f"{len(dataset.activities)} activities; {args.burst_limit} requests / "
+          f"{args.window:g} s; {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="bench-tap-") as tmp:
+        work = Path(tmp)
+        (work / "tap").mkdir()
+        (work / "syncd").mkdir()
+        print(f"tap-pipedrive {version}: starting, {load()}")
+        with fake(dataset, args) as server:
+            tap_wall, records = run_tap(args.tap_python, server.base_url, work / "tap")
+            tap_requests, tap_429 = server.requests_count, server.rate_limited_count
+        print(f"  wall {tap_wall:.1f} s, {tap_requests} requests (incl. discovery), "
+              f"{tap_429} 429s, {load()}")
+        print("  records: " + ", ".join(f"{k} {v}" for k, v in sorted(records.items())))
+        print(f"syncd sync: starting, {load()}")
+        with fake(dataset, args) as server:
+            syncd_wall, _ = run_syncd(server.base_url, args, work / "syncd")
+            syncd_requests, syncd_429 = server.requests_count, server.rate_limited_count
+        print(f"  wall {syncd_wall:.1f} s, {syncd_requests} requests, {syncd_429} 429s, "
+              f"{load()}")
+    ratio = tap_wall / syncd_wall
+    print(f"tap-pipedrive / syncd sync: {ratio:.2f}x (target >= 4), {load()}")
+    return 0 if ratio >= 4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
