@@ -30,9 +30,16 @@ from syncd.config import (
 )
 from syncd.daemon import Runner, TenantOutcome, config_outcome, log_broken
 from syncd.display import print_people_and_kpis, print_report, print_summary, pull_progress
-from syncd.errors import ConfigError, PluginError, SyncdError
+from syncd.errors import ConfigError, ConfigProblem, PluginError, SyncdError
 from syncd.fieldcheck import offline_problems
-from syncd.i18n import LANGUAGES, translator
+from syncd.i18n import (
+    LANGUAGES,
+    Text,
+    Translator,
+    environment_language,
+    say,
+    translator,
+)
 from syncd.logs import setup_logging
 from syncd.onboarding.todos import todo_problems
 from syncd.plugins import Plugins, make_plugin_manager
@@ -49,43 +56,94 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Map our errors onto the documented exit codes with a clean one-line message."""
+    """Map our errors onto the documented exit codes with a clean one-line message, said in
+    the reader's language (``reader_language``)."""
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        lang = kwargs.get("lang")
+        tenant = kwargs.get("tenant")
+        context = args[0] if args and isinstance(args[0], Context) else None
+
+        def said(file: str = "") -> Translator:
+            return translator(reader_language(lang, file or _tenant_file(context, tenant)),
+                              "cli")
+
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
             for problem in exc.problems:
-                err.print(f"[red]error:[/] {redact(str(problem))}", highlight=False)
+                t = said(problem.file)
+                word = t.gettext("error:")
+                err.print(f"[red]{word}[/] {escape(redact(problem.say(t.lang)))}",
+                          highlight=False)
             sys.exit(exitcodes.CONFIG_ERROR)
         except PluginError as exc:
-            err.print(f"[red]plugin error:[/] {redact(str(exc))}", highlight=False)
+            word = said().gettext("plugin error:")
+            err.print(f"[red]{word}[/] {redact(str(exc))}", highlight=False)
             sys.exit(exitcodes.CONFIG_ERROR)
         except KeyboardInterrupt:
-            err.print("interrupted")
+            err.print(said().gettext("interrupted"))
             sys.exit(exitcodes.INTERRUPTED)
         except SyncdError as exc:
-            err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
+            t = said()
+            message = (exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], Text)
+                       else str(exc))
+            word = t.gettext("error:")
+            err.print(f"[red]{word}[/] {redact(say(message, t.lang))}", highlight=False)
             sys.exit(exitcodes.TENANT_FAILED)
         except OSError as exc:  # a path given by the user (``-o``, a config file, a port)
             where = f": {exc.filename}" if exc.filename else ""
-            err.print(f"[red]error:[/] {redact(f'{exc.strerror or exc}{where}')}",
+            word = said().gettext("error:")
+            err.print(f"[red]{word}[/] {redact(f'{exc.strerror or exc}{where}')}",
                       highlight=False)
             sys.exit(exitcodes.CONFIG_ERROR)
         except DBAPIError as exc:  # the database cannot be reached or used
             reason = redact(" ".join(str(exc.orig or exc).split())[:300])
-            err.print(f"[red]error:[/] the database cannot be used ({reason}); check "
-                      "database_url / SYNCD_DATABASE_URL", highlight=False)
+            t = said()
+            word = t.gettext("error:")
+            err.print(f"[red]{word}[/] " + t.gettext(
+                "the database cannot be used ({reason}); check database_url / "
+                "SYNCD_DATABASE_URL").format(reason=reason), highlight=False)
             sys.exit(exitcodes.CONFIG_ERROR)
         except Exception as exc:  # a bug: the traceback goes to the log, a line to the user
             log.critical("internal error in `syncd %s`", func.__name__.replace("_", " "),
                          exc_info=True)
-            err.print(f"[red]internal error:[/] {redact(f'{type(exc).__name__}: {exc}')} "
-                      "(a bug in syncd; the traceback is in the log)", highlight=False)
+            t = said()
+            word = t.gettext("internal error:")
+            err.print(f"[red]{word}[/] "
+                      f"{redact(f'{type(exc).__name__}: {exc}')} "
+                      + t.gettext("(a bug in syncd; the traceback is in the log)"),
+                      highlight=False)
             sys.exit(exitcodes.INTERNAL_ERROR)
 
     return wrapper
+
+
+def reader_language(override: str | None, file: str | Path | None = None) -> str:
+    """The language a command's message is said in: ``--lang``; else, for a message about
+    a tenant file, that file's ``language`` (read leniently); else the locale environment
+    (``LANG``...: ``ru_RU.UTF-8`` is Russian); else English (docs/i18n.md)."""
+    if override in LANGUAGES:
+        return str(override)
+    if file:
+        path = Path(file)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            try:
+                data = read_yaml(path)
+            except ConfigError:
+                data = {}
+            language = data.get("language") if isinstance(data, dict) else None
+            if language in LANGUAGES:
+                return str(language)
+    return environment_language()
+
+
+def _tenant_file(context: Context | None, tenant: Any) -> Path | None:
+    """The file of the tenant a command names (``report TENANT``), when the settings load."""
+    if context is None or not isinstance(tenant, str) or context._settings is None:
+        return None
+    return context._settings.tenant_files().get(tenant)
 
 
 class Context:
@@ -215,17 +273,18 @@ def check(obj: Context, online: bool, lang: str | None) -> None:
     problems += found
     languages = tenant_languages(obj.settings.tenant_files(), lang)
     for preview in previews:
-        out.print(preview.line(languages.get(preview.tenant, lang or "en")), highlight=False)
+        out.print(preview.line(languages.get(preview.tenant, reader_language(lang))),
+                  highlight=False)
     errors = [p for p in problems if p.severity == "error"]
     by_file = {str(path): languages.get(key, "en")
                for key, path in obj.settings.tenant_files().items()}
     for problem in problems:
-        said = translator(by_file.get(problem.file, lang or "en"), "cli")
+        said = translator(by_file.get(problem.file, reader_language(lang)), "cli")
         colour, word = (("red", said.gettext("error:")) if problem.severity == "error"
                         else ("yellow", said.gettext("warning:")))
         err.print(f"[{colour}]{word}[/] {escape(redact(problem.say(said.lang)))}",
                   highlight=False)
-    t = translator(lang or _common(languages.values()), "cli")
+    t = translator(lang or _common(languages.values()) or reader_language(None), "cli")
     tenants = len(obj.settings.tenant_files())
     out.print(t.ngettext("{n} tenant checked: {errors} error(s), {warnings} warning(s)",
                          "{n} tenants checked: {errors} error(s), {warnings} warning(s)",
@@ -237,24 +296,15 @@ def check(obj: Context, online: bool, lang: str | None) -> None:
 
 def tenant_languages(files: dict[str, Path], override: str | None) -> dict[str, str]:
     """``tenant -> the language its messages are said in``: ``override`` (``--lang``), else
-    the tenant file's ``language`` (read leniently: a broken file is said in English)."""
-    found = {}
-    for key, path in files.items():
-        language = override
-        if language is None:
-            try:
-                data = read_yaml(path)
-                language = data.get("language") if isinstance(data, dict) else None
-            except ConfigError:
-                language = None
-        found[key] = language if language in LANGUAGES else "en"
-    return found
+    the tenant file's ``language`` (read leniently: a file without a readable one is said
+    in the locale environment's language, ``reader_language``)."""
+    return {key: reader_language(override, path) for key, path in files.items()}
 
 
-def _common(languages: Iterable[str]) -> str:
-    """The one language every tenant shares, else English."""
+def _common(languages: Iterable[str]) -> str | None:
+    """The one language every tenant shares, else None (the reader's)."""
     distinct = set(languages)
-    return distinct.pop() if len(distinct) == 1 else "en"
+    return distinct.pop() if len(distinct) == 1 else None
 
 
 def exit_code_for(outcomes: list[TenantOutcome], *, named: bool = False) -> int:
@@ -289,11 +339,12 @@ def sync(obj: Context, tenants: tuple[str, ...], full: bool, as_of: str | None,
     found = obj.tenant_set(tenants)
     log_broken(found.broken)
     outcomes = []
+    files = obj.settings.tenant_files()
     for key, problems in found.broken.items():
         outcome = config_outcome(key, problems)
         outcomes.append(outcome)
         if fmt == "table":
-            _print_outcome(outcome)
+            _print_broken(key, problems, reader_language(None, files.get(key)))
     runner = Runner(obj.settings, obj.plugins, obj.database()) if found.loaded else None
     overlap = timedelta(minutes=obj.settings.daemon.overlap_minutes)
     for tenant in found.loaded.values():
@@ -317,20 +368,25 @@ def _outcome_dict(outcome: TenantOutcome) -> dict[str, Any]:
             "summary": outcome.summary.as_dict() if outcome.summary else None}
 
 
+def _print_broken(key: str, problems: list[ConfigProblem], language: str) -> None:
+    """A tenant whose file does not load: skipped, each problem in the reader's language."""
+    t = translator(language, "cli")
+    err.print("[red]" + escape(t.gettext("{tenant}: skipped, its tenant file does not load:")
+                               .format(tenant=key)) + "[/]", highlight=False)
+    for problem in problems:
+        err.print(f"  {escape(redact(problem.say(t.lang)))}", highlight=False)
+
+
 def _print_outcome(outcome: TenantOutcome, language: str = "en") -> None:
-    if outcome.config_error:
-        err.print(f"[red]{outcome.tenant}: skipped, its tenant file does not load:[/]",
-                  highlight=False)
-        for problem in outcome.problems:
-            err.print(f"  {problem}", highlight=False)
-        return
+    t = translator(language, "cli")
     if not outcome.ok:
-        err.print(f"[red]{outcome.tenant}: failed:[/] {outcome.error}", highlight=False)
+        err.print("[red]" + escape(t.gettext("{tenant}: failed:").format(tenant=outcome.tenant))
+                  + f"[/] {escape(str(outcome.error))}", highlight=False)
         return
     assert outcome.summary is not None
     print_summary(out, outcome.summary.as_dict(), language)
     if outcome.report:
-        out.print(f"report: {outcome.report}")
+        out.print(t.gettext("report: {path}").format(path=outcome.report), highlight=False)
 
 
 @main.command()

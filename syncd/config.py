@@ -216,7 +216,8 @@ class TenantConfig(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            message = f"unknown timezone {value!r} (use an IANA name like Europe/Moscow)"
+            message = Text("unknown timezone {value!r} (use an IANA name like Europe/Moscow)",
+                           value=value)
             raise ValueError(message) from None
         return value
 

@@ -22,7 +22,8 @@ catalogue with a non-empty Russian translation. docs/i18n.md says how to add a s
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
@@ -114,6 +115,26 @@ def normalize_language(lang: str | None) -> str:
     if code not in LANGUAGES:
         raise ValueError(f"unknown language {lang!r}: syncd speaks {', '.join(LANGUAGES)}")
     return code
+
+
+def environment_language(environ: Mapping[str, str] | None = None) -> str:
+    """The reader's language from the locale environment, read as gettext reads it
+    (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG``: the first one set decides):
+    ``ru_RU.UTF-8`` -> ``ru``; ``C``, ``POSIX``, unset or a language syncd does not speak
+    -> English. What a command says when neither ``--lang`` nor a tenant's ``language``
+    applies (docs/i18n.md)."""
+    env = os.environ if environ is None else environ
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(name)
+        if not value:
+            continue
+        for part in value.split(":"):  # LANGUAGE may list several: ru:en
+            try:
+                return normalize_language(part.split(".", 1)[0].split("@", 1)[0])
+            except ValueError:
+                continue
+        return SOURCE_LANGUAGE
+    return SOURCE_LANGUAGE
 
 
 def domains() -> tuple[str, ...]:
@@ -274,6 +295,7 @@ __all__ = [
     "Translator",
     "catalogue_path",
     "domains",
+    "environment_language",
     "install",
     "jinja_env",
     "merged_translations",

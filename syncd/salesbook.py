@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from syncd.errors import ConfigError, ConfigProblem
+from syncd.validation_text import validation_text
 
 PASSIVE_STATUSES = ("won", "lost", "deferred")
 
@@ -240,7 +241,7 @@ def problems_from_validation(error: ValidationError, file: str, prefix: str = ""
         key = ".".join(str(part) for part in item["loc"])
         if prefix:
             key = f"{prefix}.{key}" if key else prefix
-        message = item["msg"].removeprefix("Value error, ")
+        message = validation_text(dict(item))  # a Text: said in the reader's language
         problems.append(ConfigProblem(file=file, key=key, problem=message))
     return problems
 

@@ -30,6 +30,12 @@ PG_URL = os.environ.get("SYNCD_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SKIP_PG = os.environ.get("SYNCD_TEST_SKIP_PG") == "1"
 
+# What a command says outside a tenant follows the locale (LANG...: docs/i18n.md); tests
+# read it in English whatever the developer's desktop speaks, unless a test says otherwise.
+for _name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(_name, None)
+os.environ["LANG"] = "C.UTF-8"
+
 
 def _libpq(url: URL) -> str:
     """A SQLAlchemy URL as a libpq connection string (psycopg does not know "+psycopg")."""
