@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001  (Russian texts)
 """What a consultant reads when a command fails or a tenant file is wrong, in Russian:
 pydantic's validation errors, the `error:` prefix, a skipped tenant (docs/i18n.md)."""
 
