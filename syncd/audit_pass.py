@@ -70,6 +70,8 @@ class AuditOutcome:
     #: Deals whose stored inputs changed (or that a moved activity or stage change left),
     #: and deals that got a new violation: what karma must look at (incremental only).
     changed_ids: set[str] = field(default_factory=set)
+    #: Every deal this pass re-audited (incremental only; after a full audit: all).
+    audited_ids: set[str] = field(default_factory=set)
     opened_deal_ids: set[str] = field(default_factory=set)
     #: The state to save once the pass's later stages (karma) are done.
     state: AuditState | None = None
@@ -106,6 +108,7 @@ def audit_store(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int 
     outcome = AuditOutcome(full=full, previous=previous)
     if wanted is not None:
         outcome.changed_ids = changed
+        outcome.audited_ids = set(wanted)
     clock = DueClock(tenant.book, now, mapper.tz, custom_rules=bool(tenant.custom_rules))
     chunks = _all_chunks(db, tenant_id) if wanted is None else _id_chunks(tenant_id, wanted)
     for ids, rows_of in chunks:

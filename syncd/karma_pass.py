@@ -77,19 +77,22 @@ class KarmaDue:
 
 def score_store(db: store.Database, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
                 now: datetime, scope: KarmaScope | None,
-                karma_due_at: datetime | None) -> tuple[str, datetime | None]:
+                karma_due_at: datetime | None,
+                ) -> tuple[str, datetime | None, set[str] | None]:
     """Bring both ledgers up to date; ``scope`` None: recompute whole. Returns what was
-    done ("whole", "units", "unchanged") and the new karma due time."""
+    done ("whole", "units", "unchanged"), the new karma due time, and the companies whose
+    karma may have changed (None: any)."""
     if scope is not None and not scope.deal_ids and not scope.company_ids:
-        return "unchanged", karma_due_at
+        return "unchanged", karma_due_at, set()
     with db.session() as session:
         if scope is not None and len(scope.deal_ids) > WHOLE_SHARE * _deal_count(
                 session, tenant_id):
             scope = None
         if scope is None:
-            return "whole", _score_whole(session, tenant, tenant_id, mapper, now)
-        return "units", _score_units(session, tenant, tenant_id, mapper, now, scope,
-                                     karma_due_at)
+            return "whole", _score_whole(session, tenant, tenant_id, mapper, now), None
+        due_at, companies = _score_units(session, tenant, tenant_id, mapper, now, scope,
+                                         karma_due_at)
+        return "units", due_at, companies
 
 
 def _score_whole(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
@@ -145,7 +148,7 @@ def _whole_lines(session: Session, tenant: Tenant, tenant_id: int, mapper: Tenan
 
 def _score_units(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
                  now: datetime, scope: KarmaScope, karma_due_at: datetime | None,
-                 ) -> datetime | None:
+                 ) -> tuple[datetime | None, set[str]]:
     changed = scope.deal_ids
     companies = set(scope.company_ids)
     companies |= {c for c in _deal_companies(session, tenant_id, changed).values() if c}
@@ -181,8 +184,8 @@ def _score_units(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMap
     # The deals read here are only some: the earlier due time still holds for the others
     # (it is after ``now``, or the recomputation would have been whole).
     if karma_due_at is not None and (due.at is None or karma_due_at < due.at):
-        return karma_due_at
-    return due.at
+        return karma_due_at, companies
+    return due.at, companies
 
 
 def _unit_lines(ledger: people.PeopleLedger) -> dict[Any, str]:

@@ -41,7 +41,7 @@ from syncd.records import Page
 from syncd.store import auditstate
 from syncd.store.runs import RunStatus
 from syncd.store.sanitize import describe_error
-from syncd.writeback import WritebackResult, queue_tasks, run_writeback
+from syncd.writeback import WritebackResult, WritebackScope, queue_tasks, run_writeback
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,13 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
         _pull(db, connector, tenant_id, options, summary, run_id,
               timezone=tenant.config.timezone)
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
-        _audit_and_score(db, tenant, tenant_id, run_id, now, summary, full=options.full)
+        changes = _audit_and_score(db, tenant, tenant_id, run_id, now, summary,
+                                   full=options.full)
         if summary.live and options.write and tenant.config.writeback.enabled:
             with fence_crm_calls(db):  # every CRM request proves the lease first
+                scope = changes if _last_writes_complete(db, tenant_id, run_id) else None
                 result = run_writeback(db, connector, tenant, tenant_id, now,
-                                       stop_requested=options.stop_requested)
+                                       stop_requested=options.stop_requested, scope=scope)
             summary.writes = result.as_counts()
             summary.write_failures.extend(result.failures)
         status = "ok"
@@ -140,6 +142,21 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
         _finish_run(db, run_id, status, summary, error)
     _after_sync(plugins, tenant.key, summary)
     return summary
+
+
+def _last_writes_complete(db: store.Database, tenant_id: int, run_id: int) -> bool:
+    """Whether the tenant's previous pass ran its write-back to the end (nothing deferred
+    past ``max_writes_per_run``): only then may this pass plan only what it changed."""
+    runs = store.SyncRunRow
+    with db.session() as session:
+        last = session.execute(
+            select(runs.status, runs.counts).where(runs.tenant_id == tenant_id,
+                                                   runs.id != run_id)
+            .order_by(runs.started_at.desc(), runs.id.desc()).limit(1)).first()
+    if last is None or last.status != "ok":
+        return False
+    writes = (last.counts or {}).get("writes") or {}
+    return bool(writes) and not writes.get("fields_deferred")
 
 
 def _finish_run(db: store.Database, run_id: int, status: RunStatus,
@@ -304,7 +321,9 @@ def _history_owed(db: store.Database, tenant_id: int, run_id: int | None,
 
 # -- audit and karma ---------------------------------------------------------------------------
 def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int,
-                     now: datetime, summary: PassSummary, *, full: bool = False) -> None:
+                     now: datetime, summary: PassSummary, *, full: bool = False,
+                     ) -> WritebackScope | None:
+    """Audit and score; returns what write-back must look at (None: everything)."""
     if not summary.live:  # what-if: audit and karma as of that moment, nothing persisted
         with db.session() as session:
             mapper, findings = _audit(session, tenant, tenant_id, now)
@@ -315,7 +334,7 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
         with db.session() as session:
             lines = client_lines(session, tenant, tenant_id, mapper, now)
         summary.companies_with_karma = len({line.subject_id for line in lines})
-        return
+        return None
     with db.session() as session:
         mapper = make_mapper(session, tenant, tenant_id)
         first_audit = not store.has_violation_history(session, tenant_id)
@@ -342,11 +361,15 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
             companies = auditstate.changed_company_ids(session, tenant_id,
                                                        previous.watermark - SAFETY)
         scope = KarmaScope(outcome.changed_ids | outcome.opened_deal_ids, companies)
-    done, karma_due_at = score_store(db, tenant, tenant_id, mapper, now, scope, karma_due_at)
+    done, karma_due_at, karma_companies = score_store(db, tenant, tenant_id, mapper, now,
+                                                      scope, karma_due_at)
     summary.audit["karma"] = done
     with db.session() as session:
         summary.companies_with_karma = store.karma_subject_count(session, tenant_id, "client")
     save_state(db, tenant_id, outcome, karma_due_at)
+    if scope is None or karma_companies is None:
+        return None  # write-back plans every deal and company
+    return WritebackScope(outcome.audited_ids, karma_companies | scope.company_ids)
 
 
 def make_mapper(session: Session, tenant: Tenant, tenant_id: int) -> TenantMapper:

@@ -82,11 +82,22 @@ def queue_tasks(session: Session, tenant: Tenant, tenant_id: int,
     return queued
 
 
+@dataclass(frozen=True)
+class WritebackScope:
+    """What an incremental pass changed: the deals it re-audited and the companies whose
+    karma or record changed. Field values of everything else are already right (the last
+    pass wrote them), so write-back plans only these and the ledger's unfinished items."""
+
+    deal_ids: set[str]
+    company_ids: set[str]
+
+
 def run_writeback(db: store.Database, connector: Connector, tenant: Tenant, tenant_id: int,
                   now: datetime, *, stop_requested: Callable[[], bool] = lambda: False,
-                  ) -> WritebackResult:
+                  scope: WritebackScope | None = None) -> WritebackResult:
     result = WritebackResult()
-    writes = _not_waiting(db, tenant_id, plan_field_writes(db, tenant, tenant_id, result),
+    writes = _not_waiting(db, tenant_id,
+                          plan_field_writes(db, tenant, tenant_id, result, scope=scope),
                           now, result)
     config = tenant.config.writeback
     if len(writes) > config.max_writes_per_run:
@@ -147,14 +158,31 @@ def _note_waiting_tasks(db: store.Database, tenant_id: int, now: datetime,
 
 # -- fields ------------------------------------------------------------------------------------
 def plan_field_writes(db: store.Database, tenant: Tenant, tenant_id: int,
-                      result: WritebackResult) -> list[FieldWrite]:
-    """The writes that make the CRM right; values already right are counted, not written."""
+                      result: WritebackResult, *,
+                      scope: WritebackScope | None = None) -> list[FieldWrite]:
+    """The writes that make the CRM right; values already right are counted, not written.
+    With ``scope``: only its deals and companies, and those with an unfinished write."""
     config = tenant.config.writeback
     writes: list[FieldWrite] = []
     with db.session(immediate=True) as session:
-        pending = store.get_ledger(session, tenant_id, "field")
-        totals = store.karma_totals(session, tenant_id, "client")
-        for company in store.companies(session, tenant_id):
+        if scope is None:
+            pending = store.get_ledger(session, tenant_id, "field")
+            companies = store.companies(session, tenant_id)
+            totals = store.karma_totals(session, tenant_id, "client")
+        else:
+            unfinished = [*store.pending_rows(session, tenant_id, "field"),
+                          *store.failed_rows(session, tenant_id, "field")]
+            pending = {(r.entity, r.external_id, r.field): r for r in unfinished}
+            company_ids = scope.company_ids | {r.external_id for r in unfinished
+                                               if r.entity == "company"}
+            deal_ids = scope.deal_ids | {r.external_id for r in unfinished
+                                         if r.entity == "deal"}
+            if not company_ids and not deal_ids:
+                return writes
+            companies = store.companies(session, tenant_id, company_ids)
+            totals = store.karma_totals(session, tenant_id, "client",
+                                        subject_ids=company_ids)
+        for company in companies:
             desired = round(totals.get(company.external_id, 0.0), 2)  # no lines: karma 0
             current = to_float((company.fields or {}).get(config.company_karma_field))
             if current is not None and abs(current - desired) < 0.005:
@@ -165,10 +193,14 @@ def plan_field_writes(db: store.Database, tenant: Tenant, tenant_id: int,
             writes.append(FieldWrite("company", company.external_id,
                                      config.company_karma_field, desired))
         by_deal = defaultdict(list)
-        for violation in store.open_violations(session, tenant_id):
+        violations = (store.open_violations(session, tenant_id) if scope is None
+                      else store.open_violations_of(session, tenant_id, sorted(deal_ids)))
+        for violation in violations:
             if violation.deal_external_id:
                 by_deal[violation.deal_external_id].append(violation)
-        for chunk in store.iter_deal_chunks(session, tenant_id):
+        chunks = (store.iter_deal_chunks(session, tenant_id) if scope is None
+                  else [store.live_deal_rows(session, tenant_id, sorted(deal_ids))])
+        for chunk in chunks:
             for deal in chunk:
                 desired_text = deal_summary(by_deal.get(deal.external_id, ()), tenant.book,
                                             tenant.config.language)

@@ -6,6 +6,7 @@ commits. Open sessions with ``Database(url).session()``, which commits on succes
 
 from __future__ import annotations
 
+from syncd.store.auditstate import live_deal_rows
 from syncd.store.cursors import get_cursor, get_cursors, reset_cursors, set_cursor, store_page
 from syncd.store.db import Database, alembic_config, head_revision, normalize_url, redacted_url
 from syncd.store.karma import (
@@ -89,6 +90,7 @@ from syncd.store.violations import (
     has_violation_history,
     open_counts_by_rule,
     open_violations,
+    open_violations_of,
     resolve_orphans,
     violation_history,
 )
@@ -174,6 +176,7 @@ __all__ = [
     "karma_units_of_sources",
     "last_runs",
     "list_tenants",
+    "live_deal_rows",
     "mark_attempt",
     "mark_deleted",
     "mark_done",
@@ -183,6 +186,7 @@ __all__ = [
     "normalize_url",
     "open_counts_by_rule",
     "open_violations",
+    "open_violations_of",
     "pending_rows",
     "quarantine",
     "quarantine_counts",

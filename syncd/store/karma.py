@@ -149,14 +149,22 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> int:
 
 
 def karma_totals(session: Session, tenant_id: int, kind: str, *,
-                 subject_type: str | None = None) -> dict[str, float]:
-    """Sum of ``amount`` per subject id (optionally of one subject type)."""
+                 subject_type: str | None = None,
+                 subject_ids: Iterable[str] | None = None) -> dict[str, float]:
+    """Sum of ``amount`` per subject id (optionally of one subject type, or of the
+    subjects ``subject_ids``)."""
     stmt = (select(KarmaLineRow.subject_id, func.sum(KarmaLineRow.amount))
             .where(KarmaLineRow.tenant_id == tenant_id, KarmaLineRow.kind == kind)
             .group_by(KarmaLineRow.subject_id))
     if subject_type is not None:
         stmt = stmt.where(KarmaLineRow.subject_type == subject_type)
-    return {subject: float(total or 0.0) for subject, total in session.execute(stmt)}
+    if subject_ids is None:
+        return {subject: float(total or 0.0) for subject, total in session.execute(stmt)}
+    totals: dict[str, float] = {}
+    for chunk in sequence_chunks(sorted(set(subject_ids)), in_chunk_size(session)):
+        totals.update((subject, float(total or 0.0)) for subject, total in session.execute(
+            stmt.where(KarmaLineRow.subject_id.in_(chunk))))
+    return totals
 
 
 def karma_line_rows(session: Session, tenant_id: int, kind: str,

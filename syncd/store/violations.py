@@ -14,7 +14,7 @@ once, and ORM instances for all of them cost gigabytes and a minute for nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -284,6 +284,19 @@ def open_violations(session: Session, tenant_id: int,
     if deal_id is not None:
         stmt = stmt.where(table.c.deal_external_id == deal_id)
     return cast(list[ViolationView], session.execute(stmt.order_by(table.c.id)).all())
+
+
+def open_violations_of(session: Session, tenant_id: int,
+                       deal_ids: Sequence[str]) -> list[ViolationView]:
+    """The open violations of the deals ``deal_ids`` (CRM ids), oldest first."""
+    table = ViolationRow.__table__
+    rows: list[Any] = []
+    for chunk in sequence_chunks(list(deal_ids), in_chunk_size(session)):
+        rows.extend(session.execute(select(table).where(
+            table.c.tenant_id == tenant_id, table.c.resolved_at.is_(None),
+            table.c.deal_external_id.in_(chunk))).all())
+    rows.sort(key=lambda row: row.id)
+    return cast(list[ViolationView], rows)
 
 
 def has_violation_history(session: Session, tenant_id: int) -> bool:
