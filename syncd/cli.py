@@ -61,7 +61,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        lang = kwargs.get("lang")
+        given = kwargs.get("lang")  # --lang, on the commands that have it
+        lang = given if isinstance(given, str) else None
         tenant = kwargs.get("tenant")
         context = args[0] if args and isinstance(args[0], Context) else None
 
