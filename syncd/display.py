@@ -12,6 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from syncd.i18n import N_, Translator, translator
+from syncd.scoring.karma import NO_SEGMENT
 from syncd.sync import PassOptions
 
 DOMAIN = "report"
@@ -163,16 +164,23 @@ def _karma_table(console: Console, report: dict[str, Any], limit: int, t: Transl
         table.add_column(t.gettext(column), justify="right" if right else "left")
     for row in report["client_karma"][:limit]:
         table.add_row(escape(_company(row)),
-                      escape(row["segment"] or ""), t.number(row["karma"], 2),
+                      escape(segment_label(row["segment"], t) if row["segment"] else ""),
+                      t.number(row["karma"], 2),
                       str(len(row["lines"])))
     console.print(table)
     segments = Table(title=t.gettext("Segment karma (mean)"))
     for column in (N_("segment"), N_("mean karma"), N_("companies")):
         segments.add_column(t.gettext(column))
     for row in report["segments"]:
-        segments.add_row(escape(row["segment"]), t.number(row["mean_karma"], 2),
+        segments.add_row(escape(segment_label(row["segment"], t)), t.number(row["mean_karma"], 2),
                          str(row["companies"]))
     console.print(segments)
+
+
+def segment_label(segment: str, t: Translator) -> str:
+    """A segment as a reader sees it: companies without one are "(no segment)" in their
+    language (the JSON keeps the key ``"(none)"``, docs/report-schema.md)."""
+    return t.gettext("(no segment)") if segment == NO_SEGMENT else segment
 
 
 def print_people_and_kpis(out: Console, data: dict[str, Any]) -> None:

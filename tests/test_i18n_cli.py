@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (Russian texts)
 """What a consultant reads when a command fails or a tenant file is wrong, in Russian:
 pydantic's validation errors, the `error:` prefix, a skipped tenant (docs/i18n.md)."""
 
@@ -127,3 +128,31 @@ def test_a_failure_outside_any_tenant_is_said_in_the_locales_language(broken_con
     assert russian.stderr.startswith("ошибка: "), russian.stderr
     english = run_syncd(broken_config, "report", "nobody", env={"LANG": "C.UTF-8"})
     assert english.stderr.startswith("error: "), english.stderr
+
+
+def test_every_text_of_the_report_page_script_is_extracted() -> None:
+    """Babel's JavaScript lexer, with JSX on, reads ``a<0`` as a tag and silently extracts
+    nothing after it: the Russian page then showed "No karma this month.", "manager"...
+    in English. Every ``_('...')`` of the script must reach the catalogue."""
+    import re
+
+    from syncd import i18n_catalogues
+    from syncd.report_html import SCRIPT, page_texts
+
+    code = "\n".join(line for line in SCRIPT.splitlines() if not line.startswith("//"))
+    asked = set(re.findall(r"_\('((?:[^'\\]|\\.)*)'\)", code))
+    extracted = {m.id for m in i18n_catalogues.extract("report") if m.id}
+    assert len(asked) > 60 and asked <= extracted, asked - extracted
+    russian = page_texts("ru")
+    assert russian["No karma this month."] == "В этом месяце кармы нет."
+    assert russian["(no segment)"] == "(без сегмента)"
+
+
+def test_companies_without_a_segment_are_named_in_the_readers_language() -> None:
+    from syncd.display import segment_label
+    from syncd.i18n import translator
+    from syncd.scoring.karma import NO_SEGMENT
+
+    assert segment_label(NO_SEGMENT, translator("ru", "report")) == "(без сегмента)"
+    assert segment_label(NO_SEGMENT, translator("en", "report")) == "(no segment)"
+    assert segment_label("retail", translator("ru", "report")) == "retail"

@@ -84,7 +84,7 @@ const owners=R.violations_by_owner||{}, rules=vr.map(x=>x[0]);
 const names={};(P.employees||[]).forEach(e=>names[e.user_id]=e.name);
 ((K.win_rate||{}).by_owner||[]).forEach(o=>{if(o.owner_id)names[o.owner_id]=o.name;});
 $('by-owner').append(table([_('owner'),...rules.map(r=>RT[r]||r),_('total')],Object.entries(owners).map(([o,c])=>{
-  const tr=el('tr',{'data-owner':o},el('td',{},names[o]||o));
+  const tr=el('tr',{'data-owner':o},el('td',{},names[o]||(o==='(none)'?_('(no owner)'):o)));
   const cell=(n,href)=>href&&n?el('a',{class:'num',href:href},n):n;
   let t=0;rules.forEach(r=>{t+=c[r]||0;tr.append(el('td',{},cell(c[r]||'',o==='(none)'?null:link(DL.owner_rule,{owner:o,rule:r}))));});
   tr.append(el('td',{class:'total'},cell(t,o==='(none)'?null:link(DL.owner,{owner:o}))));return tr;})));
@@ -94,7 +94,7 @@ const ck=(R.client_karma||[]).slice(0,15);
 $('karma').append(ck.length?bars(ck.map(c=>({label:c.company_name||c.company_id,value:c.karma})),{digits:2,color:'#12b76a'})
   :el('p',{class:'muted'},_('No client karma yet.')));
 $('segments').append(table([_('segment'),_('clients'),_('mean karma')],(R.segments||[]).map(s=>
-  el('tr',{'data-segment':s.segment},el('td',{},s.segment),el('td',{},s.companies),
+  el('tr',{'data-segment':s.segment},el('td',{},s.segment==='(none)'?_('(no segment)'):s.segment),el('td',{},s.companies),
      el('td',{class:'mean'},num(s.mean_karma,2))))));
 
 // leaderboard
@@ -129,7 +129,7 @@ $('funnel-table').append(table([_('stage'),_('entered'),_('moved on'),_('lost'),
 // forward moves
 const fm=K.forward_moves||{weeks:[],owners:[],target:5};
 $('moves-target').textContent=fm.target;
-$('moves').append(table([_('manager'),...fm.weeks.map(w=>w.slice(5)),_('mean')],fm.owners.map(o=>{
+$('moves').append(table([_('employee'),...fm.weeks.map(w=>w.slice(5)),_('mean')],fm.owners.map(o=>{
   const tr=el('tr',{'data-owner':o.owner_id},el('td',{},o.name));
   fm.weeks.forEach(w=>{const c=o.weeks[w];const n=c?c.net:0;
     tr.append(el('td',{class:n>=fm.target?'on':'off','data-week':w},n));});
@@ -137,7 +137,7 @@ $('moves').append(table([_('manager'),...fm.weeks.map(w=>w.slice(5)),_('mean')],
 
 // lead sources
 $('sources').append(table([_('lead source'),_('deals'),_('won'),_('conversion')],(K.lead_sources||[]).map(s=>
-  el('tr',{'data-source':s.source},el('td',{},s.source),el('td',{},s.deals),el('td',{},s.won),
+  el('tr',{'data-source':s.source},el('td',{},s.source==='(none)'?_('(no source)'):s.source),el('td',{},s.deals),el('td',{},s.won),
      el('td',{},pct(s.conversion))))));
 
 // contact matrix
