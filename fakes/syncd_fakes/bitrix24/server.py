@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import re
 import secrets
 import threading
@@ -125,33 +126,46 @@ def _compare(key: str, actual: Any, wanted: Any) -> tuple[Any, Any]:
     return str(actual if actual is not None else ""), str(wanted)
 
 
-def matches(row: dict[str, Any], filters: dict[str, Any]) -> bool:
+_FILTER_KEY = re.compile(r"^(>=|<=|!@|>|<|@|!|=)?(.*)$")
+_ORDER = {"=": operator.eq, "!": operator.ne, ">": operator.gt, ">=": operator.ge,
+          "<": operator.lt, "<=": operator.le}
+
+
+def compile_filters(filters: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """The ``filter`` of a list call as one predicate over rows: the keys are read and the
+    wanted values converted once per call, not once per row."""
+    tests: list[Callable[[dict[str, Any]], bool]] = []
     for raw_key, wanted in filters.items():
-        match = re.match(r"^(>=|<=|!@|>|<|@|!|=)?(.*)$", raw_key)
+        match = _FILTER_KEY.match(raw_key)
         if match is None:  # a key with a line break
             raise ApiProblem(400, "INVALID_FILTER", f"filter {raw_key!r}")
         op, key = (match.group(1) or "="), match.group(2)
-        actual = row.get(key)
         if op in {"@", "!@"}:
-            options = wanted if isinstance(wanted, list) else [wanted]
-            inside = str(actual) in {str(o) for o in options}
-            if inside != (op == "@"):
-                return False
+            options = {str(o) for o in (wanted if isinstance(wanted, list) else [wanted])}
+            inside = op == "@"
+            tests.append(lambda row, key=key, options=options, inside=inside:
+                         (str(row.get(key)) in options) == inside)
             continue
         if isinstance(wanted, str) and wanted.startswith("$result["):
             raise ApiProblem(400, "ERROR_BATCH_REFERENCE", f"unresolved reference {wanted}")
-        left, right = _compare(key, actual, wanted)
+        tests.append(_comparison(op, key, wanted))
+    return lambda row: all(test(row) for test in tests)
+
+
+def _comparison(op: str, key: str, wanted: Any) -> Callable[[dict[str, Any]], bool]:
+    compare = _ORDER[op]
+
+    def test(row: dict[str, Any]) -> bool:
+        left, right = _compare(key, row.get(key), wanted)
         if left is None or right is None:
-            if op in {"=", "!"}:
-                if (left == right) != (op == "="):
-                    return False
-                continue
-            return False
-        ok = {"=": left == right, "!": left != right, ">": left > right, ">=": left >= right,
-              "<": left < right, "<=": left <= right}[op]
-        if not ok:
-            return False
-    return True
+            return op in {"=", "!"} and (left == right) == (op == "=")
+        return bool(compare(left, right))
+
+    return test
+
+
+def matches(row: dict[str, Any], filters: dict[str, Any]) -> bool:
+    return compile_filters(filters)(row)
 
 
 class FakeBitrix24(FakeHTTPServer):
@@ -533,11 +547,12 @@ class FakeBitrix24(FakeHTTPServer):
         descending = str(next(iter(order.values()), "ASC")).upper() == "DESC"
         start = int(params.get("start", 0) or 0)
         candidates = self._candidates(table, filters, descending)
+        accept = compile_filters(filters)
         rows: list[dict[str, Any]] = []
         total = 0
         for row_id in candidates:
             row = table.get(row_id)
-            if row is None or not matches(row, filters):
+            if row is None or not accept(row):
                 continue
             if start == -1:
                 rows.append(row)

@@ -11,6 +11,7 @@ the stream and the record id, so the cursor stays where it was.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,14 @@ def parse_time(value: Any) -> datetime | None:
     if value is not None and not isinstance(value, str):
         message = f"datetime must be a string, got {value!r}"
         raise TypeError(message)
+    return _parse_portal_time(value)
+
+
+#: Every stamp is read twice per pull (the version key, then the normalizer) and a portal's
+#: records share many (a deal's activities, a batch import): a page's worth of recent texts
+#: is kept. datetimes are immutable, so sharing one is safe; errors are not cached.
+@functools.lru_cache(maxsize=1 << 15)
+def _parse_portal_time(value: str | None) -> datetime | None:
     return parse_datetime(value, None)
 
 
