@@ -10,6 +10,7 @@ fields (no flow request).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ def test_report_shows_coverage_and_marks_pending_findings(passes: Passes,
     assert {v["deal_id"] for v in pending} <= waiting
 
     russian = build_report(passes.db, passes.tenant, clock=passes.day, language="ru")
-    assert any("История стадий ещё читается" in note for note in russian["notes"])
+    assert any("История этапов ещё читается" in note for note in russian["notes"])
 
 
 def test_a_read_deal_is_kept_current_from_its_fields(passes: Passes,
@@ -178,3 +179,30 @@ def test_unlimited_share_reads_every_changed_deal_in_one_pass(
     tenant = _tenant(tmp_path, db_url, fake, monkeypatch, daily_token_budget=10_000_000)
     passes = Passes(db, tenant, fake)
     assert sorted(passes.run()) == sorted(_owed(fake, passes.day))
+
+
+def test_a_flow_spanning_pages_never_exceeds_the_share(
+        tmp_path: Path, db_url: str, fake: FakePipedrive,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One flow row per page: most flows take several requests and the allowance runs out
+    inside one; that deal stays owed and is read whole, from its first page, next day."""
+    db = store.Database(db_url)
+    db.upgrade()
+    tenant = _tenant(tmp_path, db_url, fake, monkeypatch, page_size=1,
+                     daily_token_budget=25 * 20 * 2, history_budget_share=0.5)
+    passes = Passes(db, tenant, fake)
+    first = passes.run()
+    assert len(first) == 25, "25 flow requests a day, even in the middle of a deal's flow"
+    assert max(Counter(first).values()) > 1, "some flows took several pages"
+    with db.session() as session:
+        waiting = backlog.pending(session, store.ensure_tenant(session, "northwind",
+                                                               "pipedrive"))
+    cut = [d for d in dict.fromkeys(first) if str(d) in waiting]
+    assert len(cut) <= 1, "only the deal the allowance ran out in is left half-read"
+    starts_before = len(fake.requests)
+    second = passes.run(next_day=True)
+    assert len(second) == 25
+    if cut:
+        again = [q.get("start") for _, path, q, _ in fake.requests[starts_before:]
+                 if path.endswith(f"/deals/{cut[0]}/flow")]
+        assert again and again[0] in {"0", 0}, "read again from its first page"

@@ -254,8 +254,8 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
                 if changes is not None:
                     records.extend(changes)
                     covered.append(deal_id)
-            if records or covered:
-                yield Page("stage_history", records, None, covered=covered)
+            # Even empty: its requests (a flow cut off by the allowance) count as spent.
+            yield Page("stage_history", records, None, covered=covered)
             if not affordable() or read.context.stop_requested():
                 return
 
