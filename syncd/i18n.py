@@ -83,6 +83,26 @@ class Text(str):
         return (_text, (self.msgid, self.values))
 
 
+class Phrase(Text):
+    """A text without values, marked with ``N_()`` where it is written and passed on as a
+    part of a message (``Text("cannot read {raw!r} as {expected}", expected=Phrase(x))``):
+    said as its translation, never formatted (a ``{`` in it is kept). A ``Text`` given
+    is returned as it is."""
+
+    def __new__(cls, msgid: str, /) -> Text:  # type: ignore[misc]
+        if isinstance(msgid, Text):
+            return msgid
+        made = str.__new__(cls, msgid)
+        made.msgid, made.values = msgid, {}
+        return made
+
+    def say(self, lang: str, domain: str = "cli") -> str:
+        return translator(lang, domain).gettext(self.msgid) if self.msgid else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Phrase, (self.msgid,))
+
+
 class TitleText(Text):
     """A Sales Book object's title (``title``/``titles``) said in the reader's language."""
 
@@ -290,6 +310,7 @@ __all__ = [
     "N_",
     "SOURCE_LANGUAGE",
     "Nn_",
+    "Phrase",
     "Text",
     "TitleText",
     "Translator",

@@ -27,6 +27,7 @@ from syncd.config import Tenant
 from syncd.connector import Connector, PullContext
 from syncd.errors import SyncdError
 from syncd.fieldcheck import check_stored_fields
+from syncd.i18n import Text, say
 from syncd.karma_pass import (
     KarmaScope,
     client_lines,
@@ -115,7 +116,7 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
     error: str | None = None
     try:
         _pull(db, connector, tenant_id, options, summary, run_id,
-              timezone=tenant.config.timezone)
+              timezone=tenant.config.timezone, language=tenant.config.language)
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
         changes = _audit_and_score(db, tenant, tenant_id, run_id, now, summary,
                                    full=options.full)
@@ -187,7 +188,8 @@ def _after_sync(plugins: Plugins, tenant: str, summary: PassSummary) -> None:
 
 # -- pull ------------------------------------------------------------------------------------
 def _pull(db: store.Database, connector: Connector, tenant_id: int, options: PassOptions,
-          summary: PassSummary, run_id: int | None = None, *, timezone: str = "UTC") -> None:
+          summary: PassSummary, run_id: int | None = None, *, timezone: str = "UTC",
+          language: str = "en") -> None:
     context = PullContext(full=options.full, overlap=options.overlap,
                           stop_requested=options.stop_requested, on_request=options.on_request)
     changed_deals: set[str] = set()
@@ -207,15 +209,17 @@ def _pull(db: store.Database, connector: Connector, tenant_id: int, options: Pas
             held = _Held({row.external_id: row.payload
                           for row in store.quarantined(session, tenant_id, stream)})
         if held.payloads:
-            changed_deals |= _retry_quarantined(db, connector, tenant_id, stream, held)
+            changed_deals |= _retry_quarantined(db, connector, tenant_id, stream, held,
+                                                language)
         with collecting() as rejected:
             for page in connector.pull(stream, cursor, context):
-                stats = _store_page(db, tenant_id, page, drain(rejected), held)
+                stats = _store_page(db, tenant_id, page, _said(drain(rejected), language),
+                                    held)
                 summary.pulled[stream] = summary.pulled.get(stream, 0) + len(page.records)
                 summary.changed[stream] = (summary.changed.get(stream, 0)
                                            + stats.inserted + stats.updated)
                 summary.requests += page.requests
-                summary.problems.extend(page.problems)
+                summary.problems.extend(say(p, language) for p in page.problems)
                 changed_deals |= stats.changed_ids.get("deal", set())
                 if history_budget is not None and stream == "stage_history":
                     backfill.record(db, tenant_id, page, now, today)
@@ -276,8 +280,15 @@ def _store_page(db: store.Database, tenant_id: int, page: Page, rejected: list[B
     return stats
 
 
+def _said(found: list[BadRecord], language: str) -> list[BadRecord]:
+    """What a connector could not read, its problem said in the tenant's language (a
+    ``syncd.i18n.Text``; other problems as written), as stored audit texts are."""
+    return [replace(bad, problem=say(bad.problem, language)) if isinstance(bad.problem, Text)
+            else bad for bad in found]
+
+
 def _retry_quarantined(db: store.Database, connector: Connector, tenant_id: int,
-                       stream: str, held: _Held) -> set[str]:
+                       stream: str, held: _Held, language: str = "en") -> set[str]:
     """Re-read the stream's quarantined records from their stored payloads (when the
     connector can) before pulling; returns the deal ids that changed. Records the connector
     cannot re-read stay held until the CRM lists them again."""
@@ -288,7 +299,8 @@ def _retry_quarantined(db: store.Database, connector: Connector, tenant_id: int,
         page = connector.reread(stream, payloads)
         if page is None:
             return set()
-        stats = _store_page(db, tenant_id, replace(page, cursor=None), drain(rejected), held)
+        stats = _store_page(db, tenant_id, replace(page, cursor=None),
+                            _said(drain(rejected), language), held)
     return stats.changed_ids.get("deal", set())
 
 

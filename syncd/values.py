@@ -60,6 +60,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Literal, TypeVar
 
+from syncd.i18n import N_, Phrase, Text
+
 __all__ = [
     "CURRENCIES",
     "NUMBER_STYLES",
@@ -88,7 +90,11 @@ class ValueProblem(ValueError):
     def __init__(self, raw: Any, expected: str, detail: str = "") -> None:
         self.raw = raw
         self.expected = expected
-        message = f"cannot read {raw!r} as {expected}" + (f" ({detail})" if detail else "")
+        # a Text: the English as before (str), said again in a tenant's language (docs/i18n.md)
+        message = (Text("cannot read {raw!r} as {expected} ({detail})", raw=raw,
+                        expected=Phrase(expected), detail=Phrase(detail)) if detail
+                   else Text("cannot read {raw!r} as {expected}", raw=raw,
+                             expected=Phrase(expected)))
         super().__init__(message)
 
 
@@ -122,10 +128,10 @@ def _parse_id(value: Any, *, zero_is_none: bool, numeric: bool, keep_text: bool,
     if blank(value):
         return None
     if isinstance(value, bool):
-        raise ValueProblem(value, "an id", "a yes/no value")
+        raise ValueProblem(value, N_("an id"), N_("a yes/no value"))
     if isinstance(value, float):
         if not value.is_integer():
-            raise ValueProblem(value, "an id", "not a whole number")
+            raise ValueProblem(value, N_("an id"), N_("not a whole number"))
         value = int(value)
     if isinstance(value, int):
         text = str(value)
@@ -134,9 +140,9 @@ def _parse_id(value: Any, *, zero_is_none: bool, numeric: bool, keep_text: bool,
         if _INTEGER.match(text):
             text = text if keep_text else str(int(text))
         elif numeric:
-            raise ValueProblem(value, "an id", "not a whole number")
+            raise ValueProblem(value, N_("an id"), N_("not a whole number"))
     else:
-        raise ValueProblem(value, "an id", f"a {type(value).__name__}")
+        raise ValueProblem(value, N_("an id"), f"a {type(value).__name__}")
     if zero_is_none and _INTEGER.match(text) and int(text) == 0:
         return None
     return text
@@ -167,7 +173,7 @@ def parse_flag(value: Any, *, strict: bool = False) -> bool:
             return False
     elif not strict:
         return bool(value)
-    raise ValueProblem(value, "yes or no")
+    raise ValueProblem(value, N_("yes or no"))
 
 
 # --- numbers ---------------------------------------------------------------------------------
@@ -203,7 +209,7 @@ def parse_amount(value: Any, *, decimal: Literal[",", "."] | None = None) -> Amo
     if blank(value):
         return None
     if isinstance(value, bool):
-        raise ValueProblem(value, "a number", "a yes/no value")
+        raise ValueProblem(value, N_("a number"), N_("a yes/no value"))
     if isinstance(value, int | float):
         return Amount(_finite(float(value), value))
     if isinstance(value, dict):  # Pipedrive monetary {value, currency}
@@ -213,7 +219,7 @@ def parse_amount(value: Any, *, decimal: Literal[",", "."] | None = None) -> Amo
             return None
         return Amount(inner.value, str(currency).upper() if currency else inner.currency)
     if not isinstance(value, str):
-        raise ValueProblem(value, "a number", f"a {type(value).__name__}")
+        raise ValueProblem(value, N_("a number"), f"a {type(value).__name__}")
     text = value.strip()
     currency = None
     if "|" in text:  # Bitrix24 money field: "100|EUR"
@@ -234,13 +240,13 @@ def _number_text(text: str, raw: Any, decimal: str | None) -> tuple[float, str |
     for space in _SPACES:
         text = text.replace(space, "")
     if not text:
-        raise ValueProblem(raw, "a number", "no digits")
+        raise ValueProblem(raw, N_("a number"), N_("no digits"))
     if _EXPONENT.match(text):
         result = float(text)
     elif _BODY.match(text):
         result = float(_canonical(text, raw, decimal))
     else:
-        raise ValueProblem(raw, "a number")
+        raise ValueProblem(raw, N_("a number"))
     return _finite(-result if negative else result, raw), currency
 
 
@@ -263,7 +269,7 @@ def _sign_and_currency(text: str, raw: Any) -> tuple[bool, str | None, str]:
     currency, text = _strip_currency(text, _LEADING_CURRENCY, _TRAILING_CURRENCY)
     if text.startswith(tuple(_MINUS)):
         if negative:
-            raise ValueProblem(raw, "a number", "two minus signs")
+            raise ValueProblem(raw, N_("a number"), N_("two minus signs"))
         negative, text = True, text[1:].strip()
     elif text.startswith("+"):
         text = text[1:].strip()
@@ -291,19 +297,20 @@ def _canonical(text: str, raw: Any, decimal: str | None) -> str:
     group = "," if point == "." else "."
     whole, _, fraction = text.partition(point) if point in text else (text, "", "")
     if point in fraction or group in fraction:
-        raise ValueProblem(raw, "a number", "a separator after the decimal one")
+        raise ValueProblem(raw, N_("a number"), N_("a separator after the decimal one"))
     if group in whole:
         if not _GROUPED.match(whole.replace(group, ",")):
-            raise ValueProblem(raw, "a number", f"digits grouped oddly around {group!r}")
+            raise ValueProblem(raw, N_("a number"),
+                               Text("digits grouped oddly around {group!r}", group=group))
         whole = whole.replace(group, "")
     if not whole and not fraction:
-        raise ValueProblem(raw, "a number", "no digits")
+        raise ValueProblem(raw, N_("a number"), N_("no digits"))
     return f"{whole or '0'}.{fraction or '0'}"
 
 
 def _finite(result: float, raw: Any) -> float:
     if not math.isfinite(result):
-        raise ValueProblem(raw, "a finite number")
+        raise ValueProblem(raw, N_("a finite number"))
     return result
 
 
@@ -337,7 +344,8 @@ _UNIX_MS = 10**11  # above this a Unix timestamp is in milliseconds
 def from_serial(serial: float) -> datetime:
     """An Excel/Sheets serial number as a naive datetime, exact to the millisecond."""
     if not _SERIAL_MIN <= serial <= _SERIAL_MAX:
-        raise ValueProblem(serial, "a date serial number", "out of the 1900..9999 range")
+        raise ValueProblem(serial, N_("a date serial number"),
+                           N_("out of the 1900..9999 range"))
     days = int(serial // 1)
     millis = round((serial - days) * 86_400_000)
     return SERIAL_EPOCH + timedelta(days=days, milliseconds=millis)
@@ -349,34 +357,34 @@ def from_unix(value: Any) -> datetime | None:
     if blank(value) or value is False:
         return None
     if isinstance(value, bool):
-        raise ValueProblem(value, "a Unix timestamp")
+        raise ValueProblem(value, N_("a Unix timestamp"))
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            raise ValueProblem(value, "a Unix timestamp") from None
+            raise ValueProblem(value, N_("a Unix timestamp")) from None
     if not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueProblem(value, "a Unix timestamp")
+        raise ValueProblem(value, N_("a Unix timestamp"))
     if value <= 0:
         return None
     seconds = value / 1000 if value > _UNIX_MS else value
     try:
         return datetime.fromtimestamp(int(seconds), UTC)
     except (OverflowError, OSError, ValueError):
-        raise ValueProblem(value, "a Unix timestamp", "out of range") from None
+        raise ValueProblem(value, N_("a Unix timestamp"), N_("out of range")) from None
 
 
 def _naive(value: Any, numbers: str) -> datetime | date | None:
     if blank(value):
         return None
     if isinstance(value, bool):
-        raise ValueProblem(value, "a date", "a yes/no value")
+        raise ValueProblem(value, N_("a date"), N_("a yes/no value"))
     if isinstance(value, datetime | date):
         return value
     if isinstance(value, int | float):
         return from_unix(value) if numbers == "unix" else from_serial(float(value))
     if not isinstance(value, str):
-        raise ValueProblem(value, "a date", f"a {type(value).__name__}")
+        raise ValueProblem(value, N_("a date"), f"a {type(value).__name__}")
     raw = value.strip()
     if numbers == "unix" and raw.isdigit():
         return from_unix(raw)
@@ -392,7 +400,7 @@ def _naive(value: Any, numbers: str) -> datetime | date | None:
             return date.fromisoformat(raw)
         return datetime.fromisoformat(raw.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
-        raise ValueProblem(value, "a date (YYYY-MM-DD, DD.MM.YYYY or ISO 8601)") from None
+        raise ValueProblem(value, N_("a date (YYYY-MM-DD, DD.MM.YYYY or ISO 8601)")) from None
 
 
 #: The shape APIs write (RFC 3339 with ``Z`` or an offset): read by the C parser directly,
@@ -417,7 +425,7 @@ def parse_datetime(value: Any, tz: tzinfo | None = UTC, *,
         parsed = datetime(parsed.year, parsed.month, parsed.day)
     if parsed.tzinfo is None:
         if tz is None:
-            raise ValueProblem(value, "a datetime with an offset")
+            raise ValueProblem(value, N_("a datetime with an offset"))
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(UTC)
 

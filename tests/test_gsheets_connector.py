@@ -60,7 +60,9 @@ def test_reads_every_tab_with_two_requests_exactly(fake: FakeSheets) -> None:
     assert deals["00123"].created_at is not None
     assert deals["00123"].created_at.isoformat() == "2026-10-01T14:30:00+00:00"
     problems = [p for page in pages["deals"] for p in page.problems]
-    assert problems == ["tab \"Client's deals\" row 4: cannot read 'lots' as a number"]
+    assert problems == ["tab \"Client's deals\" row 4: value: cannot read 'lots' as a number"]
+    assert problems[0].say("ru") == (  # said in a Russian tenant's language by the pass
+        "лист \"Client's deals\", строка 4: value: не удалось прочитать 'lots': ожидается число")
     assert [s.external_id for p in pages["stages"] for s in p.records] == ["Pipeline / Intro"]
 
 

@@ -210,6 +210,9 @@ def test_a_russian_export_from_first_call_to_first_report(tmp_path: Path) -> Non
     report = json.loads(run_syncd(config, "report", "stroy", "--format", "json").stdout)
     assert [(q["external_id"], q["payload"]["row"]) for q in report["quarantine"]] == [
         ("106", 7)]
+    assert report["quarantine"][0]["problem"] == (  # in the tenant's language, as stored
+        "лист 'Сделки', строка 7: value: не удалось прочитать 'abc': ожидается число")
+    assert [q for q in summary["quarantined"] if "лист 'Сделки', строка 7" in q], summary
     assert any(n.startswith("Действие «Договор подписан» не проверяется") for n in
                report["notes"])
     assert report["rule_titles"]["no_contact"] == "Нет контактного лица"

@@ -32,6 +32,7 @@ from syncd.connector import (
     Inspection,
 )
 from syncd.errors import SyncdError
+from syncd.i18n import Text
 from syncd.records import Page
 from syncd.store.budget import budget_key
 from syncd.streams import Read, Stream, StreamConnector
@@ -55,13 +56,14 @@ PAGE_SIZE = 1000
 MAX_PROBLEMS = 50
 
 
-def capped(problems: list[str], tab: str | None) -> list[str]:
+def capped(problems: Sequence[str], tab: str | None) -> list[str]:
     """At most ``MAX_PROBLEMS`` row problems, then one line counting the others (a broken
     column must not flood the log and the run record with a line per row)."""
     if len(problems) <= MAX_PROBLEMS:
-        return problems
+        return list(problems)
     more = len(problems) - MAX_PROBLEMS
-    return [*problems[:MAX_PROBLEMS], f"tab {tab!r}: {more} more unreadable rows skipped"]
+    return [*problems[:MAX_PROBLEMS], Text("tab {tab!r}: {more} more unreadable rows skipped",
+                                           tab=tab, more=more)]
 
 
 class TabularConnector(StreamConnector):
@@ -88,7 +90,7 @@ class TabularConnector(StreamConnector):
             self._data = read_tables(self.load_grids(), self.settings)
             self.problems = [str(p) for p in self._data.problems]
             for problem in self.problems[:MAX_PROBLEMS]:
-                log.warning("tenant %s: %s: row skipped", self.tenant, problem)
+                log.warning("tenant %s: %s", self.tenant, problem)
             if len(self.problems) > MAX_PROBLEMS:
                 log.warning("tenant %s: %d more unreadable rows skipped", self.tenant,
                             len(self.problems) - MAX_PROBLEMS)
@@ -113,7 +115,7 @@ class TabularConnector(StreamConnector):
         entity = _ENTITY_OF.get(stream)
         title = self.settings.tab_title(entity) if entity else None
         key = title.strip().casefold() if title else None
-        problems = capped([str(p) for p in data.problems
+        problems = capped([p.text for p in data.problems
                            if p.tab.strip().casefold() == key
                            and not (p.skipped and _quarantine(stream, p))], title)
         deleted: tuple[str, ...] = ()
@@ -155,7 +157,7 @@ def _quarantine(stream: str, problem: RowProblem) -> bool:
     connector does with a record it cannot read; False outside a pass (then it stays a
     listed row problem)."""
     payload = {"tab": problem.tab, "row": problem.row, "cells": problem.cells}
-    return reject(stream, payload, str(problem), external_id=problem.ident)
+    return reject(stream, payload, problem.text, external_id=problem.ident)
 
 
 #: Which tab a stream's row problems belong to.

@@ -23,11 +23,12 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from syncd.errors import BadPayloadError, SourceMappingError
 from syncd.fieldcheck import closest
+from syncd.i18n import Text
 from syncd.records import (
     Activity,
     ActivityType,
@@ -44,6 +45,8 @@ from syncd.records import (
 )
 from syncd_gsheets import values as cell
 from syncd_gsheets.settings import COLUMNS, TabularSettings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 Grid = Sequence[Sequence[Any]]
@@ -75,7 +78,14 @@ class RowProblem:
         return self.cells is not None
 
     def __str__(self) -> str:
-        return f"tab {self.tab!r} row {self.row}: {self.problem}"
+        return str(self.text)
+
+    @property
+    def text(self) -> Text:
+        """The problem naming its tab and row; English as ``str()``, said in a tenant's
+        language by the pass that stores it (docs/i18n.md)."""
+        return Text("tab {tab!r} row {row}: {problem}", tab=self.tab, row=self.row,
+                    problem=self.problem)
 
 
 @dataclass
@@ -263,14 +273,15 @@ class TabularReader:
                 ident = self._remember_skip(entity, row)
                 cells = {key: cell.plain(v) for key, v in {**row.standard, **row.extra}.items()
                          if not cell.blank(v)}
-                self.data.problems.append(RowProblem(tab.title, row.number, str(exc),
+                self.data.problems.append(RowProblem(tab.title, row.number, _said(exc),
                                                      cells=cells, ident=ident))
                 continue
             ident = getattr(record, "external_id", None)
             if ident is not None and ident in seen:
                 self.data.problems.append(RowProblem(
-                    tab.title, row.number, f"duplicate id {ident!r} (first at row {seen[ident]}"
-                    "); this row is skipped"))
+                    tab.title, row.number, Text("duplicate id {ident!r} (first at row {first}"
+                                                "); this row is skipped", ident=ident,
+                                                first=seen[ident])))
                 continue
             if ident is not None:
                 seen[ident] = row.number
@@ -309,7 +320,7 @@ class TabularReader:
     def _id(self, row: Row, key: str = "id") -> str:
         value = cell.ident(row.get(key))
         if value is None:
-            message = f"no {key}"
+            message = Text("no {key}", key=key)
             raise ValueError(message)
         return value
 
@@ -317,7 +328,7 @@ class TabularReader:
         try:
             return cell.moment(row.get(key), self.tz)
         except ValueError as exc:
-            raise ValueError(f"{key}: {exc}") from None
+            raise ValueError(Text("{key}: {problem}", key=key, problem=_said(exc))) from None
 
     def _fields(self, tab: Tab, row: Row, entity: str) -> dict[str, Any]:
         """Custom columns by header. Values of ``date_fields``/``number_fields`` columns are
@@ -340,7 +351,8 @@ class TabularReader:
             except (ValueError, TypeError) as exc:
                 out[header] = None
                 self.data.problems.append(RowProblem(
-                    tab.title, row.number, f"{header}: {exc}; the field is left empty"))
+                    tab.title, row.number, Text("{header}: {problem}; the field is left empty",
+                                                header=header, problem=_said(exc))))
         return out
 
     def _owner(self, value: Any) -> str | None:
@@ -424,8 +436,8 @@ class TabularReader:
         status = custom.get(key) or STATUS_WORDS.get(key)
         if status is None:
             known = ", ".join(sorted({*STATUS_WORDS, *self.settings.status_values}))
-            message = (f"unknown status {raw!r} (known: {known}; map others under "
-                       "connection.status_values)")
+            message = Text("unknown status {raw!r} (known: {known}; map others under "
+                           "connection.status_values)", raw=raw, known=known)
             raise ValueError(message)
         return status
 
@@ -441,7 +453,7 @@ class TabularReader:
         pipeline = cell.text(row.get("pipeline")) or self.settings.default_pipeline
         stage = cell.text(row.get("stage"))
         contact = self._contacts.resolve(row.get("contact"))
-        value = cell.number(row.get("value"))
+        value = _named("value", cell.number, row.get("value"))
         return Deal(
             external_id=ident, title=cell.text(row.get("title")), status=status,
             pipeline_id=pipeline, stage_id=self._stage_id(pipeline, stage) if stage else None,
@@ -458,7 +470,7 @@ class TabularReader:
     def _row_activities(self, tab: Tab, row: Row) -> Activity:
         kind = cell.text(row.get("type"))
         if not kind:
-            message = "no type"
+            message = Text("no {key}", key="type")
             raise ValueError(message)
         due_value = row.get("due")
         due_at, due_date = None, None
@@ -468,8 +480,9 @@ class TabularReader:
                 if _has_time(due_value):
                     due_at = cell.moment(due_value, self.tz)
             except ValueError as exc:
-                raise ValueError(f"due: {exc}") from None
-        done = False if cell.blank(row.get("done")) else cell.flag(row.get("done"))
+                raise ValueError(Text("{key}: {problem}", key="due", problem=_said(exc))
+                                 ) from None
+        done = False if cell.blank(row.get("done")) else _named("done", cell.flag, row.get("done"))
         done_at = self._at(row, "done_at")
         if done and done_at is None and due_date is not None:
             done_at = due_at or cell.moment(due_date, self.tz)
@@ -493,13 +506,13 @@ class TabularReader:
         deal = self._id(row, "deal")
         at = self._at(row, "at")
         if at is None:
-            message = "no at (the moment of the stage change)"
+            message = Text("no at (the moment of the stage change)")
             raise ValueError(message)
         pipeline = (cell.text(row.get("pipeline")) or self._deal_pipeline.get(deal)
                     or self.settings.default_pipeline)
         to_stage = cell.text(row.get("to_stage"))
         if not to_stage:
-            message = "no to_stage"
+            message = Text("no {key}", key="to_stage")
             raise ValueError(message)
         from_stage = cell.text(row.get("from_stage"))
         ident = cell.ident(row.get("id")) or _digest(deal, from_stage, to_stage, at.isoformat())
@@ -549,3 +562,17 @@ def read_tables(grids: Mapping[str, Grid], settings: TabularSettings) -> Tabular
 
 def tab_titles(settings: TabularSettings) -> Iterable[str]:
     return [settings.tab_title(e) for e in COLUMNS]
+
+
+def _said(exc: BaseException) -> str:
+    """An exception's message, a ``Text`` kept as one (said later in a tenant's language)."""
+    message = exc.args[0] if len(exc.args) == 1 else None
+    return message if isinstance(message, Text) else str(exc)
+
+
+def _named(key: str, read: Callable[[Any], T], value: Any) -> T:
+    """``read(value)``; a value it cannot read is a problem naming its column key."""
+    try:
+        return read(value)
+    except ValueError as exc:
+        raise ValueError(Text("{key}: {problem}", key=key, problem=_said(exc))) from None
