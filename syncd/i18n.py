@@ -89,6 +89,7 @@ class Phrase(Text):
     said as its translation, never formatted (a ``{`` in it is kept). A ``Text`` given
     is returned as it is."""
 
+    # misc: a Text given is returned as it is, so this __new__ may return the base class
     def __new__(cls, msgid: str, /) -> Text:  # type: ignore[misc]
         if isinstance(msgid, Text):
             return msgid

@@ -142,14 +142,20 @@ def compile_filters(filters: dict[str, Any]) -> Callable[[dict[str, Any]], bool]
         op, key = (match.group(1) or "="), match.group(2)
         if op in {"@", "!@"}:
             options = {str(o) for o in (wanted if isinstance(wanted, list) else [wanted])}
-            inside = op == "@"
-            tests.append(lambda row, key=key, options=options, inside=inside:
-                         (str(row.get(key)) in options) == inside)
+            tests.append(_membership(key, options, inside=op == "@"))
             continue
         if isinstance(wanted, str) and wanted.startswith("$result["):
             raise ApiProblem(400, "ERROR_BATCH_REFERENCE", f"unresolved reference {wanted}")
         tests.append(_comparison(op, key, wanted))
     return lambda row: all(test(row) for test in tests)
+
+
+def _membership(key: str, options: set[str], *,
+                inside: bool) -> Callable[[dict[str, Any]], bool]:
+    def test(row: dict[str, Any]) -> bool:
+        return (str(row.get(key)) in options) == inside
+
+    return test
 
 
 def _comparison(op: str, key: str, wanted: Any) -> Callable[[dict[str, Any]], bool]:
