@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, base: str) -> None:
     print(f"full pull of {args.deals:,} deals, {rows['companies']:,} companies, "
           f"{rows['contacts']:,} contacts, {rows['activities']:,} activities, "
           f"{rows['stage_history']:,} history rows; bucket {args.burst} + {args.rate}/s")
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     pulled: dict[str, int] = {}
     per_stream: dict[str, tuple[int, float]] = {}
     for stream in connector.streams:
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, base: str) -> None:
             count += len(page.records)
         pulled[stream] = count
         per_stream[stream] = (connector.client.requests_made - before, time.monotonic() - t0)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, time.process_time() - cpu
     requests = connector.client.requests_made
     for stream, (made, seconds) in per_stream.items():
         print(f"  {stream:15s} {pulled[stream]:>9,} records {made:>5} requests {seconds:7.1f} s")
@@ -129,6 +129,9 @@ def run(args: argparse.Namespace, base: str) -> None:
           f"ratio {wall / bound if bound else float('nan'):.3f} (target <= 1.15), "
           f"limit errors {server['limit_errors']} (client saw {connector.client.limiter.refusals};"
           " target 0)")
+    one, five, _ = os.getloadavg()
+    print(f"  client CPU {cpu:.1f} s (the fake serves from its own process); "
+          f"load {one:.2f} / {five:.2f} (1/5 min) after the pull")
     for stream, expected in rows.items():
         if pulled[stream] != expected:
             print(f"  MISMATCH {stream}: pulled {pulled[stream]}, portal has {expected}")
