@@ -634,9 +634,10 @@ def dashboard(obj: Context, tenants: tuple[str, ...], host: str | None,
               help="Read the account once to count the records using each name.")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
               show_default=True)
+@LANG_OPTION
 @pass_context
 @handle_errors
-def inspect(obj: Context, tenant: str, counts: bool, fmt: str) -> None:
+def inspect(obj: Context, tenant: str, counts: bool, fmt: str, lang: str | None) -> None:
     """Show the account's pipelines, stages, loss reasons, activity types, fields and users,
     with how many records use each (needs only plugin and connection: the mapping may be
     missing or invalid)."""
@@ -653,7 +654,7 @@ def inspect(obj: Context, tenant: str, counts: bool, fmt: str) -> None:
         return
     from syncd.onboarding.show import print_vocabulary
 
-    print_vocabulary(out, found)
+    print_vocabulary(out, found, reader_language(lang, obj.settings.tenant_files().get(tenant)))
 
 
 def _gates(obj: Context, key: str) -> tuple[Tenant, Any, list[Any]]:

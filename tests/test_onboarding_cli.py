@@ -192,6 +192,15 @@ def test_a_russian_export_from_first_call_to_first_report(tmp_path: Path) -> Non
     assert "Дорого: price  # проигранных сделок: 1; синоним: те же слова" in text
     assert "TODO(syncd init) [mapping.fields.deal.contract_number]" in text
 
+    shown = run_syncd(config, "inspect", "stroy", "--format", "table")  # the tenant's language
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("сделок: 9, дел: 6, компаний: 4"), shown.stdout
+    for heading in ("этапы (сделок, из них открытых)", "причины отказа (проигранных сделок)",
+                    "поля сделок (записей со значением; значения)"):  # noqa: RUF001
+        assert heading in shown.stdout, shown.stdout
+    english = run_syncd(config, "inspect", "stroy", "--format", "table", "--lang", "en")
+    assert "stages (deals, open)" in english.stdout and "deal fields" in english.stdout
+
     checked = run_syncd(config, "check")
     assert checked.returncode == 2  # the contract number: no CRM field holds it
     text = text.replace("      # contract_number: TODO",
