@@ -107,6 +107,7 @@ def run(args: argparse.Namespace, base: str) -> None:
     print(f"full pull of {args.deals:,} deals, {rows['companies']:,} companies, "
           f"{rows['contacts']:,} contacts, {rows['activities']:,} activities, "
           f"{rows['stage_history']:,} history rows; bucket {args.burst} + {args.rate}/s")
+    server_cpu = stats(base)["cpu_seconds"]
     started, cpu = time.monotonic(), time.process_time()
     pulled: dict[str, int] = {}
     per_stream: dict[str, tuple[int, float]] = {}
@@ -130,7 +131,8 @@ def run(args: argparse.Namespace, base: str) -> None:
           f"limit errors {server['limit_errors']} (client saw {connector.client.limiter.refusals};"
           " target 0)")
     one, five, _ = os.getloadavg()
-    print(f"  client CPU {cpu:.1f} s (the fake serves from its own process); "
+    print(f"  client CPU {cpu:.1f} s, fake server CPU "
+          f"{server['cpu_seconds'] - server_cpu:.1f} s (its own process); "
           f"load {one:.2f} / {five:.2f} (1/5 min) after the pull")
     for stream, expected in rows.items():
         if pulled[stream] != expected:

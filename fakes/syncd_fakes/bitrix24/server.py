@@ -296,7 +296,8 @@ class FakeBitrix24(FakeHTTPServer):
         path = unquote(parts.path)
         if path == "/fake/stats":  # for benchmarks running the fake in another process
             handler.reply(200, {"requests": len(self.requests), "limit_errors":
-                                self.limit_errors, "writes": len(self.writes)})
+                                self.limit_errors, "writes": len(self.writes),
+                                "cpu_seconds": time.process_time()})
             return
         try:
             if path.rstrip("/") == "/oauth/token":
