@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from syncd.render import rule_title
+from syncd.render import problem_since, rule_title
 from syncd.store.models import DealRow, PipelineRow
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ PAGE_SIZE = 500
 class Filters:
     """What the list shows. Empty fields filter nothing; ``period`` is a month
     (``YYYY-MM``) or a day range ``since``..``until`` (``YYYY-MM-DD``), on the day the
-    violation was opened."""
+    violation's problem began (``render.problem_since``: in the stage since, no touch since,
+    ...; else the day a pass first saw it), as the digests date it."""
 
     owner: str = ""
     team: str = ""
@@ -200,7 +201,7 @@ def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: SalesB
             stage=(stage.title_in(language) if stage else titles.get(stage_key)
                    or str(v.get("crm_stage") or stage_key)),
             stage_order=order.get(stage_key, len(order)),
-            since=_opened(v.get("opened_at")),
+            since=_day_of(problem_since(v)),
             explanation=str(v.get("summary") or v.get("explanation") or "")))
     return out
 
@@ -251,13 +252,8 @@ def choices(all_rows: Iterable[Row]) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def _opened(value: Any) -> date | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value)).date()
-    except ValueError:
-        return None
+def _day_of(moment: datetime | None) -> date | None:
+    return moment.date() if moment is not None else None
 
 
 def _day(text: str) -> date | None:

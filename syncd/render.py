@@ -6,7 +6,8 @@ run), or every pass would rewrite every deal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from syncd.audit.registry import custom_title
@@ -134,3 +135,32 @@ def quarantine_note(count: int, language: str) -> str:
 
 def write_failures_note(count: int, language: str) -> str:
     return translator(language, DOMAIN).gettext(WRITE_FAILURES_NOTE).format(count=count)
+
+
+#: The ``details`` keys (docs/rules.md) that date when a violation's problem began: in a
+#: stage since, no touch since, deferred since, left a stage, lost, won, moved.
+SINCE_KEYS = ("entered_at", "last_touch_at", "deferred_since", "left_at", "lost_at",
+              "won_at", "at")
+
+
+def opened_at(violation: Mapping[str, Any]) -> datetime | None:
+    """When a pass first saw a report violation (its ``opened_at``)."""
+    value = violation.get("opened_at")
+    return datetime.fromisoformat(value) if value else None
+
+
+def problem_since(violation: Mapping[str, Any]) -> datetime | None:
+    """When the problem began: the rule's own date when it has one (a deal stalled since it
+    entered the stage, inactive since its last touch), else when a pass first saw it."""
+    found = [opened_at(violation)]
+    details = violation.get("details") or {}
+    for key in SINCE_KEYS:
+        value = details.get(key)
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            found.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    known = [moment for moment in found if moment is not None]
+    return min(known) if known else None

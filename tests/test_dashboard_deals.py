@@ -90,6 +90,14 @@ def test_the_list_is_the_report_deal_by_deal(synced: Path, database: store.Datab
                               if row["deal"] else "")
     assert re.search(r'data-k="deals-shown" data-shown="(\d+)" data-total="(\d+)"',
                      page).groups() == (str(len(violations)), str(len(violations)))
+    # "since" is when the problem began (as the digests date it), not when syncd first saw it
+    since = dict(((d, r), day) for d, r, day in re.findall(
+        r'<tr data-deal="([^"]*)" data-rule="([^"]*)".*?<time datetime="([^"]+)"', page, re.S))
+    began = [v for v in violations if (v["details"] or {}).get("entered_at")
+             and v["details"]["entered_at"][:10] < v["opened_at"][:10]]
+    assert began, "the sample has deals stuck since before the first audit"
+    for v in began:
+        assert since[(v["deal_id"] or "", v["rule"])] <= v["details"]["entered_at"][:10], v
 
     # filter by one manager: exactly that manager's violations
     owner = max({v["owner_id"] for v in violations},

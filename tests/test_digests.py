@@ -21,9 +21,10 @@ from syncd import store
 from syncd.config import TenantConfig
 from syncd.digest_config import DigestsConfig
 from syncd.digests import render
-from syncd.digests.content import fix_first, problem_since, violation_weight
+from syncd.digests.content import fix_first, violation_weight
 from syncd.digests.periods import due_slot, latest_slot, slot_for_period
 from syncd.digests.service import DigestService, compose
+from syncd.render import problem_since
 from syncd.report import build_report
 from syncd.salesbook import problems_from_validation
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from syncd.digests.i18n import Translator, day, money, number, percent, translator
 from syncd.digests.periods import Slot
-from syncd.render import rule_title
+from syncd.render import opened_at, problem_since, rule_title
 from syncd.salesbook import SalesBook
 
 
@@ -86,34 +86,6 @@ def violation_weight(book: SalesBook, rule: str) -> float:
     return employee.violation_penalty * employee.rule_weights.get(rule, 1.0)
 
 
-#: The ``details`` keys (docs/rules.md) that date when a violation's problem began: in a
-#: stage since, no touch since, deferred since, left a stage, lost, won, moved.
-SINCE_KEYS = ("entered_at", "last_touch_at", "deferred_since", "left_at", "lost_at",
-              "won_at", "at")
-
-
-def _opened(violation: dict[str, Any]) -> datetime | None:
-    value = violation.get("opened_at")
-    return datetime.fromisoformat(value) if value else None
-
-
-def problem_since(violation: dict[str, Any]) -> datetime | None:
-    """When the problem began: the rule's own date when it has one (a deal stalled since it
-    entered the stage, inactive since its last touch), else when a pass first saw it."""
-    found = [_opened(violation)]
-    details = violation.get("details") or {}
-    for key in SINCE_KEYS:
-        value = details.get(key)
-        if isinstance(value, str):
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            found.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    known = [moment for moment in found if moment is not None]
-    return min(known) if known else None
-
-
 def fix_first(violations: Sequence[dict[str, Any]], book: SalesBook, now: datetime,
               top: int) -> list[dict[str, Any]]:
     """The ``top`` violations costing the most karma, the oldest problem first among equals."""
@@ -133,7 +105,7 @@ def weekly_digest(report: dict[str, Any], book: SalesBook, slot: Slot, manager: 
     team = {manager_id, *members}
     names = _name_index(report)
     mine = [v for v in report["violations"] if v.get("owner_id") in team]
-    new = [v for v in mine if (opened := _opened(v)) and slot.start <= opened < slot.end]
+    new = [v for v in mine if (opened := opened_at(v)) and slot.start <= opened < slot.end]
     subject = t.gettext("Weekly digest, {tenant}: team of {manager}, {week}").format(
         tenant=report["tenant"], manager=manager_name, week=slot.label)
     intro = t.gettext("Open violations on your team's deals: {open} (new this week: {new}).") \
