@@ -790,12 +790,15 @@ def init(obj: Context, tenant: str, plugin: str | None, connection: tuple[str, .
         output=Path(output) if output else None, counts=counts, force=force,
         interactive=interactive)
     result = run_init(obj.settings, obj.plugins.connectors, options, database=obj.database)
-    err.print(f"{result.path}: {result.draft.decided} mapping line(s) drafted, "
-              f"{len(result.draft.todos)} TODO(s) left", highlight=False)
+    t = translator(reader_language(language, result.path), "cli")  # the drafted language
+    drafted = t.gettext("{path}: {decided} mapping line(s) drafted, {todos} TODO(s) left")
+    err.print(escape(drafted.format(path=result.path, decided=result.draft.decided,
+                                    todos=len(result.draft.todos))), highlight=False)
     for key in result.draft.todos:
         err.print(f"  [yellow]TODO[/] {key}", highlight=False)
-    err.print(f"next: syncd check, then syncd sync {tenant} --no-write, then "
-              f"syncd report {tenant}", highlight=False)
+    after = t.gettext("next: syncd check, then syncd sync {tenant} --no-write, then "
+                      "syncd report {tenant}")
+    err.print(escape(after.format(tenant=tenant)), highlight=False)
 
 
 @main.command()

@@ -181,6 +181,8 @@ def test_a_russian_export_from_first_call_to_first_report(tmp_path: Path) -> Non
     result = run_syncd(config, "init", "stroy", "--yes", "--export", str(export),
                        "--language", "ru", "--timezone", "Europe/Moscow")
     assert result.returncode == 0, result.stderr
+    assert "составлено строк сопоставления: " in result.stderr, result.stderr  # in Russian
+    assert "дальше: syncd check, затем syncd sync stroy --no-write" in result.stderr
     path = tmp_path / "tenants" / "stroy.yaml"
     text = path.read_text("utf-8")
     data = yaml.safe_load(text)
