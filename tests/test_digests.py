@@ -6,6 +6,7 @@ what a manager's and a director's digest say (from a real synced tenant), and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,12 +244,23 @@ def test_an_unknown_manager_is_skipped_with_a_warning_and_the_others_still_get_t
         slot = latest_slot("weekly", config, ZoneInfo("Europe/Moscow"), clock.now)
         clock.now = slot.at.astimezone(UTC)
         service = DigestService(store.Database(db_url), lambda: [tenant], clock=clock)
-        outcomes = {o.address: o.status for o in service.tick()}
-        service.tick()
+        # Listen on the service's own logger: what earlier tests in this worker did to the
+        # root logger (its level, its handlers) must not decide what this test sees.
+        heard: list[logging.LogRecord] = []
+        listener = logging.Handler(logging.WARNING)
+        listener.emit = heard.append  # type: ignore[method-assign]
+        service_log = logging.getLogger("syncd.digests.service")
+        service_log.addHandler(listener)
+        caplog.set_level(logging.WARNING, logger="syncd.digests.service")
+        try:
+            outcomes = {o.address: o.status for o in service.tick()}
+            service.tick()
+        finally:
+            service_log.removeHandler(listener)
     assert outcomes == {"email:anna@client.example": "sent",
                         "email:dmitry@client.example": "sent",
                         "email:nobody@client.example": "skipped"}
-    warnings = [r.getMessage() for r in caplog.records if "Nobody Known" in r.getMessage()]
+    warnings = [r.getMessage() for r in heard if "Nobody Known" in r.getMessage()]
     assert len(warnings) == 1, "warned once per period, not every minute"
     assert "has no team" in warnings[0]
     assert [m["To"] for m in smtp.messages] == ["anna@client.example", "dmitry@client.example"]
