@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from syncd.audit.facts import DEFERRED, ActivityFact, DealFacts, Transition
+from syncd.audit.rules import is_present
 from syncd.salesbook import SalesBook
 
 I64 = npt.NDArray[np.int64]
@@ -123,17 +124,6 @@ class Codes:
             found = self.index[value] = len(self.values)
             self.values.append(value)
         return found
-
-
-def is_present(value: object) -> bool:
-    """The rules' notion of a filled field (syncd.audit.rules.is_present)."""
-    if value is None:
-        return False
-    if isinstance(value, str):
-        return bool(value.strip())
-    if isinstance(value, list | tuple | dict | set):
-        return bool(value)
-    return True
 
 
 def book_fields(book: SalesBook) -> list[str]:

@@ -40,7 +40,6 @@ from syncd.audit.columns import (
     ActivityColumns,
     DealTable,
     give_back_memory,
-    is_present,
     micros,
     moment,
 )
@@ -58,6 +57,7 @@ from syncd.audit.rules import (
     bad_loss_reason,
     deferred_no_reminder_finding,
     inactive_finding,
+    is_present,
     no_contact,
     no_lead_source_finding,
     no_next_step_finding,
