@@ -39,7 +39,7 @@ from syncd.engine_model import ActivityRecord, Clock, CompanyRecord, DealRecord
 from syncd.kpi.account import NO_SOURCE, YEAR_SECONDS, Accounts, _Totals
 from syncd.kpi.compute import DEFAULT_MONTHS, DEFAULT_WEEKS, KpiState
 from syncd.kpi.funnel import DAY, STEPS_PER_DAY, ForwardMoves, Funnel
-from syncd.kpi.matrix import CALL, VISIT, ContactMatrix
+from syncd.kpi.matrix import CALL, VISIT, ContactMatrix, matrix_result, matrix_row
 from syncd.salesbook import SalesBook
 
 __all__ = ["MonthIndex", "table_from_records", "table_kpis"]
@@ -378,22 +378,13 @@ def _matrix_result(matrix: ContactMatrix, t: DealTable, cells: I64,
             continue
         months_used = np.flatnonzero(used[code]).tolist()
         values = counts[code, months_used].tolist()
-        company = companies.get(company_id)
-        rows.append({
-            "company_id": company_id,
-            "company": company.name if company else company_id,
-            "segment": company.segment if company else None,
-            "channel": company.channel if company else None,
-            "sub_channel": company.sub_channel if company else None,
-            "region": company.region if company else None,
-            "totals": {"call": int(calls[code]), "visit": int(visits[code]),
-                       "contract": int(contracts[code])},
-            "cells": {months[i]: {"call": c, "visit": v, "contract": k, "planned": i > current}
-                      for i, (c, v, k) in zip(months_used, values, strict=True)},
-        })
-    rows.sort(key=lambda r: (r["channel"] or "", r["sub_channel"] or "", r["region"] or "",
-                             str(r["company"]).casefold(), r["company_id"]))
-    return {"months": months, "current_month": matrix.current, "rows": rows}
+        rows.append(matrix_row(
+            company_id, companies.get(company_id),
+            {"call": int(calls[code]), "visit": int(visits[code]),
+             "contract": int(contracts[code])},
+            {months[i]: {"call": c, "visit": v, "contract": k, "planned": i > current}
+             for i, (c, v, k) in zip(months_used, values, strict=True)}))
+    return matrix_result(months, matrix.current, rows)
 
 
 def _deal_company(t: DealTable) -> npt.NDArray[np.int32]:

@@ -88,18 +88,31 @@ class ContactMatrix:
             months = self.months
             cells = {months[i]: {"call": calls[i], "visit": visits[i], "contract": contracts[i],
                                  "planned": i > current} for i in used}
-            company = companies.get(company_id)
-            rows.append({
-                "company_id": company_id,
-                "company": company.name if company else company_id,
-                "segment": company.segment if company else None,
-                "channel": company.channel if company else None,
-                "sub_channel": company.sub_channel if company else None,
-                "region": company.region if company else None,
-                "totals": {"call": sum(calls[:current + 1]),
-                           "visit": sum(visits[:current + 1]), "contract": sum(contracts)},
-                "cells": cells,
-            })
-        rows.sort(key=lambda r: (r["channel"] or "", r["sub_channel"] or "", r["region"] or "",
-                                 str(r["company"]).casefold(), r["company_id"]))
-        return {"months": self.months, "current_month": self.current, "rows": rows}
+            rows.append(matrix_row(company_id, companies.get(company_id),
+                                   {"call": sum(calls[:current + 1]),
+                                    "visit": sum(visits[:current + 1]),
+                                    "contract": sum(contracts)}, cells))
+        return matrix_result(self.months, self.current, rows)
+
+
+def matrix_row(company_id: str, company: CompanyRecord | None, totals: dict[str, int],
+               cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One client's row of the contact matrix (shared by the row and columnar engines)."""
+    return {
+        "company_id": company_id,
+        "company": company.name if company else company_id,
+        "segment": company.segment if company else None,
+        "channel": company.channel if company else None,
+        "sub_channel": company.sub_channel if company else None,
+        "region": company.region if company else None,
+        "totals": totals,
+        "cells": cells,
+    }
+
+
+def matrix_result(months: list[str], current: str, rows: list[dict[str, Any]],
+                  ) -> dict[str, Any]:
+    """The contact matrix, its rows ordered by channel, sub-channel, region and client."""
+    rows.sort(key=lambda r: (r["channel"] or "", r["sub_channel"] or "", r["region"] or "",
+                             str(r["company"]).casefold(), r["company_id"]))
+    return {"months": months, "current_month": current, "rows": rows}
