@@ -261,3 +261,15 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging."""
+
+
+def serve_until_interrupted(fake: Any, banner: Callable[[str], str]) -> None:
+    """Start ``fake`` (``start()`` returns its URL), print ``banner(url)`` and serve until
+    Ctrl-C: the fakes' ``python -m`` entry points."""
+    print(banner(fake.start()))
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()

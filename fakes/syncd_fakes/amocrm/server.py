@@ -47,7 +47,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from syncd_fakes.amocrm.sample import Dataset, Table, event, sample_dataset, scaled_dataset
-from syncd_fakes.http import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
+from syncd_fakes.http import (
+    FakeHandler,
+    FakeHTTPServer,
+    Fault,
+    Weather,
+    choose_fault,
+    serve_until_interrupted,
+)
 
 DEMO_LONG_LIVED_TOKEN = "demo-amocrm-long-lived-token"  # noqa: S105 - the fake's own
 CLIENT_ID = "fake-client-id"
@@ -922,14 +929,8 @@ def main(argv: list[str] | None = None) -> None:
     dataset = (scaled_dataset(args.leads, now=now) if args.scaled
                else sample_dataset(now, deals=args.leads))
     fake = FakeAmoCRM(dataset, port=args.port)
-    url = fake.start()
-    print(f"fake amoCRM ({dataset.name}) at {url}  long-lived token: {DEMO_LONG_LIVED_TOKEN}")
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    serve_until_interrupted(fake, lambda url: (
+        f"fake amoCRM ({dataset.name}) at {url}  long-lived token: {DEMO_LONG_LIVED_TOKEN}"))
 
 
 if __name__ == "__main__":

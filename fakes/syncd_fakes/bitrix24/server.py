@@ -58,6 +58,7 @@ from syncd_fakes.http import (
     Forecast,
     Weather,
     choose_fault,
+    serve_until_interrupted,
 )
 
 PAGE = 50
@@ -739,14 +740,8 @@ def main(argv: list[str] | None = None) -> None:
         now, args.deals)
     fake = FakeBitrix24(dataset, webhook_code=args.code, burst=args.burst, rate=args.rate,
                         port=args.port)
-    fake.start()
-    print(f"fake Bitrix24 ({dataset.name}): webhook {fake.webhook_url}  (Ctrl-C stops)")
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    serve_until_interrupted(fake, lambda _url: (
+        f"fake Bitrix24 ({dataset.name}): webhook {fake.webhook_url}  (Ctrl-C stops)"))
 
 
 if __name__ == "__main__":

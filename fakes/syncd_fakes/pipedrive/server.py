@@ -52,7 +52,14 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from syncd_fakes.http import FakeHandler, FakeHTTPServer, Fault, Weather, choose_fault
+from syncd_fakes.http import (
+    FakeHandler,
+    FakeHTTPServer,
+    Fault,
+    Weather,
+    choose_fault,
+    serve_until_interrupted,
+)
 from syncd_fakes.pipedrive.sample import (
     STAGE_NAMES,
     Dataset,
@@ -820,14 +827,8 @@ def main(argv: list[str] | None = None) -> None:
                else sample_dataset(now, deals=args.deals))
     fake = FakePipedrive(dataset, token=args.token, burst_limit=args.burst_limit,
                          port=args.port)
-    url = fake.start()
-    print(f"fake Pipedrive ({dataset.name}) at {url}  token: {args.token}  (Ctrl-C stops)")
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    serve_until_interrupted(fake, lambda url: (
+        f"fake Pipedrive ({dataset.name}) at {url}  token: {args.token}  (Ctrl-C stops)"))
 
 
 if __name__ == "__main__":
