@@ -10,10 +10,11 @@ A live pass audits
   activities, its stage changes, its company's activities for a won deal) and the deals
   whose due time (``syncd.audit.due``) has come.
 
-Either way deals are read, audited and written ``CHUNK`` at a time, each chunk in its own
-transaction (the due rows, the violation lifecycle of exactly those deals, the tasks the
-newly opened ones queue), so memory stays flat whatever the tenant's size. The
-``unmapped_stage`` rows aggregate the due-time index's ``unmapped_stage`` column, so they
+Either way deals are read (``syncd.deal_walk``: one read feeds the audit and the karma),
+audited and written ``CHUNK`` at a time, each chunk in its own transaction (the due rows,
+the violation lifecycle of exactly those deals, the tasks the newly opened ones queue), so
+memory stays flat whatever the tenant's size. The ``unmapped_stage`` rows aggregate the
+due-time index's ``unmapped_stage`` column, so they
 stay those of a full audit. The audit state (fingerprint, "now", watermark) is written
 last: a pass killed in between leaves the old state, and the next pass redoes the work.
 
@@ -43,6 +44,7 @@ from syncd.audit.facts import DealFacts, Finding
 from syncd.audit.rules import unmapped_stage
 from syncd.audit.texts import texts
 from syncd.config import Tenant
+from syncd.deal_chunk import DealChunk, read_chunk
 from syncd.mapping import TenantMapper
 from syncd.store import auditstate
 from syncd.store.auditstate import AuditState, DealDue
@@ -82,72 +84,89 @@ class AuditOutcome:
         return bool(self.opened or self.resolved or self.changed)
 
 
-def audit_store(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int | None,
-                now: datetime, *, mapper: TenantMapper, full: bool = False,
-                queue_tasks: Any = None) -> AuditOutcome:
-    """Audit the tenant's stored deals as of ``now`` (live: the lifecycle is written).
+class AuditStage:
+    """The audit of one pass, fed chunk by chunk by the pass's one read of the deals
+    (``syncd.deal_walk``): ``wanted`` says which deals it judges (None: every live deal),
+    ``audit`` judges and writes one chunk in the caller's transaction, ``finish`` writes
+    what spans the tenant (orphans, unmapped stages) and returns the outcome.
 
     ``queue_tasks(session, opened)`` is called with each chunk's newly opened violations
     in that chunk's transaction (None: queue nothing, e.g. on the baseline audit)."""
-    wall = datetime.now(UTC)
-    fingerprint = audit_fingerprint(tenant, mapper.stage_names)
-    with db.session() as session:
-        previous = auditstate.audit_state(session, tenant_id)
-        full = (full or previous is None or previous.fingerprint != fingerprint
-                or now < previous.audited_at)
-        if full:
-            auditstate.forget_audit_state(session, tenant_id)
-            auditstate.drop_due(session, tenant_id)
-            wanted: list[str] | None = None
-        else:
-            assert previous is not None
-            changed = (auditstate.changed_deal_ids(session, tenant_id,
-                                                   previous.watermark - SAFETY)
-                       | auditstate.due_deal_ids(session, tenant_id, auditstate.DUE_NOW))
-            wanted = sorted(changed | auditstate.due_deal_ids(session, tenant_id, now))
-    outcome = AuditOutcome(full=full, previous=previous)
-    if wanted is not None:
-        outcome.changed_ids = changed
-        outcome.audited_ids = set(wanted)
-    clock = DueClock(tenant.book, now, mapper.tz, custom_rules=bool(tenant.custom_rules))
-    chunks = _all_chunks(db, tenant_id) if wanted is None else _id_chunks(tenant_id, wanted)
-    for ids, rows_of in chunks:
+
+    def __init__(self, db: store.Database, tenant: Tenant, tenant_id: int,
+                 run_id: int | None, now: datetime, *, mapper: TenantMapper,
+                 full: bool = False, queue_tasks: Any = None) -> None:
+        self.db, self.tenant, self.tenant_id, self.run_id = db, tenant, tenant_id, run_id
+        self.now, self.mapper, self.queue_tasks = now, mapper, queue_tasks
+        self.wall = datetime.now(UTC)
+        self.fingerprint = audit_fingerprint(tenant, mapper.stage_names)
         with db.session() as session:
-            rows = rows_of(session)
-            verdicts = audit_each(chunk_facts(session, tenant_id, mapper, rows), tenant.book, now,
-                                  mapper.tz, language=tenant.config.language,
-                                  custom_rules=tenant.custom_rules)
-            findings: list[Finding] = []
-            due: list[DealDue] = []
-            row_ids = {row.external_id: row.id for row in rows}
-            for verdict in verdicts:
-                findings.extend(verdict.findings)
-                deal_id = verdict.facts.deal_id
-                due.append(DealDue(deal_id, row_ids[deal_id], next_due(verdict, clock),
-                                   verdict.unmapped_stage))
-            audited = {d.deal_external_id for d in due}
-            if wanted is not None:
-                auditstate.drop_due(session, tenant_id, [i for i in ids if i not in audited])
-            auditstate.store_due(session, tenant_id, due)
-            result = store.apply_deal_findings(session, tenant_id, ids, findings, now, run_id)
-            if queue_tasks is not None and result.opened:
-                queue_tasks(session, result.opened)
-            _count(outcome, result)
-            outcome.opened_deal_ids.update(v.deal_external_id for v in result.opened
-                                           if v.deal_external_id is not None)
-            outcome.audited += len(due)
-    with db.session() as session:
-        if wanted is None:
-            live = select(store.DealRow.external_id).where(
-                store.DealRow.tenant_id == tenant_id, store.DealRow.deleted == false())
-            outcome.resolved += store.resolve_orphans(session, tenant_id, now, live)
-        t = texts(tenant.config.language)
-        stage_findings = [unmapped_stage(crm_stage, examples, count, t) for crm_stage, count,
-                          examples in auditstate.unmapped_stages(session, tenant_id)]
-        result = store.apply_stage_findings(session, tenant_id, stage_findings, now, run_id)
+            previous = auditstate.audit_state(session, tenant_id)
+            full = (full or previous is None or previous.fingerprint != self.fingerprint
+                    or now < previous.audited_at)
+            if full:
+                auditstate.forget_audit_state(session, tenant_id)
+                auditstate.drop_due(session, tenant_id)
+                self.wanted: set[str] | None = None
+            else:
+                assert previous is not None
+                changed = (auditstate.changed_deal_ids(session, tenant_id,
+                                                       previous.watermark - SAFETY)
+                           | auditstate.due_deal_ids(session, tenant_id, auditstate.DUE_NOW))
+                self.wanted = changed | auditstate.due_deal_ids(session, tenant_id, now)
+        self.outcome = AuditOutcome(full=full, previous=previous)
+        if self.wanted is not None:
+            self.outcome.changed_ids = changed
+            self.outcome.audited_ids = set(self.wanted)
+        self.clock = DueClock(tenant.book, now, mapper.tz,
+                              custom_rules=bool(tenant.custom_rules))
+
+    def audit(self, session: Any, ids: Sequence[str], chunk: DealChunk) -> None:
+        """Judge ``chunk``'s audited rows and write the verdicts of the deals ``ids`` (those
+        of them not among the rows, deleted or gone, lose their due row and violations)."""
+        tenant, outcome, tenant_id = self.tenant, self.outcome, self.tenant_id
+        verdicts = audit_each(chunk.facts(self.mapper), tenant.book, self.now, self.mapper.tz,
+                              language=tenant.config.language,
+                              custom_rules=tenant.custom_rules)
+        findings: list[Finding] = []
+        due: list[DealDue] = []
+        row_ids = {row.external_id: row.id for row in chunk.audited}
+        for verdict in verdicts:
+            findings.extend(verdict.findings)
+            deal_id = verdict.facts.deal_id
+            due.append(DealDue(deal_id, row_ids[deal_id], next_due(verdict, self.clock),
+                               verdict.unmapped_stage))
+        audited = {d.deal_external_id for d in due}
+        if self.wanted is not None:
+            auditstate.drop_due(session, tenant_id, [i for i in ids if i not in audited])
+        auditstate.store_due(session, tenant_id, due)
+        result = store.apply_deal_findings(session, tenant_id, ids, findings, self.now,
+                                           self.run_id)
+        if self.queue_tasks is not None and result.opened:
+            self.queue_tasks(session, result.opened)
         _count(outcome, result)
-    outcome.state = AuditState(fingerprint, now, wall, None)
-    return outcome
+        outcome.opened_deal_ids.update(v.deal_external_id for v in result.opened
+                                       if v.deal_external_id is not None)
+        outcome.audited += len(due)
+
+    def finish(self) -> AuditOutcome:
+        """Resolve the violations of deals gone since (full audit), write the unmapped-stage
+        findings, and return the outcome (its state saved later by ``save_state``)."""
+        tenant_id, outcome, now = self.tenant_id, self.outcome, self.now
+        with self.db.session() as session:
+            if self.wanted is None:
+                live = select(store.DealRow.external_id).where(
+                    store.DealRow.tenant_id == tenant_id, store.DealRow.deleted == false())
+                outcome.resolved += store.resolve_orphans(session, tenant_id, now, live)
+            t = texts(self.tenant.config.language)
+            stage_findings = [unmapped_stage(crm_stage, examples, count, t)
+                              for crm_stage, count, examples
+                              in auditstate.unmapped_stages(session, tenant_id)]
+            result = store.apply_stage_findings(session, tenant_id, stage_findings, now,
+                                                self.run_id)
+            _count(outcome, result)
+        outcome.state = AuditState(self.fingerprint, now, self.wall, None)
+        return outcome
 
 
 def save_state(db: store.Database, tenant_id: int, outcome: AuditOutcome,
@@ -166,46 +185,10 @@ def _count(outcome: AuditOutcome, result: store.LifecycleResult) -> None:
     outcome.changed += result.changed
 
 
-RowsOf = Any  # Callable[[Session], list[DealView]]
-
-
-def _all_chunks(db: store.Database, tenant_id: int,
-                ) -> Iterator[tuple[list[str], RowsOf]]:
-    """Every live deal, CHUNK at a time in id order (a keyset page per transaction)."""
-    last_id = 0
-    while True:
-        with db.session() as session:
-            page = auditstate.deal_page(session, tenant_id, last_id, CHUNK)
-        if not page:
-            return
-        last_id = page[-1].id
-        yield [row.external_id for row in page], lambda _session, page=page: page
-
-
-def _id_chunks(tenant_id: int, ids: Sequence[str]) -> Iterator[tuple[list[str], RowsOf]]:
-    """The given deals (deleted or gone ones read as nothing), CHUNK ids at a time."""
-    for start in range(0, len(ids), CHUNK):
-        chunk = list(ids[start:start + CHUNK])
-        yield chunk, lambda session, chunk=chunk: auditstate.live_deal_rows(
-            session, tenant_id, chunk)
-
-
 def chunk_facts(session: Any, tenant_id: int, mapper: TenantMapper,
-           rows: Sequence[Any]) -> Iterator[DealFacts]:
+                rows: Sequence[Any]) -> Iterator[DealFacts]:
     """Audit facts of one chunk of deal rows (ignored deals left out)."""
-    ids = [d.external_id for d in rows]
-    activities = store.activities_for_deals(session, tenant_id, ids)
-    changes = store.stage_changes_for_deals(session, tenant_id, ids)
-    won_companies = {d.company_id for d in rows if d.status == "won" and d.company_id}
-    company_acts = store.activities_for_companies(session, tenant_id, won_companies)
-    for deal in rows:
-        if mapper.ignored(deal):
-            continue
-        yield mapper.deal_facts(
-            deal, activities.get(deal.external_id, ()), changes.get(deal.external_id, ()),
-            company_acts.get(deal.company_id, ())
-            if deal.status == "won" and deal.company_id else (),
-        )
+    return read_chunk(session, tenant_id, rows).facts(mapper)
 
 
 def audit_fingerprint(tenant: Tenant, stage_names: Any) -> str:

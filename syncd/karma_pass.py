@@ -19,20 +19,26 @@ whole recomputation (``tests/test_incremental_audit.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import pickle
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session
 
 from syncd import load as kpi_load
 from syncd import store
+from syncd.audit_pass import SAFETY, AuditOutcome
 from syncd.config import Tenant
+from syncd.deal_chunk import DealChunk, read_chunk
+from syncd.engine_model import DealRecord
 from syncd.mapping import TenantMapper
 from syncd.scoring import people
-from syncd.scoring.karma import client_karma_lines, line_amount, line_weight
+from syncd.scoring.karma import KarmaDeal, client_karma_lines, line_amount, line_weight
 from syncd.store import auditstate
 from syncd.store._sql import in_chunk_size, sequence_chunks
 
@@ -75,117 +81,225 @@ class KarmaDue:
             self.at = moment
 
 
-def score_store(db: store.Database, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
-                now: datetime, scope: KarmaScope | None,
-                karma_due_at: datetime | None,
-                ) -> tuple[str, datetime | None, set[str] | None]:
-    """Bring both ledgers up to date; ``scope`` None: recompute whole. Returns what was
-    done ("whole", "units", "unchanged"), the new karma due time, and the companies whose
-    karma may have changed (None: any)."""
-    if scope is not None and not scope.deal_ids and not scope.company_ids:
-        return "unchanged", karma_due_at, set()
-    with db.session() as session:
-        if scope is not None and len(scope.deal_ids) > WHOLE_SHARE * _deal_count(
-                session, tenant_id):
-            scope = None
-        if scope is None:
-            return "whole", _score_whole(session, tenant, tenant_id, mapper, now), None
-        due_at, companies = _score_units(session, tenant, tenant_id, mapper, now, scope,
-                                         karma_due_at)
-        return "units", due_at, companies
+class KarmaStage:
+    """Both ledgers of one pass, fed chunk by chunk by the pass's one read of the deals
+    (``syncd.deal_walk``), after each chunk's audit, in that chunk's transaction.
 
+    Whole (``scope`` None: after a full audit, when a karma window edge has come, or when
+    the changed deals are more than ``WHOLE_SHARE`` of the tenant's): the walk must read
+    every deal; each chunk's lines are spooled to a temporary file (memory stays flat),
+    and ``finish`` replaces both ledgers in one transaction (readers see the old ledgers
+    or the new ones). Units: the walk must read ``deal_ids`` (the changed deals and every
+    deal of the companies they touch); ``finish`` widens the scope by the deals that got
+    a new violation, reading only deals the walk did not, and replaces those units."""
 
-def _score_whole(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
-                 now: datetime) -> datetime | None:
-    """Both ledgers recomputed whole from one read of the deals, streamed chunk by chunk
-    into the store (one transaction: readers see the old ledgers or the new ones);
-    returns the karma due time."""
-    due = KarmaDue(now, tenant.book.karma.client.window_days)
-    for kind in (CLIENT, people.KIND):
-        store.delete_karma_lines(session, tenant_id, kind)
-    store.insert_karma_lines(session, tenant_id,
-                             _whole_lines(session, tenant, tenant_id, mapper, now, due),
-                             {CLIENT: karma_weights_fn(tenant),
-                              people.KIND: employee_weights_fn(tenant)})
-    return due.at
+    def __init__(self, db: store.Database, tenant: Tenant, tenant_id: int,
+                 mapper: TenantMapper, now: datetime, audit: AuditOutcome) -> None:
+        self.db, self.tenant, self.tenant_id, self.mapper, self.now = (
+            db, tenant, tenant_id, mapper, now)
+        previous = audit.previous
+        self.due_at = previous.karma_due_at if previous is not None else None
+        self.due = KarmaDue(now, tenant.book.karma.client.window_days)
+        self.scope: KarmaScope | None = None
+        self.companies: set[str] = set()
+        self.deal_ids: set[str] = set()
+        whole = audit.full or previous is None or (
+            self.due_at is not None and self.due_at <= now)
+        with db.session() as session:
+            if not whole:
+                assert previous is not None
+                scope = KarmaScope(set(audit.changed_ids), auditstate.changed_company_ids(
+                    session, tenant_id, previous.watermark - SAFETY))
+                whole = len(scope.deal_ids) > WHOLE_SHARE * _deal_count(session, tenant_id)
+                if not whole:
+                    self.scope = scope
+                    self.companies = _touched_companies(session, tenant_id, scope.deal_ids,
+                                                        scope.company_ids)
+                    self.deal_ids = scope.deal_ids | _company_deals(session, tenant_id,
+                                                                    self.companies)
+            if whole:
+                self._ledger = people.PeopleLedger(tenant.book, mapper.tz).start(
+                    kpi_load.company_records(session, tenant_id, mapper).values())
+                self._spool = _LineSpool()
+        #: Units: every deal the walk read, projected (a deal that gets a new violation
+        #: widens the scope after the walk, and must not be read again).
+        self._records: dict[str, tuple[int, DealRecord]] = {}
+        self._karma_deals: dict[str, KarmaDeal] = {}
+        self._violations: dict[str, list[people.ViolationRecord]] = defaultdict(list)
+        self._walked: set[str] = set()
 
+    @property
+    def whole(self) -> bool:
+        return self.scope is None
 
-def _whole_lines(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
-                 now: datetime, due: KarmaDue) -> Iterator[tuple[str, str, Any]]:
-    """Every karma line as ``(kind, unit, line)``, each chunk of deals read once for both
-    ledgers. Client lines depend on one deal (or one company), an employee deal unit on
-    one deal and its violations: both go out with their chunk. The employee company
-    units follow once every won deal is known. Equal to ``client_karma_lines`` and
-    ``PeopleLedger.load`` over all deals, holding only the won deals and the companies."""
-    weights = tenant.book.karma.client
-    ledger = people.PeopleLedger(tenant.book, mapper.tz).start(
-        kpi_load.company_records(session, tenant_id, mapper).values())
-    for chunk in store.iter_deal_chunks(session, tenant_id):
-        deals = [mapper.karma_deal(row) for row in chunk if not mapper.ignored(row)]
+    def add(self, session: Session, ids: Sequence[str], chunk: DealChunk) -> None:
+        """The chunk's deals (``ids``: the CRM ids the walk asked for, some maybe gone)."""
+        mapper = self.mapper
+        if self.scope is None:
+            self._add_whole(session, ids, chunk)
+            return
+        self._walked.update(ids)
+        for row_id, record in chunk.records(mapper):
+            self._records[record.deal_id] = (row_id, record)
+        for deal in chunk.karma_deals(mapper):
+            self._karma_deals[deal.deal_id] = deal
+        self._read_violations(session, [i for i in ids if i in self.deal_ids])
+
+    def _add_whole(self, session: Session, ids: Sequence[str], chunk: DealChunk) -> None:
+        """Client lines depend on one deal (or one company), an employee deal unit on one
+        deal and its violations: both go out with their chunk. The employee company units
+        follow in ``finish``, once every won deal is known."""
+        deals = chunk.karma_deals(self.mapper)
         for deal in deals:
-            due.see(deal)
-        for line in client_karma_lines(deals, (), weights, now):
-            yield CLIENT, _client_unit(line), line
-        ids = [row.external_id for row in chunk]
-        changes = store.stage_changes_for_deals(session, tenant_id, ids)
-        for violation in kpi_load.violation_records(session, tenant_id, ids):
+            self.due.see(deal)
+        lines: list[tuple[str, str, Any]] = [
+            (CLIENT, _client_unit(line), line)
+            for line in client_karma_lines(deals, (), self.tenant.book.karma.client, self.now)]
+        ledger = self._ledger
+        for violation in kpi_load.violation_records(session, self.tenant_id, ids):
             ledger.violations[violation.deal_id or ""].append(violation)
-        for row in chunk:
-            ledger.add(kpi_load.deal_record(row, changes.get(row.external_id, ()), mapper))
+        for _row_id, record in chunk.records(self.mapper):
+            ledger.add(record)
         for deal_id in ids:
             for person_line in ledger.deal_units.pop(deal_id, ()):
-                yield people.KIND, DEAL_UNIT + deal_id, person_line
+                lines.append((people.KIND, DEAL_UNIT + deal_id, person_line))
             ledger.owners.pop(deal_id, None)
             ledger.violations.pop(deal_id, None)
-    companies = [mapper.karma_company(c) for c in store.companies(session, tenant_id)]
-    for line in client_karma_lines((), companies, weights, now):
-        yield CLIENT, _client_unit(line), line
-    ledger.finish()
-    for company_id, lines in ledger.company_units.items():
-        for person_line in lines:
-            yield people.KIND, COMPANY_UNIT + company_id, person_line
+        self._spool.write(lines)
+
+    def close(self) -> None:
+        """Drop the spool (a whole recomputation's), written or not."""
+        if self.scope is None:
+            self._spool.close()
+
+    def _read_violations(self, session: Session, deal_ids: Sequence[str]) -> None:
+        for violation in kpi_load.violation_records(session, self.tenant_id, deal_ids):
+            self._violations[violation.deal_id or ""].append(violation)
+
+    def finish(self, opened_deal_ids: set[str],
+               ) -> tuple[str, datetime | None, set[str] | None]:
+        """Write the ledgers. Returns what was done ("whole", "units", "unchanged"), the
+        new karma due time, and the companies whose karma may have changed (None: any)."""
+        if self.scope is None:
+            return "whole", self._finish_whole(), None
+        scope = self.scope
+        added = opened_deal_ids - scope.deal_ids
+        scope.deal_ids |= added
+        if not scope.deal_ids and not scope.company_ids:
+            return "unchanged", self.due_at, set()
+        with self.db.session() as session:
+            self._widen(session, added)
+            due_at = self._finish_units(session)
+        return "units", due_at, self.companies
+
+    def _finish_whole(self) -> datetime | None:
+        """Both ledgers replaced in one transaction: the spooled deal lines, then the
+        companies' client lines and the employee company units."""
+        tenant, tenant_id, mapper = self.tenant, self.tenant_id, self.mapper
+        with self.db.session() as session:
+            for kind in (CLIENT, people.KIND):
+                store.delete_karma_lines(session, tenant_id, kind)
+            store.insert_karma_lines(session, tenant_id,
+                                     self._whole_tail(session, mapper),
+                                     {CLIENT: karma_weights_fn(tenant),
+                                      people.KIND: employee_weights_fn(tenant)})
+        return self.due.at
+
+    def _whole_tail(self, session: Session, mapper: TenantMapper,
+                    ) -> Iterator[tuple[str, str, Any]]:
+        yield from self._spool.read()
+        companies = [mapper.karma_company(c) for c in store.companies(session, self.tenant_id)]
+        for line in client_karma_lines((), companies, self.tenant.book.karma.client, self.now):
+            yield CLIENT, _client_unit(line), line
+        ledger = self._ledger.finish()
+        for company_id, lines in ledger.company_units.items():
+            for person_line in lines:
+                yield people.KIND, COMPANY_UNIT + company_id, person_line
+
+    def _widen(self, session: Session, added: set[str]) -> None:
+        """Add deals that got a new violation, with every deal of the companies they touch,
+        to the scope; read those of them the walk did not read."""
+        if not added:
+            return
+        companies = _touched_companies(session, self.tenant_id, added, ()) - self.companies
+        self.companies |= companies
+        more = (added | _company_deals(session, self.tenant_id, companies)) - self.deal_ids
+        self.deal_ids |= more
+        unread = sorted(more - self._walked)
+        if unread:
+            rows = auditstate.live_deal_rows(session, self.tenant_id, unread)
+            self.add(session, unread, read_chunk(session, self.tenant_id, rows, ()))
+        self._read_violations(session, sorted(more & self._walked - set(unread)))
+
+    def _finish_units(self, session: Session) -> datetime | None:
+        tenant, tenant_id, mapper, now = self.tenant, self.tenant_id, self.mapper, self.now
+        companies, deal_ids = self.companies, sorted(self.deal_ids)
+        held = sorted((self._records[i] for i in deal_ids if i in self._records),
+                      key=lambda pair: pair[0])
+        due = self.due
+        karma_deals = [self._karma_deals[r.deal_id] for _, r in held
+                       if r.deal_id in self._karma_deals]
+        for deal in karma_deals:
+            due.see(deal)
+        client = client_karma_lines(
+            karma_deals, [mapper.karma_company(c) for c in store.companies(session, tenant_id,
+                                                                             companies)],
+            tenant.book.karma.client, now)
+        store.replace_karma_units(session, tenant_id, CLIENT, companies, client,
+                                  karma_weights_fn(tenant), _client_unit)
+        violations = [v for _, r in held for v in self._violations.get(r.deal_id, ())]
+        ledger = people.PeopleLedger(tenant.book, mapper.tz).load(
+            [r for _, r in held],
+            kpi_load.company_records(session, tenant_id, mapper, companies).values(),
+            violations)
+        units = _unit_lines(ledger)
+        store.replace_karma_units(
+            session, tenant_id, people.KIND,
+            [COMPANY_UNIT + c for c in companies] + [DEAL_UNIT + d for d in deal_ids],
+            units, employee_weights_fn(tenant), units.__getitem__)
+        # The deals read here are only some: the earlier due time still holds for the
+        # others (it is after ``now``, or the recomputation would have been whole).
+        if self.due_at is not None and (due.at is None or self.due_at < due.at):
+            return self.due_at
+        return due.at
 
 
-def _score_units(session: Any, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
-                 now: datetime, scope: KarmaScope, karma_due_at: datetime | None,
-                 ) -> tuple[datetime | None, set[str]]:
-    changed = scope.deal_ids
-    companies = set(scope.company_ids)
-    companies |= {c for c in _deal_companies(session, tenant_id, changed).values() if c}
-    companies |= store.karma_units_of_sources(session, tenant_id, CLIENT, "deal", changed)
-    companies |= {u.removeprefix(COMPANY_UNIT) for u in store.karma_units_of_sources(
-        session, tenant_id, people.KIND, "deal", changed) if u.startswith(COMPANY_UNIT)}
-    deal_ids = sorted(changed | _company_deals(session, tenant_id, companies))
-    rows = auditstate.live_deal_rows(session, tenant_id, deal_ids)
+class _Line(NamedTuple):
+    """A karma line as spooled (client and employee lines have the same attributes)."""
 
-    due = KarmaDue(now, tenant.book.karma.client.window_days)
-    karma_deals = [mapper.karma_deal(row) for row in rows if not mapper.ignored(row)]
-    for deal in karma_deals:
-        due.see(deal)
-    client = client_karma_lines(
-        karma_deals, [mapper.karma_company(c) for c in store.companies(session, tenant_id,
-                                                                         companies)],
-        tenant.book.karma.client, now)
-    store.replace_karma_units(session, tenant_id, CLIENT, companies, client,
-                              karma_weights_fn(tenant), _client_unit)
+    subject_type: str
+    subject_id: str
+    criterion: str
+    quantity: float
+    source_type: str
+    source_id: str
+    period: str
 
-    live_ids = [row.external_id for row in rows]
-    changes = store.stage_changes_for_deals(session, tenant_id, live_ids)
-    records = [kpi_load.deal_record(row, changes.get(row.external_id, ()), mapper)
-               for row in rows]
-    ledger = people.PeopleLedger(tenant.book, mapper.tz).load(
-        records, kpi_load.company_records(session, tenant_id, mapper, companies).values(),
-        kpi_load.violation_records(session, tenant_id, live_ids))
-    units = _unit_lines(ledger)
-    store.replace_karma_units(
-        session, tenant_id, people.KIND,
-        [COMPANY_UNIT + c for c in companies] + [DEAL_UNIT + d for d in deal_ids],
-        units, employee_weights_fn(tenant), units.__getitem__)
-    # The deals read here are only some: the earlier due time still holds for the others
-    # (it is after ``now``, or the recomputation would have been whole).
-    if karma_due_at is not None and (due.at is None or karma_due_at < due.at):
-        return karma_due_at, companies
-    return due.at, companies
+
+class _LineSpool:
+    """``(kind, unit, line)`` triples written chunk by chunk to a temporary file and read
+    back once, in order: a whole ledger never held in memory."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+
+    def write(self, lines: Sequence[tuple[str, str, Any]]) -> None:
+        pickle.dump([(kind, unit, (x.subject_type, x.subject_id, x.criterion, x.quantity,
+                                   x.source_type, x.source_id, x.period))
+                     for kind, unit, x in lines], self._file, pickle.HIGHEST_PROTOCOL)
+
+    def read(self) -> Iterator[tuple[str, str, _Line]]:
+        self._file.seek(0)
+        while True:
+            try:
+                batch = pickle.load(self._file)  # noqa: S301 - this process's own file
+            except EOFError:
+                return
+            for kind, unit, fields in batch:
+                yield kind, unit, _Line._make(fields)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _unit_lines(ledger: people.PeopleLedger) -> dict[Any, str]:
@@ -202,6 +316,18 @@ def _unit_lines(ledger: people.PeopleLedger) -> dict[Any, str]:
 
 def _client_unit(line: Any) -> str:
     return str(line.subject_id)
+
+
+def _touched_companies(session: Session, tenant_id: int, deal_ids: set[str],
+                       company_ids: Iterable[str]) -> set[str]:
+    """``company_ids``, the companies of ``deal_ids`` now, and the companies their karma
+    lines were under before (a deal may have moved)."""
+    companies = set(company_ids)
+    companies |= {c for c in _deal_companies(session, tenant_id, deal_ids).values() if c}
+    companies |= store.karma_units_of_sources(session, tenant_id, CLIENT, "deal", deal_ids)
+    companies |= {u.removeprefix(COMPANY_UNIT) for u in store.karma_units_of_sources(
+        session, tenant_id, people.KIND, "deal", deal_ids) if u.startswith(COMPANY_UNIT)}
+    return companies
 
 
 def _deal_count(session: Any, tenant_id: int) -> int:

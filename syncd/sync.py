@@ -21,25 +21,23 @@ from sqlalchemy.orm import Session
 from syncd import backfill, store
 from syncd.audit.engine import audit_deals
 from syncd.audit.facts import DealFacts, Finding
-from syncd.audit_pass import SAFETY, audit_store, chunk_facts, save_state
+from syncd.audit_pass import chunk_facts
 from syncd.badrecords import BadRecord, collecting, drain
 from syncd.config import Tenant
 from syncd.connector import Connector, PullContext
+from syncd.deal_walk import audit_and_score
 from syncd.errors import SyncdError
 from syncd.fieldcheck import check_stored_fields
 from syncd.i18n import Text, say
 from syncd.karma_pass import (
-    KarmaScope,
     client_lines,
     iter_karma_deals,
     karma_weights_fn,
-    score_store,
 )
 from syncd.lease import FencedDatabase, LeaseLost, fence_crm_calls
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
 from syncd.records import Page
-from syncd.store import auditstate
 from syncd.store.runs import RunStatus
 from syncd.store.sanitize import describe_error
 from syncd.writeback import WritebackResult, WritebackScope, queue_tasks, run_writeback
@@ -354,34 +352,22 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
     def queue(session: Any, opened: list[Any]) -> None:
         queue_tasks(session, tenant, tenant_id, opened, now)
 
-    # The first audit is the baseline: no flood of tasks.
-    outcome = audit_store(db, tenant, tenant_id, run_id, now, mapper=mapper, full=full,
-                          queue_tasks=None if first_audit else queue)
+    # The first audit is the baseline: no flood of tasks. One read of the deals feeds the
+    # audit and both karma ledgers (syncd.deal_walk).
+    outcome, karma, done, karma_companies = audit_and_score(
+        db, tenant, tenant_id, run_id, now, mapper=mapper, full=full,
+        queue_tasks=None if first_audit else queue)
     summary.audit = {"mode": "full" if outcome.full else "incremental",
-                     "deals_audited": outcome.audited}
+                     "deals_audited": outcome.audited, "karma": done}
     summary.violations_opened = outcome.opened
     summary.violations_resolved = outcome.resolved
     with db.session() as session:
         summary.violations_by_rule = store.open_counts_by_rule(session, tenant_id)
         summary.violations_open = sum(summary.violations_by_rule.values())
-    previous = outcome.previous
-    karma_due_at = previous.karma_due_at if previous is not None else None
-    scope = None  # whole: after a full audit, or when a karma window edge has come
-    if not outcome.full and previous is not None and not (
-            karma_due_at is not None and karma_due_at <= now):
-        with db.session() as session:
-            companies = auditstate.changed_company_ids(session, tenant_id,
-                                                       previous.watermark - SAFETY)
-        scope = KarmaScope(outcome.changed_ids | outcome.opened_deal_ids, companies)
-    done, karma_due_at, karma_companies = score_store(db, tenant, tenant_id, mapper, now,
-                                                      scope, karma_due_at)
-    summary.audit["karma"] = done
-    with db.session() as session:
         summary.companies_with_karma = store.karma_subject_count(session, tenant_id, "client")
-    save_state(db, tenant_id, outcome, karma_due_at)
-    if scope is None or karma_companies is None:
+    if karma.scope is None or karma_companies is None:
         return None  # write-back plans every deal and company
-    return WritebackScope(outcome.audited_ids, karma_companies | scope.company_ids)
+    return WritebackScope(outcome.audited_ids, karma_companies | karma.scope.company_ids)
 
 
 def make_mapper(session: Session, tenant: Tenant, tenant_id: int) -> TenantMapper:
