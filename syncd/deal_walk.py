@@ -13,6 +13,9 @@ read twice:
   the audit wanted but did not find, deleted or gone, are judged last, as nothing);
 - otherwise the audited deals (changed or due) and the karma's deals (changed, and every
   deal of the companies they touch), by CRM id.
+
+A what-if pass (``audit_and_score_as_of``) reads every deal once for its audit and its
+client karma, and writes nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from syncd import store
+from syncd.audit.engine import audit_deals
+from syncd.audit.facts import DealFacts, Finding
 from syncd.audit_pass import CHUNK, AuditOutcome, AuditStage, save_state
 from syncd.config import Tenant
 from syncd.deal_chunk import DealChunk, read_chunk
 from syncd.karma_pass import KarmaStage
 from syncd.mapping import TenantMapper
+from syncd.scoring.karma import client_karma_lines
 from syncd.store import auditstate
 
 
@@ -49,6 +57,28 @@ def audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: 
         karma.close()
     save_state(db, tenant_id, outcome, karma_due_at)
     return outcome, karma, done, companies
+
+
+def audit_and_score_as_of(session: Session, tenant: Tenant, tenant_id: int, now: datetime,
+                          mapper: TenantMapper) -> tuple[list[Finding], set[str]]:
+    """A what-if pass's audit and client karma as of ``now``, nothing persisted, from one
+    read of the deals: the findings, and the companies with a client-karma line."""
+    weights = tenant.book.karma.client
+    subjects: set[str] = set()
+
+    def facts() -> Iterator[DealFacts]:
+        for rows in store.iter_deal_chunks(session, tenant_id):
+            chunk = read_chunk(session, tenant_id, rows)
+            subjects.update(line.subject_id for line in client_karma_lines(
+                chunk.karma_deals(mapper), (), weights, now))
+            yield from chunk.facts(mapper)
+
+    findings = list(audit_deals(facts(), tenant.book, now, mapper.tz,
+                                language=tenant.config.language,
+                                custom_rules=tenant.custom_rules))
+    companies = [mapper.karma_company(c) for c in store.companies(session, tenant_id)]
+    subjects.update(line.subject_id for line in client_karma_lines((), companies, weights, now))
+    return findings, subjects
 
 
 def _walk(db: store.Database, tenant_id: int, audit: AuditStage, karma: KarmaStage) -> None:

@@ -25,7 +25,7 @@ from syncd.audit_pass import chunk_facts
 from syncd.badrecords import BadRecord, collecting, drain
 from syncd.config import Tenant
 from syncd.connector import Connector, PullContext
-from syncd.deal_walk import audit_and_score
+from syncd.deal_walk import audit_and_score, audit_and_score_as_of
 from syncd.errors import SyncdError
 from syncd.fieldcheck import check_stored_fields
 from syncd.i18n import Text, say
@@ -336,14 +336,13 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
     """Audit and score; returns what write-back must look at (None: everything)."""
     if not summary.live:  # what-if: audit and karma as of that moment, nothing persisted
         with db.session() as session:
-            mapper, findings = _audit(session, tenant, tenant_id, now)
+            findings, karma_subjects = audit_and_score_as_of(
+                session, tenant, tenant_id, now, make_mapper(session, tenant, tenant_id))
         for finding in findings:
             summary.violations_by_rule[finding.rule] = summary.violations_by_rule.get(
                 finding.rule, 0) + 1
         summary.violations_open = len(findings)
-        with db.session() as session:
-            lines = client_lines(session, tenant, tenant_id, mapper, now)
-        summary.companies_with_karma = len({line.subject_id for line in lines})
+        summary.companies_with_karma = len(karma_subjects)
         return None
     with db.session() as session:
         mapper = make_mapper(session, tenant, tenant_id)

@@ -22,6 +22,8 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from test_incremental_audit import World, make_tenant, sync
 
 from syncd import store
+from syncd.plugins import make_plugin_manager
+from syncd.sync import PassOptions, audit_now, client_lines, make_mapper, run_pass
 
 DEALS = store.DealRow.__table__
 CHANGES = store.StageChangeRow.__table__
@@ -99,3 +101,25 @@ def test_incremental_passes_read_no_deal_twice(database: store.Database) -> None
         assert max(reads.deals.values()) == 1, reads.deals.most_common(3)
         assert not reads.changes or max(reads.changes.values()) == 1, reads.changes
     assert {"units", "whole"} <= modes, modes
+
+
+def test_a_what_if_pass_reads_each_deal_once(database: store.Database) -> None:
+    """A pass as of a past moment audits and scores every deal, from one read, and its
+    counts are those of the same read done twice (the audit's, then client karma's)."""
+    world = World(11)
+    tenant = make_tenant(f"once{uuid.uuid4().hex[:8]}", world.data, 0)
+    sync(database, tenant, world.now, full=True)
+    with counting() as reads:
+        summary = run_pass(database, make_plugin_manager(load_entrypoints=False), tenant,
+                           PassOptions(clock=lambda: world.now,
+                                       as_of=world.now - timedelta(days=2)))
+    deals, changes = live_ids(world)
+    assert reads.deals == Counter(deals)
+    assert reads.changes == Counter(changes)
+    with database.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, "memcrm")
+        mapper = make_mapper(session, tenant, tenant_id)
+        then = world.now - timedelta(days=2)
+        lines = client_lines(session, tenant, tenant_id, mapper, then)
+    assert summary.companies_with_karma == len({line.subject_id for line in lines}) > 0
+    assert summary.violations_open == len(audit_now(database, tenant, then)) > 0
