@@ -363,7 +363,7 @@ class AmoCRMConnector(AmoCRMWriter, StreamConnector):
         self._catalogs.pop("deal", None)
         catalog = self.catalog("deal")
         required: dict[str, list[str]] = {}
-        for info in catalog.by_id.values():
+        for info in catalog.by_key.values():
             for pair in info.raw.get("required_statuses") or ():
                 key = stage_key(pair.get("pipeline_id"), pair.get("status_id")) \
                     if isinstance(pair, dict) else None
@@ -375,7 +375,7 @@ class AmoCRMConnector(AmoCRMWriter, StreamConnector):
                               required_fields=tuple(required.get(s.external_id, ())))
                     for s in stages],
             loss_reasons=dict(self.loss_reasons()),
-            deal_fields={n: i.id for n in catalog.names() if (i := catalog.named(n))},
+            deal_fields={n: i.key for n in catalog.names() if (i := catalog.named(n))},
             writable=("loss_reason_add", "loss_reason_delete", "field_required"))
 
     def apply_gate(self, change: GateChange) -> GateChange:

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
-from syncd.badrecords import reject
 from syncd.errors import BadPayloadError
+from syncd.fieldcatalog import FieldCatalog as BaseCatalog
+from syncd.fieldcatalog import FieldInfo as BaseInfo
+from syncd.normalize import normalize_page
 from syncd.records import (
     Activity,
     ActivityType,
@@ -40,7 +42,6 @@ from syncd.records import (
     StageChange,
     User,
 )
-from syncd.secrets import redact
 from syncd.values import (
     FieldProblem,
     field_value,
@@ -48,7 +49,6 @@ from syncd.values import (
     parse_datetime,
     parse_id,
     parse_number,
-    reading_record,
 )
 
 log = logging.getLogger(__name__)
@@ -113,14 +113,11 @@ def _embedded_ids(payload: Mapping[str, Any], key: str) -> list[str]:
 
 # --- custom fields --------------------------------------------------------------------------
 @dataclass(slots=True)
-class FieldInfo:
-    id: str
-    name: str
-    type: str
+class FieldInfo(BaseInfo):
+    """``key``: the field's numeric id; ``options``: enum id -> value."""
+
     code: str | None = None
-    options: dict[str, str] = field(default_factory=dict)  # enum id -> value
     api_only: bool = False
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 def field_info(definition: Mapping[str, Any]) -> FieldInfo:
@@ -133,39 +130,24 @@ def field_info(definition: Mapping[str, Any]) -> FieldInfo:
     for enum in definition.get("enums") or ():
         if isinstance(enum, dict) and enum.get("id") is not None:
             options[str(enum["id"])] = str(enum.get("value", ""))
-    return FieldInfo(id=field_id, name=str(name), type=str(definition.get("type") or "text"),
+    return FieldInfo(key=field_id, name=str(name), type=str(definition.get("type") or "text"),
                      code=definition.get("code") or None, options=options,
                      api_only=bool(definition.get("is_api_only")), raw=dict(definition))
 
 
-class FieldCatalog:
-    """The custom field definitions of one entity, read once per pass; values in
-    ``record.fields`` are keyed by the field's *name*, as a tenant's mapping writes it."""
+class FieldCatalog(BaseCatalog[FieldInfo]):
+    """The custom field definitions of one entity (``syncd.fieldcatalog``)."""
 
-    def __init__(self, entity: Entity, definitions: Iterable[Mapping[str, Any]] = ()) -> None:
-        self.entity = entity
-        self.by_id: dict[str, FieldInfo] = {}
-        self._by_name: dict[str, FieldInfo] = {}
-        for definition in definitions:
-            self.add(field_info(definition))
+    crm = "amocrm"
 
-    def add(self, info: FieldInfo) -> None:
-        self.by_id[info.id] = info
-        existing = self._by_name.setdefault(info.name, info)
-        if existing is not info:
-            log.warning("two amocrm %s fields are named %r; using id %s", self.entity,
-                        info.name, existing.id)
+    def read(self, definitions: Iterable[Mapping[str, Any]]) -> Iterable[FieldInfo]:
+        return map(field_info, definitions)
 
     def named(self, name: str) -> FieldInfo | None:
-        return self._by_name.get(name)
+        return self.custom(name)
 
     def names(self) -> list[str]:
-        return list(self._by_name)
-
-    def field_defs(self) -> list[FieldDef]:
-        return [FieldDef(entity=self.entity, key=i.id, name=i.name, type=i.type,
-                         options=dict(i.options), custom=True, raw=i.raw)
-                for i in self.by_id.values()]
+        return list(self._custom_by_name)
 
     def values(self, custom_fields_values: Any) -> dict[str, Any]:
         """``{field name: readable value}``; ``null`` lists and values are empty."""
@@ -179,7 +161,7 @@ class FieldCatalog:
         for item in custom_fields_values:
             if not isinstance(item, dict):
                 continue
-            info = self.by_id.get(str(item.get("field_id")))
+            info = self.by_key.get(str(item.get("field_id")))
             name = info.name if info is not None else item.get("field_name")
             if not name or (name in out and out[name] is not None):
                 continue
@@ -459,31 +441,9 @@ Normalizer = Callable[[Mapping[str, Any], FieldCatalog | None, Reasons | None], 
 def normalize_many(stream: str, items: Sequence[Any], normalize: Callable[..., Any],
                    *args: Any, problems: list[FieldProblem] | None = None,
                    tenant: str | None = None) -> list[Any]:
-    """Normalize a page; any unreadable record fails the page, naming stream and id.
-    ``None`` results (records that are not for this stream) are left out. With
-    ``problems``, a custom field value that cannot be read is reported there (naming
-    tenant, stream, record id, field and value) and left empty; the record is kept."""
-    records = []
-    for item in items:
-        if not isinstance(item, dict):
-            message = f"amocrm {stream}: expected an object, got {type(item).__name__}"
-            raise BadPayloadError(message)
-        try:
-            if problems is None:
-                record = normalize(item, *args)
-            else:
-                with reading_record(problems, stream=stream, record_id=item.get("id"),
-                                    tenant=tenant):
-                    record = normalize(item, *args)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            message = redact(f"amocrm {stream}: record {item.get('id')!r} is malformed: "
-                             f"{type(exc).__name__}: {exc}")
-            if reject(stream, item, message):
-                continue  # quarantined by the pass; the rest of the page goes on
-            raise BadPayloadError(message) from exc
-        if record is not None:
-            records.append(record)
-    return records
+    """A page of amoCRM payloads (``syncd.normalize.normalize_page``)."""
+    return normalize_page("amocrm", stream, items, normalize, *args, problems=problems,
+                          tenant=tenant)
 
 
 @dataclass(frozen=True)

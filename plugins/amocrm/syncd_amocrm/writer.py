@@ -165,7 +165,7 @@ class AmoCRMWriter:
         except ValueError:
             return {}, f"field {change.field_name!r} is numeric; cannot write {change.value!r}"
         return {"id": int(change.external_id),
-                "custom_fields_values": [{"field_id": int(info.id), "values": values}]}, None
+                "custom_fields_values": [{"field_id": int(info.key), "values": values}]}, None
 
     def _patch_batch(self, path: str, items: list[tuple[int, dict[str, Any]]],
                      ) -> list[tuple[int, WriteResult]]:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal, TypeVar
 
-from syncd.badrecords import reject
 from syncd.errors import BadPayloadError, FatalAPIError
+from syncd.fieldcatalog import FieldCatalog as BaseCatalog
+from syncd.fieldcatalog import FieldInfo as BaseInfo
+from syncd.normalize import normalize_page
 from syncd.records import (
     Activity,
     ActivityType,
@@ -27,23 +30,19 @@ from syncd.records import (
     Contact,
     Deal,
     DealStatus,
-    FieldDef,
     Pipeline,
     Record,
     Stage,
     StageChange,
     User,
 )
-from syncd.secrets import redact
 from syncd.values import (
-    FieldProblem,
     field_value,
     parse_date,
     parse_datetime,
     parse_flag,
     parse_id,
     parse_number,
-    reading_record,
 )
 from syncd_bitrix24.client import MAX_BATCH, BatchResult, Bitrix24Client
 
@@ -114,14 +113,10 @@ def flag(value: Any) -> bool:
 
 # --- fields --------------------------------------------------------------------------------
 @dataclass(slots=True)
-class FieldInfo:
-    key: str  # FIELD_NAME / the standard field's code
-    name: str  # the label a tenant's mapping uses
-    type: str
-    custom: bool
+class FieldInfo(BaseInfo):
+    """``key``: FIELD_NAME / the standard field's code; ``name``: its label."""
+
     multiple: bool = False
-    options: dict[str, str] = field(default_factory=dict)  # enumeration option id -> label
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 #: Standard fields worth keeping in ``record.fields`` (under the portal's own titles).
@@ -132,38 +127,20 @@ STANDARD_EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
-class FieldCatalog:
+class FieldCatalog(BaseCatalog[FieldInfo]):
     """One entity's fields as ``crm.{entity}.fields`` describes them (labels, types and
     enumeration options), so values land in ``record.fields`` under their *labels*."""
 
-    def __init__(self, entity: Entity, described: Mapping[str, Any] | None = None) -> None:
-        self.entity = entity
-        self.by_key: dict[str, FieldInfo] = {}
-        self._custom_by_name: dict[str, FieldInfo] = {}
-        for key, spec in (described or {}).items():
-            if isinstance(spec, Mapping):
-                self.add(field_info(key, spec))
+    crm = "bitrix24"
 
-    def add(self, info: FieldInfo) -> None:
-        self.by_key[info.key] = info
-        if info.custom:
-            existing = self._custom_by_name.setdefault(info.name, info)
-            if existing is not info:
-                log.warning("two bitrix24 %s fields are labelled %r; using %s", self.entity,
-                            info.name, existing.key)
+    def read(self, definitions: Mapping[str, Any] | None) -> Iterable[FieldInfo]:
+        return (field_info(key, spec) for key, spec in (definitions or {}).items()
+                if isinstance(spec, Mapping))
 
     def custom(self, name: str) -> FieldInfo | None:
         """A custom field by label, or by its ``UF_CRM_*`` code."""
-        return self._custom_by_name.get(name) or (
+        return super().custom(name) or (
             self.by_key.get(name) if name.startswith("UF_") else None)
-
-    def names(self) -> list[str]:
-        return [info.name for info in self.by_key.values()]
-
-    def field_defs(self) -> list[FieldDef]:
-        return [FieldDef(entity=self.entity, key=i.key, name=i.name, type=i.type,
-                         options=dict(i.options), custom=i.custom, raw=i.raw)
-                for i in self.by_key.values()]
 
     def values(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``{label: readable value}`` of the custom fields and notable standard ones."""
@@ -197,7 +174,7 @@ def field_info(key: str, spec: Mapping[str, Any]) -> FieldInfo:
 def resolve_value(info: FieldInfo, value: Any) -> Any:
     """A field value in readable form: option labels, numbers, UTC datetimes."""
     if info.multiple and isinstance(value, list):
-        single = FieldInfo(info.key, info.name, info.type, info.custom, False, info.options)
+        single = replace(info, multiple=False)
         return [resolve_value(single, v) for v in value if v not in (None, "")]
     if value is None or value == "" or (value is False and info.type != "boolean"):
         return None
@@ -450,32 +427,8 @@ def activity_types() -> list[ActivityType]:
 R = TypeVar("R", bound=Record)
 
 
-def normalize_many(stream: str, items: Iterable[Any],
-                   normalize: Callable[[Mapping[str, Any]], R], *,
-                   problems: list[FieldProblem] | None = None,
-                   tenant: str | None = None) -> list[R]:
-    """Normalize a page; any unreadable record fails the page, naming stream and id.
-    With ``problems``, a custom field value that cannot be read is reported there (naming
-    tenant, stream, record id, field and value) and left empty; the record is kept."""
-    records: list[R] = []
-    for item in items:
-        if not isinstance(item, Mapping):
-            message = f"bitrix24 {stream}: expected an object, got {type(item).__name__}"
-            raise BadPayloadError(message)
-        try:
-            if problems is None:
-                records.append(normalize(item))
-                continue
-            with reading_record(problems, stream=stream,
-                                record_id=item.get("ID", item.get("id")), tenant=tenant):
-                records.append(normalize(item))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            message = redact(f"bitrix24 {stream}: record {item.get('ID', item.get('id'))!r}"
-                             f" is malformed: {type(exc).__name__}: {exc}")
-            if reject(stream, dict(item), message):
-                continue  # quarantined by the pass; the rest of the page goes on
-            raise BadPayloadError(message) from exc
-    return records
+#: A page of Bitrix24 payloads (``syncd.normalize.normalize_page``), ids under ``ID``.
+normalize_many = partial(normalize_page, "bitrix24", id_key="ID")
 
 
 def stage_change(row: Mapping[str, Any], previous: str | None) -> StageChange:

@@ -15,22 +15,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal, TypeGuard, TypeVar
 
-from syncd.badrecords import reject
 from syncd.errors import BadPayloadError
+from syncd.fieldcatalog import FieldCatalog as BaseCatalog
+from syncd.fieldcatalog import FieldInfo
+from syncd.normalize import normalize_page
 from syncd.records import (
     Activity,
     ActivityType,
     Company,
     Contact,
     Deal,
-    FieldDef,
     Pipeline,
     Record,
     Stage,
     StageChange,
     User,
 )
-from syncd.secrets import redact
 from syncd.streams import version_key
 from syncd.values import (
     FieldProblem,
@@ -40,7 +40,6 @@ from syncd.values import (
     parse_flag,
     parse_id,
     parse_number,
-    reading_record,
 )
 
 log = logging.getLogger(__name__)
@@ -107,50 +106,13 @@ def flag(value: Any) -> bool:
 
 
 # --- custom fields --------------------------------------------------------------------------
-@dataclass(slots=True)
-class FieldInfo:
-    key: str
-    name: str
-    type: str
-    custom: bool
-    options: dict[str, str] = field(default_factory=dict)  # option id -> label
-    raw: dict[str, Any] = field(default_factory=dict)
+class FieldCatalog(BaseCatalog[FieldInfo]):
+    """The field definitions of one entity (``syncd.fieldcatalog``), v2 or v1."""
 
+    crm = "pipedrive"
 
-class FieldCatalog:
-    """The field definitions of one entity, read once per pass.
-
-    Values in ``record.fields`` are keyed by the field's *name* (a tenant's mapping says
-    ``lead_source: "Lead source"``), never by the per-company hash.
-    """
-
-    def __init__(self, entity: Entity, definitions: Iterable[Mapping[str, Any]] = ()) -> None:
-        self.entity = entity
-        self.by_key: dict[str, FieldInfo] = {}
-        self._custom_by_name: dict[str, FieldInfo] = {}
-        for definition in definitions:
-            self.add(field_info(definition))
-
-    def add(self, info: FieldInfo) -> None:
-        self.by_key[info.key] = info
-        if info.custom:
-            existing = self._custom_by_name.setdefault(info.name, info)
-            if existing is not info:
-                log.warning("two %s fields are named %r; using %s", self.entity, info.name,
-                            existing.key)
-
-    def custom(self, name: str) -> FieldInfo | None:
-        return self._custom_by_name.get(name)
-
-    def names(self) -> list[str]:
-        return [info.name for info in self.by_key.values()]
-
-    def field_defs(self) -> list[FieldDef]:
-        return [
-            FieldDef(entity=self.entity, key=i.key, name=i.name, type=i.type,
-                     options=dict(i.options), custom=i.custom, raw=i.raw)
-            for i in self.by_key.values()
-        ]
+    def read(self, definitions: Iterable[Mapping[str, Any]]) -> Iterable[FieldInfo]:
+        return map(field_info, definitions)
 
     def values(self, custom_fields: Any) -> dict[str, Any]:
         """``{field name: readable value}`` from a v2 ``custom_fields`` object."""
@@ -403,28 +365,10 @@ def normalize_many(stream: str, items: Sequence[Any],
                    catalog: FieldCatalog | None = None, *,
                    problems: list[FieldProblem] | None = None,
                    tenant: str | None = None) -> list[R]:
-    """Normalize a page; any unreadable record fails the page, naming stream and id.
-    With ``problems``, a custom field value that cannot be read is reported there (naming
-    tenant, stream, record id, field and value) and left empty; the record is kept."""
-    records: list[R] = []
-    for item in items:
-        if not isinstance(item, dict):
-            message = f"pipedrive {stream}: expected an object, got {type(item).__name__}"
-            raise BadPayloadError(message)
-        try:
-            if problems is None:
-                records.append(normalize(item, catalog))
-                continue
-            with reading_record(problems, stream=stream, record_id=item.get("id"),
-                                tenant=tenant):
-                records.append(normalize(item, catalog))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            message = redact(f"pipedrive {stream}: record {item.get('id')!r} is malformed: "
-                             f"{type(exc).__name__}: {exc}")
-            if reject(stream, item, message):
-                continue  # quarantined by the pass; the rest of the page goes on
-            raise BadPayloadError(message) from exc
-    return records
+    """A page of Pipedrive payloads (``syncd.normalize.normalize_page``); every normalizer
+    takes the entity's field catalog."""
+    return normalize_page("pipedrive", stream, items, normalize, catalog, problems=problems,
+                          tenant=tenant)
 
 
 def stage_changes(deal_id: str, rows: Iterable[Any], *,

@@ -27,12 +27,12 @@ from syncd.errors import (
     BudgetExhaustedError,
     FatalAPIError,
 )
+from syncd.fieldcatalog import FieldInfo
 from syncd.records import Record
 from syncd.secrets import redact
 from syncd_pipedrive.streams import (
     Entity,
     FieldCatalog,
-    FieldInfo,
     field_info,
     normalize_activity,
     normalize_company,
