@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,21 @@ from syncd.engine_model import DealRecord
 from syncd.load import deal_record
 from syncd.mapping import TenantMapper
 from syncd.scoring.karma import KarmaDeal
+
+
+class KarmaRow(NamedTuple):
+    """What ``TenantMapper.karma_deal`` reads of a deal row, its fields cut down to the
+    karma's: kept for a deal whose client karma may be needed later in the pass."""
+
+    external_id: str
+    company_id: str | None
+    owner_id: str | None
+    status: str
+    value: float | None
+    won_at: Any
+    lost_at: Any
+    created_at: Any
+    fields: dict[str, Any]
 
 
 @dataclass
@@ -65,6 +80,14 @@ class DealChunk:
     def karma_deals(self, mapper: TenantMapper) -> list[KarmaDeal]:
         """Client-karma inputs of the rows the tenant file does not ignore."""
         return [mapper.karma_deal(row) for row in self.rows if not mapper.ignored(row)]
+
+    def karma_rows(self, mapper: TenantMapper) -> list[KarmaRow]:
+        """``karma_deals``' inputs, unparsed (a mapped field parsed, and maybe warned
+        about, only for a deal whose karma is computed)."""
+        return [KarmaRow(row.external_id, row.company_id, row.owner_id, row.status, row.value,
+                         row.won_at, row.lost_at, row.created_at,
+                         mapper.karma_fields(row.fields))
+                for row in self.rows if not mapper.ignored(row)]
 
 
 def read_chunk(session: Session, tenant_id: int, rows: Sequence[Any],

@@ -34,11 +34,11 @@ from syncd import load as kpi_load
 from syncd import store
 from syncd.audit_pass import SAFETY, AuditOutcome
 from syncd.config import Tenant
-from syncd.deal_chunk import DealChunk, read_chunk
+from syncd.deal_chunk import DealChunk, KarmaRow, read_chunk
 from syncd.engine_model import DealRecord
 from syncd.mapping import TenantMapper
 from syncd.scoring import people
-from syncd.scoring.karma import KarmaDeal, client_karma_lines, line_amount, line_weight
+from syncd.scoring.karma import client_karma_lines, line_amount, line_weight
 from syncd.store import auditstate
 from syncd.store._sql import in_chunk_size, sequence_chunks
 
@@ -124,7 +124,7 @@ class KarmaStage:
         #: Units: every deal the walk read, projected (a deal that gets a new violation
         #: widens the scope after the walk, and must not be read again).
         self._records: dict[str, tuple[int, DealRecord]] = {}
-        self._karma_deals: dict[str, KarmaDeal] = {}
+        self._karma_rows: dict[str, KarmaRow] = {}
         self._violations: dict[str, list[people.ViolationRecord]] = defaultdict(list)
         self._walked: set[str] = set()
 
@@ -141,8 +141,8 @@ class KarmaStage:
         self._walked.update(ids)
         for row_id, record in chunk.records(mapper):
             self._records[record.deal_id] = (row_id, record)
-        for deal in chunk.karma_deals(mapper):
-            self._karma_deals[deal.deal_id] = deal
+        for karma_row in chunk.karma_rows(mapper):
+            self._karma_rows[karma_row.external_id] = karma_row
         self._read_violations(session, [i for i in ids if i in self.deal_ids])
 
     def _add_whole(self, session: Session, ids: Sequence[str], chunk: DealChunk) -> None:
@@ -237,8 +237,8 @@ class KarmaStage:
         held = sorted((self._records[i] for i in deal_ids if i in self._records),
                       key=lambda pair: pair[0])
         due = self.due
-        karma_deals = [self._karma_deals[r.deal_id] for _, r in held
-                       if r.deal_id in self._karma_deals]
+        karma_deals = [mapper.karma_deal(self._karma_rows[r.deal_id]) for _, r in held
+                       if r.deal_id in self._karma_rows]
         for deal in karma_deals:
             due.see(deal)
         client = client_karma_lines(
@@ -276,6 +276,17 @@ class _Line(NamedTuple):
     period: str
 
 
+#: Employee lines already are tuples of ``_Line``'s fields, in its order.
+_PEOPLE_LINE_IS_LINE = people.PeopleLine._fields == _Line._fields
+
+
+def _fields(line: Any) -> tuple[Any, ...]:
+    if _PEOPLE_LINE_IS_LINE and type(line) is people.PeopleLine:
+        return tuple(line)
+    return (line.subject_type, line.subject_id, line.criterion, line.quantity,
+            line.source_type, line.source_id, line.period)
+
+
 class _LineSpool:
     """``(kind, unit, line)`` triples written chunk by chunk to a temporary file and read
     back once, in order: a whole ledger never held in memory."""
@@ -284,9 +295,8 @@ class _LineSpool:
         self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
 
     def write(self, lines: Sequence[tuple[str, str, Any]]) -> None:
-        pickle.dump([(kind, unit, (x.subject_type, x.subject_id, x.criterion, x.quantity,
-                                   x.source_type, x.source_id, x.period))
-                     for kind, unit, x in lines], self._file, pickle.HIGHEST_PROTOCOL)
+        pickle.dump([(kind, unit, _fields(x)) for kind, unit, x in lines], self._file,
+                    pickle.HIGHEST_PROTOCOL)
 
     def read(self) -> Iterator[tuple[str, str, _Line]]:
         self._file.seek(0)

@@ -244,6 +244,13 @@ class TenantMapper:
         return stage_id, changes
 
     # -- karma inputs ----------------------------------------------------------------------
+    def karma_fields(self, fields: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The part of a deal's stored fields ``karma_deal`` reads (to keep a deal's karma
+        input small until it is known to be needed)."""
+        names = (self._deal_fields.get(key) for key in ("profit", "is_tender",
+                                                        "public_incident"))
+        return {name: (fields or {})[name] for name in names if name and name in (fields or {})}
+
     def karma_deal(self, deal: Any) -> KarmaDeal:
         return KarmaDeal(
             deal_id=deal.external_id, company_id=deal.company_id, owner_id=deal.owner_id,
