@@ -29,10 +29,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -45,6 +45,7 @@ from syncd.errors import (
     FatalAPIError,
 )
 from syncd.http import ApiClient, default_classify
+from syncd.limiterpool import process_limiter
 from syncd.oauth import RefreshRejected, TokenSet
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact, register
@@ -82,29 +83,15 @@ def classify_amocrm(response: requests.Response) -> APIError | None:
     return error
 
 
-_limiters: dict[tuple[Any, ...], RateLimiter] = {}
-_limiters_lock = threading.Lock()
-
-
 def shared_limiter(settings: AmoCRMSettings, *, clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
-    """One limiter per integration and account for the whole process.
-
-    amoCRM counts requests per integration; a connector lives one pass, and a fresh limiter
-    per pass would not know the requests of ``inspect`` or a concurrent pass of the same
-    integration. Injected clocks (tests) get a private limiter.
-    """
-    if clock is not time.monotonic or sleep is not time.sleep:
-        return RateLimiter(settings.rate_limit, settings.rate_window, clock=clock, sleep=sleep)
+    """One limiter per integration and account for the whole process
+    (``syncd.limiterpool``): amoCRM counts requests per integration."""
     who = settings.client_id or settings.long_lived_token or ""
     digest = hashlib.sha256(who.encode()).hexdigest()
     key = (settings.base_url, digest, settings.rate_limit, settings.rate_window)
-    with _limiters_lock:
-        limiter = _limiters.get(key)
-        if limiter is None:
-            limiter = RateLimiter(settings.rate_limit, settings.rate_window)
-            _limiters[key] = limiter
-        return limiter
+    return process_limiter("amocrm", key, partial(
+        RateLimiter, settings.rate_limit, settings.rate_window), clock=clock, sleep=sleep)
 
 
 class AmoCRMClient:

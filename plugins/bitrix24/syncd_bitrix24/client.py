@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -48,6 +48,7 @@ from syncd.errors import (
     RateLimitedError,
 )
 from syncd.http import ApiClient, default_classify, json_body
+from syncd.limiterpool import process_limiter
 from syncd.oauth import RefreshRejected, TokenSet, TokenStore
 from syncd.secrets import redact, register
 from syncd_bitrix24.limiter import LeakyBucket
@@ -152,24 +153,14 @@ def make_classifier(limiter: LeakyBucket | None) -> Callable[[requests.Response]
 
 
 # --- shared limiters -----------------------------------------------------------------------
-_buckets: dict[tuple[Any, ...], LeakyBucket] = {}
-_buckets_lock = threading.Lock()
-
-
 def shared_bucket(settings: Bitrix24Settings, *, clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], None] = time.sleep) -> LeakyBucket:
-    """One bucket per portal for the whole process: the portal counts every request from
-    this machine, whichever pass or ``inspect`` made it. Injected clocks get their own."""
-    if clock is not time.monotonic or sleep is not time.sleep:
-        return LeakyBucket(settings.bucket_burst, settings.bucket_rate, clock=clock,
-                           sleep=sleep)
+    """One bucket per portal for the whole process (``syncd.limiterpool``): the portal
+    counts every request from this machine, whichever pass or ``inspect`` made it."""
     host = urlsplit(settings.webhook_url or settings.base_url).netloc
-    key = (host, settings.bucket_burst, settings.bucket_rate)
-    with _buckets_lock:
-        bucket = _buckets.get(key)
-        if bucket is None:
-            bucket = _buckets[key] = LeakyBucket(settings.bucket_burst, settings.bucket_rate)
-        return bucket
+    return process_limiter("bitrix24", (host, settings.bucket_burst, settings.bucket_rate),
+                           partial(LeakyBucket, settings.bucket_burst, settings.bucket_rate),
+                           clock=clock, sleep=sleep)
 
 
 @dataclass

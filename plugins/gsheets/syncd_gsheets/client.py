@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import requests
 
 from syncd.errors import APIError, AuthError, BadPayloadError, FatalAPIError, RateLimitedError
 from syncd.http import ApiClient, default_classify, json_body, retry_after
+from syncd.limiterpool import process_limiter
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact
 from syncd_gsheets.auth import SCOPES, ServiceAccount
@@ -76,28 +77,17 @@ def payload_batches(data: Sequence[tuple[str, Grid]],
         size += weight
     return batches
 
-_limiters: dict[str, RateLimiter] = {}
-_limiters_lock = threading.Lock()
-
-
 def shared_limiter(email: str, per_minute: int, *, clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
-    """One limiter per service account for the whole process (injected clocks: private).
+    """One limiter per service account for the whole process (``syncd.limiterpool``).
 
     Google counts the quota per user, and a service account is one user whatever tenant or
     spreadsheet it serves; when two tenants configure different rates for the same key,
     the lower one wins."""
-    if clock is not time.monotonic or sleep is not time.sleep:
-        return RateLimiter(per_minute, QUOTA_WINDOW, margin=1.0, clock=clock, sleep=sleep)
-    key = email.casefold()
-    with _limiters_lock:
-        limiter = _limiters.get(key)
-        if limiter is None:
-            limiter = RateLimiter(per_minute, QUOTA_WINDOW, margin=1.0)
-            _limiters[key] = limiter
-        elif per_minute < limiter.limit:
-            limiter.limit = per_minute
-        return limiter
+    limiter = process_limiter("gsheets", email.casefold(), partial(
+        RateLimiter, per_minute, QUOTA_WINDOW, margin=1.0), clock=clock, sleep=sleep)
+    limiter.limit = min(limiter.limit, per_minute)
+    return limiter
 
 
 def quote_sheet(title: str) -> str:

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import requests
 
 from syncd.errors import APIError, BadPayloadError, BudgetExhaustedError
 from syncd.http import ApiClient, default_classify, json_body
+from syncd.limiterpool import process_limiter
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact
 from syncd.streams import NextToken, Offset, paginate
@@ -84,32 +85,16 @@ def classify_pipedrive(response: requests.Response) -> APIError | None:
     return None
 
 
-_limiters: dict[tuple[Any, ...], RateLimiter] = {}
-_limiters_lock = threading.Lock()
-
-
 def shared_limiter(
     settings: PipedriveSettings, *, clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RateLimiter:
-    """One limiter per token and host for the whole process.
-
-    Pipedrive's burst limit is per token, and a connector lives for one pass only: a fresh
-    limiter per pass would not know the requests the previous pass made in the last two
-    seconds (nor those of ``inspect`` or a concurrent pass of the same account), and would
-    burst straight into a 429. Injected clocks (tests) get a private limiter.
-    """
-    if clock is not time.monotonic or sleep is not time.sleep:
-        return RateLimiter(settings.burst_limit, settings.burst_window, clock=clock,
-                           sleep=sleep)
+    """One limiter per token and host for the whole process (``syncd.limiterpool``):
+    Pipedrive's burst limit is per token."""
     digest = hashlib.sha256(settings.api_token.encode()).hexdigest()
     key = (settings.base_url, digest, settings.burst_limit, settings.burst_window)
-    with _limiters_lock:
-        limiter = _limiters.get(key)
-        if limiter is None:
-            limiter = RateLimiter(settings.burst_limit, settings.burst_window)
-            _limiters[key] = limiter
-        return limiter
+    return process_limiter("pipedrive", key, partial(
+        RateLimiter, settings.burst_limit, settings.burst_window), clock=clock, sleep=sleep)
 
 
 def _where(response: requests.Response) -> str:
