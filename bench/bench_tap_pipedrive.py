@@ -32,12 +32,14 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from syncd_fakes.pipedrive.sample import scaled_dataset
 from syncd_fakes.pipedrive.server import DEMO_TOKEN, FakePipedrive
 
 REPO = Path(__file__).resolve().parents[1]
+PHASES_LAUNCHER = Path(__file__).resolve().parent / "syncd_phases.py"
 DEMO_TENANT = REPO / "config" / "demo" / "tenants" / "northwind.yaml"
 TAP_STREAMS = ("users", "pipelines", "stages", "activity_types", "deal_fields",
                "organizations", "persons", "deals", "activities")
@@ -90,7 +92,8 @@ def run_tap(python: str, base_url: str, work: Path) -> tuple[float, dict[str, in
     return wall, records
 
 
-def run_syncd(base_url: str, args: argparse.Namespace, work: Path) -> tuple[float, str]:
+def run_syncd(base_url: str, args: argparse.Namespace, work: Path,
+              ) -> tuple[float, dict[str, Any]]:
     tenant = yaml.safe_load(DEMO_TENANT.read_text(encoding="utf-8"))
     tenant["connection"].update({"base_url": base_url,
                                  "api_token": {"$env": "BENCH_PIPEDRIVE_TOKEN"},
@@ -104,16 +107,32 @@ def run_syncd(base_url: str, args: argparse.Namespace, work: Path) -> tuple[floa
         "salesbooks_dir": str(REPO / "config" / "salesbooks"), "reports_dir": "reports",
         "log_level": "WARNING", "http": {"host": "127.0.0.1", "port": 0}}), encoding="utf-8")
     env = {**os.environ, "BENCH_PIPEDRIVE_TOKEN": DEMO_TOKEN}
+    phases = work / "phases.json"
+    profile = ["--profile", str(Path(args.profile).resolve())] if args.profile else []
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "syncd.cli", "--config", str(config), "sync",
-                           "--format", "json"], capture_output=True, text=True, env=env,
-                          check=False, cwd=work)
+    done = subprocess.run([sys.executable, str(PHASES_LAUNCHER), str(phases), *profile, "--",
+                           "--config", str(config), "sync", "--format", "json"],
+                          capture_output=True, text=True, env=env, check=False, cwd=work)
     wall = time.monotonic() - started
     if done.returncode not in (0, 4):  # 4: violations/quarantine found, the pass completed
         sys.stderr.write(done.stderr[-3000:])
         message = f"syncd sync exited with {done.returncode}"
         raise SystemExit(message)
-    return wall, done.stdout
+    return wall, json.loads(phases.read_text(encoding="utf-8"))
+
+
+def print_phases(timed: dict[str, Any], wall: float) -> None:
+    """Where syncd's wall time went: each phase's wall and main-thread CPU seconds."""
+    phases = timed["phases"]
+    process = timed["process"]
+    named = sum(v["wall"] for k, v in phases.items() if k != "store pages")
+    print(f"  syncd process: wall {process['wall']:.1f} s, CPU {process['cpu']:.1f} s "
+          f"(all threads)")
+    for name, spent in phases.items():
+        print(f"    {name:<22} wall {spent['wall']:6.2f} s ({spent['wall'] / wall:4.0%}), "
+              f"main-thread CPU {spent['cpu']:6.2f} s, {spent['calls']} calls")
+    print(f"    {'start-up, rest':<22} wall {wall - named:6.2f} s ({(wall - named) / wall:4.0%})"
+          " (interpreter, imports, config, migrations, lease, run rows)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,13 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=2.0, help="seconds")
     parser.add_argument("--tap-python", default="/tmp/tapvenv/bin/python",
                         help="the python of a venv with tap-pipedrive installed")
+    parser.add_argument("--syncd-only", action="store_true",
+                        help="time syncd alone (no ratio): for profiling")
+    parser.add_argument("--profile", default=None,
+                        help="write a cProfile of syncd's main thread to this file")
     args = parser.parse_args(argv)
-    if not Path(args.tap_python).exists():
+    if not args.syncd_only and not Path(args.tap_python).exists():
         print(f"no {args.tap_python}: python -m venv /tmp/tapvenv && "
               "/tmp/tapvenv/bin/pip install tap-pipedrive==2.1.0")
         return 2
-    version = subprocess.run([args.tap_python, "-m", "pip", "show", "tap-pipedrive"],
-                             capture_output=True, text=True, check=False).stdout
+    version = "" if args.syncd_only else subprocess.run(
+        [args.tap_python, "-m", "pip", "show", "tap-pipedrive"],
+        capture_output=True, text=True, check=False).stdout
     version = next((line.split(":", 1)[1].strip() for line in version.splitlines()
                     if line.startswith("Version:")), "unknown")
     dataset = scaled_dataset(args.deals, now=datetime.now(UTC))
@@ -141,19 +165,24 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         (work / "tap").mkdir()
         (work / "syncd").mkdir()
-        print(f"tap-pipedrive {version}: starting, {load()}")
-        with fake(dataset, args) as server:
-            tap_wall, records = run_tap(args.tap_python, server.base_url, work / "tap")
-            tap_requests, tap_429 = server.requests_count, server.rate_limited_count
-        print(f"  wall {tap_wall:.1f} s, {tap_requests} requests (incl. discovery), "
-              f"{tap_429} 429s, {load()}")
-        print("  records: " + ", ".join(f"{k} {v}" for k, v in sorted(records.items())))
+        if not args.syncd_only:
+            print(f"tap-pipedrive {version}: starting, {load()}")
+            with fake(dataset, args) as server:
+                tap_wall, records = run_tap(args.tap_python, server.base_url, work / "tap")
+                tap_requests, tap_429 = server.requests_count, server.rate_limited_count
+            print(f"  wall {tap_wall:.1f} s, {tap_requests} requests (incl. discovery), "
+                  f"{tap_429} 429s, {load()}")
+            print("  records: " + ", ".join(f"{k} {v}" for k, v in sorted(records.items())))
         print(f"syncd sync: starting, {load()}")
         with fake(dataset, args) as server:
-            syncd_wall, _ = run_syncd(server.base_url, args, work / "syncd")
+            syncd_wall, timed = run_syncd(server.base_url, args, work / "syncd")
             syncd_requests, syncd_429 = server.requests_count, server.rate_limited_count
-        print(f"  wall {syncd_wall:.1f} s, {syncd_requests} requests, {syncd_429} 429s, "
-              f"{load()}")
+        bound = syncd_requests * args.window / args.burst_limit
+        print(f"  wall {syncd_wall:.1f} s, {syncd_requests} requests (rate-limit bound "
+              f"{bound:.1f} s), {syncd_429} 429s, {load()}")
+        print_phases(timed, syncd_wall)
+    if args.syncd_only:
+        return 0
     ratio = tap_wall / syncd_wall
     print(f"tap-pipedrive / syncd sync: {ratio:.2f}x (target >= 4), {load()}")
     return 0 if ratio >= 4 else 1
