@@ -470,6 +470,8 @@ class Daemon:
     def _start(self, claim: leases.Claim) -> None:
         lease = Lease(claim.tenant_key, claim.fence, self.holder)
         self.metrics.lease_claims.inc()
+        if claim.late_seconds is not None:
+            self.metrics.pass_start_lag.observe(claim.late_seconds)
         log.info("tenant %s claimed (fence %d)", claim.tenant_key, claim.fence,
                  extra={"tenant": claim.tenant_key, "fence": claim.fence,
                         "replica": self.holder})

@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from syncd import __version__
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
+#: Pass start lag: a poll (5 s by default) is the floor; an interval (15 min) is the alarm.
+LAG_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
 
 
 class Metrics:
@@ -39,6 +41,11 @@ class Metrics:
         self.sync_duration = Histogram("syncd_sync_duration_seconds",
                                        "Duration of one tenant pass.", ["tenant"],
                                        buckets=DURATION_BUCKETS, registry=r)
+        self.pass_start_lag = Histogram(
+            "syncd_pass_start_lag_seconds", "How late a scheduled pass starts: its claim "
+            "time minus its due time (last start + interval, or the expiry of a lease taken "
+            "over); passes asked for now (new tenant, webhook) are not observed.",
+            buckets=LAG_BUCKETS, registry=r)
         self.last_success = Gauge("syncd_last_success_timestamp_seconds",
                                   "When the tenant's last pass succeeded (Unix time).",
                                   ["tenant"], registry=r)

@@ -77,6 +77,35 @@ def test_an_expired_lease_is_taken_over_with_a_higher_fence(database: store.Data
         assert leases.holds(session, "a", "alive", takeover.fence)
 
 
+def test_a_claim_says_how_late_it_is_and_the_most_overdue_goes_first(
+        database: store.Database) -> None:
+    """``late_seconds``: claim time minus due time (last start + interval; a dead holder's
+    lease expiry); None for a tenant asked for now. The daemon observes it as
+    ``syncd_pass_start_lag_seconds``."""
+    with database.session() as session:
+        leases.ensure_leases(session, ["fresh", "late", "later", "dead"])
+        leases.ensure_leases(session, ["asked"])
+    now = datetime.now(UTC)
+    started = {"fresh": now - timedelta(minutes=10), "late": now - timedelta(minutes=75),
+               "later": now - timedelta(minutes=125), "dead": now - timedelta(minutes=2)}
+    with database.session() as session:
+        for key, at in started.items():
+            session.execute(update(TenantLeaseRow).where(TenantLeaseRow.tenant_key == key)
+                            .values(acquired_at=at))
+        session.execute(update(TenantLeaseRow).where(TenantLeaseRow.tenant_key == "dead")
+                        .values(holder="gone", expires_at=now - timedelta(seconds=40)))
+    keys = ["fresh", "late", "later", "dead", "asked"]
+    first = _claim(database, keys, "r1", limit=2)
+    assert [c.tenant_key for c in first] == ["asked", "later"], \
+        "asked-for-now first, then the longest overdue"
+    late = {c.tenant_key: c.late_seconds for c in first + _claim(database, keys, "r1")}
+    assert sorted(late) == ["asked", "dead", "late", "later"], "fresh is not due yet"
+    assert late["asked"] is None, "no scheduled time to be late for"
+    assert late["later"] == pytest.approx(65 * 60, abs=30)
+    assert late["late"] == pytest.approx(15 * 60, abs=30)
+    assert late["dead"] == pytest.approx(40, abs=30), "late since the dead holder's expiry"
+
+
 def test_concurrent_claimers_never_get_the_same_tenant(database: store.Database) -> None:
     keys = [f"t{i:03d}" for i in range(60)]
     with database.session() as session:

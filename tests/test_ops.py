@@ -12,13 +12,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 from support import demo_tenant, syncd_command, write_config
 from syncd_fakes.pipedrive.sample import sample_dataset
 from syncd_fakes.pipedrive.server import FakePipedrive, Fault
@@ -26,7 +27,7 @@ from werkzeug.test import Client
 
 from syncd import store
 from syncd.config import ReplicaConfig, load_settings, load_tenant
-from syncd.daemon import Daemon, Runner
+from syncd.daemon import Daemon, Runner, TenantOutcome
 from syncd.metrics import Metrics
 from syncd.plugins import make_plugin_manager
 from syncd.sdnotify import Notifier
@@ -135,6 +136,36 @@ def test_metrics_are_named_by_the_conventions_and_can_require_a_token(
         assert name.startswith("syncd_"), name
         if kind == "counter":
             assert not name.endswith("_total_total"), name
+
+
+def test_the_daemon_observes_how_late_each_scheduled_pass_starts(
+        database: store.Database) -> None:
+    """``syncd_pass_start_lag_seconds``: one observation per claim of a tenant that had a
+    due time (here 7 minutes overdue), none for one asked for now (a new tenant)."""
+
+    class NoPass(Runner):
+        def run_under_lease(self, tenant: Any, lease: Any, options: Any = None) -> TenantOutcome:
+            return TenantOutcome(tenant.key, ok=True)
+
+    tenants: list[Any] = [SimpleNamespace(key="overdue", interval_minutes=15),
+                          SimpleNamespace(key="new", interval_minutes=15)]
+    runner = NoPass(settings=None, plugins=None, db=database)  # type: ignore[arg-type]
+    daemon = Daemon(runner, tenants, replica=ReplicaConfig(workers=2))
+    daemon.prepare()
+    with database.session() as session:
+        session.execute(update(TenantLeaseRow).where(TenantLeaseRow.tenant_key == "overdue")
+                        .values(acquired_at=datetime.now(UTC) - timedelta(minutes=22)))
+    claims = daemon.tick()
+    daemon._drain()
+    assert sorted(c.tenant_key for c in claims) == ["new", "overdue"]
+    registry = daemon.metrics.registry
+    assert registry.get_sample_value("syncd_pass_start_lag_seconds_count") == 1
+    lag = registry.get_sample_value("syncd_pass_start_lag_seconds_sum")
+    assert lag == pytest.approx(420, abs=30)
+    assert registry.get_sample_value("syncd_pass_start_lag_seconds_bucket",
+                                     {"le": "300.0"}) == 0
+    assert registry.get_sample_value("syncd_pass_start_lag_seconds_bucket",
+                                     {"le": "600.0"}) == 1
 
 
 def test_notifier_speaks_the_systemd_protocol(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ tenant); SQLite runs one replica, so its own clock is the only one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,10 @@ from syncd.store.models import TenantLeaseRow as L
 class Claim:
     tenant_key: str
     fence: int
+    #: Seconds between the tenant's due time and this claim: ``acquired_at + interval``
+    #: of a free tenant, ``expires_at`` of a lease taken over. None when the tenant was
+    #: asked for "now" (new, or a webhook): it has no scheduled time to be late for.
+    late_seconds: float | None = field(default=None, compare=False)
 
 
 def db_now(session: Session) -> datetime:
@@ -55,10 +59,12 @@ def ensure_leases(session: Session, keys: Iterable[str]) -> None:
 
 def claim_due(session: Session, keys: Sequence[str], holder: str, *, interval: timedelta,
               ttl: timedelta, limit: int) -> list[Claim]:
-    """Claim up to ``limit`` due tenants among ``keys`` (oldest first) in one statement.
+    """Claim up to ``limit`` due tenants among ``keys``, the longest overdue first.
 
     Rows another replica is claiming right now are skipped (``SKIP LOCKED``), never waited
-    for; SQLite has one replica, so the conditional UPDATE alone is enough there."""
+    for; the rows read are locked until the claim commits, and the UPDATE checks again that
+    they are due (SQLite has one replica, so that check alone is enough there). Each claim
+    says how late it is against its due time (``Claim.late_seconds``)."""
     if not keys or limit <= 0:
         return []
     now = db_now(session)
@@ -66,16 +72,36 @@ def claim_due(session: Session, keys: Sequence[str], holder: str, *, interval: t
         and_(L.holder.is_(None), or_(L.acquired_at.is_(None), L.acquired_at <= now - interval)),
         and_(L.holder.is_not(None), L.expires_at < now),
     )
-    candidates = (select(L.tenant_key).where(L.tenant_key.in_(list(keys)), due)
-                  .order_by(L.acquired_at.asc().nulls_first(), L.tenant_key)
-                  .limit(limit).with_for_update(skip_locked=True))
-    statement = (update(L).where(L.tenant_key.in_(candidates.scalar_subquery()), due)
+    candidates = session.execute(
+        select(L.tenant_key, L.holder, L.acquired_at, L.expires_at)
+        .where(L.tenant_key.in_(list(keys)), due)
+        .order_by(L.acquired_at.asc().nulls_first(), L.tenant_key)
+        .limit(limit).with_for_update(skip_locked=True)).all()
+    if not candidates:
+        return []
+    late = {key: _late_seconds(now, interval, held, acquired_at, expires_at)
+            for key, held, acquired_at, expires_at in candidates}
+    statement = (update(L).where(L.tenant_key.in_(list(late)), due)
                  .values(holder=holder, fence=L.fence + 1, acquired_at=now,
                          expires_at=now + ttl)
                  .returning(L.tenant_key, L.fence)
                  .execution_options(synchronize_session=False))
-    return sorted((Claim(key, fence) for key, fence in session.execute(statement)),
+    return sorted((Claim(key, fence, late[key]) for key, fence in session.execute(statement)),
                   key=lambda claim: claim.tenant_key)
+
+
+def _late_seconds(now: datetime, interval: timedelta, holder: str | None,
+                  acquired_at: datetime | None, expires_at: datetime | None) -> float | None:
+    """How long after its due time a tenant is claimed at ``now`` (None: due "now")."""
+    if holder is not None:
+        due_at = expires_at
+    elif acquired_at is None:
+        return None
+    else:
+        due_at = acquired_at + interval
+    if due_at is None:
+        return None
+    return max(0.0, (now - due_at).total_seconds())
 
 
 def current(session: Session, key: str) -> Any:
