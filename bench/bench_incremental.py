@@ -5,20 +5,26 @@
 
 Each phase runs ``syncd.sync.run_pass`` in a fresh process (so peak RSS is that phase's own)
 against an in-process CRM that generates a plausible B2B account: ``deals/4`` companies,
-~3.75 activities and ~2 stage changes per deal, 30% open / 45% won / 25% lost. Phases:
+~3.75 activities and ~2 stage changes per deal, 30% open / 45% won / 25% lost. The CRM
+accepts writes, and write-back is on with no per-pass write limit (every company's karma
+and every deal's violations text is written on the first pass; ``--no-writeback`` turns
+it off, as the figures before issue 13 item 2 were measured). Phases:
 
-1. ``first``: first full pass (pull, store, audit, karma) of the whole account;
+1. ``first``: first full pass (pull, store, audit, karma, write-back) of the whole account;
+   ``report``: then the tenant's live report (``syncd.report.build_report``, written as
+   JSON), in a process of its own;
 2. ``none``: a pass with nothing new (the CRM returns no records);
 3. ``changed``: a pass after ``--changed`` deals were edited (each also gets an activity);
 4. ``daily``: a pass 1,000 changes later that also crosses the tenant's local midnight
    (every open deal and open follow-up finding is due);
 5. ``tick``: a pass with the change of one 15-minute interval at 1% of deals a day.
 
-Prints CPU seconds and peak RSS per phase, the audit mode and deals audited, and the
-capacity of one 2-core machine at a 15-minute interval (extrapolated from the measured
-CPU per tenant-pass: 95 ``tick`` passes and one ``daily`` pass per day; the CRM's own
-request time is not CPU and is left out). Targets: first pass < 300 MB; no-change pass
-<= 2 s CPU and <= 250 MB; 1,000 changed deals <= 5 s CPU; >= 50 tenants per machine.
+Prints CPU seconds, peak RSS and CRM writes per phase, the audit mode and deals audited,
+and the capacity of one 2-core machine at a 15-minute interval (extrapolated from the
+measured CPU per tenant-pass: 95 ``tick`` passes and one ``daily`` pass per day; the CRM's
+own request time is not CPU and is left out). Targets: first pass and report < 300 MB;
+no-change pass <= 2 s CPU and <= 250 MB; 1,000 changed deals <= 5 s CPU; >= 50 tenants
+per machine.
 """
 
 from __future__ import annotations
@@ -32,16 +38,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from syncd import store
 from syncd.config import Tenant, TenantConfig
-from syncd.connector import ConnectionSettings, Connector, Inspection, PullContext
+from syncd.connector import (
+    ConnectionSettings,
+    Connector,
+    FieldSpec,
+    FieldWrite,
+    Inspection,
+    PullContext,
+    TaskCreate,
+    WriteResult,
+)
 from syncd.plugins import make_plugin_manager
 from syncd.records import Activity, Company, Deal, Page, Pipeline, Stage, StageChange
+from syncd.report import build_report, write_report
 from syncd.salesbook import load_salesbook
 from syncd.sync import PassOptions, run_pass
 
@@ -151,8 +167,21 @@ class GeneratedCRM(Connector):
     def inspect(self) -> Inspection:
         return Inspection()
 
+    # Writes are accepted and forgotten: the next pull serves the account as generated.
+    def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
+        pass
 
-def make_tenant(account: Account) -> Tenant:
+    def write_fields(self, changes: Sequence[FieldWrite]) -> list[WriteResult]:
+        return [WriteResult(ok=True) for _ in changes]
+
+    def find_tasks(self, tasks: Sequence[TaskCreate]) -> dict[str, str]:
+        return {}
+
+    def create_tasks(self, tasks: Sequence[TaskCreate]) -> list[WriteResult]:
+        return [WriteResult(ok=True, crm_id=f"T-{task.marker}") for task in tasks]
+
+
+def make_tenant(account: Account, *, writeback: bool = True) -> Tenant:
     connector = type("GeneratedCRMForBench", (GeneratedCRM,), {"account": account})
     config = {
         "plugin": "benchcrm", "salesbook": BOOK.key, "timezone": "Europe/Moscow",
@@ -169,7 +198,7 @@ def make_tenant(account: Account) -> Tenant:
                                 "snooze_reason": "Snooze reason"},
                        "company": {"segment": "Segment"}},
         },
-        "writeback": {"enabled": False},
+        "writeback": {"enabled": writeback, "max_writes_per_run": 10_000_000},
     }
     return Tenant(key="bench", file=Path("bench.yaml"),
                   config=TenantConfig.model_validate(config), book=BOOK,
@@ -181,10 +210,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def phase(url: str, deals: int, name: str, changed: int, at: str) -> dict[str, Any]:
-    """One pass in this process; returns its figures."""
+def phase(url: str, deals: int, name: str, changed: int, at: str,
+          writeback: bool = True) -> dict[str, Any]:
+    """One pass (or the report) in this process; returns its figures."""
     account = Account(deals)
-    tenant = make_tenant(account)
+    tenant = make_tenant(account, writeback=writeback)
+    if name == "report":
+        return report_phase(url, tenant, datetime.fromisoformat(at))
     numbers = random.Random(hash((name, changed)) & 0xFFFF).sample(range(deals), changed) \
         if changed else []
     tenant.connector_class.changes = sorted(numbers)  # type: ignore[attr-defined]
@@ -201,11 +233,28 @@ def phase(url: str, deals: int, name: str, changed: int, at: str) -> dict[str, A
     return {"phase": name, "cpu_s": round(time.process_time() - cpu, 2),
             "wall_s": round(time.monotonic() - wall, 2), "peak_rss_mb": round(peak_rss_mb()),
             "rss_before_pass_mb": round(rss_before), "audit": summary.audit,
-            "changed": summary.changed, "violations_open": summary.violations_open}
+            "changed": summary.changed, "violations_open": summary.violations_open,
+            "writes": summary.writes}
+
+
+def report_phase(url: str, tenant: Tenant, now: datetime) -> dict[str, Any]:
+    """Build the tenant's live report and write it as JSON (what a pass's report sink does)."""
+    db = store.Database(url)
+    rss_before = peak_rss_mb()
+    cpu = time.process_time()
+    wall = time.monotonic()
+    report = build_report(db, tenant, clock=now)
+    with tempfile.TemporaryDirectory() as tmp:
+        size = write_report(report, Path(tmp)).stat().st_size
+    return {"phase": "report", "cpu_s": round(time.process_time() - cpu, 2),
+            "wall_s": round(time.monotonic() - wall, 2), "peak_rss_mb": round(peak_rss_mb()),
+            "rss_before_pass_mb": round(rss_before), "audit": {"json_mb": round(size / 2**20, 1)},
+            "changed": {}, "violations_open": len(report["violations"]), "writes": {}}
 
 
 PHASES = (  # name, changed deals, clock
     ("first", 0, NOW),
+    ("report", 0, NOW + timedelta(minutes=5)),
     ("none", 0, NOW + timedelta(minutes=15)),
     ("changed", 1000, NOW + timedelta(minutes=30)),
     ("daily", 1000, NOW + timedelta(hours=10, minutes=15)),  # 00:15 in Moscow
@@ -218,29 +267,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deals", type=int, default=100_000)
     parser.add_argument("--url", help="database URL (default: SQLite in a temp dir)")
     parser.add_argument("--changed", type=int, default=1000)
+    parser.add_argument("--no-writeback", action="store_true",
+                        help="passes without write-back (the figures before issue 13 item 2)")
+    parser.add_argument("--phases", default=",".join(name for name, _, _ in PHASES),
+                        help="the phases to run, in order (default: all)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--at", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
-        print(json.dumps(phase(args.url, args.deals, args.phase, args.count, args.at)))
+        print(json.dumps(phase(args.url, args.deals, args.phase, args.count, args.at,
+                               writeback=not args.no_writeback)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{tmp}/bench.db"
         tick = max(1, round(args.deals * 0.01 / 96))  # 1% of deals a day, 96 passes a day
         results = {}
-        print(f"{args.deals:,} deals, {url.split(':')[0]}; load average {os.getloadavg()}")
+        wanted = args.phases.split(",")
+        print(f"{args.deals:,} deals, {url.split(':')[0]}, write-back "
+              f"{'off' if args.no_writeback else 'on'}; load average {os.getloadavg()}")
         for name, changed, at in PHASES:
+            if name not in wanted:
+                continue
             count = {"changed": args.changed, "tick": tick}.get(name, changed)
             out = subprocess.run(
                 [sys.executable, __file__, "--deals", str(args.deals), "--url", url,
-                 "--phase", name, "--count", str(count), "--at", at.isoformat()],
+                 "--phase", name, "--count", str(count), "--at", at.isoformat(),
+                 *(["--no-writeback"] if args.no_writeback else [])],
                 check=True, capture_output=True, text=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
             results[name] = result
+            writes = {k: v for k, v in result["writes"].items() if v}
             print(f"{name:8} changed={count:<6} cpu {result['cpu_s']:7.2f} s  wall "
                   f"{result['wall_s']:7.2f} s  peak RSS {result['peak_rss_mb']:5} MB  "
-                  f"audit {result['audit']}  open violations {result['violations_open']}")
+                  f"audit {result['audit']}  open violations {result['violations_open']}"
+                  f"  writes {writes}")
+        if not {"tick", "daily", "none", "changed", "first"} <= results.keys():
+            print(f"load average {os.getloadavg()}")
+            return 0
         per_day = 95 * results["tick"]["cpu_s"] + results["daily"]["cpu_s"]
         per_pass = per_day / 96
         capacity = int(2 * 15 * 60 / per_pass) if per_pass else 0
@@ -250,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"targets: no-change {results['none']['cpu_s']} s CPU (<= 2), "
               f"{results['none']['peak_rss_mb']} MB (<= 250); {args.changed} changed "
               f"{results['changed']['cpu_s']} s CPU (<= 5); first pass "
-              f"{results['first']['peak_rss_mb']} MB (< 300); load average {os.getloadavg()}")
+              f"{results['first']['peak_rss_mb']} MB (< 300); report "
+              f"{results.get('report', {}).get('peak_rss_mb')} MB (< 300); "
+              f"load average {os.getloadavg()}")
     return 0
 
 

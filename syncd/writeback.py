@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -34,6 +34,7 @@ from syncd.config import Tenant
 from syncd.connector import Connector, FieldSpec, FieldWrite, TaskCreate
 from syncd.mapping import to_float
 from syncd.render import deal_summary, task_subject
+from syncd.store.keyset import RecordModel, live_id_page, live_ids_in_order
 from syncd.store.sanitize import bounded_error
 from syncd.store.writebacks import LedgerKey
 
@@ -95,20 +96,25 @@ class WritebackScope:
 def run_writeback(db: store.Database, connector: Connector, tenant: Tenant, tenant_id: int,
                   now: datetime, *, stop_requested: Callable[[], bool] = lambda: False,
                   scope: WritebackScope | None = None) -> WritebackResult:
+    """Plan and apply the field writes chunk by chunk (``PLAN_CHUNK`` records and their
+    open violations at a time, never the whole tenant), then create the queued tasks."""
     result = WritebackResult()
-    writes = _not_waiting(db, tenant_id,
-                          plan_field_writes(db, tenant, tenant_id, result, scope=scope),
-                          now, result)
     config = tenant.config.writeback
-    if len(writes) > config.max_writes_per_run:
-        result.fields_deferred = len(writes) - config.max_writes_per_run
-        writes = writes[: config.max_writes_per_run]
-    if writes:
-        connector.ensure_fields([
-            FieldSpec("company", config.company_karma_field, "number"),
-            FieldSpec("deal", config.deal_violations_field, "text"),
-        ])
-        _apply_field_writes(db, connector, tenant_id, writes, result, stop_requested, now)
+    failed = _failed_writes(db, tenant_id)
+    waiting: list[str] = []  # listed before the failures of this pass's writes
+    writer = _FieldWriter(db, connector, tenant, tenant_id, result, stop_requested, now)
+    budget = config.max_writes_per_run
+    for chunk in plan_field_writes(db, tenant, tenant_id, result, scope=scope):
+        for write in chunk:
+            if _is_waiting(failed, write, now, result, waiting):
+                continue
+            if budget == 0:
+                result.fields_deferred += 1  # over max_writes_per_run, left for the next pass
+                continue
+            budget -= 1
+            writer.add(write)
+    writer.flush()
+    result.failures[:0] = waiting
     if config.create_tasks:
         _note_waiting_tasks(db, tenant_id, now, result)  # before: the due ones are retried
         _create_tasks(db, connector, tenant, tenant_id, now, result, stop_requested)
@@ -122,27 +128,44 @@ def _failure(result: WritebackResult, what: str, error: str, retry_at: datetime)
     result.failures.append(f"{what}: {error} (retry after {retry_at.isoformat()})")
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A field write the CRM rejected earlier: when it may be tried again, with what."""
+
+    next_attempt_at: datetime | None
+    desired_value: str | None
+    error: str | None
+
+
 def _not_waiting(db: store.Database, tenant_id: int, writes: list[FieldWrite],
                  now: datetime, result: WritebackResult) -> list[FieldWrite]:
-    """Leave out writes rejected before whose backoff is not over (same value only: a new
-    desired value is tried at once); list them as failures."""
-    with db.session() as session:
-        failed = {(r.entity, r.external_id, r.field): r
-                  for r in store.failed_rows(session, tenant_id, "field")}
-    if not failed:
-        return writes
-    due = []
-    for write in writes:
-        row = failed.get((write.entity, write.external_id, write.field_name))
-        if (row is not None and row.next_attempt_at is not None and row.next_attempt_at > now
-                and row.desired_value == store.to_text(write.value)):
-            result.fields_waiting += 1
-            result.failures.append(
-                f"{write.entity} {write.external_id} field {write.field_name!r}: "
-                f"{row.error} (retry after {row.next_attempt_at.isoformat()})")
-            continue
-        due.append(write)
+    """``writes`` without those still waiting for their backoff (listed as failures)."""
+    failed = _failed_writes(db, tenant_id)
+    waiting: list[str] = []
+    due = [write for write in writes if not _is_waiting(failed, write, now, result, waiting)]
+    result.failures.extend(waiting)
     return due
+
+
+def _failed_writes(db: store.Database, tenant_id: int) -> dict[LedgerKey, _Waiting]:
+    with db.session() as session:
+        return {(r.entity, r.external_id, r.field): _Waiting(r.next_attempt_at,
+                                                            r.desired_value, r.error)
+                for r in store.failed_rows(session, tenant_id, "field")}
+
+
+def _is_waiting(failed: Mapping[LedgerKey, _Waiting], write: FieldWrite, now: datetime,
+                result: WritebackResult, waiting: list[str]) -> bool:
+    """Whether ``write`` was rejected before and its backoff is not over (same value only:
+    a new desired value is tried at once); such a write is listed as a failure."""
+    row = failed.get((write.entity, write.external_id, write.field_name))
+    if (row is None or row.next_attempt_at is None or row.next_attempt_at <= now
+            or row.desired_value != store.to_text(write.value)):
+        return False
+    result.fields_waiting += 1
+    waiting.append(f"{write.entity} {write.external_id} field {write.field_name!r}: "
+                   f"{row.error} (retry after {row.next_attempt_at.isoformat()})")
+    return True
 
 
 def _note_waiting_tasks(db: store.Database, tenant_id: int, now: datetime,
@@ -157,103 +180,183 @@ def _note_waiting_tasks(db: store.Database, tenant_id: int, now: datetime,
 
 
 # -- fields ------------------------------------------------------------------------------------
+#: Records planned at a time: one short transaction reads them with their open violations.
+PLAN_CHUNK = 1000
+
+
 def plan_field_writes(db: store.Database, tenant: Tenant, tenant_id: int,
                       result: WritebackResult, *,
-                      scope: WritebackScope | None = None) -> list[FieldWrite]:
-    """The writes that make the CRM right; values already right are counted, not written.
-    With ``scope``: only its deals and companies, and those with an unfinished write."""
-    config = tenant.config.writeback
-    writes: list[FieldWrite] = []
-    with db.session(immediate=True) as session:
+                      scope: WritebackScope | None = None) -> Iterator[list[FieldWrite]]:
+    """The writes that make the CRM right, one chunk of records at a time (companies, then
+    deals, each in row order); values already right are counted, not written, and a write
+    left pending by a crash whose value is right now is settled. With ``scope``: only its
+    deals and companies, and those with an unfinished write. Each chunk is planned in its
+    own transaction, closed before the chunk is yielded (the caller writes in between)."""
+    with db.session() as session:
+        unfinished = [*store.pending_rows(session, tenant_id, "field"),
+                      *store.failed_rows(session, tenant_id, "field")]
         if scope is None:
-            pending = store.get_ledger(session, tenant_id, "field")
-            companies = store.companies(session, tenant_id)
-            totals = store.karma_totals(session, tenant_id, "client")
+            company_ids = deal_ids = None
         else:
-            unfinished = [*store.pending_rows(session, tenant_id, "field"),
-                          *store.failed_rows(session, tenant_id, "field")]
-            pending = {(r.entity, r.external_id, r.field): r for r in unfinished}
             company_ids = scope.company_ids | {r.external_id for r in unfinished
                                                if r.entity == "company"}
             deal_ids = scope.deal_ids | {r.external_id for r in unfinished
                                          if r.entity == "deal"}
-            if not company_ids and not deal_ids:
-                return writes
-            companies = store.companies(session, tenant_id, company_ids)
-            totals = store.karma_totals(session, tenant_id, "client",
-                                        subject_ids=company_ids)
-        for company in companies:
-            desired = round(totals.get(company.external_id, 0.0), 2)  # no lines: karma 0
-            current = to_float((company.fields or {}).get(config.company_karma_field))
-            if current is not None and abs(current - desired) < 0.005:
-                result.fields_already_right += 1
-                _settle(session, tenant_id, pending, "company", company.external_id,
-                        config.company_karma_field, str(desired))
-                continue
-            writes.append(FieldWrite("company", company.external_id,
-                                     config.company_karma_field, desired))
-        by_deal = defaultdict(list)
-        violations = (store.open_violations(session, tenant_id) if scope is None
-                      else store.open_violations_of(session, tenant_id, sorted(deal_ids)))
-        for violation in violations:
-            if violation.deal_external_id:
-                by_deal[violation.deal_external_id].append(violation)
-        chunks = (store.iter_deal_chunks(session, tenant_id) if scope is None
-                  else [store.live_deal_rows(session, tenant_id, sorted(deal_ids))])
-        for chunk in chunks:
-            for deal in chunk:
-                desired_text = deal_summary(by_deal.get(deal.external_id, ()), tenant.book,
-                                            tenant.config.language)
-                current_text = (deal.fields or {}).get(config.deal_violations_field) or ""
-                if desired_text == current_text:
-                    if desired_text:
-                        result.fields_already_right += 1
-                    _settle(session, tenant_id, pending, "deal", deal.external_id,
-                            config.deal_violations_field, desired_text)
-                    continue
-                writes.append(FieldWrite("deal", deal.external_id,
-                                         config.deal_violations_field, desired_text))
+    settle = {(r.entity, r.external_id, r.field) for r in unfinished}
+    del unfinished
+    for chunk in _chunk_ids(db, store.CompanyRow, tenant_id, company_ids):
+        with db.session(immediate=True) as session:
+            writes = _plan_companies(session, tenant, tenant_id, chunk, settle, result)
+        yield writes
+    for chunk in _chunk_ids(db, store.DealRow, tenant_id, deal_ids):
+        with db.session(immediate=True) as session:
+            writes = _plan_deals(session, tenant, tenant_id, chunk, settle, result)
+        yield writes
+
+
+def _chunk_ids(db: store.Database, model: RecordModel, tenant_id: int,
+               wanted: set[str] | None) -> Iterator[list[str]]:
+    """The CRM ids of the tenant's live records of ``model`` (or of those in ``wanted``, a
+    set in memory already), in row order, ``PLAN_CHUNK`` at a time."""
+    if wanted is not None:
+        if not wanted:
+            return
+        with db.session() as session:
+            ordered = live_ids_in_order(session, tenant_id, model, wanted)
+        for start in range(0, len(ordered), PLAN_CHUNK):
+            yield ordered[start: start + PLAN_CHUNK]
+        return
+    last_id = 0
+    while True:  # keyset pages: no transaction held between them
+        with db.session() as session:
+            page = live_id_page(session, tenant_id, model, last_id, PLAN_CHUNK)
+        if not page:
+            return
+        yield [external_id for _, external_id in page]
+        last_id = page[-1][0]
+
+
+def _plan_companies(session: Session, tenant: Tenant, tenant_id: int, ids: list[str],
+                    settle: set[LedgerKey], result: WritebackResult) -> list[FieldWrite]:
+    """Each company's client karma, where the CRM (as last pulled) does not show it."""
+    field_name = tenant.config.writeback.company_karma_field
+    totals = store.karma_totals(session, tenant_id, "client", subject_ids=ids)
+    writes = []
+    for company in store.companies(session, tenant_id, ids):
+        desired = round(totals.get(company.external_id, 0.0), 2)  # no lines: karma 0
+        current = to_float((company.fields or {}).get(field_name))
+        if current is not None and abs(current - desired) < 0.005:
+            result.fields_already_right += 1
+            _settle(session, tenant_id, settle, "company", company.external_id, field_name,
+                    str(desired))
+            continue
+        writes.append(FieldWrite("company", company.external_id, field_name, desired))
     return writes
 
 
-def _settle(session: Session, tenant_id: int,
-            ledger: Mapping[LedgerKey, store.WritebackRow], entity: str,
+def _plan_deals(session: Session, tenant: Tenant, tenant_id: int, ids: list[str],
+                settle: set[LedgerKey], result: WritebackResult) -> list[FieldWrite]:
+    """Each deal's open violations as one text, where the CRM does not show it."""
+    field_name = tenant.config.writeback.deal_violations_field
+    by_deal = defaultdict(list)
+    for violation in store.open_violations_of(session, tenant_id, ids):
+        if violation.deal_external_id:
+            by_deal[violation.deal_external_id].append(violation)
+    writes = []
+    for deal in store.live_deal_rows(session, tenant_id, ids):
+        desired_text = deal_summary(by_deal.get(deal.external_id, ()), tenant.book,
+                                    tenant.config.language)
+        current_text = (deal.fields or {}).get(field_name) or ""
+        if desired_text == current_text:
+            if desired_text:
+                result.fields_already_right += 1
+            _settle(session, tenant_id, settle, "deal", deal.external_id, field_name,
+                    desired_text)
+            continue
+        writes.append(FieldWrite("deal", deal.external_id, field_name, desired_text))
+    return writes
+
+
+def _settle(session: Session, tenant_id: int, unfinished: set[LedgerKey], entity: str,
             external_id: str, field: str, value: str) -> None:
     """A pending write whose value is now right in the CRM (crashed after the write): done."""
-    row = ledger.get((entity, external_id, field))
-    if row is not None and row.status != "done":
+    if (entity, external_id, field) in unfinished:
         store.mark_done(session, tenant_id, "field", entity, external_id, field, value)
+
+
+class _FieldWriter:
+    """Applies field writes in the connector's batches as they are planned: each batch's
+    intents committed ``pending`` before the CRM call, the outcomes after. Once a stop is
+    requested (checked after each batch) the writes still to come are not sent."""
+
+    def __init__(self, db: store.Database, connector: Connector, tenant: Tenant,
+                 tenant_id: int, result: WritebackResult,
+                 stop_requested: Callable[[], bool], now: datetime) -> None:
+        self.db, self.connector, self.tenant_id = db, connector, tenant_id
+        self.config = tenant.config.writeback
+        self.result, self.stop_requested, self.now = result, stop_requested, now
+        self.size = max(1, connector.field_batch_size)
+        self.batch: list[FieldWrite] = []
+        self.fields_ensured = self.stopped = False
+
+    def add(self, write: FieldWrite) -> None:
+        self.batch.append(write)
+        if len(self.batch) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self.batch = self.batch, []
+        if not batch or self.stopped:
+            return
+        if not self.fields_ensured:
+            self.connector.ensure_fields([
+                FieldSpec("company", self.config.company_karma_field, "number"),
+                FieldSpec("deal", self.config.deal_violations_field, "text"),
+            ])
+            self.fields_ensured = True
+        self.stopped = not _apply_field_writes(self.db, self.connector, self.tenant_id,
+                                               batch, self.result, self.stop_requested,
+                                               self.now)
 
 
 def _apply_field_writes(db: store.Database, connector: Connector, tenant_id: int,
                         writes: Sequence[FieldWrite], result: WritebackResult,
-                        stop_requested: Callable[[], bool], now: datetime) -> None:
+                        stop_requested: Callable[[], bool], now: datetime) -> bool:
+    """Apply ``writes`` in the connector's batches; False if a stop was requested (checked
+    after each batch, the rest not sent)."""
     size = max(1, connector.field_batch_size)
     for start in range(0, len(writes), size):
-        batch = writes[start: start + size]
-        with db.session(immediate=True) as session:
-            for write in batch:
-                store.mark_pending(session, tenant_id, "field", write.entity, write.external_id,
-                                   write.field_name, _text(write.value))
-        outcomes = connector.write_fields(batch)
-        with db.session(immediate=True) as session:
-            for write, outcome in zip(batch, outcomes, strict=True):
-                if outcome.ok:
-                    result.fields_written += 1
-                    store.mark_done(session, tenant_id, "field", write.entity,
-                                    write.external_id, write.field_name, _text(write.value))
-                    if outcome.record is not None:
-                        store.upsert_records(session, tenant_id, [outcome.record])
-                else:
-                    result.fields_failed += 1
-                    error = bounded_error(outcome.error or "failed") or "failed"
-                    retry_at = store.mark_failed(session, tenant_id, "field", write.entity,
-                                                 write.external_id, write.field_name, error,
-                                                 now=now)
-                    _failure(result, f"{write.entity} {write.external_id} field "
-                             f"{write.field_name!r}", error, retry_at)
+        _apply_field_batch(db, connector, tenant_id, writes[start: start + size], result, now)
         if stop_requested():
-            return
+            return False
+    return True
+
+
+def _apply_field_batch(db: store.Database, connector: Connector, tenant_id: int,
+                       batch: Sequence[FieldWrite], result: WritebackResult,
+                       now: datetime) -> None:
+    """One batch: intents committed ``pending``, the CRM call, the outcomes committed."""
+    with db.session(immediate=True) as session:
+        for write in batch:
+            store.mark_pending(session, tenant_id, "field", write.entity, write.external_id,
+                               write.field_name, _text(write.value))
+    outcomes = connector.write_fields(batch)
+    with db.session(immediate=True) as session:
+        for write, outcome in zip(batch, outcomes, strict=True):
+            if outcome.ok:
+                result.fields_written += 1
+                store.mark_done(session, tenant_id, "field", write.entity,
+                                write.external_id, write.field_name, _text(write.value))
+                if outcome.record is not None:
+                    store.upsert_records(session, tenant_id, [outcome.record])
+            else:
+                result.fields_failed += 1
+                error = bounded_error(outcome.error or "failed") or "failed"
+                retry_at = store.mark_failed(session, tenant_id, "field", write.entity,
+                                             write.external_id, write.field_name, error,
+                                             now=now)
+                _failure(result, f"{write.entity} {write.external_id} field "
+                         f"{write.field_name!r}", error, retry_at)
 
 
 def _text(value: str | float | None) -> str:
