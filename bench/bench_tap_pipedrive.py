@@ -125,7 +125,9 @@ def print_phases(timed: dict[str, Any], wall: float) -> None:
     """Where syncd's wall time went: each phase's wall and main-thread CPU seconds."""
     phases = timed["phases"]
     process = timed["process"]
-    named = sum(v["wall"] for k, v in phases.items() if k != "store pages")
+    inside = {"store pages": "pull (incl. store)", "audit": "audit + karma",
+              "karma": "audit + karma"}  # timed within another phase: not counted twice
+    named = sum(v["wall"] for k, v in phases.items() if inside.get(k) not in phases)
     print(f"  syncd process: wall {process['wall']:.1f} s, CPU {process['cpu']:.1f} s "
           f"(all threads)")
     for name, spent in phases.items():

@@ -204,7 +204,21 @@ def encode_row(row: Row, spec: RecordSpec) -> Row:
     return row
 
 
+#: One upsert statement per (dialect, table), built once: a statement is immutable and
+#: its construction (every column's ``excluded`` clause) was rebuilt for every page (0.24 s
+#: of a 20k-deal pull under cProfile).
+_UPSERTS: dict[tuple[str, Table], Any] = {}
+
+
 def _upsert_statement(session: Session, table: Table) -> Any:
+    key = (dialect_name(session), table)
+    stmt = _UPSERTS.get(key)
+    if stmt is None:
+        stmt = _UPSERTS[key] = _build_upsert(session, table)
+    return stmt
+
+
+def _build_upsert(session: Session, table: Table) -> Any:
     stmt = insert_for(session, table)
     keep = {"id", "tenant_id", "external_id"}
     return stmt.on_conflict_do_update(
