@@ -33,13 +33,12 @@ from datetime import UTC, datetime
 from functools import partial
 from itertools import pairwise
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import requests
 
+from syncd.clientconnector import ClientConnector
 from syncd.connector import (
     STANDARD_STREAMS,
-    ConnectionSettings,
     GateChange,
     Gates,
     Inspection,
@@ -50,7 +49,7 @@ from syncd.errors import BadPayloadError
 from syncd.records import FieldDef, Page, Pipeline, Stage
 from syncd.secrets import register
 from syncd.store.budget import budget_key
-from syncd.streams import KeyOf, Read, Stream, StreamConnector, incremental, version_key
+from syncd.streams import KeyOf, Read, Stream, incremental, version_key
 from syncd.values import FieldProblem, from_unix
 from syncd_amocrm.client import AmoCRMClient, embedded
 from syncd_amocrm.settings import AmoCRMSettings
@@ -85,16 +84,14 @@ __all__ = ["AmoCRMConnector", "AmoCRMSettings"]
 log = logging.getLogger(__name__)
 
 
-class AmoCRMConnector(AmoCRMWriter, StreamConnector):
+class AmoCRMConnector(AmoCRMWriter, ClientConnector[AmoCRMClient]):
     """One amoCRM or Kommo account, for one tenant pass."""
 
     name: ClassVar[str] = "amocrm"
     settings_model: ClassVar[type[AmoCRMSettings]] = AmoCRMSettings
 
-    @classmethod
-    def deal_url(cls, settings: ConnectionSettings, deal_id: str) -> str | None:
-        """The lead's card: ``https://SUBDOMAIN.amocrm.ru/leads/detail/<id>``."""
-        return f"{settings.base_url.rstrip('/')}/leads/detail/{quote(str(deal_id), safe='')}"
+    #: The lead's card: ``https://SUBDOMAIN.amocrm.ru/leads/detail/<id>``.
+    deal_path: ClassVar[str | None] = "/leads/detail/{id}"
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
 
     def __init__(
@@ -141,12 +138,6 @@ class AmoCRMConnector(AmoCRMWriter, StreamConnector):
             Stream("activities", self._read_activities),
             Stream("stage_history", self._read_history),
         ]
-
-    def requests_made(self) -> int:
-        return self.client.api.requests_here
-
-    def on_requests(self, callback: Callable[[int], None]) -> None:
-        self.client.on_request = callback
 
     def _read_users(self, read: Read) -> Iterator[Page]:
         for items in self.client.iter_pages("/api/v4/users", "users"):
@@ -439,9 +430,6 @@ class AmoCRMConnector(AmoCRMWriter, StreamConnector):
         """amoCRM counts 7 requests/s per integration: one budget for every process."""
         who = self.settings.client_id or self.settings.long_lived_token
         return [(self.client.limiter, budget_key("amocrm", self.settings.base_url, who))]
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def normalize_many_pair(items: list[Any]) -> tuple[list[Pipeline], list[Stage]]:

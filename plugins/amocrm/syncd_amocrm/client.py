@@ -47,6 +47,7 @@ from syncd.errors import (
 from syncd.http import ApiClient, default_classify
 from syncd.limiterpool import process_limiter
 from syncd.oauth import RefreshRejected, TokenSet
+from syncd.pluginclient import PluginClient
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact, register
 from syncd.streams import PageNumber, paginate
@@ -94,7 +95,7 @@ def shared_limiter(settings: AmoCRMSettings, *, clock: Callable[[], float] = tim
         RateLimiter, settings.rate_limit, settings.rate_window), clock=clock, sleep=sleep)
 
 
-class AmoCRMClient:
+class AmoCRMClient(PluginClient):
     """Thin amoCRM layer over one ``ApiClient`` (one per tenant pass)."""
 
     def __init__(
@@ -112,23 +113,16 @@ class AmoCRMClient:
         self.tenant = tenant
         self._token_store = token_store
         self._now = now
-        self.on_request: Callable[[int], None] = lambda n: None
         self.limiter = shared_limiter(settings, clock=clock, sleep=sleep)
         self.api = ApiClient(
             settings.base_url, auth_headers={}, limiter=self.limiter,
-            timeout=(10, settings.timeout_seconds), sleep=sleep, on_request=self._count,
+            timeout=(10, settings.timeout_seconds), sleep=sleep, on_request=self.count,
             classify=classify_amocrm, session=session,
         )
         self._tokens: TokenSet | None = None
         self._renewed: str | None = None  # the access token this client refreshed to
         self.refreshes = 0  # token-endpoint exchanges made by this client
 
-    def _count(self, n: int) -> None:
-        self.on_request(n)  # looked up per call: the connector swaps it per stream
-
-    @property
-    def requests_made(self) -> int:
-        return self.api.requests_made
 
     # --- auth -----------------------------------------------------------------------------
     def _store(self) -> TokenStore:
@@ -305,9 +299,6 @@ class AmoCRMClient:
         return paginate(lambda q: self.call("GET", path, params=q),
                         lambda body: embedded(body, key, path)[0],
                         PageNumber(lambda body: embedded(body, key, path)[1]), query)
-
-    def close(self) -> None:
-        self.api.close()
 
 
 def _task_key(body: dict[str, Any]) -> tuple[str, str] | None:

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
+from syncd.clientconnector import ClientConnector
 from syncd.connector import (
-    ConnectionSettings,
     Gates,
     Inspection,
     StageGate,
@@ -42,7 +42,7 @@ from syncd.connector import (
 from syncd.errors import BadPayloadError
 from syncd.records import Deal, Page, Record, User
 from syncd.store.budget import budget_key
-from syncd.streams import Read, Stream, StreamConnector, incremental, version_key
+from syncd.streams import Read, Stream, incremental, version_key
 from syncd.values import FieldProblem
 from syncd_bitrix24.client import MAX_BATCH, Bitrix24Client
 from syncd_bitrix24.settings import Bitrix24Settings
@@ -100,16 +100,14 @@ USER_PAGES = 40
 DEPARTMENT_PAGES = 10
 
 
-class Bitrix24Connector(Bitrix24Writer, StreamConnector):
+class Bitrix24Connector(Bitrix24Writer, ClientConnector[Bitrix24Client]):
     """One Bitrix24 portal, for one tenant pass."""
 
     name: ClassVar[str] = "bitrix24"
     settings_model: ClassVar[type[Bitrix24Settings]] = Bitrix24Settings
 
-    @classmethod
-    def deal_url(cls, settings: ConnectionSettings, deal_id: str) -> str | None:
-        """The deal's card on the portal: ``https://PORTAL/crm/deal/details/<id>/``."""
-        return f"{settings.base_url.rstrip('/')}/crm/deal/details/{quote(str(deal_id), safe='')}/"
+    #: The deal's card on the portal: ``https://PORTAL/crm/deal/details/<id>/``.
+    deal_path: ClassVar[str | None] = "/crm/deal/details/{id}/"
     streams: ClassVar[tuple[str, ...]] = STREAMS
     task_batch_size: ClassVar[int] = MAX_BATCH
 
@@ -150,12 +148,6 @@ class Bitrix24Connector(Bitrix24Writer, StreamConnector):
             *(Stream(name, partial(self._read_entity, name)) for name in ENTITY_LISTS),
             Stream("stage_history", self._read_history),
         ]
-
-    def requests_made(self) -> int:
-        return self.client.api.requests_here
-
-    def on_requests(self, callback: Callable[[int], None]) -> None:
-        self.client.on_request = callback
 
     def _read_stages(self, read: Read) -> list[Page]:
         self._stage_info = None
@@ -470,9 +462,6 @@ class Bitrix24Connector(Bitrix24Writer, StreamConnector):
         """Bitrix24's leaky bucket is per portal: one bucket for every process."""
         host = urlsplit(self.settings.webhook_url or self.settings.base_url).netloc
         return [(self.client.limiter, budget_key("bitrix24", host))]
-
-    def close(self) -> None:
-        self.client.close()
 
 
 EVENT_ENTITIES = {"DEAL": "deal", "COMPANY": "company", "CONTACT": "contact",

@@ -50,6 +50,7 @@ from syncd.errors import (
 from syncd.http import ApiClient, default_classify, json_body
 from syncd.limiterpool import process_limiter
 from syncd.oauth import RefreshRejected, TokenSet, TokenStore
+from syncd.pluginclient import PluginClient
 from syncd.secrets import redact, register
 from syncd_bitrix24.limiter import LeakyBucket
 from syncd_bitrix24.settings import Bitrix24Settings
@@ -172,7 +173,7 @@ class BatchResult:
     totals: dict[str, Any] = field(default_factory=dict)
 
 
-class Bitrix24Client:
+class Bitrix24Client(PluginClient):
     """Thin Bitrix24 layer over one ``ApiClient`` (one per tenant pass)."""
 
     def __init__(
@@ -187,7 +188,6 @@ class Bitrix24Client:
     ) -> None:
         self.settings = settings
         self._sleep = sleep
-        self.on_request: Callable[[int], None] = lambda n: None
         self._tokens = tokens
         self._now = now
         self._token_set: TokenSet | None = None
@@ -205,17 +205,11 @@ class Bitrix24Client:
         self.limiter = shared_bucket(settings, clock=clock, sleep=sleep)
         self.api = ApiClient(
             self.endpoint, auth_headers={}, limiter=self.limiter,
-            timeout=(10, settings.timeout_seconds), sleep=sleep, on_request=self._count,
+            timeout=(10, settings.timeout_seconds), sleep=sleep, on_request=self.count,
             classify=make_classifier(self.limiter), session=session,
         )
         self._oauth_api: ApiClient | None = None
 
-    def _count(self, n: int) -> None:
-        self.on_request(n)
-
-    @property
-    def requests_made(self) -> int:
-        return self.api.requests_made
 
     # --- calls ----------------------------------------------------------------------------
     def call(self, method: str, params: Mapping[str, Any] | None = None, *,
@@ -426,6 +420,6 @@ class Bitrix24Client:
         return TokenSet(access, refresh, self._now() + timedelta(seconds=expires_in))
 
     def close(self) -> None:
-        self.api.close()
+        super().close()
         if self._oauth_api is not None:
             self._oauth_api.close()

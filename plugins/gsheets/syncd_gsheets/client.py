@@ -31,6 +31,7 @@ import requests
 from syncd.errors import APIError, AuthError, BadPayloadError, FatalAPIError, RateLimitedError
 from syncd.http import ApiClient, default_classify, json_body, retry_after
 from syncd.limiterpool import process_limiter
+from syncd.pluginclient import PluginClient
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact
 from syncd_gsheets.auth import SCOPES, ServiceAccount
@@ -152,7 +153,7 @@ def make_classifier(spreadsheet_id: str, email: str) -> Callable[[requests.Respo
     return classify
 
 
-class SheetsClient:
+class SheetsClient(PluginClient):
     """One spreadsheet, one service account (one instance per pass or publish)."""
 
     def __init__(
@@ -168,20 +169,13 @@ class SheetsClient:
         self.spreadsheet_id = spreadsheet_id
         self.limiter = limiter or shared_limiter(self.account.email, requests_per_minute,
                                                  clock=clock, sleep=sleep)
-        self.on_request: Callable[[int], None] = lambda n: None
         self.api = ApiClient(
             base_url, auth_headers={}, limiter=self.limiter, timeout=(10, timeout),
-            sleep=sleep, on_request=self._count,
+            sleep=sleep, on_request=self.count,
             classify=make_classifier(spreadsheet_id, self.account.email), session=session,
         )
         self._path = f"/v4/spreadsheets/{spreadsheet_id}"
 
-    def _count(self, n: int) -> None:
-        self.on_request(n)  # looked up per call: the connector swaps it per pass
-
-    @property
-    def requests_made(self) -> int:
-        return self.api.requests_made
 
     def _call(self, method: str, suffix: str, *, params: Any = None, json: Any = None,
               idempotent: bool | None = None, landed: Callable[[], Any] | None = None,
@@ -314,6 +308,3 @@ class SheetsClient:
         if ranges:
             self._call("POST", "/values:batchClear", json={"ranges": list(ranges)},
                        idempotent=True)
-
-    def close(self) -> None:
-        self.api.close()

@@ -27,13 +27,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import requests
 
+from syncd.clientconnector import ClientConnector
 from syncd.connector import (
     STANDARD_STREAMS,
-    ConnectionSettings,
     GateChange,
     Gates,
     HistoryBackfill,
@@ -45,7 +44,7 @@ from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Deal, Page, Record, StageChange
 from syncd.secrets import register
 from syncd.store.budget import budget_key
-from syncd.streams import Read, Stream, StreamConnector, incremental
+from syncd.streams import Read, Stream, incremental
 from syncd.values import FieldProblem
 from syncd_pipedrive.client import PipedriveClient
 from syncd_pipedrive.settings import PipedriveSettings
@@ -78,16 +77,14 @@ __all__ = ["PipedriveConnector", "PipedriveSettings"]
 log = logging.getLogger(__name__)
 
 
-class PipedriveConnector(PipedriveWriter, StreamConnector):
+class PipedriveConnector(PipedriveWriter, ClientConnector[PipedriveClient]):
     """One Pipedrive company account, for one tenant pass."""
 
     name: ClassVar[str] = "pipedrive"
     settings_model: ClassVar[type[PipedriveSettings]] = PipedriveSettings
 
-    @classmethod
-    def deal_url(cls, settings: ConnectionSettings, deal_id: str) -> str | None:
-        """The deal's card in the web app: ``https://COMPANY.pipedrive.com/deal/<id>``."""
-        return f"{settings.base_url.rstrip('/')}/deal/{quote(str(deal_id), safe='')}"
+    #: The deal's card in the web app: ``https://COMPANY.pipedrive.com/deal/<id>``.
+    deal_path: ClassVar[str | None] = "/deal/{id}"
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
 
     def __init__(
@@ -122,12 +119,6 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
                      for name, spec in ENTITY_STREAMS.items()]
         declared.append(Stream("stage_history", self._read_stage_history))
         return declared
-
-    def requests_made(self) -> int:
-        return self.client.api.requests_here
-
-    def on_requests(self, callback: Callable[[int], None]) -> None:
-        self.client.on_request = callback
 
     def catalog(self, entity: Entity) -> FieldCatalog:
         """The field definitions of ``entity``, read once per pass (the ``fields`` stream
@@ -365,9 +356,6 @@ class PipedriveConnector(PipedriveWriter, StreamConnector):
         """Pipedrive's burst limit is per token: one budget for every process using it."""
         key = budget_key("pipedrive", self.settings.base_url, self.settings.api_token)
         return [(self.client.limiter, key)]
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def _id_order(value: str) -> tuple[int, str]:

@@ -31,6 +31,7 @@ import requests
 from syncd.errors import APIError, BadPayloadError, BudgetExhaustedError
 from syncd.http import ApiClient, default_classify, json_body
 from syncd.limiterpool import process_limiter
+from syncd.pluginclient import PluginClient
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact
 from syncd.streams import NextToken, Offset, paginate
@@ -102,7 +103,7 @@ def _where(response: requests.Response) -> str:
     return redact(f"{method} {response.url}")
 
 
-class PipedriveClient:
+class PipedriveClient(PluginClient):
     """Thin Pipedrive layer over one ``ApiClient`` (one per tenant pass)."""
 
     def __init__(
@@ -114,7 +115,6 @@ class PipedriveClient:
         session: requests.Session | None = None,
     ) -> None:
         self.page_size = settings.page_size
-        self.on_request: Callable[[int], None] = lambda n: None
         self.limiter = shared_limiter(settings, clock=clock, sleep=sleep)
         self.api = ApiClient(
             settings.base_url,
@@ -122,17 +122,11 @@ class PipedriveClient:
             limiter=self.limiter,
             timeout=(10, settings.timeout_seconds),
             sleep=sleep,
-            on_request=self._count,
+            on_request=self.count,
             classify=classify_pipedrive,
             session=session,
         )
 
-    def _count(self, n: int) -> None:
-        self.on_request(n)  # looked up per call: the connector swaps it per stream
-
-    @property
-    def requests_made(self) -> int:
-        return self.api.requests_made
 
     # --- single calls -------------------------------------------------------------------
     def call(
@@ -203,9 +197,6 @@ class PipedriveClient:
                         Offset("start", next_offset=_v1_next_start),
                         {**(params or {}), "start": 0,
                          "limit": min(self.page_size, V1_MAX_LIMIT)}, where=f"pipedrive {path}")
-
-    def close(self) -> None:
-        self.api.close()
 
 
 def _envelope(body: Any, path: str) -> tuple[Any, Any]:
