@@ -48,11 +48,11 @@ from syncd.errors import (
     RateLimitedError,
 )
 from syncd.http import ApiClient, default_classify, json_body
+from syncd.leakybucket import LeakyBucket
 from syncd.limiterpool import process_limiter
 from syncd.oauth import RefreshRejected, TokenSet, TokenStore
 from syncd.pluginclient import PluginClient
 from syncd.secrets import redact, register
-from syncd_bitrix24.limiter import LeakyBucket
 from syncd_bitrix24.settings import Bitrix24Settings
 
 log = logging.getLogger(__name__)
