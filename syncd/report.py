@@ -42,6 +42,7 @@ from syncd.scoring.karma import (
     segment_karma,
 )
 from syncd.store import backlog
+from syncd.store.report_reads import deal_labels, open_deal_count
 from syncd.sync import audit_now, client_lines, make_mapper
 
 SCHEMA = "syncd.report/1"
@@ -56,14 +57,16 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
     lang = normalize_language(language or tenant.config.language)
     with db.session() as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
-        deals = {d.external_id: d for chunk in store.iter_deal_chunks(session, tenant_id)
-                 for d in chunk}
+        open_deals = open_deal_count(session, tenant_id)
         companies = [c for c in store.companies(session, tenant_id)
                      if as_of is None or c.created_at is None or c.created_at <= as_of]
         mapper = make_mapper(session, tenant, tenant_id)
         last_run = store.last_runs(session, tenant_id, limit=1)
         counts = store.counts(session, tenant_id)
         stored = None if as_of else list(store.open_violations(session, tenant_id))
+        # the title and owner of the deals with a finding, not every deal of the tenant
+        deals = {} if stored is None else deal_labels(
+            session, tenant_id, {v.deal_external_id for v in stored if v.deal_external_id})
         # live: the stored ledger; as of a moment: the lines as they were then (not stored)
         lines = (store.karma_line_rows(session, tenant_id, "client") if as_of is None
                  else client_lines(session, tenant, tenant_id, mapper, as_of))
@@ -75,7 +78,7 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         trend = history.trend(session, tenant_id, history.local_day(
             as_of or generated, tenant.config.timezone))
     violations = (_live_violations(stored, deals) if stored is not None
-                  else _what_if_violations(db, tenant, as_of, deals))
+                  else _what_if_violations(db, tenant, as_of))
     _mark_history_pending(violations, backfill.pop("pending_ids"))
     karma = _client_karma(lines, companies, mapper, tenant)
     if lang != tenant.config.language:  # stored explanations are in the tenant's language
@@ -93,7 +96,7 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "live": as_of is None,
         "generated_at": generated.isoformat(),
         "last_sync": _run_dict(last_run[0]) if last_run else None,
-        "counts": {**counts, "open_deals": sum(d.status == "open" for d in deals.values())},
+        "counts": {**counts, "open_deals": open_deals},
         "violations_by_rule": dict(sorted(Counter(v["rule"] for v in violations).items())),
         "violations": violations,
         "client_karma": karma,
@@ -232,10 +235,15 @@ def _live_violations(rows: list[Any], deals: dict[str, Any]) -> list[dict[str, A
     ]
 
 
-def _what_if_violations(db: store.Database, tenant: Tenant, as_of: datetime | None,
-                        deals: dict[str, Any]) -> list[dict[str, Any]]:
+def _what_if_violations(db: store.Database, tenant: Tenant,
+                        as_of: datetime | None) -> list[dict[str, Any]]:
+    """An ``--as-of`` report's findings: the stored data audited as of that moment (the
+    stored violations are the current ones, so this is the one report that audits)."""
     assert as_of is not None
     findings = audit_now(db, tenant, as_of)
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        deals = deal_labels(session, tenant_id, {f.deal_id for f in findings if f.deal_id})
     return [
         _violation_dict(
             f.rule, f.deal_id, deals, severity=f.severity, stage_key=f.stage_key,
@@ -386,7 +394,8 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{report['tenant']}.json"
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    with temporary.open("w", encoding="utf-8") as file:  # in pieces: no copy of it all
+        json.dump(report, file, ensure_ascii=False, indent=2)
     temporary.replace(path)
     return path
 
