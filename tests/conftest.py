@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -91,18 +93,60 @@ def pg_admin_url() -> URL:
     return normalize_url(PG_URL)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to the newest schema once per worker, copied per test."""
+    path = tmp_path_factory.mktemp("template") / "syncd.db"
+    database = Database(f"sqlite:///{path}")
+    database.upgrade()
+    database.dispose()  # the last connection checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: URL) -> Iterator[str]:
+    """A PostgreSQL database migrated to the newest schema once per worker: ``database``
+    creates its fresh database as a copy of it (``CREATE DATABASE ... TEMPLATE``)."""
+    name = f"syncd_template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq(pg_admin_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        database = Database(pg_admin_url.set(database=name))
+        database.upgrade()
+        database.dispose()  # a template must have no connections while it is copied
+        yield name
+    finally:
+        with psycopg.connect(_libpq(pg_admin_url), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            ) -> Iterator[str]:
-    """A URL of a fresh, empty database (no schema)."""
+    """A URL of a fresh, empty database (no schema).
+
+    When the test also uses ``database``, the fresh database is instead a copy of one
+    migrated once per worker (the same schema ``upgrade()`` makes, which ``database``
+    still runs and finds current): migrating per test was most of a short test's time.
+    """
+    migrated = "database" in request.fixturenames
     if request.param == "sqlite":
-        # A subdirectory that does not exist yet: Database must create it.
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'var' / 'syncd.db'}"
+        # A subdirectory that does not exist yet: Database must create it (unless copied).
+        path = tmp_path_factory.mktemp("db") / "var" / "syncd.db"
+        if migrated:
+            path.parent.mkdir()
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
         return
     admin: URL = request.getfixturevalue("pg_admin_url")
     name = f"syncd_test_{uuid.uuid4().hex[:12]}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if migrated:
+        create = sql.SQL("{} TEMPLATE {}").format(
+            create, sql.Identifier(request.getfixturevalue("pg_template")))
     with psycopg.connect(_libpq(admin), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(create)
     try:
         yield admin.set(database=name).render_as_string(hide_password=False)
     finally:
@@ -120,3 +164,14 @@ def database(db_url: str) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long end-to-end runs (marked ``slow``) first, in their collected order.
+
+    pytest-xdist hands tests out in collection order, so a slow test collected near the
+    end started while the other workers had nothing left, and the run waited for it alone
+    (the fencing runs take a minute or more). Started first, they overlap the short tests.
+    The sort is stable: within each group the order is pytest's own.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
