@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from support import FakeClock
 from syncd_bitrix24 import Bitrix24Connector, Bitrix24Settings, parse_event
 from syncd_bitrix24.client import Bitrix24Client, php_query
-from syncd_bitrix24.limiter import LeakyBucket
 from syncd_bitrix24.streams import (
     FieldCatalog,
     ListSpec,
@@ -28,6 +27,7 @@ from syncd_bitrix24.streams import (
 
 from syncd.connector import ConnectorState, FieldWrite, PullContext, TaskCreate
 from syncd.errors import AuthError, BadPayloadError, BlockedError, FatalAPIError
+from syncd.leakybucket import LeakyBucket
 from syncd.oauth import TokenCipher, TokenSet, TokenStore
 from syncd.streams import watermark_at
 

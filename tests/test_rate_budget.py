@@ -21,12 +21,12 @@ import pytest
 import yaml
 from sqlalchemy import select
 from support import FakeClock, write_config
-from syncd_bitrix24.limiter import LeakyBucket
 from syncd_fakes.amocrm.sample import sample_dataset
 from syncd_fakes.amocrm.server import DEMO_LONG_LIVED_TOKEN, FakeAmoCRM
 
 from syncd import store
 from syncd.config import load_settings, load_tenant
+from syncd.leakybucket import LeakyBucket
 from syncd.lease import LeaseLost
 from syncd.plugins import make_plugin_manager
 from syncd.ratelimit import RateLimiter, SharedBudget
