@@ -68,3 +68,22 @@ def test_an_immediate_transaction_rolls_back_on_error(sqlite_db: Database) -> No
     with sqlite_db.session() as session:
         assert session.scalar(select(store.TenantRow.plugin)) == "pipedrive"
     _commit_elsewhere(str(sqlite_db.url.database))
+
+
+def test_ensure_tenant_of_a_known_tenant_takes_no_write_lock(sqlite_db: Database) -> None:
+    """A read-only session that begins with ``ensure_tenant`` (a report) must let other
+    writers commit meanwhile: its ``INSERT ... ON CONFLICT DO NOTHING`` used to hold SQLite's
+    write lock to the session's end (a 100k-deal report outlasted the busy timeout, and the
+    lease heartbeats of other tenants failed)."""
+    path = str(sqlite_db.url.database)
+    with sqlite_db.session() as session:
+        first = store.ensure_tenant(session, "northwind", "pipedrive")
+        _commit_elsewhere(path)  # raises "database is locked" if the session holds the lock
+        assert store.ensure_tenant(session, "northwind", "pipedrive") == first
+    with sqlite_db.session() as session:  # a new tenant is still created, a plugin updated
+        created = store.ensure_tenant(session, "globex", "amocrm")
+        assert store.ensure_tenant(session, "northwind", "bitrix24") == first
+    with sqlite_db.session() as session:
+        assert created != first
+        assert session.scalar(select(store.TenantRow.plugin).where(
+            store.TenantRow.key == "northwind")) == "bitrix24"

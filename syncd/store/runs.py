@@ -28,13 +28,21 @@ ABANDONED_REASON = ("abandoned: the process running this pass stopped without cl
 
 def ensure_tenant(session: Session, key: str, plugin: str, *,
                   now: datetime | None = None) -> int:
-    """The id of tenant ``key``, created on first sight (race-safe); updates its plugin."""
-    table = TenantRow.__table__
-    stmt = insert_for(session, table).values(
-        key=key, plugin=plugin, created_at=now or utcnow())
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
-    tenant = session.execute(select(TenantRow.id, TenantRow.plugin).where(
-        TenantRow.key == key)).one()
+    """The id of tenant ``key``, created on first sight (race-safe); updates its plugin.
+
+    A known tenant is only read: an ``INSERT ... ON CONFLICT DO NOTHING`` takes SQLite's
+    write lock even when it inserts nothing, so a read-only session that starts here (a
+    report, a dashboard page) held the lock for its whole duration; at 100k deals a
+    report's reads outlasted the busy timeout and other tenants' lease renewals failed
+    (bench/bench_capacity.py)."""
+    query = select(TenantRow.id, TenantRow.plugin).where(TenantRow.key == key)
+    tenant = session.execute(query).first()
+    if tenant is None:
+        table = TenantRow.__table__
+        stmt = insert_for(session, table).values(
+            key=key, plugin=plugin, created_at=now or utcnow())
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+        tenant = session.execute(query).one()
     if tenant.plugin != plugin:
         session.execute(update(TenantRow).where(TenantRow.id == tenant.id).values(plugin=plugin))
     return int(tenant.id)
