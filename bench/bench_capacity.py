@@ -29,8 +29,11 @@ capacity, the fake's CPU and the load average. Target: >= 50 tenants.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import json
 import multiprocessing
 import os
+import pstats
 import random
 import resource
 import statistics
@@ -38,13 +41,15 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, available_timezones
 
 import yaml
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 
 from syncd import store
 from syncd.config import load_settings, load_tenant
@@ -60,6 +65,10 @@ DEMO_TENANT = ROOT / "config/demo/tenants/northwind.yaml"
 #: Requests per 2 s per token. Pipedrive Lite allows 20; the bench allows the settings'
 #: maximum so the seeding pass's write-back does not take hours (said in the output).
 BURST = 1000
+#: Seeding estimates (minutes per 100k deals), only to place the tenants' midnight after
+#: the seeding and the rounds: the first pass, and one tenant's clone.
+SEED_MINUTES_PER_100K = 5.0
+CLONE_MINUTES_PER_100K = 0.5
 
 
 def token(index: int) -> str:
@@ -105,7 +114,8 @@ def serve_fake(conn: Connection, deals: int, tenants: int) -> None:
 
 
 # --- seeding ----------------------------------------------------------------------------------
-def write_config(root: Path, url: str, base_url: str, tenants: int, minutes: int) -> Path:
+def write_config(root: Path, url: str, base_url: str, tenants: int, minutes: int,
+                 timezone: str = "UTC") -> Path:
     (root / "tenants").mkdir(parents=True, exist_ok=True)
     config = {"database_url": url, "tenants_dir": "tenants",
               "salesbooks_dir": str(ROOT / "config/salesbooks"), "reports_dir": "reports",
@@ -113,7 +123,7 @@ def write_config(root: Path, url: str, base_url: str, tenants: int, minutes: int
     (root / "syncd.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     template = yaml.safe_load(DEMO_TENANT.read_text(encoding="utf-8"))
     for i in range(tenants):
-        tenant = {**template, "timezone": "UTC",
+        tenant = {**template, "timezone": timezone,
                   "connection": {**template["connection"], "base_url": base_url,
                                  "api_token": token(i), "burst_limit": BURST}}
         (root / "tenants" / f"t{i:03d}.yaml").write_text(yaml.safe_dump(tenant),
@@ -139,33 +149,138 @@ def clone_tenant(db: store.Database, source: int, target: int) -> None:
                             {"source": source, "target": target})
 
 
+# --- the midnight: a real local midnight, in one timezone shared by every tenant -------------
+def zone_with_midnight_after(moment: datetime) -> tuple[str, datetime]:
+    """A timezone whose next local midnight is the first quarter hour at or after ``moment``
+    that has one (offsets of :00, :15, :30, :45 exist), and that midnight (UTC)."""
+    zones = sorted(available_timezones())
+    slot = moment.replace(second=0, microsecond=0) + timedelta(minutes=-moment.minute % 15)
+    if slot < moment:
+        slot += timedelta(minutes=15)
+    for _ in range(4 * 24):
+        for zone in zones:
+            local = slot.astimezone(ZoneInfo(zone))
+            if (local.hour, local.minute, local.second) == (0, 0, 0):
+                return zone, slot
+        slot += timedelta(minutes=15)
+    raise LookupError("no timezone has its midnight in the next day")
+
+
 # --- the daemon, instrumented ----------------------------------------------------------------
+class PassRecord(NamedTuple):
+    tenant: str
+    started: datetime
+    ended: datetime
+    cpu: float
+    ok: bool
+    audited: int
+    profiled: bool
+
+
 class MeasuredRunner(Runner):
-    """The daemon's runner; records each pass's own CPU (its thread's) and outcome."""
+    """The daemon's runner; records each pass's own CPU (its thread's), wall and outcome."""
 
     cpu: list[float]
     outcomes: list[TenantOutcome]
+    records: list[PassRecord]
+    #: ``--profile``: every ``profile_every``-th pass of each kind runs under cProfile,
+    #: merged into "regular" and "daily" (the first pass of a tenant after ``midnight``);
+    #: profiled passes are left out of the CPU figures (cProfile slows them).
+    profiles: dict[str, pstats.Stats] | None = None
+    profile_every = 10
+    midnight: datetime | None = None
+    profile_lock = threading.Lock()
+    seen: dict[str, int]
 
     def run_under_lease(self, tenant: Any, lease: Lease,
                         options: PassOptions | None = None) -> TenantOutcome:
-        started = time.thread_time()
-        outcome = super().run_under_lease(tenant, lease, options)
-        self.cpu.append(time.thread_time() - started)
+        started, wall = time.thread_time(), datetime.now(UTC)
+        profile: cProfile.Profile | None = None
+        kind = "regular"
+        if self.profiles is not None:
+            with self.profile_lock:
+                daily = self.midnight is not None and wall >= self.midnight and not any(
+                    r.tenant == tenant.key and r.started >= self.midnight
+                    for r in self.records)
+                kind = "daily" if daily else "regular"
+                self.seen[kind] = self.seen.get(kind, 0) + 1
+                if self.seen[kind] % self.profile_every == 1:
+                    profile = cProfile.Profile()
+        if profile is None:
+            outcome = super().run_under_lease(tenant, lease, options)
+        else:
+            outcome = profile.runcall(super().run_under_lease, tenant, lease, options)
+            assert self.profiles is not None
+            with self.profile_lock:
+                if kind in self.profiles:
+                    self.profiles[kind].add(profile)
+                else:
+                    self.profiles[kind] = pstats.Stats(profile)
+        cpu = time.thread_time() - started
+        self.cpu.append(cpu)
         self.outcomes.append(outcome)
+        audit = outcome.summary.audit if outcome.summary is not None else {}
+        self.records.append(PassRecord(tenant.key, wall, datetime.now(UTC), cpu, outcome.ok,
+                                       int(audit.get("deals_audited") or 0),
+                                       profile is not None))
         return outcome
 
 
 class MeasuredDaemon(Daemon):
     """The daemon; keeps each claim's lateness (also observed in its histogram)."""
 
-    late: list[float]
+    late: list[tuple[datetime, float]]
     passes_of: dict[str, int]
 
     def _start(self, claim: leases.Claim) -> None:
         if claim.late_seconds is not None:
-            self.late.append(claim.late_seconds)
+            self.late.append((datetime.now(UTC), claim.late_seconds))
         self.passes_of[claim.tenant_key] = self.passes_of.get(claim.tenant_key, 0) + 1
         super()._start(claim)
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE", "REPLACE")
+
+
+def trace_locks(engine: Any, threshold: float, found: list[tuple[float, str]]) -> None:
+    """Note every transaction that held SQLite's write lock (first write to commit or
+    rollback) longer than ``threshold`` seconds, with the syncd frames that began writing:
+    a writer holding it past the busy timeout starves the lease heartbeat."""
+    def write(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "write_at" not in conn.info and statement.lstrip().upper().startswith(_WRITES):
+            frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                      for f in traceback.extract_stack()
+                      if "/syncd/" in f.filename and "/store/db.py" not in f.filename]
+            conn.info["write_at"] = (time.monotonic(), " < ".join(reversed(frames[-6:])),
+                                     statement.split("\n", maxsplit=1)[0][:80])
+
+    def end(conn: Any) -> None:
+        started = conn.info.pop("write_at", None)
+        if started is not None and time.monotonic() - started[0] > threshold:
+            held = time.monotonic() - started[0]
+            found.append((held, f"{started[2]} | {started[1]}"))
+            print(f"lock held {held:.1f} s: {started[2]} | {started[1]}", flush=True)
+
+    event.listen(engine, "before_cursor_execute", write)
+    event.listen(engine, "commit", end)
+    event.listen(engine, "rollback", end)
+
+
+def rss_mb() -> float:
+    """This process's resident set now (the daemon: the bench runs it in-process)."""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def daily_passes(records: list[PassRecord], midnight: datetime) -> dict[str, PassRecord]:
+    """Each tenant's first pass that started after the local midnight: the daily one."""
+    first: dict[str, PassRecord] = {}
+    for record in sorted(records, key=lambda r: r.started):
+        if record.started >= midnight and record.tenant not in first:
+            first[record.tenant] = record
+    return first
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -177,20 +292,51 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=50)
     parser.add_argument("--deals", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=3, help="passes per tenant")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="passes per tenant before the midnight")
     parser.add_argument("--interval-minutes", type=int, default=1,
                         help="the compressed interval (each carries 15 real minutes)")
     parser.add_argument("--change-rate", type=float, default=0.01, help="deals a day")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--url", help="database URL (default: SQLite in a temp dir)")
+    parser.add_argument("--midnight-in", type=float,
+                        help="minutes from the start after which the tenants' local midnight "
+                             "falls (default: a seeding estimate + the rounds)")
+    parser.add_argument("--no-midnight", action="store_true",
+                        help="tenants in UTC, stop after the rounds (no midnight round)")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="profile every daemon pass (cProfile; inflates the CPU figures) "
+                             "and write PREFIX-regular.pstats / PREFIX-daily.pstats")
+    parser.add_argument("--profile-every", type=int, default=10,
+                        help="with --profile: profile one pass in this many of each kind")
+    parser.add_argument("--after-midnight", type=float, default=30.0, metavar="MINUTES",
+                        help="stop this long after the midnight even if some tenants have not "
+                             "done their daily pass yet (the catch-up is then longer)")
+    parser.add_argument("--trace-locks", type=float, default=5.0, metavar="SECONDS",
+                        help="print each transaction holding the write lock longer")
+    parser.add_argument("--dump", metavar="JSON",
+                        help="write every pass and claim (times, CPU, lag) to this file")
     args = parser.parse_args(argv)
     interval = args.interval_minutes * 60
     per_interval = max(1, round(args.deals * args.change_rate / 96))
-    print(f"load average {os.getloadavg()}; {args.tenants} tenants x {args.deals:,} deals; "
+    cores = os.cpu_count() or 1
+    load_start = os.getloadavg()
+    print(f"load average {load_start}; {args.tenants} tenants x {args.deals:,} deals; "
           f"interval compressed 15 min -> {interval} s ({900 / interval:.0f}x), each "
           f"carrying {per_interval} edited deals (a real 15 minutes at "
           f"{args.change_rate:.0%} a day); {args.workers} workers; burst limit {BURST} "
           "per 2 s", flush=True)
+    zone, midnight = "UTC", None
+    if not args.no_midnight:
+        minutes = args.midnight_in if args.midnight_in is not None else (
+            SEED_MINUTES_PER_100K * args.deals / 100_000
+            + CLONE_MINUTES_PER_100K * (args.tenants - 1) * args.deals / 100_000
+            + (args.rounds + 0.5) * args.interval_minutes)
+        zone, midnight = zone_with_midnight_after(
+            datetime.now(UTC) + timedelta(minutes=minutes))
+        print(f"every tenant in {zone}: its local midnight is at {midnight:%H:%M} UTC "
+              f"(in {(midnight - datetime.now(UTC)).total_seconds() / 60:.0f} min); the "
+              "first pass after it is the daily one (every open deal falls due)", flush=True)
     conn, child = multiprocessing.Pipe()
     fake = multiprocessing.get_context("spawn").Process(
         target=serve_fake, args=(child, args.deals, args.tenants), daemon=True)
@@ -198,25 +344,37 @@ def main(argv: list[str] | None = None) -> int:
     base_url = conn.recv()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{tmp}/capacity.db"
-        config = write_config(Path(tmp), url, base_url, args.tenants, args.interval_minutes)
+        config = write_config(Path(tmp), url, base_url, args.tenants, args.interval_minutes,
+                              zone)
         settings = load_settings(config)
         plugins = make_plugin_manager()
         tenants = [load_tenant(settings, f"t{i:03d}", plugins.connectors)
                    for i in range(args.tenants)]
         db = store.Database(url)
         db.upgrade()
+        locks: list[tuple[float, str]] = []
+        trace_locks(db.engine, args.trace_locks, locks)
         runner = MeasuredRunner(settings, plugins, db)
-        runner.cpu, runner.outcomes = [], []
+        runner.cpu, runner.outcomes, runner.records = [], [], []
 
         cpu0, wall0 = time.process_time(), time.monotonic()
         first = runner.run_one_off(tenants[0])
         assert first.ok, first.error
         seed_pass = (time.process_time() - cpu0, time.monotonic() - wall0)
+        # The first pass writes back to (nearly) every deal, which bumps their update time
+        # in the CRM: the next pass re-reads them all. That echo is once in a tenant's life,
+        # not the steady state; one more pass of t000 absorbs it before the cloning.
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        settle = runner.run_one_off(tenants[0])
+        assert settle.ok and settle.summary is not None, settle.error
+        settle_pass = (time.process_time() - cpu0, time.monotonic() - wall0)
+        seed_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         wall0 = time.monotonic()
         with db.session() as session:
             ids = [store.ensure_tenant(session, t.key, t.config.plugin) for t in tenants]
         for target in ids[1:]:
             clone_tenant(db, ids[0], target)
+        cloned = time.monotonic() - wall0
         now = datetime.now(UTC)
         with db.session() as session:  # everyone synced within the last interval, spread
             leases.ensure_leases(session, [t.key for t in tenants])
@@ -225,25 +383,60 @@ def main(argv: list[str] | None = None) -> int:
                                 .where(TenantLeaseRow.tenant_key == tenant.key)
                                 .values(acquired_at=now - timedelta(
                                     seconds=interval * (i + 1) / args.tenants)))
-        print(f"seed: first pass of t000 {seed_pass[0]:.1f} s CPU / {seed_pass[1]:.1f} s wall; "
-              f"cloned to {args.tenants - 1} tenants in {time.monotonic() - wall0:.1f} s",
-              flush=True)
+        size = Path(url.removeprefix("sqlite:///")).stat().st_size / 2**30 \
+            if url.startswith("sqlite:///") else float("nan")
+        print(f"seed: first pass of t000 {seed_pass[0]:.1f} s CPU / {seed_pass[1]:.1f} s wall, "
+              f"settling pass {settle_pass[0]:.1f} s CPU / {settle_pass[1]:.1f} s wall "
+              f"(re-read {settle.summary.changed}, wrote {settle.summary.writes}), "
+              f"peak RSS {seed_rss:.0f} MB; cloned to {args.tenants - 1} tenants in "
+              f"{cloned:.1f} s ({cloned / max(1, args.tenants - 1):.1f} s each); database "
+              f"{size:.1f} GiB; load average {os.getloadavg()}", flush=True)
+        if midnight is not None and datetime.now(UTC) > midnight - timedelta(
+                seconds=args.rounds * interval):
+            print(f"warning: the midnight comes before {args.rounds} rounds "
+                  "(seeding took longer than estimated; --midnight-in)", flush=True)
         runner.cpu.clear()
+        runner.records.clear()
+        runner.seen = {}
+        if args.profile:
+            runner.profiles, runner.midnight = {}, midnight
+            runner.profile_every = args.profile_every
 
         daemon = MeasuredDaemon(runner, tenants, holder="bench-capacity",
                                 replica=settings.daemon.replica.model_copy(
                                     update={"workers": args.workers, "poll_seconds": 1}))
         daemon.late, daemon.passes_of = [], {}
         done = threading.Event()
+        peak_rss = [rss_mb()]
+
+        def finished() -> bool:
+            passes = daemon.passes_of
+            if len(passes) < len(tenants) or min(passes.values()) < args.rounds:
+                return False
+            return midnight is None or (
+                len(daily_passes(runner.records, midnight)) == len(tenants)) or (
+                datetime.now(UTC) > midnight + timedelta(minutes=args.after_midnight))
 
         def inject_and_watch() -> None:
-            """Each interval's edits, spread over it in tenths; stop after the rounds."""
+            """Each interval's edits, spread over it in tenths; stop after the rounds (and
+            once every tenant has done its daily pass)."""
             step = interval / 10
+            ticks = 0
             while not done.wait(step):
                 conn.send(("edit", max(1, round(per_interval / 10))))
                 conn.recv()
-                passes = daemon.passes_of
-                if len(passes) == len(tenants) and min(passes.values()) >= args.rounds:
+                peak_rss[0] = max(peak_rss[0], rss_mb())
+                ticks += 1
+                if ticks % 10 == 0:
+                    records, late = list(runner.records), list(daemon.late)
+                    recent = [x for _, x in late[-len(tenants):]]
+                    cpu_now = statistics.mean([r.cpu for r in records[-len(tenants):]] or [0])
+                    print(f"{datetime.now(UTC):%H:%M:%S} passes {len(records)}, fewest per "
+                          f"tenant {min(daemon.passes_of.values(), default=0)}, last "
+                          f"{len(recent)} claims lag max {max(recent, default=0):.1f} s, CPU "
+                          f"mean {cpu_now:.2f} s, "
+                          f"RSS {rss_mb():.0f} MB, load {os.getloadavg()[0]:.2f}", flush=True)
+                if finished():
                     done.set()
                     daemon.stop()
 
@@ -263,26 +456,67 @@ def main(argv: list[str] | None = None) -> int:
         db.dispose()
     fake.join(timeout=30)
 
-    cpu = runner.cpu
+    if args.dump:
+        Path(args.dump).write_text(json.dumps({
+            "midnight": midnight.isoformat() if midnight else None, "zone": zone,
+            "interval": interval, "passes": [
+                [r.tenant, r.started.isoformat(), r.ended.isoformat(), r.cpu, r.ok,
+                 r.audited, r.profiled] for r in runner.records],
+            "claims": [[at.isoformat(), late] for at, late in daemon.late]}), encoding="utf-8")
     failed = [o for o in runner.outcomes if not o.ok]
-    late = daemon.late
-    kept = bool(late) and max(late) < interval
+    daily = daily_passes(runner.records, midnight) if midnight is not None else {}
+    regular = [r for r in runner.records if daily.get(r.tenant) is not r]
+    cpu = [r.cpu for r in regular if not r.profiled]
+    before = [late for at, late in daemon.late if midnight is None or at < midnight]
+    kept = bool(before) and max(before) < interval
     per_pass = statistics.mean(cpu) if cpu else float("nan")
-    cores = os.cpu_count() or 1
-    print(f"passes: {len(cpu)} ({len(failed)} failed) in {wall:.0f} s wall; daemon process "
-          f"CPU {process_cpu:.0f} s ({process_cpu / wall:.2f} cores); fake CPU "
-          f"{fake_cpu - fake_cpu0:.0f} s; {requests} requests, {limited} answered 429")
-    print(f"CPU per tenant-pass: p50 {quantile(cpu, 0.5):.2f} s, p95 {quantile(cpu, 0.95):.2f} s, "
-          f"mean {per_pass:.2f} s")
-    print(f"tick lag (claim - due): p50 {quantile(late, 0.5):.1f} s, p95 "
-          f"{quantile(late, 0.95):.1f} s, max {max(late, default=float('nan')):.1f} s "
-          f"over {len(late)} claims; every tenant kept its {interval} s schedule: {kept}")
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"passes: {len(runner.records)} ({len(failed)} failed) in {wall:.0f} s wall; daemon "
+          f"process CPU {process_cpu:.0f} s ({process_cpu / wall:.2f} cores), peak RSS "
+          f"{peak_rss[0]:.0f} MB while running (sampled), {max_rss:.0f} MB "
+          f"with the seeding; fake CPU {fake_cpu - fake_cpu0:.0f} s; {requests} requests, "
+          f"{limited} answered 429")
+    print(f"CPU per tenant-pass ({len(cpu)} regular passes): p50 {quantile(cpu, 0.5):.2f} s, "
+          f"p95 {quantile(cpu, 0.95):.2f} s, mean {per_pass:.2f} s; deals audited p50 "
+          f"{quantile([float(r.audited) for r in regular], 0.5):.0f}")
+    print(f"tick lag (claim - due) before the midnight: p50 {quantile(before, 0.5):.1f} s, p95 "
+          f"{quantile(before, 0.95):.1f} s, max {max(before, default=float('nan')):.1f} s "
+          f"over {len(before)} claims; every tenant kept its {interval} s schedule: {kept}")
+    capacity = int(cores * 900 / per_pass) if cpu else 0
     print(f"implied capacity at a real 15-minute interval: {cores} cores x 900 s / "
-          f"{per_pass:.2f} s = {int(cores * 900 / per_pass) if cpu else 0} tenants (by CPU; "
-          f"one daemon process used {process_cpu / wall:.2f} cores); target >= 50")
-    print(f"load average {os.getloadavg()}")
+          f"{per_pass:.2f} s = {capacity} tenants (by CPU; one daemon process used "
+          f"{process_cpu / wall:.2f} cores); target >= 50")
+    if midnight is not None:
+        day_cpu = [r.cpu for r in daily.values() if not r.profiled]
+        day_mean = statistics.mean(day_cpu) if day_cpu else float("nan")
+        catch_up = max((r.ended for r in daily.values()), default=midnight) - midnight
+        after = [late for at, late in daemon.late if at >= midnight]
+        per_day = 95 * per_pass + day_mean
+        print(f"midnight round ({zone}, {midnight:%H:%M} UTC): {len(daily)} daily passes, "
+              f"CPU p50 {quantile(day_cpu, 0.5):.2f} s, p95 {quantile(day_cpu, 0.95):.2f} s, "
+              f"mean {day_mean:.2f} s, max {max(day_cpu, default=float('nan')):.2f} s; deals "
+              f"audited p50 {quantile([float(r.audited) for r in daily.values()], 0.5):.0f}")
+        if len(daily) < len(tenants):
+            print(f"midnight catch-up NOT finished: {len(daily)} of {len(tenants)} tenants "
+                  f"had done their daily pass when the bench stopped, "
+                  f"{args.after_midnight:.0f} min after the midnight")
+        print(f"midnight catch-up: {len(daily)} tenants finished their daily pass "
+              f"{catch_up.total_seconds():.0f} s after the midnight (real 15-minute interval: "
+              f"900 s; within it: {catch_up.total_seconds() < 900}); tick lag after the "
+              f"midnight max {max(after, default=float('nan')):.1f} s over {len(after)} claims")
+        print(f"implied capacity with the daily pass: by CPU over a day {cores} x 86400 s / "
+              f"(95 x {per_pass:.2f} + {day_mean:.2f}) s = {int(cores * 86400 / per_day)} "
+              f"tenants; one shared timezone, every daily pass within one 15-minute interval "
+              f"{cores} x 900 s / {day_mean:.2f} s = {int(cores * 900 / day_mean)} tenants")
+    print(f"transactions holding the write lock over {args.trace_locks:.0f} s: {len(locks)}"
+          + (f", longest {max(locks)[0]:.1f} s: {max(locks)[1]}" if locks else ""))
+    print(f"load average at the start {load_start}, at the end {os.getloadavg()}")
     for outcome in failed[:3]:
         print(f"failed: {outcome.tenant}: {outcome.error}")
+    for kind, stats in (runner.profiles or {}).items():
+        stats.dump_stats(f"{args.profile}-{kind}.pstats")
+        print(f"--- profile of the {kind} passes (cumulative, top 30) ---")
+        stats.sort_stats("cumulative").print_stats(30)
     return 0 if kept and not failed else 1
 
 
