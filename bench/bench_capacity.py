@@ -410,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         peak_rss = [rss_mb()]
 
         def finished() -> bool:
+            if midnight is not None and datetime.now(UTC) > midnight + timedelta(
+                    minutes=args.after_midnight):
+                return True  # whatever the rounds: the time is up
             passes = daemon.passes_of
             if len(passes) < len(tenants) or min(passes.values()) < args.rounds:
                 return False
