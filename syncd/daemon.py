@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ import schedule
 if TYPE_CHECKING:
     from syncd.web import WebServer
 
-from syncd import __version__, exitcodes, history, secrets, store
+from syncd import __version__, exitcodes, history, report_stream, secrets, store
 from syncd.config import DigestTimerConfig, ReplicaConfig, Settings, Tenant, TenantSet
 from syncd.digests.service import DigestService
 from syncd.errors import BadPayloadError, ConfigError, ConfigProblem, SyncdError
@@ -49,7 +49,6 @@ from syncd.lease import (
 )
 from syncd.metrics import Metrics
 from syncd.plugins import Plugins
-from syncd.report import build_report, write_report
 from syncd.sdnotify import Notifier
 from syncd.secrets import redact
 from syncd.sinks import publish_report
@@ -67,6 +66,9 @@ class TenantOutcome:
     summary: PassSummary | None = None
     error: str | None = None
     report: str | None = None
+    #: What became of the report: "written", "unchanged" (kept: the pass changed nothing
+    #: it shows) or "failed"; None: no report (the pass failed).
+    report_outcome: str | None = None
     interrupted: bool = False
     #: The tenant file did not load: the pass never started (``problems`` says why).
     config_error: bool = False
@@ -170,8 +172,9 @@ class Runner:
                     exc_info=not isinstance(exc, SyncdError))
             self._notify_error(tenant.key, exc)
             return TenantOutcome(tenant.key, ok=False, error=message)
-        path = self._write_report(tenant, options, db, summary)
-        return TenantOutcome(tenant.key, ok=True, summary=summary, report=path)
+        path, written = self._write_report(tenant, options, db, summary)
+        return TenantOutcome(tenant.key, ok=True, summary=summary, report=path,
+                             report_outcome=written)
 
     @staticmethod
     def _close_abandoned(db: store.Database, tenant: Tenant) -> None:
@@ -186,24 +189,52 @@ class Runner:
             log.warning("tenant %s: closed %d run(s) left running by a process that is gone",
                         tenant.key, closed, extra={"tenant": tenant.key})
 
-    def _write_report(self, tenant: Tenant, options: PassOptions,
-                      db: store.Database, summary: PassSummary | None = None) -> str | None:
+    def _write_report(self, tenant: Tenant, options: PassOptions, db: store.Database,
+                      summary: PassSummary | None = None) -> tuple[str | None, str]:
+        """The tenant's report after a good pass: ``(path, "written" | "unchanged" |
+        "failed")``. Streamed (``syncd.report_stream``: never the whole tenant in memory);
+        kept as it is after a live pass that changed nothing it shows (docs/operations.md,
+        "The report file")."""
+        directory = self.settings.reports_dir
+        live = options.as_of is None
+        if live and summary is not None:
+            try:
+                kept, why = report_stream.current_report(db, tenant, summary, directory)
+            except Exception:
+                log.exception("tenant %s: the report state could not be read", tenant.key)
+                kept, why = None, "state unreadable"
+            if kept is not None:
+                log.info("tenant %s: report unchanged (the pass changed nothing it shows)",
+                         tenant.key, extra={"tenant": tenant.key})
+                return str(kept), "unchanged"
+            log.debug("tenant %s: report rebuilt: %s", tenant.key, why)
         try:
-            report = build_report(db, tenant, as_of=options.as_of)
-            path = str(write_report(report, self.settings.reports_dir))
+            report_stream.forget_report(directory, tenant.key)
+            parts, stats = report_stream.report_parts(db, tenant, as_of=options.as_of)
+            path = report_stream.write_report(parts, directory)
         except Exception:
             log.exception("tenant %s: the report could not be written", tenant.key)
-            return None
-        if options.as_of is None:
-            try:  # the day's snapshot for the trends (first good pass of the local day)
-                history.record_report(db, tenant, report)
-            except Exception:
-                log.exception("tenant %s: the day's snapshot could not be stored", tenant.key)
-        if options.as_of is None:
-            failures = publish_report(self.plugins, tenant, report)
-            if summary is not None:
-                summary.report_sink_failures.extend(failures)
-        return path
+            return None, "failed"
+        if not live:
+            return str(path), "written"
+        clean = True
+        try:  # the day's snapshot for the trends (first good pass of the local day)
+            history.record_figures(db, tenant, report_stream.snapshot_figures(parts, stats),
+                                   datetime.fromisoformat(parts["as_of"]))
+        except Exception:
+            clean = False
+            log.exception("tenant %s: the day's snapshot could not be stored", tenant.key)
+        failures = publish_report(self.plugins, tenant, report_stream.sink_view(parts),
+                                  whole=lambda: report_stream.materialise(parts))
+        if summary is not None:
+            summary.report_sink_failures.extend(failures)
+            if clean and not failures:  # else the next pass rebuilds and retries
+                try:
+                    report_stream.remember_report(db, tenant, summary, path)
+                except Exception:
+                    log.exception("tenant %s: the report state could not be saved",
+                                  tenant.key)
+        return str(path), "written"
 
     def _notify_error(self, tenant: str, error: BaseException) -> None:
         try:
@@ -515,6 +546,8 @@ class Daemon:
         self.metrics.record_pass(key, status, seconds,
                                  pulled=sum(summary.pulled.values()) if summary else 0,
                                  writes=_write_count(summary.writes) if summary else 0)
+        if outcome is not None and outcome.report_outcome is not None:
+            self.metrics.reports.labels(tenant=key, outcome=outcome.report_outcome).inc()
         context = {"tenant": key, "fence": lease.fence, "replica": self.holder}
         if status == "ok" and summary is not None:
             log.info("tenant %s: pass ok in %.1fs, %d open violations, writes %s",

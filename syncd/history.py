@@ -101,13 +101,19 @@ def record_report(db: Database, tenant: Tenant, report: dict[str, Any]) -> bool:
     """After a good live pass: the day's snapshot from its report (first pass of the day)."""
     if not report.get("live", True):
         return False
+
+    return record_figures(db, tenant, figures(report), datetime.fromisoformat(report["as_of"]))
+
+
+def record_figures(db: Database, tenant: Tenant, data: dict[str, Any], moment: datetime) -> bool:
+    """Store ``data`` (``figures()`` of a live report as of ``moment``) as the day's
+    snapshot unless the tenant's local day has one (the streamed report's way)."""
     from syncd import store
 
-    moment = datetime.fromisoformat(report["as_of"])
     with db.session(immediate=True) as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
         return record(session, tenant_id, local_day(moment, tenant.config.timezone),
-                      figures(report), moment)
+                      data, moment)
 
 
 def snapshots(session: Session, tenant_id: int, since: date | None = None,

@@ -107,7 +107,9 @@ def syncd_publish_report(tenant: Any, report: dict[str, Any], options: dict[str,
     its own. While any plugin implements it, ``syncd check`` reports such keys as warnings.
 
     :param tenant: the loaded ``syncd.config.Tenant``.
-    :param report: the report dict (schema ``syncd.report/1``, docs/report-schema.md).
+    :param report: the report dict (schema ``syncd.report/1``, docs/report-schema.md),
+        ``violations`` and ``client_karma`` as lists (read whole for this hook; a sink
+        registered with ``ReportSink(streamed=True)`` gets them as re-iterable rows).
     :param options: that ``reports:`` entry with secrets resolved, plus ``"sink"`` (its key).
     Return nothing. Raise ``SyncdError`` with a clear message on failure: it is logged for
     this tenant and does not fail the pass or other tenants.

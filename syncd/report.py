@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from syncd.scoring.karma import (
     segment_karma,
 )
 from syncd.store import backlog
-from syncd.store.report_reads import deal_labels, open_deal_count
+from syncd.store.report_reads import deal_labels, karma_line_stream, open_deal_count
 from syncd.sync import audit_now, client_lines, make_mapper
 
 SCHEMA = "syncd.report/1"
@@ -117,6 +118,12 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
 def titles(tenant: Tenant, language: str, violations: list[dict[str, Any]],
            ) -> dict[str, dict[str, str]]:
     """What a reader sees instead of codes: rule, stage and action titles in ``language``."""
+    return titles_of_rules(tenant, language, {v["rule"] for v in violations})
+
+
+def titles_of_rules(tenant: Tenant, language: str, rules: Iterable[str],
+                    ) -> dict[str, dict[str, str]]:
+    """``titles`` given the rules the report's violations have."""
     book = tenant.book
     t = translator(language, "report")
     stage_titles = {s.key: s.title_in(language) for s in book.stages}
@@ -124,7 +131,7 @@ def titles(tenant: Tenant, language: str, violations: list[dict[str, Any]],
                      "lost": t.gettext("Lost")}
     return {
         "rule_titles": {rule: rule_title(rule, language)
-                        for rule in sorted({*RULE_TITLES, *(v["rule"] for v in violations)})},
+                        for rule in sorted({*RULE_TITLES, *rules})},
         "stage_titles": stage_titles,
         "action_titles": {key: a.title_in(language) for key, a in book.actions.items()},
     }
@@ -154,8 +161,9 @@ def _people_and_kpis(session: Session, tenant: Tenant, tenant_id: int, mapper: T
         kpi_load.activity_records(session, tenant_id, mapper, as_of), companies, names,
         on_deal=None if live else collected.append)
     current = Clock(mapper.tz).month(now)
-    if live:
-        lines: list[Any] = store.karma_line_rows(session, tenant_id, people_karma.KIND)
+    lines: Iterable[Any]
+    if live:  # read as they are summed: ~6 lines per deal, never all at once
+        lines = karma_line_stream(session, tenant_id, people_karma.KIND)
     else:
         violations = [v for v in kpi_load.violation_records(session, tenant_id)
                       if v.opened_at <= now]
@@ -166,18 +174,27 @@ def _people_and_kpis(session: Session, tenant: Tenant, tenant_id: int, mapper: T
     return people, kpis, matrix
 
 
-def people_section(lines: list[Any], users: list[people_karma.Person], tenant: Tenant,
+def people_section(lines: Iterable[Any], users: list[people_karma.Person], tenant: Tenant,
                    months: list[str], current: str) -> dict[str, Any]:
-    """``{employees, managers, ...}`` for the report's months (newest first)."""
+    """``{employees, managers, ...}`` for the report's months (newest first), from one pass
+    over the ledger ``lines`` (in ledger order: the sums are those of
+    ``people_karma.employee_totals``, to the last bit)."""
     weights = tenant.book.karma.employee
     rate = tenant.book.karma.bonus_rate
     names = {user.user_id: user.name for user in users}
     wanted = set(months)
-    totals = people_karma.employee_totals(lines, weights)
+    signed = {criterion: people_karma.employee_weight(criterion, weights)
+              for criterion in people_karma.EMPLOYEE_CRITERIA}
+    totals: dict[tuple[str, str], float] = {}
     criteria: dict[tuple[str, str], dict[str, float]] = {}
     counts: Counter[tuple[str, str]] = Counter()
     for line in lines:
         key = (line.subject_id, line.period)
+        if line.subject_type == people_karma.USER:  # as employee_totals sums them
+            weight = signed.get(line.criterion)
+            if weight is None:
+                weight = people_karma.employee_weight(line.criterion, weights)  # raises
+            totals[key] = totals.get(key, 0.0) + weight * line.quantity
         if line.period in wanted:
             cell = criteria.setdefault(key, {})
             cell[line.criterion] = cell.get(line.criterion, 0.0) + people_karma.employee_amount(
@@ -296,13 +313,17 @@ def _segments(karma: list[dict[str, Any]], companies: list[Any],
 
 
 # -- stage history still being backfilled (syncd.store.backlog) -------------------------------
-def stage_history_section(session: Session, tenant_id: int) -> dict[str, Any]:
+def stage_history_section(session: Session, tenant_id: int, *,
+                          with_pending: bool = True) -> dict[str, Any]:
     """Coverage of the stage-history backfill: deals with their history of those owing it
-    (``pending_ids``: the deals still waiting, taken out by ``build_report``)."""
+    (``pending_ids``: the deals still waiting, taken out by ``build_report``; left out
+    when not ``with_pending``: the streamed report joins the backlog instead)."""
     done, owed = backlog.coverage(session, tenant_id)
-    return {"with_history": done, "owed": owed, "pending": owed - done,
-            "coverage": round(done / owed, 4) if owed else None,
-            "pending_ids": backlog.pending(session, tenant_id) if done < owed else set()}
+    section: dict[str, Any] = {"with_history": done, "owed": owed, "pending": owed - done,
+                               "coverage": round(done / owed, 4) if owed else None}
+    if with_pending:
+        section["pending_ids"] = backlog.pending(session, tenant_id) if done < owed else set()
+    return section
 
 
 def _mark_history_pending(violations: list[dict[str, Any]], pending: set[str]) -> None:

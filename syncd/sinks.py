@@ -33,11 +33,17 @@ class ReportSink:
     :param options_model: a pydantic model of that block (secrets already resolved).
     :param publish: ``publish(tenant, report, options)``; raise ``SyncdError`` with a clear
         message on failure.
+    :param streamed: the sink takes the daemon's streamed report: ``report["violations"]``
+        and ``report["client_karma"]`` are then re-iterable rows read from the store as they
+        are iterated (``syncd.report_stream.ReportRows``: ``iter()``, ``len()``, truth; not
+        lists, no indexing), so a tenant's report is never whole in memory for the sink.
+        False (the default): both are lists, the report read whole for this sink.
     """
 
     name: str
     options_model: type[BaseModel]
     publish: Publish
+    streamed: bool = False
 
 
 class SinkRegistry:
@@ -74,13 +80,26 @@ class SinkRegistry:
         return name in self._sinks
 
 
-def publish_report(plugins: Any, tenant: Any, report: dict[str, Any]) -> list[str]:
+def publish_report(plugins: Any, tenant: Any, report: dict[str, Any],
+                   whole: Callable[[], dict[str, Any]] | None = None) -> list[str]:
     """Hand the report to the sink each ``reports:`` key names (only that one). Returns
-    ``"<sink>: <reason>"`` per sink that failed; each failure is logged for this tenant."""
+    ``"<sink>: <reason>"`` per sink that failed; each failure is logged for this tenant.
+
+    ``report`` may be streamed (``ReportSink.streamed``): then ``whole()`` reads it whole,
+    once, for the sinks (and the deprecated hook) that take lists."""
     failures = []
+    cache: list[dict[str, Any]] = []
+
+    def listed() -> dict[str, Any]:
+        if whole is None:
+            return report
+        if not cache:
+            cache.append(whole())
+        return cache[0]
+
     for name, raw_options in tenant.config.reports.items():
         try:
-            _publish_one(plugins, tenant, report, name, raw_options or {})
+            _publish_one(plugins, tenant, report, listed, name, raw_options or {})
         except (SyncdError, secrets.SecretError) as exc:
             failures.append(f"{name}: {redact(str(exc))}")
             log.error("tenant %s: report sink %s failed: %s", tenant.key, name,  # noqa: TRY400
@@ -91,7 +110,8 @@ def publish_report(plugins: Any, tenant: Any, report: dict[str, Any]) -> list[st
     return failures
 
 
-def _publish_one(plugins: Any, tenant: Any, report: dict[str, Any], name: str,
+def _publish_one(plugins: Any, tenant: Any, report: dict[str, Any],
+                 listed: Callable[[], dict[str, Any]], name: str,
                  raw_options: dict[str, Any]) -> None:
     sinks: SinkRegistry = plugins.connectors.sinks
     options = secrets.resolve_all(raw_options, tenant.file.parent)
@@ -100,10 +120,11 @@ def _publish_one(plugins: Any, tenant: Any, report: dict[str, Any], name: str,
         if not sinks.legacy:
             known = ", ".join(sinks.names()) or "none"
             raise SyncdError(f"no report sink named {name!r} (installed: {known})")
-        plugins.hook.syncd_publish_report(tenant=tenant, report=report,
+        plugins.hook.syncd_publish_report(tenant=tenant, report=listed(),
                                           options={**options, "sink": name})
         return
-    sink.publish(tenant, report, validated_options(sink, options, str(tenant.file)))
+    sink.publish(tenant, report if sink.streamed else listed(),
+                 validated_options(sink, options, str(tenant.file)))
 
 
 def validated_options(sink: ReportSink, options: dict[str, Any], file: str) -> BaseModel:

@@ -281,3 +281,33 @@ def test_sink_names_are_unique() -> None:
         sinks.add(ReportSink("a", _Options, lambda t, r, o: None))
     with pytest.raises(PluginError, match="options_model must be a pydantic model class"):
         sinks.add(ReportSink("c", dict, lambda t, r, o: None))  # type: ignore[arg-type]
+
+
+def test_a_streamed_report_reaches_each_sink_in_the_form_it_takes(tmp_path: Path) -> None:
+    """A sink registered ``streamed`` gets the rows as they are (re-iterable, read when
+    iterated); the others and the deprecated hook get lists, the report read whole once."""
+    from syncd.report_stream import ReportRows
+
+    rows = ReportRows(2, lambda: iter([{"rule": "a"}, {"rule": "b"}]))
+    got: dict[str, Any] = {}
+    sinks = SinkRegistry()
+    sinks.add(ReportSink("live", _Options, lambda t, r, o: got.update(live=r["violations"]),
+                         streamed=True))
+    sinks.add(ReportSink("old", _Options, lambda t, r, o: got.update(old=r["violations"])))
+    sinks.add(ReportSink("old2", _Options, lambda t, r, o: got.update(old2=r["violations"])))
+    sinks.legacy = True
+    legacy: list[dict[str, Any]] = []
+    wholes: list[int] = []
+
+    def whole() -> dict[str, Any]:
+        wholes.append(1)
+        return {"tenant": "acme", "violations": list(rows)}
+
+    tenant = _tenant(tmp_path, {"live": {"path": "p"}, "old": {"path": "p"},
+                                "old2": {"path": "p"}, "hooked": {}})
+    assert publish_report(_plugins(sinks, legacy), tenant,
+                          {"tenant": "acme", "violations": rows}, whole=whole) == []
+    assert got["live"] is rows and list(got["live"]) == [{"rule": "a"}, {"rule": "b"}]
+    assert got["old"] == got["old2"] == [{"rule": "a"}, {"rule": "b"}]
+    assert legacy[0]["report"]["violations"] == [{"rule": "a"}, {"rule": "b"}]
+    assert wholes == [1]

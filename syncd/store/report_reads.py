@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session
 
-from syncd.store._sql import in_chunk_size, sequence_chunks
-from syncd.store.models import DealRow
+from syncd.store._sql import dialect_name, in_chunk_size, sequence_chunks
+from syncd.store.models import DealRow, HistoryBacklogRow, KarmaLineRow, ViolationRow
 
 
 class DealLabel(NamedTuple):
@@ -40,3 +40,95 @@ def open_deal_count(session: Session, tenant_id: int) -> int:
     return int(session.scalar(select(func.count()).select_from(table).where(
         table.c.tenant_id == tenant_id, table.c.deleted == false(),
         table.c.status == "open")) or 0)
+
+
+# -- the streamed report (syncd.report_stream): rows in the report's order, chunk by chunk ----
+#: Rows a streamed read hands over at a time (one chunk in memory, whatever the tenant).
+REPORT_CHUNK = 2_000
+
+
+def _text_key(session: Session, column: Any) -> Any:
+    """``column or ""`` ordered by code point, as Python orders ``str``: SQLite compares
+    UTF-8 bytes (BINARY), which is code-point order; PostgreSQL needs the "C" collation
+    (its database collation may be a locale's)."""
+    key = func.coalesce(column, "")
+    return key.collate("C") if dialect_name(session) == "postgresql" else key
+
+
+def open_violations_in_report_order(session: Session, tenant_id: int,
+                                    chunk: int = REPORT_CHUNK) -> Iterator[Sequence[Any]]:
+    """The open violations as the report lists them: ordered by ``(rule, deal id or "",
+    stage key or "", action key or "")``, ties by row id (the order ``sorted`` gives the
+    id-ordered rows), each with its live deal's ``deal_title`` and ``deal_owner_id``
+    (``deal_found`` false: no live deal) and ``history_pending`` (the deal still owes its
+    stage history). One sorted cursor read ``chunk`` rows at a time: the database sorts
+    once (spilling to disk as it needs), Python holds one chunk. Keyset pages would sort
+    every page again, as no index has this order."""
+    v, d, b = ViolationRow.__table__.c, DealRow.__table__.c, HistoryBacklogRow.__table__.c
+    stmt = (select(v.id, v.rule, v.deal_external_id, v.stage_key, v.action_key, v.crm_stage,
+                   v.severity, v.explanation, v.details, v.opened_at, v.last_seen_at,
+                   d.id.is_not(None).label("deal_found"), d.title.label("deal_title"),
+                   d.owner_external_id.label("deal_owner_id"),
+                   b.deal_external_id.is_not(None).label("history_pending"))
+            .select_from(ViolationRow.__table__
+                         .outerjoin(DealRow.__table__,
+                                    (d.tenant_id == v.tenant_id)
+                                    & (d.external_id == v.deal_external_id)
+                                    & (d.deleted == false()))
+                         .outerjoin(HistoryBacklogRow.__table__,
+                                    (b.tenant_id == v.tenant_id)
+                                    & (b.deal_external_id == v.deal_external_id)
+                                    & b.done_at.is_(None)))
+            .where(v.tenant_id == tenant_id, v.resolved_at.is_(None))
+            .order_by(_text_key(session, v.rule), _text_key(session, v.deal_external_id),
+                      _text_key(session, v.stage_key), _text_key(session, v.action_key), v.id))
+    yield from session.execute(stmt.execution_options(yield_per=chunk)).partitions()
+
+
+def karma_line_stream(session: Session, tenant_id: int, kind: str,
+                      chunk: int = REPORT_CHUNK) -> Iterator[Any]:
+    """The ledger lines of ``kind`` in ledger order (row id), read ``chunk`` at a time:
+    ``subject_type, subject_id, criterion, quantity, source_type, source_id, period``."""
+    k = KarmaLineRow.__table__.c
+    stmt = (select(k.subject_type, k.subject_id, k.criterion, k.quantity, k.source_type,
+                   k.source_id, k.period)
+            .where(k.tenant_id == tenant_id, k.kind == kind).order_by(k.id))
+    for part in session.execute(stmt.execution_options(yield_per=chunk)).partitions():
+        yield from part
+
+
+def deals_with_open_violations(session: Session, tenant_id: int) -> int:
+    """How many distinct deals have an open violation."""
+    v = ViolationRow.__table__.c
+    return int(session.scalar(select(func.count(func.distinct(v.deal_external_id))).where(
+        v.tenant_id == tenant_id, v.resolved_at.is_(None), v.deal_external_id != "")) or 0)
+
+
+def karma_line_amount_rows(session: Session, tenant_id: int, kind: str, subject_type: str,
+                           chunk: int = REPORT_CHUNK) -> Iterator[Sequence[Any]]:
+    """``(subject_id, criterion, quantity)`` of the ledger lines of ``kind`` whose subject
+    is a ``subject_type``, grouped by subject (ordered by it: the ledger's identity index),
+    ``chunk`` rows at a time."""
+    k = KarmaLineRow.__table__.c
+    stmt = (select(k.subject_id, k.criterion, k.quantity)
+            .where(k.tenant_id == tenant_id, k.kind == kind, k.subject_type == subject_type)
+            .order_by(k.subject_id, k.id))
+    yield from session.execute(stmt.execution_options(yield_per=chunk)).partitions()
+
+
+def karma_lines_of(session: Session, tenant_id: int, kind: str,
+                   subject_ids: Sequence[str]) -> list[Any]:
+    """The ledger lines of ``kind`` of the subjects ``subject_ids`` (any subject type),
+    in ledger order (row id): what the report shows of each line."""
+    k = KarmaLineRow.__table__.c
+    types = list(session.scalars(select(k.subject_type).distinct().where(
+        k.tenant_id == tenant_id, k.kind == kind)))
+    rows: list[Any] = []
+    for part in sequence_chunks(list(subject_ids), in_chunk_size(session, len(types) + 5)):
+        rows.extend(session.execute(
+            select(k.id, k.subject_type, k.subject_id, k.criterion, k.quantity,
+                   k.source_type, k.source_id, k.period)
+            .where(k.tenant_id == tenant_id, k.kind == kind, k.subject_type.in_(types),
+                   k.subject_id.in_(part))).all())
+    rows.sort(key=lambda row: row.id)
+    return rows

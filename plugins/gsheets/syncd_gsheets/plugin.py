@@ -40,4 +40,6 @@ def publish(tenant: Any, report: dict[str, Any], settings: ReportSinkOptions) ->
 
 @hookimpl
 def syncd_register_report_sinks(registry: SinkRegistry) -> None:
-    registry.add(ReportSink(name=SINK, options_model=ReportSinkOptions, publish=publish))
+    # streamed: the tabs iterate the violations and companies once (never index them)
+    registry.add(ReportSink(name=SINK, options_model=ReportSinkOptions, publish=publish,
+                            streamed=True))

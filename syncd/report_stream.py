@@ -1,0 +1,551 @@
+"""The tenant report written as it is read: the daemon's pass and ``syncd report --format
+json`` write ``syncd.report/1`` without the whole tenant in memory (issue 13 item 2).
+
+``report_parts`` returns what ``syncd.report.build_report`` returns, in the same key order,
+except that ``violations`` and ``client_karma`` are ``ReportRows``: re-iterable rows read
+from the store chunk by chunk when iterated (never held as a list), and the values that
+depend on them (``notes``) are computed while they are written. ``dump``/``write_report``
+write the same bytes ``json.dump(build_report(...), indent=2, ensure_ascii=False)`` writes
+(tests/test_report_stream.py compares them): the small sections with ``json.dumps``, each
+streamed row with ``json.dumps`` re-indented to its depth.
+
+Where the order comes from (docs/architecture.md, "The report"):
+
+- violations: one cursor over the open violations sorted by the database the way Python
+  sorted them (``(rule, deal id or "", stage or "", action or "")``, ties by row id; "C"
+  collation on PostgreSQL), joined to their deal's title and owner and to the
+  stage-history backlog; ``violations_by_rule`` and the rule titles come from a count by
+  rule, the derived-history note from the rows as they pass;
+- client karma: the companies' totals (one float per company, summed per company from
+  lines read in subject order), sorted as before (most karma first, then id), then each
+  batch of companies' lines in ledger order.
+
+An ``--as-of`` report audits and scores the stored data as of a moment without storing
+anything: its findings and client lines are computed in memory as before (not the
+daemon's pass), and written by the same writer.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from syncd import __version__, history, store
+from syncd.audit.texts import texts
+from syncd.config import Tenant
+from syncd.i18n import normalize_language
+from syncd.render import violation_text
+from syncd.report import (
+    IMPLIED_STAGES,
+    SCHEMA,
+    _client_karma,
+    _iso,
+    _mark_history_pending,
+    _people_and_kpis,
+    _run_dict,
+    _segments,
+    _what_if_violations,
+    bad_record_notes,
+    evidence_gap_notes,
+    quarantine_section,
+    stage_history_notes,
+    stage_history_section,
+    titles_of_rules,
+    write_failures_section,
+)
+from syncd.scoring.karma import COMPANY, KarmaLine, line_amount, line_weight
+from syncd.store import backlog
+from syncd.store.report_reads import (
+    deals_with_open_violations,
+    karma_line_amount_rows,
+    karma_lines_of,
+    open_deal_count,
+    open_violations_in_report_order,
+)
+from syncd.sync import client_lines, make_mapper
+
+#: Companies whose ledger lines are read together for ``client_karma``.
+COMPANY_BATCH = 500
+
+
+class ReportRows:
+    """A report list read when iterated: each iteration reads the rows again (from the
+    store, chunk by chunk), none is kept. ``len()`` is known without reading them."""
+
+    def __init__(self, count: int, rows: Callable[[], Iterator[dict[str, Any]]]) -> None:
+        self._count = count
+        self._rows = rows
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._rows()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __repr__(self) -> str:
+        return f"ReportRows({self._count})"
+
+
+class Later:
+    """A report value computed when the writer first reaches it (after the rows before it
+    were read), then kept."""
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self._compute = compute
+        self._done = False
+        self._value: Any = None
+
+    def compute(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._compute(), True
+        return self._value
+
+
+@dataclass
+class StreamStats:
+    """What the rows told as they were written (for notes and the day's snapshot)."""
+
+    derived_deals: set[str] = field(default_factory=set)
+    deals_with_violations: int = 0
+    client_karma_sum: float = 0.0
+
+
+def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None = None,
+                 clock: datetime | None = None, language: str | None = None,
+                 ) -> tuple[dict[str, Any], StreamStats]:
+    """``build_report``'s keys, in its order, with ``violations`` and ``client_karma`` as
+    ``ReportRows`` and ``notes`` as ``Later`` (it needs the violations written first)."""
+    generated = clock or datetime.now(UTC)
+    lang = normalize_language(language or tenant.config.language)
+    stats = StreamStats()
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        open_deals = open_deal_count(session, tenant_id)
+        companies = [c for c in store.companies(session, tenant_id)
+                     if as_of is None or c.created_at is None or c.created_at <= as_of]
+        mapper = make_mapper(session, tenant, tenant_id)
+        last_run = store.last_runs(session, tenant_id, limit=1)
+        counts = store.counts(session, tenant_id)
+        people, kpis, matrix = _people_and_kpis(session, tenant, tenant_id, mapper,
+                                                as_of or generated, live=as_of is None)
+        held = quarantine_section(session, tenant_id)
+        backfill = stage_history_section(session, tenant_id, with_pending=as_of is not None)
+        rejected = write_failures_section(session, tenant_id)
+        trend = history.trend(session, tenant_id, history.local_day(
+            as_of or generated, tenant.config.timezone))
+        if as_of is None:
+            by_rule = dict(sorted(store.open_counts_by_rule(session, tenant_id).items()))
+            stats.deals_with_violations = deals_with_open_violations(session, tenant_id)
+            totals = _client_totals(session, tenant_id, tenant)
+        else:
+            lines = client_lines(session, tenant, tenant_id, mapper, as_of)
+    if as_of is None:
+        violations = ReportRows(sum(by_rule.values()),
+                                lambda: _live_violations(db, tenant, lang, stats))
+        karma, rounded = _streamed_client_karma(db, tenant, companies, mapper, totals)
+        segments = _segments([{"company_id": c, "karma": k} for c, k in rounded.items()],
+                             companies, mapper)
+        stats.client_karma_sum = round(sum(rounded.values()), 2)
+        rules: Iterable[str] = by_rule
+    else:
+        listed = _what_if_violations(db, tenant, as_of)
+        _mark_history_pending(listed, backfill.pop("pending_ids"))
+        if lang != tenant.config.language:
+            _add_summaries(listed, tenant, lang)
+        stats.derived_deals = {v["deal_id"] for v in listed
+                               if (v.get("details") or {}).get("history") == "derived"}
+        stats.deals_with_violations = len({v["deal_id"] for v in listed if v["deal_id"]})
+        by_rule = dict(sorted(_count(v["rule"] for v in listed).items()))
+        violations = ReportRows(len(listed), lambda: iter(listed))
+        karma_list = _client_karma(lines, companies, mapper, tenant)
+        karma = ReportRows(len(karma_list), lambda: iter(karma_list))
+        segments = _segments(karma_list, companies, mapper)
+        stats.client_karma_sum = round(sum(row["karma"] for row in karma_list), 2)
+        rules = by_rule
+    backfill.pop("pending_ids", None)
+
+    def notes() -> list[str]:
+        derived = (texts(lang).say("note.derived_history", count=len(stats.derived_deals))
+                   if stats.derived_deals else None)
+        return ([derived] if derived else []) + evidence_gap_notes(tenant.book, lang) \
+            + bad_record_notes(held, rejected, lang) + stage_history_notes(backfill, lang)
+
+    parts = {
+        "schema": SCHEMA,
+        "tenant": tenant.key,
+        "language": lang,
+        "plugin": tenant.config.plugin,
+        "salesbook": tenant.book.key,
+        "salesbook_title": tenant.book.title_in(lang),
+        "timezone": tenant.config.timezone,
+        "currency": tenant.config.currency,
+        "as_of": (as_of or generated).isoformat(),
+        "live": as_of is None,
+        "generated_at": generated.isoformat(),
+        "last_sync": _run_dict(last_run[0]) if last_run else None,
+        "counts": {**counts, "open_deals": open_deals},
+        "violations_by_rule": by_rule,
+        "violations": violations,
+        "client_karma": karma,
+        "segments": segments,
+        "people": people,
+        "kpis": kpis,
+        "contact_matrix": matrix,
+        "quarantine": held,
+        "write_failures": rejected,
+        "notes": Later(notes),
+        "stage_history": backfill,
+        "history": trend,
+        **titles_of_rules(tenant, lang, rules),
+    }
+    return parts, stats
+
+
+def _count(items: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+# -- violations ----------------------------------------------------------------------------------
+def _live_violations(db: store.Database, tenant: Tenant, language: str,
+                     stats: StreamStats) -> Iterator[dict[str, Any]]:
+    """The open violations as ``build_report`` lists them, read chunk by chunk; the deals
+    behind the derived-history note are collected as they pass."""
+    other_language = language != tenant.config.language
+    stats.derived_deals = set()
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        for chunk in open_violations_in_report_order(session, tenant_id):
+            for row in chunk:
+                details = row.details or {}
+                if row.history_pending and isinstance(details, dict) and \
+                        details.get("history") == "derived":
+                    details = {**details, "history": "pending"}
+                item = {
+                    "deal_id": row.deal_external_id,
+                    "deal_title": row.deal_title if row.deal_found else None,
+                    "owner_id": row.deal_owner_id if row.deal_found else None,
+                    "rule": row.rule,
+                    "severity": row.severity,
+                    "stage_key": row.stage_key or IMPLIED_STAGES.get(row.rule),
+                    "action_key": row.action_key,
+                    "crm_stage": row.crm_stage,
+                    "explanation": row.explanation,
+                    "details": details,
+                    "opened_at": _iso(row.opened_at),
+                    "last_seen_at": _iso(row.last_seen_at),
+                }
+                if isinstance(details, dict) and details.get("history") == "derived":
+                    stats.derived_deals.add(row.deal_external_id)
+                if other_language:
+                    item["summary"] = violation_text(item["rule"], item["stage_key"],
+                                                     item["action_key"], details or {},
+                                                     tenant.book, language)
+                yield item
+
+
+def _add_summaries(violations: list[dict[str, Any]], tenant: Tenant, language: str) -> None:
+    for v in violations:
+        v["summary"] = violation_text(v["rule"], v["stage_key"], v["action_key"],
+                                      v["details"] or {}, tenant.book, language)
+
+
+# -- client karma --------------------------------------------------------------------------------
+def _client_totals(session: Any, tenant_id: int, tenant: Tenant) -> dict[str, float]:
+    """Company id -> client karma under today's weights (``client_totals`` without the
+    lines in memory: each company's amounts are summed as its lines pass)."""
+    weights = tenant.book.karma.client
+    per_criterion: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    current: str | None = None
+    amounts: list[float] = []
+    for chunk in karma_line_amount_rows(session, tenant_id, "client", COMPANY):
+        for subject_id, criterion, quantity in chunk:
+            if subject_id != current:
+                if current is not None:
+                    totals[current] = math.fsum(amounts)
+                current, amounts = subject_id, []
+            weight = per_criterion.get(criterion)
+            if weight is None:
+                weight = per_criterion[criterion] = line_weight(
+                    KarmaLine(COMPANY, subject_id, criterion, quantity, "", ""), weights)
+            amounts.append(weight * quantity)
+    if current is not None:
+        totals[current] = math.fsum(amounts)
+    return totals
+
+
+def _streamed_client_karma(db: store.Database, tenant: Tenant, companies: list[Any],
+                           mapper: Any, totals: dict[str, float],
+                           ) -> tuple[ReportRows, dict[str, float]]:
+    """``client_karma`` rows (every company, most karma first) whose lines are read per
+    batch of companies when iterated; and each company's rounded karma (for segments)."""
+    names = {c.external_id: mapper.karma_company(c) for c in companies}
+    everyone = {**dict.fromkeys(names, 0.0), **totals}
+    order = sorted(everyone.items(), key=lambda x: (-x[1], x[0]))
+    rounded = {company_id: round(total, 2) for company_id, total in order}
+    weights = tenant.book.karma.client
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with db.session() as session:
+            tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+            for start in range(0, len(order), COMPANY_BATCH):
+                batch = order[start:start + COMPANY_BATCH]
+                lines: dict[str, list[dict[str, Any]]] = {}
+                for r in karma_lines_of(session, tenant_id, "client", [c for c, _ in batch]):
+                    line = KarmaLine(subject_type=r.subject_type, subject_id=r.subject_id,
+                                     criterion=r.criterion, quantity=r.quantity,
+                                     source_type=r.source_type, source_id=r.source_id,
+                                     period=r.period or "")
+                    lines.setdefault(r.subject_id, []).append({
+                        "criterion": line.criterion, "quantity": line.quantity,
+                        "amount": round(line_amount(line, weights), 4),
+                        "source_type": line.source_type, "source_id": line.source_id,
+                    })
+                for company_id, total in batch:
+                    company = names.get(company_id)
+                    yield {
+                        "company_id": company_id,
+                        "company_name": company.name if company else None,
+                        "segment": company.segment if company else None,
+                        "karma": round(total, 2),
+                        "lines": lines.get(company_id, []),
+                    }
+
+    return ReportRows(len(order), rows), rounded
+
+
+# -- writing ------------------------------------------------------------------------------------
+def _dumps(value: Any, depth: int) -> str:
+    """``value`` as ``json.dump(..., indent=2)`` writes it ``depth`` levels deep."""
+    text = json.dumps(value, ensure_ascii=False, indent=2)
+    return text.replace("\n", "\n" + "  " * depth) if depth else text
+
+
+#: ``json.dump(..., ensure_ascii=False, indent=2)``'s encoder (its pieces never hold a raw
+#: newline inside a string: those are escaped, so re-indenting a piece is safe).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
+
+
+def dump(parts: dict[str, Any], file: IO[str]) -> None:
+    """Write ``parts`` as ``json.dump(report, file, ensure_ascii=False, indent=2)`` writes
+    the materialised report: byte for byte, one row at a time."""
+    file.write("{")
+    for index, (key, part) in enumerate(parts.items()):
+        file.write(("\n  " if index == 0 else ",\n  ") + json.dumps(key, ensure_ascii=False)
+                   + ": ")
+        value = part.compute() if isinstance(part, Later) else part
+        if isinstance(value, ReportRows):
+            written = 0
+            for row in value:
+                file.write(("[\n    " if written == 0 else ",\n    ") + _dumps(row, 2))
+                written += 1
+            file.write("\n  ]" if written else "[]")
+        else:  # in pieces: a big section (the contact matrix) is never one string
+            for piece in _ENCODER.iterencode(value):
+                file.write(piece.replace("\n", "\n  "))
+    file.write("\n}" if parts else "}")
+
+
+def materialise(parts: dict[str, Any]) -> dict[str, Any]:
+    """The report as a plain dict (what ``build_report`` returns), lists and all."""
+    report: dict[str, Any] = {}
+    for key, part in parts.items():
+        value = part.compute() if isinstance(part, Later) else part
+        report[key] = list(value) if isinstance(value, ReportRows) else value
+    return report
+
+
+def write_report(parts: dict[str, Any], directory: Path) -> Path:
+    """Write the report atomically to ``directory/<tenant>.json``, streamed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{parts['tenant']}.json"
+    temporary = path.with_suffix(".json.tmp")
+    with temporary.open("w", encoding="utf-8") as file:
+        dump(parts, file)
+    temporary.replace(path)
+    return path
+
+
+def sink_view(parts: dict[str, Any]) -> dict[str, Any]:
+    """The report a streaming report sink gets once the file is written: every value
+    computed, ``violations`` and ``client_karma`` still ``ReportRows`` (syncd.sinks)."""
+    return {key: part.compute() if isinstance(part, Later) else part
+            for key, part in parts.items()}
+
+
+def snapshot_figures(parts: dict[str, Any], stats: StreamStats) -> dict[str, Any]:
+    """``history.figures`` of the report, from its parts and what its rows told (the rows
+    are not read again)."""
+    summary = {key: ([] if isinstance(value, ReportRows) else value)
+               for key, value in parts.items() if not isinstance(value, Later)}
+    data = history.figures(summary)
+    data["open_violations"] = len(parts["violations"])
+    data["deals_with_violations"] = stats.deals_with_violations
+    data["client_karma"] = stats.client_karma_sum
+    data["clients"] = len(parts["client_karma"])
+    return data
+
+
+# -- a pass that changed nothing the report shows keeps the report it has ---------------------
+#: Write-back counts that change nothing stored (items still waiting for their retry).
+_QUIET_WRITES = frozenset({"fields_waiting", "tasks_waiting"})
+#: The code that decides what a report says (a changed one rebuilds every report once).
+_REPORT_CODE = ("report.py", "report_stream.py", "render.py", "history.py", "load.py",
+                "kpi", "scoring", "store/report_reads.py")
+
+
+def pass_changes(summary: Any) -> list[str]:
+    """What a finished pass changed that a report shows (``PassSummary``); empty: nothing.
+
+    Records stored (inserted or updated), deals re-audited (their violations'
+    ``last_seen_at``), violations opened or resolved, karma ledgers rewritten, CRM writes
+    done, rejected or deferred (the write ledger), records held in quarantine (retried,
+    counted each pass), rows skipped as unreadable."""
+    reasons = []
+    if not summary.live:
+        reasons.append("what-if pass")
+    if any(summary.changed.values()):
+        reasons.append("records stored")
+    audit = summary.audit or {}
+    if audit.get("deals_audited", 1):
+        reasons.append("deals audited")
+    if summary.violations_opened or summary.violations_resolved:
+        reasons.append("violations opened or resolved")
+    if audit.get("karma") != "unchanged":
+        reasons.append("karma recomputed")
+    if any(count for key, count in summary.writes.items() if key not in _QUIET_WRITES):
+        reasons.append("CRM writes")
+    if summary.quarantined or summary.problems:
+        reasons.append("bad records")
+    return reasons
+
+
+@functools.cache
+def _code_digest() -> str:
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in _REPORT_CODE:
+        path = root / name
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.read_bytes() if file.exists() else name.encode())
+    return digest.hexdigest()
+
+
+def report_fingerprint(tenant: Tenant) -> str:
+    """Digest of everything besides the store that decides a report's content: the tenant
+    file, its Sales Book, custom rules, syncd's version and report code."""
+    payload = {
+        "config": tenant.config.model_dump(mode="json"),
+        "book": tenant.book.model_dump(mode="json"),
+        "custom_rules": sorted(f"{getattr(r.check, '__module__', '')}.{r.code}"
+                               for r in tenant.custom_rules),
+        "version": __version__,
+        "code": _code_digest(),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def state_path(directory: Path, tenant_key: str) -> Path:
+    """Where the daemon notes which pass the report file is current for (beside it)."""
+    return directory / f".{tenant_key}.json.state"
+
+
+@dataclass(frozen=True)
+class ReportState:
+    """What a report file was current for: the run after which it was (last) confirmed,
+    the tenant's local day, the fingerprint, the stage-history coverage, and the file
+    itself (size and mtime: a file replaced or touched by hand is rebuilt)."""
+
+    run_id: int
+    day: str
+    fingerprint: str
+    backlog: list[int]
+    size: int
+    mtime_ns: int
+
+    def save(self, path: Path) -> None:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.__dict__), "utf-8")
+        temporary.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ReportState | None:
+        try:
+            return cls(**json.loads(path.read_text("utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def _runs_and_backlog(db: store.Database, tenant: Tenant) -> tuple[list[int], list[int]]:
+    """The ids of the tenant's last two runs (this pass's first) and the stage-history
+    coverage ``[done, owed]``."""
+    with db.session() as session:
+        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        runs = [run.id for run in store.last_runs(session, tenant_id, limit=2)]
+        done, owed = backlog.coverage(session, tenant_id)
+    return runs, [done, owed]
+
+
+def current_report(db: store.Database, tenant: Tenant, summary: Any,
+                   directory: Path) -> tuple[Path | None, str]:
+    """After a good live pass: the tenant's report file if it is still what a rebuild
+    would show (then its state moves on to this pass), else None; and why."""
+    reasons = pass_changes(summary)
+    if reasons:
+        return None, ", ".join(reasons)
+    path = directory / f"{tenant.key}.json"
+    state = ReportState.load(state_path(directory, tenant.key))
+    if state is None:
+        return None, "no report state"
+    runs, coverage = _runs_and_backlog(db, tenant)
+    day = history.local_day(datetime.fromisoformat(summary.as_of),
+                            tenant.config.timezone).isoformat()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None, "no report file"
+    if len(runs) < 2 or state.run_id != runs[1]:
+        return None, "a pass since the report was built is not accounted for"
+    if state.day != day:
+        return None, "a new local day"
+    if state.fingerprint != report_fingerprint(tenant):
+        return None, "configuration, Sales Book or syncd changed"
+    if state.backlog != coverage:
+        return None, "stage history read"
+    if (stat.st_size, stat.st_mtime_ns) != (state.size, state.mtime_ns):
+        return None, "report file changed"
+    ReportState(runs[0], day, state.fingerprint, coverage, state.size,
+                state.mtime_ns).save(state_path(directory, tenant.key))
+    return path, "unchanged"
+
+
+def remember_report(db: store.Database, tenant: Tenant, summary: Any, path: Path) -> None:
+    """Note that the report at ``path`` is current after this (live) pass."""
+    runs, coverage = _runs_and_backlog(db, tenant)
+    if not runs:
+        return
+    stat = path.stat()
+    day = history.local_day(datetime.fromisoformat(summary.as_of),
+                            tenant.config.timezone).isoformat()
+    ReportState(runs[0], day, report_fingerprint(tenant), coverage, stat.st_size,
+                stat.st_mtime_ns).save(state_path(path.parent, tenant.key))
+
+
+def forget_report(directory: Path, tenant_key: str) -> None:
+    """The report file is not (or may not be) a live pass's: the next pass rebuilds it."""
+    state_path(directory, tenant_key).unlink(missing_ok=True)
