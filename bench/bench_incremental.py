@@ -11,13 +11,20 @@ and every deal's violations text is written on the first pass; ``--no-writeback`
 it off, as the figures before issue 13 item 2 were measured). Phases:
 
 1. ``first``: first full pass (pull, store, audit, karma, write-back) of the whole account;
-   ``report``: then the tenant's live report (``syncd.report.build_report``, written as
-   JSON), in a process of its own;
+   ``report``: then the tenant's live report as a pass writes it (``syncd.report_stream``,
+   streamed to a JSON file), in a process of its own; ``report_dict``: the same report
+   built whole (``syncd.report.build_report`` + ``write_report``: the dashboard's and
+   ``syncd report``'s way, and the pass's before issue 13 item 2);
 2. ``none``: a pass with nothing new (the CRM returns no records);
 3. ``changed``: a pass after ``--changed`` deals were edited (each also gets an activity);
 4. ``daily``: a pass 1,000 changes later that also crosses the tenant's local midnight
    (every open deal and open follow-up finding is due);
 5. ``tick``: a pass with the change of one 15-minute interval at 1% of deals a day.
+
+With ``--pass-report`` every pass phase also ends as the daemon's pass does
+(``Runner._write_report``: the streamed report, the day's snapshot, and the file kept
+when the pass changed nothing it shows), inside the phase's figures; the report's fate
+is printed (``report written`` / ``unchanged``).
 
 Prints CPU seconds, peak RSS and CRM writes per phase, the audit mode and deals audited,
 and the capacity of one 2-core machine at a 15-minute interval (extrapolated from the
@@ -43,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syncd import store
+from syncd import report_stream, store
 from syncd.config import Tenant, TenantConfig
 from syncd.connector import (
     ConnectionSettings,
@@ -211,12 +218,12 @@ def peak_rss_mb() -> float:
 
 
 def phase(url: str, deals: int, name: str, changed: int, at: str,
-          writeback: bool = True) -> dict[str, Any]:
+          writeback: bool = True, reports: str | None = None) -> dict[str, Any]:
     """One pass (or the report) in this process; returns its figures."""
     account = Account(deals)
     tenant = make_tenant(account, writeback=writeback)
-    if name == "report":
-        return report_phase(url, tenant, datetime.fromisoformat(at))
+    if name in ("report", "report_dict"):
+        return report_phase(url, tenant, datetime.fromisoformat(at), whole=name == "report_dict")
     numbers = random.Random(hash((name, changed)) & 0xFFFF).sample(range(deals), changed) \
         if changed else []
     tenant.connector_class.changes = sorted(numbers)  # type: ignore[attr-defined]
@@ -228,33 +235,51 @@ def phase(url: str, deals: int, name: str, changed: int, at: str,
     rss_before = peak_rss_mb()
     cpu = time.process_time()
     wall = time.monotonic()
-    summary = run_pass(db, plugins, tenant, PassOptions(clock=lambda: now,
-                                                        full=name == "first"))
+    options = PassOptions(clock=lambda: now, full=name == "first")
+    summary = run_pass(db, plugins, tenant, options)
+    audit = dict(summary.audit)
+    if reports is not None:  # the daemon's end of a pass (syncd.daemon.Runner)
+        from types import SimpleNamespace
+
+        from syncd.daemon import Runner
+
+        runner = Runner(SimpleNamespace(reports_dir=Path(reports)),  # type: ignore[arg-type]
+                        plugins, db)
+        audit["report"] = runner._write_report(tenant, options, db, summary)[1]
     return {"phase": name, "cpu_s": round(time.process_time() - cpu, 2),
             "wall_s": round(time.monotonic() - wall, 2), "peak_rss_mb": round(peak_rss_mb()),
-            "rss_before_pass_mb": round(rss_before), "audit": summary.audit,
+            "rss_before_pass_mb": round(rss_before), "audit": audit,
             "changed": summary.changed, "violations_open": summary.violations_open,
             "writes": summary.writes}
 
 
-def report_phase(url: str, tenant: Tenant, now: datetime) -> dict[str, Any]:
-    """Build the tenant's live report and write it as JSON (what a pass's report sink does)."""
+def report_phase(url: str, tenant: Tenant, now: datetime, *, whole: bool = False,
+                 ) -> dict[str, Any]:
+    """Write the tenant's live report as JSON: streamed, as a pass does, or built whole."""
     db = store.Database(url)
     rss_before = peak_rss_mb()
     cpu = time.process_time()
     wall = time.monotonic()
-    report = build_report(db, tenant, clock=now)
     with tempfile.TemporaryDirectory() as tmp:
-        size = write_report(report, Path(tmp)).stat().st_size
-    return {"phase": "report", "cpu_s": round(time.process_time() - cpu, 2),
+        if whole:
+            report = build_report(db, tenant, clock=now)
+            size = write_report(report, Path(tmp)).stat().st_size
+            count = len(report["violations"])
+        else:
+            parts, _ = report_stream.report_parts(db, tenant, clock=now)
+            size = report_stream.write_report(parts, Path(tmp)).stat().st_size
+            count = len(parts["violations"])
+    return {"phase": "report_dict" if whole else "report",
+            "cpu_s": round(time.process_time() - cpu, 2),
             "wall_s": round(time.monotonic() - wall, 2), "peak_rss_mb": round(peak_rss_mb()),
             "rss_before_pass_mb": round(rss_before), "audit": {"json_mb": round(size / 2**20, 1)},
-            "changed": {}, "violations_open": len(report["violations"]), "writes": {}}
+            "changed": {}, "violations_open": count, "writes": {}}
 
 
 PHASES = (  # name, changed deals, clock
     ("first", 0, NOW),
     ("report", 0, NOW + timedelta(minutes=5)),
+    ("report_dict", 0, NOW + timedelta(minutes=5)),
     ("none", 0, NOW + timedelta(minutes=15)),
     ("changed", 1000, NOW + timedelta(minutes=30)),
     ("daily", 1000, NOW + timedelta(hours=10, minutes=15)),  # 00:15 in Moscow
@@ -269,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changed", type=int, default=1000)
     parser.add_argument("--no-writeback", action="store_true",
                         help="passes without write-back (the figures before issue 13 item 2)")
-    parser.add_argument("--phases", default=",".join(name for name, _, _ in PHASES),
+    parser.add_argument("--pass-report", action="store_true",
+                        help="every pass also writes the report as the daemon does")
+    parser.add_argument("--reports", help=argparse.SUPPRESS)
+    parser.add_argument("--phases", default=",".join(name for name, _, _ in PHASES
+                                                     if name != "report_dict"),
                         help="the phases to run, in order (default: all)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--at", help=argparse.SUPPRESS)
@@ -277,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.phase:
         print(json.dumps(phase(args.url, args.deals, args.phase, args.count, args.at,
-                               writeback=not args.no_writeback)))
+                               writeback=not args.no_writeback, reports=args.reports)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{tmp}/bench.db"
@@ -285,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         wanted = args.phases.split(",")
         print(f"{args.deals:,} deals, {url.split(':')[0]}, write-back "
-              f"{'off' if args.no_writeback else 'on'}; load average {os.getloadavg()}")
+              f"{'off' if args.no_writeback else 'on'}"
+              f"{', report after each pass' if args.pass_report else ''}; "
+              f"load average {os.getloadavg()}")
         for name, changed, at in PHASES:
             if name not in wanted:
                 continue
@@ -293,12 +324,13 @@ def main(argv: list[str] | None = None) -> int:
             out = subprocess.run(
                 [sys.executable, __file__, "--deals", str(args.deals), "--url", url,
                  "--phase", name, "--count", str(count), "--at", at.isoformat(),
-                 *(["--no-writeback"] if args.no_writeback else [])],
+                 *(["--no-writeback"] if args.no_writeback else []),
+                 *(["--reports", f"{tmp}/reports"] if args.pass_report else [])],
                 check=True, capture_output=True, text=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
             results[name] = result
             writes = {k: v for k, v in result["writes"].items() if v}
-            print(f"{name:8} changed={count:<6} cpu {result['cpu_s']:7.2f} s  wall "
+            print(f"{name:11} changed={count:<6} cpu {result['cpu_s']:7.2f} s  wall "
                   f"{result['wall_s']:7.2f} s  peak RSS {result['peak_rss_mb']:5} MB  "
                   f"audit {result['audit']}  open violations {result['violations_open']}"
                   f"  writes {writes}")
