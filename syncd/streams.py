@@ -324,6 +324,14 @@ def paginate(fetch: Callable[[dict[str, Any]], Any], items: Callable[[Any], list
 
 
 _DONE = object()
+#: Pages a stream's reader fetches ahead of the page being normalized and stored
+#: (``Read.prefetch``). One was not enough: a page that takes longer to store than the
+#: rate limit's interval (a deals page) left the fetching thread idle, and the rolling
+#: window's capacity of that idle time was lost for good (Pipedrive's 20k-deal pull ran at
+#: 1.24-1.33 x its rate-limit bound). With a few pages queued the fetcher keeps requesting
+#: at the limit while the caller catches up on the cheap pages. A page is at most a few MB
+#: of decoded JSON (500 items), so this bounds the read-ahead's memory to tens of MB.
+READ_AHEAD = 8
 
 
 def prefetched(pages: Iterator[Any], *, meter: Callable[[], int] | None = None,
@@ -405,10 +413,12 @@ class Read:
     delivered: int = 0
 
     def prefetch(self, pages: Iterator[Any]) -> Iterator[Any]:
-        """``pages`` fetched one ahead (``prefetched``), counted on the page that used them,
-        and not fetched ahead once the pass is asked to stop."""
+        """``pages`` fetched up to ``READ_AHEAD`` ahead (``prefetched``), counted on the
+        page that used them, and not fetched ahead once the pass is asked to stop (pages
+        already fetched then are dropped uncommitted: the cursor moves only with a stored
+        page, so the next pass reads them again)."""
         return prefetched(pages, meter=self.meter, stop=self.context.stop_requested,
-                          taken=self._take)
+                          taken=self._take, depth=READ_AHEAD)
 
     def _take(self, cost: int) -> None:
         self.delivered += cost

@@ -18,6 +18,7 @@ from syncd.records import Deal, Page
 from syncd.store.cursors import newer_cursor
 from syncd.streams import (
     MAX_SEEN,
+    READ_AHEAD,
     NextToken,
     Offset,
     PageNumber,
@@ -193,6 +194,47 @@ def test_prefetched_fetches_nothing_ahead_once_asked_to_stop() -> None:
     assert len(fetched) <= 2, "at most the page already in flight"
 
 
+def test_prefetched_runs_depth_pages_ahead_and_stops_at_a_page_boundary() -> None:
+    """With ``depth`` pages of read-ahead the fetcher keeps going while the caller holds a
+    page; once asked to stop it fetches nothing more (the caller stops at its page
+    boundary; the pages fetched ahead are dropped, uncommitted, and the thread ends)."""
+    depth = 4
+    fetched: list[int] = []
+    far_ahead = threading.Event()
+
+    def pages() -> Iterator[int]:
+        for n in range(1, 50):
+            fetched.append(n)
+            if n == depth + 1:
+                far_ahead.set()
+            yield n
+
+    stop = threading.Event()
+    got = []
+    for page in prefetched(pages(), stop=stop.is_set, depth=depth):
+        got.append(page)
+        # While page 1 is held, the fetcher reads the depth pages after it.
+        assert far_ahead.wait(timeout=10), f"only {len(fetched)} pages fetched ahead"
+        stop.set()
+        if stop.is_set():  # as StreamConnector._metered and the pass do after each page
+            break
+    assert got == [1]
+    assert depth + 1 <= len(fetched) <= depth + 2, "queued pages and the one in flight"
+
+
+def test_prefetched_hands_over_every_page_once_in_order_and_errors_after_them() -> None:
+    def pages() -> Iterator[int]:
+        yield from range(100)
+        message = "page 100 is broken"
+        raise ValueError(message)
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="page 100"):
+        for page in prefetched(pages(), depth=8):
+            got.append(page)
+    assert got == list(range(100))
+
+
 # --- dispatch and request accounting --------------------------------------------------------
 class Counting(StreamConnector):
     """A connector whose "HTTP requests" are a per-thread counter."""
@@ -229,6 +271,27 @@ class Counting(StreamConnector):
 def test_each_page_counts_the_requests_it_took_in_whichever_thread() -> None:
     pages = list(Counting().pull("deals", None, PullContext()))
     assert [(p.cursor, p.requests) for p in pages] == [("2", 3), ("1", 1), ("3", 3)]
+
+
+def test_a_long_read_ahead_counts_each_page_exactly() -> None:
+    """More pages than ``READ_AHEAD``: every page arrives once, in order, with the requests
+    it cost in the fetching thread (the caller's own request counted on the first)."""
+    costs = [1 + n % 3 for n in range(3 * READ_AHEAD)]
+
+    class Long(Counting):
+        def read(self, read: Read) -> Iterator[Page]:
+            def pages() -> Iterator[list[int]]:
+                for n, cost in enumerate(costs):
+                    for _ in range(cost):
+                        self.request()
+                    yield [n]
+            self.request()
+            for items in read.prefetch(pages()):
+                yield Page("deals", [], str(items[0]))
+
+    pages = list(Long().pull("deals", None, PullContext()))
+    assert [p.cursor for p in pages] == [str(n) for n in range(len(costs))]
+    assert [p.requests for p in pages] == [costs[0] + 1, *costs[1:]]
 
 
 def test_unknown_streams_and_rereads_go_through_the_declarations() -> None:
