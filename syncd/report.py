@@ -85,18 +85,7 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
     if lang != tenant.config.language:  # stored explanations are in the tenant's language
         _add_summaries(violations, tenant, lang)
     return {
-        "schema": SCHEMA,
-        "tenant": tenant.key,
-        "language": lang,
-        "plugin": tenant.config.plugin,
-        "salesbook": tenant.book.key,
-        "salesbook_title": tenant.book.title_in(lang),
-        "timezone": tenant.config.timezone,
-        "currency": tenant.config.currency,
-        "as_of": (as_of or generated).isoformat(),
-        "live": as_of is None,
-        "generated_at": generated.isoformat(),
-        "last_sync": _run_dict(last_run[0]) if last_run else None,
+        **report_header(tenant, lang, as_of, generated, last_run),
         "counts": {**counts, "open_deals": open_deals},
         "violations_by_rule": dict(sorted(Counter(v["rule"] for v in violations).items())),
         "violations": violations,
@@ -112,6 +101,25 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "stage_history": backfill,
         "history": trend,
         **titles(tenant, lang, violations),
+    }
+
+
+def report_header(tenant: Tenant, language: str, as_of: datetime | None,
+                  generated: datetime, last_run: list[Any]) -> dict[str, Any]:
+    """The report's opening keys, in schema order (shared with ``syncd.report_stream``)."""
+    return {
+        "schema": SCHEMA,
+        "tenant": tenant.key,
+        "language": language,
+        "plugin": tenant.config.plugin,
+        "salesbook": tenant.book.key,
+        "salesbook_title": tenant.book.title_in(language),
+        "timezone": tenant.config.timezone,
+        "currency": tenant.config.currency,
+        "as_of": (as_of or generated).isoformat(),
+        "live": as_of is None,
+        "generated_at": generated.isoformat(),
+        "last_sync": _run_dict(last_run[0]) if last_run else None,
     }
 
 

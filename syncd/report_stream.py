@@ -44,17 +44,16 @@ from syncd.i18n import normalize_language
 from syncd.render import violation_text
 from syncd.report import (
     IMPLIED_STAGES,
-    SCHEMA,
     _client_karma,
     _iso,
     _mark_history_pending,
     _people_and_kpis,
-    _run_dict,
     _segments,
     _what_if_violations,
     bad_record_notes,
     evidence_gap_notes,
     quarantine_section,
+    report_header,
     stage_history_notes,
     stage_history_section,
     titles_of_rules,
@@ -181,18 +180,7 @@ def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
             + bad_record_notes(held, rejected, lang) + stage_history_notes(backfill, lang)
 
     parts = {
-        "schema": SCHEMA,
-        "tenant": tenant.key,
-        "language": lang,
-        "plugin": tenant.config.plugin,
-        "salesbook": tenant.book.key,
-        "salesbook_title": tenant.book.title_in(lang),
-        "timezone": tenant.config.timezone,
-        "currency": tenant.config.currency,
-        "as_of": (as_of or generated).isoformat(),
-        "live": as_of is None,
-        "generated_at": generated.isoformat(),
-        "last_sync": _run_dict(last_run[0]) if last_run else None,
+        **report_header(tenant, lang, as_of, generated, last_run),
         "counts": {**counts, "open_deals": open_deals},
         "violations_by_rule": by_rule,
         "violations": violations,
