@@ -44,6 +44,7 @@ from syncd.logs import setup_logging
 from syncd.onboarding.todos import todo_problems
 from syncd.plugins import Plugins, make_plugin_manager
 from syncd.report import build_report
+from syncd.report_live import live_report, write_json
 from syncd.salesbook import read_yaml
 from syncd.secrets import redact
 from syncd.sync import PassOptions
@@ -451,7 +452,11 @@ def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str |
 
     loaded = obj.tenants([tenant], offline=True)[0]
     database = obj.database()
-    data = build_report(database, loaded, as_of=parse_as_of(as_of, loaded.tz), language=lang)
+    moment = parse_as_of(as_of, loaded.tz)
+    # Live: the violations and client karma are read from the store as they are written
+    # (syncd.report_live); --as-of audits the stored data again, in memory.
+    data = (build_report(database, loaded, as_of=moment, language=lang) if moment is not None
+            else live_report(database, loaded, language=lang))
     if onboarding or (onboarding is None and summary.is_new(database, loaded)):
         data["onboarding"] = summary.onboarding_summary(database, loaded, data)
     if benchmark:
@@ -471,9 +476,11 @@ def report(obj: Context, tenant: str, fmt: str, as_of: str | None, output: str |
             sys.stdout.write(page)
         return
     if output:
-        Path(output).write_text(json.dumps(data, ensure_ascii=False, indent=2), "utf-8")
+        with Path(output).open("w", encoding="utf-8") as file:
+            write_json(data, file)
     if fmt == "json":
-        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+        write_json(data, sys.stdout)
+        sys.stdout.write("\n")
     else:
         if data.get("onboarding"):
             out.print(f"[bold]{data['onboarding']['headline']}[/]", highlight=False)

@@ -9,7 +9,8 @@ the dashboard can link to exactly the rows it counts, and a filtered list is a l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -132,8 +133,9 @@ class Directory:
 
 
 def directory(session: Session, tenant: Tenant, tenant_id: int,
-              deal_ids: Iterable[str]) -> Directory:
-    """Owner names, teams, pipelines and the CRM link maker for ``tenant``."""
+              deal_ids: Iterable[str] | None = None) -> Directory:
+    """Owner names, teams, pipelines and the CRM link maker for ``tenant``; the pipelines of
+    the deals ``deal_ids`` (None: of every deal, read in one query)."""
     from syncd import load as kpi_load
     from syncd.scoring import people as people_karma
 
@@ -141,8 +143,13 @@ def directory(session: Session, tenant: Tenant, tenant_id: int,
     managed, _ = people_karma.resolve_teams(tenant.config.mapping.teams, users)
     teams = {member: manager for manager, members in managed.items() for member in members}
     teams.update({manager: manager for manager in managed})
-    wanted = sorted(set(deal_ids))
     deal_pipelines: dict[str, str] = {}
+    if deal_ids is None:
+        deal_pipelines.update({
+            row.external_id: row.pipeline_external_id or "" for row in session.execute(
+                select(DealRow.external_id, DealRow.pipeline_external_id).where(
+                    DealRow.tenant_id == tenant_id))})
+    wanted = sorted(set(deal_ids or ()))
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
         deal_pipelines.update({
@@ -166,15 +173,23 @@ def directory(session: Session, tenant: Tenant, tenant_id: int,
 
 def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: SalesBook,
          language: str, stage_titles: Mapping[str, str] | None = None) -> list[Row]:
-    """One row per open violation of the report (``report["violations"]``). A report in
-    another language than the tenant's carries each violation's ``summary`` in it: that
-    is shown instead of the stored explanation (written in the tenant's language)."""
+    """One row per open violation of the report (``report["violations"]``), each with its
+    link to the deal's card. A report in another language than the tenant's carries each
+    violation's ``summary`` in it: that is shown instead of the stored explanation (written
+    in the tenant's language)."""
+    return list(iter_rows(violations, where, book, language, stage_titles, links=True))
+
+
+def iter_rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: SalesBook,
+              language: str, stage_titles: Mapping[str, str] | None = None, *,
+              links: bool = False) -> Iterator[Row]:
+    """``rows`` one at a time; ``links=False`` leaves ``deal_url`` empty (``listing`` adds
+    the links of the rows it shows)."""
     order = {stage.key: index for index, stage in enumerate(book.stages)}
     titles = dict(stage_titles or {})
     stages: dict[str, Any] = {}
     rule_titles: dict[str, str] = {}
     urls: dict[str, str | None] = {}
-    out = []
     for v in violations:
         deal_id = str(v.get("deal_id") or "")
         owner = str(v.get("owner_id") or "")
@@ -188,9 +203,9 @@ def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: SalesB
         rule = str(v["rule"])
         if rule not in rule_titles:
             rule_titles[rule] = rule_title(rule, language)
-        if deal_id and deal_id not in urls:
+        if links and deal_id and deal_id not in urls:
             urls[deal_id] = where.deal_url(deal_id)
-        out.append(Row(
+        yield Row(
             deal_id=deal_id, deal_title=str(v.get("deal_title") or deal_id),
             deal_url=urls.get(deal_id),
             owner_id=owner, owner=where.users.get(owner, owner),
@@ -202,54 +217,123 @@ def rows(violations: Iterable[Mapping[str, Any]], where: Directory, book: SalesB
                    or str(v.get("crm_stage") or stage_key)),
             stage_order=order.get(stage_key, len(order)),
             since=_day_of(problem_since(v)),
-            explanation=str(v.get("summary") or v.get("explanation") or "")))
-    return out
+            explanation=str(v.get("summary") or v.get("explanation") or ""))
+
+
+def _keeps(filters: Filters) -> Callable[[Row], bool]:
+    start, end = filters.window()
+
+    def keeps(r: Row) -> bool:
+        return ((not filters.owner or r.owner_id == filters.owner)
+                and (not filters.team or r.team_id == filters.team)
+                and (not filters.pipeline or r.pipeline_id == filters.pipeline)
+                and (not filters.rule or r.rule == filters.rule)
+                and (not filters.stage or r.stage_key == filters.stage)
+                and (start is None or (r.since is not None and r.since >= start))
+                and (end is None or (r.since is not None and r.since <= end)))
+
+    return keeps
+
+
+#: The order of each ``?sort=`` (ties keep the report's order).
+_SORT_KEYS: dict[str, Callable[[Row], Any]] = {
+    "since": lambda r: (r.since or date.max, r.deal_title.casefold()),
+    "deal": lambda r: (r.deal_title.casefold(), r.deal_id),
+    "owner": lambda r: (r.owner.casefold(), r.since or date.max),
+    "team": lambda r: (r.team.casefold(), r.owner.casefold()),
+    "pipeline": lambda r: (r.pipeline.casefold(), r.stage_order),
+    "rule": lambda r: (r.rule_title.casefold(), r.since or date.max),
+    "stage": lambda r: (r.stage_order, r.stage.casefold(), r.since or date.max),
+}
 
 
 def select_rows(all_rows: Iterable[Row], filters: Filters) -> list[Row]:
     """The rows ``filters`` keeps, in its order."""
-    start, end = filters.window()
-    kept = [
-        r for r in all_rows
-        if (not filters.owner or r.owner_id == filters.owner)
-        and (not filters.team or r.team_id == filters.team)
-        and (not filters.pipeline or r.pipeline_id == filters.pipeline)
-        and (not filters.rule or r.rule == filters.rule)
-        and (not filters.stage or r.stage_key == filters.stage)
-        and (start is None or (r.since is not None and r.since >= start))
-        and (end is None or (r.since is not None and r.since <= end))
-    ]
-    key = {
-        "since": lambda r: (r.since or date.max, r.deal_title.casefold()),
-        "deal": lambda r: (r.deal_title.casefold(), r.deal_id),
-        "owner": lambda r: (r.owner.casefold(), r.since or date.max),
-        "team": lambda r: (r.team.casefold(), r.owner.casefold()),
-        "pipeline": lambda r: (r.pipeline.casefold(), r.stage_order),
-        "rule": lambda r: (r.rule_title.casefold(), r.since or date.max),
-        "stage": lambda r: (r.stage_order, r.stage.casefold(), r.since or date.max),
-    }[filters.sort]
-    return sorted(kept, key=key, reverse=filters.dir == "desc")
+    keeps = _keeps(filters)
+    return sorted((r for r in all_rows if keeps(r)), key=_SORT_KEYS[filters.sort],
+                  reverse=filters.dir == "desc")
+
+
+@dataclass
+class Listing:
+    """One page of the list and the counts over every row, from one pass over the rows."""
+
+    rows: list[Row]  # this page's rows, in the list's order, with their links
+    page: int
+    pages: int
+    shown: int  # rows the filters keep
+    total: int  # every row
+    deals: int  # distinct deals among the rows kept
+    choices: dict[str, list[tuple[str, str]]]
+
+
+def listing(all_rows: Iterable[Row], filters: Filters, where: Directory) -> Listing:
+    """``select_rows`` + ``Filters.page_of`` + ``choices`` in one pass over ``all_rows``,
+    keeping only the rows up to the page asked for (``heapq``: the same rows in the same
+    order as sorting them all), so a tenant's whole list is never in memory."""
+    keeps = _keeps(filters)
+    counted = {"total": 0, "shown": 0}
+    deals: set[str] = set()
+    seen = _Choices()
+
+    def kept() -> Iterator[Row]:
+        for r in all_rows:
+            counted["total"] += 1
+            seen.add(r)
+            if keeps(r):
+                counted["shown"] += 1
+                if r.deal_id:
+                    deals.add(r.deal_id)
+                yield r
+
+    wanted = int(filters.page or 1) * PAGE_SIZE
+    pick = heapq.nlargest if filters.dir == "desc" else heapq.nsmallest
+    top = pick(wanted, kept(), key=_SORT_KEYS[filters.sort])
+    pages = max(1, -(-counted["shown"] // PAGE_SIZE))
+    number = min(int(filters.page or 1), pages)
+    page = top[(number - 1) * PAGE_SIZE:number * PAGE_SIZE]
+    urls: dict[str, str | None] = {}
+    for r in page:
+        if r.deal_id and r.deal_id not in urls:
+            urls[r.deal_id] = where.deal_url(r.deal_id)
+        r.deal_url = urls.get(r.deal_id)
+    return Listing(page, number, pages, counted["shown"], counted["total"], len(deals),
+                   seen.choices())
+
+
+class _Choices:
+    """The values each filter can take, gathered row by row."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, dict[str, str]] = {k: {} for k in ("owner", "team", "pipeline",
+                                                                 "rule", "stage")}
+        self.order: dict[str, int] = {}
+
+    def add(self, r: Row) -> None:
+        if r.owner_id:
+            self.found["owner"][r.owner_id] = r.owner
+        if r.team_id:
+            self.found["team"][r.team_id] = r.team
+        if r.pipeline_id:
+            self.found["pipeline"][r.pipeline_id] = r.pipeline
+        self.found["rule"][r.rule] = r.rule_title
+        if r.stage_key:
+            self.found["stage"][r.stage_key] = r.stage
+            self.order[r.stage_key] = r.stage_order
+
+    def choices(self) -> dict[str, list[tuple[str, str]]]:
+        out = {k: sorted(v.items(), key=lambda item: item[1].casefold())
+               for k, v in self.found.items()}
+        out["stage"] = sorted(self.found["stage"].items(), key=lambda item: self.order[item[0]])
+        return out
 
 
 def choices(all_rows: Iterable[Row]) -> dict[str, list[tuple[str, str]]]:
     """The values each filter can take (value, label), from the rows themselves."""
-    found: dict[str, dict[str, str]] = {k: {} for k in ("owner", "team", "pipeline", "rule",
-                                                         "stage")}
-    order: dict[str, int] = {}
+    seen = _Choices()
     for r in all_rows:
-        if r.owner_id:
-            found["owner"][r.owner_id] = r.owner
-        if r.team_id:
-            found["team"][r.team_id] = r.team
-        if r.pipeline_id:
-            found["pipeline"][r.pipeline_id] = r.pipeline
-        found["rule"][r.rule] = r.rule_title
-        if r.stage_key:
-            found["stage"][r.stage_key] = r.stage
-            order[r.stage_key] = r.stage_order
-    out = {k: sorted(v.items(), key=lambda item: item[1].casefold()) for k, v in found.items()}
-    out["stage"] = sorted(found["stage"].items(), key=lambda item: order[item[0]])
-    return out
+        seen.add(r)
+    return seen.choices()
 
 
 def _day_of(moment: datetime | None) -> date | None:
@@ -270,5 +354,5 @@ def _month(text: str) -> date | None:
         return None
 
 
-__all__ = ["SORTS", "Directory", "Filters", "Row", "choices", "directory", "rows",
-           "select_rows"]
+__all__ = ["SORTS", "Directory", "Filters", "Listing", "Row", "choices", "directory",
+           "iter_rows", "listing", "rows", "select_rows"]

@@ -67,14 +67,14 @@ def caveats(report: dict[str, Any], t: Any) -> list[str]:
     """What to keep in mind reading the page: the report's notes (stage history missing,
     quarantined records, rejected writes) and CRM stages not mapped to the Sales Book."""
     notes = list(report.get("notes") or [])
-    unmapped = [v for v in report.get("violations") or [] if v.get("rule") == "unmapped_stage"]
+    unmapped = (report.get("violations_by_rule") or {}).get("unmapped_stage", 0)
     if unmapped:
         notes.append(t.ngettext(
             "{n} CRM stage is not mapped to a Sales Book stage: its deals are left out of the "
             "stage rules and the funnel (mapping.stages in the tenant file).",
             "{n} CRM stages are not mapped to a Sales Book stage: their deals are left out of "
             "the stage rules and the funnel (mapping.stages in the tenant file).",
-            len(unmapped)).format(n=len(unmapped)))
+            unmapped).format(n=unmapped))
     months = (report.get("history") or {}).get("months") or []
     if months and not any(m.get("day") for m in months):
         notes.append(t.gettext("No daily snapshots yet: the trends start with the first "
@@ -119,6 +119,20 @@ def rules(report: dict[str, Any], link: DealsUrl) -> list[dict[str, Any]]:
              "href": link({"rule": rule}) if link else None} for rule, count in by_rule]
 
 
+def violations_by_owner(report: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Open violations per owner (``"(none)"``: no owner) and rule: counted by the database
+    in a live report (``syncd.report_live``), else from the report's rows."""
+    counted = report.get("violations_by_owner")
+    if counted is not None:
+        return dict(counted)
+    by_owner: dict[str, dict[str, int]] = {}
+    for violation in report.get("violations") or []:
+        cell = by_owner.setdefault(violation.get("owner_id") or "(none)", {})
+        rule = str(violation.get("rule") or "")
+        cell[rule] = cell.get(rule, 0) + 1
+    return by_owner
+
+
 def teams(report: dict[str, Any], link: DealsUrl) -> list[dict[str, Any]]:
     """Open violations per team (a manager and their members, this month's teams)."""
     people = report.get("people") or {}
@@ -128,10 +142,10 @@ def teams(report: dict[str, Any], link: DealsUrl) -> list[dict[str, Any]]:
         for member in [manager["user_id"], *manager.get("members", [])]:
             team_of.setdefault(str(member), str(manager["user_id"]))
     counts: dict[str, int] = {}
-    for v in report.get("violations") or []:
-        team = team_of.get(str(v.get("owner_id") or ""))
+    for owner, rules in violations_by_owner(report).items():
+        team = team_of.get(owner)
         if team:
-            counts[team] = counts.get(team, 0) + 1
+            counts[team] = counts.get(team, 0) + sum(rules.values())
     names = {str(m["user_id"]): m.get("name") or m["user_id"] for m in managers}
     return [{"manager_id": team, "name": names.get(team, team), "count": count,
              "href": link({"team": team}) if link else None}

@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from syncd.desk import violations_by_owner
 from syncd.i18n import jinja_env, normalize_language, translations
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -48,13 +49,8 @@ def page_view(report: dict[str, Any]) -> dict[str, Any]:
     people. A tenant with a million deals still gets a page of a few hundred kilobytes."""
     view = {key: value for key, value in report.items()
             if key not in ("violations", "client_karma", "contact_matrix", "people")}
-    violations = report.get("violations") or []
-    by_owner: dict[str, dict[str, int]] = {}
-    for violation in violations:
-        cell = by_owner.setdefault(violation.get("owner_id") or "(none)", {})
-        cell[violation["rule"]] = cell.get(violation["rule"], 0) + 1
-    view["violations_open"] = len(violations)
-    view["violations_by_owner"] = by_owner
+    view["violations_open"] = len(report.get("violations") or [])
+    view["violations_by_owner"] = violations_by_owner(report)
     view["client_karma"] = [{k: v for k, v in row.items() if k != "lines"}
                             for row in (report.get("client_karma") or [])[:TOP_COMPANIES]]
     matrix = report.get("contact_matrix") or {"months": [], "rows": []}

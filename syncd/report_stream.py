@@ -34,6 +34,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -90,6 +91,20 @@ class ReportRows:
 
     def __bool__(self) -> bool:
         return self._count > 0
+
+    def __getitem__(self, part: slice) -> list[dict[str, Any]]:
+        """The rows of ``part`` (a slice with no negative bounds, as the table and page
+        views take the first rows): only those rows are kept."""
+        if not isinstance(part, slice) or any(x is not None and x < 0 for x in
+                                              (part.start, part.stop, part.step)):
+            raise TypeError("ReportRows takes a slice with no negative bounds")
+        rows = self._rows()
+        try:
+            return list(islice(rows, part.start, part.stop, part.step))
+        finally:  # the read stops here: its cursor and session are closed now
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
 
     def __repr__(self) -> str:
         return f"ReportRows({self._count})"

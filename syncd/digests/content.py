@@ -1,4 +1,5 @@
-"""What a digest says, built from the tenant's report (``syncd.report.build_report``).
+"""What a digest says, built from the tenant's live report (``syncd.report_live``:
+``build_report``'s report with its violations read from the store as they are gone through).
 
 - Weekly, to each manager: their team's open violations (new this week, by rule), the
   team's karma this month, and what to fix first: the open violations that cost the most

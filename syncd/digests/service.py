@@ -42,7 +42,7 @@ from syncd.digests.content import Digest, NoTeam, monthly_digest, weekly_digest
 from syncd.digests.periods import KINDS, Slot, due_slot, slot_for_period
 from syncd.lease import dead_local_holder, replica_id
 from syncd.metrics import Metrics
-from syncd.report import build_report
+from syncd.report_live import live_report
 from syncd.secrets import redact
 from syncd.store import Database
 from syncd.store import digests as deliveries
@@ -203,8 +203,8 @@ class DigestService:
             if not todo:
                 continue
             if report is None:
-                report = build_report(self.db, tenant, clock=now,
-                                      language=digest_language(tenant, config))
+                report = live_report(self.db, tenant, clock=now,
+                                     language=digest_language(tenant, config))
             outcomes += self.deliver(tenant, slot, todo, report, now)
         return outcomes
 
@@ -331,8 +331,8 @@ class DigestService:
         assert config is not None
         slot = self.slot(tenant, kind, period)
         now = self.clock()
-        report = build_report(self.db, tenant, clock=now,
-                              language=digest_language(tenant, config))
+        report = live_report(self.db, tenant, clock=now,
+                             language=digest_language(tenant, config))
         with self.db.session() as session:
             rows = {row.recipient: row.status for row in deliveries.deliveries(
                 session, tenant.key, slot.kind, slot.period)}
@@ -357,8 +357,8 @@ class DigestService:
         todo = self.open_targets(tenant, config, slot, now)
         if not todo:
             return []
-        report = build_report(self.db, tenant, clock=now,
-                              language=digest_language(tenant, config))
+        report = live_report(self.db, tenant, clock=now,
+                             language=digest_language(tenant, config))
         return self.deliver(tenant, slot, todo, report, now)
 
     # -- retention -----------------------------------------------------------------------------

@@ -132,3 +132,36 @@ def karma_lines_of(session: Session, tenant_id: int, kind: str,
                    k.subject_id.in_(part))).all())
     rows.sort(key=lambda row: row.id)
     return rows
+
+
+# -- the live report's readers that never list it (dashboard page, digests) ---------------------
+def open_counts_by_owner_rule(session: Session, tenant_id: int) -> dict[str, dict[str, int]]:
+    """Open violations per owner and rule, the owner being the live deal's (as the report's
+    rows carry it); ``""``: no live deal, or a deal without an owner."""
+    v, d = ViolationRow.__table__.c, DealRow.__table__.c
+    stmt = (select(d.owner_external_id, v.rule, func.count())
+            .select_from(ViolationRow.__table__.outerjoin(
+                DealRow.__table__, (d.tenant_id == v.tenant_id)
+                & (d.external_id == v.deal_external_id) & (d.deleted == false())))
+            .where(v.tenant_id == tenant_id, v.resolved_at.is_(None))
+            .group_by(d.owner_external_id, v.rule))
+    counts: dict[str, dict[str, int]] = {}
+    for owner, rule, count in session.execute(stmt):
+        cell = counts.setdefault(owner or "", {})
+        cell[rule] = cell.get(rule, 0) + int(count)
+    return counts
+
+
+def derived_history_deals(session: Session, tenant_id: int) -> set[str]:
+    """Deals with an open violation judged on stage history derived from the deal's own
+    fields (``details.history == "derived"``) and no longer waiting for their history: the
+    deals the report's derived-history note counts."""
+    v, b = ViolationRow.__table__.c, HistoryBacklogRow.__table__.c
+    stmt = (select(v.deal_external_id).distinct()
+            .select_from(ViolationRow.__table__.outerjoin(
+                HistoryBacklogRow.__table__, (b.tenant_id == v.tenant_id)
+                & (b.deal_external_id == v.deal_external_id) & b.done_at.is_(None)))
+            .where(v.tenant_id == tenant_id, v.resolved_at.is_(None),
+                   b.deal_external_id.is_(None),
+                   ViolationRow.details["history"].as_string() == "derived"))
+    return set(session.scalars(stmt))

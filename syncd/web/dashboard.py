@@ -5,7 +5,7 @@ Routes (all GET):
 - ``/dashboard`` the tenants, their last sync and its health, links to their pages
 - ``/dashboard/<tenant>`` the tenant's page (``syncd.report_html``: same as
   ``syncd report TENANT --format html``), refreshed by the browser every 5 minutes
-- ``/dashboard/<tenant>.json`` the report JSON the page is drawn from
+- ``/dashboard/<tenant>.json`` the report JSON the page is drawn from (streamed)
 - ``/dashboard/<tenant>/deals`` every open violation deal by deal (``syncd.deal_list``),
   filtered and sorted by the query string; every count on the tenant's page links here
 - ``/dashboard/static/<name>`` the vendored chart library and the page's chart script
@@ -29,7 +29,7 @@ loaded from the settings), ``auth_token``, ``http_host`` (else ``settings.daemon
 from __future__ import annotations
 
 import ipaddress
-import json
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -43,8 +43,8 @@ from syncd import deal_list, store
 from syncd.config import Tenant, load_tenant
 from syncd.errors import ConfigError, ConfigProblem
 from syncd.i18n import N_, translator
-from syncd.report import build_report
 from syncd.report_html import render_html
+from syncd.report_live import live_report, write_json
 from syncd.secrets import redact
 from syncd.web import templating
 from syncd.web.access import Access, Gate
@@ -140,13 +140,15 @@ class Dashboard:
         return sorted(keys)
 
     def report(self, key: str, language: str | None = None) -> dict[str, Any]:
-        """The tenant's live report (in ``language``; None: the tenant's), cached 30 s."""
+        """The tenant's live report (in ``language``; None: the tenant's), cached 30 s: its
+        violations and client karma are read from the store when a page goes through them
+        (``syncd.report_live``), so a tenant's whole report is never held here."""
         tenant = self.tenant(key)
         with self._lock:
             cached = self._cache.get((key, language))
             if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
                 return cached[1]
-        data = build_report(self.context.database, tenant, language=language)
+        data = live_report(self.context.database, tenant, language=language)
         with self._lock:
             self._cache[(key, language)] = (time.monotonic(), data)
         return data
@@ -194,16 +196,13 @@ class Dashboard:
         lang, override = self.language(request, tenant)
         t = translator(lang, templating.DOMAIN)
         report = self.report(tenant, lang)
-        violations = report.get("violations") or []
         with self.context.database.session() as session:
             tenant_id = store.ensure_tenant(session, loaded.key, loaded.config.plugin)
-            where = deal_list.directory(session, loaded, tenant_id,
-                                        (str(v.get("deal_id")) for v in violations
-                                         if v.get("deal_id")))
-        every = deal_list.rows(violations, where, loaded.book, lang, report.get("stage_titles"))
+            where = deal_list.directory(session, loaded, tenant_id)
+        every = deal_list.iter_rows(report.get("violations") or [], where, loaded.book, lang,
+                                    report.get("stage_titles"))
         filters = deal_list.Filters.from_args(request.args)
-        shown = deal_list.select_rows(every, filters)
-        page_rows, page, pages = filters.page_of(shown)
+        listed = deal_list.listing(every, filters, where)
         keep_lang = {"lang": lang} if override else {}
         suffix = f"&lang={lang}" if override else ""
 
@@ -215,11 +214,11 @@ class Dashboard:
             return filters.query(page=str(number) if number > 1 else "") + suffix
 
         return self.html(templating.render(
-            "deals.html", request, lang, tenant=tenant, rows=page_rows, shown=len(shown),
-            total=len(every), page=page, pages=pages, page_query=page_query,
-            deal_count=len({r.deal_id for r in shown if r.deal_id}), filters=filters,
+            "deals.html", request, lang, tenant=tenant, rows=listed.rows, shown=listed.shown,
+            total=listed.total, page=listed.page, pages=listed.pages, page_query=page_query,
+            deal_count=listed.deals, filters=filters,
             fvals={f: getattr(filters, f) for f, _ in FILTER_FIELDS},
-            choices=deal_list.choices(every), sorts=deal_list.SORTS,
+            choices=listed.choices, sorts=deal_list.SORTS,
             filter_fields=[(k, t.gettext(v)) for k, v in FILTER_FIELDS],
             columns=[(k, t.gettext(v)) for k, v in COLUMNS], sort_query=sort_query,
             lang_override=override, lang_only=f"lang={lang}" if keep_lang else "",
@@ -252,8 +251,17 @@ class Dashboard:
         if access is None:
             return self._denied()
         self.tenant_for(access, tenant)
-        return Response(json.dumps(self.report(tenant), ensure_ascii=False),
-                        mimetype="application/json")
+        # Written row by row to a file that stays in memory up to 4 MB, then sent from it.
+        spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+", encoding="utf-8")  # noqa: SIM115 (closed with the response)
+        try:
+            write_json(self.report(tenant), spool)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        response = Response(iter(lambda: spool.read(1 << 16), ""), mimetype="application/json")
+        response.call_on_close(spool.close)
+        return response
 
 
 def held_back(session: Session) -> dict[int, str]:
