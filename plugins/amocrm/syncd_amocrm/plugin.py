@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from syncd import hookimpl
 from syncd.plugins import ConnectorRegistry
-from syncd_amocrm import AmoCRMConnector
+from syncd_amocrm.connector import AmoCRMConnector
 
 
 @hookimpl

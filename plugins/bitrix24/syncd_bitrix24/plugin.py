@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from syncd import hookimpl
 from syncd.plugins import ConnectorRegistry
-from syncd_bitrix24 import Bitrix24Connector
+from syncd_bitrix24.connector import Bitrix24Connector
 
 
 @hookimpl

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from syncd import hookimpl
 from syncd.plugins import ConnectorRegistry
-from syncd_pipedrive import PipedriveConnector
+from syncd_pipedrive.connector import PipedriveConnector
 
 
 @hookimpl
