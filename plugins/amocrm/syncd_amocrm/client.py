@@ -4,9 +4,11 @@ All retry, wait and rate-limit policy lives in ``syncd.http``; this module adds 
 amoCRM's own:
 
 * the access token travels in the ``Authorization: Bearer`` header. With OAuth it comes
-  from the tenant's ``syncd.oauth.TokenStore``: refreshed *before* a request when it
-  expires within ``refresh_margin_seconds``, and once more when a request still gets a
-  401. The store serialises refreshes across processes (single-use refresh tokens);
+  from the shared flow (``syncd.oauth_flow.OAuthFlow`` over the tenant's
+  ``syncd.oauth.TokenStore``): refreshed *before* a request when it expires within
+  ``refresh_margin_seconds``, and once more when a request still gets a 401. The store
+  serialises refreshes across processes (single-use refresh tokens); this module declares
+  amoCRM's part: the token path, the JSON grant with the integration's keys;
 * the token exchange is retried on weather (5xx, an HTML or cut answer, a dropped
   connection). amoCRM kills the old refresh token the moment it issues a new pair, so a
   retry after an answer that was *lost* after amoCRM processed it is refused (401): the
@@ -46,7 +48,7 @@ from syncd.errors import (
 )
 from syncd.http import ApiClient, default_classify
 from syncd.limiterpool import process_limiter
-from syncd.oauth import RefreshRejected, TokenSet
+from syncd.oauth_flow import OAuthFlow
 from syncd.pluginclient import PluginClient
 from syncd.ratelimit import RateLimiter
 from syncd.secrets import redact, register
@@ -60,8 +62,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/oauth2/access_token"  # noqa: S105 - a path
 TASKS_PATH = "/api/v4/tasks"
-#: Statuses of the token endpoint that mean "this code / refresh token is refused".
-_REFUSED = frozenset({400, 401, 403})
 #: The marker syncd puts in what it creates (``[syncd:v12]``), found again after weather.
 MARKER = re.compile(r"\[(syncd:[^\]\s]+)\]")
 _FIELD_CREATE = re.compile(r"/api/v4/(leads|contacts|companies)/custom_fields")
@@ -111,97 +111,30 @@ class AmoCRMClient(PluginClient):
     ) -> None:
         self.settings = settings
         self.tenant = tenant
-        self._token_store = token_store
-        self._now = now
         self.limiter = shared_limiter(settings, clock=clock, sleep=sleep)
         self.api = ApiClient(
             settings.base_url, auth_headers={}, limiter=self.limiter,
             timeout=(10, settings.timeout_seconds), sleep=sleep, on_request=self.count,
             classify=classify_amocrm, session=session,
         )
-        self._tokens: TokenSet | None = None
-        self._renewed: str | None = None  # the access token this client refreshed to
-        self.refreshes = 0  # token-endpoint exchanges made by this client
-
+        self.oauth = OAuthFlow(
+            provider="amoCRM", tenant=tenant, store=token_store, seed=settings.seed_grant,
+            post=self._post_grant, api=lambda: self.api,
+            margin=timedelta(seconds=settings.refresh_margin_seconds), now=now,
+            code_lifetime="about 20 minutes", without_store=", or use a long_lived_token")
 
     # --- auth -----------------------------------------------------------------------------
-    def _store(self) -> TokenStore:
-        store = self._token_store()
-        if store is None:
-            message = (f"tenant {self.tenant}: amoCRM OAuth needs the database token store"
-                       " (run through `syncd sync`/`syncd inspect` with a database), or use a"
-                       " long_lived_token")
-            raise AuthError(message)
-        return store
-
-    def _current(self) -> TokenSet:
-        """The access token to use now (refreshed first when it is about to expire)."""
-        if not self.settings.uses_oauth:
-            token = self.settings.long_lived_token or ""
-            return TokenSet(token)
-        if self._tokens is None:
-            seed = self.settings.seed
-            self._tokens = self._store().load(seed, lambda: self._exchange_seed(seed or ""))
-        margin = timedelta(seconds=self.settings.refresh_margin_seconds)
-        if self._tokens.access_token == self._renewed:
-            margin = timedelta(0)  # a token shorter-lived than the margin: use it till expiry
-        if self._tokens.expires_within(margin, self._now()):
-            self._tokens = self._store().refresh(self._tokens, self._exchange_refresh)
-            self._renewed = self._tokens.access_token
-        return self._tokens
-
-    def _authorize(self) -> TokenSet:
-        tokens = self._current()
-        register(tokens.access_token)
-        self.api.session.headers["Authorization"] = f"Bearer {tokens.access_token}"
-        return tokens
-
-    def _exchange_seed(self, seed: str) -> TokenSet:
-        """Start the token chain from the tenant file's seed (once per seed)."""
-        code = self.settings.authorization_code is not None
-        grant = ({"grant_type": "authorization_code", "code": seed} if code
-                 else {"grant_type": "refresh_token", "refresh_token": seed})
-        try:
-            return self._exchange(grant)
-        except RefreshRejected as exc:
-            kind = "authorization_code" if code else "refresh_token"
-            message = (f"tenant {self.tenant}: {exc}. The tenant file's {kind} is not (or no"
-                       " longer) valid: authorization codes live about 20 minutes and work"
-                       " once, refresh tokens work once. To reconnect, authorize the"
-                       " integration again and put the new authorization code (or refresh"
-                       " token) in the tenant file's connection (from $env or $file).")
-            raise AuthError(message, status=exc.status, url=exc.url) from None
-
-    def _exchange_refresh(self, stored: TokenSet) -> TokenSet:
-        if not stored.refresh_token:
-            message = "no refresh token is stored"
-            raise RefreshRejected(message)
-        return self._exchange({"grant_type": "refresh_token",
-                                "refresh_token": stored.refresh_token})
-
-    def _exchange(self, grant: dict[str, str]) -> TokenSet:
-        """One call to the token endpoint. Not retried once it may have reached amoCRM: a
-        second exchange of a single-use token could only fail, and would hide the first."""
+    def _post_grant(self, grant: dict[str, str]) -> Any:
+        """One grant to ``/oauth2/access_token`` (JSON, with the integration's keys)."""
         body = {"client_id": self.settings.client_id,
                 "client_secret": self.settings.client_secret,
                 "redirect_uri": self.settings.redirect_uri, **grant}
-        self.refreshes += 1
         self.api.session.headers.pop("Authorization", None)  # not for the token endpoint
-        retries_before = self.api.retries
-        try:
-            # Retried on weather: see the module doc (the retry presents the same grant
-            # the next pass would; a rotated-and-lost pair cannot be recovered either way).
-            answer = self.api.request("POST", TOKEN_PATH, json=body, idempotent=True)
-        except FatalAPIError as exc:
-            if isinstance(exc, BlockedError) or exc.status not in _REFUSED:
-                raise
-            message = redact(f"amoCRM refused the {grant['grant_type']} grant: {exc}")
-            if self.api.retries > retries_before:
-                message += (" (after an earlier answer of the token endpoint was lost: amoCRM"
-                            " most likely issued a new pair in that lost answer and revoked"
-                            " this one; the new pair never reached syncd)")
-            raise RefreshRejected(message, status=exc.status, url=exc.url) from None
-        return _token_set(answer, self._now())
+        return self.api.request("POST", TOKEN_PATH, json=body, idempotent=True)
+
+    def _bearer(self, token: str) -> None:
+        register(token)
+        self.api.session.headers["Authorization"] = f"Bearer {token}"
 
     # --- single calls -----------------------------------------------------------------------
     def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
@@ -209,24 +142,24 @@ class AmoCRMClient(PluginClient):
         """One request; the parsed body (``None`` for 204). A 401 refreshes OAuth once. A
         create syncd can find again (see the module doc) is verified before a re-send."""
         landed = self._read_back(path, json) if method.upper() == "POST" else None
-        tokens = self._authorize()
-        try:
+
+        def send(token: str) -> Any:
+            self._bearer(token)
             return self.api.request(method, path, params=params, json=json,
                                     idempotent=idempotent, landed=landed)
+
+        if self.settings.uses_oauth:
+            return self.oauth.call(lambda tokens: send(tokens.access_token),
+                                   expired=lambda exc: exc.status == 401)
+        try:
+            return send(self.settings.long_lived_token or "")
         except AuthError as exc:
             if exc.status != 401:
                 raise
-            if not self.settings.uses_oauth:
-                message = (f"{exc}. The long-lived token was rejected (expired or revoked):"
-                           " create a new one in the integration's Keys and scopes tab and"
-                           " put it in the tenant file's connection.long_lived_token")
-                raise AuthError(message, status=401, url=exc.url) from None
-            log.info("amoCRM answered 401 for tenant %s; refreshing the access token once",
-                     self.tenant)
-            self._tokens = self._store().refresh(tokens, self._exchange_refresh)
-        self._authorize()
-        return self.api.request(method, path, params=params, json=json, idempotent=idempotent,
-                                landed=landed)
+            message = (f"{exc}. The long-lived token was rejected (expired or revoked):"
+                       " create a new one in the integration's Keys and scopes tab and"
+                       " put it in the tenant file's connection.long_lived_token")
+            raise AuthError(message, status=401, url=exc.url) from None
 
     # --- creates found again after weather --------------------------------------------------
     def _read_back(self, path: str, body: Any) -> Callable[[], Any] | None:
@@ -328,20 +261,3 @@ def embedded(body: Any, key: str, path: str) -> tuple[list[dict[str, Any]], bool
     more = isinstance(links, dict) and isinstance(links.get("next"), dict)
     return items, more and bool(items)
 
-
-def _token_set(answer: Any, now: datetime) -> TokenSet:
-    if not isinstance(answer, dict) or not answer.get("access_token"):
-        message = "amoCRM token endpoint: no access_token in the answer"
-        raise BadPayloadError(message)
-    access, refresh = str(answer["access_token"]), answer.get("refresh_token")
-    register(access)
-    if refresh:
-        register(str(refresh))
-    expires_at = None
-    try:
-        expires_at = now + timedelta(seconds=int(answer.get("expires_in") or 0))
-    except (TypeError, ValueError):
-        expires_at = None
-    if expires_at is not None and expires_at <= now:
-        expires_at = None
-    return TokenSet(access, str(refresh) if refresh else None, expires_at)

@@ -107,3 +107,10 @@ class AmoCRMSettings(ConnectionSettings):
     def seed(self) -> str | None:
         """The credential the tenant file gives to start (or restart) the token chain."""
         return self.authorization_code or self.refresh_token
+
+    @property
+    def seed_grant(self) -> tuple[str, str | None]:
+        """The seed's OAuth grant type and value (``syncd.oauth_flow.OAuthFlow``)."""
+        if self.authorization_code is not None:
+            return "authorization_code", self.authorization_code
+        return "refresh_token", self.refresh_token

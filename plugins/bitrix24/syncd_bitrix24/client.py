@@ -6,9 +6,11 @@ Bitrix24's own:
 * a webhook URL carries its secret in the path (``/rest/{user}/{code}/``): the URL and the
   code are registered with ``syncd.secrets`` so no message ever shows them; an OAuth access
   token travels in the JSON body (``auth``), never in a URL;
-* OAuth tokens come from ``syncd.oauth.TokenStore`` (``connector.state.tokens``): an
-  ``expired_token`` answer renews the pair once through ``TokenStore.refresh`` (single-use
-  refresh tokens, safe across processes) and repeats the call;
+* OAuth tokens come from the shared flow (``syncd.oauth_flow.OAuthFlow`` over
+  ``connector.state.tokens``): an ``expired_token`` answer renews the pair once through
+  ``TokenStore.refresh`` (single-use refresh tokens, safe across processes) and repeats
+  the call. This module declares Bitrix24's part: the OAuth server's URL, the grant in
+  the query, the ``error`` codes that refuse a grant, the default lifetime of an hour;
 * 503 ``QUERY_LIMIT_EXCEEDED`` (the leaky bucket) and 429 ``OPERATION_TIME_LIMIT`` are rate
   limits, retried with backoff (they were refused before processing); 503
   ``OVERLOAD_LIMIT`` is a manual block: stop;
@@ -50,7 +52,8 @@ from syncd.errors import (
 from syncd.http import ApiClient, default_classify, json_body
 from syncd.leakybucket import LeakyBucket
 from syncd.limiterpool import process_limiter
-from syncd.oauth import RefreshRejected, TokenSet, TokenStore
+from syncd.oauth import TokenStore
+from syncd.oauth_flow import OAuthFlow
 from syncd.pluginclient import PluginClient
 from syncd.secrets import redact, register
 from syncd_bitrix24.settings import Bitrix24Settings
@@ -180,6 +183,7 @@ class Bitrix24Client(PluginClient):
         self,
         settings: Bitrix24Settings,
         *,
+        tenant: str = "",
         tokens: Callable[[], TokenStore | None] = lambda: None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -188,9 +192,6 @@ class Bitrix24Client(PluginClient):
     ) -> None:
         self.settings = settings
         self._sleep = sleep
-        self._tokens = tokens
-        self._now = now
-        self._token_set: TokenSet | None = None
         for secret in (settings.webhook_url, settings.client_secret, settings.refresh_token,
                        settings.auth_code):
             if secret:
@@ -209,6 +210,11 @@ class Bitrix24Client(PluginClient):
             classify=make_classifier(self.limiter), session=session,
         )
         self._oauth_api: ApiClient | None = None
+        self.oauth = OAuthFlow(
+            provider="Bitrix24", tenant=tenant, store=tokens, seed=settings.seed_grant,
+            post=self._post_grant, api=self._token_endpoint, margin=REFRESH_MARGIN, now=now,
+            refusing_codes=_REJECTED, default_expires_in=3600,
+            code_lifetime="a short while", without_store=", or use a webhook_url")
 
 
     # --- calls ----------------------------------------------------------------------------
@@ -227,14 +233,11 @@ class Bitrix24Client(PluginClient):
         if not self.settings.uses_oauth:
             return self.api.request("POST", path, json=body, idempotent=idempotent,
                                     landed=landed)
-        tokens = self._access()
-        try:
-            return self.api.request("POST", path, json={**body, "auth": tokens.access_token},
-                                    idempotent=idempotent, landed=landed)
-        except TokenExpired:
-            tokens = self._renew(tokens)
-            return self.api.request("POST", path, json={**body, "auth": tokens.access_token},
-                                    idempotent=idempotent, landed=landed)
+        return self.oauth.call(
+            lambda tokens: self.api.request("POST", path, json={**body, "auth":
+                                                                tokens.access_token},
+                                            idempotent=idempotent, landed=landed),
+            expired=lambda exc: isinstance(exc, TokenExpired))
 
     def batch(self, commands: Sequence[tuple[str, Mapping[str, Any]]], *,
               idempotent: bool = True, names: Sequence[str] | None = None) -> BatchResult:
@@ -348,76 +351,20 @@ class Bitrix24Client(PluginClient):
 
         return landed
 
-    # --- OAuth --------------------------------------------------------------------------
-    def _store(self) -> TokenStore:
-        store = self._tokens()
-        if store is None:
-            message = ("bitrix24: OAuth needs the syncd database to keep the rotating token"
-                       " pair (run through `syncd sync`/`syncd inspect` with a database)")
-            raise AuthError(message)
-        return store
-
-    def _access(self) -> TokenSet:
-        if self._token_set is None:
-            seed = self.settings.refresh_token or self.settings.auth_code
-            self._token_set = self._store().load(seed, self._seed)
-        if self._token_set.expires_within(REFRESH_MARGIN, self._now()):
-            self._token_set = self._renew(self._token_set)
-        return self._token_set
-
-    def _renew(self, used: TokenSet) -> TokenSet:
-        self._token_set = self._store().refresh(used, self._exchange)
-        return self._token_set
-
-    def _seed(self) -> TokenSet:
-        if self.settings.refresh_token:
-            return self._grant({"grant_type": "refresh_token",
-                                "refresh_token": self.settings.refresh_token})
-        return self._grant({"grant_type": "authorization_code",
-                            "code": self.settings.auth_code})
-
-    def _exchange(self, stored: TokenSet) -> TokenSet:
-        if not stored.refresh_token:
-            message = "no refresh token is stored"
-            raise RefreshRejected(message)
-        return self._grant({"grant_type": "refresh_token",
-                            "refresh_token": stored.refresh_token})
-
-    def _grant(self, params: dict[str, Any]) -> TokenSet:
-        """One exchange with the OAuth server, retried on weather (see the module doc)."""
+    # --- OAuth (the flow is ``syncd.oauth_flow``'s) ------------------------------------
+    def _token_endpoint(self) -> ApiClient:
+        """The OAuth server's own client (no portal bucket; made on first use)."""
         if self._oauth_api is None:
             self._oauth_api = ApiClient(self.settings.oauth_url, auth_headers={},
                                         timeout=(10, 30), sleep=self._sleep)
-        query = {**params, "client_id": self.settings.client_id,
+        return self._oauth_api
+
+    def _post_grant(self, grant: dict[str, str]) -> Any:
+        """One grant to the OAuth server: the app's keys and the grant in the query."""
+        query = {**grant, "client_id": self.settings.client_id,
                  "client_secret": self.settings.client_secret}
-        retries_before = self._oauth_api.retries
-        lost = (" (after an earlier answer of the OAuth server was lost: the pair was most"
-                " likely rotated in that lost answer and never reached syncd)")
-        try:
-            body = self._oauth_api.request("POST", self.settings.oauth_url, params=query,
-                                           idempotent=True)
-        except FatalAPIError as exc:
-            if exc.status in {400, 401, 403}:
-                after_loss = lost if self._oauth_api.retries > retries_before else ""
-                raise RefreshRejected(redact(str(exc)) + after_loss) from None
-            raise
-        if not isinstance(body, dict) or body.get("error"):
-            code = body.get("error") if isinstance(body, dict) else None
-            if code in _REJECTED:
-                after_loss = lost if self._oauth_api.retries > retries_before else ""
-                raise RefreshRejected(redact(f"bitrix24 OAuth: {code}") + after_loss)
-            message = "bitrix24 OAuth: the token endpoint answered without tokens"
-            raise BadPayloadError(message)
-        try:
-            access = str(body["access_token"])
-            refresh = str(body["refresh_token"])
-            expires_in = float(body.get("expires_in") or 3600)
-        except (KeyError, TypeError, ValueError):
-            message = "bitrix24 OAuth: the token endpoint answered without tokens"
-            raise BadPayloadError(message) from None
-        register(access)
-        register(refresh)
-        return TokenSet(access, refresh, self._now() + timedelta(seconds=expires_in))
+        return self._token_endpoint().request("POST", self.settings.oauth_url, params=query,
+                                              idempotent=True)
 
     def close(self) -> None:
         super().close()

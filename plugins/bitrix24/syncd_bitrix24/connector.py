@@ -124,8 +124,8 @@ class Bitrix24Connector(Bitrix24Writer, ClientConnector[Bitrix24Client]):
     ) -> None:
         super().__init__(settings, tenant=tenant)
         self.settings: Bitrix24Settings = settings
-        self.client = Bitrix24Client(settings, tokens=lambda: self.state.tokens, sleep=sleep,
-                                     clock=clock, now=now, session=session)
+        self.client = Bitrix24Client(settings, tenant=tenant, tokens=lambda: self.state.tokens,
+                                     sleep=sleep, clock=clock, now=now, session=session)
         self._now = now
         #: Updates per batch request: 49 leave room for the read-back of the same records.
         self.field_batch_size = MAX_BATCH - 1 if settings.verify_writes else MAX_BATCH

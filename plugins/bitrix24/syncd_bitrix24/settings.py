@@ -104,3 +104,10 @@ class Bitrix24Settings(ConnectionSettings):
     @property
     def uses_oauth(self) -> bool:
         return self.webhook_url is None
+
+    @property
+    def seed_grant(self) -> tuple[str, str | None]:
+        """The seed's OAuth grant type and value (``syncd.oauth_flow.OAuthFlow``)."""
+        if self.refresh_token:
+            return "refresh_token", self.refresh_token
+        return "authorization_code", self.auth_code
