@@ -7,7 +7,10 @@ settings (secrets already resolved) and drives it:
 1. ``pull(stream, cursor, ...)`` for every name in ``streams``, in order. Each yielded
    ``Page`` is committed to the store together with its cursor.
 2. ``ensure_fields`` once before writing, so the custom fields we write exist.
-3. ``write_fields`` / ``find_task`` / ``create_task`` for the write-back.
+3. ``write_fields`` / ``find_tasks`` / ``create_tasks`` for the write-back.
+
+A connector that writes back holds a ``Writer`` (``connector.writer``): the write-back half
+as an object of its own, which the connector's write methods hand their calls to.
 
 A connector never sleeps ad hoc and never retries by itself: it makes its HTTP calls through
 ``syncd.http.ApiClient``, which applies the one retry and rate-limit policy.
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from syncd.errors import AuthError, BlockedError, BudgetExhaustedError, FatalAPIError
 from syncd.records import Page, Record
 
 if TYPE_CHECKING:
@@ -113,6 +117,12 @@ class TaskCreate:
     #: The CRM's activity/task type key (``writeback.task_type``); None: the plugin's default.
     task_type: str | None = None
 
+    @property
+    def marked_note(self) -> str:
+        """The note with ``[marker]`` at its end (once): what ``find_tasks`` looks for."""
+        tag = f"[{self.marker}]"  # bracketed: v1 is not v12
+        return self.note if tag in self.note else f"{self.note}\n\n{tag}"
+
 
 @dataclass
 class WriteResult:
@@ -120,6 +130,54 @@ class WriteResult:
     error: str | None = None
     crm_id: str | None = None  # the id of a created task
     record: Record | None = None  # the record as the CRM returned it after the write
+
+
+#: Statuses with which a CRM refuses the items of one request (a bad value, a record
+#: gone), not the whole tenant.
+ITEM_STATUSES = frozenset({400, 403, 404, 409, 410, 422})
+
+
+def is_item_failure(error: BaseException) -> bool:
+    """The CRM refused this request for its items: that write fails alone (or its batch
+    is bisected, ``syncd.bisect``); auth, a ban or a spent budget stop the tenant."""
+    if isinstance(error, AuthError | BlockedError | BudgetExhaustedError):
+        return False
+    return isinstance(error, FatalAPIError) and error.status in ITEM_STATUSES
+
+
+class Writer:
+    """The write-back half of a connector, an object the connector holds
+    (``Connector.writer``), built with what it needs (the client, the field catalogue).
+
+    Implement ``ensure_fields`` and, of each pair, the form the CRM's API favours: the
+    batched ``write_fields`` or the single ``write_field``, ``find_tasks`` or
+    ``find_task``, ``create_tasks`` or ``create_task``; the other one of the pair is
+    derived from it here."""
+
+    def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
+        """Create the custom fields in ``specs`` that do not exist yet (by name)."""
+        raise NotImplementedError
+
+    def write_fields(self, changes: Sequence[FieldWrite]) -> list[WriteResult]:
+        """Apply field writes; one result per change, in order."""
+        return [self.write_field(change) for change in changes]
+
+    def write_field(self, change: FieldWrite) -> WriteResult:
+        return self.write_fields([change])[0]
+
+    def find_tasks(self, tasks: Sequence[TaskCreate]) -> dict[str, str]:
+        """``marker -> CRM id`` of the tasks in ``tasks`` that already exist."""
+        return {task.marker: crm_id for task in tasks if (crm_id := self.find_task(task))}
+
+    def find_task(self, task: TaskCreate) -> str | None:
+        return self.find_tasks([task]).get(task.marker)
+
+    def create_tasks(self, tasks: Sequence[TaskCreate]) -> list[WriteResult]:
+        """Create ``tasks``; one result per task, in order."""
+        return [self.create_task(task) for task in tasks]
+
+    def create_task(self, task: TaskCreate) -> WriteResult:
+        return self.create_tasks([task])[0]
 
 
 @dataclass
@@ -222,7 +280,7 @@ class Connector(ABC):
     settings_model: ClassVar[type[ConnectionSettings]] = ConnectionSettings
     streams: ClassVar[tuple[str, ...]] = STANDARD_STREAMS
     #: How many tasks the core hands to ``create_tasks`` / ``find_tasks`` at once.
-    task_batch_size: ClassVar[int] = 50
+    task_batch_size: int = 50
     #: How many field writes the core hands to ``write_fields`` at once (a connector whose
     #: batch request also carries a read-back may want fewer than its batch limit).
     field_batch_size: int = 50
@@ -233,6 +291,9 @@ class Connector(ABC):
 
     #: Set by the core right after construction (``Tenant.make_connector``); read it lazily.
     state: ConnectorState
+    #: The write-back half (``Writer``); None: this connector writes nothing back, or
+    #: overrides the write methods below itself.
+    writer: Writer | None = None
 
     def __init__(self, settings: ConnectionSettings, *, tenant: str) -> None:
         self.settings = settings
@@ -254,38 +315,45 @@ class Connector(ABC):
     def inspect(self) -> Inspection:
         """Describe the account: pipelines and stages, loss reasons, fields, users."""
 
+    # --- write-back: handed to ``self.writer`` -----------------------------------------
     def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
         """Create the custom fields in ``specs`` that do not exist yet (by name)."""
-        raise NotImplementedError(f"{self.name} does not support write-back")
+        self._writer("write-back").ensure_fields(specs)
 
     def write_fields(self, changes: Sequence[FieldWrite]) -> list[WriteResult]:
         """Apply field writes; one result per change, in order. Batch where the API can."""
-        return [self.write_field(change) for change in changes]
+        if self.writer is None:
+            return [self.write_field(change) for change in changes]
+        return self.writer.write_fields(changes)
 
     def write_field(self, change: FieldWrite) -> WriteResult:
-        raise NotImplementedError(f"{self.name} does not support write-back")
+        return self._writer("write-back").write_field(change)
 
     def find_task(self, task: TaskCreate) -> str | None:
         """Return the CRM id of a task already created with ``task.marker``, if any."""
-        raise NotImplementedError(f"{self.name} does not support tasks")
+        return self._writer("tasks").find_task(task)
 
     def create_task(self, task: TaskCreate) -> WriteResult:
-        raise NotImplementedError(f"{self.name} does not support tasks")
+        return self._writer("tasks").create_task(task)
 
     def find_tasks(self, tasks: Sequence[TaskCreate]) -> dict[str, str]:
-        """``marker -> CRM id`` of the tasks in ``tasks`` that already exist. Override to
-        search in bulk; the default asks ``find_task`` one by one."""
-        found = {}
-        for task in tasks:
-            crm_id = self.find_task(task)
-            if crm_id:
-                found[task.marker] = crm_id
-        return found
+        """``marker -> CRM id`` of the tasks in ``tasks`` that already exist (in bulk where
+        the writer can; without a writer, ``find_task`` one by one)."""
+        if self.writer is None:
+            return {task.marker: crm_id for task in tasks if (crm_id := self.find_task(task))}
+        return self.writer.find_tasks(tasks)
 
     def create_tasks(self, tasks: Sequence[TaskCreate]) -> list[WriteResult]:
-        """Create ``tasks``; one result per task, in order. Override with the CRM's batch
-        call; the default calls ``create_task`` one by one."""
-        return [self.create_task(task) for task in tasks]
+        """Create ``tasks``; one result per task, in order (the CRM's batch call where the
+        writer has one; without a writer, ``create_task`` one by one)."""
+        if self.writer is None:
+            return [self.create_task(task) for task in tasks]
+        return self.writer.create_tasks(tasks)
+
+    def _writer(self, what: str) -> Writer:
+        if self.writer is None:
+            raise NotImplementedError(f"{self.name} does not support {what}")
+        return self.writer
 
     def history_backfill(self) -> HistoryBackfill | None:
         """How this connector's per-deal stage history is budgeted; None: its history comes

@@ -27,11 +27,14 @@ def syncd_register_connectors(registry: ConnectorRegistry) -> None:
 
     :param registry: the connector registry; ``add`` raises ``PluginError`` when a
         connector name is already taken, naming both plugins.
-    A connector may also implement the optional ``read_gates()`` / ``apply_gate(change)``
-    (``syncd.connector``) for ``syncd drift``/``plan``/``apply`` (docs/plugins.md), and
-    the classmethod ``deal_url(settings, deal_id) -> str | None``: the deal's card in the
-    CRM's web app, built from the connection settings only (no request, no secret); the
-    dashboard links each deal to it (docs/dashboard.md). Default: ``None`` (no link).
+    A connector that writes back holds its write-back half as ``self.writer``, a
+    ``syncd.connector.Writer`` (fields and tasks; the connector's write methods hand their
+    calls to it). A connector may also implement the optional ``read_gates()`` /
+    ``apply_gate(change)`` (``syncd.connector``) for ``syncd drift``/``plan``/``apply``
+    (docs/plugins.md), and the classmethod ``deal_url(settings, deal_id) -> str | None``:
+    the deal's card in the CRM's web app, built from the connection settings only (no
+    request, no secret); the dashboard links each deal to it (docs/dashboard.md).
+    Default: ``None`` (no link).
     Return nothing.
     """
 

@@ -127,8 +127,8 @@ def test_amocrm_bisects_a_task_batch_and_creates_each_good_task_once(
 
 def test_an_outage_during_a_batch_is_not_bisected() -> None:
     assert not isinstance(RetriableAPIError("503", status=503), FatalAPIError)
-    from syncd_amocrm.writer import _rejected_items
+    from syncd.connector import is_item_failure  # what amoCRM's writer bisects on
 
-    assert _rejected_items(FatalAPIError("bad", status=400))
-    assert not _rejected_items(RetriableAPIError("503", status=503))
-    assert not _rejected_items(APIError("x", status=None))
+    assert is_item_failure(FatalAPIError("bad", status=400))
+    assert not is_item_failure(RetriableAPIError("503", status=503))
+    assert not is_item_failure(APIError("x", status=None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import types
+from datetime import date
 
 import pytest
 from support import REPO
@@ -73,3 +74,45 @@ def test_report_schema_doc_lists_every_top_level_key() -> None:
     produced = set(re.findall(r'^\s+"(\w+)":', inspect.getsource(report.build_report),
                               flags=re.MULTILINE))
     assert produced and produced <= documented, produced - documented
+
+
+def test_a_writer_is_held_by_its_connector_and_answers_for_it() -> None:
+    """Write-back is an object the connector holds (``Connector.writer``), not a mixin; a
+    writer implementing one form of each pair gets the other (``syncd.connector.Writer``)."""
+    from syncd_amocrm import AmoCRMConnector
+    from syncd_bitrix24 import Bitrix24Connector
+    from syncd_pipedrive import PipedriveConnector
+
+    from syncd.connector import FieldWrite, TaskCreate, Writer, WriteResult
+
+    for cls in (AmoCRMConnector, Bitrix24Connector, PipedriveConnector):
+        assert not issubclass(cls, Writer), f"{cls.__name__} inherits its writer"
+
+    class Batched(Writer):
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def write_fields(self, changes):
+            self.calls.append(f"write_fields:{len(changes)}")
+            return [WriteResult(ok=True, crm_id=c.external_id) for c in changes]
+
+        def find_tasks(self, tasks):
+            self.calls.append(f"find_tasks:{len(tasks)}")
+            return {t.marker: "7" for t in tasks if t.deal_id == "1"}
+
+        def create_task(self, task):
+            self.calls.append("create_task")
+            return WriteResult(ok=True, crm_id=task.deal_id)
+
+    connector = _connector("held", "held_plugin")(object(), tenant="t")
+    with pytest.raises(NotImplementedError, match="held does not support write-back"):
+        connector.write_fields([FieldWrite("deal", "1", "f", 1.0)])
+    writer = connector.writer = Batched()
+    assert connector.write_field(FieldWrite("deal", "9", "f", 1.0)).crm_id == "9"
+    task = TaskCreate("1", None, "s", "n", "syncd:v1", date(2026, 1, 1))
+    assert connector.find_task(task) == "7"
+    assert [r.crm_id for r in connector.create_tasks([task, task])] == ["1", "1"]
+    assert writer.calls == ["write_fields:1", "find_tasks:1", "create_task", "create_task"]
+    assert task.marked_note == "n\n\n[syncd:v1]"
+    assert TaskCreate("1", None, "s", "x [syncd:v1]", "syncd:v1",
+                      date(2026, 1, 1)).marked_note == "x [syncd:v1]"

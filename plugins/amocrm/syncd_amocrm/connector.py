@@ -84,7 +84,7 @@ __all__ = ["AmoCRMConnector"]
 log = logging.getLogger(__name__)
 
 
-class AmoCRMConnector(AmoCRMWriter, ClientConnector[AmoCRMClient]):
+class AmoCRMConnector(ClientConnector[AmoCRMClient]):
     """One amoCRM or Kommo account, for one tenant pass."""
 
     name: ClassVar[str] = "amocrm"
@@ -117,6 +117,8 @@ class AmoCRMConnector(AmoCRMWriter, ClientConnector[AmoCRMClient]):
         self._catalogs: dict[str, FieldCatalog] = {}
         self._reasons: dict[str, str] | None = None
         self._pipelines: tuple[list[Pipeline], list[Stage]] | None = None
+        self.writer = AmoCRMWriter(self.client, settings, catalog=self.catalog,
+                                   loss_reasons=self.loss_reasons)
         self.task_batch_size = settings.batch_size
         # The core hands write_fields this many writes at once: PATCHed in batch_size
         # chunks, then read back in one GET (filter[id][] takes 250 ids), so 10,000 values

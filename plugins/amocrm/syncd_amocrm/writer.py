@@ -22,15 +22,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING, Any
 
 from syncd.bisect import send_bisecting
-from syncd.connector import FieldSpec, FieldWrite, TaskCreate, WriteResult
+from syncd.connector import (
+    FieldSpec,
+    FieldWrite,
+    TaskCreate,
+    Writer,
+    WriteResult,
+    is_item_failure,
+)
 from syncd.errors import (
-    APIError,
-    AuthError,
     BadPayloadError,
     BlockedError,
     FatalAPIError,
@@ -62,31 +67,21 @@ log = logging.getLogger(__name__)
 #: syncd field kinds -> amoCRM field types ("textarea": a violation summary can be long).
 FIELD_TYPES = {"text": "textarea", "number": "numeric"}
 _NUMERIC_TYPES = frozenset({"numeric", "price", "monetary"})
-#: Failures that concern the items of one request, not the whole tenant.
-_ITEM_STATUSES = frozenset({400, 403, 404, 409, 410, 422})
 REREAD_CHUNK = 250
 FIND_CHUNK = 50  # lead ids per task search
 FOLLOW_UP_TASK_TYPE = 1
 
 
-def is_item_failure(error: APIError) -> bool:
-    if isinstance(error, AuthError | BlockedError):
-        return False
-    return isinstance(error, FatalAPIError) and error.status in _ITEM_STATUSES
+class AmoCRMWriter(Writer):
+    """The write-back half of ``AmoCRMConnector`` (it holds one): fields and tasks."""
 
-
-class AmoCRMWriter:
-    """Mixin of the write-back methods of ``AmoCRMConnector``."""
-
-    client: AmoCRMClient
-    settings: AmoCRMSettings
-    task_batch_size: int
-
-    def catalog(self, entity: Entity) -> FieldCatalog:  # provided by the connector
-        raise NotImplementedError
-
-    def loss_reasons(self) -> dict[str, str]:  # provided by the connector
-        raise NotImplementedError
+    def __init__(self, client: AmoCRMClient, settings: AmoCRMSettings, *,
+                 catalog: Callable[[Entity], FieldCatalog],
+                 loss_reasons: Callable[[], dict[str, str]]) -> None:
+        self.client = client
+        self.settings = settings
+        self.catalog = catalog  # the connector's, read once per pass
+        self.loss_reasons = loss_reasons
 
     # --- fields ---------------------------------------------------------------------------
     def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
@@ -123,9 +118,6 @@ class AmoCRMWriter:
                 catalog.add(field_info(definition))
                 log.info("created amocrm %s field %r (%s)", entity, definition.get("name"),
                          definition.get("type"))
-
-    def write_field(self, change: FieldWrite) -> WriteResult:
-        return self.write_fields([change])[0]
 
     def write_fields(self, changes: Sequence[FieldWrite]) -> list[WriteResult]:
         """Batched PATCHes per entity; one result per change, in order."""
@@ -180,7 +172,7 @@ class AmoCRMWriter:
             log.warning("amocrm rejected the write of %s", error)
             return pair[0], WriteResult(ok=False, error=error)
 
-        return send_bisecting(items, send, rejected=_rejected_items, failed=failed,
+        return send_bisecting(items, send, rejected=is_item_failure, failed=failed,
                               on_split=lambda size, exc: log.info(
                                   "amocrm rejected a batch of %d writes (%s); bisecting",
                                   size, redact(str(exc))))
@@ -214,9 +206,6 @@ class AmoCRMWriter:
         return out
 
     # --- tasks ----------------------------------------------------------------------------
-    def find_task(self, task: TaskCreate) -> str | None:
-        return self.find_tasks([task]).get(task.marker)
-
     def find_tasks(self, tasks: Sequence[TaskCreate]) -> dict[str, str]:
         """``{marker: task id}`` of the tasks in ``tasks`` that already exist in amoCRM
         (their marker is in the task text); tasks of the same leads are read in bulk."""
@@ -235,13 +224,10 @@ class AmoCRMWriter:
                             found[marker] = str(item.get("id"))
         return found
 
-    def create_task(self, task: TaskCreate) -> WriteResult:
-        return self.create_tasks([task])[0]
-
     def create_tasks(self, tasks: Sequence[TaskCreate]) -> list[WriteResult]:
         """Batched ``POST /api/v4/tasks``; one result per task, in order."""
         results: list[WriteResult] = []
-        size = self.task_batch_size
+        size = self.settings.batch_size
         for first in range(0, len(tasks), size):
             results.extend(self._post_tasks(list(tasks[first: first + size])))
         return results
@@ -262,7 +248,7 @@ class AmoCRMWriter:
 
         # a rejected batch created nothing (validation comes first): bisect to the bad task
         for index, result in send_bisecting(
-                sendable, self._post_task_batch, rejected=_rejected_items, failed=failed,
+                sendable, self._post_task_batch, rejected=is_item_failure, failed=failed,
                 on_split=lambda size, exc: log.info(
                     "amocrm rejected a batch of %d tasks (%s); bisecting", size,
                     redact(str(exc)))):
@@ -290,11 +276,6 @@ class AmoCRMWriter:
         return out
 
 
-def _rejected_items(error: Exception) -> bool:
-    """The CRM refused the request for its items (worth bisecting), not the tenant."""
-    return isinstance(error, APIError) and is_item_failure(error)
-
-
 def task_type_id(key: str | None) -> int:
     """amoCRM's ``task_type_id`` of a task type key (``task_4`` or ``4``); without one,
     1 (Follow-up), amoCRM's only standard type besides 2 (Meeting)."""
@@ -305,7 +286,7 @@ def task_type_id(key: str | None) -> int:
 def _task_body(task: TaskCreate) -> dict[str, Any] | None:
     if not task.deal_id.isdigit():
         return None
-    text = task.note if f"[{task.marker}]" in task.note else f"{task.note}\n\n[{task.marker}]"
+    text = task.marked_note
     if task.subject and not text.startswith(task.subject):
         text = f"{task.subject}\n{text}"
     due = datetime.combine(task.due, time(23, 59), tzinfo=UTC)

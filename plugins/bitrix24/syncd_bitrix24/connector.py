@@ -101,7 +101,7 @@ USER_PAGES = 40
 DEPARTMENT_PAGES = 10
 
 
-class Bitrix24Connector(Bitrix24Writer, ClientConnector[Bitrix24Client]):
+class Bitrix24Connector(ClientConnector[Bitrix24Client]):
     """One Bitrix24 portal, for one tenant pass."""
 
     name: ClassVar[str] = "bitrix24"
@@ -110,7 +110,7 @@ class Bitrix24Connector(Bitrix24Writer, ClientConnector[Bitrix24Client]):
     #: The deal's card on the portal: ``https://PORTAL/crm/deal/details/<id>/``.
     deal_path: ClassVar[str | None] = "/crm/deal/details/{id}/"
     streams: ClassVar[tuple[str, ...]] = STREAMS
-    task_batch_size: ClassVar[int] = MAX_BATCH
+    task_batch_size = MAX_BATCH
 
     def __init__(
         self,
@@ -130,6 +130,9 @@ class Bitrix24Connector(Bitrix24Writer, ClientConnector[Bitrix24Client]):
         #: Updates per batch request: 49 leave room for the read-back of the same records.
         self.field_batch_size = MAX_BATCH - 1 if settings.verify_writes else MAX_BATCH
         self._catalogs: dict[str, FieldCatalog] = {}
+        self.writer = Bitrix24Writer(self.client, settings, catalog=self.catalog,
+                                     forget_catalogs=self._catalogs.clear,
+                                     deal_records=self.deal_records)
         self._stage_info: StageInfo | None = None
         self._categories: list[dict[str, Any]] | None = None
         self._last_stage: dict[str, str] = {}  # deal id -> its latest stage seen in history

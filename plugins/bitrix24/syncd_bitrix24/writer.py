@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
 
-from syncd.connector import FieldSpec, FieldWrite, TaskCreate, WriteResult
+from syncd.connector import FieldSpec, FieldWrite, TaskCreate, Writer, WriteResult
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Company, Deal, Record
 from syncd.secrets import redact
@@ -38,7 +38,6 @@ from syncd_bitrix24.streams import (
 if TYPE_CHECKING:
     from syncd_bitrix24.client import Bitrix24Client
     from syncd_bitrix24.settings import Bitrix24Settings
-    from syncd_bitrix24.streams import StageInfo
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +55,18 @@ def field_code(name: str) -> str:
     return code[:43]
 
 
-class Bitrix24Writer:
-    """The write half of the connector (mixed into ``Bitrix24Connector``)."""
+class Bitrix24Writer(Writer):
+    """The write-back half of ``Bitrix24Connector`` (it holds one): UF fields and to-dos."""
 
-    client: Bitrix24Client
-    settings: Bitrix24Settings
-
-    def catalog(self, entity: str) -> FieldCatalog:  # implemented by the connector
-        raise NotImplementedError
-
-    def stage_info(self) -> StageInfo:  # implemented by the connector
-        raise NotImplementedError
-
-    def deal_records(self, rows: Sequence[Any], catalog: FieldCatalog | None,
-                     ) -> list[Deal]:  # implemented by the connector
-        raise NotImplementedError
-
-    _catalogs: dict[str, FieldCatalog]
+    def __init__(self, client: Bitrix24Client, settings: Bitrix24Settings, *,
+                 catalog: Callable[[str], FieldCatalog], forget_catalogs: Callable[[], None],
+                 deal_records: Callable[[Sequence[Any], FieldCatalog | None], list[Deal]],
+                 ) -> None:
+        self.client = client
+        self.settings = settings
+        self.catalog = catalog  # the connector's, read once per pass
+        self.forget_catalogs = forget_catalogs  # after a field was created
+        self.deal_records = deal_records  # deal rows as the pull makes them records
 
     # --- fields -------------------------------------------------------------------------
     def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
@@ -96,7 +90,7 @@ class Bitrix24Writer:
             log.info("created bitrix24 %s field %r (UF_CRM_%s)", spec.entity, spec.name, code)
         if not created:
             return
-        self._catalogs.clear()
+        self.forget_catalogs()
         for spec in created:
             if self.catalog(spec.entity).custom(spec.name) is None:
                 message = (f"bitrix24: the {spec.entity} field {spec.name!r} was created but"
@@ -165,12 +159,6 @@ class Bitrix24Writer:
         return {r.external_id: r for r in records}
 
     # --- tasks --------------------------------------------------------------------------
-    def find_task(self, task: TaskCreate) -> str | None:
-        return self.find_tasks([task]).get(task.marker)
-
-    def create_task(self, task: TaskCreate) -> WriteResult:
-        return self.create_tasks([task])[0]
-
     def find_tasks(self, tasks: Sequence[TaskCreate]) -> dict[str, str]:
         """``marker -> activity id`` for the tasks already created (one list per deal)."""
         found: dict[str, str] = {}
@@ -204,11 +192,9 @@ class Bitrix24Writer:
             chunk = tasks[first: first + MAX_BATCH]
             commands = []
             for task in chunk:
-                note = task.note if f"[{task.marker}]" in task.note else \
-                    f"{task.note}\n\n[{task.marker}]"
                 params: dict[str, Any] = {
                     "ownerTypeId": DEAL_OWNER_TYPE, "ownerId": task.deal_id,
-                    "title": task.subject, "description": note,
+                    "title": task.subject, "description": task.marked_note,
                     "deadline": datetime.combine(task.due, time(12, 0)).isoformat(),
                 }
                 if task.owner_id and task.owner_id.isdigit():

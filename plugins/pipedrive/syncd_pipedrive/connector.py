@@ -77,7 +77,7 @@ __all__ = ["PipedriveConnector"]
 log = logging.getLogger(__name__)
 
 
-class PipedriveConnector(PipedriveWriter, ClientConnector[PipedriveClient]):
+class PipedriveConnector(ClientConnector[PipedriveClient]):
     """One Pipedrive company account, for one tenant pass."""
 
     name: ClassVar[str] = "pipedrive"
@@ -103,6 +103,7 @@ class PipedriveConnector(PipedriveWriter, ClientConnector[PipedriveClient]):
         self.client = PipedriveClient(settings, sleep=sleep, clock=clock, session=session)
         self._now = now
         self._catalogs: dict[Entity, FieldCatalog] = {}
+        self.writer = PipedriveWriter(self.client, catalog=self.catalog)
         #: deal id -> (update_time, stage id) of deals read in this pass (for stage history).
         self._deals_seen: dict[str, tuple[datetime | None, str | None]] = {}
 

@@ -15,17 +15,20 @@ support.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from syncd.connector import FieldSpec, FieldWrite, TaskCreate, WriteResult
+from syncd.connector import (
+    FieldSpec,
+    FieldWrite,
+    TaskCreate,
+    Writer,
+    WriteResult,
+    is_item_failure,
+)
 from syncd.errors import (
     APIError,
-    AuthError,
     BadPayloadError,
-    BlockedError,
-    BudgetExhaustedError,
-    FatalAPIError,
 )
 from syncd.fieldcatalog import FieldInfo
 from syncd.records import Record
@@ -52,24 +55,13 @@ RECORD_PATHS = {"deal": "/api/v2/deals", "company": "/api/v2/organizations"}
 #: characters): a violation summary can be longer than a 255-character varchar.
 FIELD_TYPES = {"text": "text", "number": "double"}
 _NUMERIC_TYPES = frozenset({"double", "monetary"})
-#: Failures that concern one item only (the next item may well succeed).
-_ITEM_STATUSES = frozenset({400, 403, 404, 409, 410, 422})
+class PipedriveWriter(Writer):
+    """The write-back half of ``PipedriveConnector`` (it holds one): one PATCH per write."""
 
-
-def is_item_failure(error: APIError) -> bool:
-    """A rejection of this one write (bad value, record gone), not of the whole tenant."""
-    if isinstance(error, AuthError | BlockedError | BudgetExhaustedError):
-        return False
-    return isinstance(error, FatalAPIError) and error.status in _ITEM_STATUSES
-
-
-class PipedriveWriter:
-    """Mixin of the write-back methods of ``PipedriveConnector``."""
-
-    client: PipedriveClient
-
-    def catalog(self, entity: Entity) -> FieldCatalog:  # provided by the connector
-        raise NotImplementedError
+    def __init__(self, client: PipedriveClient, *,
+                 catalog: Callable[[Entity], FieldCatalog]) -> None:
+        self.client = client
+        self.catalog = catalog  # the connector's, read once per pass
 
     def ensure_fields(self, specs: Sequence[FieldSpec]) -> None:
         """Create the custom fields in ``specs`` that do not exist yet (matched by name)."""
@@ -132,13 +124,12 @@ class PipedriveWriter:
         """POST one task activity (re-sent only when the marker look-up proves it absent)."""
         if not task.deal_id.isdigit():
             return WriteResult(ok=False, error=f"{task.deal_id!r} is not a Pipedrive deal id")
-        note = task.note if f"[{task.marker}]" in task.note else f"{task.note}\n\n[{task.marker}]"
         body: dict[str, Any] = {
             "subject": task.subject,
             "type": task.task_type or "task",
             "deal_id": int(task.deal_id),
             "due_date": task.due.isoformat(),
-            "note": note,
+            "note": task.marked_note,
         }
         if task.owner_id and task.owner_id.isdigit():
             body["owner_id"] = int(task.owner_id)
