@@ -32,7 +32,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -196,21 +196,24 @@ class AmoCRMClient(PluginClient):
         """``{index in body: {id, request_id}}`` of the tasks that exist already."""
         # every body has a key (_read_back checked); one without could not be found anyway
         wanted = {i: key for i, b in enumerate(body) if (key := _task_key(b)) is not None}
-        leads = sorted({lead for lead, _ in wanted.values()}, key=int)
         found: dict[int, dict[str, Any]] = {}
-        for first in range(0, len(leads), FIND_CHUNK):
+        for item in self.tasks_of_leads(lead for lead, _ in wanted.values()):
+            text = str(item.get("text") or "")
+            for index, (lead, marker) in wanted.items():
+                if index not in found and marker in text and str(item.get("entity_id")) == lead:
+                    found[index] = {"id": item.get("id"),
+                                    "request_id": body[index].get("request_id")}
+        return found
+
+    def tasks_of_leads(self, leads: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """Every task of the leads ``leads`` (numeric ids), ``FIND_CHUNK`` leads a request."""
+        ordered = sorted(set(leads), key=int)
+        for first in range(0, len(ordered), FIND_CHUNK):
             params = {"filter[entity_type]": "leads",
-                      "filter[entity_id][]": leads[first: first + FIND_CHUNK],
+                      "filter[entity_id][]": ordered[first: first + FIND_CHUNK],
                       "order[id]": "asc"}
             for items in self.iter_pages(TASKS_PATH, "tasks", params):
-                for item in items:
-                    text = str(item.get("text") or "")
-                    for index, (lead, marker) in wanted.items():
-                        if index not in found and marker in text and \
-                                str(item.get("entity_id")) == lead:
-                            found[index] = {"id": item.get("id"),
-                                            "request_id": body[index].get("request_id")}
-        return found
+                yield from items
 
     def _find_fields(self, path: str, body: list[dict[str, Any]],
                      ) -> dict[int, dict[str, Any]]:

@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 FIELD_TYPES = {"text": "textarea", "number": "numeric"}
 _NUMERIC_TYPES = frozenset({"numeric", "price", "monetary"})
 REREAD_CHUNK = 250
-FIND_CHUNK = 50  # lead ids per task search
 FOLLOW_UP_TASK_TYPE = 1
 
 
@@ -210,18 +209,12 @@ class AmoCRMWriter(Writer):
         """``{marker: task id}`` of the tasks in ``tasks`` that already exist in amoCRM
         (their marker is in the task text); tasks of the same leads are read in bulk."""
         markers = {t.marker for t in tasks}
-        leads = sorted({t.deal_id for t in tasks if t.deal_id.isdigit()}, key=int)
         found: dict[str, str] = {}
-        for first in range(0, len(leads), FIND_CHUNK):
-            params = {"filter[entity_type]": "leads",
-                      "filter[entity_id][]": leads[first: first + FIND_CHUNK],
-                      "order[id]": "asc"}
-            for items in self.client.iter_pages("/api/v4/tasks", "tasks", params):
-                for item in items:
-                    text = str(item.get("text") or "")
-                    for marker in markers - found.keys():
-                        if f"[{marker}]" in text:  # bracketed: v1 is not v12
-                            found[marker] = str(item.get("id"))
+        for item in self.client.tasks_of_leads(t.deal_id for t in tasks if t.deal_id.isdigit()):
+            text = str(item.get("text") or "")
+            for marker in markers - found.keys():
+                if f"[{marker}]" in text:  # bracketed: v1 is not v12
+                    found[marker] = str(item.get("id"))
         return found
 
     def create_tasks(self, tasks: Sequence[TaskCreate]) -> list[WriteResult]:

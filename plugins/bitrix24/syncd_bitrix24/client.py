@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -312,27 +312,32 @@ class Bitrix24Client(PluginClient):
 
     def _find_todos(self, wanted: Mapping[str, tuple[str, str]]) -> dict[str, str]:
         """``command name -> activity id`` of the to-dos in ``wanted`` that exist."""
-        owners = list(dict.fromkeys(owner for owner, _ in wanted.values()))
         found: dict[str, str] = {}
+        for owner, row in self.todos_of_deals(owner for owner, _ in wanted.values()):
+            text = str(row.get("DESCRIPTION") or "")
+            for name, (wanted_owner, marker) in wanted.items():
+                if wanted_owner == owner and name not in found and marker in text:
+                    found[name] = str(row.get("ID"))
+        return found
+
+    def todos_of_deals(self, deals: Iterable[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """``(deal id, row)`` of every to-do of ``deals``: one ``crm.activity.list`` per
+        deal, 50 to a ``batch`` request."""
+        owners = list(dict.fromkeys(deals))
         for first in range(0, len(owners), MAX_BATCH):
             chunk = owners[first: first + MAX_BATCH]
             answer = self.batch([("crm.activity.list", {
                 "filter": {"OWNER_TYPE_ID": DEAL_OWNER_TYPE, "OWNER_ID": owner,
                            "PROVIDER_ID": "CRM_TODO"},
-                "select": ["ID", "DESCRIPTION"], "order": {"ID": "DESC"}, "start": -1})
-                for owner in chunk])
+                "select": ["ID", "SUBJECT", "DESCRIPTION"], "order": {"ID": "DESC"},
+                "start": -1}) for owner in chunk])
             for i, owner in enumerate(chunk):
                 rows = answer.results.get(f"c{i}")
                 if not isinstance(rows, list):
-                    message = (f"bitrix24: cannot tell whether to-dos of deal {owner} were"
-                               f" created: {answer.errors.get(f'c{i}', 'no rows')}")
+                    message = (f"bitrix24: listing the to-dos of deal {owner} failed:"
+                               f" {answer.errors.get(f'c{i}', 'no rows')}")
                     raise BadPayloadError(message)
-                for row in rows:
-                    text = str(row.get("DESCRIPTION") or "") if isinstance(row, dict) else ""
-                    for name, (wanted_owner, marker) in wanted.items():
-                        if wanted_owner == owner and name not in found and marker in text:
-                            found[name] = str(row.get("ID"))
-        return found
+                yield from ((owner, row) for row in rows if isinstance(row, Mapping))
 
     def _userfield_read_back(self, method: str, body: Mapping[str, Any],
                              ) -> Callable[[], Any] | None:

@@ -26,7 +26,7 @@ from syncd.connector import FieldSpec, FieldWrite, TaskCreate, Writer, WriteResu
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Company, Deal, Record
 from syncd.secrets import redact
-from syncd_bitrix24.client import MAX_BATCH, BatchResult
+from syncd_bitrix24.client import DEAL_OWNER_TYPE, MAX_BATCH, BatchResult
 from syncd_bitrix24.streams import (
     FieldCatalog,
     FieldInfo,
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 FIELD_TYPES = {"text": "string", "number": "double"}
 _NUMERIC = frozenset({"double", "integer", "money"})
 SELECT = ["*", "UF_*"]
-TODO_PROVIDER = "CRM_TODO"
-DEAL_OWNER_TYPE = 2
 
 
 def field_code(name: str) -> str:
@@ -162,26 +160,12 @@ class Bitrix24Writer(Writer):
     def find_tasks(self, tasks: Sequence[TaskCreate]) -> dict[str, str]:
         """``marker -> activity id`` for the tasks already created (one list per deal)."""
         found: dict[str, str] = {}
-        deals = list(dict.fromkeys(t.deal_id for t in tasks if t.deal_id.isdigit()))
         wanted = {t.marker for t in tasks}
-        for first in range(0, len(deals), MAX_BATCH):
-            chunk = deals[first: first + MAX_BATCH]
-            answer = self.client.batch([("crm.activity.list", {
-                "filter": {"OWNER_TYPE_ID": DEAL_OWNER_TYPE, "OWNER_ID": deal,
-                           "PROVIDER_ID": TODO_PROVIDER},
-                "select": ["ID", "SUBJECT", "DESCRIPTION"], "order": {"ID": "DESC"},
-                "start": -1}) for deal in chunk])
-            for i, deal in enumerate(chunk):
-                rows = answer.results.get(f"c{i}")
-                if not isinstance(rows, list):
-                    message = (f"bitrix24: listing the to-dos of deal {deal} failed:"
-                               f" {answer.errors.get(f'c{i}', 'no rows')}")
-                    raise BadPayloadError(message)
-                for row in rows:
-                    text = f"{row.get('DESCRIPTION') or ''}\n{row.get('SUBJECT') or ''}"
-                    for marker in wanted:
-                        if f"[{marker}]" in text and marker not in found:
-                            found[marker] = str(row.get("ID"))
+        for _, row in self.client.todos_of_deals(t.deal_id for t in tasks if t.deal_id.isdigit()):
+            text = f"{row.get('DESCRIPTION') or ''}\n{row.get('SUBJECT') or ''}"
+            for marker in wanted - found.keys():
+                if f"[{marker}]" in text:
+                    found[marker] = str(row.get("ID"))
         return found
 
     def create_tasks(self, tasks: Sequence[TaskCreate]) -> list[WriteResult]:
