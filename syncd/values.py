@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -79,6 +79,7 @@ __all__ = [
     "parse_id",
     "parse_number",
     "reading_record",
+    "required_id",
 ]
 
 T = TypeVar("T")
@@ -146,6 +147,19 @@ def _parse_id(value: Any, *, zero_is_none: bool, numeric: bool, keep_text: bool,
     if zero_is_none and _INTEGER.match(text) and int(text) == 0:
         return None
     return text
+
+
+def required_id(payload: Mapping[str, Any], key: str = "id", *,
+                read: Callable[[Any], str | None] = parse_id) -> str:
+    """The id a record cannot be without: ``payload[key]`` read by ``read`` (the source's id
+    reader, e.g. ``partial(parse_id, zero_is_none=True)``); none there is a ``ValueError``
+    naming the key. A plugin binds its own reader and key once:
+    ``required_id = partial(values.required_id, read=ident)``."""
+    value = read(payload.get(key))
+    if value is None:
+        message = f"missing {key}"
+        raise ValueError(message)
+    return value
 
 
 # --- yes/no ----------------------------------------------------------------------------------

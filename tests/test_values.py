@@ -11,9 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from syncd_bitrix24.streams import flag as bitrix24_flag
+from syncd_amocrm.streams import ident as amocrm_ident
+from syncd_amocrm.streams import required_id as amocrm_required_id
+from syncd_bitrix24.streams import ident as bitrix24_ident
+from syncd_bitrix24.streams import required_id as bitrix24_required_id
 from syncd_gsheets.values import flag as sheet_flag
-from syncd_pipedrive.streams import flag as pipedrive_flag
+from syncd_pipedrive.streams import ident as pipedrive_ident
+from syncd_pipedrive.streams import required_id as pipedrive_required_id
 
 from syncd import values
 from syncd.values import (
@@ -274,6 +278,52 @@ def test_an_id_reads_the_same_whatever_its_json_type(number, shape):
     assert values.parse_id(shape(number)) == str(number)
 
 
+# --- required ids: one reader, each plugin binds its id reader and key ------------------------
+_ID_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(10**12), 10**12),
+                       st.floats(allow_nan=True), st.text(max_size=8),
+                       st.dictionaries(st.sampled_from(["value", "id"]),
+                                       st.integers(0, 99), max_size=1))
+_PLUGIN_IDS = [(amocrm_required_id, amocrm_ident, "id"),
+               (bitrix24_required_id, bitrix24_ident, "ID"),
+               (pipedrive_required_id, pipedrive_ident, "id")]
+
+
+def _outcome(function: Any, *args: Any, **options: Any) -> str | type[BaseException]:
+    try:
+        return function(*args, **options)
+    except ValueError as problem:  # ValueProblem is a ValueError
+        return type(problem)
+
+
+@given(st.sampled_from(_PLUGIN_IDS), _ID_VALUES)
+def test_a_required_id_is_the_plugins_id_or_a_problem_naming_the_key(plugin: Any,
+                                                                     raw: Any) -> None:
+    """Bound to a plugin, the shared ``required_id`` reads exactly what the plugin's ``ident``
+    reads; where that is no id the record is an error that names the key."""
+    required, ident, key = plugin
+    read = _outcome(ident, raw)
+    if read is None:
+        with pytest.raises(ValueError, match=f"^missing {key}$"):
+            required({key: raw})
+    else:
+        assert _outcome(required, {key: raw}) == read
+        assert _outcome(values.required_id, {key: raw}, key, read=ident) == read
+
+
+@given(st.integers(min_value=1, max_value=10**18), st.text(min_size=1, max_size=12))
+def test_a_required_id_under_any_key(number: int, key: str) -> None:
+    assert values.required_id({key: number}, key) == str(number)
+    assert values.required_id({key: str(number)}, key) == str(number)
+    with pytest.raises(ValueError, match="missing"):
+        values.required_id({}, key)
+
+
+def test_a_bitrix24_history_row_names_its_deal_under_another_key() -> None:
+    assert bitrix24_required_id({"ID": "5", "OWNER_ID": "37"}, key="OWNER_ID") == "37"
+    with pytest.raises(ValueError, match=r"^missing OWNER_ID$"):
+        bitrix24_required_id({"ID": "5", "OWNER_ID": "0"}, key="OWNER_ID")
+
+
 # --- yes/no: one reader for every plugin ---------------------------------------------------
 def _padded(word: str) -> st.SearchStrategy[str]:
     return st.tuples(st.sampled_from(["", " ", "\t"]), st.booleans(),
@@ -307,9 +357,9 @@ def test_parse_flag_an_unknown_word_is_no_or_strictly_a_problem(text: str) -> No
 @given(st.one_of(st.none(), st.booleans(), st.integers(-2, 2),
                  st.sampled_from(sorted(TRUE_WORDS | FALSE_WORDS))))
 def test_every_plugin_reads_yes_no_alike(value: Any) -> None:
-    """Pipedrive's, Bitrix24's and the spreadsheets' yes/no are the shared reader."""
-    assert pipedrive_flag(value) == bitrix24_flag(value) == sheet_flag(value) \
-        == parse_flag(value)
+    """The spreadsheets' strict yes/no reads every known word as the shared reader does
+    (the CRM plugins call ``parse_flag`` itself: they keep no yes/no reader of their own)."""
+    assert sheet_flag(value) == parse_flag(value)
 
 
 @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1),

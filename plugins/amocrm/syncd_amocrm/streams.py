@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal, TypedDict
 
 from syncd.errors import BadPayloadError
@@ -50,6 +51,7 @@ from syncd.values import (
     parse_id,
     parse_number,
 )
+from syncd.values import required_id as _required_id
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +89,7 @@ def ident(value: Any) -> str | None:
     return parse_id(value, zero_is_none=True)
 
 
-def required_id(payload: Mapping[str, Any], key: str = "id") -> str:
-    value = ident(payload.get(key))
-    if value is None:
-        message = f"missing {key}"
-        raise ValueError(message)
-    return value
-
-
-def number(value: Any) -> float | None:
-    """Numbers arrive as numbers or strings (the JSON type is not documented); read by
-    ``syncd.values.parse_number`` (one reader for every plugin)."""
-    return parse_number(value)
+required_id = partial(_required_id, read=ident)
 
 
 def _embedded_ids(payload: Mapping[str, Any], key: str) -> list[str]:
@@ -187,7 +178,7 @@ def resolve_values(kind: str, values: Any, name: str = "") -> Any:
         return [str(v) for v in plain]
     first = plain[0]
     if kind in _NUMERIC:
-        return field_value(number, first, name or kind)
+        return field_value(parse_number, first, name or kind)
     if kind == "checkbox":
         return first in (True, 1, "1", "true", "Y")
     if kind in _DATES:  # Unix seconds (as the docs say) or a date text
@@ -239,7 +230,7 @@ def normalize_lead(payload: Mapping[str, Any], catalog: FieldCatalog | None,
         owner_id=ident(payload.get("responsible_user_id")),
         company_id=companies[0] if companies else None,
         contact_ids=_embedded_ids(payload, "contacts"),
-        value=number(payload.get("price")) or 0.0,
+        value=parse_number(payload.get("price")) or 0.0,
         created_at=from_unix(payload.get("created_at")),
         updated_at=from_unix(payload.get("updated_at")),
         won_at=closed if status == "won" else None,
@@ -381,7 +372,7 @@ def pipelines_and_stages(items: Sequence[Any]) -> tuple[list[Pipeline], list[Sta
                 raise ValueError(message)
             stages.append(Stage(external_id=key, pipeline_id=pipeline_id,
                                 name=str(status.get("name") or ""),
-                                order=int(number(status.get("sort")) or 0), raw=dict(status)))
+                                order=int(parse_number(status.get("sort")) or 0), raw=dict(status)))
     return pipelines, stages
 
 

@@ -44,6 +44,7 @@ from syncd.values import (
     parse_id,
     parse_number,
 )
+from syncd.values import required_id as _required_id
 from syncd_bitrix24.client import MAX_BATCH, BatchResult, Bitrix24Client
 
 log = logging.getLogger(__name__)
@@ -92,23 +93,7 @@ def ident(value: Any) -> str | None:
     return parse_id(value, zero_is_none=True, numeric=True)
 
 
-def required_id(payload: Mapping[str, Any], key: str = "ID") -> str:
-    value = ident(payload.get(key))
-    if value is None:
-        message = f"missing {key}"
-        raise ValueError(message)
-    return value
-
-
-def number(value: Any) -> float | None:
-    """``"19999.99"`` / ``"100|EUR"`` (money UF) / numbers -> float; ``""`` -> None.
-    Read by ``syncd.values.parse_number`` (one reader for every plugin)."""
-    return parse_number(value)
-
-
-def flag(value: Any) -> bool:
-    """``"Y"``/``"N"``, ``"1"``/``"0"``, booleans (``syncd.values.parse_flag``)."""
-    return parse_flag(value)
+required_id = partial(_required_id, key="ID", read=ident)
 
 
 # --- fields --------------------------------------------------------------------------------
@@ -167,7 +152,7 @@ def field_info(key: str, spec: Mapping[str, Any]) -> FieldInfo:
         if isinstance(item, Mapping) and item.get("ID") is not None:
             options[str(item["ID"])] = str(item.get("VALUE", ""))
     return FieldInfo(key=key, name=str(label), type=str(spec.get("type") or "string"),
-                     custom=custom, multiple=flag(spec.get("isMultiple")), options=options,
+                     custom=custom, multiple=parse_flag(spec.get("isMultiple")), options=options,
                      raw=dict(spec))
 
 
@@ -182,12 +167,12 @@ def resolve_value(info: FieldInfo, value: Any) -> Any:
     if kind == "enumeration":
         return info.options.get(str(value), str(value))
     if kind in {"double", "money"}:
-        return field_value(number, value, info.name)
+        return field_value(parse_number, value, info.name)
     if kind == "integer":
-        parsed = field_value(number, value, info.name)
+        parsed = field_value(parse_number, value, info.name)
         return None if parsed is None else int(parsed)
     if kind == "boolean":
-        return flag(value)
+        return parse_flag(value)
     if kind == "datetime":
         moment = field_value(parse_time, value, info.name)
         return moment.isoformat() if moment else None
@@ -247,7 +232,7 @@ def normalize_deal(payload: Mapping[str, Any], catalog: FieldCatalog | None,
         owner_id=ident(payload.get("ASSIGNED_BY_ID")),
         company_id=ident(payload.get("COMPANY_ID")),
         contact_ids=[contact] if contact else [],
-        value=number(payload.get("OPPORTUNITY")) or 0.0,
+        value=parse_number(payload.get("OPPORTUNITY")) or 0.0,
         currency=payload.get("CURRENCY_ID") or None,
         created_at=parse_time(payload.get("DATE_CREATE")),
         updated_at=parse_time(payload.get("DATE_MODIFY")),
@@ -330,7 +315,7 @@ def normalize_activity(payload: Mapping[str, Any], catalog: FieldCatalog | None 
                        ) -> Activity:
     owner_type = OWNER_TYPES.get(str(payload.get("OWNER_TYPE_ID") or ""))
     owner = ident(payload.get("OWNER_ID"))
-    done = flag(payload.get("COMPLETED"))
+    done = parse_flag(payload.get("COMPLETED"))
     due = parse_time(payload.get("DEADLINE")) or parse_time(payload.get("START_TIME"))
     updated = parse_time(payload.get("LAST_UPDATED"))
     return Activity(
@@ -358,7 +343,7 @@ def normalize_user(payload: Mapping[str, Any], manager_id: str | None) -> User:
         external_id=required_id(payload),
         name=_person_name(payload) or str(payload.get("EMAIL") or payload.get("ID")),
         email=payload.get("EMAIL") or None,
-        active=flag(active) if not isinstance(active, bool) else active,
+        active=parse_flag(active) if not isinstance(active, bool) else active,
         raw=dict(payload),
         manager_id=manager_id,
     )
@@ -416,7 +401,7 @@ def normalize_stage(payload: Mapping[str, Any], category: str) -> Stage:
     semantic = stage_semantics(payload)
     return Stage(external_id=status_id, pipeline_id=category,
                  name=str(payload.get("NAME") or status_id),
-                 order=int(number(payload.get("SORT")) or 0),
+                 order=int(parse_number(payload.get("SORT")) or 0),
                  raw={**payload, "syncd_semantics": semantic})
 
 
@@ -438,7 +423,7 @@ def stage_change(row: Mapping[str, Any], previous: str | None) -> StageChange:
     if at is None or not to_stage:
         message = "history row without CREATED_TIME or STAGE_ID"
         raise ValueError(message)
-    return StageChange(external_id=required_id(row), deal_id=required_id(row, "OWNER_ID"),
+    return StageChange(external_id=required_id(row), deal_id=required_id(row, key="OWNER_ID"),
                        from_stage_id=previous, to_stage_id=to_stage, at=at, raw=dict(row))
 
 

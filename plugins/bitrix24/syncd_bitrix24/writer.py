@@ -26,13 +26,13 @@ from syncd.connector import FieldSpec, FieldWrite, TaskCreate, Writer, WriteResu
 from syncd.errors import BadPayloadError, FatalAPIError
 from syncd.records import Company, Deal, Record
 from syncd.secrets import redact
+from syncd.values import parse_number
 from syncd_bitrix24.client import DEAL_OWNER_TYPE, MAX_BATCH, BatchResult
 from syncd_bitrix24.streams import (
     FieldCatalog,
     FieldInfo,
     normalize_company,
     normalize_many,
-    number,
 )
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ def _same(info: FieldInfo, stored: Any, written: Any) -> bool:
     """Whether the value read back is the value written (numbers compared as numbers)."""
     if info.type in _NUMERIC:
         try:
-            a, b = number(stored), number(written)
+            a, b = parse_number(stored), parse_number(written)
         except (TypeError, ValueError):
             return False
         if a is None or b is None:

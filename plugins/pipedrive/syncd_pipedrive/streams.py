@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from functools import partial
 from typing import Any, Literal, TypeGuard, TypeVar
 
 from syncd.errors import BadPayloadError
@@ -41,6 +42,7 @@ from syncd.values import (
     parse_id,
     parse_number,
 )
+from syncd.values import required_id as _required_id
 
 log = logging.getLogger(__name__)
 
@@ -86,23 +88,7 @@ def ident(value: Any) -> str | None:
     return parse_id(value)
 
 
-def required_id(payload: Mapping[str, Any], key: str = "id") -> str:
-    value = ident(payload.get(key))
-    if value is None:
-        message = f"missing {key}"
-        raise ValueError(message)
-    return value
-
-
-def number(value: Any) -> float | None:
-    """A number that may arrive as a string (v1, custom fields); '' and None are None.
-    Read by ``syncd.values.parse_number`` (one reader for every plugin)."""
-    return parse_number(value)
-
-
-def flag(value: Any) -> bool:
-    """v2 booleans, v1 ``0/1`` and ``"0"/"1"`` (``syncd.values.parse_flag``)."""
-    return parse_flag(value)
+required_id = partial(_required_id, read=ident)
 
 
 # --- custom fields --------------------------------------------------------------------------
@@ -169,9 +155,9 @@ def resolve_value(info: FieldInfo, value: Any) -> Any:
         return [info.options.get(str(i).strip(), str(i).strip()) for i in items]
     if kind == "monetary":
         inner = value.get("value") if isinstance(value, dict) else value
-        return field_value(number, inner, info.name)
+        return field_value(parse_number, inner, info.name)
     if kind == "double":
-        return field_value(number, value, info.name)
+        return field_value(parse_number, value, info.name)
     if kind == "date":
         return _iso(field_value(parse_date, value, info.name))
     if kind in {"user", "org", "people"}:
@@ -213,13 +199,13 @@ DEAL_STATUS_VALUES = frozenset({"open", "won", "lost", "deleted"})
 
 def normalize_deal(payload: Mapping[str, Any], catalog: FieldCatalog | None) -> Deal:
     status = payload.get("status")
-    if flag(payload.get("is_deleted")):
+    if parse_flag(payload.get("is_deleted")):
         status = "deleted"
     if status not in DEAL_STATUS_VALUES:
         message = f"unknown deal status {status!r}"
         raise ValueError(message)
     person = ident(payload.get("person_id"))
-    value = number(payload.get("value"))
+    value = parse_number(payload.get("value"))
     return Deal(
         external_id=required_id(payload),
         title=str(payload.get("title") or ""),
@@ -249,7 +235,7 @@ def normalize_company(payload: Mapping[str, Any], catalog: FieldCatalog | None) 
         owner_id=ident(payload.get("owner_id")),
         created_at=parse_time(payload.get("add_time")),
         updated_at=parse_time(payload.get("update_time")),
-        deleted=flag(payload.get("is_deleted")),
+        deleted=parse_flag(payload.get("is_deleted")),
         fields=_fields(payload, catalog, COMPANY_EXTRAS),
         raw=dict(payload),
     )
@@ -263,7 +249,7 @@ def normalize_contact(payload: Mapping[str, Any], catalog: FieldCatalog | None) 
         owner_id=ident(payload.get("owner_id")),
         created_at=parse_time(payload.get("add_time")),
         updated_at=parse_time(payload.get("update_time")),
-        deleted=flag(payload.get("is_deleted")),
+        deleted=parse_flag(payload.get("is_deleted")),
         fields=_fields(payload, catalog, CONTACT_EXTRAS),
         raw=dict(payload),
     )
@@ -295,7 +281,7 @@ def normalize_activity(payload: Mapping[str, Any], catalog: FieldCatalog | None 
         message = f"activity without a type: {kind!r}"
         raise ValueError(message)
     due = parse_date(payload.get("due_date"))
-    done = flag(payload.get("done"))
+    done = parse_flag(payload.get("done"))
     return Activity(
         external_id=required_id(payload),
         type=kind,
@@ -310,7 +296,7 @@ def normalize_activity(payload: Mapping[str, Any], catalog: FieldCatalog | None 
         owner_id=ident(payload.get("owner_id", payload.get("user_id"))),
         created_at=parse_time(payload.get("add_time")),
         updated_at=parse_time(payload.get("update_time")),
-        deleted=flag(payload.get("is_deleted")),
+        deleted=parse_flag(payload.get("is_deleted")),
         note=str(payload.get("note") or ""),
         raw=dict(payload),
     )
@@ -321,7 +307,7 @@ def normalize_user(payload: Mapping[str, Any], catalog: FieldCatalog | None = No
         external_id=required_id(payload),
         name=str(payload.get("name") or ""),
         email=payload.get("email") or None,
-        active=flag(payload.get("active_flag", True)),
+        active=parse_flag(payload.get("active_flag", True)),
         raw=dict(payload),
     )
 
@@ -341,7 +327,7 @@ def normalize_stage(payload: Mapping[str, Any], catalog: FieldCatalog | None = N
         external_id=required_id(payload),
         pipeline_id=pipeline,
         name=str(payload.get("name") or ""),
-        order=int(number(payload.get("order_nr")) or 0),
+        order=int(parse_number(payload.get("order_nr")) or 0),
         raw=dict(payload),
     )
 
@@ -353,7 +339,7 @@ def normalize_activity_type(payload: Mapping[str, Any], catalog: FieldCatalog | 
         message = "activity type without key_string"
         raise ValueError(message)
     return ActivityType(key=str(key), name=str(payload.get("name") or key),
-                        active=flag(payload.get("active_flag", True)))
+                        active=parse_flag(payload.get("active_flag", True)))
 
 
 Normalizer = Callable[[Mapping[str, Any], FieldCatalog | None], Record]
