@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import requests
 
 from syncd.badrecords import reject
+from syncd.clientconnector import ClientConnector
 from syncd.connector import (
     STANDARD_STREAMS,
     ConnectionSettings,
@@ -39,12 +40,18 @@ from syncd.streams import Read, Stream, StreamConnector
 from syncd_gsheets.auth import READONLY_SCOPES
 from syncd_gsheets.client import SheetsClient, a1
 from syncd_gsheets.files import read_path
-from syncd_gsheets.settings import GSheetsSettings, SpreadsheetSettings, TabularSettings
+from syncd_gsheets.settings import (
+    COLUMNS,
+    GSheetsSettings,
+    SpreadsheetSettings,
+    TabularSettings,
+)
 from syncd_gsheets.tabular import (
     FIELD_ENTITY,
     Grid,
     RowProblem,
     TabularData,
+    find_tab,
     read_tables,
     tab_titles,
 )
@@ -77,8 +84,6 @@ class TabularConnector(StreamConnector):
     def __init__(self, settings: TabularSettings, *, tenant: str) -> None:
         super().__init__(settings, tenant=tenant)
         self._data: TabularData | None = None
-        self._requests = 0
-        self._on_request: Callable[[int], None] = lambda n: None
         self.problems: list[str] = []
 
     def load_grids(self) -> Mapping[str, Grid]:
@@ -100,20 +105,10 @@ class TabularConnector(StreamConnector):
         """Every stream is served from the one read of all tabs (``data``)."""
         return [Stream(name, partial(self._read, name)) for name in self.streams]
 
-    def requests_made(self) -> int:
-        return self._requests
-
-    def on_requests(self, callback: Callable[[int], None]) -> None:
-        self._on_request = callback
-
     def _read(self, stream: str, read: Read) -> Iterator[Page]:
-        before = self._requests
         data = self.data()
         records = data.stream(stream)
-        if self._requests > before:
-            self._on_request(self._requests - before)
-        entity = _ENTITY_OF.get(stream)
-        title = self.settings.tab_title(entity) if entity else None
+        title = self.settings.tab_title(stream) if stream in COLUMNS else None
         key = title.strip().casefold() if title else None
         problems = capped([p.text for p in data.problems
                            if p.tab.strip().casefold() == key
@@ -160,11 +155,6 @@ def _quarantine(stream: str, problem: RowProblem) -> bool:
     return reject(stream, payload, problem.text, external_id=problem.ident)
 
 
-#: Which tab a stream's row problems belong to.
-_ENTITY_OF = {"deals": "deals", "companies": "companies", "contacts": "contacts",
-              "activities": "activities", "stage_history": "stage_history", "users": "users"}
-
-
 #: Streams whose rows removed from the sheet are marked deleted in the store.
 DELETABLE = frozenset({"companies", "contacts", "deals", "activities", "stage_history"})
 _CURSOR_PREFIX = "ids1:"
@@ -195,14 +185,13 @@ def removed_rows(stream: str, records: Sequence[Any], data: TabularData,
     The cursor holds the ids the tab had. Conservative by design: a tab that is missing
     deletes nothing (cursor unchanged); a skipped row's id counts as present; a skipped
     row without a readable id (or a full pass, which has no cursor) deletes nothing."""
-    entity = _ENTITY_OF[stream]
-    if entity not in data.tabs_read:
+    if stream not in data.tabs_read:
         return (), None
-    present = {r.external_id for r in records} | data.skipped_ids.get(entity, set())
+    present = {r.external_id for r in records} | data.skipped_ids.get(stream, set())
     previous = decode_ids(cursor)
     if previous is None:
         return (), encode_ids(present)
-    if entity in data.unknown_skips:
+    if stream in data.unknown_skips:
         return (), encode_ids(present | previous)
     return tuple(sorted(previous - present)), encode_ids(present)
 
@@ -214,8 +203,9 @@ def _field_names(data: TabularData) -> dict[str, list[str]]:
     return names
 
 
-class GSheetsConnector(TabularConnector):
-    """A Google spreadsheet as a client's CRM (read with a service account)."""
+class GSheetsConnector(ClientConnector[SheetsClient], TabularConnector):
+    """A Google spreadsheet as a client's CRM (read with a service account); the core's
+    ``ClientConnector`` counts its requests and closes its client."""
 
     name: ClassVar[str] = "gsheets"
     settings_model: ClassVar[type[GSheetsSettings]] = GSheetsSettings
@@ -240,14 +230,10 @@ class GSheetsConnector(TabularConnector):
             sleep=sleep, clock=clock, session=session)
 
     def load_grids(self) -> Mapping[str, Grid]:
-        before = self.client.requests_made
         existing = self.client.sheet_titles()
-        folded = {t.strip().casefold(): t for t in reversed(list(existing))}
-        wanted = [t if t in existing else folded[t.strip().casefold()]
-                  for t in dict.fromkeys(tab_titles(self.settings))
-                  if t in existing or t.strip().casefold() in folded]
+        found = (find_tab(t, existing) for t in dict.fromkeys(tab_titles(self.settings)))
+        wanted = [t for t in found if t is not None]
         grids = dict(zip(wanted, self.client.batch_get([a1(t) for t in wanted]), strict=True))
-        self._requests += self.client.requests_made - before
         if not grids:
             known = ", ".join(repr(t) for t in existing) or "none"
             message = (f"spreadsheet {self.settings.spreadsheet_id} has none of the mapped tabs "
@@ -259,9 +245,6 @@ class GSheetsConnector(TabularConnector):
         """The Sheets quota is per service account: one budget for every process."""
         return [(self.client.limiter, budget_key("gsheets", self.client.account.email))]
 
-    def close(self) -> None:
-        self.client.close()
-
 
 class SpreadsheetConnector(TabularConnector):
     """A local CSV/XLSX export of a client's CRM: audited with no credentials at all."""
@@ -269,6 +252,9 @@ class SpreadsheetConnector(TabularConnector):
     name: ClassVar[str] = "spreadsheet"
     settings_model: ClassVar[type[SpreadsheetSettings]] = SpreadsheetSettings
     settings: SpreadsheetSettings
+
+    def requests_made(self) -> int:
+        return 0  # a local file
 
     def offline_fields(self) -> dict[str, list[str]]:
         """``entity -> custom-field names`` (header texts) of every tab in the export, for

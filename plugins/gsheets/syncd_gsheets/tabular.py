@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from functools import partial
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -236,11 +237,10 @@ class TabularReader:
         """``grids``: tab title -> rows. Tabs not present are skipped (only deals is
         required)."""
         tabs: dict[str, Tab] = {}
-        folded = {t.strip().casefold(): t for t in reversed(list(grids))}
         for entity in COLUMNS:
             title = self.settings.tab_title(entity)
-            found = title if title in grids else folded.get(title.strip().casefold())
-            if found is not None:  # "Deals" also finds deals.csv or a tab named "deals "
+            found = find_tab(title, grids)
+            if found is not None:
                 tabs[entity] = split_tab(found, grids[found], entity, self.settings)
             elif entity == "deals":
                 known = ", ".join(repr(t) for t in grids) or "none"
@@ -325,10 +325,7 @@ class TabularReader:
         return value
 
     def _at(self, row: Row, key: str) -> datetime | None:
-        try:
-            return cell.moment(row.get(key), self.tz)
-        except ValueError as exc:
-            raise ValueError(Text("{key}: {problem}", key=key, problem=_said(exc))) from None
+        return _named(key, partial(cell.moment, tz=self.tz), row.get(key))
 
     def _fields(self, tab: Tab, row: Row, entity: str) -> dict[str, Any]:
         """Custom columns by header. Values of ``date_fields``/``number_fields`` columns are
@@ -475,13 +472,9 @@ class TabularReader:
         due_value = row.get("due")
         due_at, due_date = None, None
         if not cell.blank(due_value):
-            try:
-                due_date = cell.day(due_value)
-                if _has_time(due_value):
-                    due_at = cell.moment(due_value, self.tz)
-            except ValueError as exc:
-                raise ValueError(Text("{key}: {problem}", key="due", problem=_said(exc))
-                                 ) from None
+            due_date = _named("due", cell.day, due_value)
+            if _has_time(due_value):
+                due_at = self._at(row, "due")
         done = False if cell.blank(row.get("done")) else _named("done", cell.flag, row.get("done"))
         done_at = self._at(row, "done_at")
         if done and done_at is None and due_date is not None:
@@ -554,6 +547,16 @@ def _raw(row: Row) -> dict[str, Any]:
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def find_tab(title: str, titles: Iterable[str]) -> str | None:
+    """The tab ``title`` names: itself, or the first one equal to it but for case and outer
+    blanks ("Deals" also finds deals.csv's tab "deals" or a tab named "deals ")."""
+    titles = list(titles)
+    if title in titles:
+        return title
+    key = title.strip().casefold()
+    return next((t for t in titles if t.strip().casefold() == key), None)
 
 
 def read_tables(grids: Mapping[str, Grid], settings: TabularSettings) -> TabularData:
