@@ -22,6 +22,7 @@ from the sheet. The tabs hold no pass timestamps for the same reason; the Summar
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,23 +95,18 @@ class SheetsReportSink:
     """Publishes one tenant's report to one spreadsheet."""
 
     def __init__(self, options: ReportSinkOptions, *, language: str = "en",
-                 sleep: Callable[[float], None] | None = None,
-                 clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  session: requests.Session | None = None,
                  limiter: RateLimiter | None = None) -> None:
-        extra: dict[str, Any] = {}
-        if sleep is not None:
-            extra["sleep"] = sleep
-        if clock is not None:
-            extra["clock"] = clock
         self.options = options
         self.language = options.language or language
         self.client = SheetsClient(
             base_url=options.base_url, spreadsheet_id=options.spreadsheet_id,
             credentials=options.credentials, requests_per_minute=options.requests_per_minute,
             timeout=options.timeout_seconds, where="reports.gsheets.credentials",
-            session=session, limiter=limiter, **extra)
+            session=session, limiter=limiter, sleep=sleep, clock=clock)
         self._now = now
 
     def publish(self, report: Mapping[str, Any]) -> PublishResult:

@@ -7,29 +7,27 @@ reader here accepts all three, so the same tab mapping audits a live sheet and i
 
 Why serial numbers: a formatted date depends on the spreadsheet's locale ("03/04/2026" is
 March or April), a serial number does not (days since 1899-12-30, fraction = time of day).
+
+Numbers, dates and date-times are the shared readers under the names the tab reader uses:
+``number`` is ``syncd.values.parse_number`` (text in any locale, ``1 234,50``,
+``1,234.50``, ``106 000,00 ₽``: that module documents the rules), ``day`` is
+``parse_date`` (the time of day, if any, is dropped) and ``moment(value, tz)`` is
+``parse_datetime``: aware UTC, naive values in ``tz`` (a sheet's serials carry no timezone:
+the tenant's connection says which one).
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime
 from typing import Any
 
-from syncd.values import (
-    SERIAL_EPOCH,
-    from_serial,
-    parse_date,
-    parse_datetime,
-    parse_flag,
-    parse_id,
-    parse_number,
-)
+from syncd.values import SERIAL_EPOCH, blank, from_serial, parse_flag, parse_id
+from syncd.values import parse_date as day
+from syncd.values import parse_datetime as moment
+from syncd.values import parse_number as number
 
 __all__ = ["SERIAL_EPOCH", "blank", "day", "flag", "from_serial", "ident", "moment", "number",
            "plain", "text"]
-
-
-def blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def text(value: Any) -> str:
@@ -50,26 +48,9 @@ def ident(value: Any) -> str | None:
     return parse_id(value, keep_text=True)
 
 
-def number(value: Any) -> float | None:
-    """A number cell; text in any locale (``1 234,50``, ``1,234.50``, ``106 000,00 ₽``) is
-    read by the shared reader (``syncd.values.parse_number``, which documents the rules)."""
-    return parse_number(value)
-
-
 def flag(value: Any) -> bool:
     """A yes/no cell, strictly (``syncd.values.parse_flag``): an unknown word is a problem."""
     return parse_flag(value, strict=True)
-
-
-def moment(value: Any, tz: tzinfo) -> datetime | None:
-    """A date or date-time cell as an aware UTC datetime; naive values are in ``tz``
-    (a sheet's serials carry no timezone: the tenant's connection says which one)."""
-    return parse_datetime(value, tz)
-
-
-def day(value: Any) -> date | None:
-    """A date cell as a calendar date (the time of day, if any, is dropped)."""
-    return parse_date(value)
 
 
 def plain(value: Any) -> Any:
