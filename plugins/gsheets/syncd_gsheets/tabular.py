@@ -404,15 +404,12 @@ class TabularReader:
         deleted = row.get("deleted")
         return Contact(
             external_id=self._id(row), name=cell.text(row.get("name")),
-            company_id=self._companies_ref(row.get("company")),
+            company_id=self._companies.resolve(row.get("company")),
             owner_id=self._owner(row.get("owner")),
             created_at=self._at(row, "created_at"), updated_at=self._at(row, "updated_at"),
             deleted=False if cell.blank(deleted) else cell.flag(deleted),
             fields=self._fields(tab, row, "contacts"), raw=_raw(row),
         )
-
-    def _companies_ref(self, value: Any) -> str | None:
-        return self._companies.resolve(value)
 
     def _stage_outcome(self, row: Row) -> Literal["won", "lost"] | None:
         """won/lost when the status cell is empty and the stage cell is an outcome
@@ -455,7 +452,7 @@ class TabularReader:
             external_id=ident, title=cell.text(row.get("title")), status=status,
             pipeline_id=pipeline, stage_id=self._stage_id(pipeline, stage) if stage else None,
             owner_id=self._owner(row.get("owner")),
-            company_id=self._companies_ref(row.get("company")),
+            company_id=self._companies.resolve(row.get("company")),
             contact_ids=[contact] if contact else [],
             value=value or 0.0, currency=cell.text(row.get("currency")) or None,
             created_at=self._at(row, "created_at"), updated_at=self._at(row, "updated_at"),
@@ -480,7 +477,7 @@ class TabularReader:
         if done and done_at is None and due_date is not None:
             done_at = due_at or cell.moment(due_date, self.tz)
         deal = cell.ident(row.get("deal"))
-        company = self._companies_ref(row.get("company"))
+        company = self._companies.resolve(row.get("company"))
         if company is None and deal is not None:
             company = self._deal_company.get(deal)
         deleted = row.get("deleted")
