@@ -17,6 +17,7 @@ Read from the store only (what the first pass pulled); nothing is written.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -83,43 +84,59 @@ def _months(first: datetime | None, last: datetime | None) -> int:
     return max(0, (last.year - first.year) * 12 + last.month - first.month)
 
 
-def _coverage(session: Session, tenant_id: int, deals: list[Any]) -> dict[str, Any]:
-    with_activity = set(session.scalars(select(ActivityRow.deal_external_id).where(
-        ActivityRow.tenant_id == tenant_id, ActivityRow.deleted.is_(False),
-        ActivityRow.deal_external_id.is_not(None)).distinct()))
-    created = [d.created_at for d in deals if d.created_at is not None]
-    filled: Counter[str] = Counter()
-    for deal in deals:
-        filled.update(k for k, v in (deal.fields or {}).items() if v not in (None, "", [], {}))
+class _DealTally:
+    """What the summary says of the deals, counted a chunk at a time (never all deals in
+    memory): statuses, the first and last creation, fields ever filled, deals with an
+    activity, and deals in CRM stages or with loss reasons the mapping does not know."""
+
+    def __init__(self, tenant: Tenant, mapper: TenantMapper, with_activity: set[str]) -> None:
+        self.tenant, self.mapper, self.with_activity = tenant, mapper, with_activity
+        self.deals = 0
+        self.active = 0
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.statuses: Counter[str] = Counter()
+        self.filled: Counter[str] = Counter()
+        self.stages: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, deals: Iterable[Any]) -> None:
+        mapping, mapper = self.tenant.config.mapping, self.mapper
+        for deal in deals:
+            self.deals += 1
+            self.statuses[deal.status] += 1
+            self.active += deal.external_id in self.with_activity
+            if deal.created_at is not None:
+                self.first = min(filter(None, (self.first, deal.created_at)))
+                self.last = max(filter(None, (self.last, deal.created_at)))
+            self.filled.update(k for k, v in (deal.fields or {}).items()
+                               if v not in (None, "", [], {}))
+            names = mapper.stage_names.get(deal.stage_id or "")
+            if names is not None and names[1] not in mapping.stages.get(names[0], {}):
+                self.stages[f"{names[0]} / {names[1]}"] += 1
+            reason = (deal.lost_reason or "").strip()
+            if (deal.status == "lost" and reason and mapper.loss_reason_key(reason) is None
+                    and not mapper.ignored(deal)):
+                self.reasons[reason] += 1
+
+
+def _coverage(session: Session, tenant_id: int, tally: _DealTally) -> dict[str, Any]:
     names = session.scalars(select(FieldDefRow.name).where(
         FieldDefRow.tenant_id == tenant_id, FieldDefRow.entity == "deal",
         FieldDefRow.deleted.is_(False)))
-    statuses = Counter(d.status for d in deals)
-    share = len([d for d in deals if d.external_id in with_activity]) / len(deals) if deals \
-        else 0.0
+    share = tally.active / tally.deals if tally.deals else 0.0
     return {
-        "deals": len(deals), "open": statuses["open"], "won": statuses["won"],
-        "lost": statuses["lost"],
-        "first_deal_at": min(created).isoformat() if created else None,
-        "history_months": _months(min(created, default=None), max(created, default=None)),
+        "deals": tally.deals, "open": tally.statuses["open"], "won": tally.statuses["won"],
+        "lost": tally.statuses["lost"],
+        "first_deal_at": tally.first.isoformat() if tally.first else None,
+        "history_months": _months(tally.first, tally.last),
         "share_with_activities": round(share, 3),
-        "fields_never_filled": sorted(n for n in set(names) if not filled[n]),
+        "fields_never_filled": sorted(n for n in set(names) if not tally.filled[n]),
     }
 
 
-def _gaps(tenant: Tenant, mapper: TenantMapper, deals: list[Any],
+def _gaps(tenant: Tenant, mapper: TenantMapper, tally: _DealTally,
           activity_types: Counter[str]) -> dict[str, Any]:
-    mapping = tenant.config.mapping
-    stages: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    for deal in deals:
-        names = mapper.stage_names.get(deal.stage_id or "")
-        if names is not None and names[1] not in mapping.stages.get(names[0], {}):
-            stages[f"{names[0]} / {names[1]}"] += 1
-        reason = (deal.lost_reason or "").strip()
-        if (deal.status == "lost" and reason and mapper.loss_reason_key(reason) is None
-                and not mapper.ignored(deal)):
-            reasons[reason] += 1
     known = set(book_kinds(tenant.book))
     kinds = Counter({t: n for t, n in activity_types.items() if mapper.kind(t) not in known})
     todos = file_todos(tenant.file)
@@ -127,14 +144,16 @@ def _gaps(tenant: Tenant, mapper: TenantMapper, deals: list[Any],
     def listed(counter: Counter[str]) -> list[dict[str, Any]]:
         return [{"name": name, "count": n} for name, n in counter.most_common()]
 
-    return {"stages": listed(stages), "loss_reasons": listed(reasons),
+    return {"stages": listed(tally.stages), "loss_reasons": listed(tally.reasons),
             "activity_types": listed(kinds),
             "todos": [{"key": t.key, "text": t.problem} for t in todos]}
 
 
 def _findings(report: dict[str, Any], language: str) -> list[str]:
     t = translator(language, DOMAIN)
-    rules = Counter(v["rule"] for v in report.get("violations") or [])
+    counted = report.get("violations_by_rule")
+    rules = Counter(counted if counted is not None
+                    else (v["rule"] for v in report.get("violations") or []))
     return [t.ngettext(*FINDINGS.get(rule, OTHER_FINDING), n).format(
                 n=n, rule=rule_title(rule, language))
             for rule, n in rules.most_common(TOP_FINDINGS)]
@@ -147,9 +166,14 @@ def onboarding_summary(db: store.Database, tenant: Tenant,
     language = report.get("language") or tenant.config.language
     with db.session() as session:
         tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
-        deals = [d for chunk in store.iter_deal_chunks(session, tenant_id) for d in chunk]
         mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
-        coverage = _coverage(session, tenant_id, deals)
+        with_activity = set(session.scalars(select(ActivityRow.deal_external_id).where(
+            ActivityRow.tenant_id == tenant_id, ActivityRow.deleted.is_(False),
+            ActivityRow.deal_external_id.is_not(None)).distinct()))
+        tally = _DealTally(tenant, mapper, with_activity)
+        for chunk in store.iter_deal_chunks(session, tenant_id):
+            tally.add(chunk)
+        coverage = _coverage(session, tenant_id, tally)
         activity_types = Counter(dict(session.execute(
             select(ActivityRow.type, func.count()).where(
                 ActivityRow.tenant_id == tenant_id, ActivityRow.deleted.is_(False))
@@ -164,7 +188,7 @@ def onboarding_summary(db: store.Database, tenant: Tenant,
             tenant=tenant.key, deals=read,
             issues=t.ngettext("{n} issue found", "{n} issues found", issues).format(n=issues)),
         "coverage": coverage,
-        "gaps": _gaps(tenant, mapper, deals, activity_types),
+        "gaps": _gaps(tenant, mapper, tally, activity_types),
         "findings": findings or [t.gettext("No violations found in the data read.")],
     }
 
