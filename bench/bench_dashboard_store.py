@@ -1,5 +1,5 @@
-"""Benchmark: the dashboard's pages, ``syncd report`` and a digest over a big stored tenant,
-built the whole-report way (``build_report``: every violation in memory, as before) and the
+"""Benchmark: the dashboard's pages and the report JSON over a big stored tenant, built
+the whole-report way (``build_report``: every violation in memory, as before) and the
 live way (``syncd.report_live``: the two long lists read from the store as they are gone
 through; the deal list keeps only the page it shows).
 
