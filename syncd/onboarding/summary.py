@@ -89,7 +89,8 @@ class _DealTally:
     memory): statuses, the first and last creation, fields ever filled, deals with an
     activity, and deals in CRM stages or with loss reasons the mapping does not know."""
 
-    def __init__(self, tenant: Tenant, mapper: TenantMapper, with_activity: set[str]) -> None:
+    def __init__(self, tenant: Tenant, mapper: TenantMapper,
+                 with_activity: set[str | None]) -> None:
         self.tenant, self.mapper, self.with_activity = tenant, mapper, with_activity
         self.deals = 0
         self.active = 0
