@@ -7,7 +7,7 @@ from the store chunk by chunk when iterated (never held as a list), and the valu
 depend on them (``notes``) are computed while they are written. ``dump``/``write_report``
 write the same bytes ``json.dump(build_report(...), indent=2, ensure_ascii=False)`` writes
 (tests/test_report_stream.py compares them): the small sections with ``json.dumps``, each
-streamed row with ``json.dumps`` re-indented to its depth.
+streamed row with ``syncd.report_json.indented`` at its depth.
 
 Where the order comes from (docs/architecture.md, "The report"):
 
@@ -60,6 +60,7 @@ from syncd.report import (
     titles_of_rules,
     write_failures_section,
 )
+from syncd.report_json import indented
 from syncd.scoring.karma import COMPANY, KarmaLine, line_amount, line_weight
 from syncd.store import backlog
 from syncd.store.report_reads import (
@@ -332,9 +333,9 @@ def _streamed_client_karma(db: store.Database, tenant: Tenant, companies: list[A
 
 # -- writing ------------------------------------------------------------------------------------
 def _dumps(value: Any, depth: int) -> str:
-    """``value`` as ``json.dump(..., indent=2)`` writes it ``depth`` levels deep."""
-    text = json.dumps(value, ensure_ascii=False, indent=2)
-    return text.replace("\n", "\n" + "  " * depth) if depth else text
+    """``value`` as ``json.dump(..., indent=2)`` writes it ``depth`` levels deep (the same
+    text, built without the standard library's pure-Python indenting encoder)."""
+    return indented(value, "  " * depth)
 
 
 #: ``json.dump(..., ensure_ascii=False, indent=2)``'s encoder (its pieces never hold a raw
