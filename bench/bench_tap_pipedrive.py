@@ -109,6 +109,8 @@ def run_syncd(base_url: str, args: argparse.Namespace, work: Path,
     env = {**os.environ, "BENCH_PIPEDRIVE_TOKEN": DEMO_TOKEN}
     phases = work / "phases.json"
     profile = ["--profile", str(Path(args.profile).resolve())] if args.profile else []
+    if args.detail:
+        profile.append("--detail")
     started = time.monotonic()
     done = subprocess.run([sys.executable, str(PHASES_LAUNCHER), str(phases), *profile, "--",
                            "--config", str(config), "sync", "--format", "json"],
@@ -127,7 +129,8 @@ def print_phases(timed: dict[str, Any], wall: float) -> None:
     process = timed["process"]
     inside = {"store pages": "pull (incl. store)", "audit": "audit + karma",
               "karma": "audit + karma"}  # timed within another phase: not counted twice
-    named = sum(v["wall"] for k, v in phases.items() if inside.get(k) not in phases)
+    named = sum(v["wall"] for k, v in phases.items()
+                if inside.get(k) not in phases and not k.startswith(" "))  # " ": --detail
     print(f"  syncd process: wall {process['wall']:.1f} s, CPU {process['cpu']:.1f} s "
           f"(all threads)")
     for name, spent in phases.items():
@@ -146,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the python of a venv with tap-pipedrive installed")
     parser.add_argument("--syncd-only", action="store_true",
                         help="time syncd alone (no ratio): for profiling")
+    parser.add_argument("--detail", action="store_true",
+                        help="also time the steps inside the audit, karma, report and store")
     parser.add_argument("--profile", default=None,
                         help="write a cProfile of syncd's main thread to this file")
     args = parser.parse_args(argv)

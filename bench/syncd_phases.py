@@ -1,6 +1,6 @@
 """Run the syncd command line with its pass's phases timed (a launcher for benchmarks).
 
-    python bench/syncd_phases.py OUT.json [--profile OUT.prof] -- --config C sync ...
+    python bench/syncd_phases.py OUT.json [--profile OUT.prof] [--detail] -- --config C sync ...
 
 Wraps, in this process only, the functions a `syncd sync` pass goes through -- the pull
 (``syncd.sync._pull``), storing its pages (``_store_page``, inside the pull), the field
@@ -8,7 +8,9 @@ check, the audit and karma (``_audit_and_score``), building and writing the repo
 and the day's snapshot -- and writes each phase's wall seconds and the calling thread's CPU
 seconds to ``OUT.json``, with the process's whole CPU (every thread) and wall time from
 before the command line was imported. ``--profile`` also writes a cProfile of the main
-thread (the prefetch thread that fetches pages is not in it).
+thread (the prefetch thread that fetches pages is not in it); ``--detail`` also times the
+steps inside the audit, the karma, the report and the store (``DETAIL``; they are nested
+in the phases above, so they are not added to them).
 Nothing in syncd is changed: the wrappers call the same functions.
 """
 
@@ -66,14 +68,27 @@ TIMED = (
     ("syncd.report_stream", "write_report", "report: write"),
     ("syncd.history", "record_figures", "report: day snapshot"),
 )
+#: Within those phases (with ``--detail``): where the audit, the karma and the report go.
+DETAIL = (
+    ("syncd.deal_walk", "read_chunk", "  walk: read chunks"),
+    ("syncd.audit_pass", "AuditStage.audit", "  audit: judge + write"),
+    ("syncd.audit_pass", "store.apply_deal_findings", "    audit: violations"),
+    ("syncd.karma_pass", "KarmaStage.add", "  karma: add chunks"),
+    ("syncd.karma_pass", "KarmaStage.finish", "  karma: finish"),
+    ("syncd.report_stream", "_people_and_kpis", "  report: people + KPIs"),
+    ("syncd.sync", "store.upsert_page_isolating", "  store: upsert"),
+)
 
 
-def instrument() -> None:
-    for module_name, name, phase in TIMED:
-        module = importlib.import_module(module_name)  # here: the wall clock starts before
-        function = getattr(module, name, None)
+def instrument(detail: bool = False) -> None:
+    for module_name, name, phase in TIMED + (DETAIL if detail else ()):
+        owner: Any = importlib.import_module(module_name)  # the wall clock starts before
+        *path, name = name.split(".")  # "Class.method" or "module.function" in the module
+        for attribute in path:
+            owner = getattr(owner, attribute, None)
+        function = getattr(owner, name, None)
         if function is not None:
-            setattr(module, name, timed(phase, function))
+            setattr(owner, name, timed(phase, function))
 
 
 def write(out: str) -> None:
@@ -88,13 +103,18 @@ def main() -> None:
     args = sys.argv[1:]
     out = args.pop(0)
     profile_to = None
-    if args[0] == "--profile":
-        profile_to = args[1]
-        args = args[2:]
+    detail = False
+    while args and args[0] in ("--profile", "--detail"):
+        if args[0] == "--detail":
+            detail = True
+            args = args[1:]
+        else:
+            profile_to = args[1]
+            args = args[2:]
     if args and args[0] == "--":
         args = args[1:]
     atexit.register(write, out)
-    instrument()
+    instrument(detail)
     from syncd.cli import main as cli
 
     sys.argv = ["syncd", *args]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring  # the C escaper when available (no ASCII-only)
 from typing import Any
 
@@ -32,6 +32,26 @@ def indented(value: Any, indent: str = "") -> str:
     scalar = _SCALARS.get(kind)
     text = scalar(value) if scalar is not None else None
     return text if text is not None else _standard(value, indent)
+
+
+def pieces(value: Any, indent: str = "", levels: int = 2) -> Iterator[str]:
+    """``indented(value, indent)`` in pieces: the containers of the first ``levels`` levels
+    opened and closed here, each value below them one piece (a big section, such as the
+    contact matrix, is never one string)."""
+    kind = type(value)
+    if levels <= 0 or not value or not (kind is dict or kind is list or kind is tuple) \
+            or (kind is dict and any(type(key) is not str for key in value)):
+        yield indented(value, indent)
+        return
+    inner = indent + _STEP
+    items = value.items() if kind is dict else ((None, item) for item in value)
+    first = True
+    for key, item in items:
+        opening = ("{" if kind is dict else "[") if first else ","
+        yield opening + "\n" + inner + ("" if key is None else encode_basestring(key) + ": ")
+        yield from pieces(item, inner, levels - 1)
+        first = False
+    yield "\n" + indent + ("}" if kind is dict else "]")
 
 
 def _object(value: dict[Any, Any], indent: str) -> str:

@@ -6,8 +6,8 @@ except that ``violations`` and ``client_karma`` are ``ReportRows``: re-iterable 
 from the store chunk by chunk when iterated (never held as a list), and the values that
 depend on them (``notes``) are computed while they are written. ``dump``/``write_report``
 write the same bytes ``json.dump(build_report(...), indent=2, ensure_ascii=False)`` writes
-(tests/test_report_stream.py compares them): the small sections with ``json.dumps``, each
-streamed row with ``syncd.report_json.indented`` at its depth.
+(tests/test_report_stream.py compares them): each section and each streamed row with
+``syncd.report_json`` (the standard library's text, built faster) at its depth.
 
 Where the order comes from (docs/architecture.md, "The report"):
 
@@ -60,7 +60,7 @@ from syncd.report import (
     titles_of_rules,
     write_failures_section,
 )
-from syncd.report_json import indented
+from syncd.report_json import indented, pieces
 from syncd.scoring.karma import COMPANY, KarmaLine, line_amount, line_weight
 from syncd.store import backlog
 from syncd.store.report_reads import (
@@ -338,11 +338,6 @@ def _dumps(value: Any, depth: int) -> str:
     return indented(value, "  " * depth)
 
 
-#: ``json.dump(..., ensure_ascii=False, indent=2)``'s encoder (its pieces never hold a raw
-#: newline inside a string: those are escaped, so re-indenting a piece is safe).
-_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
-
-
 def dump(parts: dict[str, Any], file: IO[str]) -> None:
     """Write ``parts`` as ``json.dump(report, file, ensure_ascii=False, indent=2)`` writes
     the materialised report: byte for byte, one row at a time."""
@@ -358,8 +353,8 @@ def dump(parts: dict[str, Any], file: IO[str]) -> None:
                 written += 1
             file.write("\n  ]" if written else "[]")
         else:  # in pieces: a big section (the contact matrix) is never one string
-            for piece in _ENCODER.iterencode(value):
-                file.write(piece.replace("\n", "\n  "))
+            for piece in pieces(value, "  "):
+                file.write(piece)
     file.write("\n}" if parts else "}")
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.report_json import indented
+from syncd.report_json import indented, pieces
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
            | st.text())
@@ -37,6 +37,20 @@ def standard(value: Any, depth: int) -> str:
 @given(value=VALUES, depth=st.integers(min_value=0, max_value=3))
 def test_same_text_as_the_standard_library(value: Any, depth: int) -> None:
     assert indented(value, "  " * depth) == standard(value, depth)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=VALUES, depth=st.integers(min_value=0, max_value=2),
+       levels=st.integers(min_value=0, max_value=3))
+def test_in_pieces_the_same_text(value: Any, depth: int, levels: int) -> None:
+    assert "".join(pieces(value, "  " * depth, levels)) == standard(value, depth)
+
+
+def test_a_big_section_is_written_in_pieces() -> None:
+    matrix = {"rows": [{"owner": str(n), "cells": list(range(50))} for n in range(100)]}
+    written = list(pieces(matrix, "  "))
+    assert len(written) > 100
+    assert max(map(len, written)) < len("".join(written)) / 50
 
 
 class Level(IntEnum):
