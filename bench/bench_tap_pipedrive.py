@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,7 +59,14 @@ def fake(dataset: object, args: argparse.Namespace) -> FakePipedrive:
                          query_token=True, whole_second_reset=True)
 
 
-def run_tap(python: str, base_url: str, work: Path) -> tuple[float, dict[str, int]]:
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (a run's CPU is the difference)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_tap(python: str, base_url: str, work: Path,
+            ) -> tuple[float, float, dict[str, int]]:
     config = work / "tap-config.json"
     config.write_text(json.dumps({"api_token": DEMO_TOKEN,
                                   "start_date": "2000-01-01T00:00:00Z"}), encoding="utf-8")
@@ -74,11 +82,11 @@ def run_tap(python: str, base_url: str, work: Path) -> tuple[float, dict[str, in
     catalog_path = work / "tap-catalog.json"
     catalog_path.write_text(json.dumps(catalog), encoding="utf-8")
     output = work / "tap-output.jsonl"
-    started = time.monotonic()
+    started, cpu = time.monotonic(), children_cpu()
     with output.open("w", encoding="utf-8") as sink:
         done = subprocess.run([*launcher, "--catalog", str(catalog_path)], stdout=sink,
                               stderr=subprocess.PIPE, text=True, check=False)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, children_cpu() - cpu
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-3000:])
         message = f"tap-pipedrive exited with {done.returncode}"
@@ -89,7 +97,7 @@ def run_tap(python: str, base_url: str, work: Path) -> tuple[float, dict[str, in
             if line.startswith('{"type": "RECORD"') or line.startswith('{"type":"RECORD"'):
                 stream = json.loads(line)["stream"]
                 records[stream] = records.get(stream, 0) + 1
-    return wall, records
+    return wall, cpu, records
 
 
 def run_syncd(base_url: str, args: argparse.Namespace, work: Path,
@@ -175,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.syncd_only:
             print(f"tap-pipedrive {version}: starting, {load()}")
             with fake(dataset, args) as server:
-                tap_wall, records = run_tap(args.tap_python, server.base_url, work / "tap")
+                tap_wall, tap_cpu, records = run_tap(args.tap_python, server.base_url,
+                                                     work / "tap")
                 tap_requests, tap_429 = server.requests_count, server.rate_limited_count
-            print(f"  wall {tap_wall:.1f} s, {tap_requests} requests (incl. discovery), "
+            print(f"  wall {tap_wall:.1f} s, CPU {tap_cpu:.1f} s, {tap_requests} requests "
+                  "(incl. discovery), "
                   f"{tap_429} 429s, {load()}")
             print("  records: " + ", ".join(f"{k} {v}" for k, v in sorted(records.items())))
         print(f"syncd sync: starting, {load()}")

@@ -81,9 +81,9 @@ DETAIL = (
 
 
 def instrument(detail: bool = False) -> None:
-    for module_name, name, phase in TIMED + (DETAIL if detail else ()):
+    for module_name, dotted, phase in TIMED + (DETAIL if detail else ()):
         owner: Any = importlib.import_module(module_name)  # the wall clock starts before
-        *path, name = name.split(".")  # "Class.method" or "module.function" in the module
+        *path, name = dotted.split(".")  # "Class.method" or "module.function" in the module
         for attribute in path:
             owner = getattr(owner, attribute, None)
         function = getattr(owner, name, None)
