@@ -136,13 +136,16 @@ def _by_ids(session: Session, tenant_id: int, model: type[Any], column: str, *,
     wanted = list(dict.fromkeys(i for i in ids if i is not None))
     grouped: dict[str, list[Row[Any]]] = {i: [] for i in wanted}
     columns = view_columns(model, with_raw=with_raw)
+    # By position: ``row._mapping[column]`` built a mapping view per row (0.9 s of a
+    # 20k-deal audit's 108k activity rows under cProfile).
+    at = next(i for i, c in enumerate(columns) if c is table.c[column])
     for chunk in sequence_chunks(wanted, in_chunk_size(session)):
         stmt = (select(*columns)
                 .where(table.c.tenant_id == tenant_id, table.c[column].in_(chunk),
                        table.c.deleted == false())
                 .order_by(*(table.c[name] for name in order)))
         for row in session.execute(stmt):
-            grouped[row._mapping[column]].append(row)
+            grouped[row[at]].append(row)
     return grouped
 
 
