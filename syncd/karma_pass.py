@@ -187,9 +187,17 @@ class KarmaStage:
         scope.deal_ids |= added
         if not scope.deal_ids and not scope.company_ids:
             return "unchanged", self.due_at, set()
+        # Read and compute in a read-only transaction, then replace the units in one short
+        # write transaction: SQLite's write lock is held for the writes only, not for the
+        # reads and the ledger computation (only this tenant's pass, holding its lease,
+        # writes its records and karma, so nothing changes in between).
         with self.db.session() as session:
             self._widen(session, added)
-            due_at = self._finish_units(session)
+            due_at, replacements = self._units_to_replace(session)
+        with self.db.session(immediate=True) as session:
+            for kind, units, lines, weights, unit_of in replacements:
+                store.replace_karma_units(session, self.tenant_id, kind, units, lines,
+                                          weights, unit_of)
         return "units", due_at, self.companies
 
     def _finish_whole(self) -> datetime | None:
@@ -231,7 +239,8 @@ class KarmaStage:
             self.add(session, unread, read_chunk(session, self.tenant_id, rows, ()))
         self._read_violations(session, sorted(more & self._walked - set(unread)))
 
-    def _finish_units(self, session: Session) -> datetime | None:
+    def _units_to_replace(self, session: Session) -> tuple[datetime | None, list[_Replacement]]:
+        """The karma due time, and the new lines of the units in scope (both ledgers)."""
         tenant, tenant_id, mapper, now = self.tenant, self.tenant_id, self.mapper, self.now
         companies, deal_ids = self.companies, sorted(self.deal_ids)
         held = sorted((self._records[i] for i in deal_ids if i in self._records),
@@ -241,27 +250,31 @@ class KarmaStage:
                        if r.deal_id in self._karma_rows]
         for deal in karma_deals:
             due.see(deal)
-        client = client_karma_lines(
+        client = list(client_karma_lines(
             karma_deals, [mapper.karma_company(c) for c in store.companies(session, tenant_id,
                                                                              companies)],
-            tenant.book.karma.client, now)
-        store.replace_karma_units(session, tenant_id, CLIENT, companies, client,
-                                  karma_weights_fn(tenant), _client_unit)
+            tenant.book.karma.client, now))
         violations = [v for _, r in held for v in self._violations.get(r.deal_id, ())]
         ledger = people.PeopleLedger(tenant.book, mapper.tz).load(
             [r for _, r in held],
             kpi_load.company_records(session, tenant_id, mapper, companies).values(),
             violations)
         units = _unit_lines(ledger)
-        store.replace_karma_units(
-            session, tenant_id, people.KIND,
-            [COMPANY_UNIT + c for c in companies] + [DEAL_UNIT + d for d in deal_ids],
-            units, employee_weights_fn(tenant), units.__getitem__)
+        replacements: list[_Replacement] = [
+            (CLIENT, sorted(companies), client, karma_weights_fn(tenant), _client_unit),
+            (people.KIND,
+             [COMPANY_UNIT + c for c in companies] + [DEAL_UNIT + d for d in deal_ids],
+             list(units), employee_weights_fn(tenant), units.__getitem__)]
         # The deals read here are only some: the earlier due time still holds for the
         # others (it is after ``now``, or the recomputation would have been whole).
         if self.due_at is not None and (due.at is None or self.due_at < due.at):
-            return self.due_at
-        return due.at
+            return self.due_at, replacements
+        return due.at, replacements
+
+
+#: One ``replace_karma_units`` call: kind, units, their new lines, weights, unit of a line.
+_Replacement = tuple[str, list[str], list[Any], Callable[[Any], tuple[float, float]],
+                     Callable[[Any], str]]
 
 
 class _Line(NamedTuple):
