@@ -20,6 +20,9 @@ from syncd.connector import HistoryBackfill, PullContext
 from syncd.records import Page
 from syncd.store import backlog
 
+#: Changed deals queued (with their field-shown moves) per write transaction.
+PLAN_CHUNK = 5_000
+
 
 def local_day(now: datetime, timezone: str) -> date:
     return now.astimezone(ZoneInfo(timezone)).date()
@@ -29,13 +32,22 @@ def plan(db: store.Database, tenant_id: int, budget: HistoryBackfill,
          changed: Iterable[str], context: PullContext, now: datetime, day: date) -> None:
     """Queue ``changed`` deals, store the field-shown moves of deals already read, and set
     ``context.history_deals``/``history_allowance`` for this pass."""
-    changed = set(changed)
-    with db.session(immediate=True) as session:
-        backlog.enqueue(session, tenant_id, changed, now,
-                        since=now - timedelta(days=budget.horizon_days))
-        moves = backlog.field_transitions(session, tenant_id, changed)
-        if moves:
-            store.upsert_page(session, tenant_id, Page("stage_history", moves))
+    ordered = sorted(set(changed))
+    # PLAN_CHUNK deals per write transaction (a first pass changes every deal). A crash
+    # between two leaves some queued: both steps are idempotent, and the next pass plans
+    # again every deal stored since the unfinished run began (``sync._history_owed``).
+    for start in range(0, len(ordered), PLAN_CHUNK):
+        chunk = ordered[start: start + PLAN_CHUNK]
+        with db.session(immediate=True) as session:
+            backlog.enqueue(session, tenant_id, chunk, now,
+                            since=now - timedelta(days=budget.horizon_days))
+            moves = backlog.field_transitions(session, tenant_id, chunk)
+            if moves:
+                store.upsert_page(session, tenant_id, Page("stage_history", moves))
+    # What to read this pass, in a read-only transaction: ordering the backlog of a large
+    # first pass takes seconds, which SQLite's write lock need not wait for (only this
+    # tenant's pass, holding its lease, changes its backlog in between).
+    with db.session() as session:
         allowance = max(budget.requests_per_day - backlog.spent(session, tenant_id, day), 0)
         deals = backlog.take(session, tenant_id, allowance)
         deal = store.DealRow
