@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -57,13 +57,8 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
     generated = clock or datetime.now(UTC)
     lang = normalize_language(language or tenant.config.language)
     with db.session() as session:
-        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
-        open_deals = open_deal_count(session, tenant_id)
-        companies = [c for c in store.companies(session, tenant_id)
-                     if as_of is None or c.created_at is None or c.created_at <= as_of]
-        mapper = make_mapper(session, tenant, tenant_id)
-        last_run = store.last_runs(session, tenant_id, limit=1)
-        counts = store.counts(session, tenant_id)
+        tenant_id, open_deals, companies, mapper, last_run, counts = report_basis(
+            session, tenant, as_of)
         stored = None if as_of else list(store.open_violations(session, tenant_id))
         # the title and owner of the deals with a finding, not every deal of the tenant
         deals = {} if stored is None else deal_labels(
@@ -102,6 +97,27 @@ def build_report(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         "history": trend,
         **titles(tenant, lang, violations),
     }
+
+
+class ReportBasis(NamedTuple):
+    """What every report reads first (the whole and the streamed one alike)."""
+
+    tenant_id: int
+    open_deals: int
+    companies: list[Any]  # the companies that existed at ``as_of``
+    mapper: TenantMapper
+    last_run: list[Any]
+    counts: dict[str, Any]
+
+
+def report_basis(session: Session, tenant: Tenant, as_of: datetime | None) -> ReportBasis:
+    tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+    return ReportBasis(
+        tenant_id, open_deal_count(session, tenant_id),
+        [c for c in store.companies(session, tenant_id)
+         if as_of is None or c.created_at is None or c.created_at <= as_of],
+        make_mapper(session, tenant, tenant_id), store.last_runs(session, tenant_id, limit=1),
+        store.counts(session, tenant_id))
 
 
 def report_header(tenant: Tenant, language: str, as_of: datetime | None,

@@ -54,6 +54,7 @@ from syncd.report import (
     bad_record_notes,
     evidence_gap_notes,
     quarantine_section,
+    report_basis,
     report_header,
     stage_history_notes,
     stage_history_section,
@@ -67,10 +68,9 @@ from syncd.store.report_reads import (
     deals_with_open_violations,
     karma_line_amount_rows,
     karma_lines_of,
-    open_deal_count,
     open_violations_in_report_order,
 )
-from syncd.sync import client_lines, make_mapper
+from syncd.sync import client_lines
 
 #: Companies whose ledger lines are read together for ``client_karma``.
 COMPANY_BATCH = 500
@@ -144,13 +144,8 @@ def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
     lang = normalize_language(language or tenant.config.language)
     stats = StreamStats()
     with db.session() as session:
-        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
-        open_deals = open_deal_count(session, tenant_id)
-        companies = [c for c in store.companies(session, tenant_id)
-                     if as_of is None or c.created_at is None or c.created_at <= as_of]
-        mapper = make_mapper(session, tenant, tenant_id)
-        last_run = store.last_runs(session, tenant_id, limit=1)
-        counts = store.counts(session, tenant_id)
+        tenant_id, open_deals, companies, mapper, last_run, counts = report_basis(
+            session, tenant, as_of)
         people, kpis, matrix = _people_and_kpis(session, tenant, tenant_id, mapper,
                                                 as_of or generated, live=as_of is None)
         held = quarantine_section(session, tenant_id)
