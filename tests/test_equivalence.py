@@ -37,7 +37,9 @@ from equivalence.harness import Outcome, Row
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-pytestmark = pytest.mark.slow
+#: One worker runs the module: its fixture (every source through a pass, per database) is
+#: then built twice, not once per worker that received some of its tests.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("equivalence")]
 
 DEALS = dataset.build()
 TITLES = {d.key: d.title for d in DEALS}
