@@ -337,16 +337,17 @@ def _apply_field_batch(db: store.Database, connector: Connector, tenant_id: int,
                        now: datetime) -> None:
     """One batch: intents committed ``pending``, the CRM call, the outcomes committed."""
     with db.session(immediate=True) as session:
-        for write in batch:
-            store.mark_pending(session, tenant_id, "field", write.entity, write.external_id,
-                               write.field_name, _text(write.value))
+        store.mark_pending_many(session, tenant_id, "field", [
+            (write.entity, write.external_id, write.field_name, _text(write.value))
+            for write in batch])
     outcomes = connector.write_fields(batch)
     with db.session(immediate=True) as session:
+        store.mark_fields_done(session, tenant_id, [
+            (write.entity, write.external_id, write.field_name, _text(write.value))
+            for write, outcome in zip(batch, outcomes, strict=True) if outcome.ok])
         for write, outcome in zip(batch, outcomes, strict=True):
             if outcome.ok:
                 result.fields_written += 1
-                store.mark_done(session, tenant_id, "field", write.entity,
-                                write.external_id, write.field_name, _text(write.value))
                 if outcome.record is not None:
                     store.upsert_records(session, tenant_id, [outcome.record])
             else:

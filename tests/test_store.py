@@ -41,6 +41,7 @@ from syncd.store import (
     TenantRow,
     UserRow,
     ViolationRow,
+    WritebackRow,
     activities_for_companies,
     activities_for_deals,
     apply_findings,
@@ -60,6 +61,7 @@ from syncd.store import (
     mark_attempt,
     mark_done,
     mark_failed,
+    mark_fields_done,
     mark_pending,
     mark_pending_many,
     normalize_url,
@@ -512,6 +514,40 @@ def test_write_ledger_transitions(database: Database, tenant: int) -> None:
             "failed", "80.5", "72", "HTTP 500")
         mark_pending(session, tenant, "field", *key, 80.5)
         assert get_ledger(session, tenant, "field")[key].error is None
+
+
+def test_fields_done_in_bulk_are_what_one_by_one_records(database: Database,
+                                                          tenant: int) -> None:
+    """``mark_fields_done`` (a batch's outcomes in one statement) leaves each row as
+    ``mark_done`` does: failed, pending, attempted and unknown rows alike."""
+    def rows() -> list[tuple]:
+        with database.session() as session:
+            ledger = get_ledger(session, tenant, "field")
+            return sorted((k, r.status, r.desired_value, r.written_value, r.error,
+                           r.attempts, r.next_attempt_at, r.crm_id) for k, r in ledger.items())
+
+    keys = [("company", "c1", "Karma"), ("deal", "d1", "Violations"),
+            ("deal", "d2", "Violations"), ("deal", "d3", "Violations")]
+    values: list[str | float] = [72.0, "A", "B", ""]
+    outcomes = []
+    for bulk in (False, True):
+        with database.session() as session:
+            session.execute(WritebackRow.__table__.delete())
+            mark_pending(session, tenant, "field", *keys[0], 70.0)
+            mark_failed(session, tenant, "field", *keys[0], "HTTP 500")
+            mark_pending(session, tenant, "field", *keys[1], "A")
+            mark_attempt(session, tenant, "field", *keys[1])
+            mark_pending(session, tenant, "field", *keys[2], "B")
+        with database.session() as session:
+            if bulk:
+                assert mark_fields_done(session, tenant, [
+                    (*key, value) for key, value in zip(keys, values, strict=True)]) == 4
+            else:
+                for key, value in zip(keys, values, strict=True):
+                    mark_done(session, tenant, "field", *key, value)
+        outcomes.append(rows())
+    assert outcomes[0] == outcomes[1]
+    assert [row[1] for row in outcomes[1]] == ["done"] * 4
 
 
 def test_task_ledger_keeps_the_created_id(database: Database, tenant: int) -> None:

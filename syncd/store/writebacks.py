@@ -135,6 +135,34 @@ def mark_attempt(
     return session.execute(stmt).scalar() or 0
 
 
+def mark_fields_done(session: Session, tenant_id: int,
+                     items: Iterable[tuple[str, str, str, Value]], *,
+                     now: datetime | None = None) -> int:
+    """Record confirmed field writes ``(entity, external_id, field, written_value)`` in one
+    bulk upsert: what ``mark_done`` records for each (a batch's outcomes in one statement,
+    not one statement per field)."""
+    stamp = now or utcnow()
+    rows = {
+        (entity, external_id, field): {
+            "tenant_id": tenant_id, "kind": "field", "entity": entity,
+            "external_id": external_id, "field": field, "status": "done",
+            "written_value": to_text(written), "error": None, "next_attempt_at": None,
+            "attempts": 0, "updated_at": stamp,
+        }
+        for entity, external_id, field, written in items
+    }
+    if not rows:
+        return 0
+    stmt = insert_for(session, WritebackRow.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=_IDENTITY,
+        set_={name: stmt.excluded[name] for name in (
+            "status", "written_value", "error", "next_attempt_at", "attempts", "updated_at")},
+    )
+    session.execute(stmt, list(rows.values()))
+    return len(rows)
+
+
 def mark_done(
     session: Session, tenant_id: int, kind: WriteKind, entity: str, external_id: str,
     field: str, written_value: Value, crm_id: str | None = None, *,
