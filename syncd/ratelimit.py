@@ -48,6 +48,8 @@ class Slot:
 
     at: float
     done: bool = False
+    #: the send time reserved in the shared budget (wall clock), settled when answered
+    shared_at: float | None = None
 
 
 class BudgetBackend(Protocol):
@@ -75,14 +77,30 @@ class SharedBudget:
 
     def delay(self) -> float:
         """Reserve the next send; seconds to wait for it (0 when the database fails)."""
+        return self.reserve()[0]
+
+    def reserve(self) -> tuple[float, float | None]:
+        """Reserve the next send: ``(seconds to wait, the reserved time)``; the time is
+        None when the database fails (then there is nothing to settle)."""
         try:
             at = self.backend.reserve(self.key, self.rule, self._clock)
         except Exception as exc:  # never fail a pass over its rate budget's bookkeeping
             self._report(exc)
-            return 0.0
+            return 0.0, None
         self._failing = False
         self.reservations += 1
-        return max(0.0, at - self._clock())
+        return max(0.0, at - self._clock()), at
+
+    def settle(self, reserved: float) -> None:
+        """The send reserved at ``reserved`` is answered: count it from now (a window
+        rule; see ``syncd.store.budget.Window.settle``)."""
+        settle = getattr(self.backend, "settle", None)
+        if settle is None:
+            return
+        try:
+            settle(self.key, self.rule, reserved, self._clock)
+        except Exception as exc:
+            self._report(exc)
 
     def block(self, seconds: float) -> None:
         try:
@@ -168,7 +186,7 @@ class RateLimiter:
             recheck_write_guard()  # a lease can run out while we wait
         shared = self.shared
         if shared is not None:
-            wait = shared.delay()
+            wait, slot.shared_at = shared.reserve()
             if wait > 0:
                 self.waited += wait
                 self._sleep(wait)
@@ -182,10 +200,14 @@ class RateLimiter:
         return slot
 
     def release(self, slot: Slot) -> None:
-        """Mark the request of ``slot`` as answered (the server has surely counted it)."""
+        """Mark the request of ``slot`` as answered (the server has surely counted it),
+        here and in the shared budget."""
         with self._lock:
             slot.at = max(slot.at, self._clock())
             slot.done = True
+            reserved, slot.shared_at = slot.shared_at, None
+        if reserved is not None and self.shared is not None:
+            self.shared.settle(reserved)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Adopt the server's announced limit; pause when it says nothing is left."""

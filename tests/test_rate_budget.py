@@ -53,6 +53,21 @@ def test_window_allows_a_burst_then_one_per_expiry() -> None:
     assert len(state["stamps"]) == 3, "the state keeps only what the rule needs"
 
 
+def test_a_send_that_left_late_counts_from_its_answer() -> None:
+    """Two sends reserved at 10.0; one left at 10.5 (its thread woke late on a loaded
+    machine): the server saw it at 10.5, so the window is full until 11.6, not 11.1."""
+    rule = Window(limit=2, window=1.0, margin=0.1)
+    late, on_time = {}, {}
+    for state in (late, on_time):
+        assert [rule.reserve(state, 10.0) for _ in range(2)] == [10.0, 10.0]
+    rule.settle(late, 10.0, 10.5)
+    rule.settle(on_time, 10.0, 10.01)
+    assert [rule.reserve(late, 11.15) for _ in range(2)] == pytest.approx([11.15, 11.6])
+    assert [rule.reserve(on_time, 11.15) for _ in range(2)] == pytest.approx([11.15, 11.15])
+    rule.settle(late, 99.0, 100.0)  # a stamp already aged out: nothing to move
+    assert late["stamps"] == pytest.approx([11.15, 11.6])
+
+
 def test_window_honours_a_block_for_everyone() -> None:
     rule, state = Window(limit=5, window=1.0), {"blocked_until": 42.0}
     assert rule.reserve(state, 40.0) == 42.0
@@ -128,6 +143,7 @@ class Backend:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay, self.blocked, self.saturated = delay, [], 0
+        self.settled: list[tuple[float, float]] = []
 
     def reserve(self, key: str, rule: Any, clock: Any) -> float:
         return clock() + self.delay
@@ -137,6 +153,9 @@ class Backend:
 
     def saturate(self, key: str, rule: Any, clock: Any) -> None:
         self.saturated += 1
+
+    def settle(self, key: str, rule: Any, reserved: float, clock: Any) -> None:
+        self.settled.append((reserved, clock()))
 
 
 def test_a_limiter_waits_for_its_shared_reservation() -> None:
@@ -150,6 +169,30 @@ def test_a_limiter_waits_for_its_shared_reservation() -> None:
     assert backend.blocked == [pytest.approx(clock.now + 2.05)], "every process pauses"
     limiter.observe({"x-ratelimit-limit": "9"})
     assert limiter.shared.rule.limit == 9
+
+
+def test_an_answered_request_settles_its_shared_reservation() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(5, 1.0, clock=clock, sleep=clock.sleep)
+    backend = Backend(delay=0.25)
+    limiter.shared = SharedBudget(backend, "k", Window(5, 1.0), clock=clock)
+    slot = limiter.acquire()
+    reserved = clock.now
+    clock.now += 0.4  # the request's round trip
+    limiter.release(slot)
+    assert backend.settled == [(reserved, clock.now)]
+    limiter.release(slot)
+    assert len(backend.settled) == 1, "settled once"
+
+
+def test_settle_moves_the_stored_stamp(database: store.Database) -> None:
+    budget, rule, key = BudgetStore(database), Window(2, 1.0, 0.1), "s" * 64
+    first = budget.reserve(key, rule, lambda: 100.0)
+    budget.reserve(key, rule, lambda: 100.0)
+    budget.settle(key, rule, first, lambda: 100.5)
+    assert budget.states([key])[key]["stamps"] == pytest.approx([100.0, 100.5])
+    assert budget.reserve(key, rule, lambda: 101.15) == pytest.approx(101.15)
+    assert budget.reserve(key, rule, lambda: 101.15) == pytest.approx(101.6)
 
 
 def test_a_failing_shared_budget_falls_back_to_the_local_one() -> None:

@@ -71,7 +71,7 @@ class Window:
 
     def reserve(self, state: dict[str, Any], now: float) -> float:
         span = self.window + self.margin
-        stamps = [float(s) for s in state.get("stamps", []) if float(s) > now - span]
+        stamps = sorted(float(s) for s in state.get("stamps", []) if float(s) > now - span)
         at = max(now, float(state.get("blocked_until", 0.0)))
         if stamps:
             at = max(at, stamps[-1])  # reservations stay in order
@@ -80,6 +80,17 @@ class Window:
         stamps.append(at)
         state["stamps"] = stamps[-self.limit:]
         return at
+
+    def settle(self, state: dict[str, Any], reserved: float, answered: float) -> float:
+        """The send reserved at ``reserved`` was answered at ``answered``: the server
+        counted it by then, so its stamp moves there. A send that left late (a loaded
+        machine woke its thread after the reserved time) then still counts in the window
+        the server saw it in, not only within ``margin`` of its reservation."""
+        stamps = [float(s) for s in state.get("stamps", [])]
+        if reserved in stamps:
+            stamps[stamps.index(reserved)] = max(reserved, answered)
+            state["stamps"] = sorted(stamps)
+        return answered
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,13 @@ class BudgetStore:
         ``clock`` is read once the row is locked: waiting for the lock (a pass's commit
         holds SQLite's) must not make the reservation look older than its send."""
         return self._update(key, lambda state: rule.reserve(state, clock()))
+
+    def settle(self, key: str, rule: Rule, reserved: float,
+               clock: Callable[[], float] = time.time) -> None:
+        """The send reserved at ``reserved`` is answered now (``Window.settle``)."""
+        settle = getattr(rule, "settle", None)
+        if settle is not None:
+            self._update(key, lambda state: settle(state, reserved, clock()))
 
     def block(self, key: str, until: float) -> None:
         """No send for ``key`` before ``until`` (the CRM said the budget is spent)."""
