@@ -99,6 +99,9 @@ class DaemonConfig(_Model):
     database_url: str = "sqlite:///../var/syncd.db"
     interval_minutes: int = Field(default=15, ge=1)
     overlap_minutes: int = Field(default=10, ge=0)
+    #: `syncd run` rewrites a tenant's report file at most this often when passes only
+    #: changed data (0: after every pass that changed something). See docs/operations.md.
+    report_minutes: int = Field(default=60, ge=0)
     tenants_dir: str = "tenants"
     salesbooks_dir: str = "salesbooks"
     reports_dir: str = "../var/reports"
@@ -196,6 +199,8 @@ class TenantConfig(_Model):
     language: Literal["en", "ru"] = "en"
     enabled: bool = True
     interval_minutes: int | None = Field(default=None, ge=1)
+    #: Overrides the daemon's ``report_minutes`` for this tenant.
+    report_minutes: int | None = Field(default=None, ge=0)
     mapping: Mapping = Field(default_factory=Mapping)
     writeback: WritebackConfig = Field(default_factory=WritebackConfig)
     #: Report sinks: sink name -> its options (``gsheets: {spreadsheet_id: ..., ...}``).
@@ -233,6 +238,8 @@ class Tenant:
     connector_class: type[Connector]
     settings: ConnectionSettings
     interval_minutes: int
+    #: `syncd run` rewrites the report file at most this often when only data changed.
+    report_minutes: int = 0
     #: Where OAuth tokens get their encryption key (called only when tokens are used).
     token_cipher: Callable[[], TokenCipher] | None = None
     #: The plugins' custom rules this tenant runs after the built-in ones.
@@ -434,6 +441,8 @@ def _load_tenant(
         key=path.stem, file=path, config=config, connector_class=connector_class,
         settings=settings_obj,
         interval_minutes=config.interval_minutes or settings.daemon.interval_minutes,
+        report_minutes=(settings.daemon.report_minutes if config.report_minutes is None
+                        else config.report_minutes),
         token_cipher=settings.token_cipher,
         custom_rules=custom_rules,
         book=with_rule_weights(book, custom_rules).without_evidence_fields(

@@ -67,7 +67,8 @@ class TenantOutcome:
     error: str | None = None
     report: str | None = None
     #: What became of the report: "written", "unchanged" (kept: the pass changed nothing
-    #: it shows) or "failed"; None: no report (the pass failed).
+    #: it shows), "deferred" (kept: built within the tenant's ``report_minutes``; the
+    #: daemon only) or "failed"; None: no report (the pass failed).
     report_outcome: str | None = None
     interrupted: bool = False
     #: The tenant file did not load: the pass never started (``problems`` says why).
@@ -104,6 +105,9 @@ class Runner:
     db: store.Database
     options_factory: Callable[[], PassOptions] = PassOptions
     stop_event: threading.Event = field(default_factory=threading.Event)
+    #: Keep report files within each tenant's ``report_minutes`` when passes only changed
+    #: data (``syncd run``); a one-off pass (``syncd sync``) always leaves a current one.
+    report_cadence: bool = False
 
     # Two entry points, one pass: ``run_one_off`` (``syncd sync``, ``syncd demo``) claims the
     # tenant's lease itself, then runs ``run_under_lease``, which the daemon (``syncd run``)
@@ -198,15 +202,24 @@ class Runner:
         directory = self.settings.reports_dir
         live = options.as_of is None
         if live and summary is not None:
+            cadence = tenant.report_minutes if self.report_cadence else 0
             try:
-                kept, why = report_stream.current_report(db, tenant, summary, directory)
+                kept, why = report_stream.current_report(db, tenant, summary, directory,
+                                                         cadence_minutes=cadence)
             except Exception:
                 log.exception("tenant %s: the report state could not be read", tenant.key)
                 kept, why = None, "state unreadable"
+            if kept is not None and why == report_stream.DEFERRED:
+                due = report_stream.report_due_at(directory, tenant, cadence)
+                log.info("tenant %s: report kept until %s (rebuilt at most every %d "
+                         "minutes; the dashboard shows the store live)", tenant.key,
+                         f"{due:%Y-%m-%d %H:%M} UTC" if due else "the next pass", cadence,
+                         extra={"tenant": tenant.key})
+                return str(kept), report_stream.DEFERRED
             if kept is not None:
                 log.info("tenant %s: report unchanged (the pass changed nothing it shows)",
                          tenant.key, extra={"tenant": tenant.key})
-                return str(kept), "unchanged"
+                return str(kept), report_stream.UNCHANGED
             log.debug("tenant %s: report rebuilt: %s", tenant.key, why)
         try:
             report_stream.forget_report(directory, tenant.key)
@@ -726,7 +739,8 @@ def serve(settings: Settings, plugins: Plugins, db: store.Database, tenants: Seq
         db.upgrade()
         overlap = timedelta(minutes=settings.daemon.overlap_minutes)
         runner = Runner(settings, plugins, db,
-                        options_factory=lambda: PassOptions(overlap=overlap))
+                        options_factory=lambda: PassOptions(overlap=overlap),
+                        report_cadence=True)
         daemon = Daemon(runner, tenants, max_passes=max_passes,
                         replica=settings.daemon.replica, holder=holder, watcher=watcher,
                         broken=broken, digest_timer=settings.daemon.digests)

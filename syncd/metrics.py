@@ -63,7 +63,8 @@ class Metrics:
             "the tenant is skipped until the file is fixed).", ["tenant"], registry=r)
         self.reports = Counter("syncd_reports", "Report files after good passes by outcome "
                                "(written; unchanged: kept, the pass changed nothing the "
-                               "report shows; failed).", ["tenant", "outcome"], registry=r)
+                               "report shows; deferred: kept, built within the tenant's "
+                               "report_minutes; failed).", ["tenant", "outcome"], registry=r)
         self.digests = Counter("syncd_digests", "Digest deliveries by outcome (sent, retry, "
                                "failed).", ["tenant", "kind", "channel", "status"], registry=r)
         self.scheduler_tick = Gauge("syncd_scheduler_last_tick_timestamp_seconds",

@@ -27,13 +27,14 @@ daemon's pass), and written by the same writer.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -463,7 +464,9 @@ def state_path(directory: Path, tenant_key: str) -> Path:
 class ReportState:
     """What a report file was current for: the run after which it was (last) confirmed,
     the tenant's local day, the fingerprint, the stage-history coverage, and the file
-    itself (size and mtime: a file replaced or touched by hand is rebuilt)."""
+    itself (size and mtime: a file replaced or touched by hand is rebuilt); when the pass
+    that built it ran (``built_as_of``), and what changed since that the file does not
+    show yet (``pending``: changes of passes within the report cadence)."""
 
     run_id: int
     day: str
@@ -471,6 +474,11 @@ class ReportState:
     backlog: list[int]
     size: int
     mtime_ns: int
+    built_as_of: str = ""
+    pending: list[str] = field(default_factory=list)
+
+    def moved_to(self, run_id: int, backlog: list[int], pending: list[str]) -> ReportState:
+        return dataclasses.replace(self, run_id=run_id, backlog=backlog, pending=pending)
 
     def save(self, path: Path) -> None:
         temporary = path.with_suffix(".tmp")
@@ -495,37 +503,65 @@ def _runs_and_backlog(db: store.Database, tenant: Tenant) -> tuple[list[int], li
     return runs, [done, owed]
 
 
-def current_report(db: store.Database, tenant: Tenant, summary: Any,
-                   directory: Path) -> tuple[Path | None, str]:
-    """After a good live pass: the tenant's report file if it is still what a rebuild
-    would show (then its state moves on to this pass), else None; and why."""
+#: ``current_report``'s answers besides a reason to rebuild.
+UNCHANGED, DEFERRED = "unchanged", "deferred"
+
+
+def current_report(db: store.Database, tenant: Tenant, summary: Any, directory: Path, *,
+                   cadence_minutes: int = 0) -> tuple[Path | None, str]:
+    """After a good live pass: the tenant's report file if it is kept, else None; and why
+    (``UNCHANGED``, ``DEFERRED``, or the reason to rebuild).
+
+    Kept ``UNCHANGED`` when it is still what a rebuild would show. With
+    ``cadence_minutes`` (the daemon's ``report_minutes``), a file built less than that
+    many minutes before this pass is also kept when the pass changed only data
+    (``DEFERRED``): what changed is noted in its state, and the first pass after the
+    cadence rebuilds it. A new local day, a changed configuration, Sales Book or syncd,
+    and a missing or edited file rebuild it at once. Either way the state moves on to
+    this pass."""
     reasons = pass_changes(summary)
-    if reasons:
+    if reasons and not cadence_minutes:
         return None, ", ".join(reasons)
     path = directory / f"{tenant.key}.json"
     state = ReportState.load(state_path(directory, tenant.key))
     if state is None:
-        return None, "no report state"
-    runs, coverage = _runs_and_backlog(db, tenant)
-    day = history.local_day(datetime.fromisoformat(summary.as_of),
-                            tenant.config.timezone).isoformat()
+        return None, ", ".join(reasons) or "no report state"
+    as_of = datetime.fromisoformat(summary.as_of)
+    day = history.local_day(as_of, tenant.config.timezone).isoformat()
     try:
         stat = path.stat()
     except OSError:
         return None, "no report file"
-    if len(runs) < 2 or state.run_id != runs[1]:
-        return None, "a pass since the report was built is not accounted for"
     if state.day != day:
         return None, "a new local day"
     if state.fingerprint != report_fingerprint(tenant):
         return None, "configuration, Sales Book or syncd changed"
-    if state.backlog != coverage:
-        return None, "stage history read"
     if (stat.st_size, stat.st_mtime_ns) != (state.size, state.mtime_ns):
         return None, "report file changed"
-    ReportState(runs[0], day, state.fingerprint, coverage, state.size,
-                state.mtime_ns).save(state_path(directory, tenant.key))
-    return path, "unchanged"
+    runs, coverage = _runs_and_backlog(db, tenant)
+    changes = [*state.pending, *reasons]
+    if len(runs) < 2 or state.run_id != runs[1]:
+        changes.append("a pass since the report was built is not accounted for")
+    if state.backlog != coverage:
+        changes.append("stage history read")
+    pending = sorted(set(changes))
+    if not pending:
+        state.moved_to(runs[0], coverage, []).save(state_path(directory, tenant.key))
+        return path, UNCHANGED
+    if not (cadence_minutes and state.built_as_of and runs
+            and as_of - datetime.fromisoformat(state.built_as_of)
+            < timedelta(minutes=cadence_minutes)):
+        return None, ", ".join(pending)
+    state.moved_to(runs[0], coverage, pending).save(state_path(directory, tenant.key))
+    return path, DEFERRED
+
+
+def report_due_at(directory: Path, tenant: Tenant, cadence_minutes: int) -> datetime | None:
+    """When a deferred report will be rebuilt (the first pass after this), or None."""
+    state = ReportState.load(state_path(directory, tenant.key))
+    if state is None or not state.built_as_of:
+        return None
+    return datetime.fromisoformat(state.built_as_of) + timedelta(minutes=cadence_minutes)
 
 
 def remember_report(db: store.Database, tenant: Tenant, summary: Any, path: Path) -> None:
@@ -537,7 +573,8 @@ def remember_report(db: store.Database, tenant: Tenant, summary: Any, path: Path
     day = history.local_day(datetime.fromisoformat(summary.as_of),
                             tenant.config.timezone).isoformat()
     ReportState(runs[0], day, report_fingerprint(tenant), coverage, stat.st_size,
-                stat.st_mtime_ns).save(state_path(path.parent, tenant.key))
+                stat.st_mtime_ns, built_as_of=summary.as_of).save(
+                    state_path(path.parent, tenant.key))
 
 
 def forget_report(directory: Path, tenant_key: str) -> None:

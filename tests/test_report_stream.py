@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from support import REPO
@@ -246,3 +247,61 @@ def test_a_changed_tenant_file_or_a_touched_report_rebuilds(database: store.Data
     at[0] = bench.NOW + timedelta(minutes=75)
     assert runner.run_one_off(other).report_outcome == "written"
     assert path.exists()
+
+
+def test_the_daemon_rewrites_a_changed_report_at_most_every_report_minutes(
+        database: store.Database, tmp_path: Path) -> None:
+    """``syncd run`` (``report_cadence``): passes that change data keep a report built
+    less than ``report_minutes`` before (``deferred``); the first pass after that rebuilds
+    it with every change since; a changed tenant file, a new day or a one-off pass
+    (``syncd sync``) rebuild at once."""
+    tenant = bench.make_tenant(bench.Account(300))
+    tenant.report_minutes = 60
+    crm = tenant.connector_class
+    at = [bench.NOW]
+    runner = _runner(database, tmp_path / "reports", at)
+    runner.report_cadence = True
+    first = runner.run_one_off(tenant)
+    assert first.ok and first.report_outcome == "written"
+    path = Path(first.report or "")
+    built = path.read_bytes()
+
+    def changed_pass(minutes: int, deal: int, version: int) -> Any:
+        crm.changes, crm.version = [deal], version  # type: ignore[attr-defined]
+        at[0] = bench.NOW + timedelta(minutes=minutes)
+        try:
+            return runner.run_one_off(tenant)
+        finally:
+            crm.changes, crm.version = [], 0  # type: ignore[attr-defined]
+
+    second = changed_pass(15, 5, 1)
+    assert second.ok and second.summary is not None
+    assert second.summary.changed.get("deals") == 1
+    assert second.report_outcome == "deferred" and path.read_bytes() == built
+    at[0] = bench.NOW + timedelta(minutes=30)  # nothing new: the change still waits
+    assert runner.run_one_off(tenant).report_outcome == "deferred"
+    assert path.read_bytes() == built
+
+    at[0] = bench.NOW + timedelta(minutes=61)  # past the cadence: rebuilt, with D5's change
+    assert runner.run_one_off(tenant).report_outcome == "written"
+    report = json.loads(path.read_text("utf-8"))
+    assert report["violations"] == build_report(database, tenant)["violations"]
+    assert report["as_of"] != json.loads(built)["as_of"]
+    at[0] = bench.NOW + timedelta(minutes=75)
+    assert runner.run_one_off(tenant).report_outcome == "unchanged"
+
+    assert changed_pass(90, 7, 2).report_outcome == "deferred"
+    runner.report_cadence = False  # `syncd sync`: the pending change is written now
+    at[0] = bench.NOW + timedelta(minutes=95)
+    assert runner.run_one_off(tenant).report_outcome == "written"
+    runner.report_cadence = True
+
+    assert changed_pass(100, 9, 3).report_outcome == "deferred"
+    at[0] = bench.NOW + timedelta(hours=13)  # past local midnight (Moscow): at once
+    assert runner.run_one_off(tenant).report_outcome == "written"
+
+    assert changed_pass(13 * 60 + 15, 11, 4).report_outcome == "deferred"
+    tenant.config.currency = "USD"  # the tenant file changed: at once
+    at[0] = bench.NOW + timedelta(hours=13, minutes=20)
+    assert runner.run_one_off(tenant).report_outcome == "written"
+    assert json.loads(path.read_text("utf-8"))["currency"] == "USD"
