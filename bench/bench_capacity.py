@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -297,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-minutes", type=int, default=1,
                         help="the compressed interval (each carries 15 real minutes)")
     parser.add_argument("--change-rate", type=float, default=0.01, help="deals a day")
+    parser.add_argument("--report-minutes", type=int, default=60,
+                        help="the daemon's report_minutes at a real 15-minute interval "
+                             "(compressed with the interval; default 60, its default)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--url", help="database URL (default: SQLite in a temp dir)")
     parser.add_argument("--midnight-in", type=float,
@@ -350,11 +354,16 @@ def main(argv: list[str] | None = None) -> int:
         plugins = make_plugin_manager()
         tenants = [load_tenant(settings, f"t{i:03d}", plugins.connectors)
                    for i in range(args.tenants)]
+        # report_minutes compressed as the interval is (60 real minutes: 4 at 1-minute
+        # intervals), so the daemon rebuilds each report as often per pass as it would
+        for tenant in tenants:
+            tenant.report_minutes = max(1, round(args.report_minutes * args.interval_minutes
+                                                 / 15))
         db = store.Database(url)
         db.upgrade()
         locks: list[tuple[float, str]] = []
         trace_locks(db.engine, args.trace_locks, locks)
-        runner = MeasuredRunner(settings, plugins, db)
+        runner = MeasuredRunner(settings, plugins, db, report_cadence=True)  # as `syncd run`
         runner.cpu, runner.outcomes, runner.records = [], [], []
 
         cpu0, wall0 = time.process_time(), time.monotonic()
@@ -479,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{peak_rss[0]:.0f} MB while running (sampled), {max_rss:.0f} MB "
           f"with the seeding; fake CPU {fake_cpu - fake_cpu0:.0f} s; {requests} requests, "
           f"{limited} answered 429")
+    reports = Counter(o.report_outcome for o in runner.outcomes if o.ok)
+    print(f"report files after the passes: {dict(reports)} (report_minutes "
+          f"{tenants[0].report_minutes} at this interval)")
     print(f"CPU per tenant-pass ({len(cpu)} regular passes): p50 {quantile(cpu, 0.5):.2f} s, "
           f"p95 {quantile(cpu, 0.95):.2f} s, mean {per_pass:.2f} s; deals audited p50 "
           f"{quantile([float(r.audited) for r in regular], 0.5):.0f}")
