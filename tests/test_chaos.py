@@ -139,6 +139,7 @@ def assert_never_two_at_once(runs: dict[str, list[Any]], killed_at: datetime) ->
             assert end <= later.started_at, f"tenant {key}: two passes overlapped"
 
 
+@pytest.mark.slow  # 30 tenants, three `syncd run` processes, SIGKILL: ~35 s
 def test_sigkill_mid_sync_every_tenant_synced_once_at_a_time(tmp_path: Path,
                                                              db_url: str) -> None:
     count = 30
@@ -209,6 +210,7 @@ def test_sigkill_mid_sync_every_tenant_synced_once_at_a_time(tmp_path: Path,
     assert set(claimed) == set(fakes), "every tenant was claimed by some replica"
 
 
+@pytest.mark.slow  # `syncd run` processes, SIGSTOP past the lease, SIGCONT
 def test_a_replica_paused_past_its_lease_cannot_write_when_it_resumes(tmp_path: Path,
                                                                       db_url: str) -> None:
     fault = Fault("block", method="GET", path="/api/v2/deals")
