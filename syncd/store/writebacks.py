@@ -22,7 +22,7 @@ so "desired" and "written" compare equal when they are.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -77,25 +77,29 @@ def mark_pending_many(session: Session, tenant_id: int, kind: WriteKind,
     ``written_value``, ``crm_id`` and ``attempts`` are kept (new rows start at 0 attempts).
     """
     now = now or utcnow()
-    rows = {
-        (entity, external_id, field): {
-            "tenant_id": tenant_id, "kind": kind, "entity": entity,
-            "external_id": external_id, "field": field, "desired_value": to_text(desired),
-            "status": "pending", "attempts": 0, "error": None, "updated_at": now,
-        }
+    return _upsert_rows(session, (
+        {"tenant_id": tenant_id, "kind": kind, "entity": entity, "external_id": external_id,
+         "field": field, "desired_value": to_text(desired), "status": "pending",
+         "attempts": 0, "error": None, "updated_at": now}
         for entity, external_id, field, desired in items
-    }
-    if not rows:
+    ), lambda excluded: {"desired_value": excluded.desired_value, "status": "pending",
+                         "error": None, "updated_at": excluded.updated_at,
+                         "next_attempt_at": None})
+
+
+def _upsert_rows(session: Session, rows: Iterable[dict[str, Any]],
+                 on_conflict: Callable[[Any], dict[str, Any]]) -> int:
+    """One bulk upsert of ledger rows (of rows with the same key, the last one wins);
+    ``on_conflict`` maps the statement's ``excluded`` row to what an existing row becomes.
+    Returns how many rows were written."""
+    unique = {tuple(row[name] for name in _IDENTITY): row for row in rows}
+    if not unique:
         return 0
     stmt = insert_for(session, WritebackRow.__table__)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=_IDENTITY,
-        set_={"desired_value": stmt.excluded.desired_value, "status": "pending",
-              "error": None, "updated_at": stmt.excluded.updated_at,
-              "next_attempt_at": None},
-    )
-    session.execute(stmt, list(rows.values()))
-    return len(rows)
+    session.execute(stmt.on_conflict_do_update(index_elements=_IDENTITY,
+                                               set_=on_conflict(stmt.excluded)),
+                    list(unique.values()))
+    return len(unique)
 
 
 def mark_pending(
@@ -142,25 +146,18 @@ def mark_fields_done(session: Session, tenant_id: int,
     bulk upsert: what ``mark_done`` records for each (a batch's outcomes in one statement,
     not one statement per field)."""
     stamp = now or utcnow()
-    rows = {
-        (entity, external_id, field): {
-            "tenant_id": tenant_id, "kind": "field", "entity": entity,
-            "external_id": external_id, "field": field, "status": "done",
-            "written_value": to_text(written), "error": None, "next_attempt_at": None,
-            "attempts": 0, "updated_at": stamp,
-        }
+    return _upsert_rows(session, (
+        {"tenant_id": tenant_id, "kind": "field", "entity": entity,
+         "external_id": external_id, "field": field, "status": "done",
+         "written_value": to_text(written), "error": None, "next_attempt_at": None,
+         "attempts": 0, "updated_at": stamp}
         for entity, external_id, field, written in items
-    }
-    if not rows:
-        return 0
-    stmt = insert_for(session, WritebackRow.__table__)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=_IDENTITY,
-        set_={name: stmt.excluded[name] for name in (
-            "status", "written_value", "error", "next_attempt_at", "attempts", "updated_at")},
-    )
-    session.execute(stmt, list(rows.values()))
-    return len(rows)
+    ), lambda excluded: {name: excluded[name] for name in _DONE_COLUMNS})
+
+
+#: What ``mark_fields_done`` sets on an existing row (what ``mark_done`` sets for a field).
+_DONE_COLUMNS = ("status", "written_value", "error", "next_attempt_at", "attempts",
+                 "updated_at")
 
 
 def mark_done(
