@@ -13,7 +13,9 @@ small ``margin`` absorbs clock granularity and window rounding on the server.
 
 ``observe(headers)`` adopts what the server announces: ``x-ratelimit-limit`` replaces the
 configured limit, and ``x-ratelimit-remaining: 0`` blocks new requests for
-``x-ratelimit-reset`` seconds. Clock and sleep are injectable so tests run instantly.
+``x-ratelimit-reset`` seconds, unless this limiter's own window is full (then the "0" is
+its own requests', and the window already waits exactly as long as the server needs).
+Clock and sleep are injectable so tests run instantly.
 
 Across processes: a CRM limits the integration, not the process. A limiter may carry a
 ``SharedBudget`` (``syncd.store.budget``): after the local slot, every request also
@@ -221,7 +223,7 @@ class RateLimiter:
                 self.limit = int(limit)
                 if self.shared is not None:
                     self.shared.adopt_limit(self.limit)
-            if remaining is not None and remaining <= 0:
+            if remaining is not None and remaining <= 0 and not self._window_full():
                 pause = max(min(reset if reset is not None else self.window, _MAX_RESET), 0.0)
                 until = self._clock() + pause + self.margin
                 self._blocked_until = max(self._blocked_until, until)
@@ -229,6 +231,19 @@ class RateLimiter:
             self.shared.block(pause + self.margin)  # every process pauses, not only us
 
     # --- internals ----------------------------------------------------------------------
+    def _window_full(self) -> bool:
+        """Whether this limiter's own window already holds ``limit`` requests (caller holds
+        the lock). Then a server's "nothing left" is our own doing, and the window already
+        waits for the oldest of them to age out, which frees the server's window no later
+        (its stamps are arrivals, ours answers). Its ``x-ratelimit-reset`` is the coarser
+        figure (Pipedrive's is whole seconds, measured from the answer): waiting it out
+        after every full window lost the window's own send time, 20-25% of a long pull's
+        rate (issue 13 item 7). Fewer of our own requests than the limit: somebody else
+        spends the budget too, and the server's reset is obeyed."""
+        span = self.window + self.margin
+        now = self._clock()
+        return sum(1 for s in self._slots if now - s.at < span) >= self.limit
+
     def _delay(self, now: float) -> float:
         """Seconds to wait before a new slot fits (<= 0: go now). Caller holds the lock."""
         span = self.window + self.margin
