@@ -254,6 +254,42 @@ def test_limiter_lets_a_burst_through_without_waiting() -> None:
     assert sum(clock.sleeps) == pytest.approx(2.0 + limiter.margin)
 
 
+def test_remaining_zero_with_our_own_window_full_waits_for_the_window_not_the_reset() -> None:
+    """Pipedrive answers the 20th request of a burst with ``x-ratelimit-remaining: 0`` and
+    a whole-second ``x-ratelimit-reset: 2`` counted from that answer. The window is full of
+    our own requests, so the 21st may go when the 1st is ``window + margin`` old, as the
+    server's rolling window allows; waiting the reset out from the 20th answer would lose
+    the burst's own send time every window (issue 13 item 7)."""
+    clock = FakeClock()
+    limiter = RateLimiter(20, 2.0, clock=clock, sleep=clock.sleep)
+    start = clock.now
+    for index in range(20):
+        slot = limiter.acquire()
+        clock.now += 0.05  # each answer takes 50 ms: the burst spans a second
+        limiter.release(slot)
+        limiter.observe({"x-ratelimit-limit": "20", "x-ratelimit-remaining": str(19 - index),
+                         "x-ratelimit-reset": "2"})
+    burst_end = clock.now
+    limiter.acquire()
+    # the 1st answer came at start + 0.05: the 21st goes at start + 0.05 + 2.0 + margin,
+    # not at the 20th answer + 2.0 + margin (a second later)
+    assert clock.now == pytest.approx(start + 0.05 + 2.0 + limiter.margin)
+    assert clock.now < burst_end + 2.0
+
+
+def test_remaining_zero_from_another_spender_is_waited_out() -> None:
+    """Fewer of our own requests in the window than the limit, yet the server says none
+    is left: the token is spent elsewhere too, and its reset is obeyed."""
+    clock = FakeClock()
+    limiter = RateLimiter(20, 2.0, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        limiter.release(limiter.acquire())
+    limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"})
+    before = clock.now
+    limiter.acquire()
+    assert clock.now - before == pytest.approx(2.0 + limiter.margin)
+
+
 def test_observe_remaining_zero_waits_reset_and_adopts_limit() -> None:
     clock = FakeClock()
     limiter = RateLimiter(20, 2.0, clock=clock, sleep=clock.sleep)
