@@ -9,9 +9,12 @@ window and rate budget, as separate Pipedrive companies have) on one shared data
 syncd side is ``syncd.daemon.Daemon`` with its real loop (claims, leases, heartbeat,
 worker threads, report writing) on a SQLite file (``--url`` for PostgreSQL).
 
-Seeding: one real first pass of tenant 0, then its rows are cloned to the other tenants
-with ``INSERT ... SELECT`` (records, cursors, audit state and due index, violations,
-karma, ledgers), so every tenant starts as a synced 100k-deal account.
+Seeding: one real first pass of tenant 0 (its write-back not held to
+``max_writes_per_run``: the seeded tenants are past their onboarding drain), then its rows
+are cloned to the other tenants with ``INSERT ... SELECT`` (records, cursors, audit state
+and due index, violations, karma, ledgers), and each clone gets a report file built within
+its ``report_minutes`` (spread over them), so every tenant starts as a synced 100k-deal
+account in its steady state.
 
 Time is compressed honestly: the interval is ``--interval-minutes`` (default 1) instead of
 15, and during each compressed interval the fake receives the edits of a *real* 15 minutes
