@@ -248,10 +248,17 @@ class Heartbeat:
             self.beat()
 
     def beat(self) -> None:
-        """Renew each held lease once; mark the ones we lost or could not renew in time."""
+        """Renew each held lease once; mark the ones we lost or could not renew in time.
+
+        A lease whose pass ended while the beat renewed the others (``remove``, then the
+        pass released the row) is no longer ours to renew, and not lost: a renewal that
+        finds it released says nothing (on a busy SQLite file each renewal can wait
+        seconds for the write lock, and such passes were logged as lost)."""
         with self._lock:
             held = list(self._held.values())
         for lease in held:
+            if not self._holds(lease):
+                continue
             started = time.monotonic()  # the database stamps the expiry after this
             try:
                 with self.db.session() as session:
@@ -259,6 +266,8 @@ class Heartbeat:
                     ours = leases.renew(session, lease.tenant_key, lease.holder, lease.fence,
                                         ttl=self.ttl)
             except Exception as exc:  # database unreachable: give up before the TTL does
+                if not self._holds(lease):
+                    continue
                 log.warning("tenant %s: lease renewal failed: %s", lease.tenant_key,
                             type(exc).__name__)
                 if time.monotonic() - lease.renewed_at > self.ttl.total_seconds() / 2:
@@ -266,8 +275,13 @@ class Heartbeat:
                 continue
             if ours:
                 lease.renewed_at = started
-            else:
+            elif self._holds(lease):
                 self._lose(lease, "another replica took it over")
+
+    def _holds(self, lease: Lease) -> bool:
+        """Whether ``lease``'s pass still runs (it was not ``remove``d since)."""
+        with self._lock:
+            return self._held.get(lease.tenant_key) is lease
 
     def _lose(self, lease: Lease, why: str) -> None:
         if not lease.lost.is_set():
