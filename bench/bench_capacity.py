@@ -40,6 +40,7 @@ import pstats
 import random
 import resource
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -488,6 +489,15 @@ def main(argv: list[str] | None = None) -> int:
         cpu0, wall0 = time.process_time(), time.monotonic()
         conn.send(("stats", 0))
         fake_cpu0 = conn.recv()[2]
+        def stop_early(signum: int, frame: Any) -> None:
+            # a run stopped by hand (or by a time limit) still prints and dumps what it saw
+            print(f"signal {signum}: stopping; the figures below are those so far",
+                  flush=True)
+            done.set()
+            daemon.stop()
+
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, stop_early)
         watcher.start()
         daemon.run()
         done.set()
