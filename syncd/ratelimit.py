@@ -223,7 +223,7 @@ class RateLimiter:
                 self.limit = int(limit)
                 if self.shared is not None:
                     self.shared.adopt_limit(self.limit)
-            if remaining is not None and remaining <= 0 and not self._window_full():
+            if remaining is not None and remaining <= 0 and not self._own_doing(reset):
                 pause = max(min(reset if reset is not None else self.window, _MAX_RESET), 0.0)
                 until = self._clock() + pause + self.margin
                 self._blocked_until = max(self._blocked_until, until)
@@ -231,16 +231,20 @@ class RateLimiter:
             self.shared.block(pause + self.margin)  # every process pauses, not only us
 
     # --- internals ----------------------------------------------------------------------
-    def _window_full(self) -> bool:
-        """Whether this limiter's own window already holds ``limit`` requests (caller holds
-        the lock). Then a server's "nothing left" is our own doing, and the window already
-        waits for the oldest of them to age out, which frees the server's window no later
-        (its stamps are arrivals, ours answers). Its ``x-ratelimit-reset`` is the coarser
-        figure (Pipedrive's is whole seconds, measured from the answer): waiting it out
-        after every full window lost the window's own send time, 20-25% of a long pull's
-        rate (issue 13 item 7). Fewer of our own requests than the limit: somebody else
-        spends the budget too, and the server's reset is obeyed."""
+    def _own_doing(self, reset: float | None) -> bool:
+        """Whether a server's "nothing left" is our own requests' (caller holds the lock):
+        this limiter's own window already holds ``limit`` of them, and the server's reset
+        is no longer than that window. Then the window already waits for the oldest of
+        them to age out, which frees the server's window no later (its stamps are
+        arrivals, ours answers), and ``x-ratelimit-reset`` is the coarser figure
+        (Pipedrive's is whole seconds, counted from the answer): waiting it out after
+        every full window lost the window's own send time, 20-25% of a long pull's rate
+        (issue 13 item 7). Fewer of our own requests than the limit (somebody else spends
+        the budget too), or a reset longer than our window (the server's window is longer
+        than configured): the server's reset is obeyed."""
         span = self.window + self.margin
+        if reset is not None and reset > span:
+            return False
         now = self._clock()
         return sum(1 for s in self._slots if now - s.at < span) >= self.limit
 
