@@ -392,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # Seeded as a tenant is after its first day: the first pass's write-back (every
         # deal's violations text, every company's karma) done, not deferred over ~110
-        # passes by max_writes_per_run (the onboarding drain is bench_incremental's
-        # `first`); the limit is back for the rounds.
+        # passes by max_writes_per_run (that onboarding drain is not the steady state this
+        # bench measures); the limit is back for the rounds.
         writeback = tenants[0].config.writeback
         limit = writeback.max_writes_per_run
         writeback.max_writes_per_run = 10**9
