@@ -277,30 +277,22 @@ def test_remaining_zero_with_our_own_window_full_waits_for_the_window_not_the_re
     assert clock.now < burst_end + 2.0
 
 
-def test_a_reset_longer_than_our_window_is_waited_out_even_with_our_window_full() -> None:
-    """A full window of our own, but the server's reset is longer than that window: the
-    server's window is longer than configured, and its reset is obeyed."""
+@pytest.mark.parametrize(("own", "reset"), [
+    (5, 2.0),   # fewer of our own requests than the limit: the token is spent elsewhere too
+    (20, 5.0),  # our window is full, but the server's is longer than configured
+])
+def test_a_servers_nothing_left_that_is_not_our_own_doing_is_waited_out(
+        own: int, reset: float) -> None:
+    """The server says none is left, and either not all of the window is ours or its
+    reset is longer than our window: its reset is obeyed."""
     clock = FakeClock()
     limiter = RateLimiter(20, 2.0, clock=clock, sleep=clock.sleep)
-    for _ in range(20):
+    for _ in range(own):
         limiter.release(limiter.acquire())
-    limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "5"})
+    limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)})
     before = clock.now
     limiter.acquire()
-    assert clock.now - before == pytest.approx(5.0 + limiter.margin)
-
-
-def test_remaining_zero_from_another_spender_is_waited_out() -> None:
-    """Fewer of our own requests in the window than the limit, yet the server says none
-    is left: the token is spent elsewhere too, and its reset is obeyed."""
-    clock = FakeClock()
-    limiter = RateLimiter(20, 2.0, clock=clock, sleep=clock.sleep)
-    for _ in range(5):
-        limiter.release(limiter.acquire())
-    limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"})
-    before = clock.now
-    limiter.acquire()
-    assert clock.now - before == pytest.approx(2.0 + limiter.margin)
+    assert clock.now - before == pytest.approx(reset + limiter.margin)
 
 
 def test_observe_remaining_zero_waits_reset_and_adopts_limit() -> None:

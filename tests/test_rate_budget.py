@@ -158,24 +158,27 @@ class Backend:
         self.settled.append((reserved, clock()))
 
 
-def test_a_limiter_waits_for_its_shared_reservation() -> None:
+def _shared_limiter() -> tuple[FakeClock, RateLimiter, Backend]:
+    """A limiter of 5 per second whose shared budget makes every send wait 0.25 s."""
     clock = FakeClock()
     limiter = RateLimiter(5, 1.0, clock=clock, sleep=clock.sleep)
     backend = Backend(delay=0.25)
     limiter.shared = SharedBudget(backend, "k", Window(5, 1.0), clock=clock)
+    return clock, limiter, backend
+
+
+def test_a_limiter_waits_for_its_shared_reservation() -> None:
+    clock, limiter, backend = _shared_limiter()
     slot = limiter.acquire()
     assert clock.sleeps == [0.25] and slot.at == clock.now, "stamped when it may go"
     limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"})
     assert backend.blocked == [pytest.approx(clock.now + 2.05)], "every process pauses"
     limiter.observe({"x-ratelimit-limit": "9"})
-    assert limiter.shared.rule.limit == 9
+    assert limiter.shared is not None and limiter.shared.rule.limit == 9
 
 
 def test_an_answered_request_settles_its_shared_reservation() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(5, 1.0, clock=clock, sleep=clock.sleep)
-    backend = Backend(delay=0.25)
-    limiter.shared = SharedBudget(backend, "k", Window(5, 1.0), clock=clock)
+    clock, limiter, backend = _shared_limiter()
     slot = limiter.acquire()
     reserved = clock.now
     clock.now += 0.4  # the request's round trip
