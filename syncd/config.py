@@ -73,6 +73,9 @@ class ReplicaConfig(_Model):
     poll_seconds: float = Field(default=5, gt=0)
     #: Tenant passes run at once by this replica.
     workers: int = Field(default=1, ge=1, le=64)
+    #: Worker processes those passes run in (1: threads of the replica's own process, one
+    #: core; N: up to N cores, ``syncd.pass_pool``). At most ``workers`` are started.
+    processes: int = Field(default=1, ge=1, le=64)
     #: Webhook calls for one tenant within this window trigger one pass.
     webhook_debounce_seconds: float = Field(default=5, ge=0)
     #: SIGTERM: seconds to finish the pages in flight before exiting anyway.

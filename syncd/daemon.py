@@ -48,6 +48,7 @@ from syncd.lease import (
     replica_id,
 )
 from syncd.metrics import Metrics
+from syncd.pass_pool import PassPool
 from syncd.plugins import Plugins
 from syncd.sdnotify import Notifier
 from syncd.secrets import redact
@@ -74,6 +75,8 @@ class TenantOutcome:
     #: The tenant file did not load: the pass never started (``problems`` says why).
     config_error: bool = False
     problems: list[str] = field(default_factory=list)
+    #: The pass's own CPU time (its thread's, or its worker process's); set by the daemon.
+    cpu_seconds: float | None = None
 
     @property
     def partial(self) -> bool:
@@ -278,8 +281,11 @@ class Daemon:
                  metrics: Metrics | None = None, holder: str | None = None,
                  watcher: TenantWatcher | None = None,
                  broken: dict[str, list[ConfigProblem]] | None = None,
-                 digest_timer: DigestTimerConfig | None = None) -> None:
+                 digest_timer: DigestTimerConfig | None = None,
+                 pool: PassPool | None = None) -> None:
         self.runner = runner
+        #: Worker processes that run the passes (``replica.processes`` > 1); None: threads.
+        self.pool = pool
         #: The tenants that load (and are enabled); updated in place when files change.
         self.tenants = {tenant.key: tenant for tenant in tenants}
         #: Tenant files that do not load: skipped, reported (log, /readyz, metrics).
@@ -395,6 +401,8 @@ class Daemon:
 
     def stop(self) -> None:
         self.runner.stop_event.set()
+        if self.pool is not None:
+            self.pool.stop()
         self.wake.set()
 
     @property
@@ -418,8 +426,10 @@ class Daemon:
         self.prepare()
         self.heartbeat.start()
         self.started = True
-        log.info("replica %s: %d tenant(s), %d worker(s), lease %.0fs", self.holder,
-                 len(self.tenants), self.replica.workers, self.replica.lease_seconds)
+        log.info("replica %s: %d tenant(s), %d worker(s) in %s, lease %.0fs", self.holder,
+                 len(self.tenants), self.replica.workers,
+                 f"{self.pool.processes} processes" if self.pool else "this process",
+                 self.replica.lease_seconds)
         if on_ready is not None:
             on_ready()
         try:
@@ -437,6 +447,8 @@ class Daemon:
                 self.timers.run_pending()
             self._drain()
         finally:
+            if self.pool is not None:
+                self.pool.close()
             self.heartbeat.stop()
         log.info("stopped after %d passes", self.passes)
 
@@ -534,19 +546,43 @@ class Daemon:
     def _run_claimed(self, lease: Lease) -> None:
         with self._lock:
             tenant = self.tenants.get(lease.tenant_key)
-        observer = response_observer.set(self.metrics.response_observer(lease.tenant_key))
         started = time.monotonic()
         outcome: TenantOutcome | None = None
         try:
             if tenant is None:  # its file broke or went away since the claim
                 problems = self.broken.get(lease.tenant_key, [])
                 outcome = config_outcome(lease.tenant_key, problems)
+            elif self.pool is not None and self.pool.can_run(tenant):
+                outcome = self._run_in_worker(tenant, lease, self.pool)
             else:
-                outcome = self.runner.run_under_lease(tenant, lease)
+                outcome = self._run_here(tenant, lease)
         finally:
-            response_observer.reset(observer)
             self.heartbeat.remove(lease)
             self._finish(lease, outcome, time.monotonic() - started)
+
+    def _run_here(self, tenant: Tenant, lease: Lease) -> TenantOutcome:
+        """The pass in this thread (no worker processes)."""
+        observer = response_observer.set(self.metrics.response_observer(lease.tenant_key))
+        cpu = time.thread_time()
+        try:
+            outcome = self.runner.run_under_lease(tenant, lease)
+        finally:
+            response_observer.reset(observer)
+        outcome.cpu_seconds = time.thread_time() - cpu
+        return outcome
+
+    def _run_in_worker(self, tenant: Tenant, lease: Lease, pool: PassPool) -> TenantOutcome:
+        """The pass in a worker process (``syncd.pass_pool``), which renews its lease."""
+        self.heartbeat.remove(lease)
+        done = pool.run(tenant, lease)
+        self.metrics.count_responses(lease.tenant_key, done.statuses)
+        if done.outcome is None:
+            return TenantOutcome(tenant.key, ok=False, error=done.error)
+        log.info("tenant %s: the pass ran in worker process %d (%.1f s of CPU)", tenant.key,
+                 done.pid, done.cpu_seconds, extra={"tenant": tenant.key})
+        outcome: TenantOutcome = done.outcome
+        outcome.cpu_seconds = done.cpu_seconds
+        return outcome
 
     def _finish(self, lease: Lease, outcome: TenantOutcome | None, seconds: float) -> None:
         key = lease.tenant_key
@@ -562,7 +598,8 @@ class Daemon:
         summary = outcome.summary if outcome else None
         self.metrics.record_pass(key, status, seconds,
                                  pulled=sum(summary.pulled.values()) if summary else 0,
-                                 writes=_write_count(summary.writes) if summary else 0)
+                                 writes=_write_count(summary.writes) if summary else 0,
+                                 cpu_seconds=outcome.cpu_seconds if outcome else None)
         if outcome is not None and outcome.report_outcome is not None:
             self.metrics.reports.labels(tenant=key, outcome=outcome.report_outcome).inc()
         context = {"tenant": key, "fence": lease.fence, "replica": self.holder}
@@ -732,6 +769,43 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker process needs to build the daemon's runner (it pickles)."""
+
+    settings: Settings
+    log_level: str
+    log_format: str
+
+
+def worker_runner(setup: WorkerSetup, stop_event: Any) -> Runner:
+    """In a worker process (``syncd.pass_pool``): the runner ``serve`` builds, with its
+    own plugins and database connections, stopped by the replica's shared event."""
+    from syncd.logs import setup_logging
+    from syncd.plugins import make_plugin_manager
+
+    setup_logging(setup.log_level, setup.log_format)
+    overlap = timedelta(minutes=setup.settings.daemon.overlap_minutes)
+    return Runner(setup.settings, make_plugin_manager(),
+                  store.Database(setup.settings.database_url),
+                  options_factory=lambda: PassOptions(overlap=overlap),
+                  stop_event=stop_event, report_cadence=True)
+
+
+def pass_pool(settings: Settings) -> PassPool | None:
+    """The worker processes of ``replica.processes`` (None: passes in threads). As many as
+    passes run at once (``workers``) at most: a process more would never get a pass."""
+    from syncd.logs import logging_setup
+
+    replica = settings.daemon.replica
+    processes = min(replica.processes, replica.workers)
+    if processes <= 1:
+        return None
+    return PassPool(processes, worker_runner, WorkerSetup(settings, *logging_setup()),
+                    lease_seconds=replica.lease_seconds,
+                    heartbeat_seconds=replica.heartbeat)
+
+
 def serve(settings: Settings, plugins: Plugins, db: store.Database, tenants: Sequence[Tenant], *,
           max_passes: int | None = None, holder: str | None = None,
           watcher: TenantWatcher | None = None,
@@ -747,7 +821,8 @@ def serve(settings: Settings, plugins: Plugins, db: store.Database, tenants: Seq
                         report_cadence=True)
         daemon = Daemon(runner, tenants, max_passes=max_passes,
                         replica=settings.daemon.replica, holder=holder, watcher=watcher,
-                        broken=broken, digest_timer=settings.daemon.digests)
+                        broken=broken, digest_timer=settings.daemon.digests,
+                        pool=pass_pool(settings))
         log_broken(daemon.broken)
         daemon.install_signal_handlers()
         server = start_web(settings, daemon, tenants, plugins)

@@ -56,3 +56,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def logging_setup() -> tuple[str, str]:
+    """This process's ``setup_logging`` arguments (level, format), for a worker process to
+    log the same way."""
+    root = logging.getLogger()
+    json_lines = any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers)
+    return logging.getLevelName(root.level), "json" if json_lines else "text"

@@ -41,6 +41,10 @@ class Metrics:
         self.sync_duration = Histogram("syncd_sync_duration_seconds",
                                        "Duration of one tenant pass.", ["tenant"],
                                        buckets=DURATION_BUCKETS, registry=r)
+        self.pass_cpu = Histogram("syncd_pass_cpu_seconds",
+                                  "CPU time of one tenant pass (its own thread or worker "
+                                  "process): what sizing a replica's tenants is about.",
+                                  ["tenant"], buckets=DURATION_BUCKETS, registry=r)
         self.pass_start_lag = Histogram(
             "syncd_pass_start_lag_seconds", "How late a scheduled pass starts: its claim "
             "time minus its due time (last start + interval, or the expiry of a lease taken "
@@ -74,6 +78,14 @@ class Metrics:
                       registry=r)
         build.labels(version=__version__).set(1)
 
+    def count_responses(self, tenant: str, statuses: dict[int, int]) -> None:
+        """Add a worker process's answer counts (status -> answers) for ``tenant``."""
+        total = sum(statuses.values())
+        if total:
+            self.api_requests.labels(tenant=tenant).inc(total)
+        if statuses.get(429):
+            self.api_rate_limited.labels(tenant=tenant).inc(statuses[429])
+
     def response_observer(self, tenant: str) -> Callable[[int], None]:
         """Counts one tenant's API answers (see ``syncd.http.response_observer``)."""
         requests = self.api_requests.labels(tenant=tenant)
@@ -86,9 +98,11 @@ class Metrics:
         return observe
 
     def record_pass(self, tenant: str, status: str, seconds: float, pulled: int = 0,
-                    writes: int = 0) -> None:
+                    writes: int = 0, cpu_seconds: float | None = None) -> None:
         self.syncs.labels(tenant=tenant, status=status).inc()
         self.sync_duration.labels(tenant=tenant).observe(seconds)
+        if cpu_seconds is not None:
+            self.pass_cpu.labels(tenant=tenant).observe(cpu_seconds)
         if pulled:
             self.records_pulled.labels(tenant=tenant).inc(pulled)
         if writes:
