@@ -505,6 +505,11 @@ def _runs_and_backlog(db: store.Database, tenant: Tenant) -> tuple[list[int], li
 
 #: ``current_report``'s answers besides a reason to rebuild.
 UNCHANGED, DEFERRED = "unchanged", "deferred"
+#: A new local day waits for the cadence like any change, but never longer than this after
+#: the last build: each day's snapshot is taken within its first hour, and the tenants
+#: that share a midnight do not all rebuild in its first minutes.
+NEW_DAY_WAIT = timedelta(minutes=60)
+NEW_DAY = "a new local day"
 
 
 def current_report(db: store.Database, tenant: Tenant, summary: Any, directory: Path, *,
@@ -514,11 +519,11 @@ def current_report(db: store.Database, tenant: Tenant, summary: Any, directory: 
 
     Kept ``UNCHANGED`` when it is still what a rebuild would show. With
     ``cadence_minutes`` (the daemon's ``report_minutes``), a file built less than that
-    many minutes before this pass is also kept when the pass changed only data
-    (``DEFERRED``): what changed is noted in its state, and the first pass after the
-    cadence rebuilds it. A new local day, a changed configuration, Sales Book or syncd,
-    and a missing or edited file rebuild it at once. Either way the state moves on to
-    this pass."""
+    many minutes before this pass is also kept when the pass changed only data or the
+    local day (``DEFERRED``; a new day waits ``NEW_DAY_WAIT`` at most): what changed is
+    noted in its state, and the first pass after the cadence rebuilds it. A changed
+    configuration, Sales Book or syncd, and a missing or edited file rebuild it at once.
+    Either way the state moves on to this pass."""
     reasons = pass_changes(summary)
     if reasons and not cadence_minutes:
         return None, ", ".join(reasons)
@@ -532,14 +537,16 @@ def current_report(db: store.Database, tenant: Tenant, summary: Any, directory: 
         stat = path.stat()
     except OSError:
         return None, "no report file"
-    if state.day != day:
-        return None, "a new local day"
     if state.fingerprint != report_fingerprint(tenant):
         return None, "configuration, Sales Book or syncd changed"
     if (stat.st_size, stat.st_mtime_ns) != (state.size, state.mtime_ns):
         return None, "report file changed"
     runs, coverage = _runs_and_backlog(db, tenant)
     changes = [*state.pending, *reasons]
+    wait = timedelta(minutes=cadence_minutes)
+    if state.day != day:
+        changes.append(NEW_DAY)
+        wait = min(wait, NEW_DAY_WAIT)
     if len(runs) < 2 or state.run_id != runs[1]:
         changes.append("a pass since the report was built is not accounted for")
     if state.backlog != coverage:
@@ -549,8 +556,7 @@ def current_report(db: store.Database, tenant: Tenant, summary: Any, directory: 
         state.moved_to(runs[0], coverage, []).save(state_path(directory, tenant.key))
         return path, UNCHANGED
     if not (cadence_minutes and state.built_as_of and runs
-            and as_of - datetime.fromisoformat(state.built_as_of)
-            < timedelta(minutes=cadence_minutes)):
+            and as_of - datetime.fromisoformat(state.built_as_of) < wait):
         return None, ", ".join(pending)
     state.moved_to(runs[0], coverage, pending).save(state_path(directory, tenant.key))
     return path, DEFERRED
@@ -561,7 +567,10 @@ def report_due_at(directory: Path, tenant: Tenant, cadence_minutes: int) -> date
     state = ReportState.load(state_path(directory, tenant.key))
     if state is None or not state.built_as_of:
         return None
-    return datetime.fromisoformat(state.built_as_of) + timedelta(minutes=cadence_minutes)
+    wait = timedelta(minutes=cadence_minutes)
+    if NEW_DAY in state.pending:
+        wait = min(wait, NEW_DAY_WAIT)
+    return datetime.fromisoformat(state.built_as_of) + wait
 
 
 def remember_report(db: store.Database, tenant: Tenant, summary: Any, path: Path) -> None:

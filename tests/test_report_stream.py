@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from support import REPO
 
-from syncd import history, store
+from syncd import history, report_stream, store
 from syncd.config import ReplicaConfig, Tenant, load_settings, load_tenant
 from syncd.daemon import Runner
 from syncd.plugins import make_plugin_manager
@@ -225,6 +225,38 @@ def test_a_pass_that_changed_nothing_keeps_the_report(database: store.Database,
     assert path.stat().st_mtime_ns != stamp
 
 
+def test_a_new_local_day_waits_for_the_cadence_at_most_an_hour(database: store.Database,
+                                                               tmp_path: Path) -> None:
+    """The tenants that share a midnight do not all rebuild at once: a new local day is
+    a change like the others under ``report_minutes``, but waits an hour at most after
+    the last build (so each day's snapshot is taken in its first hour). ``syncd sync``
+    (no cadence) rebuilds at once."""
+    tenant = bench.make_tenant(bench.Account(200))
+    tenant.report_minutes = 240
+    midnight = bench.NOW + timedelta(hours=10)  # 00:00 in Moscow (bench.NOW is 14:00)
+    at = [midnight - timedelta(minutes=20)]
+    runner = _runner(database, tmp_path / "reports", at)
+    runner.report_cadence = True
+    first = runner.run_one_off(tenant)
+    assert first.ok and first.report_outcome == "written"
+    path = Path(first.report or "")
+    built = path.read_bytes()
+
+    at[0] = midnight + timedelta(minutes=10)  # a new day, 30 minutes after the build
+    assert runner.run_one_off(tenant).report_outcome == "deferred"
+    assert path.read_bytes() == built
+    due = report_stream.report_due_at(path.parent, tenant, tenant.report_minutes)
+    assert due == midnight - timedelta(minutes=20) + report_stream.NEW_DAY_WAIT
+
+    at[0] = midnight + timedelta(minutes=41)  # an hour after the build: rebuilt
+    assert runner.run_one_off(tenant).report_outcome == "written"
+    assert path.read_bytes() != built
+
+    at[0] = midnight + timedelta(hours=24, minutes=5)  # the next day, by `syncd sync`
+    runner.report_cadence = False
+    assert runner.run_one_off(tenant).report_outcome == "written"
+
+
 def test_a_changed_tenant_file_or_a_touched_report_rebuilds(database: store.Database,
                                                             tmp_path: Path) -> None:
     tenant = bench.make_tenant(bench.Account(100))
@@ -297,7 +329,7 @@ def test_the_daemon_rewrites_a_changed_report_at_most_every_report_minutes(
     runner.report_cadence = True
 
     assert changed_pass(100, 9, 3).report_outcome == "deferred"
-    at[0] = bench.NOW + timedelta(hours=13)  # past local midnight (Moscow): at once
+    at[0] = bench.NOW + timedelta(hours=13)  # past local midnight and the cadence
     assert runner.run_one_off(tenant).report_outcome == "written"
 
     assert changed_pass(13 * 60 + 15, 11, 4).report_outcome == "deferred"
