@@ -234,7 +234,7 @@ class Runner:
         if not live:
             return str(path), "written"
         clean = True
-        try:  # the day's snapshot for the trends (first good pass of the local day)
+        try:  # the day's snapshot for the trends (the day's first rebuild)
             history.record_figures(db, tenant, report_stream.snapshot_figures(parts, stats),
                                    datetime.fromisoformat(parts["as_of"]))
         except Exception:

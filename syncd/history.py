@@ -98,7 +98,7 @@ def record(session: Session, tenant_id: int, day: date, data: dict[str, Any],
 
 
 def record_report(db: Database, tenant: Tenant, report: dict[str, Any]) -> bool:
-    """After a good live pass: the day's snapshot from its report (first pass of the day)."""
+    """After a good live pass: the day's snapshot from its report (the day's first)."""
     if not report.get("live", True):
         return False
 
