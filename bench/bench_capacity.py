@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -59,7 +60,7 @@ from sqlalchemy import event, text, update
 
 from syncd import history, report_stream, store
 from syncd.config import load_settings, load_tenant
-from syncd.daemon import Daemon, Runner, TenantOutcome
+from syncd.daemon import Daemon, Runner, TenantOutcome, pass_pool
 from syncd.lease import Lease
 from syncd.plugins import make_plugin_manager
 from syncd.store import leases
@@ -252,10 +253,24 @@ class MeasuredRunner(Runner):
 
 
 class MeasuredDaemon(Daemon):
-    """The daemon; keeps each claim's lateness (also observed in its histogram)."""
+    """The daemon; keeps each claim's lateness (also observed in its histogram), and with
+    ``--processes`` each pass's record (its CPU is the worker process's, from the outcome)."""
 
     late: list[tuple[datetime, float]]
     passes_of: dict[str, int]
+
+    def _run_in_worker(self, tenant: Any, lease: Lease, pool: Any) -> TenantOutcome:
+        wall = datetime.now(UTC)
+        outcome = super()._run_in_worker(tenant, lease, pool)
+        runner = self.runner
+        assert isinstance(runner, MeasuredRunner)
+        audit = outcome.summary.audit if outcome.summary is not None else {}
+        runner.cpu.append(outcome.cpu_seconds or 0.0)
+        runner.outcomes.append(outcome)
+        runner.records.append(PassRecord(tenant.key, wall, datetime.now(UTC),
+                                         outcome.cpu_seconds or 0.0, outcome.ok,
+                                         int(audit.get("deals_audited") or 0), False))
+        return outcome
 
     def _start(self, claim: leases.Claim) -> None:
         if claim.late_seconds is not None:
@@ -326,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the daemon's report_minutes at a real 15-minute interval "
                              "(compressed with the interval; default 60, its default)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="replica.processes: passes in this many worker processes "
+                             "(1: threads of the daemon's own process)")
     parser.add_argument("--url", help="database URL (default: SQLite in a temp dir)")
     parser.add_argument("--midnight-in", type=float,
                         help="minutes from the start after which the tenants' local midnight "
@@ -352,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {load_start}; {args.tenants} tenants x {args.deals:,} deals; "
           f"interval compressed 15 min -> {interval} s ({900 / interval:.1f}x), each "
           f"carrying {per_interval} edited deals (a real 15 minutes at "
-          f"{args.change_rate:.0%} a day); {args.workers} workers; burst limit {BURST} "
-          "per 2 s", flush=True)
+          f"{args.change_rate:.0%} a day); {args.workers} workers in "
+          f"{args.processes} process(es); burst limit {BURST} per 2 s", flush=True)
+    if args.profile and args.processes > 1:
+        parser.error("--profile profiles passes in this process: use --processes 1")
     zone, midnight = "UTC", None
     if not args.no_midnight:
         minutes = args.midnight_in if args.midnight_in is not None else (
@@ -444,9 +464,12 @@ def main(argv: list[str] | None = None) -> int:
             runner.profiles, runner.midnight = {}, midnight
             runner.profile_every = args.profile_every
 
-        daemon = MeasuredDaemon(runner, tenants, holder="bench-capacity",
-                                replica=settings.daemon.replica.model_copy(
-                                    update={"workers": args.workers, "poll_seconds": 1}))
+        replica = settings.daemon.replica.model_copy(
+            update={"workers": args.workers, "processes": args.processes, "poll_seconds": 1})
+        pool = pass_pool(dataclasses.replace(settings, daemon=settings.daemon.model_copy(
+            update={"replica": replica})))
+        daemon = MeasuredDaemon(runner, tenants, holder="bench-capacity", replica=replica,
+                                pool=pool)
         daemon.late, daemon.passes_of = [], {}
         done = threading.Event()
         peak_rss = [rss_mb()]
@@ -525,11 +548,15 @@ def main(argv: list[str] | None = None) -> int:
     kept = bool(before) and max(before) < interval
     per_pass = statistics.mean(cpu) if cpu else float("nan")
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers = (f"; worker processes CPU {children.ru_utime + children.ru_stime:.0f} s "
+               f"(with the fake's), the largest's peak RSS {children.ru_maxrss / 1024:.0f} MB"
+               if args.processes > 1 else "")
     print(f"passes: {len(runner.records)} ({len(failed)} failed) in {wall:.0f} s wall; daemon "
           f"process CPU {process_cpu:.0f} s ({process_cpu / wall:.2f} cores), peak RSS "
           f"{peak_rss[0]:.0f} MB while running (sampled), {max_rss:.0f} MB "
-          f"with the seeding; fake CPU {fake_cpu - fake_cpu0:.0f} s; {requests} requests, "
-          f"{limited} answered 429")
+          f"with the seeding{workers}; fake CPU {fake_cpu - fake_cpu0:.0f} s; {requests} "
+          f"requests, {limited} answered 429")
     reports = Counter(o.report_outcome for o in runner.outcomes if o.ok)
     print(f"report files after the passes: {dict(reports)} (report_minutes "
           f"{tenants[0].report_minutes} at this interval)")
@@ -540,12 +567,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{quantile(before, 0.95):.1f} s, max {max(before, default=float('nan')):.1f} s "
           f"over {len(before)} claims; every tenant kept its {interval} s schedule: {kept}")
     capacity = int(cores * 900 / per_pass) if cpu else 0
-    one_process = int(900 / per_pass) if cpu else 0
-    print(f"implied capacity at a real 15-minute interval: one daemon process 900 s / "
-          f"{per_pass:.2f} s = {one_process} tenants (its worker threads share one "
-          f"interpreter lock: about one core of Python; this one used "
-          f"{process_cpu / wall:.2f} cores); the machine's {cores} cores x 900 s / "
-          f"{per_pass:.2f} s = {capacity} (with a replica per core: PostgreSQL); "
+    lanes = min(args.processes, args.workers, cores)  # each process: about one core
+    replica_capacity = int(lanes * 900 / per_pass) if cpu else 0
+    print(f"implied capacity at a real 15-minute interval: this replica ({lanes} process(es) "
+          f"running passes, each about one core of Python) {lanes} x 900 s / "
+          f"{per_pass:.2f} s = {replica_capacity} tenants; the machine's {cores} cores x "
+          f"900 s / {per_pass:.2f} s = {capacity} (replica.processes: {cores}); "
           "target >= 50")
     if midnight is not None:
         day_cpu = [r.cpu for r in daily.values() if not r.profiled]
@@ -565,12 +592,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{catch_up.total_seconds():.0f} s after the midnight (real 15-minute interval: "
               f"900 s; within it: {catch_up.total_seconds() < 900}); tick lag after the "
               f"midnight max {max(after, default=float('nan')):.1f} s over {len(after)} claims")
-        print(f"implied capacity with the daily pass, one daemon process (~1 core): by CPU "
-              f"over a day 86400 s / (95 x {per_pass:.2f} + {day_mean:.2f}) s = "
-              f"{int(86400 / per_day)} tenants; one shared timezone, every daily pass within "
-              f"one 15-minute interval 900 s / {day_mean:.2f} s = {int(900 / day_mean)} "
-              f"tenants ({cores} cores: {int(cores * 86400 / per_day)} and "
-              f"{int(cores * 900 / day_mean)})")
+        print(f"implied capacity with the daily pass, this replica ({lanes} process(es)): "
+              f"by CPU over a day {lanes} x 86400 s / (95 x {per_pass:.2f} + "
+              f"{day_mean:.2f}) s = {int(lanes * 86400 / per_day)} tenants; one shared "
+              f"timezone, every daily pass within one 15-minute interval {lanes} x 900 s / "
+              f"{day_mean:.2f} s = {int(lanes * 900 / day_mean)} tenants ({cores} cores: "
+              f"{int(cores * 86400 / per_day)} and {int(cores * 900 / day_mean)})")
     print(f"transactions holding the write lock over {args.trace_locks:.0f} s: {len(locks)}"
           + (f", longest {max(locks)[0]:.1f} s: {max(locks)[1]}" if locks else ""))
     print(f"load average at the start {load_start}, at the end {os.getloadavg()}")

@@ -17,6 +17,7 @@ passes, ``digest_deliveries`` for digests), so replicas and restarts agree.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import signal
@@ -801,7 +802,9 @@ def pass_pool(settings: Settings) -> PassPool | None:
     processes = min(replica.processes, replica.workers)
     if processes <= 1:
         return None
-    return PassPool(processes, worker_runner, WorkerSetup(settings, *logging_setup()),
+    # Without the cipher made here: a worker makes its own from the same key file.
+    setup = WorkerSetup(dataclasses.replace(settings, _cipher=None), *logging_setup())
+    return PassPool(processes, worker_runner, setup,
                     lease_seconds=replica.lease_seconds,
                     heartbeat_seconds=replica.heartbeat)
 
