@@ -254,7 +254,7 @@ class MeasuredRunner(Runner):
 
 class MeasuredDaemon(Daemon):
     """The daemon; keeps each claim's lateness (also observed in its histogram), and with
-    ``--processes`` each pass's record (its CPU is the worker process's, from the outcome)."""
+    ``--worker-processes`` each pass's record (its CPU the worker's, from the outcome)."""
 
     late: list[tuple[datetime, float]]
     passes_of: dict[str, int]
@@ -341,9 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the daemon's report_minutes at a real 15-minute interval "
                              "(compressed with the interval; default 60, its default)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--processes", type=int, default=1,
-                        help="replica.processes: passes in this many worker processes "
-                             "(1: threads of the daemon's own process)")
+    parser.add_argument("--worker-processes", action="store_true",
+                        help="replica.worker_processes: each of the --workers passes in a "
+                             "worker process of its own (default: threads of the daemon's "
+                             "own process)")
     parser.add_argument("--url", help="database URL (default: SQLite in a temp dir)")
     parser.add_argument("--midnight-in", type=float,
                         help="minutes from the start after which the tenants' local midnight "
@@ -371,9 +372,10 @@ def main(argv: list[str] | None = None) -> int:
           f"interval compressed 15 min -> {interval} s ({900 / interval:.1f}x), each "
           f"carrying {per_interval} edited deals (a real 15 minutes at "
           f"{args.change_rate:.0%} a day); {args.workers} workers in "
-          f"{args.processes} process(es); burst limit {BURST} per 2 s", flush=True)
-    if args.profile and args.processes > 1:
-        parser.error("--profile profiles passes in this process: use --processes 1")
+          f"{'worker processes' if args.worker_processes else 'threads'}; burst limit "
+          f"{BURST} per 2 s", flush=True)
+    if args.profile and args.worker_processes:
+        parser.error("--profile profiles passes in this process: not with --worker-processes")
     zone, midnight = "UTC", None
     if not args.no_midnight:
         minutes = args.midnight_in if args.midnight_in is not None else (
@@ -465,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             runner.profile_every = args.profile_every
 
         replica = settings.daemon.replica.model_copy(
-            update={"workers": args.workers, "processes": args.processes, "poll_seconds": 1})
+            update={"workers": args.workers, "worker_processes": args.worker_processes,
+                    "poll_seconds": 1})
         pool = pass_pool(dataclasses.replace(settings, daemon=settings.daemon.model_copy(
             update={"replica": replica})))
         daemon = MeasuredDaemon(runner, tenants, holder="bench-capacity", replica=replica,
@@ -551,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     workers = (f"; worker processes CPU {children.ru_utime + children.ru_stime:.0f} s "
                f"(with the fake's), the largest's peak RSS {children.ru_maxrss / 1024:.0f} MB"
-               if args.processes > 1 else "")
+               if args.worker_processes else "")
     print(f"passes: {len(runner.records)} ({len(failed)} failed) in {wall:.0f} s wall; daemon "
           f"process CPU {process_cpu:.0f} s ({process_cpu / wall:.2f} cores), peak RSS "
           f"{peak_rss[0]:.0f} MB while running (sampled), {max_rss:.0f} MB "
@@ -567,12 +570,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{quantile(before, 0.95):.1f} s, max {max(before, default=float('nan')):.1f} s "
           f"over {len(before)} claims; every tenant kept its {interval} s schedule: {kept}")
     capacity = int(cores * 900 / per_pass) if cpu else 0
-    lanes = min(args.processes, args.workers, cores)  # each process: about one core
+    # each process running passes is about one core of Python
+    lanes = min(args.workers, cores) if args.worker_processes else 1
     replica_capacity = int(lanes * 900 / per_pass) if cpu else 0
     print(f"implied capacity at a real 15-minute interval: this replica ({lanes} process(es) "
           f"running passes, each about one core of Python) {lanes} x 900 s / "
           f"{per_pass:.2f} s = {replica_capacity} tenants; the machine's {cores} cores x "
-          f"900 s / {per_pass:.2f} s = {capacity} (replica.processes: {cores}); "
+          f"900 s / {per_pass:.2f} s = {capacity} (replica.worker_processes, {cores} "
+          "workers); "
           "target >= 50")
     if midnight is not None:
         day_cpu = [r.cpu for r in daily.values() if not r.profiled]

@@ -73,9 +73,11 @@ class ReplicaConfig(_Model):
     poll_seconds: float = Field(default=5, gt=0)
     #: Tenant passes run at once by this replica.
     workers: int = Field(default=1, ge=1, le=64)
-    #: Worker processes those passes run in (1: threads of the replica's own process, one
-    #: core; N: up to N cores, ``syncd.pass_pool``). At most ``workers`` are started.
-    processes: int = Field(default=1, ge=1, le=64)
+    #: Run each of those passes in a worker process of its own (a pool of ``workers``
+    #: processes, started once; ``syncd.pass_pool``) instead of a thread of the replica's
+    #: process: Python runs one thread at a time per process, so this is how one replica
+    #: uses more than one core (SQLite included).
+    worker_processes: bool = False
     #: Webhook calls for one tenant within this window trigger one pass.
     webhook_debounce_seconds: float = Field(default=5, ge=0)
     #: SIGTERM: seconds to finish the pages in flight before exiting anyway.

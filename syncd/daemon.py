@@ -573,8 +573,7 @@ class Daemon:
         return outcome
 
     def _run_in_worker(self, tenant: Tenant, lease: Lease, pool: PassPool) -> TenantOutcome:
-        """The pass in a worker process (``syncd.pass_pool``), which renews its lease."""
-        self.heartbeat.remove(lease)
+        """The pass in a worker process (``syncd.pass_pool``); it renews the lease too."""
         done = pool.run(tenant, lease)
         self.metrics.count_responses(lease.tenant_key, done.statuses)
         if done.outcome is None:
@@ -794,14 +793,14 @@ def worker_runner(setup: WorkerSetup, stop_event: Any) -> Runner:
 
 
 def pass_pool(settings: Settings) -> PassPool | None:
-    """The worker processes of ``replica.processes`` (None: passes in threads). As many as
-    passes run at once (``workers``) at most: a process more would never get a pass."""
+    """``replica.worker_processes``: one worker process per pass run at once (``workers``);
+    None: passes in threads of this process."""
     from syncd.logs import logging_setup
 
     replica = settings.daemon.replica
-    processes = min(replica.processes, replica.workers)
-    if processes <= 1:
+    if not replica.worker_processes:
         return None
+    processes = replica.workers
     # Without the cipher made here: a worker makes its own from the same key file.
     setup = WorkerSetup(dataclasses.replace(settings, _cipher=None), *logging_setup())
     return PassPool(processes, worker_runner, setup,

@@ -1,19 +1,21 @@
-"""Tenant passes in worker processes (``daemon.replica.processes``): one replica on every core.
+"""Tenant passes in worker processes (``replica.worker_processes``): one replica, every core.
 
 A replica (one ``syncd run``) is one Python process, and Python runs one thread's bytecode
 at a time: passes in worker threads (``workers``) overlap their waits (rate limits, the
 network), but their CPU work (storing pages, the audit, karma, the report) shares one
-core. With ``processes: N`` (N > 1) each pass runs in one of N worker processes, started
-once and kept (spawned, not forked: no thread of the replica is copied half-way through
-a lock), while the replica's own process keeps what there is one of per replica: the
-schedule (claims), releasing leases, the web side, metrics, digests and retention. On
-SQLite this is how one machine's cores serve one database file (a second replica is
-refused there); the replica holds the file's lock for its workers.
+core. With ``worker_processes: true`` each of the ``workers`` passes run at once has a
+worker process of its own (a pool of ``workers`` processes, started once and kept;
+spawned, not forked: no thread of the replica is copied half-way through a lock), while
+the replica's own process keeps what there is one of per replica: the schedule (claims),
+releasing leases, the web side, metrics, digests and retention. On SQLite this is how one
+machine's cores serve one database file (a second replica is refused there); the replica
+holds the file's lock for its workers.
 
 - **The lease** of a pass in a worker is renewed by that worker (its own ``Heartbeat``,
-  same holder and fence); the replica's heartbeat leaves it alone meanwhile, so a worker
-  that stalls or dies stops renewing and the lease expires as after a crash. The worker's
-  fencing (``FencedDatabase``, ``LeaseGuard``) is the same as in a thread.
+  same holder and fence; once as it starts, then every ``heartbeat_seconds``), so the
+  worker's fencing (``FencedDatabase``, ``LeaseGuard``) knows its deadline as a thread's
+  does. The replica's heartbeat renews it as well (the same row, harmlessly twice) until
+  the pass returns or its worker is found dead.
 - **Stopping**: the replica's stop (SIGTERM, SIGINT) sets an event the workers share; a
   pass stops at its next page boundary, as in a thread. Workers ignore SIGINT (a
   terminal's Ctrl-C reaches the whole process group; the replica decides). Run under
@@ -107,8 +109,7 @@ class PassPool:
         return True
 
     def run(self, tenant: Any, lease: Lease) -> PoolPass:
-        """Run one pass of ``tenant`` under ``lease`` in a worker; blocks until it ends.
-        The caller's heartbeat must not renew ``lease`` meanwhile (the worker does)."""
+        """Run one pass of ``tenant`` under ``lease`` in a worker; blocks until it ends."""
         executor = self._pool()
         try:
             future = executor.submit(_run_pass, tenant, lease.tenant_key, lease.fence,
@@ -170,8 +171,10 @@ def _run_pass(tenant: Any, key: str, fence: int, holder: str, renewed_at: float,
     runner = _worker["runner"]
     lease = Lease(key, fence, holder)
     lease.renewed_at = renewed_at  # monotonic time is the machine's, not the process's
-    heartbeat = Heartbeat(runner.db, timedelta(seconds=ttl), beat).start()
+    heartbeat = Heartbeat(runner.db, timedelta(seconds=ttl), beat)
     heartbeat.add(lease)
+    heartbeat.beat()  # the deadline from now on is this process's own renewal's
+    heartbeat.start()
     statuses: Counter[int] = Counter()
 
     def observe(status: int) -> None:

@@ -1,4 +1,4 @@
-"""`syncd run` with ``replica.processes``: passes in worker processes (syncd/pass_pool.py).
+"""`syncd run` with ``replica.worker_processes``: passes in worker processes (pass_pool.py).
 
 Against the fake Pipedrive, as a user runs the daemon: passes run in processes other than
 the replica's, their API answers reach the replica's metrics, a stop reaches a pass in a
@@ -34,7 +34,8 @@ TOKEN = "pd-processes-token-7c1d"
 def _config(tmp_path: Path, db_url: str, tenants: dict[str, Any], **replica: Any) -> Path:
     config = write_config(tmp_path, db_url, tenants)
     settings = yaml.safe_load(config.read_text(encoding="utf-8"))
-    settings["replica"] = {"workers": 2, "processes": 2, "poll_seconds": 0.5, **replica}
+    settings["replica"] = {"workers": 2, "worker_processes": True, "poll_seconds": 0.5,
+                           **replica}
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     return config
 
@@ -188,8 +189,8 @@ def test_sigterm_reaches_a_pass_in_a_worker(tmp_path: Path, db_url: str) -> None
 
 
 def test_a_worker_renews_its_pass_lease(tmp_path: Path, db_url: str) -> None:
-    """A pass held up longer than the lease keeps it: the worker renews it (the replica's
-    heartbeat does not), and the pass ends ok, not fenced out."""
+    """A pass held up longer than the lease keeps it and ends ok, not fenced out: the
+    worker's own guard, which refuses CRM calls past its last renewal, sees renewals."""
     fault = Fault("block", method="GET", path="/api/v2/deals")
     with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, faults=[fault]) as fake:
         config = _config(tmp_path, db_url, {"northwind": demo_tenant(fake.base_url)},
