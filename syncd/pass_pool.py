@@ -47,6 +47,7 @@ from typing import Any
 
 from syncd.http import response_observer
 from syncd.lease import Heartbeat, Lease
+from syncd.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,11 @@ class PassPool:
                        "memory); the pass did not finish")
             log.error("tenant %s: %s", tenant.key, message,  # noqa: TRY400 (no use)
                       extra={"tenant": tenant.key})
+            return PoolPass(None, error=message)
+        except Exception as exc:  # the pass's outcome could not come back (pickling)
+            message = redact(f"the worker process's answer was lost: {type(exc).__name__}: "
+                             f"{exc}")
+            log.exception("tenant %s: %s", tenant.key, message, extra={"tenant": tenant.key})
             return PoolPass(None, error=message)
         if result.lease_lost:
             lease.lost.set()
