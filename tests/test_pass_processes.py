@@ -252,3 +252,26 @@ def test_a_killed_worker_fails_only_its_pass(tmp_path: Path, db_url: str) -> Non
     with database.session() as session:
         lease = leases.current(session, "northwind")
     assert lease.holder is None, "the dead pass's lease was released"
+
+
+def test_a_tenant_that_does_not_pickle_runs_in_the_replica(caplog: Any) -> None:
+    """A plugin rule whose check is a lambda cannot be sent to a worker: that tenant's
+    passes run in the replica's own process, said once in the log."""
+    from types import SimpleNamespace
+
+    from syncd.pass_pool import PassPool
+
+    pool = PassPool(2, _no_runner, None, lease_seconds=90, heartbeat_seconds=15)
+    plain = SimpleNamespace(key="plain", rules=[])
+    odd = SimpleNamespace(key="odd", rules=[lambda facts: []])
+    with caplog.at_level("WARNING", logger="syncd.pass_pool"):
+        assert pool.can_run(plain)
+        assert not pool.can_run(odd)
+        assert not pool.can_run(odd)
+    said = [r.getMessage() for r in caplog.records if "odd" in r.getMessage()]
+    assert len(said) == 1 and "replica's own process" in said[0]
+    pool.close()  # never started: nothing to end
+
+
+def _no_runner(setup: Any, stop_event: Any) -> None:
+    raise AssertionError("no worker is started by this test")
