@@ -86,6 +86,7 @@ class PassPool:
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._unpicklable: set[str] = set()
+        self._closing = False
 
     def _pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -117,6 +118,10 @@ class PassPool:
                                      lease.holder, lease.renewed_at, self._ttl, self._beat)
             result: PoolPass = future.result()
         except BrokenProcessPool:
+            if self._closing:
+                message = ("the pass was still running when the replica stopped (drain "
+                           "budget spent); it ended with its worker process")
+                return PoolPass(None, error=message)
             self._restart(executor)
             message = ("the worker process running this pass died (killed, or out of "
                        "memory); the pass did not finish")
@@ -147,6 +152,7 @@ class PassPool:
         killed, its lease left to expire."""
         with self._lock:
             executor, self._executor = self._executor, None
+            self._closing = True
         if executor is None:
             return
         # ProcessPoolExecutor has no public way to end busy workers before Python 3.14
