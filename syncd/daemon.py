@@ -285,7 +285,8 @@ class Daemon:
                  digest_timer: DigestTimerConfig | None = None,
                  pool: PassPool | None = None) -> None:
         self.runner = runner
-        #: Worker processes that run the passes (``replica.processes`` > 1); None: threads.
+        #: The worker processes that run the passes (``replica.worker_processes``); None:
+        #: passes in threads of this process.
         self.pool = pool
         #: The tenants that load (and are enabled); updated in place when files change.
         self.tenants = {tenant.key: tenant for tenant in tenants}

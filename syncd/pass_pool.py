@@ -156,7 +156,7 @@ class PassPool:
         if executor is None:
             return
         # ProcessPoolExecutor has no public way to end busy workers before Python 3.14
-        # (terminate_workers); its process table is the documented-by-use alternative.
+        # (terminate_workers): its process table (a private attribute, there since 3.2).
         processes = list(getattr(executor, "_processes", {}).values())
         executor.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + 5
