@@ -158,7 +158,7 @@ def test_sigterm_reaches_a_pass_in_a_worker(tmp_path: Path, db_url: str) -> None
     with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, faults=[fault]) as fake:
         tenant = demo_tenant(fake.base_url)
         tenant["connection"]["include_archived"] = False
-        config = _config(tmp_path, db_url, {"northwind": tenant})
+        config = _config(tmp_path, db_url, {"northwind": tenant}, workers=1)
         process, reader = _start(config)
         try:
             assert fault.reached.wait(timeout=120), "the pass never asked for deals"
@@ -194,7 +194,7 @@ def test_a_worker_renews_its_pass_lease(tmp_path: Path, db_url: str) -> None:
     fault = Fault("block", method="GET", path="/api/v2/deals")
     with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, faults=[fault]) as fake:
         config = _config(tmp_path, db_url, {"northwind": demo_tenant(fake.base_url)},
-                         lease_seconds=4, heartbeat_seconds=0.5)
+                         workers=1, lease_seconds=4, heartbeat_seconds=0.5)
         process, reader = _start(config)
         database = store.Database(db_url)
         try:
@@ -229,7 +229,7 @@ def test_a_killed_worker_fails_only_its_pass(tmp_path: Path, db_url: str) -> Non
     fault = Fault("block", method="GET", path="/api/v2/deals")
     with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN, faults=[fault]) as fake:
         tenants = {"northwind": demo_tenant(fake.base_url)}
-        config = _config(tmp_path, db_url, tenants)
+        config = _config(tmp_path, db_url, tenants, workers=1)
         process, reader = _start(config)
         try:
             assert fault.reached.wait(timeout=120), "the pass never asked for deals"
