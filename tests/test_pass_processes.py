@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from sqlalchemy import select
 from support import demo_tenant, syncd_command, write_config
@@ -120,6 +121,7 @@ def _all_ended(pids: list[int], timeout: float = 30) -> bool:
         threading.Event().wait(0.2)  # a bounded poll: nothing signals a process's end here
 
 
+@pytest.mark.slow  # `syncd run` with worker processes: ~10 s of CPU each
 def test_passes_run_in_worker_processes_and_report_to_the_replica(tmp_path: Path,
                                                                   db_url: str) -> None:
     with FakePipedrive(sample_dataset(datetime.now(UTC)), token=TOKEN) as fake:
@@ -151,6 +153,7 @@ def test_passes_run_in_worker_processes_and_report_to_the_replica(tmp_path: Path
     assert requests > 0
 
 
+@pytest.mark.slow  # `syncd run` with worker processes: ~10 s of CPU each
 def test_sigterm_reaches_a_pass_in_a_worker(tmp_path: Path, db_url: str) -> None:
     """The replica's stop reaches the worker: the page in flight is committed, no new
     page is asked for, the run is ``interrupted`` and the lease handed back."""
@@ -188,6 +191,7 @@ def test_sigterm_reaches_a_pass_in_a_worker(tmp_path: Path, db_url: str) -> None
     assert _all_ended(workers), "the worker processes ended with the replica"
 
 
+@pytest.mark.slow  # `syncd run` with worker processes: ~10 s of CPU each
 def test_a_worker_renews_its_pass_lease(tmp_path: Path, db_url: str) -> None:
     """A pass held up longer than the lease keeps it and ends ok, not fenced out: the
     worker's own guard, which refuses CRM calls past its last renewal, sees renewals."""
@@ -223,6 +227,7 @@ def test_a_worker_renews_its_pass_lease(tmp_path: Path, db_url: str) -> None:
     assert code == 130, reader.text
 
 
+@pytest.mark.slow  # `syncd run` with worker processes: ~10 s of CPU each
 def test_a_killed_worker_fails_only_its_pass(tmp_path: Path, db_url: str) -> None:
     """A worker killed mid-pass (the kernel's OOM killer, say): that pass ends failed with
     a clear error, its lease is released, and the replica goes on running passes."""
