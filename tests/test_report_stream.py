@@ -183,6 +183,18 @@ def _runner(database: store.Database, reports: Path, at: list[datetime]) -> Runn
                   database, options_factory=lambda: PassOptions(clock=lambda: at[0]))
 
 
+def _daemon_report(database: store.Database, tmp_path: Path, tenant: Tenant,
+                   at: list[datetime]) -> tuple[Runner, Path, bytes]:
+    """A runner as ``syncd run`` has it (report cadence on), after a first pass that
+    wrote the report: the runner, the report's path and its bytes."""
+    runner = _runner(database, tmp_path / "reports", at)
+    runner.report_cadence = True
+    first = runner.run_one_off(tenant)
+    assert first.ok and first.report_outcome == "written"
+    path = Path(first.report or "")
+    return runner, path, path.read_bytes()
+
+
 def test_a_pass_that_changed_nothing_keeps_the_report(database: store.Database,
                                                       tmp_path: Path) -> None:
     tenant = bench.make_tenant(bench.Account(300))
@@ -235,12 +247,7 @@ def test_a_new_local_day_waits_for_the_cadence_at_most_an_hour(database: store.D
     tenant.report_minutes = 240
     midnight = bench.NOW + timedelta(hours=10)  # 00:00 in Moscow (bench.NOW is 14:00)
     at = [midnight - timedelta(minutes=20)]
-    runner = _runner(database, tmp_path / "reports", at)
-    runner.report_cadence = True
-    first = runner.run_one_off(tenant)
-    assert first.ok and first.report_outcome == "written"
-    path = Path(first.report or "")
-    built = path.read_bytes()
+    runner, path, built = _daemon_report(database, tmp_path, tenant, at)
 
     at[0] = midnight + timedelta(minutes=10)  # a new day, 30 minutes after the build
     assert runner.run_one_off(tenant).report_outcome == "deferred"
@@ -285,18 +292,13 @@ def test_the_daemon_rewrites_a_changed_report_at_most_every_report_minutes(
         database: store.Database, tmp_path: Path) -> None:
     """``syncd run`` (``report_cadence``): passes that change data keep a report built
     less than ``report_minutes`` before (``deferred``); the first pass after that rebuilds
-    it with every change since; a changed tenant file, a new day or a one-off pass
-    (``syncd sync``) rebuild at once."""
+    it with every change since; a changed tenant file or a one-off pass (``syncd sync``)
+    rebuild at once (a new day: the test above)."""
     tenant = bench.make_tenant(bench.Account(300))
     tenant.report_minutes = 60
     crm = tenant.connector_class
     at = [bench.NOW]
-    runner = _runner(database, tmp_path / "reports", at)
-    runner.report_cadence = True
-    first = runner.run_one_off(tenant)
-    assert first.ok and first.report_outcome == "written"
-    path = Path(first.report or "")
-    built = path.read_bytes()
+    runner, path, built = _daemon_report(database, tmp_path, tenant, at)
 
     def changed_pass(minutes: int, deal: int, version: int) -> Any:
         crm.changes, crm.version = [deal], version  # type: ignore[attr-defined]
