@@ -786,11 +786,18 @@ def worker_runner(setup: WorkerSetup, stop_event: Any) -> Runner:
     from syncd.plugins import make_plugin_manager
 
     setup_logging(setup.log_level, setup.log_format)
-    overlap = timedelta(minutes=setup.settings.daemon.overlap_minutes)
-    return Runner(setup.settings, make_plugin_manager(),
-                  store.Database(setup.settings.database_url),
-                  options_factory=lambda: PassOptions(overlap=overlap),
-                  stop_event=stop_event, report_cadence=True)
+    runner = daemon_runner(setup.settings, make_plugin_manager(),
+                           store.Database(setup.settings.database_url))
+    runner.stop_event = stop_event
+    return runner
+
+
+def daemon_runner(settings: Settings, plugins: Plugins, db: store.Database) -> Runner:
+    """The runner of ``syncd run``'s passes: its pulls overlap by ``overlap_minutes`` and
+    its reports keep their cadence."""
+    overlap = timedelta(minutes=settings.daemon.overlap_minutes)
+    return Runner(settings, plugins, db, options_factory=lambda: PassOptions(overlap=overlap),
+                  report_cadence=True)
 
 
 def pass_pool(settings: Settings) -> PassPool | None:
@@ -818,10 +825,7 @@ def serve(settings: Settings, plugins: Plugins, db: store.Database, tenants: Seq
     guard = SqliteGuard(db).acquire()  # a second replica on SQLite stops here
     try:
         db.upgrade()
-        overlap = timedelta(minutes=settings.daemon.overlap_minutes)
-        runner = Runner(settings, plugins, db,
-                        options_factory=lambda: PassOptions(overlap=overlap),
-                        report_cadence=True)
+        runner = daemon_runner(settings, plugins, db)
         daemon = Daemon(runner, tenants, max_passes=max_passes,
                         replica=settings.daemon.replica, holder=holder, watcher=watcher,
                         broken=broken, digest_timer=settings.daemon.digests,
