@@ -543,10 +543,9 @@ def current_report(db: store.Database, tenant: Tenant, summary: Any, directory: 
         return None, "report file changed"
     runs, coverage = _runs_and_backlog(db, tenant)
     changes = [*state.pending, *reasons]
-    wait = timedelta(minutes=cadence_minutes)
     if state.day != day:
         changes.append(NEW_DAY)
-        wait = min(wait, NEW_DAY_WAIT)
+    wait = _cadence(cadence_minutes, changes)
     if len(runs) < 2 or state.run_id != runs[1]:
         changes.append("a pass since the report was built is not accounted for")
     if state.backlog != coverage:
@@ -567,10 +566,14 @@ def report_due_at(directory: Path, tenant: Tenant, cadence_minutes: int) -> date
     state = ReportState.load(state_path(directory, tenant.key))
     if state is None or not state.built_as_of:
         return None
-    wait = timedelta(minutes=cadence_minutes)
-    if NEW_DAY in state.pending:
-        wait = min(wait, NEW_DAY_WAIT)
-    return datetime.fromisoformat(state.built_as_of) + wait
+    return datetime.fromisoformat(state.built_as_of) + _cadence(cadence_minutes,
+                                                                 state.pending)
+
+
+def _cadence(minutes: int, pending: list[str]) -> timedelta:
+    """How long after its build a report with ``pending`` changes may be kept."""
+    wait = timedelta(minutes=minutes)
+    return min(wait, NEW_DAY_WAIT) if NEW_DAY in pending else wait
 
 
 def remember_report(db: store.Database, tenant: Tenant, summary: Any, path: Path) -> None:
