@@ -85,7 +85,9 @@ class PassPool:
         self._beat = heartbeat_seconds
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
-        self._unpicklable: set[str] = set()
+        #: Tenant key -> (the tenant object last checked, whether it pickles): checked once
+        #: per object (a reloaded tenant file is a new object, checked again).
+        self._checked: dict[str, tuple[Any, bool]] = {}
         self._closing = False
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -99,16 +101,18 @@ class PassPool:
 
     def can_run(self, tenant: Any) -> bool:
         """Whether ``tenant`` can be sent to a worker (it pickles); logged once if not."""
-        if tenant.key in self._unpicklable:
-            return False
+        checked = self._checked.get(tenant.key)
+        if checked is not None and checked[0] is tenant:
+            return checked[1]
         try:
             pickle.dumps(tenant)
+            ok = True
         except Exception as exc:
-            self._unpicklable.add(tenant.key)
+            ok = False
             log.warning("tenant %s: its passes run in the replica's own process (it cannot "
                         "be sent to a worker process: %s)", tenant.key, type(exc).__name__)
-            return False
-        return True
+        self._checked[tenant.key] = (tenant, ok)
+        return ok
 
     def run(self, tenant: Any, lease: Lease) -> PoolPass:
         """Run one pass of ``tenant`` under ``lease`` in a worker; blocks until it ends."""
