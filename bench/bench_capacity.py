@@ -242,14 +242,18 @@ class MeasuredRunner(Runner):
                     self.profiles[kind].add(profile)
                 else:
                     self.profiles[kind] = pstats.Stats(profile)
-        cpu = time.thread_time() - started
+        self.record(tenant.key, wall, time.thread_time() - started, outcome,
+                    profiled=profile is not None)
+        return outcome
+
+    def record(self, tenant: str, started: datetime, cpu: float, outcome: TenantOutcome,
+               *, profiled: bool = False) -> None:
+        """One pass's figures (``cpu``: the pass's own, in its thread or worker)."""
         self.cpu.append(cpu)
         self.outcomes.append(outcome)
         audit = outcome.summary.audit if outcome.summary is not None else {}
-        self.records.append(PassRecord(tenant.key, wall, datetime.now(UTC), cpu, outcome.ok,
-                                       int(audit.get("deals_audited") or 0),
-                                       profile is not None))
-        return outcome
+        self.records.append(PassRecord(tenant, started, datetime.now(UTC), cpu, outcome.ok,
+                                       int(audit.get("deals_audited") or 0), profiled))
 
 
 class MeasuredDaemon(Daemon):
@@ -262,14 +266,8 @@ class MeasuredDaemon(Daemon):
     def _run_in_worker(self, tenant: Any, lease: Lease, pool: Any) -> TenantOutcome:
         wall = datetime.now(UTC)
         outcome = super()._run_in_worker(tenant, lease, pool)
-        runner = self.runner
-        assert isinstance(runner, MeasuredRunner)
-        audit = outcome.summary.audit if outcome.summary is not None else {}
-        runner.cpu.append(outcome.cpu_seconds or 0.0)
-        runner.outcomes.append(outcome)
-        runner.records.append(PassRecord(tenant.key, wall, datetime.now(UTC),
-                                         outcome.cpu_seconds or 0.0, outcome.ok,
-                                         int(audit.get("deals_audited") or 0), False))
+        assert isinstance(self.runner, MeasuredRunner)
+        self.runner.record(tenant.key, wall, outcome.cpu_seconds or 0.0, outcome)
         return outcome
 
     def _start(self, claim: leases.Claim) -> None:
