@@ -201,6 +201,10 @@ class PassRecord(NamedTuple):
     ok: bool
     audited: int
     profiled: bool
+    #: API requests of the pass, and the records it read (all streams): a steady-state
+    #: pass reads what changed, not what our own write-back stamped (issue 13 item 3).
+    requests: int = 0
+    pulled: int = 0
 
 
 class MeasuredRunner(Runner):
@@ -251,9 +255,13 @@ class MeasuredRunner(Runner):
         """One pass's figures (``cpu``: the pass's own, in its thread or worker)."""
         self.cpu.append(cpu)
         self.outcomes.append(outcome)
-        audit = outcome.summary.audit if outcome.summary is not None else {}
-        self.records.append(PassRecord(tenant, started, datetime.now(UTC), cpu, outcome.ok,
-                                       int(audit.get("deals_audited") or 0), profiled))
+        summary = outcome.summary
+        audit = summary.audit if summary is not None else {}
+        self.records.append(PassRecord(
+            tenant, started, datetime.now(UTC), cpu, outcome.ok,
+            int(audit.get("deals_audited") or 0), profiled,
+            summary.requests if summary is not None else 0,
+            sum(summary.pulled.values()) if summary is not None else 0))
 
 
 class MeasuredDaemon(Daemon):
@@ -546,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             "midnight": midnight.isoformat() if midnight else None, "zone": zone,
             "interval": interval, "passes": [
                 [r.tenant, r.started.isoformat(), r.ended.isoformat(), r.cpu, r.ok,
-                 r.audited, r.profiled] for r in runner.records],
+                 r.audited, r.profiled, r.requests, r.pulled] for r in runner.records],
             "claims": [[at.isoformat(), late] for at, late in daemon.late]}), encoding="utf-8")
     failed = [o for o in runner.outcomes if not o.ok]
     daily = daily_passes(runner.records, midnight) if midnight is not None else {}
@@ -571,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU per tenant-pass ({len(cpu)} regular passes): p50 {quantile(cpu, 0.5):.2f} s, "
           f"p95 {quantile(cpu, 0.95):.2f} s, mean {per_pass:.2f} s; deals audited p50 "
           f"{quantile([float(r.audited) for r in regular], 0.5):.0f}")
+    steady = regular[len(tenants):]  # after each tenant's first pass
+    print(f"regular passes after the first round ({len(steady)}): API requests p50 "
+          f"{quantile([float(r.requests) for r in steady], 0.5):.0f}, max "
+          f"{max((r.requests for r in steady), default=0)}; records read p50 "
+          f"{quantile([float(r.pulled) for r in steady], 0.5):.0f}, max "
+          f"{max((r.pulled for r in steady), default=0)}")
     print(f"tick lag (claim - due) before the midnight: p50 {quantile(before, 0.5):.1f} s, p95 "
           f"{quantile(before, 0.95):.1f} s, max {max(before, default=float('nan')):.1f} s "
           f"over {len(before)} claims; every tenant kept its {interval} s schedule: {kept}")
