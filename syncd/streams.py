@@ -19,7 +19,11 @@ used to write by hand:
   the overlap window below it. The next pass asks from ``watermark - overlap`` as before
   (late commits in the CRM are still caught) but drops every item it already read in the
   same version, so a pass with nothing changed reads no record twice (issue 13 item 3:
-  1,967 Pipedrive deals sharing the newest ``update_time`` were re-read every pass).
+  1,967 Pipedrive deals sharing the newest ``update_time`` were re-read every pass). A
+  list read to its end also records ``through``, the moment that read began: the next
+  read starts from ``through - overlap`` even when nothing newer than ``at`` appeared, so
+  a quiet stream does not fetch again, every pass, whatever was stamped just before its
+  newest record (our own write-back, a bulk import).
 
 Retries and the rate limit stay in ``syncd.http`` (one policy for every request).
 """
@@ -32,7 +36,7 @@ import logging
 import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -66,17 +70,24 @@ def _iso(moment: datetime) -> str:
 
 @dataclass
 class Watermark:
-    """An incremental stream's cursor: ``at`` (the highest replication value committed)
-    and ``seen`` (id -> replication value of the items read at or after ``at - overlap``).
+    """An incremental stream's cursor: ``at`` (the highest replication value committed),
+    ``through`` (when the last read that reached the list's end began, by our clock) and
+    ``seen`` (id -> replication value of the items read at or after the next read's start).
 
-    Stored as JSON ``{"at": "...Z", "seen": {"...Z": ["id", ...]}}``; a legacy cursor (a
-    bare timestamp, or whatever ``legacy`` reads) loads with an empty ``seen``.
+    Stored as JSON ``{"at": "...Z", "through": "...Z", "seen": {"...Z": ["id", ...]}}``;
+    a legacy cursor (a bare timestamp, or whatever ``legacy`` reads) loads with an empty
+    ``seen`` and no ``through``.
+
+    ``through`` is safe for the same reason the overlap is: a version stamped more than
+    ``overlap`` before a read began was visible to that read (the overlap covers the CRM's
+    commit delay and its clock's difference from ours), so a complete read saw it.
     """
 
     at: datetime | None = None
     seen: dict[str, datetime] = field(default_factory=dict)
     #: The highest value read so far in this pass (starts at ``at``).
     high: datetime | None = None
+    through: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.high is None:
@@ -92,9 +103,11 @@ class Watermark:
             if text.startswith("{"):
                 data = json.loads(text)
                 at = parse_datetime(data.get("at"), UTC)
+                through = parse_datetime(data.get("through"), UTC)
                 seen = {str(item): stamp for value, ids in (data.get("seen") or {}).items()
                         if (stamp := parse_datetime(value, UTC)) is not None for item in ids}
-                return cls(at if isinstance(at, datetime) else None, seen)
+                return cls(at if isinstance(at, datetime) else None, seen,
+                           through=through if isinstance(through, datetime) else None)
             at = legacy(text) if legacy is not None else parse_datetime(text, UTC)
             return cls(at if isinstance(at, datetime) else None)
         except (TypeError, ValueError, AttributeError) as exc:
@@ -102,8 +115,10 @@ class Watermark:
             return cls()
 
     def since(self, overlap: timedelta) -> datetime | None:
-        """Where the next read starts: the watermark less the overlap."""
-        return None if self.at is None else self.at - overlap
+        """Where the next read starts: the watermark (or, if later, the start of the last
+        complete read) less the overlap."""
+        return _later(self.at, self.through) - overlap if (
+            self.at is not None or self.through is not None) else None
 
     def fresh(self, key: ItemKey | None) -> bool:
         """True unless this item was read before in this very version."""
@@ -135,17 +150,29 @@ class Watermark:
         self.seen = dict(kept)
 
     def dump(self, at: datetime | None, overlap: timedelta) -> str | None:
-        """The cursor text for watermark ``at``: only items the next read (from ``at -
-        overlap``) would return again are kept in ``seen``, ``MAX_SEEN`` at most."""
-        if at is None:
+        """The cursor text for watermark ``at``: only items the next read (from ``since``)
+        would return again are kept in ``seen``, ``MAX_SEEN`` at most."""
+        if at is None and self.through is None:
             return None
-        self.prune(at - overlap)
+        start = _later(at, self.through) - overlap
+        self.prune(start)
         grouped: dict[str, list[str]] = {}
         for item, stamp in self.seen.items():
             grouped.setdefault(_iso(stamp), []).append(item)
-        return json.dumps({"at": _iso(at), "seen": {k: sorted(v, key=_id_order)
-                                                    for k, v in sorted(grouped.items())}},
-                          separators=(",", ":"))
+        text: dict[str, Any] = {"at": None if at is None else _iso(at)}
+        if self.through is not None:
+            text["through"] = _iso(self.through)
+        text["seen"] = {k: sorted(v, key=_id_order) for k, v in sorted(grouped.items())}
+        return json.dumps(text, separators=(",", ":"))
+
+
+def _later(first: datetime | None, second: datetime | None) -> datetime:
+    """The later of two moments, either of which may be missing (not both)."""
+    if first is None or second is None:
+        found = first if second is None else second
+        assert found is not None
+        return found
+    return max(first, second)
 
 
 def watermark_at(cursor: str | None) -> str | None:
@@ -183,6 +210,7 @@ def incremental(name: str, raw_pages: Iterable[Sequence[Any]],
                 overlap: timedelta, ordered: bool | Callable[[], bool] = True,
                 cap: datetime | None = None, commit: bool = True,
                 read_at: datetime | None = None,
+                complete: Callable[[], bool] | None = None,
                 replication_key: str = "updated_at") -> Iterator[Page]:
     """Pages of an incremental list, each carrying the cursor it lets the stream reach.
 
@@ -197,25 +225,23 @@ def incremental(name: str, raw_pages: Iterable[Sequence[Any]],
     carries what it read into the next call). Versions stamped within ``SETTLE`` of
     ``read_at`` (when the read began) are not remembered as read: such a record may change
     again within the same second, keeping its stamp, so it is read again next time.
+
+    When ``raw_pages`` ends, ``complete()`` says whether the list was read to its end
+    (None: it was unless ``raw_pages`` is a ``Prefetched`` that a stop cut short -- pass
+    ``complete`` when the pages come through a generator of your own). A complete,
+    committing read records ``read_at`` as the cursor's ``through`` (``Watermark``), on
+    its last page or, for a list whose pages all carried their cursor, on an empty page
+    of its own. An unordered list cut short commits no cursor at all: the rows it did not
+    reach may be older than what it read.
     """
-    last: datetime | None = None
-    in_order = True
+    order = _Order(name, replication_key)
     held: Page | None = None
     for items in raw_pages:
         keys = [key(item) for item in items]
         fresh = [item for item, k in zip(items, keys, strict=True) if mark.fresh(k)]
         page = parse(fresh)
-        for record in page.records:
-            stamp = getattr(record, replication_key, None)
-            if not isinstance(stamp, datetime):
-                continue
-            if last is not None and stamp < last and in_order:
-                in_order = False
-                log.warning("%s: %s not ascending at record %s; the cursor moves only at "
-                            "the end of the stream", name, replication_key,
-                            getattr(record, "external_id", "?"))
-            last = stamp if last is None else max(last, stamp)
-            mark.high = stamp if mark.high is None else max(mark.high, stamp)
+        order.follow(page, mark)
+        in_order = order.ascending
         mark.note_all(keys, read_at)
         if len(mark.seen) > 2 * MAX_SEEN:  # an unordered list commits only at its end
             horizon = mark.capped(cap)
@@ -231,11 +257,42 @@ def incremental(name: str, raw_pages: Iterable[Sequence[Any]],
         if held is not None:
             yield held
         held = page
-    if held is None:
-        return  # every page carried its cursor
-    if commit:
-        held.cursor = mark.dump(mark.capped(cap), overlap)
-    yield held
+    finished = commit and (complete() if complete is not None
+                           else not getattr(raw_pages, "cut_short", False))
+    if finished and read_at is not None:
+        mark.through = read_at if mark.through is None else max(mark.through, read_at)
+    if held is not None:
+        if finished:
+            held.cursor = mark.dump(mark.capped(cap), overlap)
+        yield held
+    elif finished and read_at is not None:  # every page carried its cursor; one more says
+        tail = parse([])                      # the list was read to its end
+        tail.cursor = mark.dump(mark.high, overlap)
+        yield tail
+
+
+@dataclass
+class _Order:
+    """Whether an incremental list's records come in ascending replication order so far,
+    and the highest value read (``Watermark.high``)."""
+
+    name: str
+    replication_key: str
+    last: datetime | None = None
+    ascending: bool = True
+
+    def follow(self, page: Page, mark: Watermark) -> None:
+        for record in page.records:
+            stamp = getattr(record, self.replication_key, None)
+            if not isinstance(stamp, datetime):
+                continue
+            if self.last is not None and stamp < self.last and self.ascending:
+                self.ascending = False
+                log.warning("%s: %s not ascending at record %s; the cursor moves only at "
+                            "the end of the stream", self.name, self.replication_key,
+                            getattr(record, "external_id", "?"))
+            self.last = stamp if self.last is None else max(self.last, stamp)
+            mark.high = stamp if mark.high is None else max(mark.high, stamp)
 
 
 # --- paging --------------------------------------------------------------------------------
@@ -334,19 +391,68 @@ _DONE = object()
 READ_AHEAD = 8
 
 
+class Prefetched(Iterator[Any]):
+    """``pages`` with pages fetched ahead (``prefetched``); ``cut_short`` turns true when
+    they ended because ``stop()`` was, not because ``pages`` did (``incremental`` reads it:
+    only a list read to its end may say so in its cursor)."""
+
+    def __init__(self, pages: Iterator[Any], **options: Any) -> None:
+        self.cut_short = False
+        self._pages = _read_ahead(pages, cut_short=self._cut, **options)
+
+    def _cut(self) -> None:
+        self.cut_short = True
+
+    def __next__(self) -> Any:
+        return next(self._pages)
+
+    def close(self) -> None:
+        """Stop the fetching thread (as dropping the iterator does)."""
+        self._pages.close()
+
+
 def prefetched(pages: Iterator[Any], *, meter: Callable[[], int] | None = None,
                stop: Callable[[], bool] = lambda: False,
                taken: Callable[[int], None] = lambda n: None, depth: int = 1,
-               ) -> Iterator[Any]:
+               ) -> Prefetched:
     """``pages``, with up to ``depth`` pages fetched ahead by a thread while the caller
     works on the current one, so HTTP and the rate limiter's waits overlap our parsing
     (a pull is then bound by the rate limit, not by our CPU).
 
     ``meter`` (the client's per-thread request count) measures what each page cost in the
     fetching thread; ``taken(cost)`` is told when the caller takes that page, so request
-    accounting stays per page and exact. No page is fetched ahead once ``stop()`` is true.
-    Errors reach the caller at the page where they happened; the thread ends when the
-    caller stops early."""
+    accounting stays per page and exact. No page is fetched ahead once ``stop()`` is true;
+    the pages then end early, and the returned iterator's ``cut_short`` says so (to the
+    caller the end of ``pages`` and a stop look alike otherwise). Errors reach the caller
+    at the page where they happened; the thread ends when the caller stops early."""
+    return Prefetched(pages, meter=meter, stop=stop, taken=taken, depth=depth)
+
+
+def _fetch_all(iterator: Iterator[Any], meter: Callable[[], int] | None,
+               stop: Callable[[], bool], cut_short: Callable[[], None],
+               hand_over: Callable[[tuple[Any, int, BaseException | None]], bool]) -> bool:
+    """Fetch and hand over pages until the end, or a stop (the first page is always
+    fetched); False when the caller went away."""
+    first = True
+    while True:
+        if not first and stop():
+            cut_short()
+            return True
+        first = False
+        before = meter() if meter is not None else 0
+        try:
+            page = next(iterator)
+        except StopIteration:
+            return True
+        cost = meter() - before if meter is not None else 0
+        if not hand_over((page, cost, None)):
+            return False
+
+
+def _read_ahead(pages: Iterator[Any], *, meter: Callable[[], int] | None,
+                stop: Callable[[], bool], taken: Callable[[int], None], depth: int,
+                cut_short: Callable[[], None]) -> Generator[Any, None, None]:
+    """The generator behind ``Prefetched``."""
     ahead: queue.Queue[tuple[Any, int, BaseException | None]] = queue.Queue(
         maxsize=max(depth, 1))
     closed = threading.Event()
@@ -361,20 +467,9 @@ def prefetched(pages: Iterator[Any], *, meter: Callable[[], int] | None = None,
         return False
 
     def produce() -> None:
-        iterator = iter(pages)
-        first = True
         try:
-            while first or not stop():
-                first = False
-                before = meter() if meter is not None else 0
-                try:
-                    page = next(iterator)
-                except StopIteration:
-                    break
-                cost = meter() - before if meter is not None else 0
-                if not hand_over((page, cost, None)):
-                    return
-            hand_over((_DONE, 0, None))
+            if _fetch_all(iter(pages), meter, stop, cut_short, hand_over):
+                hand_over((_DONE, 0, None))
         except BaseException as exc:  # handed to the caller, raised there
             hand_over((_DONE, 0, exc))
 
@@ -411,14 +506,22 @@ class Read:
     meter: Callable[[], int] = lambda: 0
     #: Requests of pages fetched ahead by another thread, taken since the last page.
     delivered: int = 0
+    #: The lists read through ``prefetch`` in this read.
+    lists: list[Prefetched] = field(default_factory=list)
 
-    def prefetch(self, pages: Iterator[Any]) -> Iterator[Any]:
+    def prefetch(self, pages: Iterator[Any]) -> Prefetched:
         """``pages`` fetched up to ``READ_AHEAD`` ahead (``prefetched``), counted on the
         page that used them, and not fetched ahead once the pass is asked to stop (pages
         already fetched then are dropped uncommitted: the cursor moves only with a stored
-        page, so the next pass reads them again)."""
-        return prefetched(pages, meter=self.meter, stop=self.context.stop_requested,
-                          taken=self._take, depth=READ_AHEAD)
+        page, so the next pass reads them again; ``complete()`` turns false)."""
+        pages = prefetched(pages, meter=self.meter, stop=self.context.stop_requested,
+                           taken=self._take, depth=READ_AHEAD)
+        self.lists.append(pages)
+        return pages
+
+    def complete(self) -> bool:
+        """False once a list read through ``prefetch`` stopped before its end."""
+        return not any(pages.cut_short for pages in self.lists)
 
     def _take(self, cost: int) -> None:
         self.delivered += cost

@@ -53,7 +53,8 @@ class FakeTinyCRM(FakeHTTPServer):
 
     def edit(self, deal_id: int, **changes: Any) -> None:
         row = next(d for d in self.tables["deals"] if d["id"] == deal_id)
-        row.update(changes, updated_at=stamp(NOW - timedelta(hours=1)))
+        # stamped when edited, by the clock the reader shares (as a CRM stamps an edit)
+        row.update(changes, updated_at=stamp(datetime.now(UTC).replace(microsecond=0)))
 
     def handle(self, handler: FakeHandler, method: str) -> None:
         url = urlsplit(handler.path)

@@ -23,7 +23,7 @@ from syncd.errors import (
 )
 from syncd.plugins import make_plugin_manager
 from syncd.records import Activity, Company, Deal, StageChange
-from syncd.streams import watermark_at
+from syncd.streams import Watermark, watermark_at
 
 BASE = "https://acme.pipedrive.com"
 TOKEN = "pd-token-0123456789abcdef"
@@ -34,13 +34,13 @@ SEGMENT, NPS, VIOLATIONS, KARMA = "1" * 40, "2" * 40, "3" * 40, "4" * 40
 
 
 
-def make(**settings: Any) -> PipedriveConnector:
+def make(now: datetime = NOW, **settings: Any) -> PipedriveConnector:
     clock = FakeClock()  # a fresh clock: a private rate limiter, instant waits
     # These tests mock one deal list; the archived list has its own tests.
     settings.setdefault("include_archived", False)
     return PipedriveConnector(
         PipedriveSettings(base_url=BASE, api_token=TOKEN, **settings), tenant="acme",
-        sleep=clock.sleep, clock=clock, now=lambda: NOW,
+        sleep=clock.sleep, clock=clock, now=lambda: now,
     )
 
 
@@ -113,10 +113,13 @@ def test_deals_page_through_next_cursor_and_carry_the_max_update_time() -> None:
         next_cursor="page-2"))
     pages = list(make().pull("deals", None, PullContext()))
 
-    assert [len(p.records) for p in pages] == [2, 1]
+    # The list read to its end: an empty last page records when that read began.
+    assert [len(p.records) for p in pages] == [2, 1, 0]
     assert [watermark_at(p.cursor) for p in pages] == ["2026-11-20T11:00:00Z",
+                                                       "2026-11-21T08:00:00Z",
                                                        "2026-11-21T08:00:00Z"]
-    assert [p.requests for p in pages] == [2, 1]  # field definitions + first page, then one
+    assert [Watermark.load(p.cursor).through for p in pages] == [None, None, NOW]
+    assert [p.requests for p in pages] == [2, 1, 0]  # field definitions + first page, then one
     first = responses.calls[1].request
     assert first.params == {"limit": "500", "status": "open,won,lost,deleted",
                             "sort_by": "update_time", "sort_direction": "asc"}
@@ -134,9 +137,10 @@ def test_incremental_asks_from_cursor_minus_overlap_and_keeps_cursor_when_empty(
 
     assert len(responses.calls) == 1  # an empty incremental run: exactly one request
     assert responses.calls[0].request.params["updated_since"] == "2026-11-20T09:50:00Z"
-    assert len(pages) == 1
-    assert pages[0].records == []
-    assert watermark_at(pages[0].cursor) == "2026-11-20T10:00:00Z"  # never moves back
+    assert [p.records for p in pages] == [[], []]
+    assert watermark_at(pages[-1].cursor) == "2026-11-20T10:00:00Z"  # never moves back
+    # ... but the next read starts from this one's start less the overlap
+    assert Watermark.load(pages[-1].cursor).since(context.overlap) == NOW - context.overlap
 
 
 @responses.activate
@@ -177,21 +181,23 @@ def test_an_unsorted_list_moves_the_cursor_only_at_its_end_capped_at_the_read_st
 def test_the_next_pass_drops_what_it_read_in_the_same_version() -> None:
     """The compound cursor: deals sharing the newest update_time are not read again, a
     deal edited since (same time, new version... or later) is."""
-    same = "2026-11-20T11:00:00Z"
+    same = "2026-11-23T11:55:00Z"  # five minutes before the first read (NOW)
     first = [deal_payload(i, same) for i in (1, 2, 3)]
     responses.add(responses.GET, f"{BASE}/api/v2/deals", json=ok(first, next_cursor=None))
     add_fields()
     pages = list(make().pull("deals", None, PullContext()))
     cursor = pages[-1].cursor
-    assert len(pages[-1].records) == 3
+    assert sum(len(p.records) for p in pages) == 3
 
     responses.reset()
     add_fields()
-    again = [*first, deal_payload(4, same), deal_payload(2, "2026-11-20T11:05:00Z")]
+    # deal 4: a late commit stamped before the first read; deal 2: edited since
+    again = [*first, deal_payload(4, same), deal_payload(2, "2026-11-23T12:05:00Z")]
     responses.add(responses.GET, f"{BASE}/api/v2/deals", json=ok(again, next_cursor=None))
-    pages = list(make().pull("deals", cursor, PullContext()))
+    pages = list(make(now=NOW + timedelta(minutes=15)).pull("deals", cursor, PullContext()))
+    assert responses.calls[-1].request.params["updated_since"] == "2026-11-23T11:50:00Z"
     assert sorted(r.external_id for p in pages for r in p.records) == ["2", "4"]
-    assert watermark_at(pages[-1].cursor) == "2026-11-20T11:05:00Z"
+    assert watermark_at(pages[-1].cursor) == "2026-11-23T12:05:00Z"
 
 
 # --- normalization --------------------------------------------------------------------------

@@ -30,9 +30,11 @@ ENTITY_PATHS = {"companies": "/api/v2/organizations", "contacts": "/api/v2/perso
 def connector(fake: FakePipedrive, **settings: Any) -> PipedriveConnector:
     options: dict[str, Any] = {"burst_limit": fake.burst_limit, "burst_window": fake.window,
                                **settings}
+    # The connector's clock is the sample's: the fake stamps its records and late writes
+    # relative to NOW, as a CRM stamps them by the clock the reader shares.
     return PipedriveConnector(
         PipedriveSettings(base_url=fake.base_url, api_token=fake.token, **options),
-        tenant="northwind",
+        tenant="northwind", now=lambda: NOW,
     )
 
 
@@ -190,10 +192,12 @@ def test_a_deal_added_in_the_crm_arrives_with_its_creation_in_history(
 def test_a_late_write_during_the_pull_is_picked_up_by_the_overlap(fake: FakePipedrive) -> None:
     """A record re-stamped *behind* the keyset while we page (a late commit: its time is a
     few minutes old when it becomes visible) is missed by this run and read by the next one
-    through the overlap window."""
+    through the overlap window. Someone edited a deal a minute before the pull, so the
+    keyset passes the late stamp near its end, as in a busy account."""
     cursors: dict[str, str] = {}
-    newest = max(fake.dataset.deals.rows.values(), key=lambda d: d["update_time"])
-    late = datetime.fromisoformat(newest["update_time"]) - timedelta(minutes=5)
+    fake.edit("deals", max(fake.dataset.deals.rows), at=NOW - timedelta(minutes=1),
+              title="Edited a minute ago")
+    late = NOW - timedelta(minutes=6)
     target = min(fake.dataset.deals.rows)
     edited: list[str] = []
 
@@ -212,6 +216,23 @@ def test_a_late_write_during_the_pull_is_picked_up_by_the_overlap(fake: FakePipe
     second = run_pass(connector(fake, page_size=5), cursors, streams=("fields", "deals"))
     titles = {d.external_id: d.title for d in records(second, "deals")}
     assert titles[str(target)] == "Edited while we paged"
+
+
+def test_a_quiet_list_does_not_fetch_our_write_back_again(fake: FakePipedrive) -> None:
+    """Thirty deals stamped half an hour before the read (our own write-back, say) and
+    nothing newer: the next pass asks from this read's start less the overlap, so it
+    fetches one empty page instead of the burst (which it would drop as read)."""
+    burst = NOW - timedelta(minutes=30)
+    for deal_id in sorted(fake.dataset.deals.rows)[:30]:
+        fake.edit("deals", deal_id, at=burst, title=f"Written {deal_id}")
+    cursors: dict[str, str] = {}
+    run_pass(connector(fake, page_size=10), cursors, streams=("fields", "deals"))
+    assert watermark_at(cursors["deals"]) == burst.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    again = run_pass(connector(fake, page_size=10), cursors, streams=("fields", "deals"))
+    assert records(again, "deals") == []
+    # the archived list and the main list: one request each (the burst is three pages)
+    assert sum(p.requests for p in again["deals"]) == 2
 
 
 def test_the_connector_never_hits_the_burst_limit() -> None:

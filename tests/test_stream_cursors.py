@@ -19,22 +19,32 @@ from syncd_fakes.bitrix24.sample import sample_dataset as bitrix24_sample
 from syncd_fakes.bitrix24.server import FakeBitrix24
 
 from syncd.connector import Connector, PullContext
-from syncd.streams import SETTLE
+from syncd.streams import SETTLE, Watermark
 
 INCREMENTAL = ("companies", "contacts", "deals", "activities", "stage_history")
 
 
-def run_pass(connector: Connector, cursors: dict[str, str]) -> dict[str, list[str]]:
-    """Every stream once, committed cursors in and out; the ids read per stream."""
+def run_pass(connector: Connector, cursors: dict[str, str],
+             requests: dict[str, int] | None = None) -> dict[str, list[str]]:
+    """Every stream once, committed cursors in and out; the ids read per stream (and the
+    requests each stream made, into ``requests``)."""
     read: dict[str, list[str]] = {}
     for stream in connector.streams:
         for page in connector.pull(stream, cursors.get(stream), PullContext()):
             read.setdefault(stream, []).extend(
                 str(getattr(r, "external_id", "")) for r in page.records)
+            if requests is not None:
+                requests[stream] = requests.get(stream, 0) + page.requests
             if page.cursor is not None:
                 cursors[stream] = page.cursor
     connector.close()
     return read
+
+
+def starts_after(cursor: str, moment: datetime) -> bool:
+    """The next read of this cursor starts after ``moment``."""
+    since = Watermark.load(cursor).since(PullContext().overlap)
+    return since is not None and since > moment
 
 
 # --- amoCRM ---------------------------------------------------------------------------------
@@ -75,6 +85,23 @@ def test_amocrm_leads_sharing_one_second_are_read_once_and_again_when_changed(
     assert run_pass(amocrm_connector(amocrm), cursors).get("deals", []) == [str(bulk[5])]
 
 
+def test_amocrm_a_quiet_list_does_not_fetch_our_write_back_again(amocrm: FakeAmoCRM) -> None:
+    """Thirty leads stamped half an hour ago (our write-back, say) and nothing since: the
+    next pass starts from the first one's start less the overlap, not from the burst."""
+    burst = datetime.now(UTC) - timedelta(minutes=30)
+    for lead in sorted(amocrm.leads.rows)[:30]:
+        amocrm.edit("leads", lead, at=int(burst.timestamp()), name=f"Written {lead}")
+    cursors: dict[str, str] = {}
+    run_pass(amocrm_connector(amocrm), cursors)
+    assert starts_after(cursors["deals"], burst)
+
+    requests: dict[str, int] = {}
+    assert run_pass(amocrm_connector(amocrm), cursors, requests).get("deals", []) == []
+    # one empty page of live leads, not the six pages of the burst (the deleted-leads
+    # request yields no page when it finds none, so it is not counted here)
+    assert requests["deals"] == 1
+
+
 # --- Bitrix24 -------------------------------------------------------------------------------
 @pytest.fixture
 def bitrix24() -> Iterator[FakeBitrix24]:
@@ -113,3 +140,15 @@ def test_bitrix24_deals_sharing_one_second_are_read_once_and_again_when_changed(
     bitrix24.clock = lambda: second + timedelta(seconds=30)
     bitrix24.edit("deal", bulk[5], TITLE="Changed again")
     assert run_pass(bitrix24_connector(bitrix24), cursors).get("deals", []) == [str(bulk[5])]
+
+
+def test_bitrix24_a_quiet_list_does_not_fetch_our_write_back_again(
+        bitrix24: FakeBitrix24) -> None:
+    burst = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    bitrix24.clock = lambda: burst
+    for deal in sorted(bitrix24.dataset.deals.rows)[:30]:
+        bitrix24.edit("deal", deal, TITLE=f"Written {deal}")
+    cursors: dict[str, str] = {}
+    run_pass(bitrix24_connector(bitrix24), cursors)
+    assert starts_after(cursors["deals"], burst)
+    assert run_pass(bitrix24_connector(bitrix24), cursors).get("deals", []) == []

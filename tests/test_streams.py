@@ -129,6 +129,89 @@ def test_a_list_that_breaks_its_order_holds_the_cursor_from_there() -> None:
                                                        "2026-11-20T12:00:00Z"]
 
 
+def test_a_complete_read_starts_the_next_one_from_its_own_start_less_the_overlap() -> None:
+    """A quiet stream whose newest records are our own write-back burst: the next read
+    does not fetch the burst again (issue 13 item 3), it starts from when this read began."""
+    burst = [{"id": i, "at": T0 + timedelta(milliseconds=50 * i)} for i in range(1, 8001)]
+    read_at = T0 + timedelta(hours=1)
+    pages = list(incremental("deals", [burst[:4000], burst[4000:]], parse, Watermark(), key,
+                             overlap=OVERLAP, read_at=read_at))
+    assert [len(p.records) for p in pages] == [4000, 4000, 0]
+    mark = Watermark.load(pages[-1].cursor)
+    assert (mark.at, mark.through) == (burst[-1]["at"], read_at)
+    assert mark.since(OVERLAP) == read_at - OVERLAP
+    assert mark.seen == {}, "nothing the next read returns again needs remembering"
+
+
+def test_a_stop_commits_no_through_and_an_unordered_list_no_cursor() -> None:
+    """``complete()`` false (the pages ended because the pass was asked to stop): the
+    rows not reached may be older than what was read, so nothing claims they were."""
+    raw = [[{"id": 2, "at": T0 + timedelta(hours=2)}], [{"id": 1, "at": T0}]]
+    later = T0 + timedelta(hours=3)
+    stopped = list(incremental("deals", raw[:1], parse, Watermark(), key, overlap=OVERLAP,
+                               ordered=False, cap=later, read_at=later,
+                               complete=lambda: False))
+    assert [(len(p.records), p.cursor) for p in stopped] == [(1, None)]
+
+    ordered = list(incremental("deals", raw[:1], parse, Watermark(), key, overlap=OVERLAP,
+                               read_at=later, complete=lambda: False))
+    assert len(ordered) == 1 and Watermark.load(ordered[0].cursor).through is None
+
+    done = list(incremental("deals", raw, parse, Watermark(), key, overlap=OVERLAP,
+                            ordered=False, cap=later, read_at=later))
+    assert [p.cursor is None for p in done] == [True, False]
+    assert Watermark.load(done[-1].cursor).through == later
+
+
+def test_a_read_that_is_not_complete_keeps_the_through_it_started_from() -> None:
+    earlier = T0 - timedelta(hours=1)
+    mark = Watermark.load(Watermark(at=T0 - timedelta(days=1), through=earlier)
+                          .dump(T0 - timedelta(days=1), OVERLAP))
+    assert mark.since(OVERLAP) == earlier - OVERLAP
+    pages = list(incremental("deals", [[{"id": 5, "at": T0}]], parse, mark, key,
+                             overlap=OVERLAP, read_at=T0 + timedelta(hours=1),
+                             complete=lambda: False))
+    assert Watermark.load(pages[-1].cursor).through == earlier
+    assert Watermark.load(pages[-1].cursor).at == T0
+
+
+def test_prefetched_says_when_a_stop_cut_its_pages_short() -> None:
+    stop = threading.Event()
+
+    def pages() -> Iterator[int]:
+        yield 1
+        stop.set()
+        yield 2
+        yield 3
+
+    cut = prefetched(pages(), stop=stop.is_set)
+    got = list(cut)
+    assert got[:1] == [1] and 3 not in got and cut.cut_short
+    whole = prefetched(iter([1, 2]))
+    assert list(whole) == [1, 2] and not whole.cut_short
+
+
+def test_an_incremental_list_cut_short_by_a_stop_does_not_say_it_was_read_whole() -> None:
+    stop = threading.Event()
+
+    def raw() -> Iterator[list[dict[str, Any]]]:
+        yield [{"id": 1, "at": T0}]
+        stop.set()
+        yield [{"id": 2, "at": T0 + timedelta(minutes=1)}]
+        yield [{"id": 3, "at": T0 + timedelta(minutes=2)}]
+
+    later = T0 + timedelta(hours=1)
+    for ordered in (True, False):
+        stop.clear()
+        pages = list(incremental("deals", prefetched(raw(), stop=stop.is_set), parse,
+                                 Watermark(), key, overlap=OVERLAP, ordered=ordered,
+                                 cap=later, read_at=later))
+        assert "3" not in [r.external_id for p in pages for r in p.records]
+        assert all(Watermark.load(p.cursor).through is None for p in pages)
+        if not ordered:
+            assert all(p.cursor is None for p in pages)
+
+
 # --- paging ----------------------------------------------------------------------------------
 def serve(pages: dict[Any, dict[str, Any]], param: str) -> tuple[list[dict[str, Any]], Any]:
     sent: list[dict[str, Any]] = []

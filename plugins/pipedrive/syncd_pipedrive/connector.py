@@ -168,6 +168,8 @@ class PipedriveConnector(ClientConnector[PipedriveClient]):
         if spec.name == "deals" and self.settings.include_archived:
             lists.insert(0, (ARCHIVED_DEALS_PATH, False))
         for path, commit in lists:
+            if not read.complete():
+                return  # the archived list was cut short by a stop: no cursor moves
             yield from incremental(
                 f"pipedrive {spec.name}", read.prefetch(self.client.iter_v2(path, params)), parse,
                 mark, item_key, overlap=read.context.overlap, cap=started, commit=commit,
