@@ -115,10 +115,10 @@ class Watermark:
             return cls()
 
     def since(self, overlap: timedelta) -> datetime | None:
-        """Where the next read starts: the watermark (or, if later, the start of the last
-        complete read) less the overlap."""
-        return _later(self.at, self.through) - overlap if (
-            self.at is not None or self.through is not None) else None
+        """Where the next read starts: the watermark less the overlap, or, if later, the
+        start of the last complete read less the overlap (``SETTLE`` at least: that moment
+        is by our clock, and the CRM's may differ a little even with no overlap set)."""
+        return _start(self.at, self.through, overlap)
 
     def fresh(self, key: ItemKey | None) -> bool:
         """True unless this item was read before in this very version."""
@@ -152,9 +152,9 @@ class Watermark:
     def dump(self, at: datetime | None, overlap: timedelta) -> str | None:
         """The cursor text for watermark ``at``: only items the next read (from ``since``)
         would return again are kept in ``seen``, ``MAX_SEEN`` at most."""
-        if at is None and self.through is None:
+        start = _start(at, self.through, overlap)
+        if start is None:
             return None
-        start = _later(at, self.through) - overlap
         self.prune(start)
         grouped: dict[str, list[str]] = {}
         for item, stamp in self.seen.items():
@@ -166,13 +166,14 @@ class Watermark:
         return json.dumps(text, separators=(",", ":"))
 
 
-def _later(first: datetime | None, second: datetime | None) -> datetime:
-    """The later of two moments, either of which may be missing (not both)."""
-    if first is None or second is None:
-        found = first if second is None else second
-        assert found is not None
-        return found
-    return max(first, second)
+def _start(at: datetime | None, through: datetime | None,
+           overlap: timedelta) -> datetime | None:
+    """Where a read after watermark ``at`` and complete read ``through`` starts."""
+    starts = [moment for moment in (at if at is None else at - overlap,
+                                    through if through is None
+                                    else through - max(overlap, SETTLE))
+              if moment is not None]
+    return max(starts) if starts else None
 
 
 def watermark_at(cursor: str | None) -> str | None:

@@ -19,6 +19,7 @@ from syncd.store.cursors import newer_cursor
 from syncd.streams import (
     MAX_SEEN,
     READ_AHEAD,
+    SETTLE,
     NextToken,
     Offset,
     PageNumber,
@@ -141,6 +142,8 @@ def test_a_complete_read_starts_the_next_one_from_its_own_start_less_the_overlap
     assert (mark.at, mark.through) == (burst[-1]["at"], read_at)
     assert mark.since(OVERLAP) == read_at - OVERLAP
     assert mark.seen == {}, "nothing the next read returns again needs remembering"
+    # the read's start is by our clock: even with no overlap set, a margin for the CRM's
+    assert mark.since(timedelta(0)) == read_at - SETTLE
 
 
 def test_a_stop_commits_no_through_and_an_unordered_list_no_cursor() -> None:
