@@ -65,7 +65,31 @@ def test_a_send_that_left_late_counts_from_its_answer() -> None:
     assert [rule.reserve(late, 11.15) for _ in range(2)] == pytest.approx([11.15, 11.6])
     assert [rule.reserve(on_time, 11.15) for _ in range(2)] == pytest.approx([11.15, 11.15])
     rule.settle(late, 99.0, 100.0)  # a stamp already aged out: nothing to move
-    assert late["stamps"] == pytest.approx([11.15, 11.6])
+    # the state keeps every stamp still inside its span (10.5 is, until 11.6)
+    assert late["stamps"] == pytest.approx([10.5, 11.15, 11.6])
+
+
+def test_an_answered_send_counts_with_the_answered_margin_only() -> None:
+    """The wide margin is for a reservation whose request may still leave late; once it
+    is answered its stamp is the answer, and the window is the server's plus the local
+    margin. Pipedrive's 20 per 2 s: the 21st send waits 2.1 s after the first answer, not
+    2.2 s (the wide margin kept a long pull 5% under the limit)."""
+    rule, state = Window(limit=2, window=2.0, margin=0.2, answered_margin=0.1), {}
+    first, second = rule.reserve(state, 10.0), rule.reserve(state, 10.0)
+    assert (first, second) == (10.0, 10.0)
+    assert rule.reserve({**state}, 10.05) == pytest.approx(12.2), "unanswered: wide margin"
+    rule.settle(state, first, 10.03)
+    rule.settle(state, second, 10.04)
+    assert state["answered"] == pytest.approx([10.03, 10.04])
+    assert [rule.reserve(state, 10.05) for _ in range(2)] == pytest.approx([12.13, 12.14])
+    # the two new reservations are unanswered: the next send waits for the wide margin
+    assert rule.reserve(state, 12.15) == pytest.approx(14.33)
+    assert len(state["stamps"]) == 3 and state["answered"] == [], "aged-out answers dropped"
+
+
+def test_a_state_written_before_answered_stamps_counts_them_all_as_unanswered() -> None:
+    rule = Window(limit=1, window=1.0, margin=0.2, answered_margin=0.05)
+    assert rule.reserve({"stamps": [10.0]}, 10.5) == pytest.approx(11.2)
 
 
 def test_window_honours_a_block_for_everyone() -> None:
@@ -251,7 +275,7 @@ def test_a_lease_lost_during_a_local_wait_sends_nothing() -> None:
 
 
 def test_shared_rules_are_wider_than_the_local_ones() -> None:
-    assert rule_for(RateLimiter(7, 1.0)) == Window(7, 1.0, 0.1)
+    assert rule_for(RateLimiter(7, 1.0)) == Window(7, 1.0, 0.1, 0.05)
     assert rule_for(LeakyBucket(50, 2.0)) == Bucket(50, 2.0, 1.0)
 
 
@@ -264,7 +288,7 @@ def test_a_connector_made_with_a_database_shares_its_budget(
     tenant = load_tenant(load_settings(config), "a", make_plugin_manager().connectors)
     connector = tenant.make_connector(database)
     shared = connector.client.limiter.shared
-    assert shared is not None and shared.rule == Window(7, 1.0, 0.1)
+    assert shared is not None and shared.rule == Window(7, 1.0, 0.1, 0.05)
     assert shared.key == budget_key("amocrm", "http://127.0.0.1:9", token)
     assert shared.delay() == 0.0
     states = BudgetStore(database).states([shared.key])
