@@ -127,7 +127,7 @@ def test_nothing_changed_costs_one_request_per_entity_stream(fake: FakePipedrive
 def test_deals_sharing_the_newest_update_time_are_not_re_read(fake: FakePipedrive) -> None:
     """Issue 13 item 3: a bulk edit stamps many deals with one second; a pass with nothing
     changed must not read them again (the cursor is (update_time, id), not a timestamp)."""
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    at = NOW - timedelta(minutes=5)  # by the connector's clock (NOW), as the CRM would stamp it
     bulk = sorted(fake.dataset.deals.rows)[:30]
     for deal_id in bulk:
         fake.edit("deals", deal_id, at=at, title=f"Bulk {deal_id}")
