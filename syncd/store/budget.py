@@ -23,7 +23,7 @@ Two rules, each a pure function of the row's state so they are easy to test:
 * ``Window(limit, window, margin, answered_margin)``: at most ``limit`` sends in any
   ``window + margin`` seconds, a send counted from its reserved time until it is answered
   and from its answer after (then ``window + answered_margin`` is enough); the state keeps
-  the stamps still inside their span;
+  the reservations and the answers still inside their span;
 * ``Bucket(burst, rate, margin)``: a leaky bucket (Bitrix24): each request adds 1, the
   level drains at ``rate``/s, and a request may go while the level stays at most
   ``burst - margin``; the state is the time the bucket would be empty (GCRA).
@@ -40,7 +40,6 @@ import hashlib
 import json
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,39 +82,36 @@ class Window:
     answered_margin: float | None = None
 
     def reserve(self, state: dict[str, Any], now: float) -> float:
-        wide = self.window + self.margin
+        """``state["stamps"]``: reserved sends not answered yet (a state written before
+        answers were kept holds only these: counted with the wide margin, the safe side);
+        ``state["answered"]``: the answer times of settled ones."""
         short = self.window + (self.margin if self.answered_margin is None
                                else self.answered_margin)
-        answers = Counter(float(s) for s in state.get("answered", []))
-        live: list[tuple[float, float, bool]] = []  # (stamp, expiry, answered)
-        for stamp in sorted(float(s) for s in state.get("stamps", [])):
-            answered = answers[stamp] > 0
-            answers[stamp] -= answered
-            expiry = stamp + (short if answered else wide)
-            if expiry > now:
-                live.append((stamp, expiry, answered))
-        at = max(now, float(state.get("blocked_until", 0.0)))
-        if live:
-            at = max(at, live[-1][0])  # reservations stay in order
-        if len(live) >= self.limit:
-            at = max(at, sorted(expiry for _, expiry, _ in live)[-self.limit])
-        state["stamps"] = [*(stamp for stamp, _, _ in live), at]
-        state["answered"] = [stamp for stamp, _, answered in live if answered]
+        pending = [s for s in map(float, state.get("stamps", []))
+                   if s + self.window + self.margin > now]
+        answered = [s for s in map(float, state.get("answered", [])) if s + short > now]
+        at = max(now, float(state.get("blocked_until", 0.0)),
+                 *pending, *answered)  # reservations stay in order
+        expiries = sorted([s + self.window + self.margin for s in pending]
+                          + [s + short for s in answered])
+        if len(expiries) >= self.limit:
+            at = max(at, expiries[-self.limit])
+        state["stamps"] = [*sorted(pending), at]
+        state["answered"] = sorted(answered)
         return at
 
     def settle(self, state: dict[str, Any], reserved: float, answered: float) -> float:
         """The send reserved at ``reserved`` was answered at ``answered``: the server
-        counted it by then, so its stamp moves there (and counts with the answered margin).
-        A send that left late (a loaded machine woke its thread after the reserved time)
-        then still counts in the window the server saw it in, not only within ``margin``
-        of its reservation."""
-        stamps = [float(s) for s in state.get("stamps", [])]
-        if reserved in stamps:
-            moved = max(reserved, answered)
-            stamps[stamps.index(reserved)] = moved
-            state["stamps"] = sorted(stamps)
-            state["answered"] = sorted([*(float(s) for s in state.get("answered", [])),
-                                        moved])
+        counted it by then, so it moves from the reservations to the answers, stamped
+        there (and counted with the answered margin). A send that left late (a loaded
+        machine woke its thread after the reserved time) then still counts in the window
+        the server saw it in, not only within ``margin`` of its reservation."""
+        pending = [float(s) for s in state.get("stamps", [])]
+        if reserved in pending:
+            pending.remove(reserved)
+            state["stamps"] = pending
+            state["answered"] = sorted([*map(float, state.get("answered", [])),
+                                        max(reserved, answered)])
         return answered
 
 
