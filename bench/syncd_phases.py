@@ -5,10 +5,12 @@
 Wraps, in this process only, the functions a `syncd sync` pass goes through -- the pull
 (``syncd.sync._pull``), storing its pages (``_store_page``, inside the pull), the field
 check, the audit and karma (``_audit_and_score``), building and writing the report
-and the day's snapshot -- and writes each phase's wall seconds and the calling thread's CPU
-seconds to ``OUT.json``, with the process's whole CPU (every thread) and wall time from
-before the command line was imported. ``--profile`` also writes a cProfile of the main
-thread (the prefetch thread that fetches pages is not in it); ``--detail`` also times the
+and the day's snapshot -- and writes each phase's wall seconds, the calling thread's CPU
+seconds and its calls' spans (phases may overlap: the audit starts in a thread of its own
+while the last streams are pulled) to ``OUT.json``, with the process's whole CPU (every
+thread) and wall time from before the command line was imported. ``--profile`` also
+writes a cProfile of the main thread (the prefetch thread that fetches pages and the
+audit's thread are not in it); ``--detail`` also times the
 steps inside the audit, the karma, the report and the store (``DETAIL``; they are nested
 in the phases above, so they are not added to them).
 Nothing in syncd is changed: the wrappers call the same functions.
@@ -29,6 +31,9 @@ from typing import Any
 
 STARTED_WALL = time.monotonic()
 PHASES: dict[str, list[float]] = {}
+#: Each phase's calls as (start, end) seconds since the launcher started: phases may run
+#: side by side (the audit begins in a thread of its own while the last streams are pulled).
+SPANS: dict[str, list[tuple[float, float]]] = {}
 
 
 def process_cpu() -> float:
@@ -43,10 +48,12 @@ def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return function(*args, **kwargs)
         finally:
+            ended = time.monotonic()
             spent = PHASES.setdefault(name, [0.0, 0.0, 0])
-            spent[0] += time.monotonic() - wall
+            spent[0] += ended - wall
             spent[1] += time.thread_time() - cpu
             spent[2] += 1
+            SPANS.setdefault(name, []).append((wall - STARTED_WALL, ended - STARTED_WALL))
     return wrapper
 
 
@@ -92,7 +99,8 @@ def instrument(detail: bool = False) -> None:
 
 
 def write(out: str) -> None:
-    phases = {name: {"wall": round(wall, 3), "cpu": round(cpu, 3), "calls": calls}
+    phases = {name: {"wall": round(wall, 3), "cpu": round(cpu, 3), "calls": calls,
+                     "spans": [[round(a, 3), round(b, 3)] for a, b in SPANS.get(name, ())]}
               for name, (wall, cpu, calls) in PHASES.items()}
     total = {"wall": round(time.monotonic() - STARTED_WALL, 3), "cpu": round(process_cpu(), 3)}
     with open(out, "w", encoding="utf-8") as sink:

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from syncd.oauth import TokenStore
 
 #: The streams, in the order the core pulls them. A connector may declare fewer.
+#: ``contacts`` comes last: nothing after the pull reads them (the audit, the karma, the
+#: report and the write-back read deals, activities, stage history and companies), so the
+#: pass starts its audit while they are pulled (``AUDIT_FREE_STREAMS``).
 STANDARD_STREAMS = (
     "users",
     "pipelines",
@@ -40,11 +43,14 @@ STANDARD_STREAMS = (
     "fields",
     "activity_types",
     "companies",
-    "contacts",
     "deals",
     "activities",
     "stage_history",
+    "contacts",
 )
+#: Streams no stage after the pull reads: once only these are left to pull, the pass's
+#: audit and karma run beside their pull (``syncd.sync``).
+AUDIT_FREE_STREAMS = frozenset({"contacts"})
 
 
 class ConnectionSettings(BaseModel):

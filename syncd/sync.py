@@ -8,7 +8,9 @@ does not touch the live violation lifecycle, the karma ledger or the CRM.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -23,8 +25,8 @@ from syncd.audit.engine import audit_deals
 from syncd.audit.facts import DealFacts, Finding
 from syncd.audit_pass import chunk_facts
 from syncd.badrecords import BadRecord, collecting, drain
-from syncd.config import Tenant
-from syncd.connector import Connector, PullContext
+from syncd.config import Tenant, TenantConfig
+from syncd.connector import AUDIT_FREE_STREAMS, Connector, PullContext
 from syncd.deal_walk import audit_and_score, audit_and_score_as_of
 from syncd.errors import SyncdError
 from syncd.fieldcheck import check_stored_fields
@@ -38,6 +40,7 @@ from syncd.lease import FencedDatabase, LeaseLost, fence_crm_calls
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
 from syncd.records import Page
+from syncd.salesbook import SalesBook
 from syncd.store.runs import RunStatus
 from syncd.store.sanitize import describe_error
 from syncd.writeback import WritebackResult, WritebackScope, queue_tasks, run_writeback
@@ -59,6 +62,9 @@ class PassOptions:
     on_request: Callable[[int], None] = lambda n: None
     on_stream: Callable[[str], None] = lambda name: None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    #: Called once everything the audit, the karma and the report read is pulled, as the
+    #: audit starts (beside the last streams' pull, or after it), from the audit's thread.
+    on_pulled: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -112,12 +118,23 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
     connector = tenant.make_connector(db)
     status: RunStatus = "failed"
     error: str | None = None
-    try:
-        _pull(db, connector, tenant_id, options, summary, run_id,
-              timezone=tenant.config.timezone, language=tenant.config.language)
+
+    def audit_stage() -> WritebackScope | None:
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
-        changes = _audit_and_score(db, tenant, tenant_id, run_id, now, summary,
-                                   full=options.full)
+        options.on_pulled()
+        return _audit_and_score(db, tenant, tenant_id, run_id, now, summary,
+                                full=options.full)
+
+    audit = BesidePull(audit_stage)
+    try:
+        try:
+            _pull(db, connector, tenant_id, options, summary, run_id,
+                  timezone=tenant.config.timezone, language=tenant.config.language,
+                  on_audit_inputs=audit.start)
+        except BaseException:
+            audit.wait()  # an audit begun beside the pull ends before the pass does
+            raise
+        changes = audit.result()
         if summary.live and options.write and tenant.config.writeback.enabled:
             with fence_crm_calls(db):  # every CRM request proves the lease first
                 scope = changes if _last_writes_complete(db, tenant_id, run_id) else None
@@ -141,6 +158,51 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
         _finish_run(db, run_id, status, summary, error)
     _after_sync(plugins, tenant.key, summary)
     return summary
+
+
+class BesidePull:
+    """The pass's audit and karma (``run``), begun in a thread of its own once every stream
+    they read is pulled (``start``, called by the pull when only ``AUDIT_FREE_STREAMS`` are
+    left, e.g. contacts), or run in the caller's thread when ``result`` is asked for first.
+
+    The pull's main thread mostly waits on the CRM's rate limit while it pulls the last
+    streams, so the audit gets the interpreter almost to itself: a first 20k-deal Pipedrive
+    pass ends about as much earlier as its contacts took to pull. The two write through
+    separate transactions; on SQLite, every audit transaction that reads then writes is
+    immediate (``syncd.deal_walk``), so neither fails on the other's commit."""
+
+    def __init__(self, run: Callable[[], WritebackScope | None]) -> None:
+        self._run = run
+        self._thread: threading.Thread | None = None
+        self._result: WritebackScope | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        context = contextvars.copy_context()  # the pass's context (log scope, collectors)
+        self._thread = threading.Thread(target=context.run, args=(self._target,),
+                                        name="syncd-audit", daemon=True)
+        self._thread.start()
+
+    def _target(self) -> None:
+        try:
+            self._result = self._run()
+        except BaseException as exc:  # handed to the pass's thread by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait for an audit begun beside the pull (its outcome is dropped)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> WritebackScope | None:
+        """What write-back must look at: from the audit begun beside the pull (its error
+        raised here), or from running it now."""
+        if self._thread is None:
+            return self._run()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 def _last_writes_complete(db: store.Database, tenant_id: int, run_id: int) -> bool:
@@ -187,14 +249,21 @@ def _after_sync(plugins: Plugins, tenant: str, summary: PassSummary) -> None:
 # -- pull ------------------------------------------------------------------------------------
 def _pull(db: store.Database, connector: Connector, tenant_id: int, options: PassOptions,
           summary: PassSummary, run_id: int | None = None, *, timezone: str = "UTC",
-          language: str = "en") -> None:
+          language: str = "en", on_audit_inputs: Callable[[], None] | None = None) -> None:
+    """Pull every stream of the connector, in its order, each page committed with its
+    cursor. ``on_audit_inputs`` is called once, before the first of the trailing streams
+    that nothing after the pull reads (``AUDIT_FREE_STREAMS``), if there are any."""
     context = PullContext(full=options.full, overlap=options.overlap,
                           stop_requested=options.stop_requested, on_request=options.on_request)
     changed_deals: set[str] = set()
     history_budget = connector.history_backfill()  # None: history comes with the pull
     now = options.clock()
     today = backfill.local_day(now, timezone)
-    for stream in connector.streams:
+    streams = list(connector.streams)
+    for index, stream in enumerate(streams):
+        if on_audit_inputs is not None and set(streams[index:]) <= AUDIT_FREE_STREAMS:
+            on_audit_inputs()
+            on_audit_inputs = None
         options.on_stream(stream)
         if stream == "stage_history":
             context.stored_deals = _history_owed(db, tenant_id, run_id)
@@ -371,7 +440,14 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
 
 def make_mapper(session: Session, tenant: Tenant, tenant_id: int) -> TenantMapper:
     """The tenant's mapper, knowing the CRM ids of the tasks syncd created (never evidence)."""
-    mapper = TenantMapper(tenant.config, tenant.book, store.stages_by_id(session, tenant_id))
+    return mapper_of(session, tenant.config, tenant.book, tenant_id)
+
+
+def mapper_of(session: Session, config: TenantConfig, book: SalesBook,
+              tenant_id: int) -> TenantMapper:
+    """``make_mapper`` from the tenant's config and Sales Book alone (what a process of its
+    own gets: no connector, no secrets)."""
+    mapper = TenantMapper(config, book, store.stages_by_id(session, tenant_id))
     mapper.own_task_ids = frozenset(
         row.crm_id for row in store.get_ledger(session, tenant_id, "task").values()
         if row.crm_id)

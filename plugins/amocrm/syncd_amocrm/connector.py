@@ -1,6 +1,7 @@
 """The amoCRM / Kommo connector for syncd (API v4).
 
-Streams, in ``STANDARD_STREAMS`` order:
+Streams, in ``STANDARD_STREAMS`` order (``contacts`` is pulled last, after the stage history:
+the pass audits while they are pulled):
 
 * reference streams, pulled whole every pass, cursor ``None``: ``users``, ``pipelines`` and
   ``stages`` (one ``/leads/pipelines`` request for both; stages keyed

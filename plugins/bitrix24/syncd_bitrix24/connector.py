@@ -7,7 +7,7 @@ Streams, in this order (stage history before deals, see below):
   (``crm.category.list``), ``stages`` (``crm.status.list`` per pipeline, with semantics),
   ``fields`` (``crm.{deal,company,contact}.fields``: labels, types, enumeration options),
   ``activity_types`` (Bitrix24's fixed activity kinds; no request);
-* entity streams ``companies``, ``contacts``, ``deals``, ``activities``: ascending ID with
+* entity streams ``companies``, ``deals``, ``activities``, ``contacts``: ascending ID with
   ``filter[>ID]`` and ``start=-1`` (no counting), 50 chained list calls per ``batch``
   request, i.e. up to 2,500 rows per request. Incremental passes add
   ``filter[>=DATE_MODIFY]`` (activities: ``LAST_UPDATED``) at the cursor minus the overlap.
@@ -17,6 +17,8 @@ Streams, in this order (stage history before deals, see below):
   last history ID (every page moves it). It runs before ``deals`` because a closed deal
   sits in a success/failure stage: the deal's stage for the audit is the last in-progress
   stage it was closed from, which the history tells.
+
+``contacts`` comes last, as in ``STANDARD_STREAMS``: the pass audits while they are pulled.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ _NORMALIZERS: dict[str, Callable[[Any, FieldCatalog | None], Record]] = {
 }
 
 STREAMS = ("users", "pipelines", "stages", "fields", "activity_types", "companies",
-           "contacts", "stage_history", "deals", "activities")
+           "stage_history", "deals", "activities", "contacts")
 ENTITIES: tuple[Entity, ...] = ("deal", "company", "contact")
 #: stream -> (list method, select, the entity whose fields resolve values, modified key)
 ENTITY_LISTS: dict[str, tuple[str, list[str], str | None, str]] = {

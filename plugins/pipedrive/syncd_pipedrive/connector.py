@@ -1,6 +1,7 @@
 """The Pipedrive connector for syncd (API v2 where it exists, v1 for the rest).
 
-Streams, in ``STANDARD_STREAMS`` order:
+Streams, in ``STANDARD_STREAMS`` order (``contacts`` is pulled last, after the stage history:
+the pass audits while they are pulled):
 
 * reference streams, pulled whole every pass, cursor ``None``: ``users`` (v1),
   ``pipelines``, ``stages``, ``fields`` (deal/organization/person field definitions),
