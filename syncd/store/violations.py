@@ -77,7 +77,10 @@ class ViolationView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OpenedViolation:
-    """A violation row just inserted: same attribute names as ``ViolationRow``."""
+    """A violation row just inserted: same attribute names as ``ViolationRow``.
+
+    ``details`` is decoded from the stored text when read: a first audit opens tens of
+    thousands of rows whose details nothing reads (no task is queued on a baseline)."""
 
     id: int
     tenant_id: int
@@ -89,11 +92,16 @@ class OpenedViolation:
     crm_stage: str | None
     severity: str
     explanation: str
-    details: dict[str, Any]
+    details_text: str
     opened_at: datetime
     last_seen_at: datetime
     resolved_at: datetime | None
     opened_run_id: int | None
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The details as they read back from the JSON column."""
+        return cast(dict[str, Any], json.loads(self.details_text))
 
 
 @dataclass
@@ -146,8 +154,13 @@ def _insert_opened(session: Session, rows: list[dict[str, Any]]) -> list[OpenedV
             table.c.tenant_id == rows[0]["tenant_id"], table.c.id > before,
             table.c.resolved_at.is_(None))
     ).all())
-    return [OpenedViolation(**{**row, "id": ids[row["key"]],
-                               "details": json.loads(row["details"])}) for row in rows]
+    return [OpenedViolation(
+        id=ids[row["key"]], tenant_id=row["tenant_id"], key=row["key"], rule=row["rule"],
+        deal_external_id=row["deal_external_id"], stage_key=row["stage_key"],
+        action_key=row["action_key"], crm_stage=row["crm_stage"], severity=row["severity"],
+        explanation=row["explanation"], details_text=row["details"],
+        opened_at=row["opened_at"], last_seen_at=row["last_seen_at"],
+        resolved_at=row["resolved_at"], opened_run_id=row["opened_run_id"]) for row in rows]
 
 
 def apply_findings(session: Session, tenant_id: int, findings: Iterable[Finding],
