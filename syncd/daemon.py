@@ -51,6 +51,7 @@ from syncd.lease import (
 from syncd.metrics import Metrics
 from syncd.pass_pool import PassPool
 from syncd.plugins import Plugins
+from syncd.report_kpis import KpisAhead
 from syncd.sdnotify import Notifier
 from syncd.secrets import redact
 from syncd.sinks import publish_report
@@ -140,7 +141,7 @@ class Runner:
         heartbeat = Heartbeat(self.db, ttl, replica.heartbeat).start()
         heartbeat.add(lease)
         try:
-            outcome = self.run_under_lease(tenant, lease, options)
+            outcome = self.run_under_lease(tenant, lease, options, spare_core=True)
         finally:
             heartbeat.stop()
         if not lease.lost.is_set():
@@ -154,11 +155,31 @@ class Runner:
         return outcome
 
     def run_under_lease(self, tenant: Tenant, lease: Lease,
-                        options: PassOptions | None = None) -> TenantOutcome:
+                        options: PassOptions | None = None, *,
+                        spare_core: bool = False) -> TenantOutcome:
         """One pass under ``lease``, already claimed (the daemon's, or ``run_one_off``'s):
         every commit and CRM write is fenced by it, and the pass stops at its next page
-        boundary when the lease is lost or the runner is asked to stop."""
+        boundary when the lease is lost or the runner is asked to stop.
+
+        ``spare_core`` (a one-off pass: nothing else runs beside it): a large tenant's
+        report KPIs are taken in a process of their own while the pass audits
+        (``syncd.report_kpis``)."""
         options = options or self.options_factory()
+        ahead: list[KpisAhead] = []
+        if spare_core and options.as_of is None:
+            def take_kpis() -> None:
+                taken = KpisAhead.start_if_large(self.db, tenant)
+                if taken is not None:
+                    ahead.append(taken)
+            options.on_pulled = take_kpis
+        try:
+            return self._pass_and_report(tenant, lease, options, ahead)
+        finally:
+            for taken in ahead:
+                taken.close()
+
+    def _pass_and_report(self, tenant: Tenant, lease: Lease, options: PassOptions,
+                         ahead: list[KpisAhead]) -> TenantOutcome:
         options.stop_requested = lambda: self.stop_event.is_set() or lease.lost.is_set()
         db = FencedDatabase(self.db, lease)
         try:
@@ -180,7 +201,8 @@ class Runner:
                     exc_info=not isinstance(exc, SyncdError))
             self._notify_error(tenant.key, exc)
             return TenantOutcome(tenant.key, ok=False, error=message)
-        path, written = self._write_report(tenant, options, db, summary)
+        path, written = self._write_report(tenant, options, db, summary,
+                                           ahead[0] if ahead else None)
         return TenantOutcome(tenant.key, ok=True, summary=summary, report=path,
                              report_outcome=written)
 
@@ -198,11 +220,12 @@ class Runner:
                         tenant.key, closed, extra={"tenant": tenant.key})
 
     def _write_report(self, tenant: Tenant, options: PassOptions, db: store.Database,
-                      summary: PassSummary | None = None) -> tuple[str | None, str]:
+                      summary: PassSummary | None = None, ahead: KpisAhead | None = None,
+                      ) -> tuple[str | None, str]:
         """The tenant's report after a good pass: ``(path, "written" | "unchanged" |
         "failed")``. Streamed (``syncd.report_stream``: never the whole tenant in memory);
         kept as it is after a live pass that changed nothing it shows (docs/operations.md,
-        "The report file")."""
+        "The report file"). ``ahead``: its KPIs, being taken beside the pass's audit."""
         directory = self.settings.reports_dir
         live = options.as_of is None
         if live and summary is not None:
@@ -225,9 +248,15 @@ class Runner:
                          tenant.key, extra={"tenant": tenant.key})
                 return str(kept), report_stream.UNCHANGED
             log.debug("tenant %s: report rebuilt: %s", tenant.key, why)
+        kpis_taken, clock = None, None
+        wrote = summary is not None and any(summary.writes.values())
+        if ahead is not None and live and not wrote:  # else the store moved after them
+            kpis_taken = ahead.result()
+            clock = ahead.now if kpis_taken is not None else None
         try:
             report_stream.forget_report(directory, tenant.key)
-            parts, stats = report_stream.report_parts(db, tenant, as_of=options.as_of)
+            parts, stats = report_stream.report_parts(db, tenant, as_of=options.as_of,
+                                                      clock=clock, kpis_taken=kpis_taken)
             path = report_stream.write_report(parts, directory)
         except Exception:
             log.exception("tenant %s: the report could not be written", tenant.key)

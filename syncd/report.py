@@ -172,18 +172,25 @@ def _add_summaries(violations: list[dict[str, Any]], tenant: Tenant, language: s
 # -- people karma and KPIs ---------------------------------------------------------------------
 def _people_and_kpis(session: Session, tenant: Tenant, tenant_id: int, mapper: TenantMapper,
                      now: datetime, *, live: bool,
+                     kpis_taken: tuple[dict[str, Any], dict[str, Any]] | None = None,
                      ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """One pass over deals and activities for the KPIs; people karma from the stored ledger
-    (live) or, for an ``--as-of`` report, from lines computed on the fly up to that month."""
+    """One pass over deals and activities for the KPIs (unless ``kpis_taken``: the live
+    KPIs and contact matrix as of ``now``, computed beside the pass's audit by
+    ``syncd.report_kpis``); people karma from the stored ledger (live) or, for an
+    ``--as-of`` report, from lines computed on the fly up to that month."""
     companies = kpi_load.company_records(session, tenant_id, mapper)
     users = kpi_load.people(session, tenant_id)
     names = {user.user_id: user.name for user in users}
     collected: list[Any] = []
     as_of = None if live else now  # an as-of report sees every deal as it was then
-    kpis, matrix = compute_kpis(
-        tenant.book, mapper.tz, now, kpi_load.deal_records(session, tenant_id, mapper, as_of),
-        kpi_load.activity_records(session, tenant_id, mapper, as_of), companies, names,
-        on_deal=None if live else collected.append)
+    if live and kpis_taken is not None:
+        kpis, matrix = kpis_taken
+    else:
+        kpis, matrix = compute_kpis(
+            tenant.book, mapper.tz, now,
+            kpi_load.deal_records(session, tenant_id, mapper, as_of),
+            kpi_load.activity_records(session, tenant_id, mapper, as_of), companies, names,
+            on_deal=None if live else collected.append)
     current = Clock(mapper.tz).month(now)
     lines: Iterable[Any]
     if live:  # read as they are summed: ~6 lines per deal, never all at once

@@ -138,9 +138,12 @@ class StreamStats:
 
 def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None = None,
                  clock: datetime | None = None, language: str | None = None,
+                 kpis_taken: tuple[dict[str, Any], dict[str, Any]] | None = None,
                  ) -> tuple[dict[str, Any], StreamStats]:
     """``build_report``'s keys, in its order, with ``violations`` and ``client_karma`` as
-    ``ReportRows`` and ``notes`` as ``Later`` (it needs the violations written first)."""
+    ``ReportRows`` and ``notes`` as ``Later`` (it needs the violations written first).
+    ``kpis_taken``: a live report's KPIs and contact matrix as of ``clock``, already
+    computed (``syncd.report_kpis``)."""
     generated = clock or datetime.now(UTC)
     lang = normalize_language(language or tenant.config.language)
     stats = StreamStats()
@@ -148,7 +151,8 @@ def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         tenant_id, open_deals, companies, mapper, last_run, counts = report_basis(
             session, tenant, as_of)
         people, kpis, matrix = _people_and_kpis(session, tenant, tenant_id, mapper,
-                                                as_of or generated, live=as_of is None)
+                                                as_of or generated, live=as_of is None,
+                                                kpis_taken=kpis_taken)
         held = quarantine_section(session, tenant_id)
         backfill = stage_history_section(session, tenant_id, with_pending=as_of is not None)
         rejected = write_failures_section(session, tenant_id)
