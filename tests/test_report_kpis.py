@@ -14,27 +14,17 @@ from typing import Any
 import pytest
 from support import REPO
 from test_report_stream import _runner
+from test_report_stream import generated as generated  # noqa: PLC0414 (a fixture)
 
 from syncd import report_kpis, store
 from syncd.config import Tenant
-from syncd.plugins import make_plugin_manager
 from syncd.report import build_report
 from syncd.report_kpis import KpisAhead
 from syncd.report_stream import report_parts
 from syncd.report_stream import write_report as write_streamed
-from syncd.sync import PassOptions, run_pass
 
 sys.path.insert(0, str(REPO / "bench"))
 import bench_incremental as bench
-
-
-@pytest.fixture
-def generated(database: store.Database) -> Tenant:
-    """bench_incremental's generated account (400 deals), after its first pass."""
-    tenant = bench.make_tenant(bench.Account(400))
-    run_pass(database, make_plugin_manager(load_entrypoints=False), tenant,
-             PassOptions(clock=lambda: bench.NOW, full=True))
-    return tenant
 
 
 def report_bytes(db: store.Database, tenant: Tenant, directory: Path, **kwargs: Any) -> bytes:
