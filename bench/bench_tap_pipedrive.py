@@ -156,6 +156,11 @@ def print_phases(timed: dict[str, Any], wall: float) -> None:
         print(f"    {name:<22} wall {spent['wall']:6.2f} s ({spent['wall'] / wall:4.0%}), "
               f"thread CPU {spent['cpu']:6.2f} s, {spent['calls']} calls")
     pull, audit = phases.get("pull (incl. store)"), phases.get("audit + karma")
+    if pull and pull.get("spans"):
+        ends = [span[1] for spent in phases.values() for span in spent.get("spans", [])]
+        print(f"    {'timeline':<22} pull from {pull['spans'][0][0]:.2f} s to "
+              f"{pull['spans'][-1][1]:.2f} s, last phase ended at {max(ends):.2f} s, "
+              f"process ended at {process['wall']:.2f} s (since the launcher started)")
     if pull and audit:
         beside = _covered(pull["spans"]) + _covered(audit["spans"]) - _covered(
             pull["spans"] + audit["spans"])

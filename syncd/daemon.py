@@ -51,7 +51,7 @@ from syncd.lease import (
 from syncd.metrics import Metrics
 from syncd.pass_pool import PassPool
 from syncd.plugins import Plugins
-from syncd.report_kpis import KpisAhead
+from syncd.report_ahead import ReportAhead
 from syncd.sdnotify import Notifier
 from syncd.secrets import redact
 from syncd.sinks import publish_report
@@ -162,16 +162,21 @@ class Runner:
         boundary when the lease is lost or the runner is asked to stop.
 
         ``spare_core`` (a one-off pass: nothing else runs beside it): a large tenant's
-        report KPIs are taken in a process of their own while the pass audits
-        (``syncd.report_kpis``)."""
+        report KPIs and violation rows are taken in a process of their own while the pass
+        audits and scores (``syncd.report_ahead``)."""
         options = options or self.options_factory()
-        ahead: list[KpisAhead] = []
+        ahead: list[ReportAhead] = []
         if spare_core and options.as_of is None:
-            def take_kpis() -> None:
-                taken = KpisAhead.start_if_large(self.db, tenant)
+            def take_ahead() -> None:
+                taken = ReportAhead.start_if_large(self.db, tenant, self.settings.reports_dir)
                 if taken is not None:
                     ahead.append(taken)
-            options.on_pulled = take_kpis
+
+            def order_violations() -> None:
+                for taken in ahead:
+                    taken.order_violations()
+            options.on_pulled = take_ahead
+            options.on_verdicts = order_violations
         try:
             return self._pass_and_report(tenant, lease, options, ahead)
         finally:
@@ -179,7 +184,7 @@ class Runner:
                 taken.close()
 
     def _pass_and_report(self, tenant: Tenant, lease: Lease, options: PassOptions,
-                         ahead: list[KpisAhead]) -> TenantOutcome:
+                         ahead: list[ReportAhead]) -> TenantOutcome:
         options.stop_requested = lambda: self.stop_event.is_set() or lease.lost.is_set()
         db = FencedDatabase(self.db, lease)
         try:
@@ -220,12 +225,13 @@ class Runner:
                         tenant.key, closed, extra={"tenant": tenant.key})
 
     def _write_report(self, tenant: Tenant, options: PassOptions, db: store.Database,
-                      summary: PassSummary | None = None, ahead: KpisAhead | None = None,
+                      summary: PassSummary | None = None, ahead: ReportAhead | None = None,
                       ) -> tuple[str | None, str]:
         """The tenant's report after a good pass: ``(path, "written" | "unchanged" |
         "failed")``. Streamed (``syncd.report_stream``: never the whole tenant in memory);
         kept as it is after a live pass that changed nothing it shows (docs/operations.md,
-        "The report file"). ``ahead``: its KPIs, being taken beside the pass's audit."""
+        "The report file"). ``ahead``: its KPIs and violation rows, taken beside the
+        pass."""
         directory = self.settings.reports_dir
         live = options.as_of is None
         if live and summary is not None:
@@ -248,15 +254,16 @@ class Runner:
                          tenant.key, extra={"tenant": tenant.key})
                 return str(kept), report_stream.UNCHANGED
             log.debug("tenant %s: report rebuilt: %s", tenant.key, why)
-        kpis_taken, clock = None, None
+        kpis_taken, clock, written = None, None, None
         wrote = summary is not None and any(summary.writes.values())
         if ahead is not None and live and not wrote:  # else the store moved after them
-            kpis_taken = ahead.result()
+            kpis_taken, written = ahead.kpis(), ahead.violations()
             clock = ahead.now if kpis_taken is not None else None
         try:
             report_stream.forget_report(directory, tenant.key)
             parts, stats = report_stream.report_parts(db, tenant, as_of=options.as_of,
-                                                      clock=clock, kpis_taken=kpis_taken)
+                                                      clock=clock, kpis_taken=kpis_taken,
+                                                      violations_written=written)
             path = report_stream.write_report(parts, directory)
         except Exception:
             log.exception("tenant %s: the report could not be written", tenant.key)

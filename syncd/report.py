@@ -176,7 +176,7 @@ def _people_and_kpis(session: Session, tenant: Tenant, tenant_id: int, mapper: T
                      ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """One pass over deals and activities for the KPIs (unless ``kpis_taken``: the live
     KPIs and contact matrix as of ``now``, computed beside the pass's audit by
-    ``syncd.report_kpis``); people karma from the stored ledger (live) or, for an
+    ``syncd.report_ahead``); people karma from the stored ledger (live) or, for an
     ``--as-of`` report, from lines computed on the fly up to that month."""
     companies = kpi_load.company_records(session, tenant_id, mapper)
     users = kpi_load.people(session, tenant_id)

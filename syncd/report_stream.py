@@ -32,6 +32,7 @@ import functools
 import hashlib
 import json
 import math
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,7 +42,7 @@ from typing import IO, Any
 
 from syncd import __version__, history, store
 from syncd.audit.texts import texts
-from syncd.config import Tenant
+from syncd.config import Tenant, TenantConfig
 from syncd.i18n import normalize_language
 from syncd.render import violation_text
 from syncd.report import (
@@ -63,6 +64,7 @@ from syncd.report import (
     write_failures_section,
 )
 from syncd.report_json import indented, pieces
+from syncd.salesbook import SalesBook
 from syncd.scoring.karma import COMPANY, KarmaLine, line_amount, line_weight
 from syncd.store import backlog
 from syncd.store.report_reads import (
@@ -81,9 +83,13 @@ class ReportRows:
     """A report list read when iterated: each iteration reads the rows again (from the
     store, chunk by chunk), none is kept. ``len()`` is known without reading them."""
 
-    def __init__(self, count: int, rows: Callable[[], Iterator[dict[str, Any]]]) -> None:
+    def __init__(self, count: int, rows: Callable[[], Iterator[dict[str, Any]]], *,
+                 written: Path | None = None) -> None:
         self._count = count
         self._rows = rows
+        #: The rows already written out as ``dump`` writes them (``write_rows``), by a
+        #: process of their own (``syncd.report_ahead``): ``dump`` copies that text.
+        self.written = written
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._rows()
@@ -139,11 +145,13 @@ class StreamStats:
 def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None = None,
                  clock: datetime | None = None, language: str | None = None,
                  kpis_taken: tuple[dict[str, Any], dict[str, Any]] | None = None,
+                 violations_written: WrittenRows | None = None,
                  ) -> tuple[dict[str, Any], StreamStats]:
     """``build_report``'s keys, in its order, with ``violations`` and ``client_karma`` as
     ``ReportRows`` and ``notes`` as ``Later`` (it needs the violations written first).
     ``kpis_taken``: a live report's KPIs and contact matrix as of ``clock``, already
-    computed (``syncd.report_kpis``)."""
+    computed; ``violations_written``: its violation rows, already written out (both by
+    ``syncd.report_ahead``; rows of another count or language are read again)."""
     generated = clock or datetime.now(UTC)
     lang = normalize_language(language or tenant.config.language)
     stats = StreamStats()
@@ -165,8 +173,15 @@ def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
         else:
             lines = client_lines(session, tenant, tenant_id, mapper, as_of)
     if as_of is None:
-        violations = ReportRows(sum(by_rule.values()),
-                                lambda: _live_violations(db, tenant, lang, stats))
+        count = sum(by_rule.values())
+        ahead = violations_written
+        if ahead is not None and (ahead.count != count or ahead.language != lang):
+            ahead = None  # not this report's rows: read them as it is written
+        violations = ReportRows(count, lambda: _live_violations(
+            db, tenant.key, tenant.config, tenant.book, lang, stats),
+            written=None if ahead is None else ahead.path)
+        if ahead is not None:
+            stats.derived_deals = set(ahead.derived_deals)
         karma, rounded = _streamed_client_karma(db, tenant, companies, mapper, totals)
         segments = _segments([{"company_id": c, "karma": k} for c, k in rounded.items()],
                              companies, mapper)
@@ -223,14 +238,36 @@ def _count(items: Iterable[str]) -> dict[str, int]:
 
 
 # -- violations ----------------------------------------------------------------------------------
-def _live_violations(db: store.Database, tenant: Tenant, language: str,
-                     stats: StreamStats) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class WrittenRows:
+    """A report's violation rows written ahead into a file (``write_violations``)."""
+
+    path: Path
+    count: int
+    language: str
+    derived_deals: frozenset[str]
+
+
+def write_violations(db: store.Database, key: str, config: TenantConfig, book: SalesBook,
+                     path: Path) -> WrittenRows:
+    """Write the live report's ``violations`` list (in the tenant's language) into
+    ``path`` exactly as ``dump`` writes it, for a report written later
+    (``report_parts(..., violations_written=...)``)."""
+    language = normalize_language(config.language)
+    stats = StreamStats()
+    with path.open("w", encoding="utf-8") as file:
+        count = write_rows(_live_violations(db, key, config, book, language, stats), file)
+    return WrittenRows(path, count, language, frozenset(stats.derived_deals))
+
+
+def _live_violations(db: store.Database, key: str, config: TenantConfig, book: SalesBook,
+                     language: str, stats: StreamStats) -> Iterator[dict[str, Any]]:
     """The open violations as ``build_report`` lists them, read chunk by chunk; the deals
     behind the derived-history note are collected as they pass."""
-    other_language = language != tenant.config.language
+    other_language = language != config.language
     stats.derived_deals = set()
     with db.session() as session:
-        tenant_id = store.ensure_tenant(session, tenant.key, tenant.config.plugin)
+        tenant_id = store.ensure_tenant(session, key, config.plugin)
         for chunk in open_violations_in_report_order(session, tenant_id):
             for row in chunk:
                 details = row.details or {}
@@ -256,7 +293,7 @@ def _live_violations(db: store.Database, tenant: Tenant, language: str,
                 if other_language:
                     item["summary"] = violation_text(item["rule"], item["stage_key"],
                                                      item["action_key"], details or {},
-                                                     tenant.book, language)
+                                                     book, language)
                 yield item
 
 
@@ -338,6 +375,16 @@ def _dumps(value: Any, depth: int) -> str:
     return indented(value, "  " * depth)
 
 
+def write_rows(rows: Iterable[dict[str, Any]], file: IO[str]) -> int:
+    """A report list of rows as ``dump`` writes it (two levels deep); returns the count."""
+    written = 0
+    for row in rows:
+        file.write(("[\n    " if written == 0 else ",\n    ") + _dumps(row, 2))
+        written += 1
+    file.write("\n  ]" if written else "[]")
+    return written
+
+
 def dump(parts: dict[str, Any], file: IO[str]) -> None:
     """Write ``parts`` as ``json.dump(report, file, ensure_ascii=False, indent=2)`` writes
     the materialised report: byte for byte, one row at a time."""
@@ -346,12 +393,11 @@ def dump(parts: dict[str, Any], file: IO[str]) -> None:
         file.write(("\n  " if index == 0 else ",\n  ") + json.dumps(key, ensure_ascii=False)
                    + ": ")
         value = part.compute() if isinstance(part, Later) else part
-        if isinstance(value, ReportRows):
-            written = 0
-            for row in value:
-                file.write(("[\n    " if written == 0 else ",\n    ") + _dumps(row, 2))
-                written += 1
-            file.write("\n  ]" if written else "[]")
+        if isinstance(value, ReportRows) and value.written is not None:
+            with value.written.open(encoding="utf-8") as rows:
+                shutil.copyfileobj(rows, file)
+        elif isinstance(value, ReportRows):
+            write_rows(value, file)
         else:  # in pieces: a big section (the contact matrix) is never one string
             for piece in pieces(value, "  "):
                 file.write(piece)

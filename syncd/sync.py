@@ -65,6 +65,9 @@ class PassOptions:
     #: Called once everything the audit, the karma and the report read is pulled, as the
     #: audit starts (beside the last streams' pull, or after it), from the audit's thread.
     on_pulled: Callable[[], None] = lambda: None
+    #: Called once the live audit's verdicts are all written (before the karma finishes),
+    #: from the audit's thread.
+    on_verdicts: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -123,7 +126,7 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
         options.on_pulled()
         return _audit_and_score(db, tenant, tenant_id, run_id, now, summary,
-                                full=options.full)
+                                full=options.full, on_verdicts=options.on_verdicts)
 
     audit = BesidePull(audit_stage)
     try:
@@ -401,6 +404,7 @@ def _history_owed(db: store.Database, tenant_id: int, run_id: int | None,
 # -- audit and karma ---------------------------------------------------------------------------
 def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int,
                      now: datetime, summary: PassSummary, *, full: bool = False,
+                     on_verdicts: Callable[[], None] = lambda: None,
                      ) -> WritebackScope | None:
     """Audit and score; returns what write-back must look at (None: everything)."""
     if not summary.live:  # what-if: audit and karma as of that moment, nothing persisted
@@ -424,7 +428,7 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
     # audit and both karma ledgers (syncd.deal_walk).
     outcome, karma, done, karma_companies = audit_and_score(
         db, tenant, tenant_id, run_id, now, mapper=mapper, full=full,
-        queue_tasks=None if first_audit else queue)
+        queue_tasks=None if first_audit else queue, on_verdicts=on_verdicts)
     summary.audit = {"mode": "full" if outcome.full else "incremental",
                      "deals_audited": outcome.audited, "karma": done}
     summary.violations_opened = outcome.opened
