@@ -147,6 +147,7 @@ def print_phases(timed: dict[str, Any], wall: float) -> None:
     phases = timed["phases"]
     process = timed["process"]
     inside = {"store pages": "pull (incl. store)", "audit": "audit + karma",
+              "report: wait, rows": "report: write",
               "karma": "audit + karma"}  # timed within another phase: not counted twice
     top = [k for k in phases if inside.get(k) not in phases and not k.startswith(" ")]
     named = _covered([span for k in top for span in phases[k].get("spans", [])])

@@ -74,6 +74,9 @@ TIMED = (
     ("syncd.report_stream", "report_parts", "report: parts"),
     ("syncd.report_stream", "write_report", "report: write"),
     ("syncd.history", "record_figures", "report: day snapshot"),
+    # waiting for the parts a one-off pass takes beside it (syncd.report_ahead)
+    ("syncd.report_ahead", "ReportAhead.kpis", "report: wait, KPIs"),
+    ("syncd.report_ahead", "ReportAhead.violations", "report: wait, rows"),
 )
 #: Within those phases (with ``--detail``): where the audit, the karma and the report go.
 DETAIL = (

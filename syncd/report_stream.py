@@ -84,11 +84,12 @@ class ReportRows:
     store, chunk by chunk), none is kept. ``len()`` is known without reading them."""
 
     def __init__(self, count: int, rows: Callable[[], Iterator[dict[str, Any]]], *,
-                 written: Path | None = None) -> None:
+                 written: Callable[[], Path | None] | None = None) -> None:
         self._count = count
         self._rows = rows
-        #: The rows already written out as ``dump`` writes them (``write_rows``), by a
-        #: process of their own (``syncd.report_ahead``): ``dump`` copies that text.
+        #: Where the rows are already written out as ``dump`` writes them (``write_rows``),
+        #: by a process of their own (``syncd.report_ahead``; asked when ``dump`` reaches
+        #: them, None: read them): ``dump`` copies that text.
         self.written = written
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -145,13 +146,14 @@ class StreamStats:
 def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None = None,
                  clock: datetime | None = None, language: str | None = None,
                  kpis_taken: tuple[dict[str, Any], dict[str, Any]] | None = None,
-                 violations_written: WrittenRows | None = None,
+                 violations_written: Callable[[], WrittenRows | None] | None = None,
                  ) -> tuple[dict[str, Any], StreamStats]:
     """``build_report``'s keys, in its order, with ``violations`` and ``client_karma`` as
     ``ReportRows`` and ``notes`` as ``Later`` (it needs the violations written first).
     ``kpis_taken``: a live report's KPIs and contact matrix as of ``clock``, already
-    computed; ``violations_written``: its violation rows, already written out (both by
-    ``syncd.report_ahead``; rows of another count or language are read again)."""
+    computed; ``violations_written``: asked for its violation rows, already written out,
+    when the writer reaches them (both by ``syncd.report_ahead``; None, or rows of
+    another count or language: read as the report is written)."""
     generated = clock or datetime.now(UTC)
     lang = normalize_language(language or tenant.config.language)
     stats = StreamStats()
@@ -174,14 +176,17 @@ def report_parts(db: store.Database, tenant: Tenant, *, as_of: datetime | None =
             lines = client_lines(session, tenant, tenant_id, mapper, as_of)
     if as_of is None:
         count = sum(by_rule.values())
-        ahead = violations_written
-        if ahead is not None and (ahead.count != count or ahead.language != lang):
-            ahead = None  # not this report's rows: read them as it is written
+
+        def written() -> Path | None:
+            ahead = violations_written() if violations_written is not None else None
+            if ahead is None or ahead.count != count or ahead.language != lang:
+                return None  # not this report's rows: read them as it is written
+            stats.derived_deals = set(ahead.derived_deals)
+            return ahead.path
+
         violations = ReportRows(count, lambda: _live_violations(
             db, tenant.key, tenant.config, tenant.book, lang, stats),
-            written=None if ahead is None else ahead.path)
-        if ahead is not None:
-            stats.derived_deals = set(ahead.derived_deals)
+            written=None if violations_written is None else written)
         karma, rounded = _streamed_client_karma(db, tenant, companies, mapper, totals)
         segments = _segments([{"company_id": c, "karma": k} for c, k in rounded.items()],
                              companies, mapper)
@@ -393,11 +398,13 @@ def dump(parts: dict[str, Any], file: IO[str]) -> None:
         file.write(("\n  " if index == 0 else ",\n  ") + json.dumps(key, ensure_ascii=False)
                    + ": ")
         value = part.compute() if isinstance(part, Later) else part
-        if isinstance(value, ReportRows) and value.written is not None:
-            with value.written.open(encoding="utf-8") as rows:
-                shutil.copyfileobj(rows, file)
-        elif isinstance(value, ReportRows):
-            write_rows(value, file)
+        if isinstance(value, ReportRows):
+            path = value.written() if value.written is not None else None
+            if path is not None:
+                with path.open(encoding="utf-8") as rows:
+                    shutil.copyfileobj(rows, file)
+            else:
+                write_rows(value, file)
         else:  # in pieces: a big section (the contact matrix) is never one string
             for piece in pieces(value, "  "):
                 file.write(piece)

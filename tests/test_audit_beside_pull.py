@@ -15,6 +15,7 @@ audit and karma start in a thread of their own when only they are left to pull
 
 from __future__ import annotations
 
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ class Watch:
         self.audit_thread: str | None = None
         self.writes = 0
         self.waited: bool | None = None
+        self.switch_interval: float | None = None
         self.lock = threading.Lock()
         self.fail_contacts_at: int | None = None
 
@@ -62,6 +64,7 @@ def with_contacts(tenant: Tenant, watch: Watch) -> Tenant:
             for number in range(CONTACT_PAGES):
                 if number == 1:  # the audit must be under way before the pull ends
                     watch.waited = watch.audit_started.wait(PATIENCE)
+                    watch.switch_interval = sys.getswitchinterval()
                 if number == watch.fail_contacts_at:
                     raise ConnectionError("the CRM went away during contacts")
                 yield Page(stream, [Contact(f"P{number}-{n}", f"Person {number}-{n}",
@@ -109,9 +112,13 @@ def test_the_audit_runs_while_contacts_are_pulled(database: store.Database,
     world = World(5)
     world.change(30)
     key = f"beside{uuid.uuid4().hex[:8]}"
+    switch = sys.getswitchinterval()
     summary = sync(database, with_contacts(make_tenant(key, world.data, 0), watch),
                    world.now, full=False)
     assert watch.waited is True, "the audit did not start before the contacts pull ended"
+    # the pull's threads get the interpreter back sooner while the audit runs beside them
+    assert watch.switch_interval == min(switch, sync_module.BESIDE_SWITCH_INTERVAL)
+    assert sys.getswitchinterval() == switch
     assert watch.audit_thread is not None
     assert watch.audit_thread != threading.main_thread().name
     assert watch.writes > CONTACT_PAGES  # written chunk by chunk, beside the page commits
@@ -192,3 +199,16 @@ def test_a_pull_that_fails_waits_for_the_audit_begun_beside_it(
             store.SyncRunRow.tenant_id == tenant_id)).one()
     assert run.status == "failed"
     assert contacts_stored(database, key) == 3 * 40
+
+
+def test_passes_auditing_beside_their_pulls_at_once_put_the_switch_interval_back() -> None:
+    """Worker threads run passes side by side: the interval found by the first is the one
+    the last puts back, whatever order they end in."""
+    switch = sys.getswitchinterval()
+    sync_module._switch_sooner(True)  # pass A
+    sync_module._switch_sooner(True)  # pass B
+    assert sys.getswitchinterval() == min(switch, sync_module.BESIDE_SWITCH_INTERVAL)
+    sync_module._switch_sooner(False)  # A ends first
+    assert sys.getswitchinterval() == min(switch, sync_module.BESIDE_SWITCH_INTERVAL)
+    sync_module._switch_sooner(False)
+    assert sys.getswitchinterval() == switch
