@@ -63,14 +63,19 @@ class DealChunk:
 
     def facts(self, mapper: TenantMapper) -> Iterator[DealFacts]:
         """Audit facts of the audited rows (deals the tenant file ignores left out)."""
+        company_facts: dict[str, list[Any]] = {}  # a company's won deals share them
         for deal in self.audited:
             if mapper.ignored(deal):
                 continue
-            won = deal.status == "won" and deal.company_id
+            shared = None
+            if deal.status == "won" and deal.company_id:
+                shared = company_facts.get(deal.company_id)
+                if shared is None:
+                    shared = company_facts[deal.company_id] = mapper.activity_facts(
+                        self.company_activities.get(deal.company_id, ()))
             yield mapper.deal_facts(
                 deal, self.activities.get(deal.external_id, ()),
-                self.changes.get(deal.external_id, ()),
-                self.company_activities.get(deal.company_id, ()) if won else ())
+                self.changes.get(deal.external_id, ()), company_facts=shared or [])
 
     def records(self, mapper: TenantMapper) -> list[tuple[int, DealRecord]]:
         """``(row id, KPI record)`` of every row (ignored deals too, as KPIs count them)."""

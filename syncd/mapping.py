@@ -27,6 +27,8 @@ TRUTHY = {"yes", "y", "true", "1", "да", "on", "x"}
 NOTE_TYPES = {"note"}
 #: The marker syncd puts in the note of every task it creates (``writeback.marker_for``).
 OWN_TASK_MARKER = re.compile(r"\bsyncd:v\d+\b")
+#: Text every ``OWN_TASK_MARKER`` match contains.
+OWN_TASK_LITERAL = "syncd:v"
 
 
 def is_truthy(value: Any) -> bool:
@@ -177,7 +179,8 @@ class TenantMapper:
         if row.external_id in self.own_task_ids:
             return True
         return any(OWN_TASK_MARKER.search(text) for text in (
-            getattr(row, "note", None), getattr(row, "subject", None)) if text)
+            getattr(row, "note", None), getattr(row, "subject", None))
+            if text and OWN_TASK_LITERAL in text)  # the search only where it can match
 
     def counts(self, row: Any) -> bool:
         """An activity the audit and the KPIs may use: not deleted, not syncd's own task."""
@@ -193,10 +196,18 @@ class TenantMapper:
             due_at=due_at, created_at=row.created_at, is_note=kind in NOTE_TYPES,
         )
 
+    def activity_facts(self, rows: Iterable[Any]) -> list[ActivityFact]:
+        """The facts of the activities among ``rows`` that count (``counts``)."""
+        return [self.activity_fact(a) for a in rows if self.counts(a)]
+
     def deal_facts(
         self, deal: Any, activities: Iterable[Any], changes: Iterable[Any],
-        company_activities: Iterable[Any] = (),
+        company_activities: Iterable[Any] = (), *,
+        company_facts: list[ActivityFact] | None = None,
     ) -> DealFacts:
+        """The audit facts of one stored deal. ``company_facts``: its company's activities
+        already as facts (``activity_facts``: a chunk's won deals of one company share
+        them), else made from ``company_activities``."""
         stage_id = deal.stage_id
         stage_key = self.stage_key(stage_id)
         canonical = {key: self.deal_field(deal.fields, key) for key in self._deal_fields}
@@ -222,9 +233,9 @@ class TenantMapper:
             lost_reason_key=self.loss_reason_key(deal.lost_reason),
             contact_count=len(deal.contact_ids or ()), fields=canonical,
             history=history, history_derived=derived,
-            activities=[self.activity_fact(a) for a in activities if self.counts(a)],
-            company_activities=[self.activity_fact(a) for a in company_activities
-                                if self.counts(a)],
+            activities=self.activity_facts(activities),
+            company_activities=(list(company_facts) if company_facts is not None
+                                else self.activity_facts(company_activities)),
             snooze_until=to_date(canonical.get("snooze_until")),
             snooze_reason=_text_or_none(canonical.get("snooze_reason")),
             stage_ignored=stage_key is None and self._is_ignored_stage(stage_id),
