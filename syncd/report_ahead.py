@@ -161,10 +161,14 @@ class ReportAhead:
             self.path.unlink()
 
     def _receive(self) -> tuple[Any, ...]:
+        """The process's next answer; never raises (a part not to be had is computed by
+        the report, so a broken answer must not cost the report)."""
         try:
             answer: tuple[Any, ...] = self._answers.recv()
         except (EOFError, OSError) as exc:
             answer = ("failed", f"the process ended without an answer ({type(exc).__name__})")
+        except Exception as exc:  # an answer that cannot be read back (unpickling)
+            answer = ("failed", f"its answer could not be read ({describe_error(exc)})")
         return answer
 
 

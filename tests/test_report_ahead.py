@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -178,3 +179,22 @@ def test_the_daemon_builds_its_reports_after_the_pass(database: store.Database,
     outcome = runner.run_under_lease(tenant, Lease(tenant.key, claim.fence, "test"))
     assert outcome.ok and outcome.report_outcome == "written"
     assert started == []
+
+
+def test_an_answer_that_cannot_be_read_leaves_the_parts_to_the_report(
+        database: store.Database, generated: Tenant, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(report_ahead, "MIN_DEALS", 100)
+    ahead = ReportAhead.start_if_large(database, generated, tmp_path / "reports")
+    assert ahead is not None
+
+    def unreadable() -> Any:
+        raise pickle.UnpicklingError("truncated answer")
+
+    try:
+        monkeypatch.setattr(ahead._answers, "recv", unreadable)
+        with caplog.at_level(logging.WARNING, logger="syncd.report_ahead"):
+            assert ahead.kpis() is None
+    finally:
+        ahead.close()
+    assert "could not be read" in caplog.text
