@@ -11,11 +11,11 @@ A live pass audits
   whose due time (``syncd.audit.due``) has come.
 
 Either way deals are read (``syncd.deal_walk``: one read feeds the audit and the karma),
-audited and written ``CHUNK`` at a time, each chunk's verdicts in their own transaction
-(the due rows, the violation lifecycle of exactly those deals, the tasks the newly opened
-ones queue), so memory stays flat whatever the tenant's size. The ``unmapped_stage`` rows
-aggregate the due-time index's ``unmapped_stage`` column, so they stay those of a full
-audit. The audit state (fingerprint, "now", watermark) is written
+audited and written ``CHUNK`` at a time, each chunk in its own transaction (the due rows,
+the violation lifecycle of exactly those deals, the tasks the newly opened ones queue), so
+memory stays flat whatever the tenant's size. The ``unmapped_stage`` rows aggregate the
+due-time index's ``unmapped_stage`` column, so they
+stay those of a full audit. The audit state (fingerprint, "now", watermark) is written
 last: a pass killed in between leaves the old state, and the next pass redoes the work.
 
 Open violations of deals that were not re-audited keep their ``last_seen_at``: the
@@ -49,7 +49,7 @@ from syncd.mapping import TenantMapper
 from syncd.store import auditstate
 from syncd.store.auditstate import AuditState, DealDue
 
-#: Deals read, audited and written at a time (one write transaction per chunk).
+#: Deals read, audited and written per transaction.
 CHUNK = 2000
 #: Records stored this long before the last audit's watermark still count as changed. Zero:
 #: a tenant's records are written only by its own pass (the lease makes it the only one),
@@ -60,14 +60,6 @@ SAFETY = timedelta(0)
 #: Source files whose code decides verdicts: a new version re-audits every deal.
 _LOGIC = ("audit/engine.py", "audit/rules.py", "audit/timeline.py", "audit/texts.py",
           "audit/facts.py", "audit/due.py", "audit/registry.py", "mapping.py")
-
-
-@dataclass
-class Judged:
-    """One chunk's verdicts, before they are written: the findings and the due rows."""
-
-    findings: list[Finding] = field(default_factory=list)
-    due: list[DealDue] = field(default_factory=list)
 
 
 @dataclass
@@ -108,9 +100,7 @@ class AuditStage:
         self.now, self.mapper, self.queue_tasks = now, mapper, queue_tasks
         self.wall = datetime.now(UTC)
         self.fingerprint = audit_fingerprint(tenant, mapper.stage_names)
-        # Immediate (as every audit transaction that reads, then writes): the pass may pull
-        # its last streams beside the audit (``syncd.sync``).
-        with db.session(immediate=True) as session:
+        with db.session() as session:
             previous = auditstate.audit_state(session, tenant_id)
             full = (full or previous is None or previous.fingerprint != self.fingerprint
                     or now < previous.audited_at)
@@ -134,30 +124,18 @@ class AuditStage:
     def audit(self, session: Any, ids: Sequence[str], chunk: DealChunk) -> None:
         """Judge ``chunk``'s audited rows and write the verdicts of the deals ``ids`` (those
         of them not among the rows, deleted or gone, lose their due row and violations)."""
-        self.write(session, ids, self.judge(chunk))
-
-    def judge(self, chunk: DealChunk) -> Judged:
-        """The verdicts of ``chunk``'s audited rows (no database access)."""
-        tenant = self.tenant
+        tenant, outcome, tenant_id = self.tenant, self.outcome, self.tenant_id
         verdicts = audit_each(chunk.facts(self.mapper), tenant.book, self.now, self.mapper.tz,
                               language=tenant.config.language,
                               custom_rules=tenant.custom_rules)
-        judged = Judged()
+        findings: list[Finding] = []
+        due: list[DealDue] = []
         row_ids = {row.external_id: row.id for row in chunk.audited}
         for verdict in verdicts:
-            judged.findings.extend(verdict.findings)
+            findings.extend(verdict.findings)
             deal_id = verdict.facts.deal_id
-            judged.due.append(DealDue(deal_id, row_ids[deal_id],
-                                      next_due(verdict, self.clock), verdict.unmapped_stage))
-        return judged
-
-    def write(self, session: Any, ids: Sequence[str], judged: Judged) -> None:
-        """Write the verdicts of the deals ``ids`` in the caller's transaction (those of
-        them ``judged`` has none for, deleted or gone, lose their due row and violations).
-        On SQLite that transaction should be immediate: it reads the open rows, then
-        writes."""
-        outcome, tenant_id = self.outcome, self.tenant_id
-        findings, due = judged.findings, judged.due
+            due.append(DealDue(deal_id, row_ids[deal_id], next_due(verdict, self.clock),
+                               verdict.unmapped_stage))
         audited = {d.deal_external_id for d in due}
         if self.wanted is not None:
             auditstate.drop_due(session, tenant_id, [i for i in ids if i not in audited])
@@ -175,7 +153,7 @@ class AuditStage:
         """Resolve the violations of deals gone since (full audit), write the unmapped-stage
         findings, and return the outcome (its state saved later by ``save_state``)."""
         tenant_id, outcome, now = self.tenant_id, self.outcome, self.now
-        with self.db.session(immediate=True) as session:
+        with self.db.session() as session:
             if self.wanted is None:
                 live = select(store.DealRow.external_id).where(
                     store.DealRow.tenant_id == tenant_id, store.DealRow.deleted == false())
@@ -197,7 +175,7 @@ def save_state(db: store.Database, tenant_id: int, outcome: AuditOutcome,
     assert outcome.state is not None
     state = AuditState(outcome.state.fingerprint, outcome.state.audited_at,
                        outcome.state.watermark, karma_due_at)
-    with db.session(immediate=True) as session:
+    with db.session() as session:
         auditstate.save_audit_state(session, tenant_id, state)
 
 

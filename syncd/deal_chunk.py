@@ -75,7 +75,7 @@ class DealChunk:
                         self.company_activities.get(deal.company_id, ()))
             yield mapper.deal_facts(
                 deal, self.activities.get(deal.external_id, ()),
-                self.changes.get(deal.external_id, ()), company_facts=shared or [])
+                self.changes.get(deal.external_id, ()), shared or ())
 
     def records(self, mapper: TenantMapper) -> list[tuple[int, DealRecord]]:
         """``(row id, KPI record)`` of every row (ignored deals too, as KPIs count them)."""

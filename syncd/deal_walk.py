@@ -3,11 +3,11 @@
 
 The audit (``syncd.audit_pass.AuditStage``) says which deals it judges, the karma
 (``syncd.karma_pass.KarmaStage``) which deals its ledgers need; the walk reads their
-union once, ``CHUNK`` deals at a time (``syncd.deal_chunk``: the row, its stage changes,
-and for an audited deal its activities), and hands each chunk to the audit (which judges
-it, then writes its verdicts in a short transaction of their own) and then to the karma
-(which reads the chunk's violations just written). Either stage projects the chunk into
-its own shape in memory; nothing is read twice:
+union once, ``CHUNK`` deals per transaction (``syncd.deal_chunk``: the row, its stage
+changes, and for an audited deal its activities), and hands each chunk to the audit (which
+writes its verdicts) and then to the karma (which reads the chunk's violations in the same
+transaction). Either stage projects the chunk into its own shape in memory; nothing is
+read twice:
 
 - every live deal, in row-id pages, when the audit is full or the karma whole (the deals
   the audit wanted but did not find, deleted or gone, are judged last, as nothing);
@@ -20,7 +20,7 @@ client karma, and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,10 +40,9 @@ from syncd.store import auditstate
 
 def audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int | None,
                     now: datetime, *, mapper: TenantMapper, full: bool = False,
-                    queue_tasks: Any = None, on_verdicts: Callable[[], None] = lambda: None,
+                    queue_tasks: Any = None,
                     ) -> tuple[AuditOutcome, KarmaStage, str, set[str] | None]:
     """Audit and score the tenant's stored deals as of ``now``, then save the audit state.
-    ``on_verdicts`` is called once every verdict is written, before the karma finishes.
 
     Returns the audit's outcome, the karma stage, what the karma did ("whole", "units",
     "unchanged") and the companies whose karma may have changed (None: any)."""
@@ -53,7 +52,6 @@ def audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: 
     try:
         _walk(db, tenant_id, audit, karma)
         outcome = audit.finish()
-        on_verdicts()
         done, karma_due_at, companies = karma.finish(outcome.opened_deal_ids)
     finally:
         karma.close()
@@ -89,38 +87,32 @@ def _walk(db: store.Database, tenant_id: int, audit: AuditStage, karma: KarmaSta
     if wanted is not None and not karma.whole:
         walk = sorted(wanted | karma.deal_ids)
         for start in range(0, len(walk), CHUNK):
-            _feed(db, tenant_id, audit, karma, walk[start:start + CHUNK])
+            ids = walk[start:start + CHUNK]
+            with db.session() as session:
+                rows = auditstate.live_deal_rows(session, tenant_id, ids)
+                _feed(session, tenant_id, audit, karma, ids, rows)
         return
     seen: set[str] = set()
     for page in _pages(db, tenant_id):
         ids = [row.external_id for row in page]
         seen.update(ids)
-        _feed(db, tenant_id, audit, karma, ids, page)
+        with db.session() as session:
+            _feed(session, tenant_id, audit, karma, ids, page)
     gone = [] if wanted is None else sorted(wanted - seen)
     for start in range(0, len(gone), CHUNK):
-        with db.session(immediate=True) as session:
+        with db.session() as session:
             audit.audit(session, gone[start:start + CHUNK], DealChunk(()))
 
 
-def _feed(db: store.Database, tenant_id: int, audit: AuditStage, karma: KarmaStage,
-          ids: Sequence[str], rows: Sequence[Any] | None = None) -> None:
-    """One chunk: read (``rows``, or the live rows of ``ids``), judged, its verdicts written,
-    then scored. Three transactions: the write lock (SQLite) is held only while the
-    verdicts are written, not while the chunk is read or judged, so a pass's last pulled
-    streams (``syncd.sync``) and other tenants' writes wait for the writes alone. Nothing
-    the audit reads changes in between: only this pass writes the tenant's records."""
+def _feed(session: Any, tenant_id: int, audit: AuditStage, karma: KarmaStage,
+          ids: Sequence[str], rows: Sequence[Any]) -> None:
+    """One chunk, in one transaction: read, audited (verdicts written), then scored."""
     wanted = audit.wanted
-    with db.session() as session:
-        if rows is None:
-            rows = auditstate.live_deal_rows(session, tenant_id, ids)
-        chunk = read_chunk(session, tenant_id, rows, wanted)
+    chunk = read_chunk(session, tenant_id, rows, wanted)
     judged = ids if wanted is None else [i for i in ids if i in wanted]
     if judged:
-        verdicts = audit.judge(chunk)
-        with db.session(immediate=True) as session:
-            audit.write(session, judged, verdicts)
-    with db.session() as session:  # reads the violations just written
-        karma.add(session, ids, chunk)
+        audit.audit(session, judged, chunk)
+    karma.add(session, ids, chunk)
 
 
 def _pages(db: store.Database, tenant_id: int) -> Iterator[Sequence[Any]]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import false, func, select
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
 from syncd import load as kpi_load
@@ -110,7 +110,8 @@ class KarmaStage:
                 assert previous is not None
                 scope = KarmaScope(set(audit.changed_ids), auditstate.changed_company_ids(
                     session, tenant_id, previous.watermark - SAFETY))
-                whole = len(scope.deal_ids) > WHOLE_SHARE * _deal_count(session, tenant_id)
+                deals = store.live_deal_count(session, tenant_id)
+                whole = len(scope.deal_ids) > WHOLE_SHARE * deals
                 if not whole:
                     self.scope = scope
                     self.companies = _touched_companies(session, tenant_id, scope.deal_ids,
@@ -351,11 +352,6 @@ def _touched_companies(session: Session, tenant_id: int, deal_ids: set[str],
     companies |= {u.removeprefix(COMPANY_UNIT) for u in store.karma_units_of_sources(
         session, tenant_id, people.KIND, "deal", deal_ids) if u.startswith(COMPANY_UNIT)}
     return companies
-
-
-def _deal_count(session: Any, tenant_id: int) -> int:
-    return int(session.scalar(select(func.count()).select_from(store.DealRow).where(
-        store.DealRow.tenant_id == tenant_id, store.DealRow.deleted == false())) or 0)
 
 
 def _deal_companies(session: Any, tenant_id: int, deal_ids: Iterable[str],

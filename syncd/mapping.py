@@ -202,12 +202,11 @@ class TenantMapper:
 
     def deal_facts(
         self, deal: Any, activities: Iterable[Any], changes: Iterable[Any],
-        company_activities: Iterable[Any] = (), *,
-        company_facts: list[ActivityFact] | None = None,
+        company_facts: Iterable[ActivityFact] = (),
     ) -> DealFacts:
-        """The audit facts of one stored deal. ``company_facts``: its company's activities
-        already as facts (``activity_facts``: a chunk's won deals of one company share
-        them), else made from ``company_activities``."""
+        """The audit facts of one stored deal. ``company_facts``: for a won deal, its
+        company's activities as facts (``activity_facts``; a chunk's won deals of one
+        company share them)."""
         stage_id = deal.stage_id
         stage_key = self.stage_key(stage_id)
         canonical = {key: self.deal_field(deal.fields, key) for key in self._deal_fields}
@@ -234,8 +233,7 @@ class TenantMapper:
             contact_count=len(deal.contact_ids or ()), fields=canonical,
             history=history, history_derived=derived,
             activities=self.activity_facts(activities),
-            company_activities=(list(company_facts) if company_facts is not None
-                                else self.activity_facts(company_activities)),
+            company_activities=list(company_facts),
             snooze_until=to_date(canonical.get("snooze_until")),
             snooze_reason=_text_or_none(canonical.get("snooze_reason")),
             stage_ignored=stage_key is None and self._is_ignored_stage(stage_id),

@@ -186,11 +186,9 @@ def _people_and_kpis(session: Session, tenant: Tenant, tenant_id: int, mapper: T
     if live and kpis_taken is not None:
         kpis, matrix = kpis_taken
     else:
-        kpis, matrix = compute_kpis(
-            tenant.book, mapper.tz, now,
-            kpi_load.deal_records(session, tenant_id, mapper, as_of),
-            kpi_load.activity_records(session, tenant_id, mapper, as_of), companies, names,
-            on_deal=None if live else collected.append)
+        kpis, matrix = report_kpis(session, tenant.book, tenant_id, mapper, now, companies,
+                                   names, as_of=as_of,
+                                   on_deal=None if live else collected.append)
     current = Clock(mapper.tz).month(now)
     lines: Iterable[Any]
     if live:  # read as they are summed: ~6 lines per deal, never all at once
@@ -203,6 +201,18 @@ def _people_and_kpis(session: Session, tenant: Tenant, tenant_id: int, mapper: T
             if line.period <= current]
     people = people_section(lines, users, tenant, kpis["period"]["months"], current)
     return people, kpis, matrix
+
+
+def report_kpis(session: Session, book: SalesBook, tenant_id: int, mapper: TenantMapper,
+                now: datetime, companies: dict[str, Any], names: dict[str, str], *,
+                as_of: datetime | None = None, on_deal: Any = None,
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's ``(kpis, contact_matrix)``: one pass over the stored deals, then the
+    activities (as they were at ``as_of``, when given)."""
+    return compute_kpis(book, mapper.tz, now,
+                        kpi_load.deal_records(session, tenant_id, mapper, as_of),
+                        kpi_load.activity_records(session, tenant_id, mapper, as_of),
+                        companies, names, on_deal=on_deal)
 
 
 def people_section(lines: Iterable[Any], users: list[people_karma.Person], tenant: Tenant,

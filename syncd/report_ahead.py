@@ -37,13 +37,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import false, func, select
 from sqlalchemy.engine import URL
 
 from syncd import load as kpi_load
 from syncd import store
 from syncd.config import Tenant, TenantConfig
-from syncd.kpi import compute_kpis
+from syncd.report import report_kpis
 from syncd.report_stream import WrittenRows, write_violations
 from syncd.salesbook import SalesBook
 from syncd.store.sanitize import describe_error
@@ -68,10 +67,7 @@ def live_kpis(db: store.Database, key: str, config: TenantConfig, book: SalesBoo
         mapper = mapper_of(session, config, book, row.id)
         companies = kpi_load.company_records(session, row.id, mapper)
         names = {user.user_id: user.name for user in kpi_load.people(session, row.id)}
-        return compute_kpis(book, mapper.tz, now,
-                            kpi_load.deal_records(session, row.id, mapper),
-                            kpi_load.activity_records(session, row.id, mapper),
-                            companies, names)
+        return report_kpis(session, book, row.id, mapper, now, companies, names)
 
 
 class ReportAhead:
@@ -105,9 +101,7 @@ class ReportAhead:
         """Start when the tenant has ``MIN_DEALS`` live deals or more (else None)."""
         with db.session() as session:
             row = store.get_tenant(session, tenant.key)
-            deals = 0 if row is None else session.scalar(
-                select(func.count()).select_from(store.DealRow).where(
-                    store.DealRow.tenant_id == row.id, store.DealRow.deleted == false())) or 0
+            deals = 0 if row is None else store.live_deal_count(session, row.id)
         if deals < MIN_DEALS:
             return None
         try:

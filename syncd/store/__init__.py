@@ -57,6 +57,7 @@ from syncd.store.reads import (
     counts,
     deal_owners,
     iter_deal_chunks,
+    live_deal_count,
     stage_changes_for_deals,
     stages_by_id,
 )
@@ -177,6 +178,7 @@ __all__ = [
     "karma_units_of_sources",
     "last_runs",
     "list_tenants",
+    "live_deal_count",
     "live_deal_rows",
     "mark_attempt",
     "mark_deleted",

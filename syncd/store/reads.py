@@ -211,6 +211,12 @@ def deal_owners(session: Session, tenant_id: int,
     return owners
 
 
+def live_deal_count(session: Session, tenant_id: int) -> int:
+    """The tenant's deals that are not deleted."""
+    return int(session.scalar(select(func.count()).select_from(DealRow).where(
+        DealRow.tenant_id == tenant_id, DealRow.deleted == false())) or 0)
+
+
 def counts(session: Session, tenant_id: int) -> dict[str, int]:
     """Row counts by table: record tables count non-deleted rows, ``violations`` the open
     ones, the other tables all of the tenant's rows."""
