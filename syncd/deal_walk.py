@@ -20,7 +20,7 @@ client karma, and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,9 +40,10 @@ from syncd.store import auditstate
 
 def audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int | None,
                     now: datetime, *, mapper: TenantMapper, full: bool = False,
-                    queue_tasks: Any = None,
+                    queue_tasks: Any = None, on_verdicts: Callable[[], None] = lambda: None,
                     ) -> tuple[AuditOutcome, KarmaStage, str, set[str] | None]:
     """Audit and score the tenant's stored deals as of ``now``, then save the audit state.
+    ``on_verdicts`` is called once every verdict is written, before the karma finishes.
 
     Returns the audit's outcome, the karma stage, what the karma did ("whole", "units",
     "unchanged") and the companies whose karma may have changed (None: any)."""
@@ -52,6 +53,7 @@ def audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: 
     try:
         _walk(db, tenant_id, audit, karma)
         outcome = audit.finish()
+        on_verdicts()
         done, karma_due_at, companies = karma.finish(outcome.opened_deal_ids)
     finally:
         karma.close()

@@ -196,9 +196,10 @@ class BesidePull:
 
     The pull's main thread mostly waits on the CRM's rate limit while it pulls the last
     streams, so the audit gets the interpreter almost to itself: a first 20k-deal Pipedrive
-    pass ends about as much earlier as its contacts took to pull. The two write through
-    separate transactions; on SQLite, every audit transaction that reads then writes is
-    immediate (``syncd.deal_walk``), so neither fails on the other's commit."""
+    pass ends about as much earlier as its contacts took to pull. The two write in
+    transactions of their own; on SQLite each takes the write lock at its first write and
+    waits its turn for it (the busy timeout), and the audit holds none while it judges
+    (tests/test_audit_beside_pull.py commits a page in the middle of a chunk)."""
 
     def __init__(self, run: Callable[[], WritebackScope | None]) -> None:
         self._run = run
