@@ -168,7 +168,7 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
 
 #: The interpreter's switch interval while an audit runs beside a pull (seconds). The
 #: pull's threads wait for the interpreter lock each time they wake (an answer read, a row
-#: stored): at the default 5 ms, the audit's CPU work stretched the contacts' pull by half.
+#: stored): at the default 5 ms, one 20k-deal run's contacts pull took ~3.5 s instead of ~2.
 BESIDE_SWITCH_INTERVAL = 0.001
 _beside = {"passes": 0, "interval": 0.0}
 _beside_lock = threading.Lock()
