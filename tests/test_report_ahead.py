@@ -62,6 +62,30 @@ def test_parts_taken_in_a_process_make_the_same_report(database: store.Database,
     assert not written.path.exists()  # the file goes with the process
 
 
+def test_the_rows_are_written_before_the_kpis_are_read(database: store.Database,
+                                                      generated: Tenant, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pass reads the KPIs only when its report reaches them, well after it ordered the
+    rows: the process's answers are a few bytes each (the parts go through files), so it
+    never waits on a full pipe before writing the rows (a 20k-deal tenant's KPIs, sent
+    whole, kept it waiting until the report read them, and the report then waited for
+    the rows)."""
+    monkeypatch.setattr(report_ahead, "MIN_DEALS", 100)
+    ahead = ReportAhead.start_if_large(database, generated, tmp_path / "reports")
+    assert ahead is not None
+    try:
+        ahead.order_violations()
+        answers = [ahead._answers.recv_bytes() for _ in range(2)]  # nothing else read
+        assert [pickle.loads(a)[0] for a in answers] == ["kpis", "violations"]
+        assert all(len(a) < 1024 for a in answers[:1])
+        assert ahead.kpis_path.stat().st_size > 1024  # the KPIs were not small
+        written = pickle.loads(answers[1])[1]
+        assert written.count > 300 and written.path.exists()
+    finally:
+        ahead.close()
+    assert not ahead.kpis_path.exists() and not ahead.path.exists()
+
+
 def test_rows_written_for_another_report_are_read_again(database: store.Database,
                                                         generated: Tenant,
                                                         tmp_path: Path) -> None:
