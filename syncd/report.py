@@ -178,14 +178,15 @@ def _people_and_kpis(session: Session, tenant: Tenant, tenant_id: int, mapper: T
     KPIs and contact matrix as of ``now``, computed beside the pass's audit by
     ``syncd.report_ahead``); people karma from the stored ledger (live) or, for an
     ``--as-of`` report, from lines computed on the fly up to that month."""
-    companies = kpi_load.company_records(session, tenant_id, mapper)
     users = kpi_load.people(session, tenant_id)
     names = {user.user_id: user.name for user in users}
     collected: list[Any] = []
     as_of = None if live else now  # an as-of report sees every deal as it was then
+    companies: dict[str, Any] = {}  # read only where the KPIs or the lines need them
     if live and kpis_taken is not None:
         kpis, matrix = kpis_taken
     else:
+        companies = kpi_load.company_records(session, tenant_id, mapper)
         kpis, matrix = report_kpis(session, tenant.book, tenant_id, mapper, now, companies,
                                    names, as_of=as_of,
                                    on_deal=None if live else collected.append)
