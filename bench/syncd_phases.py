@@ -77,6 +77,8 @@ TIMED = (
     # waiting for the parts a one-off pass takes beside it (syncd.report_ahead)
     ("syncd.report_ahead", "ReportAhead.kpis", "report: wait, KPIs"),
     ("syncd.report_ahead", "ReportAhead.violations", "report: wait, rows"),
+    # a chunk audited by the process auditing beside the pass (syncd.spare_audit): the wait
+    ("syncd.spare_audit", "SpareAudit.take", "audit: wait, chunks audited beside"),
 )
 #: Within those phases (with ``--detail``): where the audit, the karma and the report go.
 DETAIL = (

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import false, select
+from sqlalchemy.orm import Session
 
 from syncd import store
 from syncd.audit.due import DueClock, next_due
@@ -43,9 +44,10 @@ from syncd.audit.engine import audit_each
 from syncd.audit.facts import DealFacts, Finding
 from syncd.audit.rules import unmapped_stage
 from syncd.audit.texts import texts
-from syncd.config import Tenant
+from syncd.config import Tenant, TenantConfig
 from syncd.deal_chunk import DealChunk, read_chunk
 from syncd.mapping import TenantMapper
+from syncd.salesbook import SalesBook
 from syncd.store import auditstate
 from syncd.store.auditstate import AuditState, DealDue
 
@@ -84,6 +86,48 @@ class AuditOutcome:
         return bool(self.opened or self.resolved or self.changed)
 
 
+@dataclass
+class Judged:
+    """One chunk's verdicts, ready to be written (``write_verdicts``): the findings and
+    each judged deal's due row."""
+
+    findings: list[Finding]
+    due: list[DealDue]
+
+
+class Judge:
+    """Judges chunks of one tenant as of ``now``: what the audit stage and a process
+    auditing beside it (``syncd.spare_audit``) both run, so a chunk's verdicts are the same
+    whichever judged it."""
+
+    def __init__(self, book: SalesBook, language: str, mapper: TenantMapper, now: datetime,
+                 custom_rules: Sequence[Any] = ()) -> None:
+        self.book, self.language, self.custom_rules = book, language, custom_rules
+        self.mapper, self.now = mapper, now
+        self.clock = DueClock(book, now, mapper.tz, custom_rules=bool(custom_rules))
+
+    def __call__(self, chunk: DealChunk) -> Judged:
+        verdicts = audit_each(chunk.facts(self.mapper), self.book, self.now, self.mapper.tz,
+                              language=self.language, custom_rules=self.custom_rules)
+        findings: list[Finding] = []
+        due: list[DealDue] = []
+        row_ids = {row.external_id: row.id for row in chunk.audited}
+        for verdict in verdicts:
+            findings.extend(verdict.findings)
+            deal_id = verdict.facts.deal_id
+            due.append(DealDue(deal_id, row_ids[deal_id], next_due(verdict, self.clock),
+                               verdict.unmapped_stage))
+        return Judged(findings, due)
+
+
+def write_verdicts(session: Any, tenant_id: int, ids: Sequence[str], judged: Judged,
+                   now: datetime, run_id: int | None) -> store.LifecycleResult:
+    """Store a chunk's due rows and bring the violations of its deals ``ids`` in line with
+    its findings (the lifecycle: opened, refreshed, resolved)."""
+    auditstate.store_due(session, tenant_id, judged.due)
+    return store.apply_deal_findings(session, tenant_id, ids, judged.findings, now, run_id)
+
+
 class AuditStage:
     """The audit of one pass, fed chunk by chunk by the pass's one read of the deals
     (``syncd.deal_walk``): ``wanted`` says which deals it judges (None: every live deal),
@@ -118,36 +162,38 @@ class AuditStage:
         if self.wanted is not None:
             self.outcome.changed_ids = changed
             self.outcome.audited_ids = set(self.wanted)
-        self.clock = DueClock(tenant.book, now, mapper.tz,
-                              custom_rules=bool(tenant.custom_rules))
+        self.judge = Judge(tenant.book, tenant.config.language, mapper, now,
+                           tenant.custom_rules)
 
     def audit(self, session: Any, ids: Sequence[str], chunk: DealChunk) -> None:
         """Judge ``chunk``'s audited rows and write the verdicts of the deals ``ids`` (those
         of them not among the rows, deleted or gone, lose their due row and violations)."""
-        tenant, outcome, tenant_id = self.tenant, self.outcome, self.tenant_id
-        verdicts = audit_each(chunk.facts(self.mapper), tenant.book, self.now, self.mapper.tz,
-                              language=tenant.config.language,
-                              custom_rules=tenant.custom_rules)
-        findings: list[Finding] = []
-        due: list[DealDue] = []
-        row_ids = {row.external_id: row.id for row in chunk.audited}
-        for verdict in verdicts:
-            findings.extend(verdict.findings)
-            deal_id = verdict.facts.deal_id
-            due.append(DealDue(deal_id, row_ids[deal_id], next_due(verdict, self.clock),
-                               verdict.unmapped_stage))
-        audited = {d.deal_external_id for d in due}
+        self.record(session, ids, self.judge(chunk))
+
+    def record(self, session: Any, ids: Sequence[str], judged: Judged) -> None:
+        """Write the verdicts of the deals ``ids``: their due rows and violation lifecycle,
+        and the tasks the newly opened violations queue."""
+        tenant_id = self.tenant_id
         if self.wanted is not None:
+            audited = {d.deal_external_id for d in judged.due}
             auditstate.drop_due(session, tenant_id, [i for i in ids if i not in audited])
-        auditstate.store_due(session, tenant_id, due)
-        result = store.apply_deal_findings(session, tenant_id, ids, findings, self.now,
-                                           self.run_id)
+        result = write_verdicts(session, tenant_id, ids, judged, self.now, self.run_id)
         if self.queue_tasks is not None and result.opened:
             self.queue_tasks(session, result.opened)
-        _count(outcome, result)
-        outcome.opened_deal_ids.update(v.deal_external_id for v in result.opened
-                                       if v.deal_external_id is not None)
-        outcome.audited += len(due)
+        self.add_counts(len(judged.due), len(result.opened), result.resolved, result.changed,
+                        {v.deal_external_id for v in result.opened
+                         if v.deal_external_id is not None})
+
+    def add_counts(self, audited: int, opened: int, resolved: int, changed: int,
+                   opened_deal_ids: set[str]) -> None:
+        """Count a chunk's verdicts into the outcome (written here, or by a process
+        auditing beside the pass: ``syncd.spare_audit``)."""
+        outcome = self.outcome
+        outcome.audited += audited
+        outcome.opened += opened
+        outcome.resolved += resolved
+        outcome.changed += changed
+        outcome.opened_deal_ids.update(opened_deal_ids)
 
     def finish(self) -> AuditOutcome:
         """Resolve the violations of deals gone since (full audit), write the unmapped-stage
@@ -167,6 +213,17 @@ class AuditStage:
             _count(outcome, result)
         outcome.state = AuditState(self.fingerprint, now, self.wall, None)
         return outcome
+
+
+def mapper_of(session: Session, config: TenantConfig, book: SalesBook,
+              tenant_id: int) -> TenantMapper:
+    """``make_mapper`` from the tenant's config and Sales Book alone (what a process of its
+    own gets: no connector, no secrets)."""
+    mapper = TenantMapper(config, book, store.stages_by_id(session, tenant_id))
+    mapper.own_task_ids = frozenset(
+        row.crm_id for row in store.get_ledger(session, tenant_id, "task").values()
+        if row.crm_id)
+    return mapper
 
 
 def save_state(db: store.Database, tenant_id: int, outcome: AuditOutcome,

@@ -163,7 +163,8 @@ class Runner:
 
         ``spare_core`` (a one-off pass: nothing else runs beside it): a large tenant's
         report KPIs and violation rows are taken in a process of their own while the pass
-        audits and scores (``syncd.report_ahead``)."""
+        audits and scores (``syncd.report_ahead``), and its baseline audit's chunks are
+        audited from both ends, the pass's and another process's (``syncd.spare_audit``)."""
         options = options or self.options_factory()
         ahead: list[ReportAhead] = []
         if spare_core and options.as_of is None:
@@ -177,6 +178,7 @@ class Runner:
                     taken.order_violations()
             options.on_pulled = take_ahead
             options.on_verdicts = order_violations
+            options.spare_core = True
         try:
             return self._pass_and_report(tenant, lease, options, ahead)
         finally:

@@ -35,28 +35,36 @@ from syncd.deal_chunk import DealChunk, read_chunk
 from syncd.karma_pass import KarmaStage
 from syncd.mapping import TenantMapper
 from syncd.scoring.karma import client_karma_lines
+from syncd.spare_audit import SpareAudit
 from syncd.store import auditstate
 
 
 def audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int | None,
                     now: datetime, *, mapper: TenantMapper, full: bool = False,
                     queue_tasks: Any = None, on_verdicts: Callable[[], None] = lambda: None,
+                    spare_core: bool = False,
                     ) -> tuple[AuditOutcome, KarmaStage, str, set[str] | None]:
     """Audit and score the tenant's stored deals as of ``now``, then save the audit state.
-    ``on_verdicts`` is called once every verdict is written, before the karma finishes.
+    ``on_verdicts`` is called once every verdict is written, before the karma finishes;
+    ``spare_core``: a baseline audit (full, no task to queue) may have chunks audited by a
+    process of its own (``syncd.spare_audit``).
 
     Returns the audit's outcome, the karma stage, what the karma did ("whole", "units",
     "unchanged") and the companies whose karma may have changed (None: any)."""
     audit = AuditStage(db, tenant, tenant_id, run_id, now, mapper=mapper, full=full,
                        queue_tasks=queue_tasks)
+    spare = (SpareAudit.start_if_useful(db, tenant, tenant_id, now, run_id, CHUNK)
+             if spare_core and audit.wanted is None and queue_tasks is None else None)
     karma = KarmaStage(db, tenant, tenant_id, mapper, now, audit.outcome)
     try:
-        _walk(db, tenant_id, audit, karma)
+        _walk(db, tenant_id, audit, karma, spare)
         outcome = audit.finish()
         on_verdicts()
         done, karma_due_at, companies = karma.finish(outcome.opened_deal_ids)
     finally:
         karma.close()
+        if spare is not None:
+            spare.close()
     save_state(db, tenant_id, outcome, karma_due_at)
     return outcome, karma, done, companies
 
@@ -83,8 +91,10 @@ def audit_and_score_as_of(session: Session, tenant: Tenant, tenant_id: int, now:
     return findings, subjects
 
 
-def _walk(db: store.Database, tenant_id: int, audit: AuditStage, karma: KarmaStage) -> None:
-    """Read the deals both stages need, once, and hand each chunk to both."""
+def _walk(db: store.Database, tenant_id: int, audit: AuditStage, karma: KarmaStage,
+          spare: SpareAudit | None = None) -> None:
+    """Read the deals both stages need, once, and hand each chunk to both (a chunk
+    ``spare`` audited is read without its activities, and only scored here)."""
     wanted = audit.wanted
     if wanted is not None and not karma.whole:
         walk = sorted(wanted | karma.deal_ids)
@@ -95,11 +105,17 @@ def _walk(db: store.Database, tenant_id: int, audit: AuditStage, karma: KarmaSta
                 _feed(session, tenant_id, audit, karma, ids, rows)
         return
     seen: set[str] = set()
-    for page in _pages(db, tenant_id):
+    for index, page in enumerate(_pages(db, tenant_id)):
         ids = [row.external_id for row in page]
         seen.update(ids)
+        audited = spare.take(index, ids) if spare is not None else None
         with db.session() as session:
-            _feed(session, tenant_id, audit, karma, ids, page)
+            if audited is None:
+                _feed(session, tenant_id, audit, karma, ids, page)
+            else:
+                audit.add_counts(audited.audited, audited.opened, audited.resolved,
+                                 audited.changed, audited.opened_deal_ids)
+                karma.add(session, ids, read_chunk(session, tenant_id, page, ()))
     gone = [] if wanted is None else sorted(wanted - seen)
     for start in range(0, len(gone), CHUNK):
         with db.session() as session:

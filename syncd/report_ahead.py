@@ -42,12 +42,12 @@ from sqlalchemy.engine import URL
 
 from syncd import load as kpi_load
 from syncd import store
+from syncd.audit_pass import mapper_of
 from syncd.config import Tenant, TenantConfig
 from syncd.report import report_kpis
 from syncd.report_stream import WrittenRows, write_violations
 from syncd.salesbook import SalesBook
 from syncd.store.sanitize import describe_error
-from syncd.sync import mapper_of
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from syncd import backfill, store
 from syncd.audit.engine import audit_deals
 from syncd.audit.facts import DealFacts, Finding
-from syncd.audit_pass import chunk_facts
+from syncd.audit_pass import chunk_facts, mapper_of
 from syncd.badrecords import BadRecord, collecting, drain
-from syncd.config import Tenant, TenantConfig
+from syncd.config import Tenant
 from syncd.connector import AUDIT_FREE_STREAMS, Connector, PullContext
 from syncd.deal_walk import audit_and_score, audit_and_score_as_of
 from syncd.errors import SyncdError
@@ -41,7 +41,6 @@ from syncd.lease import FencedDatabase, LeaseLost, fence_crm_calls
 from syncd.mapping import TenantMapper
 from syncd.plugins import Plugins
 from syncd.records import Page
-from syncd.salesbook import SalesBook
 from syncd.store.runs import RunStatus
 from syncd.store.sanitize import describe_error
 from syncd.writeback import WritebackResult, WritebackScope, queue_tasks, run_writeback
@@ -69,6 +68,10 @@ class PassOptions:
     #: Called once the live audit's verdicts are all written (before the karma finishes),
     #: from the audit's thread.
     on_verdicts: Callable[[], None] = lambda: None
+    #: Nothing else runs beside this pass (``syncd sync``): a large tenant's baseline audit
+    #: may have chunks audited by a process of its own on the idle core
+    #: (``syncd.spare_audit``).
+    spare_core: bool = False
 
 
 @dataclass
@@ -127,7 +130,8 @@ def run_pass(db: store.Database, plugins: Plugins, tenant: Tenant,
         check_stored_fields(db, tenant, tenant_id)  # a misspelt mapped field stops here
         options.on_pulled()
         return _audit_and_score(db, tenant, tenant_id, run_id, now, summary,
-                                full=options.full, on_verdicts=options.on_verdicts)
+                                full=options.full, on_verdicts=options.on_verdicts,
+                                spare_core=options.spare_core)
 
     audit = BesidePull(audit_stage)
     try:
@@ -440,7 +444,7 @@ def _history_owed(db: store.Database, tenant_id: int, run_id: int | None,
 def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id: int,
                      now: datetime, summary: PassSummary, *, full: bool = False,
                      on_verdicts: Callable[[], None] = lambda: None,
-                     ) -> WritebackScope | None:
+                     spare_core: bool = False) -> WritebackScope | None:
     """Audit and score; returns what write-back must look at (None: everything)."""
     if not summary.live:  # what-if: audit and karma as of that moment, nothing persisted
         with db.session() as session:
@@ -463,7 +467,8 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
     # audit and both karma ledgers (syncd.deal_walk).
     outcome, karma, done, karma_companies = audit_and_score(
         db, tenant, tenant_id, run_id, now, mapper=mapper, full=full,
-        queue_tasks=None if first_audit else queue, on_verdicts=on_verdicts)
+        queue_tasks=None if first_audit else queue, on_verdicts=on_verdicts,
+        spare_core=spare_core)
     summary.audit = {"mode": "full" if outcome.full else "incremental",
                      "deals_audited": outcome.audited, "karma": done}
     summary.violations_opened = outcome.opened
@@ -480,17 +485,6 @@ def _audit_and_score(db: store.Database, tenant: Tenant, tenant_id: int, run_id:
 def make_mapper(session: Session, tenant: Tenant, tenant_id: int) -> TenantMapper:
     """The tenant's mapper, knowing the CRM ids of the tasks syncd created (never evidence)."""
     return mapper_of(session, tenant.config, tenant.book, tenant_id)
-
-
-def mapper_of(session: Session, config: TenantConfig, book: SalesBook,
-              tenant_id: int) -> TenantMapper:
-    """``make_mapper`` from the tenant's config and Sales Book alone (what a process of its
-    own gets: no connector, no secrets)."""
-    mapper = TenantMapper(config, book, store.stages_by_id(session, tenant_id))
-    mapper.own_task_ids = frozenset(
-        row.crm_id for row in store.get_ledger(session, tenant_id, "task").values()
-        if row.crm_id)
-    return mapper
 
 
 def _audit(session: Session, tenant: Tenant, tenant_id: int, now: datetime,

@@ -220,6 +220,15 @@ def deal_page(session: Session, tenant_id: int, after_id: int, size: int) -> lis
         .order_by(table.c.id).limit(size)).all())
 
 
+def deal_page_starts(session: Session, tenant_id: int, size: int) -> list[int]:
+    """The ``after_id`` of each of ``deal_page``'s pages of ``size``, first to last."""
+    table = DealRow.__table__
+    ids = session.scalars(select(table.c.id).where(
+        table.c.tenant_id == tenant_id, table.c.deleted == false())
+        .order_by(table.c.id)).all()
+    return [0, *(ids[start - 1] for start in range(size, len(ids), size))]
+
+
 def live_deal_rows(session: Session, tenant_id: int,
                    deal_ids: Sequence[str]) -> list[Any]:
     """Non-deleted deal rows with these CRM ids, in the audit's (row id) order."""
