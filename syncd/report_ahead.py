@@ -41,7 +41,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from syncd import load as kpi_load
-from syncd import store
+from syncd import spare_core, store
 from syncd.audit_pass import mapper_of
 from syncd.config import Tenant, TenantConfig
 from syncd.report import report_kpis
@@ -185,33 +185,28 @@ def _work(answers: Connection, orders: Connection, url: URL, key: str, config: T
     """The child: write the KPIs and contact matrix into ``kpis_path`` and send
     ``("kpis",)``; then, when ordered, write the violation rows into ``path`` and send
     ``("violations", WrittenRows)``; ``("failed", why)`` for what could not be done.
-
-    Each answer is a few bytes: the pass reads them only when its report needs them, and
-    an answer larger than the pipe's buffer (a 20k-deal tenant's KPIs) kept this process
-    waiting on its send until then, its rows ordered long before and written only after
-    (the report waited ~0.5 s for them)."""
+    Each answer is a few bytes (``syncd.spare_core``): sent whole, a 20k-deal tenant's KPIs
+    kept this process waiting on the pipe until the report read them, and the rows it had
+    been ordered long before came only then (the report waited ~0.5 s for them)."""
     db = store.Database(url)
     try:
         try:
             kpis, matrix = live_kpis(db, key, config, book, now)
             with kpis_path.open("wb") as file:
                 pickle.dump((kpis, matrix), file, pickle.HIGHEST_PROTOCOL)
-            _answer(answers, ("kpis",))
+            spare_core.answer(answers, ("kpis",))
         except Exception as exc:
-            _answer(answers, ("failed", describe_error(exc)))
+            spare_core.answer(answers, ("failed", describe_error(exc)))
         try:
             orders.recv()
         except (EOFError, OSError):
             return  # the pass ended without ordering them
         try:
-            _answer(answers, ("violations", write_violations(db, key, config, book, path)))
+            written = write_violations(db, key, config, book, path)
+            spare_core.answer(answers, ("violations", written))
         except Exception as exc:
-            _answer(answers, ("failed", describe_error(exc)))
+            spare_core.answer(answers, ("failed", describe_error(exc)))
     finally:
         db.dispose()
         answers.close()
 
-
-def _answer(answers: Connection, answer: tuple[Any, ...]) -> None:
-    with contextlib.suppress(BrokenPipeError, OSError):  # the report no longer waits
-        answers.send(answer)

@@ -32,7 +32,6 @@ read) is logged again by the pass, in its tenant's scope.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import pickle
@@ -47,14 +46,13 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from syncd import store
+from syncd import spare_core, store
 from syncd.audit_pass import Judge, mapper_of, write_verdicts
 from syncd.config import Tenant, TenantConfig
 from syncd.deal_chunk import read_chunk
 from syncd.lease import FencedDatabase, Lease
 from syncd.salesbook import SalesBook
 from syncd.store import auditstate
-from syncd.store.db import _sqlite_path
 from syncd.store.sanitize import describe_error
 
 log = logging.getLogger(__name__)
@@ -148,7 +146,7 @@ class SpareAudit:
                         now: datetime, run_id: int | None,
                         chunk: int) -> SpareAudit | None:
         """Start when auditing beside the pass can pay (the module's notes), else None."""
-        if tenant.custom_rules or not _shared_database(db.url):
+        if tenant.custom_rules or not spare_core.shared_database(db.url):
             return None
         with db.session() as session:
             if store.live_deal_count(session, tenant_id) < MIN_DEALS:
@@ -221,13 +219,6 @@ class SpareAudit:
             self._gone = True
 
 
-def _shared_database(url: URL) -> bool:
-    """Whether another process sees the same database (not an in-memory SQLite one)."""
-    if not url.drivername.startswith("sqlite"):
-        return True
-    return _sqlite_path(url) is not None
-
-
 class _Kept(logging.Handler):
     """What the process logs while it audits a chunk, kept to be sent with it."""
 
@@ -259,7 +250,7 @@ def _work(answers: Connection, claims: _Claims, url: URL,
             starts = auditstate.deal_page_starts(session, tenant_id, chunk)
         judge = Judge(book, config.language, mapper, now)
         index = claims.process_claims(len(starts))
-        _answer(answers, ("started",))
+        spare_core.answer(answers, ("started",))
         while index is not None:
             with db.session() as session:
                 page = auditstate.deal_page(session, tenant_id, starts[index], chunk)
@@ -273,16 +264,12 @@ def _work(answers: Connection, claims: _Claims, url: URL,
             kept.records = []
             with (directory / f"{index}.pickle").open("wb") as file:
                 pickle.dump(audited, file, pickle.HIGHEST_PROTOCOL)
-            _answer(answers, ("chunk", index))
+            spare_core.answer(answers, ("chunk", index))
             index = claims.process_claims()
-        _answer(answers, ("finished",))
+        spare_core.answer(answers, ("finished",))
     except Exception as exc:
-        _answer(answers, ("failed", describe_error(exc)))
+        spare_core.answer(answers, ("failed", describe_error(exc)))
     finally:
         inner.dispose()
         answers.close()
 
-
-def _answer(answers: Connection, answer: tuple[Any, ...]) -> None:
-    with contextlib.suppress(BrokenPipeError, OSError):  # the pass no longer waits
-        answers.send(answer)
