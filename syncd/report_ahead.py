@@ -16,7 +16,7 @@ sooner as these take (~2.5 s of ~30 s).
 
 Only ``syncd sync`` uses it (``Runner.run_one_off``): it runs one tenant at a time and
 leaves a core idle, while ``syncd run`` keeps every core busy with its workers' passes,
-where another process would only add its start-up. And only for tenants of ``MIN_DEALS``
+where another process would only add its start-up. And only for tenants of ``spare_core.MIN_DEALS``
 deals or more, below which the process's start-up (~0.5 s of imports) costs more than it
 saves.
 
@@ -51,8 +51,6 @@ from syncd.store.sanitize import describe_error
 
 log = logging.getLogger(__name__)
 
-#: Tenants with fewer deals build their whole report after the pass, as before.
-MIN_DEALS = 5_000
 
 Taken = tuple[dict[str, Any], dict[str, Any]]
 
@@ -100,11 +98,11 @@ class ReportAhead:
     @classmethod
     def start_if_large(cls, db: store.Database, tenant: Tenant,
                        directory: Path) -> ReportAhead | None:
-        """Start when the tenant has ``MIN_DEALS`` live deals or more (else None)."""
+        """Start when the tenant has ``spare_core.MIN_DEALS`` live deals or more (else
+        None)."""
         with db.session() as session:
             row = store.get_tenant(session, tenant.key)
-            deals = 0 if row is None else store.live_deal_count(session, row.id)
-        if deals < MIN_DEALS:
+        if row is None or not spare_core.large_enough(db, row.id):
             return None
         try:
             return cls(db, tenant, directory)

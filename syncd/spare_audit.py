@@ -22,7 +22,7 @@ the pass's own commits do.
 
 Used only for the baseline audit (the tenant's first: it opens violations but queues no
 task; a later full audit queues tasks in the transaction that opens their violations,
-which stays the pass's) of a tenant of ``MIN_DEALS`` live deals or more with no custom
+which stays the pass's) of a tenant of ``spare_core.MIN_DEALS`` live deals or more with no custom
 rules (a rule from a plugin is loaded by the tenant's process, not by this one), on a
 file or server database (a process cannot see an in-memory one), and only by
 ``syncd sync`` (``PassOptions.spare_core``): ``syncd run`` keeps every core busy with its
@@ -57,9 +57,6 @@ from syncd.store.sanitize import describe_error
 
 log = logging.getLogger(__name__)
 
-#: Tenants with fewer live deals are audited by the pass alone: the process's start-up
-#: (~1 s of imports) would cost about what it saves.
-MIN_DEALS = 5_000
 #: The process claims no chunk until it has started; until then the pass claims them all.
 _NOT_STARTED = 2**62
 
@@ -146,11 +143,9 @@ class SpareAudit:
                         now: datetime, run_id: int | None,
                         chunk: int) -> SpareAudit | None:
         """Start when auditing beside the pass can pay (the module's notes), else None."""
-        if tenant.custom_rules or not spare_core.shared_database(db.url):
+        if (tenant.custom_rules or not spare_core.shared_database(db.url)
+                or not spare_core.large_enough(db, tenant_id)):
             return None
-        with db.session() as session:
-            if store.live_deal_count(session, tenant_id) < MIN_DEALS:
-                return None
         try:
             return cls(db, tenant, tenant_id, now, run_id, chunk)
         except Exception as exc:  # no process to be had: the pass audits every chunk

@@ -19,7 +19,7 @@ from support import REPO
 from test_report_stream import _runner
 from test_report_stream import generated as generated  # noqa: PLC0414 (a fixture)
 
-from syncd import report_ahead, store
+from syncd import spare_core, store
 from syncd.config import Tenant
 from syncd.lease import Lease
 from syncd.report import build_report
@@ -40,7 +40,7 @@ def report_bytes(db: store.Database, tenant: Tenant, directory: Path, **kwargs: 
 def test_parts_taken_in_a_process_make_the_same_report(database: store.Database,
                                                        generated: Tenant, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_ahead, "MIN_DEALS", 100)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 100)
     ahead = ReportAhead.start_if_large(database, generated, tmp_path / "reports")
     assert ahead is not None
     try:
@@ -70,7 +70,7 @@ def test_the_rows_are_written_before_the_kpis_are_read(database: store.Database,
     never waits on a full pipe before writing the rows (a 20k-deal tenant's KPIs, sent
     whole, kept it waiting until the report read them, and the report then waited for
     the rows)."""
-    monkeypatch.setattr(report_ahead, "MIN_DEALS", 100)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 100)
     ahead = ReportAhead.start_if_large(database, generated, tmp_path / "reports")
     assert ahead is not None
     try:
@@ -103,7 +103,7 @@ def test_rows_written_for_another_report_are_read_again(database: store.Database
 def test_a_small_tenant_builds_its_report_after_the_pass(database: store.Database,
                                                          generated: Tenant,
                                                          tmp_path: Path) -> None:
-    assert report_ahead.MIN_DEALS > 400
+    assert spare_core.MIN_DEALS > 400
     assert ReportAhead.start_if_large(database, generated, tmp_path) is None
 
 
@@ -125,7 +125,7 @@ def test_a_process_that_fails_leaves_the_parts_to_the_report(
 
 def test_a_one_off_pass_writes_its_report_with_the_parts_taken_beside_it(
         database: store.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_ahead, "MIN_DEALS", 100)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 100)
     taken: dict[str, Any] = {}
     kpis, violations = ReportAhead.kpis, ReportAhead.violations
 
@@ -160,7 +160,7 @@ def test_parts_taken_before_a_write_back_are_not_used(database: store.Database,
                                                       tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Write-back stores what it wrote after the parts were taken: the report takes its own."""
-    monkeypatch.setattr(report_ahead, "MIN_DEALS", 100)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 100)
     started: list[str] = []
     asked: list[str] = []
     init = ReportAhead.__init__
@@ -190,7 +190,7 @@ def test_the_daemon_builds_its_reports_after_the_pass(database: store.Database,
                                                       tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``syncd run`` keeps its cores for its workers: no process beside the pass."""
-    monkeypatch.setattr(report_ahead, "MIN_DEALS", 100)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 100)
     started: list[Tenant] = []
     monkeypatch.setattr(ReportAhead, "__init__",
                         lambda self, db, tenant, directory: started.append(tenant))
@@ -208,7 +208,7 @@ def test_the_daemon_builds_its_reports_after_the_pass(database: store.Database,
 def test_an_answer_that_cannot_be_read_leaves_the_parts_to_the_report(
         database: store.Database, generated: Tenant, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(report_ahead, "MIN_DEALS", 100)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 100)
     ahead = ReportAhead.start_if_large(database, generated, tmp_path / "reports")
     assert ahead is not None
 

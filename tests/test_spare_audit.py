@@ -24,7 +24,7 @@ from sqlalchemy import select
 from support import REPO
 from test_report_stream import _runner
 
-from syncd import deal_walk, spare_audit, store
+from syncd import deal_walk, spare_core, store
 from syncd.config import Tenant
 from syncd.lease import FencedDatabase, Lease
 from syncd.spare_audit import SpareAudit
@@ -79,7 +79,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[SpareAudit]:
     """Small chunks; the process starts for a tenant of ``DEALS`` deals, and the pass waits
     until it has claimed its first chunk (so it audits some). Each one started is listed."""
     monkeypatch.setattr(deal_walk, "CHUNK", CHUNK)
-    monkeypatch.setattr(spare_audit, "MIN_DEALS", 100)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 100)
     begun: list[SpareAudit] = []
     start = SpareAudit.start_if_useful.__func__  # type: ignore[attr-defined]
 
@@ -100,10 +100,10 @@ def test_a_baseline_audit_from_both_ends_equals_one_from_one_end(
     tenant = bench.make_tenant(bench.Account(DEALS), writeback=False)
     alone = dataclasses.replace(tenant, key="alone")
     runner = _runner(database, tmp_path / "reports", [bench.NOW])
-    monkeypatch.setattr(spare_audit, "MIN_DEALS", 10**9)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 10**9)
     reference = runner.run_one_off(alone)
     assert reference.ok and started == []
-    monkeypatch.setattr(spare_audit, "MIN_DEALS", 100)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 100)
     both = runner.run_one_off(tenant)
     assert both.ok and len(started) == 1
     chunks = -(-DEALS // CHUNK)
@@ -140,7 +140,7 @@ def test_a_process_that_fails_leaves_its_chunks_to_the_pass(
 def test_a_process_whose_lease_is_gone_writes_nothing(
         database: store.Database, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(spare_audit, "MIN_DEALS", 10**9)
+    monkeypatch.setattr(spare_core, "MIN_DEALS", 10**9)
     tenant = bench.make_tenant(bench.Account(DEALS), writeback=False)
     assert _runner(database, tmp_path / "reports", [bench.NOW]).run_one_off(tenant).ok
     before = snapshot(database, tenant.key)
